@@ -1,0 +1,3 @@
+//! Logical replication: pgoutput decoding (pure) and the change-event stream.
+
+pub mod pgoutput;
