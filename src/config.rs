@@ -1,1 +1,665 @@
-//! (being written)
+//! Endpoint and resource configuration.
+//!
+//! Property names, defaults and meanings follow Estuary's Go `source-postgres`, so an
+//! existing capture's configuration works unchanged. The `spec` schemas are generated from
+//! these types (see [`crate::spec`]) and carry the Flow UI annotations (`order`, `secret`,
+//! `advanced`). Parsing is lenient about unknown keys (the stored config may carry a `sops`
+//! block and fields of newer connector versions) and strict about values: every error
+//! names the field and says what is expected, and never echoes a secret.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::pg::{ConnectParams, SslMode};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("endpoint configuration is missing {field:?}")]
+    Missing { field: &'static str, hint: &'static str },
+    #[error("endpoint configuration field {field:?} is invalid: {reason}")]
+    Invalid { field: String, reason: String, hint: String },
+    #[error("resource configuration of binding {binding} is invalid: {reason}")]
+    Resource { binding: usize, reason: String, hint: String },
+}
+
+impl ConfigError {
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ConfigError::Missing { hint, .. } => Some(hint),
+            ConfigError::Invalid { hint, .. } | ConfigError::Resource { hint, .. } => {
+                (!hint.is_empty()).then_some(hint.as_str())
+            }
+        }
+    }
+}
+
+fn default_user() -> String {
+    "flow_capture".into()
+}
+fn default_database() -> String {
+    "postgres".into()
+}
+
+/// Connection to the PostgreSQL server and capture settings.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[schemars(title = "PostgreSQL Connection")]
+pub struct EndpointConfig {
+    /// The host or host:port at which the database can be reached.
+    #[serde(default)]
+    #[schemars(title = "Server Address", extend("order" = 0))]
+    pub address: String,
+    /// The database user to authenticate as.
+    #[serde(default = "default_user")]
+    #[schemars(title = "User", extend("order" = 1))]
+    pub user: String,
+    /// Legacy top-level password, used when `credentials` is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub password: Option<String>,
+    /// Logical database name to capture from.
+    #[serde(default = "default_database")]
+    #[schemars(title = "Database", extend("order" = 2))]
+    pub database: String,
+    /// Capture change events without reducing them.
+    #[serde(default, rename = "historyMode")]
+    #[schemars(title = "History Mode", extend("order" = 3, "nonsensitive" = true))]
+    pub history_mode: bool,
+    /// How to authenticate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(title = "Authentication", extend("order" = 4))]
+    pub credentials: Option<Credentials>,
+    /// Which tables discovery lists.
+    #[serde(default, rename = "discoveryFilters")]
+    #[schemars(title = "Discovery Filters", extend("order" = 5))]
+    pub discovery_filters: DiscoveryFilters,
+    /// Options for advanced users. You should not typically need to modify these.
+    #[serde(default)]
+    #[schemars(title = "Advanced Options", extend("advanced" = true, "order" = 6))]
+    pub advanced: Advanced,
+    /// Accepted for compatibility; SSH tunnelling is not supported by this connector.
+    #[serde(default, rename = "networkTunnel", skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub network_tunnel: Option<Value>,
+}
+
+/// Authentication method.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(tag = "auth_type")]
+#[schemars(extend("discriminator" = {"propertyName": "auth_type"}))]
+pub enum Credentials {
+    /// Password authentication.
+    #[serde(rename = "UserPassword")]
+    #[schemars(title = "Password")]
+    UserPassword {
+        /// Password for the specified database user.
+        #[schemars(title = "Password", extend("secret" = true, "order" = 0))]
+        password: String,
+    },
+}
+
+/// Filters applied when listing tables.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryFilters {
+    /// Only discover tables in these schemas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(title = "Include Schemas")]
+    pub include_schemas: Vec<String>,
+    /// Never discover tables in these schemas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(title = "Exclude Schemas")]
+    pub exclude_schemas: Vec<String>,
+    /// Only discover tables matching one of these patterns: `schema.table` globs with `*` and `?`
+    /// (`\` escapes), or a table name glob matching in any schema.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(title = "Table Patterns")]
+    pub table_patterns: Vec<String>,
+    /// Also discover tables that are not in the publication.
+    #[serde(default)]
+    #[schemars(title = "Discover Unpublished Tables")]
+    pub discover_unpublished_tables: bool,
+}
+
+fn default_publication() -> String {
+    "flow_publication".into()
+}
+fn default_slot() -> String {
+    "flow_slot".into()
+}
+fn default_watermarks() -> String {
+    "public.flow_watermarks".into()
+}
+fn default_chunk_size() -> i64 {
+    50_000
+}
+
+/// Advanced options.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Advanced {
+    /// The name of the PostgreSQL publication to replicate from.
+    #[serde(default = "default_publication", rename = "publicationName")]
+    #[schemars(title = "Publication Name")]
+    pub publication_name: String,
+    /// The name of the PostgreSQL replication slot to replicate from.
+    #[serde(default = "default_slot", rename = "slotName")]
+    #[schemars(title = "Slot Name")]
+    pub slot_name: String,
+    /// The name of the table used for watermark writes during backfills. Must be fully-qualified in '<schema>.<table>' form.
+    #[serde(default = "default_watermarks", rename = "watermarksTable")]
+    #[schemars(title = "Watermarks Table")]
+    pub watermarks_table: String,
+    /// A comma-separated list of fully-qualified table names which should not be backfilled.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(title = "Skip Backfills")]
+    pub skip_backfills: String,
+    /// The number of rows which should be fetched from the database in a single backfill query.
+    #[serde(default = "default_chunk_size")]
+    #[schemars(title = "Backfill Chunk Size")]
+    pub backfill_chunk_size: i64,
+    /// Overrides SSL connection behavior by setting the 'sslmode' parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(title = "SSL Mode")]
+    pub sslmode: Option<SslModeName>,
+    /// A PEM bundle of CA certificates (or a path to one) for `verify-ca` and `verify-full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(title = "SSL Root Certificate", extend("multiline" = true))]
+    pub sslrootcert: Option<String>,
+    /// Legacy list of schemas to discover; combined with the discovery filters' include list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(title = "Discovery Schema Selection")]
+    pub discover_schemas: Vec<String>,
+    /// Discover leaf partitions of partitioned tables as separate bindings instead of their roots.
+    #[serde(default)]
+    #[schemars(title = "Capture Partitioned Tables As Partitions")]
+    pub capture_as_partitions: bool,
+    /// Also discover tables that are not in the publication.
+    #[serde(default)]
+    #[schemars(title = "Discover Unpublished Tables")]
+    pub discover_unpublished_tables: bool,
+    /// When set, every document carries this value at `/_meta/source/tag`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(title = "Source Tag")]
+    pub source_tag: String,
+    /// Comma-separated feature flags (`no_<flag>` disables a default flag).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(title = "Feature Flags")]
+    pub feature_flags: String,
+    /// Overrides the statement timeout of backfill queries. Blank means 2 minutes; 0 disables it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(title = "Statement Timeout", extend("enum" = ["", "0", "30s", "1m", "2m", "5m", "30m"]))]
+    pub statement_timeout: String,
+    /// Skip all prerequisite checks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(skip)]
+    pub skip_prerequisites: bool,
+    /// Ignored; kept so that older configurations still parse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub discover_only_published: Option<bool>,
+}
+
+impl Default for Advanced {
+    fn default() -> Self {
+        // Implemented by hand: a derived Default would give empty names instead of the
+        // documented defaults when `advanced` is absent.
+        serde_json::from_value(Value::Object(Default::default())).unwrap_or_else(|_| unreachable_default())
+    }
+}
+
+fn unreachable_default() -> Advanced {
+    Advanced {
+        publication_name: default_publication(),
+        slot_name: default_slot(),
+        watermarks_table: default_watermarks(),
+        skip_backfills: String::new(),
+        backfill_chunk_size: default_chunk_size(),
+        sslmode: None,
+        sslrootcert: None,
+        discover_schemas: Vec::new(),
+        capture_as_partitions: false,
+        discover_unpublished_tables: false,
+        source_tag: String::new(),
+        feature_flags: String::new(),
+        statement_timeout: String::new(),
+        skip_prerequisites: false,
+        discover_only_published: None,
+    }
+}
+
+/// libpq `sslmode` values.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslModeName {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// How a binding is backfilled.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum BackfillMode {
+    /// Automatic: precise when the key order is predictable, normal otherwise.
+    #[default]
+    #[serde(rename = "")]
+    Automatic,
+    #[serde(rename = "Normal")]
+    Normal,
+    #[serde(rename = "Precise")]
+    Precise,
+    #[serde(rename = "Only Changes")]
+    OnlyChanges,
+    #[serde(rename = "Without Primary Key")]
+    WithoutPrimaryKey,
+}
+
+impl BackfillMode {
+    pub fn is_automatic(&self) -> bool {
+        *self == BackfillMode::Automatic
+    }
+}
+
+/// One captured table.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[schemars(title = "SQL Database Resource Spec")]
+pub struct ResourceConfig {
+    /// How the table is backfilled.
+    #[serde(default, skip_serializing_if = "BackfillMode::is_automatic")]
+    #[schemars(title = "Backfill Mode")]
+    pub mode: BackfillMode,
+    /// The schema (namespace) in which the table resides.
+    #[serde(default)]
+    #[schemars(title = "Schema", extend("readOnly" = true))]
+    pub namespace: String,
+    /// The name of the table to be captured.
+    #[serde(default)]
+    #[schemars(title = "Table Name", extend("readOnly" = true))]
+    pub stream: String,
+    /// Backfill priority: higher values backfill first.
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    #[schemars(title = "Backfill Priority")]
+    pub priority: i32,
+    /// Options for advanced users.
+    #[serde(default, skip_serializing_if = "ResourceAdvanced::is_empty")]
+    #[schemars(title = "Advanced Options", extend("advanced" = true))]
+    pub advanced: ResourceAdvanced,
+    /// Legacy override of the scan key columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub primary_key: Option<Vec<String>>,
+    /// Legacy, ignored.
+    #[serde(default, rename = "syncMode", skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub sync_mode: Option<Value>,
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct ResourceAdvanced {
+    /// A SQL boolean expression added to every backfill query of this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(title = "Additional Backfill Filter", extend("multiline" = true))]
+    pub additional_backfill_filter: Option<String>,
+}
+
+impl ResourceAdvanced {
+    fn is_empty(&self) -> bool {
+        self.additional_backfill_filter.is_none()
+    }
+}
+
+/// A validated endpoint configuration with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub raw: EndpointConfig,
+    pub host: String,
+    pub port: u16,
+    pub password: Option<String>,
+    pub sslmode: SslMode,
+    pub watermarks_schema: String,
+    pub watermarks_table: String,
+    pub skip_backfills: BTreeSet<(String, String)>,
+    pub skip_all_backfills: bool,
+    pub statement_timeout: Option<Duration>,
+    pub chunk_size: i64,
+}
+
+fn invalid(field: &str, reason: impl Into<String>, hint: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.to_string(), reason: reason.into(), hint: hint.into() }
+}
+
+/// Split `schema.table` at the first unquoted dot; both parts non-empty.
+fn split_qualified(name: &str) -> Option<(String, String)> {
+    let (schema, table) = name.split_once('.')?;
+    let (schema, table) = (schema.trim(), table.trim());
+    (!schema.is_empty() && !table.is_empty()).then(|| (schema.to_string(), table.to_string()))
+}
+
+impl Config {
+    /// Parse and validate an endpoint configuration.
+    pub fn parse(value: &Value) -> Result<Config, ConfigError> {
+        if !value.is_object() {
+            return Err(invalid(
+                "config",
+                format!("expected an object, got {}", crate::protocol::json_kind(value)),
+                "pass the endpoint configuration as a JSON object with at least \"address\"",
+            ));
+        }
+        let raw: EndpointConfig = serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            // serde's messages name the expected type; they never include string values of
+            // secrets because only type mismatches and unknown variants are reported.
+            invalid(&path, err.into_inner().to_string(), "see the connector's configuration schema (the `spec` response) for the expected type")
+        })?;
+        Config::from_raw(raw)
+    }
+
+    fn from_raw(raw: EndpointConfig) -> Result<Config, ConfigError> {
+        let address = raw.address.trim();
+        if address.is_empty() {
+            return Err(ConfigError::Missing {
+                field: "address",
+                hint: "set \"address\" to the database host, or host:port (the port defaults to 5432)",
+            });
+        }
+        let (host, port) = parse_address(address)?;
+        if host.ends_with(".pooler.supabase.com") {
+            return Err(invalid(
+                "address",
+                format!("{address:?} is a Supabase connection pooler, which cannot carry logical replication"),
+                "use the direct database address (db.<project>.supabase.co:5432) instead of the pooler",
+            ));
+        }
+        if raw.user.trim().is_empty() {
+            return Err(ConfigError::Missing { field: "user", hint: "set \"user\" to the database user to connect as" });
+        }
+        if raw.database.trim().is_empty() {
+            return Err(ConfigError::Missing { field: "database", hint: "set \"database\" to the logical database to capture from" });
+        }
+        let password = match &raw.credentials {
+            Some(Credentials::UserPassword { password }) => Some(password.clone()),
+            None => raw.password.clone(),
+        };
+        if password.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::Missing {
+                field: "credentials.password",
+                hint: "set credentials to {\"auth_type\": \"UserPassword\", \"password\": \"...\"}",
+            });
+        }
+        if let Some(tunnel) = &raw.network_tunnel {
+            let endpoint = tunnel.pointer("/sshForwarding/sshEndpoint").and_then(Value::as_str).unwrap_or("");
+            if !endpoint.is_empty() {
+                return Err(invalid(
+                    "networkTunnel.sshForwarding",
+                    "SSH tunnels are not supported by this connector",
+                    "connect directly, or run an SSH tunnel next to the connector and point \"address\" at it",
+                ));
+            }
+        }
+        let adv = &raw.advanced;
+        for (field, value) in [("advanced.publicationName", &adv.publication_name), ("advanced.slotName", &adv.slot_name)] {
+            if value.trim().is_empty() {
+                return Err(invalid(field, "must not be empty", "remove the field to use the default"));
+            }
+            if value.len() > 63 {
+                return Err(invalid(field, format!("{value:?} is longer than PostgreSQL's 63-byte identifier limit"), "choose a shorter name"));
+            }
+            if value.contains('\0') {
+                return Err(invalid(field, "contains a NUL character", "choose a name without control characters"));
+            }
+        }
+        let (watermarks_schema, watermarks_table) = split_qualified(&adv.watermarks_table).ok_or_else(|| {
+            invalid(
+                "advanced.watermarksTable",
+                format!("{:?} must be fully-qualified as \"<schema>.<table>\"", adv.watermarks_table),
+                "for example \"public.flow_watermarks\"",
+            )
+        })?;
+        let mut skip_backfills = BTreeSet::new();
+        let mut skip_all_backfills = false;
+        for entry in adv.skip_backfills.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if entry == "*.*" {
+                skip_all_backfills = true;
+                continue;
+            }
+            let pair = split_qualified(entry).ok_or_else(|| {
+                invalid(
+                    "advanced.skip_backfills",
+                    format!("{entry:?} must be fully-qualified as \"<schema>.<table>\""),
+                    "list tables as comma-separated schema.table names, or *.* for all",
+                )
+            })?;
+            skip_backfills.insert((pair.0.to_lowercase(), pair.1.to_lowercase()));
+        }
+        let chunk_size = if adv.backfill_chunk_size <= 0 { default_chunk_size() } else { adv.backfill_chunk_size };
+        let statement_timeout = match adv.statement_timeout.trim() {
+            "" => Some(Duration::from_secs(120)),
+            "0" => None,
+            text => Some(parse_duration(text).ok_or_else(|| {
+                invalid("advanced.statement_timeout", format!("{text:?} is not a duration"), "use one of 30s, 1m, 2m, 5m, 30m, or 0 for none")
+            })?),
+        };
+        for schema in adv.discover_schemas.iter().chain(&raw.discovery_filters.include_schemas) {
+            if schema.trim().is_empty() {
+                return Err(invalid("discoveryFilters.include_schemas", "contains a blank schema name", "remove the blank entry"));
+            }
+        }
+        for pattern in &raw.discovery_filters.table_patterns {
+            crate::discovery::filter::TablePattern::parse(pattern)
+                .map_err(|reason| invalid("discoveryFilters.table_patterns", format!("invalid table pattern {pattern:?}: {reason}"), "patterns look like schema.table with * and ? wildcards"))?;
+        }
+        let sslmode = match adv.sslmode {
+            None => SslMode::Prefer,
+            Some(SslModeName::Disable) => SslMode::Disable,
+            Some(SslModeName::Allow) => SslMode::Allow,
+            Some(SslModeName::Prefer) => SslMode::Prefer,
+            Some(SslModeName::Require) => SslMode::Require,
+            Some(SslModeName::VerifyCa) => SslMode::VerifyCa,
+            Some(SslModeName::VerifyFull) => SslMode::VerifyFull,
+        };
+        Ok(Config {
+            host,
+            port,
+            password,
+            sslmode,
+            watermarks_schema,
+            watermarks_table,
+            skip_backfills,
+            skip_all_backfills,
+            statement_timeout,
+            chunk_size,
+            raw,
+        })
+    }
+
+    /// Connection parameters for both the SQL and the replication connection.
+    pub fn connect_params(&self) -> ConnectParams {
+        ConnectParams {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.raw.user.clone(),
+            password: self.password.clone(),
+            database: self.raw.database.clone(),
+            sslmode: self.sslmode,
+            sslrootcert: self.raw.advanced.sslrootcert.clone(),
+            application_name: "estuary_flow".to_string(),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+
+    pub fn slot_name(&self) -> &str {
+        &self.raw.advanced.slot_name
+    }
+
+    pub fn publication_name(&self) -> &str {
+        &self.raw.advanced.publication_name
+    }
+
+    /// Whether backfill of `schema.table` is skipped by `advanced.skip_backfills`.
+    pub fn skips_backfill(&self, schema: &str, table: &str) -> bool {
+        self.skip_all_backfills || self.skip_backfills.contains(&(schema.to_lowercase(), table.to_lowercase()))
+    }
+}
+
+/// `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
+fn parse_address(address: &str) -> Result<(String, u16), ConfigError> {
+    let bad_port = |port: &str| {
+        invalid("address", format!("port {port:?} is not a number between 1 and 65535"), "write the address as host or host:port")
+    };
+    if let Some(rest) = address.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or_else(|| invalid("address", "unterminated \"[\" in an IPv6 address", "write IPv6 addresses as [addr]:port"))?;
+        let port = match tail.strip_prefix(':') {
+            Some(port) => port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad_port(port))?,
+            None if tail.is_empty() => 5432,
+            None => return Err(invalid("address", "unexpected text after \"]\"", "write IPv6 addresses as [addr]:port")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    if address.matches(':').count() > 1 {
+        return Ok((address.to_string(), 5432));
+    }
+    match address.split_once(':') {
+        Some((host, port)) => {
+            if host.is_empty() {
+                return Err(invalid("address", "the host part is empty", "write the address as host or host:port"));
+            }
+            Ok((host.to_string(), port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad_port(port))?))
+        }
+        None => Ok((address.to_string(), 5432)),
+    }
+}
+
+/// Go-style durations limited to what the config allows: `<n>(ms|s|m|h)`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+impl ResourceConfig {
+    /// Parse and validate the resource config of binding `index`.
+    pub fn parse(index: usize, value: &Value) -> Result<ResourceConfig, ConfigError> {
+        let resource: ResourceConfig = serde_path_to_error::deserialize(value).map_err(|err| ConfigError::Resource {
+            binding: index,
+            reason: format!("field {:?}: {}", err.path().to_string(), err.into_inner()),
+            hint: "a resource looks like {\"namespace\": \"public\", \"stream\": \"my_table\"}".into(),
+        })?;
+        let fail = |reason: String, hint: &str| ConfigError::Resource { binding: index, reason, hint: hint.to_string() };
+        if resource.namespace.is_empty() {
+            return Err(fail("\"namespace\" is missing or empty".into(), "set \"namespace\" to the table's schema"));
+        }
+        if resource.stream.is_empty() {
+            return Err(fail("\"stream\" is missing or empty".into(), "set \"stream\" to the table name"));
+        }
+        if let Some(filter) = &resource.advanced.additional_backfill_filter {
+            if filter.trim().is_empty() {
+                return Err(fail("\"advanced.additional_backfill_filter\" is blank".into(), "remove it or write a SQL boolean expression"));
+            }
+            if resource.mode == BackfillMode::Precise {
+                return Err(fail(
+                    "backfill filters cannot be used in the \"Precise\" backfill mode".into(),
+                    "use mode \"Normal\" or remove the filter",
+                ));
+            }
+        }
+        Ok(resource)
+    }
+
+    /// The resource path `[namespace, stream]`.
+    pub fn resource_path(&self) -> Vec<String> {
+        vec![self.namespace.clone(), self.stream.clone()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"address": "db.example.com", "credentials": {"auth_type": "UserPassword", "password": "pw"}})
+    }
+
+    #[test]
+    fn defaults_match_the_go_connector() {
+        let config = Config::parse(&base()).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("db.example.com", 5432));
+        assert_eq!(config.raw.user, "flow_capture");
+        assert_eq!(config.raw.database, "postgres");
+        assert_eq!(config.slot_name(), "flow_slot");
+        assert_eq!(config.publication_name(), "flow_publication");
+        assert_eq!((config.watermarks_schema.as_str(), config.watermarks_table.as_str()), ("public", "flow_watermarks"));
+        assert_eq!(config.chunk_size, 50_000);
+        assert_eq!(config.statement_timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn errors_name_the_field_and_never_echo_the_password() {
+        let err = Config::parse(&json!({"credentials": {"auth_type": "UserPassword", "password": "hunter2"}})).unwrap_err();
+        assert_eq!(err.to_string(), "endpoint configuration is missing \"address\"");
+        let mut bad = base();
+        bad["advanced"] = json!({"backfill_chunk_size": "lots"});
+        let err = Config::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("advanced.backfill_chunk_size"), "{err}");
+        let mut bad = base();
+        bad["credentials"]["password"] = json!(42);
+        let err = Config::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("credentials"), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains("pw\""), "{err}");
+        let mut bad = base();
+        bad["advanced"] = json!({"sslmode": "sometimes"});
+        assert!(Config::parse(&bad).unwrap_err().to_string().contains("sslmode"));
+        let mut bad = base();
+        bad["advanced"] = json!({"watermarksTable": "flow_watermarks"});
+        assert!(Config::parse(&bad).unwrap_err().to_string().contains("fully-qualified"));
+    }
+
+    #[test]
+    fn addresses_accept_ports_and_ipv6() {
+        assert_eq!(parse_address("h:6000").unwrap(), ("h".to_string(), 6000));
+        assert_eq!(parse_address("[::1]:7").unwrap(), ("::1".to_string(), 7));
+        assert_eq!(parse_address("::1").unwrap(), ("::1".to_string(), 5432));
+        assert!(parse_address("h:0").is_err());
+        assert!(parse_address("h:x").is_err());
+    }
+
+    #[test]
+    fn resource_rules_match_the_go_connector() {
+        let ok = ResourceConfig::parse(0, &json!({"namespace": "public", "stream": "t", "mode": "Only Changes"})).unwrap();
+        assert_eq!(ok.mode, BackfillMode::OnlyChanges);
+        let err = ResourceConfig::parse(3, &json!({"namespace": "public", "stream": "t", "mode": "Precise", "advanced": {"additional_backfill_filter": "id > 3"}})).unwrap_err();
+        assert!(err.to_string().contains("binding 3"));
+        assert!(err.to_string().contains("Precise"));
+        assert!(ResourceConfig::parse(0, &json!({"namespace": "public"})).is_err());
+        assert!(ResourceConfig::parse(0, &json!({"namespace": "public", "stream": "t", "mode": "Sometimes"})).is_err());
+    }
+
+    #[test]
+    fn skip_backfills_are_case_insensitive_and_qualified() {
+        let mut cfg = base();
+        cfg["advanced"] = json!({"skip_backfills": "Public.Big, other.t"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(config.skips_backfill("public", "BIG"));
+        assert!(!config.skips_backfill("public", "t"));
+        cfg["advanced"] = json!({"skip_backfills": "nodot"});
+        assert!(Config::parse(&cfg).is_err());
+    }
+}

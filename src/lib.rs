@@ -43,3 +43,52 @@ pub mod replication;
 pub mod spec;
 pub mod validate;
 pub mod value;
+
+use protocol::emitter::Emitter;
+use protocol::{Request, RequestReader};
+
+/// Run the connector over stdin/stdout until end of input (or until a capture ends).
+pub async fn run_connector() -> Result<(), error::Error> {
+    let stdin = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
+    let mut emitter = Emitter::new(tokio::io::stdout());
+    serve(RequestReader::new(stdin), &mut emitter).await
+}
+
+/// Answer requests in a loop: the runtime sends an internal `spec` before the real request,
+/// and unary requests end with end of input.
+pub async fn serve<R, W>(mut reader: RequestReader<R>, emitter: &mut Emitter<W>) -> Result<(), error::Error>
+where
+    R: tokio::io::AsyncBufRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use error::Error;
+    while let Some(request) = reader.next().await? {
+        match request {
+            Request::Spec => emitter.spec(&spec::spec_response()).await.map_err(Error::Output)?,
+            Request::Discover(discover) => {
+                let config = config::Config::parse(&discover.config)?;
+                let bindings = discovery::discover(&config).await?;
+                emitter.discovered(&bindings).await.map_err(Error::Output)?;
+            }
+            Request::Validate(request) => {
+                let bindings = validate::validate(&request).await?;
+                emitter.validated(&bindings).await.map_err(Error::Output)?;
+            }
+            Request::Apply(request) => {
+                let description = validate::apply(&request).await?;
+                emitter.applied(&description).await.map_err(Error::Output)?;
+            }
+            Request::Open(open) => {
+                // The capture owns stdin from here on: it keeps reading acknowledgements.
+                return capture::run(*open, reader, emitter).await;
+            }
+            Request::Acknowledge(_) => {
+                return Err(Error::user(
+                    "received an acknowledge request outside of a capture session",
+                    "send \"open\" before acknowledging checkpoints",
+                ));
+            }
+        }
+    }
+    emitter.flush().await.map_err(Error::Output)
+}

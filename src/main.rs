@@ -1,1 +1,86 @@
-fn main(){}
+//! The `source-postgres` binary.
+//!
+//! Without arguments it is the capture connector: requests on stdin, responses on stdout,
+//! JSON logs on stderr, exit 0 at end of input and exit 1 with one error line on failure.
+//! `preview` runs a capture from a catalog YAML file the way the Flow runtime would, and
+//! `schemas --write` regenerates the committed `spec/` files.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "source-postgres", version, about = "PostgreSQL change-data-capture connector for Flow")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a capture from a catalog YAML file, printing documents as ["collection", doc] lines.
+    Preview(source_postgres::preview::PreviewArgs),
+    /// Print (or write under spec/) the generated configuration schemas.
+    Schemas {
+        /// Write spec/endpoint-config.schema.json and spec/resource-config.schema.json.
+        #[arg(long)]
+        write: bool,
+        /// The directory to write into.
+        #[arg(long, default_value = "spec")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    source_postgres::log::init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version are not failures.
+            let code = if err.use_stderr() { 1 } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async move {
+        match cli.command {
+            None => source_postgres::run_connector().await.map_err(|err| anyhow::anyhow!(err.to_user_text())),
+            Some(Command::Preview(args)) => source_postgres::preview::run(args).await,
+            Some(Command::Schemas { write, dir }) => write_schemas(write, &dir),
+        }
+    });
+    // Requests may leave replication or stdin tasks parked; don't wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&format!("{err:#}")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    source_postgres::log::log_fatal(message, BTreeMap::new());
+    ExitCode::from(1)
+}
+
+fn write_schemas(write: bool, dir: &std::path::Path) -> anyhow::Result<()> {
+    let files = [
+        ("endpoint-config.schema.json", source_postgres::spec::endpoint_config_schema()),
+        ("resource-config.schema.json", source_postgres::spec::resource_config_schema()),
+    ];
+    for (name, schema) in files {
+        let text = serde_json::to_string_pretty(&schema)? + "\n";
+        if write {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(name), text)?;
+        } else {
+            print!("{text}");
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,1252 @@
-//! (being written)
+//! The capture session (`open`): backfill interleaved with watermark fences, pgoutput
+//! streaming, checkpoints and acknowledgements.
+//!
+//! ```text
+//!   open ─► prerequisites ─► reconcile state ─► opened + checkpoint ─► slot / start LSN
+//!                                                                          │
+//!        ┌──────────────────────────── main loop ◄─────────────────────────┘
+//!        │  while a binding is backfilling:
+//!        │     chunk query (rows → documents)      ─┐ one checkpoint:
+//!        │     watermark write                       │ chunk rows, every change up to
+//!        │     stream until the watermark commits  ─┘ the fence, the new resume key
+//!        │  then: stream, one checkpoint per source transaction (coalesced under load)
+//!        └──────────────────────────────────────────────────────────────────
+//! ```
+//!
+//! Why this is exactly-once at the level of committed checkpoints: the state's `cursor` is
+//! the end LSN of the last transaction whose documents precede the checkpoint, and a
+//! transaction is never split across checkpoints. After a crash the runtime hands back the
+//! last committed state and replication restarts at its cursor, so nothing committed is
+//! replayed and nothing after it is skipped. The replication slot is confirmed only up to
+//! cursors of checkpoints the runtime has acknowledged, so the server never discards WAL we
+//! might need. When the captured tables are idle the walsender's keepalive position is
+//! turned into a document-less checkpoint; once acknowledged it advances the slot too, so
+//! an idle capture never makes the server retain WAL.
+//!
+//! Backfill chunks are read in key order; each is followed by a watermark write and the
+//! stream is read up to that watermark's commit, all in one checkpoint. Replication changes
+//! are never filtered (the "normal" mode of the Go connector): a change that precedes the
+//! chunk's snapshot is either already reflected in the chunk's rows or re-applied after them
+//! within the same checkpoint, so the reduced result converges to the table and no committed
+//! history goes backwards.
+
+pub mod backfill;
+pub mod document;
+pub mod keys;
+pub mod spill;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use crate::config::{BackfillMode, Config, ResourceConfig};
+use crate::discovery::catalog::TypeRegistry;
+use crate::discovery::{schema::column_of_pointer, DiscoveredTable, FALLBACK_KEY};
+use crate::error::Error;
+use crate::lsn::Lsn;
+use crate::pg::replication::{ReplicationClient, ReplicationFrame, ReplicationStream};
+use crate::pg::{quote_identifier, PgError};
+use crate::protocol::emitter::Emitter;
+use crate::protocol::{Open, Request, RequestReader};
+use crate::replication::pgoutput::{self, DecodeContext, LogicalMessage, OldTuple, TupleData, TupleValue};
+use crate::value::{self, PgType};
+use document::{DocumentLayout, EncodedRow, Op, Source};
+use spill::{SpilledMessage, Spill};
+use state::{BindingState, CaptureState, TableMode};
+
+/// Interval of standby status updates; well inside the default `wal_sender_timeout` (60 s).
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+/// Coalescing bounds: a checkpoint is written when the stream has nothing ready, or after
+/// this many transactions or documents.
+const MAX_TRANSACTIONS_PER_CHECKPOINT: u64 = 1_000;
+const MAX_DOCUMENTS_PER_CHECKPOINT: u64 = 20_000;
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A binding of this session.
+struct Binding {
+    state_key: String,
+    resource: ResourceConfig,
+    table: DiscoveredTable,
+    state: BindingState,
+    /// Key columns used for backfill order and key-change detection (empty: keyless).
+    key_columns: Vec<String>,
+    /// Whether the collection is keyed by `/_meta/source/loc/*`.
+    keyed_by_location: bool,
+    /// Backfill query details, prepared on first use.
+    key_types: Option<Vec<String>>,
+    keyless_pages: Option<(u64, u64)>,
+}
+
+/// A relation announced by a Relation message.
+struct RelationEntry {
+    namespace: String,
+    name: String,
+    types: Vec<PgType>,
+    layout: DocumentLayout,
+    binding: Option<usize>,
+    /// Positions of the binding's key columns among the relation's columns.
+    key_positions: Vec<usize>,
+    is_watermarks: bool,
+    watermark_position: Option<usize>,
+}
+
+/// The transaction being received.
+#[derive(Clone, Copy)]
+struct Transaction {
+    final_lsn: Lsn,
+    commit_time_us: i64,
+    xid: u32,
+}
+
+/// Events from the stdin reader task.
+enum Input {
+    Acknowledge(u32),
+    Eof,
+    Failed(Error),
+}
+
+/// Session state.
+struct Session<'e, W: AsyncWrite + Unpin> {
+    config: Config,
+    emitter: &'e mut Emitter<W>,
+    client: Client,
+    registry: TypeRegistry,
+    bindings: Vec<Binding>,
+    by_table: BTreeMap<(String, String), usize>,
+    relations: BTreeMap<u32, RelationEntry>,
+    protocol_version: u32,
+    /// End LSN of the last transaction whose changes were emitted.
+    cursor: Lsn,
+    /// Cursor of every checkpoint written and not yet acknowledged, oldest first.
+    unacknowledged: VecDeque<Lsn>,
+    /// Highest acknowledged cursor: the only position reported to the server as flushed.
+    acknowledged: Lsn,
+    transaction: Option<Transaction>,
+    streamed_block: Option<u32>,
+    spill: Spill,
+    changed_bindings: BTreeSet<usize>,
+    documents_since_checkpoint: u64,
+    transactions_since_checkpoint: u64,
+    /// Whether a transaction committed since the last checkpoint (or the cursor moved).
+    checkpoint_due: bool,
+    /// Per-commit checkpoints are held back while streaming to a backfill fence.
+    hold_checkpoints: bool,
+    /// The watermark we are streaming towards, and whether its write has been seen.
+    pending_watermark: Option<String>,
+    watermark_seen: bool,
+    fence_reached: bool,
+    last_status: Instant,
+    document: Vec<u8>,
+    row: EncodedRow,
+    old_row: EncodedRow,
+    source_tag: Option<String>,
+    skipped_changes: BTreeMap<String, u64>,
+}
+
+fn pg(err: tokio_postgres::Error) -> Error {
+    Error::Pg(PgError::from(err))
+}
+
+/// Run a capture session until the input ends (or, with `SHUTDOWN_AFTER_POLLING=yes`,
+/// until backfills are done and the stream has caught up).
+pub async fn run<R, W>(open: Open, reader: RequestReader<R>, emitter: &mut Emitter<W>) -> Result<(), Error>
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let exit_when_idle = std::env::var("SHUTDOWN_AFTER_POLLING").is_ok_and(|v| v == "yes" || v == "true");
+    let config = Config::parse(&open.capture.config)?;
+    let mut resources = Vec::with_capacity(open.capture.bindings.len());
+    for (index, binding) in open.capture.bindings.iter().enumerate() {
+        resources.push(ResourceConfig::parse(index, &binding.resource_config)?);
+    }
+    let state = CaptureState::parse(&open.state).map_err(|err| {
+        Error::user(err.to_string(), "the state was not written by this connector or Estuary's source-postgres; reset the capture's state")
+    })?;
+
+    crate::log::status("Connecting to database");
+    let client = crate::pg::connect_sql(&config.connect_params()).await?;
+    configure_session(&client, &config).await?;
+
+    crate::log::status("Verifying capture requirements");
+    let wanted: BTreeSet<(String, String)> = resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
+    if !config.raw.advanced.skip_prerequisites {
+        let mut problems = crate::validate::check_server(&client, &config).await?;
+        problems.extend(crate::validate::check_tables(&client, &config, &wanted).await?);
+        if !problems.is_empty() {
+            return Err(crate::validate::report(&problems));
+        }
+    }
+    crate::validate::ensure_watermarks_table(&client, &config).await?;
+
+    let tables = crate::discovery::discover_tables(&client, &config, Some(&wanted)).await?;
+    let mut tables_by_name: BTreeMap<(String, String), DiscoveredTable> =
+        tables.into_iter().map(|t| ((t.schema.clone(), t.name.clone()), t)).collect();
+    let type_oids: Vec<u32> = tables_by_name.values().flat_map(|t| t.columns.iter().map(|c| c.type_oid)).collect();
+    let registry = TypeRegistry::load(&client, &type_oids).await.map_err(pg)?;
+
+    // Reconcile the persisted state with the current bindings.
+    let mut bindings = Vec::with_capacity(resources.len());
+    let mut patch_bindings = Map::new();
+    let mut any_existing = false;
+    for (index, (resource, spec)) in resources.into_iter().zip(&open.capture.bindings).enumerate() {
+        let name = (resource.namespace.clone(), resource.stream.clone());
+        let table = tables_by_name.remove(&name).ok_or_else(|| {
+            Error::user(
+                format!("stream \"{}.{}\" is a configured binding of this capture, but doesn't exist or isn't visible with current permissions", name.0, name.1),
+                "create the table or grant the capture user access to it, or remove the binding",
+            )
+        })?;
+        let state_key = if spec.state_key.is_empty() { format!("{}%2F{}", name.0, name.1) } else { spec.state_key.clone() };
+        let existing = state.bindings.get(&state_key).filter(|s| s.mode != TableMode::Ignore).cloned();
+        any_existing |= existing.is_some();
+        let binding_state = existing.unwrap_or_else(|| {
+            patch_bindings.insert(state_key.clone(), Value::Null);
+            BindingState::pending()
+        });
+        let keyed_by_location = spec.collection.key.iter().map(String::as_str).eq(FALLBACK_KEY);
+        let key_columns = choose_key_columns(&resource, &spec.collection.key, &table, keyed_by_location);
+        bindings.push(Binding {
+            state_key,
+            resource,
+            table,
+            state: binding_state,
+            key_columns,
+            keyed_by_location,
+            key_types: None,
+            keyless_pages: None,
+        });
+        let _ = index;
+    }
+    for key in state.bindings.keys() {
+        if !bindings.iter().any(|b| b.state_key == *key) {
+            patch_bindings.insert(key.clone(), Value::Null);
+        }
+    }
+    // With no binding carrying state, nothing in the stream is of value: start afresh.
+    let mut cursor = if any_existing { state.cursor.clone() } else { None };
+    if cursor.as_deref() == Some("") {
+        cursor = None;
+    }
+
+    emitter.opened().await.map_err(Error::Output)?;
+
+    // Replication: slot and start position.
+    let mut replication = ReplicationClient::connect(&config.connect_params()).await?;
+    let server_version = replication.server_version_num();
+    let slot = config.slot_name().to_string();
+    let start = match &cursor {
+        None => {
+            // A new capture (or every binding re-backfilled): recreate the slot so that
+            // it starts now, without holding a snapshot while it waits for consistency.
+            let _ = replication.drop_slot(&slot, false).await;
+            let consistent_point = replication.create_logical_slot(&slot).await?;
+            tracing::info!(slot = %slot, lsn = %consistent_point, "created replication slot");
+            consistent_point
+        }
+        Some(text) => {
+            let lsn: Lsn = text.parse().map_err(|err: crate::lsn::ParseLsnError| {
+                Error::user(format!("the capture state's cursor is not an LSN: {err}"), "reset the capture's state")
+            })?;
+            check_slot_for_resume(&client, &slot, lsn).await?;
+            lsn
+        }
+    };
+    let protocol_version = if server_version >= 140_000 { 2 } else { 1 };
+    let mut options: Vec<(&str, String)> = vec![
+        ("proto_version", protocol_version.to_string()),
+        ("publication_names", quote_identifier(config.publication_name())),
+    ];
+    if protocol_version >= 2 {
+        options.push(("streaming", "on".to_string()));
+    }
+    let stream = replication.start_replication(&slot, start, &options).await.map_err(|err| {
+        let text = err.to_string();
+        if text.contains("is active for PID") {
+            Error::user(
+                format!("another capture is already running against this database: {text}"),
+                format!("stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?})"),
+            )
+        } else {
+            Error::Pg(err)
+        }
+    })?;
+
+    let source_tag = Some(config.raw.advanced.source_tag.clone()).filter(|t| !t.is_empty());
+    let mut session = Session {
+        config,
+        emitter,
+        client,
+        registry,
+        by_table: bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| ((b.table.schema.clone(), b.table.name.clone()), i))
+            .collect(),
+        bindings,
+        relations: BTreeMap::new(),
+        protocol_version,
+        cursor: start,
+        unacknowledged: VecDeque::new(),
+        acknowledged: start,
+        transaction: None,
+        streamed_block: None,
+        spill: Spill::default(),
+        changed_bindings: BTreeSet::new(),
+        documents_since_checkpoint: 0,
+        transactions_since_checkpoint: 0,
+        checkpoint_due: false,
+        hold_checkpoints: false,
+        pending_watermark: None,
+        watermark_seen: false,
+        fence_reached: false,
+        last_status: Instant::now(),
+        document: Vec::with_capacity(4096),
+        row: EncodedRow::default(),
+        old_row: EncodedRow::default(),
+        source_tag,
+        skipped_changes: BTreeMap::new(),
+    };
+    session.activate_pending();
+    // The first checkpoint records the reconciled bindings (removed ones as null) and the
+    // start position.
+    session.checkpoint_with(patch_bindings).await?;
+
+    let (input_tx, input_rx) = mpsc::unbounded_channel();
+    let reader_task = tokio::spawn(read_input(reader, input_tx));
+    let result = session.run(stream, input_rx, exit_when_idle).await;
+    reader_task.abort();
+    result
+}
+
+/// Reads acknowledgements from stdin for the whole session; anything else is an error.
+async fn read_input<R: AsyncBufRead + Unpin>(mut reader: RequestReader<R>, tx: mpsc::UnboundedSender<Input>) {
+    loop {
+        let input = match reader.next().await {
+            Ok(Some(Request::Acknowledge(ack))) => Input::Acknowledge(ack.checkpoints.max(1)),
+            Ok(Some(other)) => Input::Failed(Error::user(
+                format!("unexpected {} request during a capture session", request_name(&other)),
+                "only acknowledge requests may follow open",
+            )),
+            Ok(None) => Input::Eof,
+            Err(err) => Input::Failed(err.into()),
+        };
+        let done = !matches!(input, Input::Acknowledge(_));
+        if tx.send(input).is_err() || done {
+            return;
+        }
+    }
+}
+
+fn request_name(request: &Request) -> &'static str {
+    match request {
+        Request::Spec => "spec",
+        Request::Discover(_) => "discover",
+        Request::Validate(_) => "validate",
+        Request::Apply(_) => "apply",
+        Request::Open(_) => "open",
+        Request::Acknowledge(_) => "acknowledge",
+    }
+}
+
+/// Session settings of the SQL connection used for backfills and watermarks.
+async fn configure_session(client: &Client, config: &Config) -> Result<(), Error> {
+    let timeout_ms = config.statement_timeout.map_or(0, |d| d.as_millis());
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {timeout_ms}; SET max_parallel_workers_per_gather = 0; SET lock_timeout = 60000"
+        ))
+        .await
+        .map_err(pg)
+}
+
+/// Refuse to resume from a slot that cannot deliver what follows the cursor.
+async fn check_slot_for_resume(client: &Client, slot: &str, cursor: Lsn) -> Result<(), Error> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text, wal_status::text, database FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(pg)?;
+    let hint = "the changes since the last checkpoint are lost: increment the backfill counter of every binding to re-backfill, which recreates the slot";
+    let Some(row) = row else {
+        return Err(Error::user(format!("replication slot {slot:?} does not exist, but the capture has a resume position ({cursor})"), hint));
+    };
+    let wal_status: Option<String> = row.get(1);
+    if wal_status.as_deref() == Some("lost") {
+        return Err(Error::user(
+            format!("replication slot {slot:?} was invalidated by the server (wal_status = lost), usually because max_slot_wal_keep_size was exceeded"),
+            hint,
+        ));
+    }
+    let confirmed: Option<String> = row.get(0);
+    if let Some(confirmed) = confirmed.and_then(|c| c.parse::<Lsn>().ok()) {
+        if confirmed > cursor {
+            return Err(Error::user(
+                format!("replication slot {slot:?} has been confirmed up to {confirmed}, past the capture's resume position {cursor}: another consumer used the slot, or it was recreated"),
+                hint,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Key columns for backfill order and key-change detection: the resource's legacy
+/// override, else the collection key when it names top-level columns, else the table's key.
+fn choose_key_columns(resource: &ResourceConfig, collection_key: &[String], table: &DiscoveredTable, keyed_by_location: bool) -> Vec<String> {
+    if let Some(columns) = &resource.primary_key {
+        return columns.clone();
+    }
+    if resource.mode == BackfillMode::WithoutPrimaryKey || keyed_by_location {
+        return Vec::new();
+    }
+    let from_collection: Option<Vec<String>> = collection_key
+        .iter()
+        .map(|pointer| column_of_pointer(pointer).filter(|c| table.column(c).is_some()))
+        .collect();
+    match from_collection {
+        Some(columns) if !columns.is_empty() => columns,
+        _ => table.key.clone(),
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Session<'_, W> {
+    /// Move Pending bindings into their backfill mode.
+    fn activate_pending(&mut self) {
+        for index in 0..self.bindings.len() {
+            let binding = &mut self.bindings[index];
+            let skip = self.config.skips_backfill(&binding.table.schema, &binding.table.name);
+            if binding.state.mode == TableMode::Pending {
+                let mode = match binding.resource.mode {
+                    BackfillMode::OnlyChanges => TableMode::Active,
+                    _ if skip => TableMode::Active,
+                    _ if binding.key_columns.is_empty() => TableMode::KeylessBackfill,
+                    // Precise filtering is not applied: replication changes are emitted
+                    // unfiltered, which converges to the same result (see module docs).
+                    _ => TableMode::UnfilteredBackfill,
+                };
+                binding.state = BindingState {
+                    mode,
+                    key_columns: (!binding.key_columns.is_empty()).then(|| binding.key_columns.clone()),
+                    scanned: None,
+                    metadata: None,
+                    backfilled: 0,
+                };
+                tracing::info!(table = %format!("{}.{}", binding.table.schema, binding.table.name), mode = ?mode, observable = true, "backfill triggered");
+                self.changed_bindings.insert(index);
+            } else if skip && binding.state.mode.is_backfilling() {
+                binding.state.mode = TableMode::Active;
+                binding.state.scanned = None;
+                self.changed_bindings.insert(index);
+            } else if binding.state.mode == TableMode::Backfill {
+                // A precise backfill started by the Go connector continues unfiltered.
+                binding.state.mode = TableMode::UnfilteredBackfill;
+                self.changed_bindings.insert(index);
+            }
+            if let Some(columns) = binding.state.key_columns.clone().filter(|c| !c.is_empty()) {
+                if binding.state.mode != TableMode::KeylessBackfill {
+                    binding.key_columns = columns;
+                }
+            }
+        }
+    }
+
+    /// The next binding to backfill: highest priority first, then binding order.
+    fn next_backfill(&self) -> Option<usize> {
+        self.bindings
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.state.mode.is_backfilling())
+            .max_by(|(ia, a), (ib, b)| a.resource.priority.cmp(&b.resource.priority).then(ib.cmp(ia)))
+            .map(|(i, _)| i)
+    }
+
+    async fn run(
+        &mut self,
+        mut stream: ReplicationStream,
+        mut input: mpsc::UnboundedReceiver<Input>,
+        exit_when_idle: bool,
+    ) -> Result<(), Error> {
+        crate::log::status("Capture started");
+        self.send_status(&mut stream, false).await?;
+        // Catch up with what happened while we were away, up to a fresh watermark.
+        crate::log::status("Catching up on CDC history");
+        if !self.stream_to_new_fence(&mut stream, &mut input).await? {
+            return Ok(());
+        }
+        self.checkpoint_if_due(true).await?;
+        loop {
+            if let Some(index) = self.next_backfill() {
+                self.report_backfill_status();
+                if !self.backfill_chunk(index, &mut stream, &mut input).await? {
+                    return Ok(());
+                }
+                if !self.stream_to_new_fence(&mut stream, &mut input).await? {
+                    return Ok(());
+                }
+                self.checkpoint_if_due(true).await?;
+                continue;
+            }
+            if exit_when_idle {
+                if !self.stream_to_new_fence(&mut stream, &mut input).await? {
+                    return Ok(());
+                }
+                self.checkpoint_if_due(true).await?;
+                self.log_skipped();
+                return Ok(());
+            }
+            crate::log::status("Streaming CDC Events");
+            return self.stream_forever(&mut stream, &mut input).await;
+        }
+    }
+
+    fn report_backfill_status(&self) {
+        let total = self.bindings.len();
+        let pending = self.bindings.iter().filter(|b| b.state.mode.is_backfilling()).count();
+        let rows: u64 = self.bindings.iter().map(|b| b.state.backfilled).sum();
+        tracing::info!(
+            eventType = "connectorStatus",
+            tables_backfilling = pending,
+            tables_total = total,
+            rows_backfilled = rows,
+            "Backfilling {} out of {} tables",
+            pending,
+            total
+        );
+    }
+
+    fn log_skipped(&self) {
+        if !self.skipped_changes.is_empty() {
+            let tally: BTreeMap<&String, &u64> = self.skipped_changes.iter().collect();
+            tracing::debug!(tables = ?tally, "changes of tables without a binding were skipped");
+        }
+    }
+
+    /// Handle one input event. Returns false when the session should end cleanly.
+    async fn on_input(&mut self, event: Option<Input>, stream: &mut ReplicationStream) -> Result<bool, Error> {
+        match event {
+            Some(Input::Acknowledge(count)) => {
+                for _ in 0..count {
+                    let Some(lsn) = self.unacknowledged.pop_front() else {
+                        return Err(Error::Internal(format!(
+                            "the runtime acknowledged {count} checkpoints, more than were written"
+                        )));
+                    };
+                    self.acknowledged = self.acknowledged.max(lsn);
+                }
+                // Report promptly so the server can release WAL.
+                if self.last_status.elapsed() >= Duration::from_secs(1) {
+                    self.send_status(stream, false).await?;
+                }
+                Ok(true)
+            }
+            Some(Input::Failed(err)) => Err(err),
+            Some(Input::Eof) | None => {
+                tracing::info!("input ended: stopping the capture");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn send_status(&mut self, stream: &mut ReplicationStream, reply: bool) -> Result<(), Error> {
+        let flushed = self.acknowledged;
+        stream.send_standby_status(flushed, flushed, flushed, reply).await?;
+        self.last_status = Instant::now();
+        Ok(())
+    }
+
+    /// Write a watermark and stream until its transaction commits. False: input ended.
+    async fn stream_to_new_fence(&mut self, stream: &mut ReplicationStream, input: &mut mpsc::UnboundedReceiver<Input>) -> Result<bool, Error> {
+        let watermark = new_watermark();
+        let table = format!(
+            "{}.{}",
+            quote_identifier(&self.config.watermarks_schema),
+            quote_identifier(&self.config.watermarks_table)
+        );
+        self.client
+            .execute(
+                &format!("INSERT INTO {table} (slot, watermark) VALUES ($1, $2) ON CONFLICT (slot) DO UPDATE SET watermark = excluded.watermark"),
+                &[&self.config.slot_name(), &watermark],
+            )
+            .await
+            .map_err(|err| {
+                Error::user(
+                    format!("writing a watermark to {table} failed: {}", PgError::from(err)),
+                    format!("GRANT INSERT, UPDATE ON {table} TO {};", quote_identifier(&self.config.raw.user)),
+                )
+            })?;
+        self.pending_watermark = Some(watermark);
+        self.watermark_seen = false;
+        self.fence_reached = false;
+        self.hold_checkpoints = true;
+        let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
+        status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.fence_reached {
+            tokio::select! {
+                biased;
+                // 1. acknowledgements and end of input
+                event = input.recv() => {
+                    if !self.on_input(event, stream).await? {
+                        return Ok(false);
+                    }
+                }
+                // 2. keep the walsender from timing us out
+                _ = status_timer.tick() => self.send_status(stream, false).await?,
+                // 3. the next replication message
+                frame = stream.recv() => self.on_frame(frame?, stream).await?,
+            }
+        }
+        self.hold_checkpoints = false;
+        self.pending_watermark = None;
+        Ok(true)
+    }
+
+    /// Stream until the input ends, checkpointing at transaction boundaries.
+    async fn stream_forever(&mut self, stream: &mut ReplicationStream, input: &mut mpsc::UnboundedReceiver<Input>) -> Result<(), Error> {
+        let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
+        status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if self.checkpoint_due {
+                // Coalesce: keep going while more is ready, within bounds.
+                let bounds_hit = self.transactions_since_checkpoint >= MAX_TRANSACTIONS_PER_CHECKPOINT
+                    || self.documents_since_checkpoint >= MAX_DOCUMENTS_PER_CHECKPOINT;
+                if bounds_hit {
+                    self.checkpoint_if_due(false).await?;
+                } else {
+                    use futures::FutureExt;
+                    match stream.recv().now_or_never() {
+                        Some(frame) => {
+                            self.on_frame(frame?, stream).await?;
+                            continue;
+                        }
+                        None => self.checkpoint_if_due(false).await?,
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                event = input.recv() => {
+                    if !self.on_input(event, stream).await? {
+                        return Ok(());
+                    }
+                }
+                _ = status_timer.tick() => self.send_status(stream, false).await?,
+                frame = stream.recv() => self.on_frame(frame?, stream).await?,
+            }
+        }
+    }
+
+    /// Write a checkpoint if a transaction committed (or the cursor moved) since the last.
+    async fn checkpoint_if_due(&mut self, force_bindings: bool) -> Result<(), Error> {
+        if !self.checkpoint_due && !(force_bindings && !self.changed_bindings.is_empty()) && self.documents_since_checkpoint == 0 {
+            return Ok(());
+        }
+        self.checkpoint_with(Map::new()).await
+    }
+
+    /// Write a checkpoint: the cursor, changed bindings, and any extra binding patches.
+    async fn checkpoint_with(&mut self, mut binding_patches: Map<String, Value>) -> Result<(), Error> {
+        debug_assert!(self.transaction.is_none(), "a checkpoint must not split a transaction");
+        for index in std::mem::take(&mut self.changed_bindings) {
+            let binding = &self.bindings[index];
+            binding_patches.insert(binding.state_key.clone(), binding.state.to_patch());
+        }
+        let mut patch = json!({"cursor": self.cursor.to_string()});
+        if !binding_patches.is_empty() {
+            patch["bindingStateV1"] = Value::Object(binding_patches);
+        }
+        self.emitter.checkpoint(&patch).await.map_err(Error::Output)?;
+        self.unacknowledged.push_back(self.cursor);
+        self.checkpoint_due = false;
+        self.documents_since_checkpoint = 0;
+        self.transactions_since_checkpoint = 0;
+        Ok(())
+    }
+
+    async fn emit(&mut self, binding: usize) -> Result<(), Error> {
+        let index = u32::try_from(binding).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
+        self.emitter.captured(index, &self.document).await.map_err(Error::Output)?;
+        self.documents_since_checkpoint += 1;
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: Option<ReplicationFrame>, stream: &mut ReplicationStream) -> Result<(), Error> {
+        match frame {
+            None => Err(Error::user(
+                "the server ended the replication stream",
+                "check the server log: the slot may have been dropped or the server shut down",
+            )),
+            Some(ReplicationFrame::Keepalive { wal_end, reply_requested, .. }) => {
+                // An idle position: nothing of ours is in flight below `wal_end`, so it can
+                // become the cursor (and, once acknowledged, the slot's confirmed position).
+                if self.transaction.is_none() && self.streamed_block.is_none() && wal_end > self.cursor && !self.hold_checkpoints {
+                    self.cursor = wal_end;
+                    self.checkpoint_due = true;
+                }
+                if reply_requested {
+                    self.send_status(stream, false).await?;
+                }
+                Ok(())
+            }
+            Some(ReplicationFrame::XLogData { wal_start, data, .. }) => {
+                let context = DecodeContext { protocol_version: self.protocol_version, in_streamed_block: self.streamed_block.is_some() };
+                let message = pgoutput::decode_message(&data, &context).map_err(|err| {
+                    Error::Internal(format!("cannot decode a pgoutput message at {wal_start}: {err}"))
+                })?;
+                if let Some(top_xid) = self.streamed_block {
+                    match &message {
+                        LogicalMessage::StreamStop => {
+                            self.streamed_block = None;
+                            return Ok(());
+                        }
+                        LogicalMessage::Relation(_) | LogicalMessage::Insert(_) | LogicalMessage::Update(_) | LogicalMessage::Delete(_) | LogicalMessage::Truncate(_) => {
+                            let xid = message_xid(&message).unwrap_or(top_xid);
+                            self.spill
+                                .push(top_xid, &SpilledMessage { wal_start, xid, payload: data.to_vec() })
+                                .map_err(|err| Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}")))?;
+                            return Ok(());
+                        }
+                        _ => {}
+                    }
+                }
+                self.on_message(message, wal_start).await
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: LogicalMessage<'_>, wal_start: Lsn) -> Result<(), Error> {
+        match message {
+            LogicalMessage::Begin(begin) => {
+                if self.transaction.is_some() {
+                    return Err(Error::Internal(format!("BEGIN of transaction {} inside another transaction", begin.xid)));
+                }
+                self.transaction = Some(Transaction { final_lsn: begin.final_lsn, commit_time_us: begin.commit_time_us, xid: begin.xid });
+                Ok(())
+            }
+            LogicalMessage::Commit(commit) => {
+                let transaction = self.transaction.take().ok_or_else(|| Error::Internal("COMMIT without BEGIN".into()))?;
+                if transaction.final_lsn != commit.commit_lsn {
+                    return Err(Error::Internal(format!("COMMIT at {} does not match BEGIN's {}", commit.commit_lsn, transaction.final_lsn)));
+                }
+                self.on_commit(commit.end_lsn);
+                Ok(())
+            }
+            LogicalMessage::Relation(relation) => self.on_relation(relation).await,
+            LogicalMessage::Insert(insert) => {
+                self.on_change(insert.relation_oid, wal_start, ChangeKind::Insert { new: &insert.new }).await
+            }
+            LogicalMessage::Update(update) => {
+                self.on_change(update.relation_oid, wal_start, ChangeKind::Update { old: update.old.as_ref(), new: &update.new }).await
+            }
+            LogicalMessage::Delete(delete) => {
+                self.on_change(delete.relation_oid, wal_start, ChangeKind::Delete { old: &delete.old }).await
+            }
+            LogicalMessage::Truncate(truncate) => {
+                for oid in truncate.relation_oids {
+                    if let Some(relation) = self.relations.get(&oid) {
+                        if relation.binding.is_some() {
+                            tracing::warn!(
+                                table = %format!("{}.{}", relation.namespace, relation.name),
+                                "TRUNCATE is not captured: rows captured before it stay in the collection; increment the binding's backfill counter to re-backfill the table"
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }
+            LogicalMessage::StreamStart { xid, .. } => {
+                self.streamed_block = Some(xid);
+                Ok(())
+            }
+            LogicalMessage::StreamStop => {
+                self.streamed_block = None;
+                Ok(())
+            }
+            LogicalMessage::StreamAbort(abort) => {
+                self.spill.abort(abort.xid, abort.subxid);
+                Ok(())
+            }
+            LogicalMessage::StreamCommit(commit) => {
+                if self.transaction.is_some() {
+                    return Err(Error::Internal("STREAM COMMIT inside a transaction".into()));
+                }
+                let mut replay = self
+                    .spill
+                    .take(commit.xid)
+                    .map_err(|err| Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid)))?;
+                self.transaction = Some(Transaction { final_lsn: commit.commit_lsn, commit_time_us: commit.commit_time_us, xid: commit.xid });
+                let context = DecodeContext { protocol_version: self.protocol_version, in_streamed_block: true };
+                while let Some(spilled) = replay
+                    .next_message()
+                    .map_err(|err| Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid)))?
+                {
+                    let message = pgoutput::decode_message(&spilled.payload, &context)
+                        .map_err(|err| Error::Internal(format!("cannot decode a buffered pgoutput message: {err}")))?;
+                    Box::pin(self.on_message(message, spilled.wal_start)).await?;
+                }
+                self.transaction = None;
+                self.on_commit(commit.end_lsn);
+                Ok(())
+            }
+            LogicalMessage::Type(_) | LogicalMessage::Origin { .. } | LogicalMessage::Message(_) => Ok(()),
+            other => Err(Error::Internal(format!("unexpected pgoutput message {other:?}"))),
+        }
+    }
+
+    fn on_commit(&mut self, end_lsn: Lsn) {
+        self.cursor = self.cursor.max(end_lsn);
+        self.checkpoint_due = true;
+        self.transactions_since_checkpoint += 1;
+        if self.watermark_seen {
+            self.fence_reached = true;
+            self.watermark_seen = false;
+        }
+    }
+
+    async fn on_relation(&mut self, relation: pgoutput::Relation<'_>) -> Result<(), Error> {
+        let oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
+        if !self.registry.knows_all(&oids) {
+            self.registry.extend(&self.client, &oids).await.map_err(pg)?;
+        }
+        let namespace = relation.namespace.to_string();
+        let name = relation.name.to_string();
+        let mut binding = self.by_table.get(&(namespace.clone(), name.clone())).copied();
+        if binding.is_none() {
+            // A partition published on its own while its root is captured.
+            binding = self.bound_ancestor(relation.oid).await?;
+        }
+        let column_names: Vec<&str> = relation.columns.iter().map(|c| c.name).collect();
+        let key_positions = binding
+            .map(|b| {
+                self.bindings[b]
+                    .key_columns
+                    .iter()
+                    .filter_map(|k| column_names.iter().position(|c| c == k))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let is_watermarks = namespace == self.config.watermarks_schema && name == self.config.watermarks_table;
+        let entry = RelationEntry {
+            types: relation.columns.iter().map(|c| self.registry.resolve(c.type_oid, c.type_modifier)).collect(),
+            layout: DocumentLayout::new(&column_names),
+            watermark_position: column_names.iter().position(|c| *c == "watermark"),
+            namespace,
+            name,
+            binding,
+            key_positions,
+            is_watermarks,
+        };
+        self.relations.insert(relation.oid, entry);
+        Ok(())
+    }
+
+    async fn bound_ancestor(&self, oid: u32) -> Result<Option<usize>, Error> {
+        let rows = self
+            .client
+            .query(
+                "SELECT n.nspname, c.relname FROM pg_catalog.pg_partition_ancestors($1::oid::regclass) a
+                 JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+                &[&oid],
+            )
+            .await;
+        // The relation may already be gone (dropped after the change was written).
+        let Ok(rows) = rows else { return Ok(None) };
+        Ok(rows.iter().find_map(|row| self.by_table.get(&(row.get::<_, String>(0), row.get::<_, String>(1))).copied()))
+    }
+
+    async fn on_change(&mut self, relation_oid: u32, wal_start: Lsn, change: ChangeKind<'_, '_>) -> Result<(), Error> {
+        let transaction = self.transaction.ok_or_else(|| Error::Internal("a change arrived outside of a transaction".into()))?;
+        let Some(relation) = self.relations.get(&relation_oid) else {
+            return Err(Error::Internal(format!("a change arrived for relation {relation_oid} before its Relation message")));
+        };
+        if relation.is_watermarks {
+            if let (ChangeKind::Insert { new } | ChangeKind::Update { new, .. }, Some(position)) = (&change, relation.watermark_position) {
+                if let (Some(TupleValue::Text(value)), Some(expected)) = (new.values.get(position), &self.pending_watermark) {
+                    if *value == expected.as_bytes() {
+                        self.watermark_seen = true;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let Some(binding_index) = relation.binding else {
+            *self.skipped_changes.entry(format!("{}.{}", relation.namespace, relation.name)).or_default() += 1;
+            return Ok(());
+        };
+        let binding = &self.bindings[binding_index];
+        if matches!(binding.state.mode, TableMode::Pending | TableMode::Ignore | TableMode::Missing) {
+            return Ok(());
+        }
+        let source = Source {
+            ts_ms: Some((transaction.commit_time_us + POSTGRES_EPOCH_MICROS) / 1000),
+            schema: &binding.table.schema,
+            table: &binding.table.name,
+            snapshot: false,
+            loc: [lsn_i64(self.cursor), lsn_i64(wal_start), lsn_i64(transaction.final_lsn)],
+            txid: Some(transaction.xid),
+            tag: self.source_tag.as_deref(),
+        };
+        let table_name = || format!("{}.{}", relation.namespace, relation.name);
+        self.document.clear();
+        let mut extra_delete: Option<Vec<u8>> = None;
+        match change {
+            ChangeKind::Insert { new } => {
+                encode_tuple(&mut self.row, relation, new, None, TupleRole::New).map_err(|e| value_error(&table_name(), e))?;
+                document::write_document(&mut self.document, &relation.layout, &self.row, Op::Create, &source, None);
+            }
+            ChangeKind::Update { old, new } => {
+                let (old_tuple, old_is_full) = match old {
+                    Some(OldTuple::Key(t)) => (Some(t), false),
+                    Some(OldTuple::Full(t)) => (Some(t), true),
+                    None => (None, false),
+                };
+                if let Some(old_tuple) = old_tuple {
+                    let role = if old_is_full { TupleRole::OldFull } else { TupleRole::OldKey };
+                    encode_tuple(&mut self.old_row, relation, old_tuple, None, role).map_err(|e| value_error(&table_name(), e))?;
+                }
+                let full_old = if old_is_full { old_tuple } else { None };
+                encode_tuple(&mut self.row, relation, new, full_old, TupleRole::New).map_err(|e| value_error(&table_name(), e))?;
+                let key_changed = old_tuple.is_some()
+                    && !binding.keyed_by_location
+                    && !relation.key_positions.is_empty()
+                    && relation.key_positions.iter().any(|p| self.old_row.value(*p) != self.row.value(*p));
+                if key_changed {
+                    // The row moved to a new key: delete the old key's document, then
+                    // create the new one, so the old key does not linger in the collection.
+                    let mut delete = Vec::new();
+                    document::write_document(&mut delete, &relation.layout, &self.old_row, Op::Delete, &source, None);
+                    extra_delete = Some(delete);
+                    document::write_document(&mut self.document, &relation.layout, &self.row, Op::Create, &source, None);
+                } else {
+                    let before = old_tuple.map(|_| (&relation.layout, &self.old_row));
+                    document::write_document(&mut self.document, &relation.layout, &self.row, Op::Update, &source, before);
+                }
+            }
+            ChangeKind::Delete { old } => {
+                let (tuple, role) = match old {
+                    OldTuple::Key(t) => (t, TupleRole::OldKey),
+                    OldTuple::Full(t) => (t, TupleRole::OldFull),
+                };
+                encode_tuple(&mut self.row, relation, tuple, None, role).map_err(|e| value_error(&table_name(), e))?;
+                document::write_document(&mut self.document, &relation.layout, &self.row, Op::Delete, &source, None);
+            }
+        }
+        if let Some(delete) = extra_delete {
+            let index = u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
+            self.emitter.captured(index, &delete).await.map_err(Error::Output)?;
+            self.documents_since_checkpoint += 1;
+        }
+        self.emit(binding_index).await
+    }
+
+    /// Prepare backfill query details of a binding.
+    async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
+        let binding = &mut self.bindings[index];
+        if binding.state.mode == TableMode::KeylessBackfill {
+            if binding.keyless_pages.is_none() {
+                let row = self.client.query_one(backfill::TABLE_PAGES_SQL, &[&binding.table.oid]).await.map_err(pg)?;
+                let (max_page, partitions): (i64, i64) = (row.get(0), row.get(1));
+                binding.keyless_pages = Some((
+                    backfill::keyless_end_page(max_page),
+                    backfill::pages_per_chunk(self.config.chunk_size, partitions),
+                ));
+            }
+        } else if binding.key_types.is_none() {
+            let rows = self.client.query(backfill::COLUMN_TYPES_SQL, &[&binding.table.oid]).await.map_err(pg)?;
+            let types: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let mut key_types = Vec::new();
+            for column in &binding.key_columns {
+                key_types.push(types.get(column).cloned().ok_or_else(|| {
+                    Error::user(
+                        format!("key column {column:?} of table \"{}.{}\" does not exist", binding.table.schema, binding.table.name),
+                        "the table changed since discovery: re-discover the capture and increment the binding's backfill counter",
+                    )
+                })?);
+            }
+            binding.key_types = Some(key_types);
+        }
+        Ok(())
+    }
+
+    /// Read and emit one backfill chunk, keeping the replication connection alive meanwhile.
+    async fn backfill_chunk(&mut self, index: usize, stream: &mut ReplicationStream, input: &mut mpsc::UnboundedReceiver<Input>) -> Result<bool, Error> {
+        self.prepare_backfill(index).await?;
+        let _ = input;
+        let binding = &self.bindings[index];
+        let keyless = binding.state.mode == TableMode::KeylessBackfill;
+        let (plan, params): (backfill::ChunkPlan, Vec<Option<String>>) = if keyless {
+            let (end_page, per_chunk) = binding.keyless_pages.unwrap_or((1, 1));
+            let after = match binding.state.scanned.as_deref() {
+                Some(scanned) => {
+                    let text = keys_base64_text(scanned)?;
+                    backfill::parse_ctid(&text).map(|(block, _)| block).ok_or_else(|| {
+                        Error::user(format!("the keyless resume position {text:?} is not a CTID"), "increment the binding's backfill counter to restart its backfill")
+                    })?
+                }
+                None => 0,
+            };
+            let until = after + per_chunk;
+            let _ = end_page;
+            (
+                backfill::ChunkPlan::Keyless { after_block: after, until_block: until },
+                vec![Some(format!("({after},0)")), Some(format!("({until},0)"))],
+            )
+        } else {
+            let after = match binding.state.scanned.as_deref() {
+                Some(scanned) => {
+                    let elements = keys::decode_base64(scanned).map_err(|err| {
+                        Error::user(format!("the resume key of table \"{}.{}\" is invalid: {err}", binding.table.schema, binding.table.name), "increment the binding's backfill counter to restart its backfill")
+                    })?;
+                    if elements.len() != binding.key_columns.len() {
+                        return Err(Error::user(
+                            keys::KeyError::Arity { found: elements.len(), expected: binding.key_columns.len() }.to_string(),
+                            "the table's key changed: increment the binding's backfill counter to restart its backfill",
+                        ));
+                    }
+                    let mut values = Vec::new();
+                    for (element, column) in elements.iter().zip(&binding.key_columns) {
+                        values.push(keys::element_to_text(element, column).map_err(|err| Error::user(err.to_string(), "increment the binding's backfill counter to restart its backfill"))?);
+                    }
+                    Some(values)
+                }
+                None => None,
+            };
+            let params = after.clone().unwrap_or_default();
+            (backfill::ChunkPlan::Keyed { after, limit: self.config.chunk_size }, params)
+        };
+        let key_types = binding.key_types.clone().unwrap_or_default();
+        let filter = binding.resource.advanced.additional_backfill_filter.clone();
+        let sql = backfill::chunk_sql(&binding.table, &binding.key_columns, &key_types, &plan, filter.as_deref());
+        let emitted = backfill::emitted_columns(&binding.table);
+        let key_count = if keyless { 0 } else { binding.key_columns.len() };
+
+        let started = Instant::now();
+        let client = &self.client;
+        let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
+        status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        status_timer.tick().await;
+        let row_stream = {
+            let query = client.query_raw(sql.as_str(), params.iter().map(|p| p.as_deref()));
+            tokio::pin!(query);
+            loop {
+                tokio::select! {
+                    result = &mut query => break result,
+                    _ = status_timer.tick() => {
+                        let flushed = self.acknowledged;
+                        stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                    }
+                }
+            }
+        };
+        let row_stream = row_stream.map_err(|err| backfill_error(&self.bindings[index].table, err))?;
+        tokio::pin!(row_stream);
+        let mut rows: u64 = 0;
+        let mut last_key: Option<Vec<Option<String>>> = None;
+        let layout = DocumentLayout::new(&emitted.iter().map(|i| self.bindings[index].table.columns[*i].name.as_str()).collect::<Vec<_>>());
+        loop {
+            use futures::StreamExt;
+            let next = tokio::select! {
+                next = row_stream.next() => next,
+                _ = status_timer.tick() => {
+                    let flushed = self.acknowledged;
+                    stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                    continue;
+                }
+            };
+            let Some(row) = next else { break };
+            let row = row.map_err(|err| backfill_error(&self.bindings[index].table, err))?;
+            let binding = &self.bindings[index];
+            self.row.reset(emitted.len());
+            for (position, column_index) in emitted.iter().enumerate() {
+                let text: Option<&str> = row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
+                match text {
+                    None => self.row.set_null(position),
+                    Some(text) => {
+                        let start = self.row.bytes.len();
+                        let column = &binding.table.columns[*column_index];
+                        let encoded = if binding.key_columns.contains(&column.name) {
+                            value::encode_key_value(&column.pg_type, text.as_bytes(), &mut self.row.bytes)
+                        } else {
+                            value::encode_value(&column.pg_type, text.as_bytes(), &mut self.row.bytes)
+                        };
+                        encoded.map_err(|err| value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err))?;
+                        self.row.finish_value(position, start);
+                    }
+                }
+            }
+            if key_count > 0 {
+                let mut key = Vec::with_capacity(key_count);
+                for i in 0..key_count {
+                    key.push(row.try_get::<_, Option<&str>>(i).map_err(|err| backfill_error(&binding.table, err))?.map(str::to_string));
+                }
+                last_key = Some(key);
+            }
+            let offset = i64::try_from(binding.state.backfilled + rows).unwrap_or(i64::MAX);
+            let source = Source {
+                ts_ms: None,
+                schema: &binding.table.schema,
+                table: &binding.table.name,
+                snapshot: true,
+                loc: [-1, offset, 0],
+                txid: None,
+                tag: self.source_tag.as_deref(),
+            };
+            self.document.clear();
+            document::write_document(&mut self.document, &layout, &self.row, Op::Create, &source, None);
+            // Fields are used directly (not `self.emit`) because `row_stream` borrows the client.
+            let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
+            self.emitter.captured(binding_number, &self.document).await.map_err(Error::Output)?;
+            self.documents_since_checkpoint += 1;
+            rows += 1;
+        }
+        let binding = &mut self.bindings[index];
+        binding.state.backfilled += rows;
+        let done = match &plan {
+            backfill::ChunkPlan::Keyed { limit, .. } => i64::try_from(rows).unwrap_or(i64::MAX) < *limit,
+            backfill::ChunkPlan::Keyless { until_block, .. } => *until_block >= binding.keyless_pages.map_or(0, |p| p.0),
+        };
+        if done {
+            binding.state.mode = TableMode::Active;
+            binding.state.scanned = None;
+            tracing::info!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows = binding.state.backfilled, "backfill completed");
+        } else {
+            binding.state.scanned = Some(match &plan {
+                backfill::ChunkPlan::Keyless { until_block, .. } => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(format!("({until_block},0)"))
+                }
+                backfill::ChunkPlan::Keyed { .. } => {
+                    let key = last_key.unwrap_or_default();
+                    let elements: Vec<keys::Element> = key
+                        .iter()
+                        .zip(&binding.key_columns)
+                        .map(|(value, column)| key_element(binding.table.column(column).map(|c| &c.pg_type), value.as_deref()))
+                        .collect();
+                    keys::encode_base64(&elements)
+                }
+            });
+        }
+        self.changed_bindings.insert(index);
+        tracing::debug!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows, elapsed_ms = started.elapsed().as_millis() as u64, "backfill chunk");
+        Ok(true)
+    }
+}
+
+/// Decode base64 text of a keyless resume position.
+fn keys_base64_text(scanned: &str) -> Result<String, Error> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(scanned)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| Error::user("the keyless resume position is not valid base64 text", "increment the binding's backfill counter to restart its backfill"))
+}
+
+/// A key value as a tuple element: integers as integers (as the Go connector writes them),
+/// everything else as its PostgreSQL text (the resume query casts it back).
+fn key_element(ty: Option<&PgType>, text: Option<&str>) -> keys::Element {
+    let Some(text) = text else { return keys::Element::Null };
+    let mut base = ty;
+    while let Some(PgType::Domain { base: inner, .. }) = base {
+        base = Some(inner);
+    }
+    if let Some(PgType::Builtin { name, .. }) = base {
+        if matches!(name.as_str(), "int2" | "int4" | "int8" | "oid") {
+            if let Ok(value) = text.parse::<i64>() {
+                return keys::Element::Int(value.into());
+            }
+        }
+    }
+    keys::Element::String(text.to_string())
+}
+
+fn backfill_error(table: &DiscoveredTable, err: tokio_postgres::Error) -> Error {
+    let err = PgError::from(err);
+    Error::user(
+        format!("backfill query of table \"{}.{}\" failed: {err}", table.schema, table.name),
+        err.hint().unwrap_or_else(|| "check that the capture user can SELECT the table and that any additional_backfill_filter is valid SQL".into()),
+    )
+}
+
+fn value_error(table: &str, err: value::ValueError) -> Error {
+    Error::user(format!("a value of table {table:?} could not be encoded: {err}"), "please report this with the column's type")
+}
+
+fn lsn_i64(lsn: Lsn) -> i64 {
+    i64::try_from(lsn.0).unwrap_or(i64::MAX)
+}
+
+fn new_watermark() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn message_xid(message: &LogicalMessage<'_>) -> Option<u32> {
+    match message {
+        LogicalMessage::Relation(r) => r.xid,
+        LogicalMessage::Insert(m) => m.xid,
+        LogicalMessage::Update(m) => m.xid,
+        LogicalMessage::Delete(m) => m.xid,
+        LogicalMessage::Truncate(m) => m.xid,
+        _ => None,
+    }
+}
+
+enum ChangeKind<'a, 'b> {
+    Insert { new: &'b TupleData<'a> },
+    Update { old: Option<&'b OldTuple<'a>>, new: &'b TupleData<'a> },
+    Delete { old: &'b OldTuple<'a> },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TupleRole {
+    New,
+    /// A key-only old tuple: NULLs stand for "not part of the key" and are omitted.
+    OldKey,
+    OldFull,
+}
+
+/// Encode a tuple's values into `row`. Unchanged TOAST values are taken from the full old
+/// tuple when there is one, else omitted (the merge reduction keeps the stored value).
+fn encode_tuple(
+    row: &mut EncodedRow,
+    relation: &RelationEntry,
+    tuple: &TupleData<'_>,
+    full_old: Option<&TupleData<'_>>,
+    role: TupleRole,
+) -> Result<(), value::ValueError> {
+    row.reset(relation.types.len());
+    for (index, (value, ty)) in tuple.values.iter().zip(&relation.types).enumerate() {
+        let value = match value {
+            TupleValue::UnchangedToast => match full_old.and_then(|old| old.values.get(index)) {
+                Some(old @ TupleValue::Text(_)) | Some(old @ TupleValue::Null) => old,
+                _ => continue,
+            },
+            other => other,
+        };
+        match value {
+            TupleValue::Null if role == TupleRole::OldKey => {}
+            TupleValue::Null => row.set_null(index),
+            TupleValue::Text(text) => {
+                let start = row.bytes.len();
+                let is_key = relation.key_positions.contains(&index);
+                if is_key {
+                    value::encode_key_value(ty, text, &mut row.bytes)?;
+                } else {
+                    value::encode_value(ty, text, &mut row.bytes)?;
+                }
+                row.finish_value(index, start);
+            }
+            TupleValue::UnchangedToast | TupleValue::Binary(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -8,6 +8,56 @@
 //! there is exactly one encoder and one set of rules, documented in `docs/types.md`.
 //!
 //! Everything in this module is pure: no IO, no logging.
+//!
+//! # How schema and value are kept in agreement
+//!
+//! ```text
+//!   PgType ──► kind::classify ──► Kind ──┬─► schema::column_schema   (discovery)
+//!   (domains unwrapped here, once)       └─► encode::encode_value    (backfill + replication)
+//! ```
+//!
+//! Both sides match on the same [`kind::Kind`], so a type cannot get a schema from one
+//! table and an encoding from another. Every encoding is a single forward pass that
+//! appends to the caller's buffer: no intermediate `serde_json::Value`, no quadratic
+//! re-scans, so a 100 MB value costs about 100 MB of output and one pass over the input.
+//!
+//! # Session settings the encoder relies on
+//!
+//! The text it parses is what a session pinned to `DateStyle=ISO, MDY`, `TimeZone=UTC`,
+//! `IntervalStyle=iso_8601`, `extra_float_digits=3`, `bytea_output=hex`,
+//! `client_encoding=UTF8` and `lc_monetary=C` prints. Where the output of a type's own
+//! output function and of a `::text` cast differ (`bool` prints `t` but casts to `true`;
+//! `char(n)` casts with its padding trimmed; `inet` casts with a forced `/32`), the
+//! encoder accepts both and produces the output-function form, so backfill and
+//! replication agree.
+//!
+//! # Layout
+//! - `kind`: [`PgType`] → the encoding family shared by schema and value.
+//! - `schema`: [`column_schema`], [`source_type_name`].
+//! - `encode`: [`encode_value`], [`encode_key_value`] and the scalar encoders.
+//! - `datetime`: ISO dates, timestamps and times → RFC 3339.
+//! - `array`: array literals, flattened.
+//! - `composite`: row literals → objects.
+//! - `range`: ranges and multiranges → strings, with date and time bounds rewritten.
+//! - `extension`: hstore and pgvector.
+//! - `json_text`: `json`/`jsonb` text, checked and compacted, lone surrogates repaired.
+//! - `error`: [`ValueError`].
+
+mod array;
+mod composite;
+mod datetime;
+mod encode;
+mod error;
+mod extension;
+mod json_text;
+mod kind;
+mod range;
+mod schema;
+
+pub use encode::{encode_key_value, encode_value};
+pub use error::{ValueError, ValueErrorKind};
+pub use kind::{is_text_like_key, type_from_typname};
+pub use schema::{column_schema, source_type_name};
 
 /// A column type resolved from the catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,3 +84,30 @@ pub enum PgType {
     /// Anything else. Encoded as its text output; schema is the permissive catch-all.
     Unknown { name: String },
 }
+
+impl PgType {
+    /// The type's own name as PostgreSQL spells it, for messages: `int4`, `mood`,
+    /// `int4[]`. Unlike [`source_type_name`], a domain is named after itself.
+    pub fn display_name(&self) -> String {
+        match self {
+            PgType::Builtin { name, .. }
+            | PgType::Enum { name, .. }
+            | PgType::Domain { name, .. }
+            | PgType::Range { name, .. }
+            | PgType::Multirange { name, .. }
+            | PgType::Composite { name, .. }
+            | PgType::Extension { name }
+            | PgType::Unknown { name } => name.clone(),
+            PgType::Array { element } => format!("{}[]", element.display_name()),
+        }
+    }
+}
+
+impl std::fmt::Display for PgType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display_name())
+    }
+}
+
+#[cfg(test)]
+mod tests;

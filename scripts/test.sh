@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's test command: a release build, then every test of the crate (unit tests, the
+# integration tests against a throwaway PostgreSQL in tests/it, the transcript snapshots, doc
+# tests), then a one-line summary.
+#
+#   scripts/test.sh [extra cargo test arguments]     # e.g. scripts/test.sh --test it harness
+#
+# Needs PostgreSQL's server binaries (pg_config on PATH, or TEST_PG_BINDIR); see
+# tests/it/harness.rs for using an existing server instead (TEST_PG_HOST ...).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+locked=()
+if [[ -f Cargo.lock ]]; then
+    locked=(--locked)
+fi
+
+started=$SECONDS
+echo "==> cargo build --release ${locked[*]}"
+cargo build --release "${locked[@]}"
+built=$SECONDS
+
+echo "==> cargo test ${locked[*]} $*"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test "${locked[@]}" "$@" 2>&1 | tee "$log" || status=$?
+
+# "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.2s"
+awk -v build="$((built - started))" -v total="$((SECONDS - started))" -v status="$status" '
+    /^test result:/ { binaries++; passed += $4; failed += $6; ignored += $8 }
+    END {
+        printf "==> summary: %d passed, %d failed, %d ignored in %d test binaries; ", passed, failed, ignored, binaries
+        printf "release build %ds, total %ds; %s\n", build, total, (status == 0 ? "OK" : "FAILED")
+    }' "$log"
+exit "$status"

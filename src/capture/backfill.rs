@@ -1,0 +1,161 @@
+//! Backfill chunk queries (IO) and their pure planning.
+//!
+//! Keyed tables are read in key order with keyset pagination:
+//! `SELECT .. FROM t WHERE (k1, k2) > ($1, $2) ORDER BY k1, k2 LIMIT n`, where the resume
+//! values are cast back to each key column's own type so that PostgreSQL, with its own
+//! operators and collations, does every comparison; this code never has to agree with the
+//! database about ordering. Keyless tables are read by CTID page ranges (a TID range scan),
+//! counting pages over every leaf partition so that partitioned roots of any depth are
+//! covered. Every column is selected as `::text`: the binary form of `text` is its UTF-8
+//! bytes, so rows stream in PostgreSQL's pinned text output — the same input the
+//! replication path gives the shared value encoder.
+//!
+//! Identifiers are always quoted; type names come from `format_type`, which quotes them.
+
+use crate::discovery::DiscoveredTable;
+use crate::pg::quote_identifier;
+
+/// What one chunk query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkPlan {
+    /// Keyset page: rows after `after` (None: from the start), at most `limit`.
+    Keyed { after: Option<Vec<Option<String>>>, limit: i64 },
+    /// CTID page range `(after_block, 0) < ctid <= (until_block, 0)`.
+    Keyless { after_block: u64, until_block: u64 },
+}
+
+/// The columns a backfill emits: all but generated ones (which logical replication does
+/// not carry either, so backfill and replication documents have the same shape).
+pub fn emitted_columns(table: &DiscoveredTable) -> Vec<usize> {
+    (0..table.columns.len()).filter(|i| !table.columns[*i].generated).collect()
+}
+
+/// SQL of one chunk. Parameters: resume key values as text (keyed) or the two TIDs as
+/// text (keyless). `key_types` are `format_type` names of the key columns.
+pub fn chunk_sql(
+    table: &DiscoveredTable,
+    key_columns: &[String],
+    key_types: &[String],
+    plan: &ChunkPlan,
+    filter: Option<&str>,
+) -> String {
+    let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
+    let mut select: Vec<String> = key_columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
+    select.extend(emitted_columns(table).iter().map(|i| format!("{}::text", quote_identifier(&table.columns[*i].name))));
+    let mut sql = format!("SELECT {} FROM {relation}", select.join(", "));
+    let mut conditions = Vec::new();
+    match plan {
+        ChunkPlan::Keyed { after, .. } => {
+            if after.is_some() {
+                let columns: Vec<String> = key_columns.iter().map(|k| quote_identifier(k)).collect();
+                let values: Vec<String> =
+                    key_types.iter().enumerate().map(|(i, ty)| format!("CAST(${}::text AS {ty})", i + 1)).collect();
+                conditions.push(format!("({}) > ({})", columns.join(", "), values.join(", ")));
+            }
+        }
+        ChunkPlan::Keyless { .. } => conditions.push("ctid > $1::text::tid AND ctid <= $2::text::tid".to_string()),
+    }
+    if let Some(filter) = filter {
+        conditions.push(format!("({filter})"));
+    }
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    if let ChunkPlan::Keyed { limit, .. } = plan {
+        let order: Vec<String> = key_columns.iter().map(|k| quote_identifier(k)).collect();
+        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
+    }
+    sql
+}
+
+/// `format_type` names of a table's columns, by column name.
+pub const COLUMN_TYPES_SQL: &str = "
+    SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped";
+
+/// Largest page number over the table and all its partitions (any depth), and the leaf count.
+pub const TABLE_PAGES_SQL: &str = "
+    SELECT COALESCE(max(pg_catalog.pg_relation_size(t.relid) / current_setting('block_size')::bigint), 0)::bigint,
+           count(*) FILTER (WHERE t.isleaf)::bigint
+    FROM pg_catalog.pg_partition_tree($1::oid::regclass) t";
+
+/// Pages per keyless chunk: the Go connector's heuristic of ~100 rows per page, spread
+/// over the partitions (each chunk reads the same page window of every partition).
+pub fn pages_per_chunk(chunk_size: i64, partitions: i64) -> u64 {
+    let rows_per_page = 100 * partitions.max(1);
+    u64::try_from(chunk_size / rows_per_page).unwrap_or(0) + 1
+}
+
+/// The page beyond which a keyless backfill is complete: 5% headroom over the current
+/// size, since rows written meanwhile arrive through replication anyway.
+pub fn keyless_end_page(max_page: i64) -> u64 {
+    let pages = u64::try_from(max_page.max(0)).unwrap_or(0);
+    pages + pages / 20 + 1
+}
+
+/// Parse a keyless resume position `"(block,offset)"`.
+pub fn parse_ctid(text: &str) -> Option<(u64, u64)> {
+    let inner = text.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (block, offset) = inner.split_once(',')?;
+    Some((block.trim().parse().ok()?, offset.trim().parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::Column;
+    use crate::value::PgType;
+
+    fn table() -> DiscoveredTable {
+        let column = |name: &str, generated: bool| Column {
+            name: name.into(),
+            type_oid: 23,
+            typmod: -1,
+            pg_type: PgType::Builtin { name: "int4".into(), typmod: -1 },
+            nullable: false,
+            generated,
+            comment: None,
+        };
+        DiscoveredTable {
+            oid: 1,
+            schema: "My\"Schema".into(),
+            name: "t".into(),
+            relkind: 'r',
+            is_partition: false,
+            published: true,
+            columns: vec![column("id", false), column("Data", false), column("g", true)],
+            key: vec!["id".into()],
+            key_is_unique_index: false,
+        }
+    }
+
+    #[test]
+    fn keyed_chunks_quote_everything_and_cast_resume_values() {
+        let first = chunk_sql(&table(), &["id".into()], &["integer".into()], &ChunkPlan::Keyed { after: None, limit: 10 }, None);
+        assert_eq!(first, r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" ORDER BY "id" LIMIT 10"#);
+        let next = chunk_sql(
+            &table(),
+            &["id".into()],
+            &["integer".into()],
+            &ChunkPlan::Keyed { after: Some(vec![Some("5".into())]), limit: 10 },
+            Some("id % 2 = 0"),
+        );
+        assert_eq!(
+            next,
+            r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" WHERE ("id") > (CAST($1::text AS integer)) AND (id % 2 = 0) ORDER BY "id" LIMIT 10"#
+        );
+    }
+
+    #[test]
+    fn keyless_chunks_use_tid_ranges() {
+        let sql = chunk_sql(&table(), &[], &[], &ChunkPlan::Keyless { after_block: 0, until_block: 5 }, None);
+        assert_eq!(sql, r#"SELECT "id"::text, "Data"::text FROM "My""Schema"."t" WHERE ctid > $1::text::tid AND ctid <= $2::text::tid"#);
+        assert_eq!(parse_ctid("(12,0)"), Some((12, 0)));
+        assert_eq!(parse_ctid("12,0"), None);
+        assert_eq!(pages_per_chunk(50_000, 1), 501);
+        assert_eq!(pages_per_chunk(1, 3), 1);
+        assert_eq!(keyless_end_page(100), 106);
+    }
+}

@@ -1,0 +1,256 @@
+//! Pure: building captured documents as JSON bytes.
+//!
+//! Documents have the Go connector's shape: one property per column present in the change
+//! (omitted values — unchanged TOAST, columns absent from a key-only old tuple — are left
+//! out, so the collection's merge reduction keeps the stored value), plus `_meta` with `op`,
+//! `source` and, for updates with an old tuple, `before`. Properties are in bytewise order of
+//! their names with `_meta` in its sorted place, so output is deterministic. Values arrive
+//! already encoded as JSON by [`crate::value`]; this module only places bytes, so it never
+//! builds a `serde_json::Value` on the hot path.
+
+use std::ops::Range;
+
+/// Column order and pre-escaped property names of one relation.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentLayout {
+    /// Column indices sorted by name.
+    order: Vec<usize>,
+    /// `"name":` for each column index, JSON-escaped once.
+    keys: Vec<Vec<u8>>,
+    /// How many of the sorted columns come before `_meta`.
+    meta_position: usize,
+}
+
+impl DocumentLayout {
+    pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|a, b| names[*a].as_ref().as_bytes().cmp(names[*b].as_ref().as_bytes()));
+        let keys = names
+            .iter()
+            .map(|name| {
+                let mut key = serde_json::to_vec(name.as_ref()).unwrap_or_else(|_| b"\"\"".to_vec());
+                key.push(b':');
+                key
+            })
+            .collect();
+        let meta_position = order.iter().take_while(|i| names[**i].as_ref().as_bytes() < b"_meta".as_slice()).count();
+        DocumentLayout { order, keys, meta_position }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Encoded values of one row: a shared byte buffer and a slot per column (`None` = omitted).
+#[derive(Debug, Clone, Default)]
+pub struct EncodedRow {
+    pub bytes: Vec<u8>,
+    pub slots: Vec<Option<Range<usize>>>,
+}
+
+impl EncodedRow {
+    pub fn reset(&mut self, columns: usize) {
+        self.bytes.clear();
+        self.slots.clear();
+        self.slots.resize(columns, None);
+    }
+
+    /// Record that column `index` holds the bytes written since `start`.
+    pub fn finish_value(&mut self, index: usize, start: usize) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            *slot = Some(start..self.bytes.len());
+        }
+    }
+
+    pub fn set_null(&mut self, index: usize) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b"null");
+        self.finish_value(index, start);
+    }
+
+    pub fn value(&self, index: usize) -> Option<&[u8]> {
+        self.slots.get(index)?.as_ref().and_then(|r| self.bytes.get(r.clone()))
+    }
+}
+
+/// Operation of a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Op {
+    fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+        }
+    }
+}
+
+/// `_meta.source`.
+#[derive(Debug, Clone)]
+pub struct Source<'a> {
+    pub ts_ms: Option<i64>,
+    pub schema: &'a str,
+    pub table: &'a str,
+    pub snapshot: bool,
+    pub loc: [i64; 3],
+    pub txid: Option<u32>,
+    pub tag: Option<&'a str>,
+}
+
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Serializing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn write_object(out: &mut Vec<u8>, layout: &DocumentLayout, row: &EncodedRow, meta: Option<&dyn Fn(&mut Vec<u8>)>) {
+    out.push(b'{');
+    let mut first = true;
+    let mut separator = |out: &mut Vec<u8>| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+    };
+    for (position, index) in layout.order.iter().enumerate() {
+        if position == layout.meta_position {
+            if let Some(meta) = meta {
+                separator(out);
+                meta(out);
+            }
+        }
+        if let Some(value) = row.value(*index) {
+            separator(out);
+            out.extend_from_slice(&layout.keys[*index]);
+            out.extend_from_slice(value);
+        }
+    }
+    if layout.meta_position >= layout.order.len() {
+        if let Some(meta) = meta {
+            separator(out);
+            meta(out);
+        }
+    }
+    out.push(b'}');
+}
+
+/// Append one document to `out`.
+pub fn write_document(
+    out: &mut Vec<u8>,
+    layout: &DocumentLayout,
+    row: &EncodedRow,
+    op: Op,
+    source: &Source<'_>,
+    before: Option<(&DocumentLayout, &EncodedRow)>,
+) {
+    let meta = |out: &mut Vec<u8>| {
+        out.extend_from_slice(b"\"_meta\":{");
+        if let Some((before_layout, before_row)) = before {
+            out.extend_from_slice(b"\"before\":");
+            write_object(out, before_layout, before_row, None);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"op\":\"");
+        out.extend_from_slice(op.code().as_bytes());
+        out.extend_from_slice(b"\",\"source\":{");
+        if let Some(ts) = source.ts_ms {
+            out.extend_from_slice(b"\"ts_ms\":");
+            out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"schema\":");
+        write_json_string(out, source.schema);
+        if source.snapshot {
+            out.extend_from_slice(b",\"snapshot\":true");
+        }
+        out.extend_from_slice(b",\"table\":");
+        write_json_string(out, source.table);
+        out.extend_from_slice(b",\"loc\":[");
+        let mut number = itoa::Buffer::new();
+        for (i, loc) in source.loc.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(number.format(*loc).as_bytes());
+        }
+        out.push(b']');
+        if let Some(txid) = source.txid {
+            out.extend_from_slice(b",\"txid\":");
+            out.extend_from_slice(number.format(txid).as_bytes());
+        }
+        if let Some(tag) = source.tag {
+            out.extend_from_slice(b",\"tag\":");
+            write_json_string(out, tag);
+        }
+        out.extend_from_slice(b"}}");
+    };
+    write_object(out, layout, row, Some(&meta));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(values: &[Option<&str>]) -> EncodedRow {
+        let mut row = EncodedRow::default();
+        row.reset(values.len());
+        for (i, value) in values.iter().enumerate() {
+            if let Some(value) = value {
+                let start = row.bytes.len();
+                row.bytes.extend_from_slice(value.as_bytes());
+                row.finish_value(i, start);
+            }
+        }
+        row
+    }
+
+    fn source() -> Source<'static> {
+        Source { ts_ms: None, schema: "test", table: "t", snapshot: true, loc: [-1, 0, 0], txid: None, tag: None }
+    }
+
+    #[test]
+    fn documents_sort_properties_with_meta_in_place_and_skip_omitted() {
+        let layout = DocumentLayout::new(&["id", "Zeta", "data", "omitted"]);
+        let row = row(&[Some("1"), Some("true"), Some("\"A\""), None]);
+        let mut out = Vec::new();
+        write_document(&mut out, &layout, &row, Op::Create, &source(), None);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            r#"{"Zeta":true,"_meta":{"op":"c","source":{"schema":"test","snapshot":true,"table":"t","loc":[-1,0,0]}},"data":"A","id":1}"#
+        );
+        serde_json::from_str::<serde_json::Value>(&text).unwrap();
+    }
+
+    #[test]
+    fn updates_carry_before_and_replication_source_fields() {
+        let layout = DocumentLayout::new(&["id", "v"]);
+        let new = row(&[Some("5"), Some("\"x\"")]);
+        let old = row(&[Some("1"), None]);
+        let source = Source { ts_ms: Some(1700), schema: "s", table: "q\"t", snapshot: false, loc: [1, 2, 3], txid: Some(9), tag: Some("tg") };
+        let mut out = Vec::new();
+        write_document(&mut out, &layout, &new, Op::Update, &source, Some((&layout, &old)));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"_meta":{"before":{"id":1},"op":"u","source":{"ts_ms":1700,"schema":"s","table":"q\"t","loc":[1,2,3],"txid":9,"tag":"tg"}},"id":5,"v":"x"}"#
+        );
+    }
+
+    #[test]
+    fn meta_goes_last_when_every_name_sorts_before_it() {
+        let layout = DocumentLayout::new(&["A", "B"]);
+        let mut out = Vec::new();
+        write_document(&mut out, &layout, &row(&[Some("1"), Some("2")]), Op::Delete, &source(), None);
+        assert!(String::from_utf8(out).unwrap().starts_with(r#"{"A":1,"B":2,"_meta":{"op":"d""#));
+    }
+}

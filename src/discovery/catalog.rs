@@ -1,0 +1,330 @@
+//! Catalog queries (IO): tables, columns, keys and types.
+//!
+//! Everything is fetched in a handful of set-oriented queries with bound parameters, so
+//! a database with tens of thousands of tables discovers in a few round trips and no
+//! identifier ever reaches SQL text. The pure interpretation (key choice, schemas) is in
+//! [`super::schema`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio_postgres::types::Oid;
+use tokio_postgres::Client;
+
+use crate::value::PgType;
+
+/// Extension type names we encode specially when found outside `pg_catalog`.
+const EXTENSION_TYPES: &[&str] =
+    &["citext", "hstore", "ltree", "lquery", "geometry", "geography", "vector", "halfvec", "sparsevec"];
+
+/// Schemas that never hold user tables.
+pub const SYSTEM_SCHEMAS: &[&str] =
+    &["pg_catalog", "pg_internal", "information_schema", "catalog_history", "cron", "pglogical"];
+
+/// A table as listed by [`list_tables`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    pub oid: Oid,
+    pub schema: String,
+    pub name: String,
+    /// `r` ordinary table or leaf partition, `p` partitioned table.
+    pub relkind: char,
+    pub is_partition: bool,
+    /// Whether the publication publishes it (or, for a partitioned root, any of its leaves).
+    pub published: bool,
+}
+
+/// A column of a table.
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub number: i16,
+    pub name: String,
+    pub type_oid: Oid,
+    pub typmod: i32,
+    pub not_null: bool,
+    pub generated: bool,
+    pub comment: Option<String>,
+}
+
+/// Columns and key candidates of one table.
+#[derive(Debug, Clone, Default)]
+pub struct TableDetails {
+    pub columns: Vec<ColumnInfo>,
+    /// Primary key column names in key order (empty: none).
+    pub primary_key: Vec<String>,
+    /// Unique index candidates by index name: (columns in order, every column NOT NULL).
+    pub unique_indexes: BTreeMap<String, (Vec<String>, bool)>,
+}
+
+const LIST_TABLES: &str = "
+    SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relispartition
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p')
+      AND c.relpersistence = 'p'
+      AND n.nspname <> ALL($1::text[])
+      AND n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast%'
+      AND (cardinality($2::text[]) = 0 OR n.nspname = ANY($2::text[]))
+    ORDER BY n.nspname, c.relname";
+
+/// Tables published by a publication; a partitioned table counts when any of its
+/// partitions is published (publications without `publish_via_partition_root` list leaves).
+const PUBLISHED_TABLES: &str = "
+    WITH published AS (
+        SELECT c.oid
+        FROM pg_catalog.pg_publication_tables pt
+        JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+        WHERE pt.pubname = $1
+    )
+    SELECT DISTINCT a.relid FROM published p, pg_catalog.pg_partition_ancestors(p.oid) a";
+
+const COLUMNS: &str = "
+    SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull,
+           a.attgenerated <> '', pg_catalog.col_description(a.attrelid, a.attnum)
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attrelid, a.attnum";
+
+const PRIMARY_KEYS: &str = "
+    SELECT i.indrelid, k.ord, a.attname
+    FROM pg_catalog.pg_index i
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = ANY($1::oid[]) AND i.indisprimary
+    ORDER BY i.indrelid, k.ord";
+
+/// Unique indexes usable as a key: valid, not partial, no expressions, key columns only.
+const UNIQUE_INDEXES: &str = "
+    SELECT i.indrelid, ic.relname, k.ord, a.attname, a.attnotnull
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = ANY($1::oid[]) AND i.indisunique AND NOT i.indisprimary
+      AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL AND k.ord <= i.indnkeyatts
+    ORDER BY i.indrelid, ic.relname, k.ord";
+
+/// All tables that could be captured, in (schema, name) order.
+pub async fn list_tables(
+    client: &Client,
+    include_schemas: &[String],
+    publication: &str,
+) -> Result<Vec<TableRef>, tokio_postgres::Error> {
+    let system: Vec<String> = SYSTEM_SCHEMAS.iter().map(|s| s.to_string()).collect();
+    let rows = client.query(LIST_TABLES, &[&system, &include_schemas]).await?;
+    let published: BTreeSet<Oid> =
+        client.query(PUBLISHED_TABLES, &[&publication]).await?.iter().map(|row| row.get::<_, Oid>(0)).collect();
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let oid: Oid = row.get(0);
+            let relkind: String = row.get(3);
+            TableRef {
+                oid,
+                schema: row.get(1),
+                name: row.get(2),
+                relkind: relkind.chars().next().unwrap_or('r'),
+                is_partition: row.get(4),
+                published: published.contains(&oid),
+            }
+        })
+        .collect())
+}
+
+/// Columns and key candidates for the given tables.
+pub async fn table_details(
+    client: &Client,
+    oids: &[Oid],
+) -> Result<BTreeMap<Oid, TableDetails>, tokio_postgres::Error> {
+    let mut details: BTreeMap<Oid, TableDetails> = oids.iter().map(|oid| (*oid, TableDetails::default())).collect();
+    let oid_list: Vec<Oid> = oids.to_vec();
+    for row in client.query(COLUMNS, &[&oid_list]).await? {
+        let table: Oid = row.get(0);
+        if let Some(entry) = details.get_mut(&table) {
+            entry.columns.push(ColumnInfo {
+                number: row.get(1),
+                name: row.get(2),
+                type_oid: row.get(3),
+                typmod: row.get(4),
+                not_null: row.get(5),
+                generated: row.get(6),
+                comment: row.get::<_, Option<String>>(7).filter(|c| !c.is_empty()),
+            });
+        }
+    }
+    for row in client.query(PRIMARY_KEYS, &[&oid_list]).await? {
+        if let Some(entry) = details.get_mut(&row.get::<_, Oid>(0)) {
+            entry.primary_key.push(row.get(2));
+        }
+    }
+    for row in client.query(UNIQUE_INDEXES, &[&oid_list]).await? {
+        if let Some(entry) = details.get_mut(&row.get::<_, Oid>(0)) {
+            let index = entry.unique_indexes.entry(row.get(1)).or_insert_with(|| (Vec::new(), true));
+            index.0.push(row.get(3));
+            index.1 &= row.get::<_, bool>(4);
+        }
+    }
+    Ok(details)
+}
+
+/// One `pg_type` row, as needed to resolve a [`PgType`].
+#[derive(Debug, Clone)]
+struct TypeRow {
+    namespace: String,
+    name: String,
+    typtype: char,
+    category: char,
+    length: i16,
+    element: Oid,
+    base: Oid,
+    base_typmod: i32,
+    not_null: bool,
+    range_subtype: Oid,
+    enum_labels: Vec<String>,
+    fields: Vec<(String, Oid, i32)>,
+}
+
+/// The closure of types reachable from the given ones (elements, domain bases, range
+/// subtypes, composite fields), with everything needed to resolve them.
+const TYPE_CLOSURE: &str = "
+    WITH RECURSIVE needed(oid) AS (
+        SELECT unnest($1::oid[])
+        UNION
+        SELECT x FROM needed n
+        JOIN pg_catalog.pg_type t ON t.oid = n.oid
+        CROSS JOIN LATERAL unnest(
+            ARRAY[t.typelem, t.typbasetype,
+                  (SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid)]
+            || ARRAY(SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                     WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped)
+            || ARRAY(SELECT rr.rngsubtype FROM pg_catalog.pg_range rr
+                     WHERE (to_jsonb(rr) ->> 'rngmultitypid')::oid = t.oid)
+        ) AS x
+        WHERE x IS NOT NULL AND x <> 0
+    )
+    SELECT t.oid, n.nspname, t.typname, t.typtype::text, t.typcategory::text, t.typlen,
+           t.typelem, t.typbasetype, t.typtypmod, t.typnotnull,
+           COALESCE((SELECT r.rngsubtype FROM pg_catalog.pg_range r WHERE r.rngtypid = t.oid),
+                    (SELECT r.rngsubtype FROM pg_catalog.pg_range r
+                     WHERE (to_jsonb(r) ->> 'rngmultitypid')::oid = t.oid), 0),
+           ARRAY(SELECT e.enumlabel::text FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder),
+           ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                 WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+           ARRAY(SELECT a.atttypid FROM pg_catalog.pg_attribute a
+                 WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+           ARRAY(SELECT a.atttypmod FROM pg_catalog.pg_attribute a
+                 WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+    FROM pg_catalog.pg_type t
+    JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+    WHERE t.oid IN (SELECT oid FROM needed)";
+
+/// Resolved knowledge of the types in use, keyed by OID.
+#[derive(Debug, Clone, Default)]
+pub struct TypeRegistry {
+    rows: BTreeMap<Oid, TypeRow>,
+}
+
+impl TypeRegistry {
+    /// Load the given types and everything they refer to. Multirange subtypes are read
+    /// through `to_jsonb` because `pg_range.rngmultitypid` only exists from PostgreSQL 14.
+    pub async fn load(client: &Client, oids: &[Oid]) -> Result<TypeRegistry, tokio_postgres::Error> {
+        let mut registry = TypeRegistry::default();
+        registry.extend(client, oids).await?;
+        Ok(registry)
+    }
+
+    /// Whether every one of `oids` is known.
+    pub fn knows_all(&self, oids: &[Oid]) -> bool {
+        oids.iter().all(|oid| self.rows.contains_key(oid))
+    }
+
+    /// Load more types (e.g. those of a column added while capturing).
+    pub async fn extend(&mut self, client: &Client, oids: &[Oid]) -> Result<(), tokio_postgres::Error> {
+        let wanted: Vec<Oid> = oids.iter().copied().filter(|oid| !self.rows.contains_key(oid)).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        for row in client.query(TYPE_CLOSURE, &[&wanted]).await? {
+            let typtype: String = row.get(3);
+            let category: String = row.get(4);
+            let names: Vec<String> = row.get(12);
+            let types: Vec<Oid> = row.get(13);
+            let typmods: Vec<i32> = row.get(14);
+            let fields = names
+                .into_iter()
+                .zip(types)
+                .zip(typmods)
+                .map(|((name, oid), typmod)| (name, oid, typmod))
+                .collect();
+            self.rows.insert(
+                row.get(0),
+                TypeRow {
+                    namespace: row.get(1),
+                    name: row.get(2),
+                    typtype: typtype.chars().next().unwrap_or('b'),
+                    category: category.chars().next().unwrap_or('U'),
+                    length: row.get(5),
+                    element: row.get(6),
+                    base: row.get(7),
+                    base_typmod: row.get(8),
+                    not_null: row.get(9),
+                    range_subtype: row.get(10),
+                    enum_labels: row.get(11),
+                    fields,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The type of a column with type `oid` and modifier `typmod`.
+    pub fn resolve(&self, oid: Oid, typmod: i32) -> PgType {
+        self.resolve_depth(oid, typmod, 0)
+    }
+
+    fn resolve_depth(&self, oid: Oid, typmod: i32, depth: u32) -> PgType {
+        let Some(row) = self.rows.get(&oid) else {
+            return PgType::Unknown { name: format!("oid {oid}") };
+        };
+        // Composite types can nest (and a domain chain can be long); a cycle is impossible
+        // in PostgreSQL, but a bound keeps a corrupt catalog from recursing forever.
+        if depth > 32 {
+            return PgType::Unknown { name: row.name.clone() };
+        }
+        let next = depth + 1;
+        match row.typtype {
+            'd' => PgType::Domain {
+                name: row.name.clone(),
+                base: Box::new(self.resolve_depth(row.base, row.base_typmod, next)),
+                not_null: row.not_null,
+            },
+            'e' => PgType::Enum { name: row.name.clone(), labels: row.enum_labels.clone() },
+            'r' => PgType::Range {
+                name: row.name.clone(),
+                subtype: Box::new(self.resolve_depth(row.range_subtype, -1, next)),
+            },
+            'm' => PgType::Multirange {
+                name: row.name.clone(),
+                subtype: Box::new(self.resolve_depth(row.range_subtype, -1, next)),
+            },
+            'c' => PgType::Composite {
+                name: row.name.clone(),
+                fields: row
+                    .fields
+                    .iter()
+                    .map(|(name, oid, typmod)| (name.clone(), self.resolve_depth(*oid, *typmod, next)))
+                    .collect(),
+            },
+            'b' if row.category == 'A'
+                && row.length == -1
+                && row.element != 0
+                && !matches!(row.name.as_str(), "int2vector" | "oidvector") =>
+            {
+                PgType::Array { element: Box::new(self.resolve_depth(row.element, typmod, next)) }
+            }
+            'b' if row.namespace == "pg_catalog" => PgType::Builtin { name: row.name.clone(), typmod },
+            'b' if EXTENSION_TYPES.contains(&row.name.as_str()) => PgType::Extension { name: row.name.clone() },
+            _ => PgType::Unknown { name: row.name.clone() },
+        }
+    }
+}

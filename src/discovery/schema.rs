@@ -1,0 +1,230 @@
+//! Pure: tables → collection schemas, keys and binding metadata.
+//!
+//! The document schema has the Go connector's structure so existing collections keep
+//! validating: a `$defs` anchor holding the row shape, and an `allOf` that adds `_meta`
+//! and the reduction `if op = d then merge+delete else merge`. The merge reduction is
+//! what fills unchanged TOAST values: an update that omits a column leaves the stored
+//! value in place.
+
+use serde_json::{json, Map, Value};
+
+use super::{DiscoveredTable, FALLBACK_KEY};
+use crate::protocol::emitter::DiscoveredBinding;
+use crate::value;
+
+/// Settings that change the generated schemas.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaOptions {
+    pub history_mode: bool,
+    pub source_tag: bool,
+}
+
+/// RFC 6901 pointer to a top-level property.
+pub fn key_pointer(column: &str) -> String {
+    format!("/{}", column.replace('~', "~0").replace('/', "~1"))
+}
+
+/// Inverse of [`key_pointer`] for top-level pointers; `None` for nested pointers.
+pub fn column_of_pointer(pointer: &str) -> Option<String> {
+    let rest = pointer.strip_prefix('/')?;
+    if rest.contains('/') {
+        return None;
+    }
+    Some(rest.replace("~1", "/").replace("~0", "~"))
+}
+
+/// The collection name suggested for a table: lowercase `schema/table`, characters outside
+/// `[a-z0-9-_.]` replaced by `_`, and `.`/`..` components made safe.
+pub fn recommended_name(schema: &str, table: &str) -> String {
+    fn component(part: &str) -> String {
+        let cleaned: String = part
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+            .collect();
+        match cleaned.as_str() {
+            "." => "_".to_string(),
+            ".." => "__".to_string(),
+            _ => cleaned,
+        }
+    }
+    format!("{}/{}", component(schema), component(table))
+}
+
+/// Go's `strings.Title`: uppercase the first letter of every word, where words are
+/// separated by anything that is not a letter, digit, underscore or apostrophe.
+fn title_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at_word_start = true;
+    for c in text.chars() {
+        if at_word_start && c.is_alphabetic() {
+            out.extend(c.to_uppercase());
+        } else {
+            out.push(c);
+        }
+        at_word_start = !(c.is_alphanumeric() || c == '_' || c == '\'');
+    }
+    out
+}
+
+/// The `$anchor` naming the row shape. JSON Schema anchors must match
+/// `[A-Za-z_][-A-Za-z0-9._]*`, so other characters (legal in PostgreSQL names) become `_`.
+pub fn anchor_name(schema: &str, table: &str) -> String {
+    let raw = format!("{}{}", title_case(schema), title_case(table));
+    let mut anchor: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') { c } else { '_' }).collect();
+    if !anchor.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        anchor.insert(0, '_');
+    }
+    anchor
+}
+
+/// Schema of `_meta.source`.
+pub fn source_schema(options: &SchemaOptions) -> Value {
+    let mut properties = json!({
+        "ts_ms": {"type": "integer", "description": "Unix timestamp (in millis) at which this event was recorded by the database."},
+        "schema": {"type": "string", "description": "Database schema (namespace) of the event."},
+        "snapshot": {"type": "boolean", "description": "Snapshot is true if the record was produced from an initial table backfill and unset if produced from the replication log."},
+        "table": {"type": "string", "description": "Database table of the event."},
+        "loc": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "minItems": 3,
+            "maxItems": 3,
+            "description": "Location of this WAL event as [last Commit.EndLSN; event LSN; current Begin.FinalLSN]. See https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html"
+        },
+        "txid": {"type": "integer", "description": "The 32-bit transaction ID assigned by Postgres to the commit which produced this change."}
+    });
+    if options.source_tag {
+        properties["tag"] = json!({"type": "string", "description": "Optional 'Source Tag' property as defined in the endpoint configuration."});
+    }
+    let mut schema = json!({
+        "type": "object",
+        "properties": properties,
+        "required": ["schema", "table", "loc"]
+    });
+    if options.history_mode {
+        schema["reduce"] = json!({"strategy": "lastWriteWins", "associative": false});
+    }
+    schema
+}
+
+/// The property schema of one column, with Go's description convention.
+fn column_property(table: &DiscoveredTable, index: usize) -> Value {
+    let column = &table.columns[index];
+    let is_key = table.key.iter().any(|k| *k == column.name);
+    let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key);
+    let source_type = value::source_type_name(&column.pg_type);
+    let nullability = if column.nullable { "" } else { "non-nullable " };
+    let suffix = format!("(source type: {nullability}{source_type})");
+    let description = match (&column.comment, schema.get("description").and_then(Value::as_str)) {
+        (Some(comment), Some(existing)) => format!("{comment} {existing} {suffix}"),
+        (Some(comment), None) => format!("{comment} {suffix}"),
+        (None, Some(existing)) => format!("{existing} {suffix}"),
+        (None, None) => suffix,
+    };
+    if let Value::Object(map) = &mut schema {
+        map.insert("description".to_string(), Value::String(description));
+    }
+    schema
+}
+
+/// The collection's document schema.
+pub fn document_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Value {
+    let anchor = anchor_name(&table.schema, &table.name);
+    let mut properties = Map::new();
+    for (index, column) in table.columns.iter().enumerate() {
+        if column.generated {
+            continue;
+        }
+        properties.insert(column.name.clone(), column_property(table, index));
+    }
+    let mut required: Vec<&str> = table.key.iter().map(String::as_str).collect();
+    required.sort_unstable();
+    let row = json!({
+        "type": "object",
+        "$anchor": anchor,
+        "properties": properties,
+        "required": required,
+    });
+    let anchor_ref = format!("#{anchor}");
+    json!({
+        "$defs": { anchor.clone(): row },
+        "allOf": [
+            {
+                "required": ["_meta"],
+                "properties": {
+                    "_meta": {
+                        "type": "object",
+                        "required": ["op", "source"],
+                        "properties": {
+                            "op": {
+                                "enum": ["c", "d", "u"],
+                                "description": "Change operation type: 'c' Create/Insert, 'u' Update, 'd' Delete."
+                            },
+                            "source": source_schema(options),
+                            "before": {
+                                "$ref": anchor_ref.clone(),
+                                "description": "Record state immediately before this change was applied.",
+                                "reduce": {"strategy": "firstWriteWins"}
+                            }
+                        },
+                        "reduce": {"strategy": "merge"}
+                    }
+                },
+                "if": {"properties": {"_meta": {"properties": {"op": {"const": "d"}}}}},
+                "then": {"reduce": {"strategy": "merge", "delete": true}},
+                "else": {"reduce": {"strategy": "merge"}}
+            },
+            {"$ref": anchor_ref}
+        ],
+        "x-infer-schema": true
+    })
+}
+
+/// The discovered binding of a table.
+pub fn binding_for(table: &DiscoveredTable, options: &SchemaOptions) -> DiscoveredBinding {
+    let keyless = table.key.is_empty();
+    let mut resource = json!({"namespace": table.schema, "stream": table.name});
+    if keyless {
+        resource["mode"] = json!("Without Primary Key");
+    }
+    let key = if keyless {
+        FALLBACK_KEY.iter().map(|s| s.to_string()).collect()
+    } else {
+        table.key.iter().map(|column| key_pointer(column)).collect()
+    };
+    DiscoveredBinding {
+        recommended_name: recommended_name(&table.schema, &table.name),
+        resource_config: resource,
+        document_schema: document_schema(table, options),
+        key,
+        is_fallback_key: keyless || table.key_is_unique_index,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recommended_names_are_normalized_like_go() {
+        assert_eq!(recommended_name("Capital", "LetterS"), "capital/letters");
+        assert_eq!(recommended_name("for$bidden", "char%s"), "for_bidden/char_s");
+        assert_eq!(recommended_name(".", ".."), "_/__");
+    }
+
+    #[test]
+    fn key_pointers_escape_tilde_and_slash() {
+        assert_eq!(key_pointer("Meta/\"wtf\"~ID"), "/Meta~1\"wtf\"~0ID");
+        assert_eq!(column_of_pointer("/Meta~1\"wtf\"~0ID").as_deref(), Some("Meta/\"wtf\"~ID"));
+        assert_eq!(column_of_pointer("/a/b"), None);
+    }
+
+    #[test]
+    fn anchors_follow_go_title_case_and_stay_valid() {
+        assert_eq!(anchor_name("test", "simplediscovery_838908"), "TestSimplediscovery_838908");
+        assert_eq!(anchor_name("public", "my table"), "PublicMy_Table");
+        assert_eq!(anchor_name("1x", "t"), "_1xT");
+    }
+}

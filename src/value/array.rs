@@ -1,0 +1,243 @@
+//! Array literals → flattened JSON arrays.
+//!
+//! PostgreSQL prints arrays as nested braces with an optional dimension prefix:
+//!
+//! ```text
+//!   {1,2,3}   {{1,2},{3,4}}   {}   [0:2]={1,2,3}   {"a b","c\"d",NULL,"NULL"}
+//!   {(3,4),(1,2);(5,6),(1,1)}          box uses ';' as its delimiter
+//! ```
+//!
+//! The Go connector's default (and only compatible) shape is the flattened list of
+//! elements in storage order, so `{{1,2},{3,4}}` becomes `[1,2,3,4]` and the dimensions
+//! are dropped. Elements are read with `array_in`'s rules — double quotes, backslash
+//! escapes, unquoted `NULL` (any case) for a null element, whitespace around unquoted
+//! elements ignored — and each one is encoded by its own type's encoder, so arrays of
+//! enums, domains, composites, ranges and JSON work like their scalars.
+//!
+//! Reading is one forward pass with a depth counter; nothing recurses on the text.
+
+use std::ops::Range;
+
+use super::encode::encode_value;
+use super::error::{ValueError, ValueErrorKind};
+use super::PgType;
+
+/// The delimiter between elements: `;` for `box` (whose own text contains commas).
+fn delimiter_of(element: &PgType) -> u8 {
+    let mut ty = element;
+    while let PgType::Domain { base, .. } = ty {
+        ty = base;
+    }
+    match ty {
+        PgType::Builtin { name, .. } if name == "box" => b';',
+        _ => b',',
+    }
+}
+
+/// What the reader expects next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// After `{`: an element, `{` or `}`.
+    AfterOpen,
+    /// After an element or `}`: the delimiter or `}`.
+    AfterItem,
+    /// After the delimiter: an element or `{`.
+    AfterDelimiter,
+}
+
+/// Appends the flattened elements of array literal `text` as a JSON array.
+pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+    let array_type = PgType::Array { element: Box::new(element.clone()) };
+    let fail = |kind| ValueError::new(&array_type, text, kind);
+    let syntax = |offset, expected| fail(ValueErrorKind::Syntax { offset, expected });
+    let truncated = |expected| fail(ValueErrorKind::Truncated { expected });
+
+    let delimiter = delimiter_of(element);
+    let mut pos = skip_dimensions(text).map_err(&fail)?;
+    pos = skip_whitespace(text, pos);
+    match text.get(pos) {
+        Some(b'{') => pos += 1,
+        Some(_) => return Err(syntax(pos, "'{'")),
+        None => return Err(truncated("'{'")),
+    }
+
+    out.push(b'[');
+    let mut depth: usize = 1;
+    let mut expect = Expect::AfterOpen;
+    let mut first = true;
+    let mut scratch = Vec::new();
+    while depth > 0 {
+        pos = skip_whitespace(text, pos);
+        let Some(&b) = text.get(pos) else {
+            return Err(truncated("'}'"));
+        };
+        match (b, expect) {
+            (b'{', Expect::AfterOpen | Expect::AfterDelimiter) => {
+                depth += 1;
+                pos += 1;
+                expect = Expect::AfterOpen;
+            }
+            (b'}', Expect::AfterOpen | Expect::AfterItem) => {
+                depth -= 1;
+                pos += 1;
+                expect = Expect::AfterItem;
+            }
+            (b, Expect::AfterItem) if b == delimiter => {
+                pos += 1;
+                expect = Expect::AfterDelimiter;
+            }
+            (b'}', Expect::AfterDelimiter) => return Err(syntax(pos, "an array element")),
+            (_, Expect::AfterOpen | Expect::AfterDelimiter) => {
+                let (item, next) = read_element(text, pos, delimiter, &mut scratch).map_err(&fail)?;
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                match item {
+                    Item::Null => out.extend_from_slice(b"null"),
+                    Item::Text(range) => encode_value(element, &text[range], out)?,
+                    Item::Unescaped => encode_value(element, &scratch, out)?,
+                }
+                pos = next;
+                expect = Expect::AfterItem;
+            }
+            (_, Expect::AfterItem) => return Err(syntax(pos, "a delimiter or '}'")),
+        }
+    }
+    pos = skip_whitespace(text, pos);
+    if pos != text.len() {
+        return Err(syntax(pos, "end of array"));
+    }
+    out.push(b']');
+    Ok(())
+}
+
+fn skip_whitespace(text: &[u8], mut pos: usize) -> usize {
+    while text.get(pos).is_some_and(u8::is_ascii_whitespace) {
+        pos += 1;
+    }
+    pos
+}
+
+/// Skips a dimension prefix such as `[0:2]=` or `[1:1][-2:-1]=`, checking its syntax.
+fn skip_dimensions(text: &[u8]) -> Result<usize, ValueErrorKind> {
+    let mut pos = 0;
+    if text.first() != Some(&b'[') {
+        return Ok(0);
+    }
+    while text.get(pos) == Some(&b'[') {
+        pos += 1;
+        let start = pos;
+        while text.get(pos).is_some_and(|b| b.is_ascii_digit() || matches!(b, b':' | b'-' | b'+')) {
+            pos += 1;
+        }
+        match text.get(pos) {
+            Some(b']') if pos > start => pos += 1,
+            Some(_) => return Err(ValueErrorKind::Syntax { offset: pos, expected: "a dimension like [1:3]" }),
+            None => return Err(ValueErrorKind::Truncated { expected: "']'" }),
+        }
+    }
+    match text.get(pos) {
+        Some(b'=') => Ok(pos + 1),
+        Some(_) => Err(ValueErrorKind::Syntax { offset: pos, expected: "'=' after the dimensions" }),
+        None => Err(ValueErrorKind::Truncated { expected: "'='" }),
+    }
+}
+
+/// Where an element's bytes are.
+enum Item {
+    /// An unquoted `NULL`.
+    Null,
+    /// A slice of the text, used as is.
+    Text(Range<usize>),
+    /// The scratch buffer, holding the element with its escapes removed.
+    Unescaped,
+}
+
+/// Reads one element at `start` (not blank); returns where its bytes are and the
+/// position after it.
+fn read_element(
+    text: &[u8],
+    start: usize,
+    delimiter: u8,
+    scratch: &mut Vec<u8>,
+) -> Result<(Item, usize), ValueErrorKind> {
+    scratch.clear();
+    if text[start] == b'"' {
+        let mut pos = start + 1;
+        let mut run_start = pos;
+        let mut escaped = false;
+        loop {
+            match text.get(pos) {
+                None => return Err(ValueErrorKind::Truncated { expected: "a closing '\"'" }),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    scratch.extend_from_slice(&text[run_start..pos]);
+                    let Some(&next) = text.get(pos + 1) else {
+                        return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
+                    };
+                    scratch.push(next);
+                    escaped = true;
+                    pos += 2;
+                    run_start = pos;
+                }
+                Some(_) => pos += 1,
+            }
+        }
+        let item = if escaped {
+            scratch.extend_from_slice(&text[run_start..pos]);
+            Item::Unescaped
+        } else {
+            Item::Text(start + 1..pos)
+        };
+        return Ok((item, pos + 1));
+    }
+
+    // Unquoted: up to the delimiter or '}', with backslash escapes, trailing blanks
+    // trimmed (leading ones were skipped by the caller).
+    let mut pos = start;
+    let mut escaped = false;
+    let mut run_start = pos;
+    // End of the element in `scratch` terms: after its last non-blank or escaped byte.
+    let mut significant_end = 0;
+    loop {
+        match text.get(pos) {
+            None => return Err(ValueErrorKind::Truncated { expected: "'}'" }),
+            Some(&b) if b == delimiter || b == b'}' => break,
+            Some(b'{' | b'"') => {
+                return Err(ValueErrorKind::Syntax { offset: pos, expected: "a quoted element" });
+            }
+            Some(b'\\') => {
+                scratch.extend_from_slice(&text[run_start..pos]);
+                let Some(&next) = text.get(pos + 1) else {
+                    return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
+                };
+                scratch.push(next);
+                significant_end = scratch.len();
+                escaped = true;
+                pos += 2;
+                run_start = pos;
+            }
+            Some(b) => {
+                if !b.is_ascii_whitespace() {
+                    significant_end = scratch.len() + (pos - run_start) + 1;
+                }
+                pos += 1;
+            }
+        }
+    }
+    if !escaped {
+        let end = start + significant_end;
+        let token = &text[start..end];
+        if token.eq_ignore_ascii_case(b"NULL") {
+            return Ok((Item::Null, pos));
+        }
+        if token.is_empty() {
+            return Err(ValueErrorKind::Syntax { offset: start, expected: "an array element" });
+        }
+        return Ok((Item::Text(start..end), pos));
+    }
+    scratch.extend_from_slice(&text[run_start..pos]);
+    scratch.truncate(significant_end);
+    Ok((Item::Unescaped, pos))
+}

@@ -1,0 +1,487 @@
+//! Text output → JSON: the entry points and the scalar encoders.
+//!
+//! Every encoder appends to the caller's buffer in one forward pass over the text. On
+//! error the buffer is restored to its length before the call, so a caller can report the
+//! error and carry on with the same buffer.
+//!
+//! Numbers follow the Go connector byte for byte where it had a rule: integers are copied,
+//! `numeric` stays a string (digits are never lost), floats print like Go's
+//! `encoding/json` (shortest round-trip digits; exponent form below 1e-6 and from 1e21 on;
+//! `float4` at 32-bit precision) and NaN/±Infinity become the strings `"NaN"`,
+//! `"Infinity"`, `"-Infinity"`.
+
+use std::fmt::{self, Display, LowerExp};
+
+use base64::Engine as _;
+
+use super::error::{ValueError, ValueErrorKind};
+use super::kind::{classify, Kind};
+use super::{array, composite, datetime, extension, json_text, range, PgType};
+
+/// Append the JSON encoding of one non-NULL value (PostgreSQL text output `text`) of type
+/// `ty` to `out`.
+///
+/// On error `out` is left as it was. Errors name the innermost type whose text was
+/// malformed (for an array of rows, the field's type).
+pub fn encode_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+    let mark = out.len();
+    let result = encode_kind(ty, classify(ty), text, out);
+    if result.is_err() {
+        out.truncate(mark);
+    }
+    result
+}
+
+/// Same as [`encode_value`], for a value that is part of the collection key: floats become
+/// strings in fixed notation (`"3.14"`, `"-1"`, `"0"`), as Go writes them, so that the
+/// key is a string of the exact shortest decimal; everything else as [`encode_value`].
+pub fn encode_key_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+    match classify(ty) {
+        Kind::Float { single } => {
+            let mark = out.len();
+            let result = encode_float_key(text, single, out).map_err(|kind| ValueError::new(ty, text, kind));
+            if result.is_err() {
+                out.truncate(mark);
+            }
+            result
+        }
+        _ => encode_value(ty, text, out),
+    }
+}
+
+fn encode_kind(ty: &PgType, kind: Kind<'_>, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+    let scalar = match kind {
+        Kind::Array { element } => return array::encode_array(element, text, out),
+        Kind::Composite { fields } => return composite::encode_composite(ty, fields, text, out),
+        Kind::Range { subtype } => return range::encode_range(ty, subtype, text, out),
+        Kind::Multirange { subtype } => return range::encode_multirange(ty, subtype, text, out),
+        Kind::Boolean => encode_bool(text, out),
+        Kind::Integer => encode_integer(text, out),
+        Kind::Numeric => encode_numeric(text, out),
+        Kind::Float { single } => encode_float(text, single, out),
+        Kind::Text | Kind::Varchar { .. } | Kind::Enum { .. } | Kind::CatchAll { .. } => {
+            encode_string(text, out)
+        }
+        Kind::Bpchar { length } => encode_bpchar(text, length, out),
+        Kind::Inet => encode_inet(text, out),
+        Kind::Uuid => encode_uuid(text, out),
+        Kind::Bytea => encode_bytea(text, out),
+        Kind::Json | Kind::Jsonb => json_text::write_json_text(text, out),
+        Kind::Date => datetime::encode_date(text, out),
+        Kind::Timestamp => datetime::encode_timestamp(text, false, out),
+        Kind::Timestamptz => datetime::encode_timestamp(text, true, out),
+        Kind::Time => datetime::encode_time(text, out),
+        Kind::Timetz => datetime::encode_timetz(text, out),
+        Kind::Hstore => extension::encode_hstore(text, out),
+        Kind::Vector => extension::encode_vector(text, out),
+    };
+    scalar.map_err(|kind| ValueError::new(ty, text, kind))
+}
+
+/// `text` as `&str`, or the offset of its first invalid byte.
+pub(crate) fn check_utf8(text: &[u8]) -> Result<&str, ValueErrorKind> {
+    std::str::from_utf8(text).map_err(|e| ValueErrorKind::InvalidUtf8 { offset: e.valid_up_to() })
+}
+
+/// For each byte, the character after `\` that escapes it in a JSON string (`u` for
+/// `\u00XX`), or 0 when the byte is copied as is.
+static JSON_ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Append `text` (valid UTF-8) escaped as the inside of a JSON string, copying unescaped
+/// runs whole.
+pub(crate) fn write_json_string_content(out: &mut Vec<u8>, text: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut run_start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        let escape = JSON_ESCAPE[usize::from(b)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&text[run_start..i]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
+        }
+        run_start = i + 1;
+    }
+    out.extend_from_slice(&text[run_start..]);
+}
+
+/// Append `text` (valid UTF-8) as a JSON string.
+pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &[u8]) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    write_json_string_content(out, text);
+    out.push(b'"');
+}
+
+fn encode_string(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    check_utf8(text)?;
+    write_json_string(out, text);
+    Ok(())
+}
+
+/// `bool` prints `t`/`f`; a `::text` cast prints `true`/`false`.
+fn encode_bool(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    match text {
+        b"t" | b"true" => out.extend_from_slice(b"true"),
+        b"f" | b"false" => out.extend_from_slice(b"false"),
+        _ => return Err(ValueErrorKind::Syntax { offset: 0, expected: "t or f" }),
+    }
+    Ok(())
+}
+
+/// Checks `-?(0|[1-9][0-9]*)` and copies it: the text is already a JSON number.
+fn encode_integer(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    let digits_start = usize::from(text.first() == Some(&b'-'));
+    check_digits(text, digits_start, "a digit")?;
+    if text.len() > digits_start + 1 && text[digits_start] == b'0' {
+        return Err(ValueErrorKind::Syntax { offset: digits_start, expected: "no leading zero" });
+    }
+    out.extend_from_slice(text);
+    Ok(())
+}
+
+/// Checks that `text[start..]` is one or more ASCII digits.
+fn check_digits(text: &[u8], start: usize, expected: &'static str) -> Result<(), ValueErrorKind> {
+    if start >= text.len() {
+        return Err(ValueErrorKind::Truncated { expected });
+    }
+    match text[start..].iter().position(|b| !b.is_ascii_digit()) {
+        Some(i) => Err(ValueErrorKind::Syntax { offset: start + i, expected }),
+        None => Ok(()),
+    }
+}
+
+/// `numeric` prints plain decimals (never an exponent) or `NaN`/`Infinity`/`-Infinity`;
+/// all are kept verbatim as a string, so no digit or trailing zero is lost.
+fn encode_numeric(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    if !matches!(text, b"NaN" | b"Infinity" | b"-Infinity") {
+        let digits_start = usize::from(text.first() == Some(&b'-'));
+        match text.iter().position(|&b| b == b'.') {
+            Some(point) => {
+                check_digits(&text[..point], digits_start, "a digit")?;
+                check_digits(text, point + 1, "a digit")?;
+            }
+            None => check_digits(text, digits_start, "a digit")?,
+        }
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text);
+    out.push(b'"');
+    Ok(())
+}
+
+/// A float's text, parsed: a finite value, or the name of a non-finite one.
+enum ParsedFloat<T> {
+    Finite(T),
+    NonFinite(&'static str),
+}
+
+/// Parses PostgreSQL float output: digits, `.`, `e`, signs, or `NaN`/`Infinity`/`-Infinity`.
+fn parse_float<T: std::str::FromStr>(text: &[u8]) -> Result<ParsedFloat<T>, ValueErrorKind> {
+    match text {
+        b"NaN" => return Ok(ParsedFloat::NonFinite("NaN")),
+        b"Infinity" => return Ok(ParsedFloat::NonFinite("Infinity")),
+        b"-Infinity" => return Ok(ParsedFloat::NonFinite("-Infinity")),
+        _ => {}
+    }
+    // Rust's parser also takes "inf", "nan" and friends; PostgreSQL never prints those.
+    if let Some(i) = text
+        .iter()
+        .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return Err(ValueErrorKind::Syntax { offset: i, expected: "a floating-point number" });
+    }
+    let s = std::str::from_utf8(text).map_err(|e| ValueErrorKind::InvalidUtf8 { offset: e.valid_up_to() })?;
+    s.parse::<T>()
+        .map(ParsedFloat::Finite)
+        .map_err(|_| ValueErrorKind::Syntax { offset: 0, expected: "a floating-point number" })
+}
+
+/// A float type as Go's `encoding/json` prints it.
+pub(crate) trait GoFloat: Copy + Display + LowerExp {
+    fn is_finite(self) -> bool;
+    fn is_nan(self) -> bool;
+    fn is_sign_negative(self) -> bool;
+    /// Go switches to exponent form below 1e-6 and from 1e21 on (compared at the type's
+    /// own precision), except for zero.
+    fn wants_exponent(self) -> bool;
+}
+
+impl GoFloat for f32 {
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    fn is_sign_negative(self) -> bool {
+        f32::is_sign_negative(self)
+    }
+    fn wants_exponent(self) -> bool {
+        let abs = self.abs();
+        abs != 0.0 && (abs < 1e-6 || abs >= 1e21)
+    }
+}
+
+impl GoFloat for f64 {
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    fn is_sign_negative(self) -> bool {
+        f64::is_sign_negative(self)
+    }
+    fn wants_exponent(self) -> bool {
+        let abs = self.abs();
+        abs != 0.0 && (abs < 1e-6 || abs >= 1e21)
+    }
+}
+
+/// Appends formatted text to a byte buffer (formatting floats cannot fail).
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// The name of a non-finite float, as Go and PostgreSQL spell it.
+fn non_finite_name<T: GoFloat>(value: T) -> &'static str {
+    if value.is_nan() {
+        "NaN"
+    } else if value.is_sign_negative() {
+        "-Infinity"
+    } else {
+        "Infinity"
+    }
+}
+
+/// Appends a finite `value` as a JSON number, with the shortest digits that read back to
+/// the same `T`, in Go's notation: `123.456`, `1e+21`, `1e-7`, `-0`.
+pub(crate) fn write_go_number<T: GoFloat>(out: &mut Vec<u8>, value: T) {
+    use fmt::Write as _;
+    if value.wants_exponent() {
+        let start = out.len();
+        // Rust writes "1e21" and "1e-7"; Go writes "1e+21" and "1e-7".
+        let _ = write!(ByteWriter(out), "{value:e}");
+        if let Some(e) = out[start..].iter().position(|&b| b == b'e') {
+            let after = start + e + 1;
+            if out.get(after) != Some(&b'-') {
+                out.insert(after, b'+');
+            }
+        }
+    } else {
+        let _ = write!(ByteWriter(out), "{value}");
+    }
+}
+
+/// Appends `value` as a JSON number, or as `"NaN"`/`"Infinity"`/`"-Infinity"`.
+pub(crate) fn write_go_float<T: GoFloat>(out: &mut Vec<u8>, value: T) {
+    if value.is_finite() {
+        write_go_number(out, value);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(non_finite_name(value).as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn encode_float(text: &[u8], single: bool, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    if single {
+        match parse_float::<f32>(text)? {
+            ParsedFloat::Finite(v) => write_go_float(out, v),
+            ParsedFloat::NonFinite(name) => write_quoted_ascii(out, name),
+        }
+    } else {
+        match parse_float::<f64>(text)? {
+            ParsedFloat::Finite(v) => write_go_float(out, v),
+            ParsedFloat::NonFinite(name) => write_quoted_ascii(out, name),
+        }
+    }
+    Ok(())
+}
+
+/// A float key: a string in fixed notation with the shortest round-trip digits.
+fn encode_float_key(text: &[u8], single: bool, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    use fmt::Write as _;
+    out.push(b'"');
+    let name = if single {
+        match parse_float::<f32>(text)? {
+            ParsedFloat::Finite(v) if v.is_finite() => {
+                let _ = write!(ByteWriter(out), "{v}");
+                None
+            }
+            ParsedFloat::Finite(v) => Some(non_finite_name(v)),
+            ParsedFloat::NonFinite(name) => Some(name),
+        }
+    } else {
+        match parse_float::<f64>(text)? {
+            ParsedFloat::Finite(v) if v.is_finite() => {
+                let _ = write!(ByteWriter(out), "{v}");
+                None
+            }
+            ParsedFloat::Finite(v) => Some(non_finite_name(v)),
+            ParsedFloat::NonFinite(name) => Some(name),
+        }
+    };
+    if let Some(name) = name {
+        out.extend_from_slice(name.as_bytes());
+    }
+    out.push(b'"');
+    Ok(())
+}
+
+fn write_quoted_ascii(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
+/// `char(n)` is stored blank-padded to `n` characters and printed so; a `::text` cast
+/// trims the blanks, so they are restored here and both paths give the same string.
+fn encode_bpchar(text: &[u8], length: Option<u32>, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    let s = check_utf8(text)?;
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    write_json_string_content(out, text);
+    if let Some(length) = length.and_then(|n| usize::try_from(n).ok()) {
+        let characters = s.chars().count();
+        if characters < length {
+            out.resize(out.len() + (length - characters), b' ');
+        }
+    }
+    out.push(b'"');
+    Ok(())
+}
+
+/// `inet`'s output function omits the prefix length of a host address; a `::text` cast
+/// adds `/32` or `/128`. Both become the output-function form.
+fn encode_inet(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    check_utf8(text)?;
+    let is_v6 = text.contains(&b':');
+    let host_suffix: &[u8] = if is_v6 { b"/128" } else { b"/32" };
+    let address = text.strip_suffix(host_suffix).unwrap_or(text);
+    write_json_string(out, address);
+    Ok(())
+}
+
+/// A `uuid` prints as 8-4-4-4-12 hex digits; anything else would fail `format: uuid`.
+fn encode_uuid(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    if text.len() != 36 {
+        return Err(ValueErrorKind::Syntax { offset: text.len().min(36), expected: "a 36-character uuid" });
+    }
+    for (i, &b) in text.iter().enumerate() {
+        let ok = if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() };
+        if !ok {
+            return Err(ValueErrorKind::Syntax { offset: i, expected: "a hyphenated hex uuid" });
+        }
+    }
+    out.push(b'"');
+    out.extend_from_slice(text);
+    out.push(b'"');
+    Ok(())
+}
+
+/// Bytes decoded per base64 step: a multiple of 3, so only the last step pads.
+const BYTEA_CHUNK: usize = 3 * 4096;
+
+/// `bytea` in hex output (`\x0aff…`) or, for robustness, escape output (`\\`, `\ooo`),
+/// as standard padded base64. Hex input is decoded and encoded in fixed-size steps.
+fn encode_bytea(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    out.push(b'"');
+    if let Some(hex) = text.strip_prefix(b"\\x") {
+        if hex.len() % 2 != 0 {
+            return Err(ValueErrorKind::Truncated { expected: "a second hex digit" });
+        }
+        out.reserve(base64::encoded_len(hex.len() / 2, true).unwrap_or(0) + 1);
+        let mut buffer = [0u8; BYTEA_CHUNK];
+        for (step, chunk) in hex.chunks(2 * BYTEA_CHUNK).enumerate() {
+            for (j, pair) in chunk.chunks_exact(2).enumerate() {
+                let offset = 2 + step * 2 * BYTEA_CHUNK + 2 * j;
+                let high = hex_value(pair[0]).ok_or(ValueErrorKind::Syntax { offset, expected: "a hex digit" })?;
+                let low = hex_value(pair[1])
+                    .ok_or(ValueErrorKind::Syntax { offset: offset + 1, expected: "a hex digit" })?;
+                buffer[j] = (high << 4) | low;
+            }
+            append_base64(out, &buffer[..chunk.len() / 2]);
+        }
+    } else {
+        let bytes = decode_bytea_escape(text)?;
+        append_base64(out, &bytes);
+    }
+    out.push(b'"');
+    Ok(())
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn append_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Encode straight into the tail of `out`, no side buffer.
+    let start = out.len();
+    let Some(length) = base64::encoded_len(bytes.len(), true) else { return };
+    out.resize(start + length, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+}
+
+/// Decodes `bytea_output=escape` text: `\\` is a backslash, `\ooo` an octal byte.
+fn decode_bytea_escape(text: &[u8]) -> Result<Vec<u8>, ValueErrorKind> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] != b'\\' {
+            bytes.push(text[i]);
+            i += 1;
+            continue;
+        }
+        match text.get(i + 1..i + 4) {
+            _ if text.get(i + 1) == Some(&b'\\') => {
+                bytes.push(b'\\');
+                i += 2;
+            }
+            Some(&[a, b, c])
+                if (b'0'..=b'3').contains(&a) && (b'0'..=b'7').contains(&b) && (b'0'..=b'7').contains(&c) =>
+            {
+                bytes.push(((a - b'0') << 6) | ((b - b'0') << 3) | (c - b'0'));
+                i += 4;
+            }
+            _ => return Err(ValueErrorKind::Syntax { offset: i, expected: "\\\\ or an octal escape" }),
+        }
+    }
+    Ok(bytes)
+}

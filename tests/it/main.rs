@@ -1,0 +1,7 @@
+//! The integration test binary: every test here runs against a real PostgreSQL server (see
+//! [`harness`]) and, where it exercises the connector, the real binary.
+//!
+//! One binary for all integration tests, so they share one server and one link step.
+
+mod harness;
+mod transcript;

@@ -1,0 +1,598 @@
+//! Transcript tests: the acceptance tests of the binary.
+//!
+//! A transcript (`tests/transcripts/<name>.txt`) is a list of steps run in order against a fresh
+//! database named after the file ([`TestDb`]). The runner writes one text output, which must
+//! equal the committed snapshot `tests/it/snapshots/it__transcript__<name>.snap`.
+//!
+//! # Step syntax
+//!
+//! Each step is a header line starting with `## `, then a body that runs to the next header.
+//! Text before the first header is a free-form description and is ignored.
+//!
+//! | header              | what it does |
+//! |---------------------|--------------|
+//! | `## sql`            | runs the body as superuser in the test database (one batch) |
+//! | `## spec`           | runs the binary with stdin `{"spec":{"connectorType":"IMAGE","config":{}}}` |
+//! | `## discover`       | runs the binary with the internal spec request, then a discover request with the test's endpoint config; an optional body (JSON or YAML) is merged into the config as an RFC 7396 merge patch |
+//! | `## request`        | runs the binary with the body's lines as stdin; `{{config}}` becomes the endpoint config JSON, `{{slot}}` the slot name, `{{database}}` the database name |
+//! | `## capture`        | runs `source-postgres preview` over a generated catalog, with a state file kept across the transcript's capture steps; optional body (YAML or JSON): `{bindings: [{namespace, stream, mode?, target?}], config: <merge patch>}`; no bindings means every discovered table |
+//! | `## expect-exit N`  | the previous step must exit with code N (otherwise every step must exit 0) |
+//!
+//! # Output
+//!
+//! For each step: its header line, then for `sql` the body as run, and for the others the
+//! binary's stdout after [`normalize`]. Each stdout line must be one JSON value (the protocol's
+//! framing); lines that are not are marked `!! not JSON:`. Responses are pretty-printed (key
+//! order kept, small flat arrays and objects on one line); `capture` output stays one document
+//! per line. The answer to the internal spec request of a `discover` step is elided. A non-zero
+//! exit adds `exit: N` and the last stderr line. Temporary paths show as `<tmp>` and the binary's
+//! path as `<connector>`.
+//!
+//! # Running
+//!
+//! `cargo test --test it transcripts` runs every transcript, several at a time;
+//! `TRANSCRIPT=spec,discover_simple` picks some. `INSTA_UPDATE=always` writes new snapshots;
+//! review them before committing.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::harness::{connector_path, normalize, run_connector, TestDb};
+
+const TRANSCRIPT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transcripts");
+const SPEC_REQUEST: &str = r#"{"spec":{"connectorType":"IMAGE","config":{}}}"#;
+const CAPTURE_NAME: &str = "tests/source-postgres";
+
+#[test]
+fn transcripts() {
+    let filter: Option<Vec<String>> = std::env::var("TRANSCRIPT")
+        .ok()
+        .map(|names| names.split(',').map(|name| name.trim().to_string()).collect());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(TRANSCRIPT_DIR)
+        .unwrap_or_else(|e| panic!("read {TRANSCRIPT_DIR}: {e}"))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "txt"))
+        .filter(|path| {
+            filter
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|name| *name == transcript_name(path)))
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no transcripts to run (TRANSCRIPT={filter:?})");
+
+    // Transcripts mostly wait on the server and the binary: run a few at once.
+    let workers = std::env::var("TRANSCRIPT_JOBS")
+        .ok()
+        .and_then(|jobs| jobs.parse().ok())
+        .unwrap_or(4)
+        .clamp(1, files.len());
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some(path) = files.get(next.fetch_add(1, Ordering::SeqCst)) else {
+                    return;
+                };
+                let name = transcript_name(path);
+                let outcome = std::panic::catch_unwind(|| check_transcript(path, &name));
+                if outcome.is_err() {
+                    failures.lock().unwrap().push(name);
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort();
+    assert!(
+        failures.is_empty(),
+        "transcripts failed or differ from their snapshots (details above): {failures:?}"
+    );
+}
+
+fn transcript_name(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|stem| stem.to_str())
+        .expect("transcript file name is UTF-8")
+        .to_string()
+}
+
+fn check_transcript(path: &Path, name: &str) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let output = run_transcript(name, &text);
+    let mut settings = insta::Settings::clone_current();
+    settings.set_input_file(path);
+    settings.set_omit_expression(true);
+    settings.bind(|| insta::assert_snapshot!(name, output));
+}
+
+#[derive(Debug, PartialEq)]
+enum StepKind {
+    Sql,
+    Spec,
+    Discover,
+    Request,
+    Capture,
+    ExpectExit(i32),
+}
+
+#[derive(Debug)]
+struct Step {
+    header: String,
+    kind: StepKind,
+    body: String,
+    /// 1-based line of the header, for error messages.
+    line: usize,
+}
+
+fn parse_transcript(text: &str) -> Result<Vec<Step>, String> {
+    let mut steps: Vec<Step> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let Some(header) = line.strip_prefix("## ") else {
+            if let Some(step) = steps.last_mut() {
+                step.body.push_str(line);
+                step.body.push('\n');
+            }
+            continue;
+        };
+        let number = index + 1;
+        let words: Vec<&str> = header.split_whitespace().collect();
+        let kind = match words.as_slice() {
+            ["sql"] => StepKind::Sql,
+            ["spec"] => StepKind::Spec,
+            ["discover"] => StepKind::Discover,
+            ["request"] => StepKind::Request,
+            ["capture"] => StepKind::Capture,
+            ["expect-exit", code] => StepKind::ExpectExit(
+                code.parse()
+                    .map_err(|_| format!("line {number}: bad exit code {code:?}"))?,
+            ),
+            _ => return Err(format!("line {number}: unknown step {line:?}")),
+        };
+        if let StepKind::ExpectExit(_) = kind {
+            let follows_a_run = steps.last().is_some_and(|step| {
+                !matches!(step.kind, StepKind::Sql | StepKind::ExpectExit(_))
+            });
+            if !follows_a_run {
+                return Err(format!(
+                    "line {number}: expect-exit must follow a step that runs the binary"
+                ));
+            }
+        }
+        steps.push(Step {
+            header: line.trim_end().to_string(),
+            kind,
+            body: String::new(),
+            line: number,
+        });
+    }
+    for step in &mut steps {
+        step.body = step.body.trim_matches('\n').to_string();
+        if matches!(step.kind, StepKind::Spec | StepKind::ExpectExit(_)) && !step.body.trim().is_empty()
+        {
+            return Err(format!("line {}: this step takes no body", step.line));
+        }
+    }
+    Ok(steps)
+}
+
+/// Runs the transcript's steps and returns the text to compare with the snapshot.
+fn run_transcript(name: &str, text: &str) -> String {
+    let steps = parse_transcript(text).unwrap_or_else(|e| panic!("transcript {name}: {e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let db = runtime.block_on(TestDb::create(&format!("transcript_{name}")));
+    let work = tempfile::Builder::new()
+        .prefix("transcript-")
+        .tempdir()
+        .expect("temporary directory");
+    let runner = Runner {
+        db: &db,
+        work: work.path(),
+        state_file: work.path().join("state.json"),
+    };
+
+    let mut out = String::new();
+    for (index, step) in steps.iter().enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        out.push_str(&step.header);
+        out.push('\n');
+        let output = match step.kind {
+            StepKind::ExpectExit(_) => continue,
+            StepKind::Sql => {
+                runtime.block_on(db.execute(&step.body));
+                push_line(&mut out, &step.body);
+                continue;
+            }
+            StepKind::Spec => run_connector(&[], &format!("{SPEC_REQUEST}\n"), &[]),
+            StepKind::Discover => runner.discover(step),
+            StepKind::Request => runner.request(step),
+            StepKind::Capture => runner.capture(step),
+        };
+        let stdout = runner.normalize(&output.stdout);
+        let stderr = runner.normalize(&output.stderr);
+        let mut lines = stdout.lines().peekable();
+        if step.kind == StepKind::Discover && lines.peek().is_some_and(|l| l.starts_with("{\"spec\":")) {
+            lines.next();
+            out.push_str("(answer to the internal spec request elided)\n");
+        }
+        let mut printed = false;
+        for line in lines {
+            printed = true;
+            push_line(&mut out, &render_stdout_line(line, step.kind != StepKind::Capture));
+        }
+        if !printed {
+            out.push_str("(no output)\n");
+        }
+        if output.exit_code != 0 {
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+            out.push_str(&format!("exit: {}\nstderr: {last}\n", output.exit_code));
+        }
+        let expected = match steps.get(index + 1).map(|next| &next.kind) {
+            Some(StepKind::ExpectExit(code)) => *code,
+            _ => 0,
+        };
+        assert_eq!(
+            output.exit_code, expected,
+            "transcript {name}, step `{}` at line {}: exit code {} (expected {expected})\n\
+             --- stdout ---\n{}\n--- stderr ---\n{}",
+            step.header, step.line, output.exit_code, output.stdout, output.stderr
+        );
+    }
+    out
+}
+
+struct Runner<'a> {
+    db: &'a TestDb,
+    work: &'a Path,
+    state_file: PathBuf,
+}
+
+impl Runner<'_> {
+    fn discover(&self, step: &Step) -> crate::harness::ConnectorOutput {
+        let mut config = self.db.endpoint_config();
+        if !step.body.trim().is_empty() {
+            merge_patch(&mut config, &parse_body(step));
+        }
+        let discover = json!({"discover": {"connectorType": "IMAGE", "config": config}});
+        run_connector(&[], &format!("{SPEC_REQUEST}\n{discover}\n"), &[])
+    }
+
+    fn request(&self, step: &Step) -> crate::harness::ConnectorOutput {
+        let config = self.db.endpoint_config().to_string();
+        let mut stdin = String::new();
+        for line in step.body.lines().filter(|line| !line.trim().is_empty()) {
+            stdin.push_str(
+                &line
+                    .replace("{{config}}", &config)
+                    .replace("{{slot}}", &self.db.slot_name())
+                    .replace("{{database}}", &self.db.name),
+            );
+            stdin.push('\n');
+        }
+        run_connector(&[], &stdin, &[])
+    }
+
+    fn capture(&self, step: &Step) -> crate::harness::ConnectorOutput {
+        let body = if step.body.trim().is_empty() {
+            json!({})
+        } else {
+            parse_body(step)
+        };
+        let Value::Object(body) = body else {
+            panic!("line {}: the capture body must be a mapping", step.line);
+        };
+        let mut config = self.db.endpoint_config();
+        let mut bindings = Vec::new();
+        for (key, value) in body {
+            match key.as_str() {
+                "config" => merge_patch(&mut config, &value),
+                "bindings" => {
+                    let Value::Array(items) = value else {
+                        panic!("line {}: `bindings` must be a list", step.line);
+                    };
+                    bindings = items.into_iter().map(|item| catalog_binding(step, item)).collect();
+                }
+                other => panic!("line {}: unknown capture setting {other:?}", step.line),
+            }
+        }
+        let catalog = json!({
+            "captures": {
+                CAPTURE_NAME: {
+                    "endpoint": {"local": {"command": [connector_path()], "config": config}},
+                    "bindings": bindings,
+                }
+            }
+        });
+        let catalog_path = self.work.join("catalog.yaml");
+        let yaml = serde_saphyr::to_string(&catalog).expect("catalog to YAML");
+        std::fs::write(&catalog_path, yaml).expect("write the catalog");
+        run_connector(
+            &[
+                "preview",
+                "--source",
+                catalog_path.to_str().expect("UTF-8 path"),
+                "--state-file",
+                self.state_file.to_str().expect("UTF-8 path"),
+                "--until-idle",
+                "--output-state",
+            ],
+            "",
+            &[],
+        )
+    }
+
+    /// [`normalize`], plus this run's temporary directory and the binary's path.
+    fn normalize(&self, text: &str) -> String {
+        let work = self.work.to_str().expect("UTF-8 path");
+        normalize(&text.replace(connector_path(), "<connector>").replace(work, "<tmp>"))
+    }
+}
+
+/// `{namespace, stream, mode?, target?, ...}` → a catalog binding. The target collection defaults
+/// to `tests/<namespace>/<stream>`; every other key is part of the resource config.
+fn catalog_binding(step: &Step, item: Value) -> Value {
+    let Value::Object(mut resource) = item else {
+        panic!("line {}: each binding must be a mapping", step.line);
+    };
+    let target = match resource.remove("target") {
+        Some(Value::String(target)) => target,
+        Some(other) => panic!("line {}: bad binding target {other}", step.line),
+        None => {
+            let part = |key: &str| resource.get(key).and_then(Value::as_str).map(str::to_string);
+            let stream = part("stream")
+                .unwrap_or_else(|| panic!("line {}: a binding needs a stream", step.line));
+            match part("namespace") {
+                Some(namespace) => format!("tests/{namespace}/{stream}"),
+                None => format!("tests/{stream}"),
+            }
+        }
+    };
+    json!({"resource": resource, "target": target})
+}
+
+fn parse_body(step: &Step) -> Value {
+    serde_json::from_str(&step.body)
+        .or_else(|_| serde_saphyr::from_str(&step.body))
+        .unwrap_or_else(|e| panic!("line {}: the body is neither JSON nor YAML: {e}", step.line))
+}
+
+/// RFC 7396 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let target = target.as_object_mut().expect("an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+fn push_line(out: &mut String, text: &str) {
+    out.push_str(text);
+    if !text.ends_with('\n') {
+        out.push('\n');
+    }
+}
+
+/// Checks the line is one JSON value and, if `pretty`, indents it.
+fn render_stdout_line(line: &str, pretty: bool) -> String {
+    if serde_json::from_str::<Value>(line).is_err() {
+        return format!("!! not JSON: {line}");
+    }
+    if !pretty {
+        return line.to_string();
+    }
+    let mut parser = JsonParser { text: line, at: 0 };
+    let tree = parser.value();
+    let mut out = String::new();
+    render(&tree, 0, &mut out);
+    out
+}
+
+/// A JSON value with its scalars kept as written and its keys in their original order (a
+/// `serde_json::Value` may sort them).
+enum Json<'a> {
+    Scalar(&'a str),
+    Array(Vec<Json<'a>>),
+    Object(Vec<(&'a str, Json<'a>)>),
+}
+
+/// Parses text already known to be valid JSON.
+struct JsonParser<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> JsonParser<'a> {
+    fn skip_space(&mut self) {
+        let rest = &self.text[self.at..];
+        self.at += rest.len() - rest.trim_start().len();
+    }
+
+    fn peek(&mut self) -> u8 {
+        self.skip_space();
+        self.text.as_bytes()[self.at]
+    }
+
+    fn value(&mut self) -> Json<'a> {
+        match self.peek() {
+            b'{' => {
+                self.at += 1;
+                let mut members = Vec::new();
+                while self.peek() != b'}' {
+                    let key = self.string();
+                    self.peek(); // skip to ':'
+                    self.at += 1;
+                    members.push((key, self.value()));
+                    if self.peek() == b',' {
+                        self.at += 1;
+                    }
+                }
+                self.at += 1;
+                Json::Object(members)
+            }
+            b'[' => {
+                self.at += 1;
+                let mut items = Vec::new();
+                while self.peek() != b']' {
+                    items.push(self.value());
+                    if self.peek() == b',' {
+                        self.at += 1;
+                    }
+                }
+                self.at += 1;
+                Json::Array(items)
+            }
+            b'"' => Json::Scalar(self.string()),
+            _ => {
+                let start = self.at;
+                let rest = &self.text.as_bytes()[start..];
+                let len = rest
+                    .iter()
+                    .take_while(|b| !matches!(b, b',' | b']' | b'}') && !b.is_ascii_whitespace())
+                    .count();
+                self.at += len;
+                Json::Scalar(&self.text[start..start + len])
+            }
+        }
+    }
+
+    /// A string literal, quotes and escapes included.
+    fn string(&mut self) -> &'a str {
+        self.skip_space();
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut i = start + 1;
+        while bytes[i] != b'"' {
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+        self.at = i + 1;
+        &self.text[start..=i]
+    }
+}
+
+const INLINE_WIDTH: usize = 80;
+
+fn render(value: &Json, indent: usize, out: &mut String) {
+    if let Some(inline) = inline_form(value) {
+        out.push_str(&inline);
+        return;
+    }
+    let pad = "  ".repeat(indent + 1);
+    match value {
+        Json::Scalar(text) => out.push_str(text),
+        Json::Array(items) => {
+            out.push_str("[\n");
+            for (i, item) in items.iter().enumerate() {
+                out.push_str(&pad);
+                render(item, indent + 1, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&"  ".repeat(indent));
+            out.push(']');
+        }
+        Json::Object(members) => {
+            out.push_str("{\n");
+            for (i, (key, item)) in members.iter().enumerate() {
+                out.push_str(&pad);
+                out.push_str(key);
+                out.push_str(": ");
+                render(item, indent + 1, out);
+                out.push_str(if i + 1 < members.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&"  ".repeat(indent));
+            out.push('}');
+        }
+    }
+}
+
+/// The compact form of scalars, empty containers and short containers of scalars.
+fn inline_form(value: &Json) -> Option<String> {
+    let scalar = |v: &Json| match v {
+        Json::Scalar(text) => Some(text.to_string()),
+        Json::Array(items) if items.is_empty() => Some("[]".into()),
+        Json::Object(members) if members.is_empty() => Some("{}".into()),
+        _ => None,
+    };
+    let text = match value {
+        Json::Scalar(_) => return scalar(value),
+        Json::Array(items) => {
+            let parts: Option<Vec<String>> = items.iter().map(scalar).collect();
+            format!("[{}]", parts?.join(","))
+        }
+        Json::Object(members) => {
+            let parts: Option<Vec<String>> = members
+                .iter()
+                .map(|(key, v)| scalar(v).map(|v| format!("{key}:{v}")))
+                .collect();
+            format!("{{{}}}", parts?.join(","))
+        }
+    };
+    (text.len() <= INLINE_WIDTH).then_some(text)
+}
+
+#[test]
+fn transcript_steps_parse() {
+    let steps = parse_transcript(
+        "A description.\n## sql\nCREATE TABLE t();\n\n## discover\n{\"a\":1}\n## expect-exit 1\n",
+    )
+    .expect("parses");
+    let kinds: Vec<&StepKind> = steps.iter().map(|step| &step.kind).collect();
+    assert_eq!(
+        kinds,
+        [&StepKind::Sql, &StepKind::Discover, &StepKind::ExpectExit(1)]
+    );
+    assert_eq!(steps[0].body, "CREATE TABLE t();");
+    assert_eq!(steps[1].body, "{\"a\":1}");
+    assert!(parse_transcript("## sql\nSELECT 1;\n## expect-exit 1\n").is_err());
+    assert!(parse_transcript("## frobnicate\n").is_err());
+}
+
+#[test]
+fn transcript_output_is_pretty_and_keeps_key_order() {
+    let line = r#"{"spec":{"protocol":3032023,"z":{"type":["string","null"]},"a":[],"list":[{"b":1},{"a":"x\"}"}]}}"#;
+    insta::assert_snapshot!(render_stdout_line(line, true), @r#"
+    {
+      "spec": {
+        "protocol": 3032023,
+        "z": {
+          "type": ["string","null"]
+        },
+        "a": [],
+        "list": [
+          {"b":1},
+          {"a":"x\"}"}
+        ]
+      }
+    }
+    "#);
+    assert_eq!(render_stdout_line("{oops", true), "!! not JSON: {oops");
+}
+
+#[test]
+fn transcript_merge_patch_follows_rfc_7396() {
+    let mut config = json!({"a": 1, "advanced": {"slotName": "s", "sslmode": "disable"}});
+    merge_patch(&mut config, &json!({"a": null, "advanced": {"sslmode": "require"}, "b": [1]}));
+    assert_eq!(
+        config,
+        json!({"advanced": {"slotName": "s", "sslmode": "require"}, "b": [1]})
+    );
+}
