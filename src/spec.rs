@@ -31,6 +31,12 @@ pub fn endpoint_config_schema() -> Value {
         object.insert("required".to_string(), serde_json::json!(["address"]));
     }
     strip_null_options(&mut schema);
+    if let Some(credentials) = schema.pointer_mut("/properties/credentials").and_then(Value::as_object_mut) {
+        credentials.insert("default".into(), serde_json::json!({"auth_type": "UserPassword"}));
+    }
+    if let Some(auth_type) = schema.pointer_mut("/properties/credentials/oneOf/0/properties/auth_type").and_then(Value::as_object_mut) {
+        auth_type.insert("default".into(), "UserPassword".into());
+    }
     schema
 }
 
@@ -39,6 +45,20 @@ pub fn endpoint_config_schema() -> Value {
 fn strip_null_options(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
+            // `anyOf: [X, {type: null}]` becomes X itself.
+            let nullable_union = matches!(map.get("anyOf"), Some(Value::Array(options))
+                if options.len() == 2 && options.iter().any(|o| *o == serde_json::json!({"type": "null"})));
+            if nullable_union {
+                if let Some(Value::Array(options)) = map.remove("anyOf") {
+                    for option in options.into_iter().filter(|o| *o != serde_json::json!({"type": "null"})) {
+                        if let Value::Object(inner) = option {
+                            for (key, value) in inner {
+                                map.entry(key).or_insert(value);
+                            }
+                        }
+                    }
+                }
+            }
             if let Some(Value::Array(types)) = map.get_mut("type") {
                 types.retain(|t| t != "null");
                 if types.len() == 1 {
@@ -58,7 +78,24 @@ fn strip_null_options(schema: &mut Value) {
 
 /// JSON Schema of a binding's resource configuration.
 pub fn resource_config_schema() -> Value {
-    generate::<ResourceConfig>()
+    let mut schema = generate::<ResourceConfig>();
+    // A flat enum renders as a plain dropdown; the generated oneOf does not.
+    if let Some(mode) = schema.pointer_mut("/properties/mode").and_then(Value::as_object_mut) {
+        mode.remove("oneOf");
+        mode.insert("type".into(), "string".into());
+        mode.insert("enum".into(), serde_json::json!(["", "Normal", "Precise", "Only Changes", "Without Primary Key"]));
+        mode.insert("default".into(), "".into());
+    }
+    for field in ["namespace", "stream"] {
+        if let Some(property) = schema.pointer_mut(&format!("/properties/{field}")).and_then(Value::as_object_mut) {
+            property.remove("default");
+        }
+    }
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("required".to_string(), serde_json::json!(["namespace", "stream"]));
+    }
+    strip_null_options(&mut schema);
+    schema
 }
 
 pub fn spec_response() -> SpecResponse {
