@@ -68,6 +68,7 @@ const LIST_TABLES: &str = "
 
 /// Tables published by a publication; a partitioned table counts when any of its
 /// partitions is published (publications without `publish_via_partition_root` list leaves).
+/// `pg_partition_ancestors` returns nothing for plain tables, hence the union.
 const PUBLISHED_TABLES: &str = "
     WITH published AS (
         SELECT c.oid
@@ -76,7 +77,9 @@ const PUBLISHED_TABLES: &str = "
         JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
         WHERE pt.pubname = $1
     )
-    SELECT DISTINCT a.relid FROM published p, pg_catalog.pg_partition_ancestors(p.oid) a";
+    SELECT oid FROM published
+    UNION
+    SELECT a.relid FROM published p, pg_catalog.pg_partition_ancestors(p.oid) a";
 
 const COLUMNS: &str = "
     SELECT a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull,

@@ -169,7 +169,7 @@ impl Connector {
     }
 
     async fn send(&mut self, request: &Value) -> anyhow::Result<()> {
-        let stdin = self.stdin.as_mut().ok_or_else(|| anyhow!("connector input is closed"))?;
+        let Some(stdin) = self.stdin.as_mut() else { return Ok(()) };
         let mut line = serde_json::to_vec(request)?;
         line.push(b'\n');
         stdin.write_all(&line).await.context("writing to the connector failed")?;
@@ -409,8 +409,9 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
                 write_state(path, &state)?;
             }
             open_documents = 0;
-            if explicit_acks {
-                connector.send(&json!({"acknowledge": {"checkpoints": 1}})).await?;
+            // A connector that ended after its final checkpoint no longer reads acknowledgements.
+            if explicit_acks && connector.send(&json!({"acknowledge": {"checkpoints": 1}})).await.is_err() {
+                connector.close_input();
             }
         } else if response.get("sourcedSchema").is_some() {
             continue;
