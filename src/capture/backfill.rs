@@ -41,7 +41,7 @@ pub fn chunk_sql(
 ) -> String {
     let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
     let mut select: Vec<String> = key_columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
-    select.extend(emitted_columns(table).iter().map(|i| format!("{}::text", quote_identifier(&table.columns[*i].name))));
+    select.extend(emitted_columns(table).iter().map(|i| column_text(&table.columns[*i])));
     let mut sql = format!("SELECT {} FROM {relation}", select.join(", "));
     let mut conditions = Vec::new();
     match plan {
@@ -67,6 +67,24 @@ pub fn chunk_sql(
         sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
     }
     sql
+}
+
+/// A column as PostgreSQL text. A `::text` cast is the type's output function for every
+/// type but the few with their own cast to text; the value encoder normalizes bool, char(n)
+/// and inet, and xml (whose cast keeps the `<?xml ...?>` declaration the output function
+/// drops) goes through `format('%s')`, which calls the output function.
+fn column_text(column: &crate::discovery::Column) -> String {
+    let name = quote_identifier(&column.name);
+    let mut ty = &column.pg_type;
+    while let crate::value::PgType::Domain { base, .. } = ty {
+        ty = base;
+    }
+    match ty {
+        crate::value::PgType::Builtin { name: type_name, .. } if type_name == "xml" => {
+            format!("CASE WHEN {name} IS NULL THEN NULL ELSE pg_catalog.format('%s', {name}) END")
+        }
+        _ => format!("{name}::text"),
+    }
 }
 
 /// `format_type` names of a table's columns, by column name.

@@ -54,7 +54,7 @@ pub enum PgError {
     },
 
     /// Connecting (TCP, TLS and authentication together) took longer than the timeout.
-    #[error("timed out after {}s connecting to server at \"{host}\" port {port}", .after.as_secs())]
+    #[error("timed out after {after:?} connecting to server at \"{host}\" port {port}")]
     Timeout {
         host: String,
         port: u16,
@@ -70,7 +70,9 @@ pub enum PgError {
     },
 
     /// The server answered the SSLRequest with "no", and the sslmode does not allow plaintext.
-    #[error("the server at \"{host}\" port {port} does not support TLS, but sslmode is \"{sslmode}\"")]
+    #[error(
+        "the server at \"{host}\" port {port} does not support TLS, but sslmode is \"{sslmode}\""
+    )]
     TlsUnsupported {
         host: String,
         port: u16,
@@ -213,7 +215,9 @@ fn default_server_hint(code: &str) -> Option<&'static str> {
             "the server's pg_hba.conf does not allow this connection; it needs an entry for this \
              user, database and client address"
         }
-        "53300" => "the server has no free connection slots; raise max_connections or close idle sessions",
+        "53300" => {
+            "the server has no free connection slots; raise max_connections or close idle sessions"
+        }
         "42501" => "the capture user lacks a privilege; see the connector's setup instructions",
         _ => return None,
     })
@@ -225,7 +229,10 @@ fn is_transient_sqlstate(code: &str) -> bool {
     // 40001/40P01: serialization failure and deadlock. 58000/58030: system and I/O errors.
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "58000" | "58030")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "58000" | "58030"
+        )
 }
 
 /// The fields of an ErrorResponse, before classification.
@@ -294,10 +301,14 @@ impl PgError {
     pub(crate) fn from_server(error: ServerError, context: ErrorContext<'_>) -> PgError {
         match (context, error.code.as_str()) {
             (ErrorContext::Connect { user, .. }, "28P01") => {
-                return PgError::AuthFailed { user: user.to_string() };
+                return PgError::AuthFailed {
+                    user: user.to_string(),
+                };
             }
             (ErrorContext::Connect { database, .. }, "3D000") => {
-                return PgError::DatabaseMissing { database: database.to_string() };
+                return PgError::DatabaseMissing {
+                    database: database.to_string(),
+                };
             }
             (ErrorContext::Connect { user, database, .. }, "42501") => {
                 return PgError::NoConnectPrivilege {
@@ -306,16 +317,31 @@ impl PgError {
                 };
             }
             // PostgreSQL 14+ says "no encryption", older servers "SSL off".
-            (ErrorContext::Connect { host, port, sslmode, .. }, "28000")
-                if error.message.contains("no encryption") || error.message.contains("SSL off") =>
-            {
-                return PgError::TlsRequired { host: host.to_string(), port, sslmode };
+            (
+                ErrorContext::Connect {
+                    host,
+                    port,
+                    sslmode,
+                    ..
+                },
+                "28000",
+            ) if error.message.contains("no encryption") || error.message.contains("SSL off") => {
+                return PgError::TlsRequired {
+                    host: host.to_string(),
+                    port,
+                    sslmode,
+                };
             }
             (ErrorContext::Slot(slot), "55006") => {
-                return PgError::SlotActive { slot: slot.to_string(), message: error.message };
+                return PgError::SlotActive {
+                    slot: slot.to_string(),
+                    message: error.message,
+                };
             }
             (ErrorContext::Slot(slot), "42704") => {
-                return PgError::SlotMissing { slot: slot.to_string() };
+                return PgError::SlotMissing {
+                    slot: slot.to_string(),
+                };
             }
             _ => {}
         }
@@ -328,11 +354,22 @@ impl PgError {
     }
 
     /// Classify an error from tokio-postgres while connecting to `context`.
-    pub(crate) fn from_sql_connect(err: tokio_postgres::Error, context: ErrorContext<'_>) -> PgError {
+    pub(crate) fn from_sql_connect(
+        err: tokio_postgres::Error,
+        context: ErrorContext<'_>,
+    ) -> PgError {
         if let Some(db) = err.as_db_error() {
             return PgError::from_server(ServerError::from_db_error(db), context);
         }
-        let ErrorContext::Connect { host, port, user, sslmode, timeout, .. } = context else {
+        let ErrorContext::Connect {
+            host,
+            port,
+            user,
+            sslmode,
+            timeout,
+            ..
+        } = context
+        else {
             return PgError::from(err);
         };
         // tokio-postgres does not expose its error kinds, only their fixed descriptions.
@@ -343,26 +380,51 @@ impl PgError {
                     port,
                     after: timeout,
                 },
-                Ok(io) => PgError::Unreachable { host: host.to_string(), port, source: io },
+                Ok(io) => PgError::Unreachable {
+                    host: host.to_string(),
+                    port,
+                    source: io,
+                },
                 Err(text) => PgError::Protocol(text),
             },
             "error performing TLS handshake" => {
-                let cause = err.source().map(|source| source.to_string()).unwrap_or_default();
+                let cause = err
+                    .source()
+                    .map(|source| source.to_string())
+                    .unwrap_or_default();
                 if cause == "server does not support TLS" {
-                    return PgError::TlsUnsupported { host: host.to_string(), port, sslmode };
+                    return PgError::TlsUnsupported {
+                        host: host.to_string(),
+                        port,
+                        sslmode,
+                    };
                 }
                 match find_rustls_error(&err) {
                     Some(tls) => super::tls::handshake_error(host, sslmode, tls),
-                    None => PgError::TlsFailed { host: host.to_string(), reason: cause, hint: None },
+                    None => PgError::TlsFailed {
+                        host: host.to_string(),
+                        reason: cause,
+                        hint: None,
+                    },
                 }
             }
-            "invalid configuration" if err.source().is_some_and(|s| s.to_string() == "password missing") => {
-                PgError::PasswordMissing { user: user.to_string() }
+            "invalid configuration"
+                if err
+                    .source()
+                    .is_some_and(|s| s.to_string() == "password missing") =>
+            {
+                PgError::PasswordMissing {
+                    user: user.to_string(),
+                }
             }
             "authentication error"
-                if err.source().is_some_and(|s| s.to_string() == "unsupported authentication method") =>
+                if err
+                    .source()
+                    .is_some_and(|s| s.to_string() == "unsupported authentication method") =>
             {
-                PgError::UnsupportedAuth { method: "GSSAPI, SSPI, Kerberos or SCM credentials" }
+                PgError::UnsupportedAuth {
+                    method: "GSSAPI, SSPI, Kerberos or SCM credentials",
+                }
             }
             _ => PgError::from(err),
         }
@@ -389,7 +451,10 @@ impl From<tokio_postgres::Error> for PgError {
 /// The io::Error a tokio-postgres error wraps, if that is what it wraps.
 fn into_io_error(err: tokio_postgres::Error) -> Result<io::Error, String> {
     let text = error_chain_text(&err);
-    match err.into_source().map(|source| source.downcast::<io::Error>()) {
+    match err
+        .into_source()
+        .map(|source| source.downcast::<io::Error>())
+    {
         Some(Ok(io)) => Ok(*io),
         _ => Err(text),
     }
@@ -402,7 +467,10 @@ fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&
             return Some(tls);
         }
         // io::Error hides its payload from `source()`; look inside explicitly.
-        if let Some(inner) = current.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+        if let Some(inner) = current
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
                 return Some(tls);
             }
@@ -454,13 +522,22 @@ mod tests {
     #[test]
     fn connect_errors_are_mapped_by_sqlstate() {
         let err = PgError::from_server(
-            server_error("28P01", "password authentication failed for user \"flow_capture\""),
+            server_error(
+                "28P01",
+                "password authentication failed for user \"flow_capture\"",
+            ),
             connect_context(),
         );
-        assert_eq!(err.to_string(), "password authentication failed for user \"flow_capture\"");
+        assert_eq!(
+            err.to_string(),
+            "password authentication failed for user \"flow_capture\""
+        );
         assert_eq!(err.sqlstate(), Some("28P01"));
         assert!(!err.is_transient());
-        assert_eq!(err.hint().unwrap(), "check the user and password in the endpoint configuration");
+        assert_eq!(
+            err.hint().unwrap(),
+            "check the user and password in the endpoint configuration"
+        );
 
         let err = PgError::from_server(server_error("3D000", "x"), connect_context());
         assert_eq!(err.to_string(), "database \"shop\" does not exist");
@@ -478,10 +555,13 @@ mod tests {
 
     #[test]
     fn unencrypted_connection_rejected_by_pg_hba_means_tls_is_required() {
-        let message = "no pg_hba.conf entry for host \"10.0.0.1\", user \"u\", database \"d\", no encryption";
+        let message =
+            "no pg_hba.conf entry for host \"10.0.0.1\", user \"u\", database \"d\", no encryption";
         let err = PgError::from_server(server_error("28000", message), connect_context());
         assert!(matches!(err, PgError::TlsRequired { .. }), "{err:?}");
-        assert!(err.to_string().contains("only accepts encrypted connections"));
+        assert!(err
+            .to_string()
+            .contains("only accepts encrypted connections"));
 
         let message = "no pg_hba.conf entry for host \"10.0.0.1\", user \"u\", database \"d\", SSL encryption";
         let err = PgError::from_server(server_error("28000", message), connect_context());
@@ -491,16 +571,25 @@ mod tests {
 
     #[test]
     fn slot_errors_are_mapped_only_on_slot_commands() {
-        let busy = server_error("55006", "replication slot \"flow_slot\" is active for PID 4242");
+        let busy = server_error(
+            "55006",
+            "replication slot \"flow_slot\" is active for PID 4242",
+        );
         let err = PgError::from_server(busy.clone(), ErrorContext::Slot("flow_slot"));
-        assert_eq!(err.to_string(), "replication slot \"flow_slot\" is active for PID 4242");
+        assert_eq!(
+            err.to_string(),
+            "replication slot \"flow_slot\" is active for PID 4242"
+        );
         assert!(err.is_transient());
         assert_eq!(err.sqlstate(), Some("55006"));
 
         let missing = server_error("42704", "replication slot \"flow_slot\" does not exist");
         let err = PgError::from_server(missing.clone(), ErrorContext::Slot("flow_slot"));
         assert!(matches!(err, PgError::SlotMissing { .. }));
-        assert!(err.hint().unwrap().contains("pg_create_logical_replication_slot('flow_slot'"));
+        assert!(err
+            .hint()
+            .unwrap()
+            .contains("pg_create_logical_replication_slot('flow_slot'"));
 
         let err = PgError::from_server(missing, ErrorContext::Query);
         assert!(matches!(err, PgError::Server { .. }));
@@ -523,9 +612,15 @@ mod tests {
         assert_eq!(err.hint().as_deref(), Some("the hint"));
         assert!(!err.is_transient());
 
-        let err = PgError::from_server(server_error("57P01", "terminating connection"), ErrorContext::Query);
+        let err = PgError::from_server(
+            server_error("57P01", "terminating connection"),
+            ErrorContext::Query,
+        );
         assert!(err.is_transient());
-        let err = PgError::from_server(server_error("08006", "connection failure"), ErrorContext::Query);
+        let err = PgError::from_server(
+            server_error("08006", "connection failure"),
+            ErrorContext::Query,
+        );
         assert!(err.is_transient());
     }
 }

@@ -40,12 +40,22 @@ pub mod tls;
 mod wire;
 pub mod xlog;
 
-pub use error::PgError;
 use error::ErrorContext;
+pub use error::PgError;
 
 /// libpq's `sslmode`: whether to use TLS and how much of the certificate to check.
 /// See [`tls`] for the exact behaviour of each mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plaintext only.
@@ -78,7 +88,10 @@ impl SslMode {
 
     /// Whether a server without TLS must be refused.
     pub fn requires_tls(self) -> bool {
-        matches!(self, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
     }
 }
 
@@ -231,13 +244,24 @@ pub fn quote_literal(text: &str) -> String {
 pub fn parse_server_version(text: &str) -> Option<u32> {
     let version = text.split_whitespace().next()?;
     let mut numbers = version.split('.').map(|part| {
-        let digits_end = part.find(|c: char| !c.is_ascii_digit()).unwrap_or(part.len());
-        (part[..digits_end].parse::<u32>().ok(), digits_end == part.len())
+        let digits_end = part
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(part.len());
+        (
+            part[..digits_end].parse::<u32>().ok(),
+            digits_end == part.len(),
+        )
     });
     let (major, major_is_whole) = numbers.next()?;
     let major = major?;
     // After "17beta1" nothing else counts; "15.18" goes on to the minor number.
-    let mut next_number = || if major_is_whole { numbers.next().and_then(|(n, _)| n) } else { None };
+    let mut next_number = || {
+        if major_is_whole {
+            numbers.next().and_then(|(n, _)| n)
+        } else {
+            None
+        }
+    };
     if major >= 10 {
         let minor = next_number().unwrap_or(0);
         major.checked_mul(10_000)?.checked_add(minor.min(9_999))
@@ -301,7 +325,9 @@ pub async fn connect_sql(params: &ConnectParams) -> Result<tokio_postgres::Clien
         }
     };
     with_connect_timeout(params, async {
-        connecting.await.map_err(|err| PgError::from_sql_connect(err, params.error_context()))
+        connecting
+            .await
+            .map_err(|err| PgError::from_sql_connect(err, params.error_context()))
     })
     .await
 }
@@ -355,6 +381,20 @@ async fn with_connect_timeout<T>(
     }
 }
 
+/// Fuzzing entry point for the pure decoders of this module: backend message framing, the
+/// CopyData payloads of replication, and the certificate walk of channel binding. None of
+/// them may panic or allocate by a length read from the input.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_decoders(data: &[u8]) {
+    let mut buf = bytes::BytesMut::from(data);
+    while let Ok(Some(message)) = wire::parse_backend_message(&mut buf) {
+        if let wire::BackendMessage::CopyData(payload) = message {
+            let _ = xlog::decode_copy_data(payload);
+        }
+    }
+    let _ = tls::channel_binding_data(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,9 +421,16 @@ mod tests {
 
     #[test]
     fn statements_with_nul_characters_are_refused_before_sending() {
-        let sql = format!("SELECT {}, {}", quote_identifier("a\0b"), quote_literal("c\0d"));
+        let sql = format!(
+            "SELECT {}, {}",
+            quote_identifier("a\0b"),
+            quote_literal("c\0d")
+        );
         let err = wire::encode_query(&sql).unwrap_err();
-        assert_eq!(err.to_string(), "protocol error: statement text contains a NUL character");
+        assert_eq!(
+            err.to_string(),
+            "protocol error: statement text contains a NUL character"
+        );
     }
 
     #[test]
@@ -399,9 +446,15 @@ mod tests {
             assert_eq!(text.parse::<SslMode>().unwrap(), mode);
             assert_eq!(mode.to_string(), text);
             assert_eq!(serde_json::to_value(mode).unwrap(), serde_json::json!(text));
-            assert_eq!(serde_json::from_value::<SslMode>(serde_json::json!(text)).unwrap(), mode);
+            assert_eq!(
+                serde_json::from_value::<SslMode>(serde_json::json!(text)).unwrap(),
+                mode
+            );
         }
-        assert_eq!(" Verify-Full ".parse::<SslMode>().unwrap(), SslMode::VerifyFull);
+        assert_eq!(
+            " Verify-Full ".parse::<SslMode>().unwrap(),
+            SslMode::VerifyFull
+        );
         let err = "verify_full".parse::<SslMode>().unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -52,11 +52,15 @@ pub(crate) fn parse_backend_message(buf: &mut BytesMut) -> Result<Option<Backend
             // Logical replication has no columns; we only check the body is well-formed.
             let body = &buf[HEADER_LEN..total];
             if body.len() < 3 {
-                return Err(PgError::Protocol("truncated CopyBothResponse message".into()));
+                return Err(PgError::Protocol(
+                    "truncated CopyBothResponse message".into(),
+                ));
             }
             let columns = usize::from(u16::from_be_bytes([body[1], body[2]]));
             if body.len() != 3 + 2 * columns {
-                return Err(PgError::Protocol("malformed CopyBothResponse message".into()));
+                return Err(PgError::Protocol(
+                    "malformed CopyBothResponse message".into(),
+                ));
             }
             buf.advance(total);
             Ok(Some(BackendMessage::CopyBothResponse))
@@ -67,7 +71,10 @@ pub(crate) fn parse_backend_message(buf: &mut BytesMut) -> Result<Option<Backend
                 "message {:?} was complete but could not be parsed",
                 char::from(tag)
             ))),
-            Err(err) => Err(PgError::Protocol(format!("malformed message {:?}: {err}", char::from(tag)))),
+            Err(err) => Err(PgError::Protocol(format!(
+                "malformed message {:?}: {err}",
+                char::from(tag)
+            ))),
         },
     }
 }
@@ -105,10 +112,13 @@ fn message_total_len(buf: &[u8]) -> Result<Option<usize>, PgError> {
 /// A simple-protocol Query message for `sql`.
 pub(crate) fn encode_query(sql: &str) -> Result<BytesMut, PgError> {
     if sql.contains('\0') {
-        return Err(PgError::Protocol("statement text contains a NUL character".into()));
+        return Err(PgError::Protocol(
+            "statement text contains a NUL character".into(),
+        ));
     }
     let mut buf = BytesMut::new();
-    frontend::query(sql, &mut buf).map_err(|err| PgError::Protocol(format!("encoding a query: {err}")))?;
+    frontend::query(sql, &mut buf)
+        .map_err(|err| PgError::Protocol(format!("encoding a query: {err}")))?;
     Ok(buf)
 }
 
@@ -144,7 +154,10 @@ mod tests {
         assert_eq!(parsed.len(), 3);
         assert!(matches!(&parsed[0], BackendMessage::CopyData(data) if &data[..] == b"kpayload"));
         assert!(matches!(parsed[1], BackendMessage::CopyBothResponse));
-        assert!(matches!(parsed[2], BackendMessage::Other(Message::ReadyForQuery(_))));
+        assert!(matches!(
+            parsed[2],
+            BackendMessage::Other(Message::ReadyForQuery(_))
+        ));
     }
 
     #[test]
@@ -161,7 +174,37 @@ mod tests {
             let mut buf = BytesMut::from(&b"d"[..]);
             buf.put_i32(length);
             assert!(parse_backend_message(&mut buf).is_err(), "length {length}");
-            assert!(buf.capacity() < 1024, "length {length} reserved {}", buf.capacity());
+            assert!(
+                buf.capacity() < 1024,
+                "length {length} reserved {}",
+                buf.capacity()
+            );
+        }
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
+        let tags = b"dWERSZTDCNKcnIt12?";
+        for _ in 0..20_000 {
+            // Mostly plausible headers with short random bodies, so parsing gets past the
+            // length check and into the bodies.
+            let body_len = rng.gen_range(0..24usize);
+            let mut input = vec![tags[rng.gen_range(0..tags.len())]];
+            let claimed = if rng.gen_bool(0.9) {
+                body_len + 4
+            } else {
+                rng.gen_range(0..64)
+            };
+            input.extend_from_slice(&i32::try_from(claimed).unwrap().to_be_bytes());
+            input.extend((0..body_len).map(|_| rng.gen::<u8>()));
+            let mut buf = BytesMut::from(&input[..]);
+            while let Ok(Some(message)) = parse_backend_message(&mut buf) {
+                if let BackendMessage::CopyData(payload) = message {
+                    let _ = super::super::xlog::decode_copy_data(payload);
+                }
+            }
         }
     }
 

@@ -34,21 +34,33 @@ fn delimiter_of(element: &PgType) -> u8 {
     }
 }
 
-/// What the reader expects next.
+/// What the reader saw last, which decides what may come next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expect {
-    /// After `{`: an element, `{` or `}`.
-    AfterOpen,
-    /// After an element or `}`: the delimiter or `}`.
-    AfterItem,
-    /// After the delimiter: an element or `{`.
-    AfterDelimiter,
+enum Last {
+    /// `{`: next an element, `{` or `}`.
+    Open,
+    /// An element or `}`: next the delimiter or `}`.
+    Item,
+    /// The delimiter: next an element or `{`.
+    Delimiter,
 }
 
 /// Appends the flattened elements of array literal `text` as a JSON array.
-pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
-    let array_type = PgType::Array { element: Box::new(element.clone()) };
-    let fail = |kind| ValueError::new(&array_type, text, kind);
+pub(crate) fn encode_array(
+    element: &PgType,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ValueError> {
+    // The array's type is only materialized for a message.
+    let fail = |kind| {
+        ValueError::new(
+            &PgType::Array {
+                element: Box::new(element.clone()),
+            },
+            text,
+            kind,
+        )
+    };
     let syntax = |offset, expected| fail(ValueErrorKind::Syntax { offset, expected });
     let truncated = |expected| fail(ValueErrorKind::Truncated { expected });
 
@@ -63,7 +75,7 @@ pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> 
 
     out.push(b'[');
     let mut depth: usize = 1;
-    let mut expect = Expect::AfterOpen;
+    let mut last = Last::Open;
     let mut first = true;
     let mut scratch = Vec::new();
     while depth > 0 {
@@ -71,24 +83,25 @@ pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> 
         let Some(&b) = text.get(pos) else {
             return Err(truncated("'}'"));
         };
-        match (b, expect) {
-            (b'{', Expect::AfterOpen | Expect::AfterDelimiter) => {
+        match (b, last) {
+            (b'{', Last::Open | Last::Delimiter) => {
                 depth += 1;
                 pos += 1;
-                expect = Expect::AfterOpen;
+                last = Last::Open;
             }
-            (b'}', Expect::AfterOpen | Expect::AfterItem) => {
+            (b'}', Last::Open | Last::Item) => {
                 depth -= 1;
                 pos += 1;
-                expect = Expect::AfterItem;
+                last = Last::Item;
             }
-            (b, Expect::AfterItem) if b == delimiter => {
+            (b, Last::Item) if b == delimiter => {
                 pos += 1;
-                expect = Expect::AfterDelimiter;
+                last = Last::Delimiter;
             }
-            (b'}', Expect::AfterDelimiter) => return Err(syntax(pos, "an array element")),
-            (_, Expect::AfterOpen | Expect::AfterDelimiter) => {
-                let (item, next) = read_element(text, pos, delimiter, &mut scratch).map_err(&fail)?;
+            (b'}', Last::Delimiter) => return Err(syntax(pos, "an array element")),
+            (_, Last::Open | Last::Delimiter) => {
+                let (item, next) =
+                    read_element(text, pos, delimiter, &mut scratch).map_err(&fail)?;
                 if !first {
                     out.push(b',');
                 }
@@ -99,9 +112,9 @@ pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> 
                     Item::Unescaped => encode_value(element, &scratch, out)?,
                 }
                 pos = next;
-                expect = Expect::AfterItem;
+                last = Last::Item;
             }
-            (_, Expect::AfterItem) => return Err(syntax(pos, "a delimiter or '}'")),
+            (_, Last::Item) => return Err(syntax(pos, "a delimiter or '}'")),
         }
     }
     pos = skip_whitespace(text, pos);
@@ -128,18 +141,29 @@ fn skip_dimensions(text: &[u8]) -> Result<usize, ValueErrorKind> {
     while text.get(pos) == Some(&b'[') {
         pos += 1;
         let start = pos;
-        while text.get(pos).is_some_and(|b| b.is_ascii_digit() || matches!(b, b':' | b'-' | b'+')) {
+        while text
+            .get(pos)
+            .is_some_and(|b| b.is_ascii_digit() || matches!(b, b':' | b'-' | b'+'))
+        {
             pos += 1;
         }
         match text.get(pos) {
             Some(b']') if pos > start => pos += 1,
-            Some(_) => return Err(ValueErrorKind::Syntax { offset: pos, expected: "a dimension like [1:3]" }),
+            Some(_) => {
+                return Err(ValueErrorKind::Syntax {
+                    offset: pos,
+                    expected: "a dimension like [1:3]",
+                })
+            }
             None => return Err(ValueErrorKind::Truncated { expected: "']'" }),
         }
     }
     match text.get(pos) {
         Some(b'=') => Ok(pos + 1),
-        Some(_) => Err(ValueErrorKind::Syntax { offset: pos, expected: "'=' after the dimensions" }),
+        Some(_) => Err(ValueErrorKind::Syntax {
+            offset: pos,
+            expected: "'=' after the dimensions",
+        }),
         None => Err(ValueErrorKind::Truncated { expected: "'='" }),
     }
 }
@@ -169,12 +193,18 @@ fn read_element(
         let mut escaped = false;
         loop {
             match text.get(pos) {
-                None => return Err(ValueErrorKind::Truncated { expected: "a closing '\"'" }),
+                None => {
+                    return Err(ValueErrorKind::Truncated {
+                        expected: "a closing '\"'",
+                    })
+                }
                 Some(b'"') => break,
                 Some(b'\\') => {
                     scratch.extend_from_slice(&text[run_start..pos]);
                     let Some(&next) = text.get(pos + 1) else {
-                        return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
+                        return Err(ValueErrorKind::Truncated {
+                            expected: "an escaped character",
+                        });
                     };
                     scratch.push(next);
                     escaped = true;
@@ -205,12 +235,17 @@ fn read_element(
             None => return Err(ValueErrorKind::Truncated { expected: "'}'" }),
             Some(&b) if b == delimiter || b == b'}' => break,
             Some(b'{' | b'"') => {
-                return Err(ValueErrorKind::Syntax { offset: pos, expected: "a quoted element" });
+                return Err(ValueErrorKind::Syntax {
+                    offset: pos,
+                    expected: "a quoted element",
+                });
             }
             Some(b'\\') => {
                 scratch.extend_from_slice(&text[run_start..pos]);
                 let Some(&next) = text.get(pos + 1) else {
-                    return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
+                    return Err(ValueErrorKind::Truncated {
+                        expected: "an escaped character",
+                    });
                 };
                 scratch.push(next);
                 significant_end = scratch.len();
@@ -233,7 +268,10 @@ fn read_element(
             return Ok((Item::Null, pos));
         }
         if token.is_empty() {
-            return Err(ValueErrorKind::Syntax { offset: start, expected: "an array element" });
+            return Err(ValueErrorKind::Syntax {
+                offset: start,
+                expected: "an array element",
+            });
         }
         return Ok((Item::Text(start..end), pos));
     }

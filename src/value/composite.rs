@@ -40,7 +40,10 @@ pub(crate) fn encode_composite(
         values
     };
     if values.len() != fields.len() {
-        return Err(fail(ValueErrorKind::FieldCount { expected: fields.len(), found: values.len() }));
+        return Err(fail(ValueErrorKind::FieldCount {
+            expected: fields.len(),
+            found: values.len(),
+        }));
     }
 
     let mut order: Vec<usize> = (0..fields.len()).collect();
@@ -67,7 +70,12 @@ pub(crate) fn encode_composite(
 fn split_row(text: &[u8], unescaped: &mut Vec<u8>) -> Result<Vec<Field>, ValueErrorKind> {
     match text.first() {
         Some(b'(') => {}
-        Some(_) => return Err(ValueErrorKind::Syntax { offset: 0, expected: "'('" }),
+        Some(_) => {
+            return Err(ValueErrorKind::Syntax {
+                offset: 0,
+                expected: "'('",
+            })
+        }
         None => return Err(ValueErrorKind::Truncated { expected: "'('" }),
     }
     let mut fields = Vec::new();
@@ -94,7 +102,9 @@ fn split_row(text: &[u8], unescaped: &mut Vec<u8>) -> Result<Vec<Field>, ValueEr
                     }
                     b'\\' => {
                         let Some(&next) = text.get(pos + 1) else {
-                            return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
+                            return Err(ValueErrorKind::Truncated {
+                                expected: "an escaped character",
+                            });
                         };
                         unescaped.push(next);
                         pos += 2;
@@ -116,7 +126,9 @@ fn split_row(text: &[u8], unescaped: &mut Vec<u8>) -> Result<Vec<Field>, ValueEr
                 }
                 b'\\' => {
                     let Some(&next) = text.get(pos + 1) else {
-                        return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
+                        return Err(ValueErrorKind::Truncated {
+                            expected: "an escaped character",
+                        });
                     };
                     unescaped.push(next);
                     plain = false;
@@ -145,7 +157,10 @@ fn split_row(text: &[u8], unescaped: &mut Vec<u8>) -> Result<Vec<Field>, ValueEr
         }
     }
     if pos != text.len() {
-        return Err(ValueErrorKind::Syntax { offset: pos, expected: "end of row" });
+        return Err(ValueErrorKind::Syntax {
+            offset: pos,
+            expected: "end of row",
+        });
     }
     Ok(fields)
 }

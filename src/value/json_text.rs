@@ -50,10 +50,15 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
             return if expect == Expect::End {
                 Ok(())
             } else {
-                Err(ValueErrorKind::Truncated { expected: "more JSON" })
+                Err(ValueErrorKind::Truncated {
+                    expected: "more JSON",
+                })
             };
         };
-        let syntax = |expected| ValueErrorKind::Syntax { offset: pos, expected };
+        let syntax = |expected| ValueErrorKind::Syntax {
+            offset: pos,
+            expected,
+        };
         match expect {
             Expect::End => return Err(syntax("end of JSON document")),
             Expect::Colon => {
@@ -100,7 +105,11 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
                         stack.push(b);
                         out.push(b);
                         pos += 1;
-                        expect = if b == b'{' { Expect::FirstKey } else { Expect::FirstElement };
+                        expect = if b == b'{' {
+                            Expect::FirstKey
+                        } else {
+                            Expect::FirstElement
+                        };
                         continue;
                     }
                     b'"' => pos = copy_string(text, pos, out)?,
@@ -161,7 +170,9 @@ fn copy_string(text: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, Va
     let mut run_start = pos;
     loop {
         let Some(&b) = text.get(pos) else {
-            return Err(ValueErrorKind::Truncated { expected: "the end of a JSON string" });
+            return Err(ValueErrorKind::Truncated {
+                expected: "the end of a JSON string",
+            });
         };
         match b {
             b'"' => {
@@ -169,7 +180,10 @@ fn copy_string(text: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, Va
                 return Ok(pos + 1);
             }
             0x00..=0x1f => {
-                return Err(ValueErrorKind::Syntax { offset: pos, expected: "an escaped control character" });
+                return Err(ValueErrorKind::Syntax {
+                    offset: pos,
+                    expected: "an escaped control character",
+                });
             }
             b'\\' => {
                 out.extend_from_slice(&text[run_start..pos]);
@@ -179,10 +193,13 @@ fn copy_string(text: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, Va
                         pos += 2;
                     }
                     Some(b'u') => {
-                        let code = hex4(text, pos + 2)
-                            .ok_or(ValueErrorKind::Syntax { offset: pos, expected: "\\u and four hex digits" })?;
+                        let code = hex4(text, pos + 2).ok_or(ValueErrorKind::Syntax {
+                            offset: pos,
+                            expected: "\\u and four hex digits",
+                        })?;
                         let next_is_low = text.get(pos + 6..pos + 8) == Some(b"\\u")
-                            && hex4(text, pos + 8).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
+                            && hex4(text, pos + 8)
+                                .is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
                         match code {
                             0xD800..=0xDBFF if next_is_low => {
                                 out.extend_from_slice(&text[pos..pos + 12]);
@@ -198,8 +215,17 @@ fn copy_string(text: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, Va
                             }
                         }
                     }
-                    Some(_) => return Err(ValueErrorKind::Syntax { offset: pos, expected: "a valid escape" }),
-                    None => return Err(ValueErrorKind::Truncated { expected: "an escape" }),
+                    Some(_) => {
+                        return Err(ValueErrorKind::Syntax {
+                            offset: pos,
+                            expected: "a valid escape",
+                        })
+                    }
+                    None => {
+                        return Err(ValueErrorKind::Truncated {
+                            expected: "an escape",
+                        })
+                    }
                 }
                 run_start = pos;
             }
@@ -219,9 +245,14 @@ fn copy_number(text: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, Va
     };
     let fail = |pos: usize| {
         if pos >= text.len() {
-            ValueErrorKind::Truncated { expected: "a digit" }
+            ValueErrorKind::Truncated {
+                expected: "a digit",
+            }
         } else {
-            ValueErrorKind::Syntax { offset: pos, expected: "a digit" }
+            ValueErrorKind::Syntax {
+                offset: pos,
+                expected: "a digit",
+            }
         }
     };
     let mut pos = start + usize::from(text[start] == b'-');
@@ -231,7 +262,10 @@ fn copy_number(text: &[u8], start: usize, out: &mut Vec<u8>) -> Result<usize, Va
         return Err(fail(pos));
     }
     if count > 1 && text[integer_start] == b'0' {
-        return Err(ValueErrorKind::Syntax { offset: integer_start, expected: "no leading zero" });
+        return Err(ValueErrorKind::Syntax {
+            offset: integer_start,
+            expected: "no leading zero",
+        });
     }
     pos = end;
     if text.get(pos) == Some(&b'.') {
@@ -268,8 +302,14 @@ mod tests {
 
     #[test]
     fn documents_are_compacted_without_changing_values() {
-        assert_eq!(rewrite(r#"{"a" : 1, "b": [1, 2.50, "x y"], "c": {}}"#).unwrap(), r#"{"a":1,"b":[1,2.50,"x y"],"c":{}}"#);
-        assert_eq!(rewrite(" [1e5, -0.0, \"\\u0000\", true, false, null] ").unwrap(), r#"[1e5,-0.0,"\u0000",true,false,null]"#);
+        assert_eq!(
+            rewrite(r#"{"a" : 1, "b": [1, 2.50, "x y"], "c": {}}"#).unwrap(),
+            r#"{"a":1,"b":[1,2.50,"x y"],"c":{}}"#
+        );
+        assert_eq!(
+            rewrite(" [1e5, -0.0, \"\\u0000\", true, false, null] ").unwrap(),
+            r#"[1e5,-0.0,"\u0000",true,false,null]"#
+        );
         assert_eq!(rewrite("null").unwrap(), "null");
         assert_eq!(rewrite(r#""só ünïcödé ☃""#).unwrap(), r#""só ünïcödé ☃""#);
     }
@@ -280,7 +320,10 @@ mod tests {
         assert_eq!(rewrite(r#""\ud83d\ude00""#).unwrap(), r#""\ud83d\ude00""#);
         assert_eq!(rewrite(r#""\udc00x""#).unwrap(), r#""\ufffdx""#);
         assert_eq!(rewrite(r#""\ud83d\u0041""#).unwrap(), r#""\ufffd\u0041""#);
-        assert_eq!(rewrite(r#""\ud83d\ud83d\ude00""#).unwrap(), r#""\ufffd\ud83d\ude00""#);
+        assert_eq!(
+            rewrite(r#""\ud83d\ud83d\ude00""#).unwrap(),
+            r#""\ufffd\ud83d\ude00""#
+        );
         let fixed = rewrite(r#"{"\udbff": ["\ud800", "\uDFFF"]}"#).unwrap();
         serde_json::from_str::<serde_json::Value>(&fixed).unwrap();
     }
@@ -295,8 +338,29 @@ mod tests {
     #[test]
     fn malformed_documents_are_errors() {
         for bad in [
-            "", "{", "[1,", "[1 2]", "{\"a\" 1}", "{\"a\":}", "{1:2}", "[1,]", "{\"a\":1,}", "\"abc", "\"\\x\"",
-            "\"\\u12\"", "01", "-", "1.", "1e", "tru", "[1]]", "{]", "[}", "1 2", "\"a\nb\"", "[\"a\\",
+            "",
+            "{",
+            "[1,",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{\"a\":}",
+            "{1:2}",
+            "[1,]",
+            "{\"a\":1,}",
+            "\"abc",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "01",
+            "-",
+            "1.",
+            "1e",
+            "tru",
+            "[1]]",
+            "{]",
+            "[}",
+            "1 2",
+            "\"a\nb\"",
+            "[\"a\\",
         ] {
             assert!(rewrite(bad).is_err(), "{bad:?} should be rejected");
         }

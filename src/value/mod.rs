@@ -16,7 +16,7 @@
 //!   (domains unwrapped here, once)       └─► encode::encode_value    (backfill + replication)
 //! ```
 //!
-//! Both sides match on the same [`kind::Kind`], so a type cannot get a schema from one
+//! Both sides match on the same `kind::Kind`, so a type cannot get a schema from one
 //! table and an encoding from another. Every encoding is a single forward pass that
 //! appends to the caller's buffer: no intermediate `serde_json::Value`, no quadratic
 //! re-scans, so a 100 MB value costs about 100 MB of output and one pass over the input.
@@ -69,7 +69,11 @@ pub enum PgType {
     /// An enum type with its labels in sort order.
     Enum { name: String, labels: Vec<String> },
     /// A domain, resolved to its base type. `not_null` is the domain's own NOT NULL.
-    Domain { name: String, base: Box<PgType>, not_null: bool },
+    Domain {
+        name: String,
+        base: Box<PgType>,
+        not_null: bool,
+    },
     /// An array of `element` (PostgreSQL arrays of any dimension).
     Array { element: Box<PgType> },
     /// A range type over `subtype` (e.g. `int4range`, `tstzrange`).
@@ -77,7 +81,10 @@ pub enum PgType {
     /// A multirange type whose ranges are over `subtype`.
     Multirange { name: String, subtype: Box<PgType> },
     /// A composite (row) type with its attributes in order.
-    Composite { name: String, fields: Vec<(String, PgType)> },
+    Composite {
+        name: String,
+        fields: Vec<(String, PgType)>,
+    },
     /// A well-known extension type, by name: `citext`, `hstore`, `ltree`, `lquery`,
     /// `geometry`, `geography`, `vector`, `halfvec`, `sparsevec`.
     Extension { name: String },
