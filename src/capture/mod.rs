@@ -147,6 +147,8 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     old_row: EncodedRow,
     source_tag: Option<String>,
     skipped_changes: BTreeMap<String, u64>,
+    /// Tables already warned about key changes that lost unchanged TOAST values.
+    toast_warnings: BTreeSet<u32>,
 }
 
 fn pg(err: tokio_postgres::Error) -> Error {
@@ -183,7 +185,7 @@ where
             return Err(crate::validate::report(&problems));
         }
     }
-    crate::validate::ensure_watermarks_table(&client, &config).await?;
+    crate::validate::ensure_capture_objects(&client, &config, &wanted).await?;
 
     let tables = crate::discovery::discover_tables(&client, &config, Some(&wanted)).await?;
     let mut tables_by_name: BTreeMap<(String, String), DiscoveredTable> =
@@ -312,6 +314,7 @@ where
         old_row: EncodedRow::default(),
         source_tag,
         skipped_changes: BTreeMap::new(),
+        toast_warnings: BTreeSet::new(),
     };
     session.activate_pending();
     // The first checkpoint records the reconciled bindings (removed ones as null) and the
@@ -478,7 +481,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.send_status(&mut stream, false).await?;
         // Catch up with what happened while we were away, up to a fresh watermark.
         crate::log::status("Catching up on CDC history");
-        if !self.stream_to_new_fence(&mut stream, &mut input).await? {
+        if !self.stream_to_new_fence(&mut stream, &mut input, false).await? {
             return Ok(());
         }
         self.checkpoint_if_due(true).await?;
@@ -488,14 +491,16 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 if !self.backfill_chunk(index, &mut stream, &mut input).await? {
                     return Ok(());
                 }
-                if !self.stream_to_new_fence(&mut stream, &mut input).await? {
+                // The chunk and every change up to its fence share one checkpoint, so
+                // that no committed history goes backwards (see the module docs).
+                if !self.stream_to_new_fence(&mut stream, &mut input, true).await? {
                     return Ok(());
                 }
                 self.checkpoint_if_due(true).await?;
                 continue;
             }
             if exit_when_idle {
-                if !self.stream_to_new_fence(&mut stream, &mut input).await? {
+                if !self.stream_to_new_fence(&mut stream, &mut input, false).await? {
                     return Ok(());
                 }
                 self.checkpoint_if_due(true).await?;
@@ -562,8 +567,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(())
     }
 
-    /// Write a watermark and stream until its transaction commits. False: input ended.
-    async fn stream_to_new_fence(&mut self, stream: &mut ReplicationStream, input: &mut mpsc::UnboundedReceiver<Input>) -> Result<bool, Error> {
+    /// Write a watermark and stream until its transaction commits. With `hold`, no
+    /// checkpoint is written before the fence. False: the input ended.
+    async fn stream_to_new_fence(
+        &mut self,
+        stream: &mut ReplicationStream,
+        input: &mut mpsc::UnboundedReceiver<Input>,
+        hold: bool,
+    ) -> Result<bool, Error> {
         let watermark = new_watermark();
         let table = format!(
             "{}.{}",
@@ -585,36 +596,37 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.pending_watermark = Some(watermark);
         self.watermark_seen = false;
         self.fence_reached = false;
-        self.hold_checkpoints = true;
-        let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
-        status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !self.fence_reached {
-            tokio::select! {
-                biased;
-                // 1. acknowledgements and end of input
-                event = input.recv() => {
-                    if !self.on_input(event, stream).await? {
-                        return Ok(false);
-                    }
-                }
-                // 2. keep the walsender from timing us out
-                _ = status_timer.tick() => self.send_status(stream, false).await?,
-                // 3. the next replication message
-                frame = stream.recv() => self.on_frame(frame?, stream).await?,
-            }
-        }
+        self.hold_checkpoints = hold;
+        let running = self.stream_until(stream, input, true).await;
         self.hold_checkpoints = false;
         self.pending_watermark = None;
-        Ok(true)
+        running
     }
 
     /// Stream until the input ends, checkpointing at transaction boundaries.
     async fn stream_forever(&mut self, stream: &mut ReplicationStream, input: &mut mpsc::UnboundedReceiver<Input>) -> Result<(), Error> {
+        self.stream_until(stream, input, false).await.map(|_| ())
+    }
+
+    /// The streaming loop: relay replication messages, acknowledgements and status updates
+    /// until the fence is reached (`to_fence`) or the input ends (returns false). Unless
+    /// checkpoints are held, one is written per source transaction, coalescing transactions
+    /// that are already waiting in the stream, within bounds.
+    async fn stream_until(
+        &mut self,
+        stream: &mut ReplicationStream,
+        input: &mut mpsc::UnboundedReceiver<Input>,
+        to_fence: bool,
+    ) -> Result<bool, Error> {
         let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
         status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if self.checkpoint_due {
-                // Coalesce: keep going while more is ready, within bounds.
+            if to_fence && self.fence_reached {
+                return Ok(true);
+            }
+            // Checkpoints fall between transactions only: with one open, keep reading
+            // until its commit.
+            if self.checkpoint_due && !self.hold_checkpoints && self.transaction.is_none() {
                 let bounds_hit = self.transactions_since_checkpoint >= MAX_TRANSACTIONS_PER_CHECKPOINT
                     || self.documents_since_checkpoint >= MAX_DOCUMENTS_PER_CHECKPOINT;
                 if bounds_hit {
@@ -632,12 +644,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
             tokio::select! {
                 biased;
+                // 1. acknowledgements and the end of input
                 event = input.recv() => {
                     if !self.on_input(event, stream).await? {
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
+                // 2. status updates, so the walsender never times us out
                 _ = status_timer.tick() => self.send_status(stream, false).await?,
+                // 3. the next replication message
                 frame = stream.recv() => self.on_frame(frame?, stream).await?,
             }
         }
@@ -653,7 +668,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Write a checkpoint: the cursor, changed bindings, and any extra binding patches.
     async fn checkpoint_with(&mut self, mut binding_patches: Map<String, Value>) -> Result<(), Error> {
-        debug_assert!(self.transaction.is_none(), "a checkpoint must not split a transaction");
+        if let Some(transaction) = self.transaction {
+            return Err(Error::Internal(format!("a checkpoint was requested inside transaction {}", transaction.xid)));
+        }
         for index in std::mem::take(&mut self.changed_bindings) {
             let binding = &self.bindings[index];
             binding_patches.insert(binding.state_key.clone(), binding.state.to_patch());
@@ -917,6 +934,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     && !binding.keyed_by_location
                     && !relation.key_positions.is_empty()
                     && relation.key_positions.iter().any(|p| self.old_row.value(*p) != self.row.value(*p));
+                if key_changed && full_old.is_none() && new.values.iter().any(|v| matches!(v, TupleValue::UnchangedToast)) && self.toast_warnings.insert(relation_oid) {
+                    // The new key's document cannot be merged onto the old key's, so
+                    // unchanged TOAST values (which the server does not resend) are missing.
+                    tracing::warn!(
+                        table = %table_name(),
+                        "a primary-key change left unchanged TOAST columns without a value; set REPLICA IDENTITY FULL on the table so that the old row carries them"
+                    );
+                }
                 if key_changed {
                     // The row moved to a new key: delete the old key's document, then
                     // create the new one, so the old key does not linger in the collection.

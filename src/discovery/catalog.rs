@@ -10,11 +10,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_postgres::types::Oid;
 use tokio_postgres::Client;
 
-use crate::value::PgType;
+use crate::value::{self, PgType};
 
-/// Extension type names we encode specially when found outside `pg_catalog`.
-const EXTENSION_TYPES: &[&str] =
-    &["citext", "hstore", "ltree", "lquery", "geometry", "geography", "vector", "halfvec", "sparsevec"];
+/// Extension types with their own encoding, by (type name, owning extension). A type is
+/// only treated as one of these when the catalog records it as a member of that extension,
+/// so a user's own type that happens to be called `vector` is not mistaken for pgvector's.
+const EXTENSION_TYPES: &[(&str, &str)] = &[
+    ("citext", "citext"),
+    ("hstore", "hstore"),
+    ("ltree", "ltree"),
+    ("lquery", "ltree"),
+    ("ltxtquery", "ltree"),
+    ("geometry", "postgis"),
+    ("geography", "postgis"),
+    ("vector", "vector"),
+    ("halfvec", "vector"),
+    ("sparsevec", "vector"),
+];
 
 /// Schemas that never hold user tables.
 pub const SYSTEM_SCHEMAS: &[&str] =
@@ -177,6 +189,8 @@ struct TypeRow {
     name: String,
     typtype: char,
     category: char,
+    /// `typdelim`: the element delimiter in array literals of this type.
+    delimiter: char,
     length: i16,
     element: Oid,
     base: Oid,
@@ -185,6 +199,8 @@ struct TypeRow {
     range_subtype: Oid,
     enum_labels: Vec<String>,
     fields: Vec<(String, Oid, i32)>,
+    /// The extension the type belongs to, if any.
+    extension: Option<String>,
 }
 
 /// The closure of types reachable from the given ones (elements, domain bases, range
@@ -216,7 +232,13 @@ const TYPE_CLOSURE: &str = "
            ARRAY(SELECT a.atttypid FROM pg_catalog.pg_attribute a
                  WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
            ARRAY(SELECT a.atttypmod FROM pg_catalog.pg_attribute a
-                 WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+                 WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+           (SELECT e.extname::text FROM pg_catalog.pg_depend d
+            JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+            WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = t.oid
+              AND d.refclassid = 'pg_catalog.pg_extension'::regclass AND d.deptype = 'e'
+            LIMIT 1),
+           t.typdelim::text
     FROM pg_catalog.pg_type t
     JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
     WHERE t.oid IN (SELECT oid FROM needed)";
@@ -274,6 +296,8 @@ impl TypeRegistry {
                     range_subtype: row.get(10),
                     enum_labels: row.get(11),
                     fields,
+                    extension: row.get(15),
+                    delimiter: row.get::<_, String>(16).chars().next().unwrap_or(','),
                 },
             );
         }
@@ -323,10 +347,22 @@ impl TypeRegistry {
                 && row.element != 0
                 && !matches!(row.name.as_str(), "int2vector" | "oidvector") =>
             {
-                PgType::Array { element: Box::new(self.resolve_depth(row.element, typmod, next)) }
+                let element = self.resolve_depth(row.element, typmod, next);
+                let delimiter = self.rows.get(&row.element).map_or(',', |e| e.delimiter);
+                if delimiter == ',' || value::array_delimiter_known(&element, delimiter) {
+                    PgType::Array { element: Box::new(element) }
+                } else {
+                    // The array encoder would split elements at the wrong character.
+                    PgType::Unknown { name: row.name.clone() }
+                }
             }
             'b' if row.namespace == "pg_catalog" => PgType::Builtin { name: row.name.clone(), typmod },
-            'b' if EXTENSION_TYPES.contains(&row.name.as_str()) => PgType::Extension { name: row.name.clone() },
+            'b' if EXTENSION_TYPES
+                .iter()
+                .any(|(name, extension)| row.name == *name && row.extension.as_deref() == Some(*extension)) =>
+            {
+                PgType::Extension { name: row.name.clone() }
+            }
             _ => PgType::Unknown { name: row.name.clone() },
         }
     }

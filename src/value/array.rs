@@ -22,7 +22,9 @@ use super::encode::encode_value;
 use super::error::{ValueError, ValueErrorKind};
 use super::PgType;
 
-/// The delimiter between elements: `;` for `box` (whose own text contains commas).
+/// The delimiter between elements (`pg_type.typdelim`): `;` for `box` (whose own text
+/// contains commas), `:` for PostGIS `geometry` and `geography`, `,` for everything else.
+/// Discovery resolves arrays of any other type with an unusual delimiter to the catch-all.
 fn delimiter_of(element: &PgType) -> u8 {
     let mut ty = element;
     while let PgType::Domain { base, .. } = ty {
@@ -30,8 +32,15 @@ fn delimiter_of(element: &PgType) -> u8 {
     }
     match ty {
         PgType::Builtin { name, .. } if name == "box" => b';',
+        PgType::Extension { name } if name == "geometry" || name == "geography" => b':',
         _ => b',',
     }
+}
+
+/// Whether arrays of `element` are read with `delimiter`, which discovery checks against
+/// the catalog's `typdelim` before trusting the array encoder with a type.
+pub fn array_delimiter_known(element: &PgType, delimiter: char) -> bool {
+    char::from(delimiter_of(element)) == delimiter
 }
 
 /// What the reader saw last, which decides what may come next.

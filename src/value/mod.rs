@@ -54,6 +54,7 @@ mod kind;
 mod range;
 mod schema;
 
+pub use array::array_delimiter_known;
 pub use encode::{encode_key_value, encode_value};
 pub use error::{ValueError, ValueErrorKind};
 pub use kind::{is_text_like_key, type_from_typname};

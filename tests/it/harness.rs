@@ -205,7 +205,13 @@ async fn use_external_cluster(host: String, bindir: PathBuf) -> Result<TestClust
     let client = cluster
         .connect("postgres", &cluster.superuser, &cluster.superuser_password)
         .await
-        .map_err(|e| format!("connect to {} as {}: {e}", cluster.address(), cluster.superuser))?;
+        .map_err(|e| {
+            format!(
+                "connect to {} as {}: {e}",
+                cluster.address(),
+                cluster.superuser
+            )
+        })?;
     // Several test binaries may run this at once: tolerate a concurrent CREATE ROLE.
     let sql = format!(
         "SET password_encryption = 'scram-sha-256';
@@ -422,13 +428,17 @@ fn server_owner() -> Result<Option<(u32, u32)>, String> {
 fn run_as(command: &mut Command, owner: Option<(u32, u32)>) {
     if let Some((uid, gid)) = owner {
         // Dropping from root also clears the supplementary groups.
-        command.uid(uid).gid(gid).env("HOME", "/tmp").env("USER", "postgres");
+        command
+            .uid(uid)
+            .gid(gid)
+            .env("HOME", "/tmp")
+            .env("USER", "postgres");
     }
 }
 
 fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("bind a free port: {e}"))?;
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind a free port: {e}"))?;
     listener
         .local_addr()
         .map(|address| address.port())
@@ -457,10 +467,9 @@ fn find_bindir() -> Result<PathBuf, String> {
         })
         .collect();
     candidates.sort();
-    candidates
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or_else(|| "no PostgreSQL binaries found: set TEST_PG_BINDIR or put pg_config on PATH".into())
+    candidates.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        "no PostgreSQL binaries found: set TEST_PG_BINDIR or put pg_config on PATH".into()
+    })
 }
 
 /// A database of its own for one test.
@@ -567,15 +576,20 @@ fn identifier_stem(test_name: &str) -> String {
         }
     }
     let stem = stem.trim_end_matches('_').to_string();
-    assert!(!stem.is_empty(), "test name {test_name:?} has no usable characters");
+    assert!(
+        !stem.is_empty(),
+        "test name {test_name:?} has no usable characters"
+    );
     const LIMIT: usize = 50;
     if stem.len() <= LIMIT {
         return stem;
     }
     // FNV-1a: stable across runs and platforms, unlike std's hasher.
-    let hash = test_name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let hash = test_name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
     format!("{}_{:08x}", &stem[..LIMIT - 9], hash as u32)
 }
 
@@ -627,7 +641,12 @@ pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
     let Some(db) = error.as_db_error() else {
         return error.to_string();
     };
-    let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+    let mut text = format!(
+        "{}: {} (SQLSTATE {})",
+        db.severity(),
+        db.message(),
+        db.code().code()
+    );
     if let Some(detail) = db.detail() {
         text.push_str(&format!("\nDETAIL: {detail}"));
     }
@@ -920,7 +939,9 @@ fn rfc3339_prefix_len(text: &str) -> Option<usize> {
     }
     match b.get(end) {
         Some(b'Z') => end += 1,
-        Some(b'+' | b'-') if digits(end + 1, 2) && b.get(end + 3) == Some(&b':') && digits(end + 4, 2) => {
+        Some(b'+' | b'-')
+            if digits(end + 1, 2) && b.get(end + 3) == Some(&b':') && digits(end + 4, 2) =>
+        {
             end += 6
         }
         _ => {}
@@ -976,7 +997,10 @@ async fn harness_cluster_is_logical_and_capture_role_can_connect() {
         .await
         .expect("read the capture role's password")
         .get(0);
-    assert!(stored.starts_with("SCRAM-SHA-256$"), "not a SCRAM verifier: {stored}");
+    assert!(
+        stored.starts_with("SCRAM-SHA-256$"),
+        "not a SCRAM verifier: {stored}"
+    );
 
     let capture = cluster
         .connect("postgres", &cluster.capture_user, &cluster.capture_password)
@@ -1002,8 +1026,14 @@ async fn harness_cluster_is_logical_and_capture_role_can_connect() {
 #[tokio::test]
 async fn harness_test_db_is_isolated_and_ready_for_capture() {
     let db = TestDb::create("harness_test_db_is_isolated_and_ready_for_capture").await;
-    assert_eq!(db.name, "it_harness_test_db_is_isolated_and_ready_for_capture");
-    assert_eq!(db.slot_name(), "slot_harness_test_db_is_isolated_and_ready_for_capture");
+    assert_eq!(
+        db.name,
+        "it_harness_test_db_is_isolated_and_ready_for_capture"
+    );
+    assert_eq!(
+        db.slot_name(),
+        "slot_harness_test_db_is_isolated_and_ready_for_capture"
+    );
     db.execute("CREATE TABLE test.t (id int PRIMARY KEY); INSERT INTO test.t VALUES (1);")
         .await;
 
@@ -1056,7 +1086,10 @@ async fn harness_test_db_is_isolated_and_ready_for_capture() {
         .get(0);
     assert_eq!(leftovers, 0);
     let tables: i64 = admin
-        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'test'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'test'",
+            &[],
+        )
         .await
         .expect("count tables")
         .get(0);
@@ -1084,7 +1117,10 @@ fn normalize_redacts_volatile_values_only() {
 
 #[test]
 fn identifier_stems_are_short_stable_and_safe() {
-    assert_eq!(identifier_stem("transcript::Discover-Simple"), "transcript_discover_simple");
+    assert_eq!(
+        identifier_stem("transcript::Discover-Simple"),
+        "transcript_discover_simple"
+    );
     let long = "a_really_long_test_name_that_goes_on_and_on_well_past_the_limit_of_identifiers";
     let stem = identifier_stem(long);
     assert_eq!(stem.len(), 50);

@@ -5,3 +5,6 @@
 
 mod harness;
 mod transcript;
+mod capture_faults;
+mod pg_connect;
+mod types;

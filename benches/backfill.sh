@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Benchmark 1 — backfill throughput and memory.
+#
+# A BENCH_ROWS-row (default 2,000,000), 8-column table (int8 PK, text, int4, numeric,
+# timestamptz, bool, jsonb, float8) is read two ways, BENCH_REPS times each, alternating:
+#   * COPY (SELECT * FROM t) TO STDOUT through psql's \copy into /dev/null, over TCP
+#     loopback as the capture user: the server's fastest way to ship the rows to a client;
+#   * the connector's full backfill (fresh state, SHUTDOWN_AFTER_POLLING=yes, so it exits
+#     once the backfill is done and the stream has caught up), its output read and
+#     counted by benches/driver.py, each checkpoint acknowledged.
+# Connector time is wall time from spawn to exit (connect, slot creation, every chunk,
+# every watermark fence). Targets: ratio to COPY >= 0.6, peak RSS < 100 MiB.
+source "$(dirname "$0")/common.sh"
+
+ROWS="${BENCH_ROWS:-2000000}"
+CHUNK="${BENCH_CHUNK_SIZE:-50000}"
+
+bench_init backfill
+machine_info
+pg_start
+capture_setup
+log "creating the table (${ROWS} rows)"
+create_wide_table t "$ROWS"
+pq -c "VACUUM (ANALYZE, FREEZE) t"
+heap="$(pq1 "SELECT pg_size_pretty(pg_table_size('t'))")"
+export PGPASSWORD="$PG_PASSWORD"
+copy_cmd=(psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U flow_capture -d bench -c "\\copy (SELECT * FROM t) TO '/dev/null'")
+copy_bytes="$(psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U flow_capture -d bench -c "COPY (SELECT * FROM t) TO STDOUT" | wc -c)"
+log "warm-up read done (COPY text: $copy_bytes bytes)"
+
+: >"$WORK/copy.txt"
+: >"$WORK/conn.jsonl"
+for rep in $(seq 1 "$BENCH_REPS"); do
+  for which in $( ((rep % 2)) && echo "copy conn" || echo "conn copy"); do
+    if [ "$which" = copy ]; then
+      t0="$(now_s)"
+      "${copy_cmd[@]}"
+      t1="$(now_s)"
+      echo "$t1 - $t0" | bc -l >>"$WORK/copy.txt"
+      log "rep $rep: COPY $(tail -1 "$WORK/copy.txt") s (load $(load_now))"
+    else
+      run_driver "$WORK/conn.jsonl" --table public.t --shutdown-after-polling \
+        --rss "$WORK/time.txt" --stderr "$WORK/connector.log" --log-level "${BENCH_LOG_LEVEL:-info}"
+      log "rep $rep: connector $(tail -1 "$WORK/conn.jsonl")  (load $(load_now))"
+      docs="$(jget "$WORK/conn.jsonl" docs | tail -1)"
+      if [ "$docs" != "$ROWS" ]; then
+        echo "connector captured $docs documents, expected $ROWS" >&2
+        exit 1
+      fi
+    fi
+  done
+done
+
+copy_s="$(median <"$WORK/copy.txt")"
+conn_s="$(jget "$WORK/conn.jsonl" wall_s | median)"
+window_s="$(python3 -c 'import json, sys
+v = sorted(json.loads(l)["last_doc_s"] - json.loads(l)["first_doc_s"] for l in open(sys.argv[1]))
+print(v[len(v) // 2])' "$WORK/conn.jsonl")"
+bytes="$(jget "$WORK/conn.jsonl" bytes | median)"
+rss_med="$(jget "$WORK/conn.jsonl" max_rss_kib | median)"
+rss_max="$(jget "$WORK/conn.jsonl" max_rss_kib | sort -g | tail -1)"
+cpu_s="$(python3 -c 'import json, sys
+v = sorted(json.loads(l)["user_s"] + json.loads(l)["sys_s"] for l in open(sys.argv[1]))
+print(v[len(v) // 2])' "$WORK/conn.jsonl")"
+driver_cpu="$(jget "$WORK/conn.jsonl" driver_cpu_s | median)"
+ratio="$(echo "$copy_s / $conn_s" | bc -l)"
+
+f() { printf "%.${2:-2}f" "$1"; }
+echo
+echo "== Backfill: $ROWS rows x 8 columns (heap $heap, COPY text $(f "$(echo "$copy_bytes / 1000000" | bc -l)" 1) MB), chunk size $CHUNK, median of $BENCH_REPS"
+row "" "seconds" "rows/s" "MB/s"
+row "COPY (SELECT * FROM t) TO STDOUT via psql" "$(f "$copy_s")" "$(f "$(echo "$ROWS / $copy_s" | bc -l)" 0)" \
+  "$(f "$(echo "$copy_bytes / $copy_s / 1000000" | bc -l)" 1)"
+row "connector, spawn to exit" "$(f "$conn_s")" "$(f "$(echo "$ROWS / $conn_s" | bc -l)" 0)" \
+  "$(f "$(echo "$bytes / $conn_s / 1000000" | bc -l)" 1)"
+row "connector, first to last document" "$(f "$window_s")" "$(f "$(echo "$ROWS / $window_s" | bc -l)" 0)" \
+  "$(f "$(echo "$bytes / $window_s / 1000000" | bc -l)" 1)"
+echo
+row "connector output, bytes per document" "$(f "$(echo "$bytes / $ROWS" | bc -l)" 0)"
+row "ratio connector / COPY rows/s (target >= 0.6)" "$(f "$ratio")" "$(awk -v r="$ratio" 'BEGIN { print (r >= 0.6) ? "PASS" : "BELOW" }')"
+row "connector peak RSS MiB, median / max (< 100)" "$(f "$(echo "$rss_med / 1024" | bc -l)" 1)" "$(f "$(echo "$rss_max / 1024" | bc -l)" 1)" \
+  "$(awk -v r="$rss_max" 'BEGIN { print (r < 102400) ? "PASS" : "ABOVE" }')"
+row "connector CPU s (user+sys)" "$(f "$cpu_s")"
+row "driver CPU s (reading the output)" "$(f "$driver_cpu")"
+echo "  load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

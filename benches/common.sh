@@ -1,0 +1,178 @@
+# Shared helpers of the benchmark scripts; sourced, never run.
+#
+# Every benchmark starts its own throwaway PostgreSQL cluster (wal_level=logical) on a free
+# port under $BENCH_WORKDIR (default: .local/bench in the repository, which git ignores),
+# runs a private copy of the release binary (so a concurrent `cargo build` cannot swap it
+# mid-run), prints a table of figures, and removes everything on exit.
+#
+# Environment:
+#   BENCH_REPS      repetitions of each timed run; the tables show the median (default 3)
+#   BENCH_WORKDIR   where clusters and scratch files live (default: <repo>/.local/bench)
+#   BENCH_BIN       connector binary (default: target/release/source-postgres)
+#   BENCH_KEEP=1    keep the scratch directory (and its server log) for inspection
+#   BENCH_PG_BINDIR PostgreSQL server binaries (default: pg_config --bindir)
+
+set -euo pipefail
+
+BENCH_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_DIR="$BENCH_REPO/benches"
+BENCH_REPS="${BENCH_REPS:-3}"
+PG_BINDIR="${BENCH_PG_BINDIR:-$(pg_config --bindir)}"
+PG_PASSWORD="bench-secret"
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+log() { printf '  [%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# bench_init NAME: scratch directory, private binary copy, cleanup trap.
+bench_init() {
+  local name="$1"
+  local base="${BENCH_WORKDIR:-$BENCH_REPO/.local/bench}"
+  mkdir -p "$base"
+  WORK="$(mktemp -d "$base/$name.XXXXXX")"
+  chmod 755 "$WORK"
+  [ "$(id -u)" = 0 ] && chown postgres "$WORK"
+  local src="${BENCH_BIN:-$BENCH_REPO/target/release/source-postgres}"
+  if [ ! -x "$src" ]; then
+    echo "connector binary $src is missing: run cargo build --release (or scripts/bench.sh)" >&2
+    exit 1
+  fi
+  BIN="$WORK/source-postgres"
+  cp "$src" "$BIN"
+  if [ ! -x /usr/bin/time ]; then
+    echo "/usr/bin/time is missing (Debian: apt-get install time)" >&2
+    exit 1
+  fi
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  local status=$?
+  if [ -n "${PG_DATA:-}" ] && [ -d "$PG_DATA" ]; then
+    as_postgres "$PG_BINDIR/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  if [ -n "${WORK:-}" ]; then
+    if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$status" != 0 ]; then
+      echo "scratch directory kept: $WORK" >&2
+    else
+      rm -rf "$WORK"
+    fi
+  fi
+  exit "$status"
+}
+
+# pg_start [extra server settings...]: initdb + start on a free port. Sets PG_PORT, PG_DATA.
+pg_start() {
+  PG_DATA="$WORK/data"
+  PG_PORT="$(free_port)"
+  as_postgres "$PG_BINDIR/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    -E UTF8 --locale=C >/dev/null
+  local opts="-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c wal_level=logical"
+  opts+=" -c max_wal_senders=10 -c max_replication_slots=10"
+  opts+=" -c shared_buffers=${BENCH_SHARED_BUFFERS:-1GB} -c max_wal_size=16GB -c checkpoint_timeout=30min"
+  local setting
+  for setting in "$@"; do opts+=" -c $setting"; done
+  as_postgres "$PG_BINDIR/pg_ctl" -D "$PG_DATA" -l "$WORK/server.log" -w -o "$opts" start >/dev/null
+  log "PostgreSQL $(pg_config --version | awk '{print $2}') on port $PG_PORT"
+}
+
+# psql as the superuser over the Unix socket, database bench by default.
+pq() { psql -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$PG_PORT" -U postgres -d "${PGDB:-bench}" "$@"; }
+# One value.
+pq1() { pq -At -c "$1"; }
+
+# The capture role, database, publication and endpoint configuration ($WORK/config.json).
+capture_setup() {
+  PGDB=postgres pq -c "CREATE ROLE flow_capture WITH LOGIN REPLICATION PASSWORD '$PG_PASSWORD'" -c "CREATE DATABASE bench"
+  pq <<SQL
+CREATE PUBLICATION flow_publication FOR ALL TABLES;
+GRANT CREATE ON SCHEMA public TO flow_capture;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO flow_capture;
+SQL
+  write_config "${BENCH_CHUNK_SIZE:-50000}"
+}
+
+# write_config CHUNK_SIZE [SLOT]
+write_config() {
+  local slot="${2:-flow_slot}"
+  cat >"$WORK/config.json" <<JSON
+{"address":"127.0.0.1:$PG_PORT","user":"flow_capture","credentials":{"auth_type":"UserPassword","password":"$PG_PASSWORD"},
+ "database":"bench","advanced":{"sslmode":"disable","backfill_chunk_size":$1,"slotName":"$slot"}}
+JSON
+}
+
+# The 8-column benchmark table, filled with ROWS rows in one statement.
+#   create_wide_table NAME ROWS
+create_wide_table() {
+  pq <<SQL
+CREATE TABLE $1 (
+  id      int8 PRIMARY KEY,
+  name    text NOT NULL,
+  qty     int4,
+  price   numeric(12,2),
+  created timestamptz NOT NULL,
+  active  bool,
+  attrs   jsonb,
+  score   float8
+);
+SQL
+  [ "$2" -gt 0 ] && fill_wide_table "$1" 1 "$2"
+  return 0
+}
+
+# fill_wide_table NAME FIRST_ID COUNT: one INSERT ... SELECT of COUNT rows (~170 bytes each as COPY text).
+fill_wide_table() {
+  pq -c "SET synchronous_commit = off" -c "INSERT INTO $1 $(wide_rows_sql "$2" "$3")"
+}
+
+# The SELECT generating rows FIRST..FIRST+COUNT-1 of the wide table.
+wide_rows_sql() {
+  echo "SELECT g, 'customer ' || md5(g::text), (g % 1000)::int4, (g % 100000) / 100.0,
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', g % 3 = 0,
+       jsonb_build_object('k', g % 97, 'tag', 'tag' || (g % 13), 'ok', g % 2 = 0),
+       g * 0.001
+  FROM generate_series($1::int8, ($1 + $2 - 1)::int8) g"
+}
+
+# Print a timestamp in seconds with nanoseconds.
+now_s() { date +%s.%N; }
+
+# median of the numbers on stdin (one per line).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# jget FILE KEY: a top-level field of a driver summary (JSON, one object per line -> one value per line).
+jget() { python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if line:
+        v = json.loads(line)
+        for k in sys.argv[2].split("."):
+            v = v.get(k) if isinstance(v, dict) else None
+        print(v)' "$1" "$2"; }
+
+# The conditions a figure was measured under.
+machine_info() {
+  local cpu
+  cpu="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
+  echo "machine: $(nproc) CPU ($cpu), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r)"
+  echo "PostgreSQL $(pg_config --version | awk '{print $2}'), client and server on the same host (TCP loopback)"
+  echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+load_now() { cut -d' ' -f1 /proc/loadavg; }
+
+# run_driver SUMMARY_FILE [driver args...]: run the driver, append its summary line.
+run_driver() {
+  local out="$1"
+  shift
+  python3 "$BENCH_DIR/driver.py" --bin "$BIN" --config "$WORK/config.json" "$@" >>"$out"
+}
+
+# Print a table row with fixed columns: row LABEL VALUE...
+row() { printf '  %-44s' "$1"; shift; printf ' %14s' "$@"; printf '\n'; }
