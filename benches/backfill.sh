@@ -44,7 +44,8 @@ for rep in $(seq 1 "$BENCH_REPS"); do
       log "rep $rep: connector $(tail -1 "$WORK/conn.jsonl")  (load $(load_now))"
       docs="$(jget "$WORK/conn.jsonl" docs | tail -1)"
       if [ "$docs" != "$ROWS" ]; then
-        echo "connector captured $docs documents, expected $ROWS" >&2
+        echo "FAILED: the connector captured $docs documents of a $ROWS-row table (exit 0): rows were skipped." >&2
+        echo "connector log: $WORK/connector.log, server log: $WORK/server.log" >&2
         exit 1
       fi
     fi

@@ -11,6 +11,8 @@
 #   BENCH_BIN       connector binary (default: target/release/source-postgres)
 #   BENCH_KEEP=1    keep the scratch directory (and its server log) for inspection
 #   BENCH_PG_BINDIR PostgreSQL server binaries (default: pg_config --bindir)
+#   BENCH_ID_BASE   first id of generated tables (default 1); 1000000000 gives every id the
+#                   same number of digits, so text order equals numeric order
 
 set -euo pipefail
 
@@ -107,8 +109,9 @@ write_config() {
 JSON
 }
 
-# The 8-column benchmark table, filled with ROWS rows in one statement.
-#   create_wide_table NAME ROWS
+# The 8-column benchmark table, filled with ROWS rows in one statement, ids from FIRST
+# (default $BENCH_ID_BASE, else 1).
+#   create_wide_table NAME ROWS [FIRST]
 create_wide_table() {
   pq <<SQL
 CREATE TABLE $1 (
@@ -122,7 +125,7 @@ CREATE TABLE $1 (
   score   float8
 );
 SQL
-  [ "$2" -gt 0 ] && fill_wide_table "$1" 1 "$2"
+  [ "$2" -gt 0 ] && fill_wide_table "$1" "${3:-${BENCH_ID_BASE:-1}}" "$2"
   return 0
 }
 

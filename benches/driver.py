@@ -14,6 +14,7 @@ It prints one JSON object of figures on stdout when the connector exits:
   last_doc_s    spawn to the last document read
   docs, bytes   documents read, and bytes of connector output
   checkpoints   checkpoints read (each one acknowledged)
+  start_unix    Unix time of the spawn (to relate the figures above to other clocks)
   max_rss_kib, user_s, sys_s   of the connector, from `/usr/bin/time -v` (with --rss)
   driver_cpu_s  CPU time of this driver, to show it is not the bottleneck
   latency       with --latency-field: percentiles of (time a document line was read) minus
@@ -110,6 +111,7 @@ def main():
     ap.add_argument("--ready-file", help="touched once every binding is Active (backfill done)")
     ap.add_argument("--latency-field", help="document field holding a timestamptz to measure latency against")
     ap.add_argument("--latency-out", help="write each latency sample (ms) here, one per line")
+    ap.add_argument("--rss-samples", help="sample the connector's VmRSS every 0.5 s into this file (seconds, KiB)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="kill the connector after this many seconds")
     args = ap.parse_args()
 
@@ -133,6 +135,7 @@ def main():
     request = {"open": dict(open_request(config, args.table, key), state=state)}
     stderr = open(args.stderr, "wb")
     start = time.monotonic()
+    start_unix = time.time()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, bufsize=0)
     proc.stdin.write(json.dumps(request).encode() + b"\n")
 
@@ -143,9 +146,37 @@ def main():
     stop_after = args.stop_after_docs
     stdin_open = True
     ready_done = args.ready_file is None
+    ends_with_checkpoint = False
     latencies = []
     lat_field = args.latency_field.encode() if args.latency_field else None
     killed = False
+    samples = open(args.rss_samples, "w", encoding="utf-8") if args.rss_samples else None
+    connector_pid = None if args.rss else proc.pid
+    next_sample = 0.0
+    peak_sampled = 0
+
+    def sample_rss(now):
+        nonlocal connector_pid, next_sample, peak_sampled
+        next_sample = now + 0.5
+        if connector_pid is None:
+            try:
+                with open(f"/proc/{proc.pid}/task/{proc.pid}/children", encoding="ascii") as f:
+                    children = f.read().split()
+                connector_pid = int(children[0]) if children else None
+            except (OSError, ValueError):
+                return
+        if connector_pid is None:
+            return
+        try:
+            with open(f"/proc/{connector_pid}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        kib = int(line.split()[1])
+                        peak_sampled = max(peak_sampled, kib)
+                        samples.write(f"{now - start:.2f} {kib}\n")
+                        break
+        except OSError:
+            pass
 
     def close_stdin():
         nonlocal stdin_open
@@ -167,6 +198,10 @@ def main():
                 text = f.read().strip()
             if text:
                 stop_after = int(text)
+        if stop_after is not None and docs >= stop_after and ends_with_checkpoint:
+            close_stdin()
+        if samples is not None and now >= next_sample:
+            sample_rss(now)
         ready, _, _ = select.select([fd], [], [], 0.2)
         if not ready:
             continue
@@ -203,6 +238,9 @@ def main():
         if opened_s is None and OPENED in lines:
             opened_s = now - start
 
+        last_ckpt = lines.rfind(CHECKPOINT)
+        if last_ckpt >= 0 or n_docs:
+            ends_with_checkpoint = last_ckpt > lines.rfind(CAPTURED)
         acks = 0
         pos = lines.find(CHECKPOINT)
         while pos >= 0:
@@ -227,8 +265,6 @@ def main():
                     with open(args.ready_file, "w", encoding="utf-8") as f:
                         f.write(f"{now - start:.3f}\n")
                     ready_done = True
-            if stop_after is not None and docs >= stop_after and lines.rstrip(b"\n").rfind(CHECKPOINT) > lines.rstrip(b"\n").rfind(CAPTURED):
-                close_stdin()
 
     close_stdin()
     code = proc.wait()
@@ -242,6 +278,7 @@ def main():
     summary = {
         "exit": code,
         "killed": killed,
+        "start_unix": round(start_unix, 4),
         "wall_s": round(wall_s, 4),
         "opened_s": opened_s and round(opened_s, 4),
         "first_doc_s": first_doc_s and round(first_doc_s, 4),
@@ -253,6 +290,9 @@ def main():
     }
     if args.rss:
         summary.update(parse_time_v(args.rss))
+    if samples is not None:
+        samples.close()
+        summary["sampled_peak_rss_kib"] = peak_sampled
     if args.latency_field:
         latencies.sort()
         if args.latency_out:

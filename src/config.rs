@@ -358,9 +358,14 @@ impl Config {
         }
         let raw: EndpointConfig = serde_path_to_error::deserialize(value).map_err(|err| {
             let path = err.path().to_string();
-            // serde's messages name the expected type; they never include string values of
-            // secrets because only type mismatches and unknown variants are reported.
-            invalid(&path, err.into_inner().to_string(), "see the connector's configuration schema (the `spec` response) for the expected type")
+            // serde's messages may quote the offending value ("invalid type: integer `42`"):
+            // never for a secret, and never at length.
+            let reason = if path.contains("password") {
+                "has the wrong type (expected a string)".to_string()
+            } else {
+                shorten(&err.into_inner().to_string())
+            };
+            invalid(&path, reason, "see the connector's configuration schema (the `spec` response) for the expected type")
         })?;
         Config::from_raw(raw)
     }
@@ -373,20 +378,17 @@ impl Config {
                 hint: "set \"address\" to the database host, or host:port (the port defaults to 5432)",
             });
         }
+        check_address_text(address)?;
         let (host, port) = parse_address(address)?;
-        if host.ends_with(".pooler.supabase.com") {
-            return Err(invalid(
-                "address",
-                format!("{address:?} is a Supabase connection pooler, which cannot carry logical replication"),
-                "use the direct database address (db.<project>.supabase.co:5432) instead of the pooler",
-            ));
-        }
+        check_pooler(address, &host, port)?;
         if raw.user.trim().is_empty() {
             return Err(ConfigError::Missing { field: "user", hint: "set \"user\" to the database user to connect as" });
         }
         if raw.database.trim().is_empty() {
             return Err(ConfigError::Missing { field: "database", hint: "set \"database\" to the logical database to capture from" });
         }
+        check_name("user", &raw.user)?;
+        check_name("database", &raw.database)?;
         let password = match &raw.credentials {
             Some(Credentials::UserPassword { password }) => Some(password.clone()),
             None => raw.password.clone(),
@@ -396,6 +398,10 @@ impl Config {
                 field: "credentials.password",
                 hint: "set credentials to {\"auth_type\": \"UserPassword\", \"password\": \"...\"}",
             });
+        }
+        if password.as_deref().is_some_and(|p| p.contains('\0')) {
+            // Never echo the password, not even in part.
+            return Err(invalid("credentials.password", "contains a NUL character, which cannot be sent to PostgreSQL", "check the password"));
         }
         if let Some(tunnel) = &raw.network_tunnel {
             let endpoint = tunnel.pointer("/sshForwarding/sshEndpoint").and_then(Value::as_str).unwrap_or("");
@@ -412,20 +418,24 @@ impl Config {
             if value.trim().is_empty() {
                 return Err(invalid(field, "must not be empty", "remove the field to use the default"));
             }
-            if value.len() > 63 {
-                return Err(invalid(field, format!("{value:?} is longer than PostgreSQL's 63-byte identifier limit"), "choose a shorter name"));
-            }
-            if value.contains('\0') {
-                return Err(invalid(field, "contains a NUL character", "choose a name without control characters"));
-            }
+            check_name(field, value)?;
+        }
+        if !adv.slot_name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(invalid(
+                "advanced.slotName",
+                format!("{} is not a valid replication slot name", echo(&adv.slot_name)),
+                "slot names may contain only lower case letters, digits and underscores, e.g. \"flow_slot\"",
+            ));
         }
         let (watermarks_schema, watermarks_table) = split_qualified(&adv.watermarks_table).ok_or_else(|| {
             invalid(
                 "advanced.watermarksTable",
-                format!("{:?} must be fully-qualified as \"<schema>.<table>\"", adv.watermarks_table),
+                format!("{} must be fully-qualified as \"<schema>.<table>\"", echo(&adv.watermarks_table)),
                 "for example \"public.flow_watermarks\"",
             )
         })?;
+        check_name("advanced.watermarksTable", &watermarks_schema)?;
+        check_name("advanced.watermarksTable", &watermarks_table)?;
         let mut skip_backfills = BTreeSet::new();
         let mut skip_all_backfills = false;
         for entry in adv.skip_backfills.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -436,7 +446,7 @@ impl Config {
             let pair = split_qualified(entry).ok_or_else(|| {
                 invalid(
                     "advanced.skip_backfills",
-                    format!("{entry:?} must be fully-qualified as \"<schema>.<table>\""),
+                    format!("{} must be fully-qualified as \"<schema>.<table>\"", echo(entry)),
                     "list tables as comma-separated schema.table names, or *.* for all",
                 )
             })?;
@@ -447,7 +457,7 @@ impl Config {
             "" => Some(Duration::from_secs(120)),
             "0" => None,
             text => Some(parse_duration(text).ok_or_else(|| {
-                invalid("advanced.statement_timeout", format!("{text:?} is not a duration"), "use one of 30s, 1m, 2m, 5m, 30m, or 0 for none")
+                invalid("advanced.statement_timeout", format!("{} is not a duration", echo(text)), "use one of 30s, 1m, 2m, 5m, 30m, or 0 for none")
             })?),
         };
         for schema in adv.discover_schemas.iter().chain(&raw.discovery_filters.include_schemas) {
@@ -457,7 +467,7 @@ impl Config {
         }
         for pattern in &raw.discovery_filters.table_patterns {
             crate::discovery::filter::TablePattern::parse(pattern)
-                .map_err(|reason| invalid("discoveryFilters.table_patterns", format!("invalid table pattern {pattern:?}: {reason}"), "patterns look like schema.table with * and ? wildcards"))?;
+                .map_err(|reason| invalid("discoveryFilters.table_patterns", format!("invalid table pattern {}: {reason}", echo(pattern)), "patterns look like schema.table with * and ? wildcards"))?;
         }
         let sslmode = match adv.sslmode {
             None => SslMode::Prefer,
@@ -512,10 +522,88 @@ impl Config {
     }
 }
 
+/// An error text cut to a readable length (serde quotes whole offending values).
+fn shorten(text: &str) -> String {
+    const LIMIT: usize = 200;
+    if text.chars().count() <= LIMIT {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(LIMIT).collect();
+    format!("{head}...")
+}
+
+/// A configured value quoted for an error message, shortened when it is long.
+fn echo(value: &str) -> String {
+    const LIMIT: usize = 80;
+    if value.chars().count() <= LIMIT {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(LIMIT).collect();
+    format!("{head:?}... ({} bytes)", value.len())
+}
+
+/// PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1).
+const MAX_IDENTIFIER_BYTES: usize = 63;
+
+/// A name that reaches the server as an identifier: at most 63 bytes, no control
+/// characters (a NUL cannot be sent at all). The name is echoed only when it is short.
+fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.len() > MAX_IDENTIFIER_BYTES {
+        return Err(invalid(
+            field,
+            format!("a name of {} bytes is longer than PostgreSQL's 63-byte identifier limit", name.len()),
+            "PostgreSQL truncates longer names, so this one can never match: use the name as the server shows it",
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid(field, format!("{} contains a control character", echo(name)), "remove control characters such as NUL, tab or newline"));
+    }
+    Ok(())
+}
+
+/// The address text before it is split: a host name, not a URL or a connection string.
+fn check_address_text(address: &str) -> Result<(), ConfigError> {
+    if address.len() > 255 {
+        return Err(invalid("address", format!("an address of {} bytes is too long", address.len()), "write the address as host or host:port"));
+    }
+    if address.contains("://") || address.contains('@') || address.contains('/') {
+        return Err(invalid(
+            "address",
+            "looks like a connection URL or string, not host:port",
+            "set \"address\" to host or host:port only, and put the user, password and database in their own fields",
+        ));
+    }
+    if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("address", format!("{} contains whitespace or control characters", echo(address)), "write the address as host or host:port"));
+    }
+    Ok(())
+}
+
+/// Connection poolers drop the `replication` startup parameter, so logical replication
+/// through them fails in confusing ways: refuse the well-known pooler addresses upfront.
+fn check_pooler(address: &str, host: &str, port: u16) -> Result<(), ConfigError> {
+    let host = host.to_ascii_lowercase();
+    if host.ends_with(".pooler.supabase.com") || (host.ends_with(".supabase.co") && port == 6543) {
+        return Err(invalid(
+            "address",
+            format!("{address:?} is a Supabase connection pooler, which cannot carry logical replication"),
+            "use the direct database address (db.<project>.supabase.co:5432) instead of the pooler",
+        ));
+    }
+    if host.ends_with(".neon.tech") && host.split('.').next().is_some_and(|label| label.ends_with("-pooler")) {
+        return Err(invalid(
+            "address",
+            format!("{address:?} is a Neon pooled connection, which cannot carry logical replication"),
+            "use the direct endpoint: remove \"-pooler\" from the host name",
+        ));
+    }
+    Ok(())
+}
+
 /// `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
 fn parse_address(address: &str) -> Result<(String, u16), ConfigError> {
     let bad_port = |port: &str| {
-        invalid("address", format!("port {port:?} is not a number between 1 and 65535"), "write the address as host or host:port")
+        invalid("address", format!("port {} is not a number between 1 and 65535", echo(port)), "write the address as host or host:port")
     };
     if let Some(rest) = address.strip_prefix('[') {
         let (host, tail) = rest.split_once(']').ok_or_else(|| invalid("address", "unterminated \"[\" in an IPv6 address", "write IPv6 addresses as [addr]:port"))?;
@@ -559,7 +647,7 @@ impl ResourceConfig {
     pub fn parse(index: usize, value: &Value) -> Result<ResourceConfig, ConfigError> {
         let resource: ResourceConfig = serde_path_to_error::deserialize(value).map_err(|err| ConfigError::Resource {
             binding: index,
-            reason: format!("field {:?}: {}", err.path().to_string(), err.into_inner()),
+            reason: format!("field {:?}: {}", err.path().to_string(), shorten(&err.into_inner().to_string())),
             hint: "a resource looks like {\"namespace\": \"public\", \"stream\": \"my_table\"}".into(),
         })?;
         let fail = |reason: String, hint: &str| ConfigError::Resource { binding: index, reason, hint: hint.to_string() };
@@ -568,6 +656,17 @@ impl ResourceConfig {
         }
         if resource.stream.is_empty() {
             return Err(fail("\"stream\" is missing or empty".into(), "set \"stream\" to the table name"));
+        }
+        for (field, name) in [("namespace", &resource.namespace), ("stream", &resource.stream)] {
+            if name.len() > MAX_IDENTIFIER_BYTES {
+                return Err(fail(
+                    format!("{field:?} is {} bytes long, over PostgreSQL's 63-byte identifier limit", name.len()),
+                    "use the name exactly as the server shows it",
+                ));
+            }
+            if name.chars().any(char::is_control) {
+                return Err(fail(format!("{field:?} contains a control character"), "use the name exactly as the server shows it"));
+            }
         }
         if let Some(filter) = &resource.advanced.additional_backfill_filter {
             if filter.trim().is_empty() {

@@ -36,24 +36,41 @@ pub fn chunk_sql(
     table: &DiscoveredTable,
     key_columns: &[String],
     key_types: &[String],
+    collate_c: &[bool],
     plan: &ChunkPlan,
     filter: Option<&str>,
 ) -> String {
+    // Precise backfills order text keys bytewise, as the capture compares them.
+    // Key references are qualified with the table's alias: a bare name in ORDER BY would
+    // refer to the *output* column of that name, which is the key's text form.
+    let key_expression = |i: usize, k: &String| {
+        if collate_c.get(i).copied().unwrap_or(false) {
+            format!("src.{} COLLATE \"C\"", quote_identifier(k))
+        } else {
+            format!("src.{}", quote_identifier(k))
+        }
+    };
     let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
     let mut select: Vec<String> = key_columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
     select.extend(emitted_columns(table).iter().map(|i| column_text(&table.columns[*i])));
-    let mut sql = format!("SELECT {} FROM {relation}", select.join(", "));
+    let mut sql = format!("SELECT {} FROM {relation} AS src", select.join(", "));
     let mut conditions = Vec::new();
     match plan {
         ChunkPlan::Keyed { after, .. } => {
             if after.is_some() {
-                let columns: Vec<String> = key_columns.iter().map(|k| quote_identifier(k)).collect();
-                let values: Vec<String> =
-                    key_types.iter().enumerate().map(|(i, ty)| format!("CAST(${}::text AS {ty})", i + 1)).collect();
+                let columns: Vec<String> = key_columns.iter().enumerate().map(|(i, k)| key_expression(i, k)).collect();
+                let values: Vec<String> = key_types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| {
+                        let collate = if collate_c.get(i).copied().unwrap_or(false) { " COLLATE \"C\"" } else { "" };
+                        format!("CAST(${}::text AS {ty}){collate}", i + 1)
+                    })
+                    .collect();
                 conditions.push(format!("({}) > ({})", columns.join(", "), values.join(", ")));
             }
         }
-        ChunkPlan::Keyless { .. } => conditions.push("ctid > $1::text::tid AND ctid <= $2::text::tid".to_string()),
+        ChunkPlan::Keyless { .. } => conditions.push("src.ctid > $1::text::tid AND src.ctid <= $2::text::tid".to_string()),
     }
     if let Some(filter) = filter {
         conditions.push(format!("({filter})"));
@@ -63,7 +80,7 @@ pub fn chunk_sql(
         sql.push_str(&conditions.join(" AND "));
     }
     if let ChunkPlan::Keyed { limit, .. } = plan {
-        let order: Vec<String> = key_columns.iter().map(|k| quote_identifier(k)).collect();
+        let order: Vec<String> = key_columns.iter().enumerate().map(|(i, k)| key_expression(i, k)).collect();
         sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
     }
     sql
@@ -151,25 +168,39 @@ mod tests {
 
     #[test]
     fn keyed_chunks_quote_everything_and_cast_resume_values() {
-        let first = chunk_sql(&table(), &["id".into()], &["integer".into()], &ChunkPlan::Keyed { after: None, limit: 10 }, None);
-        assert_eq!(first, r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" ORDER BY "id" LIMIT 10"#);
+        let first = chunk_sql(&table(), &["id".into()], &["integer".into()], &[false], &ChunkPlan::Keyed { after: None, limit: 10 }, None);
+        assert_eq!(first, r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src ORDER BY src."id" LIMIT 10"#);
         let next = chunk_sql(
             &table(),
             &["id".into()],
             &["integer".into()],
+            &[false],
             &ChunkPlan::Keyed { after: Some(vec![Some("5".into())]), limit: 10 },
             Some("id % 2 = 0"),
         );
         assert_eq!(
             next,
-            r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" WHERE ("id") > (CAST($1::text AS integer)) AND (id % 2 = 0) ORDER BY "id" LIMIT 10"#
+            r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE (src."id") > (CAST($1::text AS integer)) AND (id % 2 = 0) ORDER BY src."id" LIMIT 10"#
         );
     }
 
     #[test]
+    fn precise_text_keys_order_and_compare_bytewise() {
+        let sql = chunk_sql(
+            &table(),
+            &["Data".into(), "id".into()],
+            &["text".into(), "integer".into()],
+            &[true, false],
+            &ChunkPlan::Keyed { after: Some(vec![Some("a".into()), Some("1".into())]), limit: 2 },
+            None,
+        );
+        assert!(sql.ends_with(r#"WHERE (src."Data" COLLATE "C", src."id") > (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) ORDER BY src."Data" COLLATE "C", src."id" LIMIT 2"#), "{sql}");
+    }
+
+    #[test]
     fn keyless_chunks_use_tid_ranges() {
-        let sql = chunk_sql(&table(), &[], &[], &ChunkPlan::Keyless { after_block: 0, until_block: 5 }, None);
-        assert_eq!(sql, r#"SELECT "id"::text, "Data"::text FROM "My""Schema"."t" WHERE ctid > $1::text::tid AND ctid <= $2::text::tid"#);
+        let sql = chunk_sql(&table(), &[], &[], &[], &ChunkPlan::Keyless { after_block: 0, until_block: 5 }, None);
+        assert_eq!(sql, r#"SELECT "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE src.ctid > $1::text::tid AND src.ctid <= $2::text::tid"#);
         assert_eq!(parse_ctid("(12,0)"), Some((12, 0)));
         assert_eq!(parse_ctid("12,0"), None);
         assert_eq!(pages_per_chunk(50_000, 1), 501);

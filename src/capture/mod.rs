@@ -33,6 +33,7 @@
 pub mod backfill;
 pub mod document;
 pub mod keys;
+pub mod order;
 pub mod spill;
 pub mod state;
 
@@ -81,6 +82,10 @@ struct Binding {
     /// Backfill query details, prepared on first use.
     key_types: Option<Vec<String>>,
     keyless_pages: Option<(u64, u64)>,
+    /// How each key column orders, when all can be compared exactly (precise backfills).
+    key_orders: Option<Vec<order::KeyOrder>>,
+    /// The precise backfill's resume key, as comparable values.
+    scanned_key: Option<Vec<order::KeyValue>>,
 }
 
 /// A relation announced by a Relation message.
@@ -223,6 +228,8 @@ where
             keyed_by_location,
             key_types: None,
             keyless_pages: None,
+            key_orders: None,
+            scanned_key: None,
         });
         let _ = index;
     }
@@ -426,13 +433,36 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         for index in 0..self.bindings.len() {
             let binding = &mut self.bindings[index];
             let skip = self.config.skips_backfill(&binding.table.schema, &binding.table.name);
+            if let Some(columns) = binding.state.key_columns.clone().filter(|c| !c.is_empty()) {
+                if binding.state.mode != TableMode::KeylessBackfill {
+                    binding.key_columns = columns;
+                }
+            }
+            binding.key_orders = binding
+                .key_columns
+                .iter()
+                .map(|k| binding.table.column(k).and_then(|c| order::key_order(&c.pg_type)))
+                .collect::<Option<Vec<_>>>()
+                .filter(|orders| !orders.is_empty());
+            let has_filter = binding.resource.advanced.additional_backfill_filter.is_some();
+            // Automatic mode is precise only where it costs nothing: text keys would need
+            // `ORDER BY .. COLLATE "C"`, which cannot use an index in another collation.
+            let precise_ok = binding.key_orders.is_some();
+            let automatic_precise = precise_ok
+                && !has_filter
+                && binding.key_orders.as_ref().is_some_and(|o| !o.contains(&order::KeyOrder::Text));
+            let table_name = format!("{}.{}", binding.table.schema, binding.table.name);
             if binding.state.mode == TableMode::Pending {
                 let mode = match binding.resource.mode {
                     BackfillMode::OnlyChanges => TableMode::Active,
                     _ if skip => TableMode::Active,
                     _ if binding.key_columns.is_empty() => TableMode::KeylessBackfill,
-                    // Precise filtering is not applied: replication changes are emitted
-                    // unfiltered, which converges to the same result (see module docs).
+                    BackfillMode::Precise if precise_ok => TableMode::Backfill,
+                    BackfillMode::Precise => {
+                        tracing::warn!(table = %table_name, "the table's key types cannot be compared exactly: backfilling in normal mode");
+                        TableMode::UnfilteredBackfill
+                    }
+                    BackfillMode::Automatic if automatic_precise => TableMode::Backfill,
                     _ => TableMode::UnfilteredBackfill,
                 };
                 binding.state = BindingState {
@@ -442,20 +472,27 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     metadata: None,
                     backfilled: 0,
                 };
-                tracing::info!(table = %format!("{}.{}", binding.table.schema, binding.table.name), mode = ?mode, observable = true, "backfill triggered");
+                tracing::info!(table = %table_name, mode = ?mode, observable = true, "backfill triggered");
                 self.changed_bindings.insert(index);
             } else if skip && binding.state.mode.is_backfilling() {
                 binding.state.mode = TableMode::Active;
                 binding.state.scanned = None;
                 self.changed_bindings.insert(index);
             } else if binding.state.mode == TableMode::Backfill {
-                // A precise backfill started by the Go connector continues unfiltered.
-                binding.state.mode = TableMode::UnfilteredBackfill;
-                self.changed_bindings.insert(index);
-            }
-            if let Some(columns) = binding.state.key_columns.clone().filter(|c| !c.is_empty()) {
-                if binding.state.mode != TableMode::KeylessBackfill {
-                    binding.key_columns = columns;
+                // A precise backfill (perhaps started by the Go connector) continues precisely
+                // when its resume key can be compared here, and normally otherwise.
+                let resumable = match (&binding.state.scanned, &binding.key_orders) {
+                    (None, Some(_)) => true,
+                    (Some(scanned), Some(orders)) => {
+                        let key = keys::decode_base64(scanned).ok().and_then(|e| order::key_from_elements(orders, &e));
+                        binding.scanned_key = key.clone();
+                        key.is_some()
+                    }
+                    _ => false,
+                };
+                if !resumable {
+                    binding.state.mode = TableMode::UnfilteredBackfill;
+                    self.changed_bindings.insert(index);
                 }
             }
         }
@@ -650,8 +687,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         return Ok(false);
                     }
                 }
-                // 2. status updates, so the walsender never times us out
-                _ = status_timer.tick() => self.send_status(stream, false).await?,
+                // 2. status updates, so the walsender never times us out; asking for a
+                //    reply makes an idle server send its position, which becomes an idle
+                //    checkpoint (see on_frame)
+                _ = status_timer.tick() => self.send_status(stream, true).await?,
                 // 3. the next replication message
                 frame = stream.recv() => self.on_frame(frame?, stream).await?,
             }
@@ -901,6 +940,38 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if matches!(binding.state.mode, TableMode::Pending | TableMode::Ignore | TableMode::Missing) {
             return Ok(());
         }
+        // A precise backfill drops changes to rows it has not read yet: it will read their
+        // current state later. Keys that cannot be computed are emitted (never lost).
+        let backfilled = |tuple: &TupleData<'_>| -> bool {
+            let (TableMode::Backfill, Some(orders)) = (binding.state.mode, &binding.key_orders) else { return true };
+            let key: Option<Vec<order::KeyValue>> = relation
+                .key_positions
+                .iter()
+                .zip(orders)
+                .map(|(position, key_order)| match tuple.values.get(*position) {
+                    Some(TupleValue::Text(text)) => order::key_value(*key_order, text),
+                    _ => None,
+                })
+                .collect();
+            match key {
+                Some(key) if key.len() == orders.len() => order::is_backfilled(&key, binding.scanned_key.as_deref()),
+                _ => true,
+            }
+        };
+        let (emit_new, emit_old) = match &change {
+            ChangeKind::Insert { new } => (backfilled(new), false),
+            ChangeKind::Update { old, new } => {
+                let old_emitted = match old {
+                    Some(OldTuple::Key(t) | OldTuple::Full(t)) => backfilled(t),
+                    None => backfilled(new),
+                };
+                (backfilled(new), old_emitted)
+            }
+            ChangeKind::Delete { old: OldTuple::Key(t) | OldTuple::Full(t) } => (false, backfilled(t)),
+        };
+        if !emit_new && !emit_old {
+            return Ok(());
+        }
         let source = Source {
             ts_ms: Some((transaction.commit_time_us + POSTGRES_EPOCH_MICROS) / 1000),
             schema: &binding.table.schema,
@@ -945,10 +1016,16 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 if key_changed {
                     // The row moved to a new key: delete the old key's document, then
                     // create the new one, so the old key does not linger in the collection.
-                    let mut delete = Vec::new();
-                    document::write_document(&mut delete, &relation.layout, &self.old_row, Op::Delete, &source, None);
-                    extra_delete = Some(delete);
-                    document::write_document(&mut self.document, &relation.layout, &self.row, Op::Create, &source, None);
+                    if emit_old {
+                        let mut delete = Vec::new();
+                        document::write_document(&mut delete, &relation.layout, &self.old_row, Op::Delete, &source, None);
+                        extra_delete = Some(delete);
+                    }
+                    if emit_new {
+                        document::write_document(&mut self.document, &relation.layout, &self.row, Op::Create, &source, None);
+                    }
+                } else if !emit_new {
+                    return Ok(());
                 } else {
                     let before = old_tuple.map(|_| (&relation.layout, &self.old_row));
                     document::write_document(&mut self.document, &relation.layout, &self.row, Op::Update, &source, before);
@@ -967,6 +1044,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let index = u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
             self.emitter.captured(index, &delete).await.map_err(Error::Output)?;
             self.documents_since_checkpoint += 1;
+        }
+        if self.document.is_empty() {
+            return Ok(());
         }
         self.emit(binding_index).await
     }
@@ -1048,7 +1128,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         };
         let key_types = binding.key_types.clone().unwrap_or_default();
         let filter = binding.resource.advanced.additional_backfill_filter.clone();
-        let sql = backfill::chunk_sql(&binding.table, &binding.key_columns, &key_types, &plan, filter.as_deref());
+        let collate_c: Vec<bool> = match (&binding.key_orders, binding.state.mode) {
+            (Some(orders), TableMode::Backfill) => orders.iter().map(|o| *o == order::KeyOrder::Text).collect(),
+            _ => vec![false; binding.key_columns.len()],
+        };
+        let sql = backfill::chunk_sql(&binding.table, &binding.key_columns, &key_types, &collate_c, &plan, filter.as_deref());
         let emitted = backfill::emitted_columns(&binding.table);
         let key_count = if keyless { 0 } else { binding.key_columns.len() };
 
@@ -1140,6 +1224,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if done {
             binding.state.mode = TableMode::Active;
             binding.state.scanned = None;
+            binding.scanned_key = None;
             tracing::info!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows = binding.state.backfilled, "backfill completed");
         } else {
             binding.state.scanned = Some(match &plan {
@@ -1149,6 +1234,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
                 backfill::ChunkPlan::Keyed { .. } => {
                     let key = last_key.unwrap_or_default();
+                    if let Some(orders) = &binding.key_orders {
+                        binding.scanned_key = orders
+                            .iter()
+                            .zip(&key)
+                            .map(|(order, text)| text.as_deref().and_then(|t| order::key_value(*order, t.as_bytes())))
+                            .collect();
+                    }
                     let elements: Vec<keys::Element> = key
                         .iter()
                         .zip(&binding.key_columns)

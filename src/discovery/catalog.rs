@@ -63,7 +63,9 @@ pub struct TableDetails {
     pub columns: Vec<ColumnInfo>,
     /// Primary key column names in key order (empty: none).
     pub primary_key: Vec<String>,
-    /// Unique index candidates by index name: (columns in order, every column NOT NULL).
+    /// Unique index candidates by index name: (columns in order, every column declared
+    /// NOT NULL). A column may also be NOT NULL through its domain, which only the resolved
+    /// type tells.
     pub unique_indexes: BTreeMap<String, (Vec<String>, bool)>,
 }
 
@@ -100,12 +102,13 @@ const COLUMNS: &str = "
     WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attrelid, a.attnum";
 
+/// Primary key columns in key order; `INCLUDE` columns are not part of the key.
 const PRIMARY_KEYS: &str = "
     SELECT i.indrelid, k.ord, a.attname
     FROM pg_catalog.pg_index i
     CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-    WHERE i.indrelid = ANY($1::oid[]) AND i.indisprimary
+    WHERE i.indrelid = ANY($1::oid[]) AND i.indisprimary AND k.ord <= i.indnkeyatts
     ORDER BY i.indrelid, k.ord";
 
 /// Unique indexes usable as a key: valid, not partial, no expressions, key columns only.

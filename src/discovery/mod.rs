@@ -132,7 +132,7 @@ pub async fn discover_tables(
     let as_partitions = raw.advanced.capture_as_partitions;
 
     let listed = catalog::list_tables(client, &include, config.publication_name()).await?;
-    let selected: Vec<catalog::TableRef> = listed
+    let mut selected: Vec<catalog::TableRef> = listed
         .into_iter()
         .filter(|t| match only {
             Some(wanted) => wanted.contains(&(t.schema.clone(), t.name.clone())),
@@ -148,6 +148,8 @@ pub async fn discover_tables(
             }
         })
         .collect();
+    // Bytewise by (schema, name), whatever the server's collation: output must be stable.
+    selected.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
 
     let oids: Vec<Oid> = selected.iter().map(|t| t.oid).collect();
     let mut details = catalog::table_details(client, &oids).await?;
@@ -180,8 +182,12 @@ pub async fn discover_tables(
         let (mut key, mut key_is_unique_index) = (detail.primary_key.clone(), false);
         if key.is_empty() {
             // BTreeMap iteration is by index name: the alphabetically first usable index wins.
-            if let Some((columns, _)) = detail.unique_indexes.values().find(|(_, all_not_null)| *all_not_null) {
-                key = columns.clone();
+            // Columns must be NOT NULL, by declaration or through a NOT NULL domain.
+            let not_null = |name: &String| columns.iter().any(|c| c.name == *name && !c.nullable);
+            if let Some((index_columns, _)) =
+                detail.unique_indexes.values().find(|(index_columns, _)| index_columns.iter().all(not_null))
+            {
+                key = index_columns.clone();
                 key_is_unique_index = true;
             }
         }

@@ -37,9 +37,11 @@ pub fn column_of_pointer(pointer: &str) -> Option<String> {
 /// `[a-z0-9-_.]` replaced by `_`, and `.`/`..` components made safe.
 pub fn recommended_name(schema: &str, table: &str) -> String {
     fn component(part: &str) -> String {
+        // Lowercased one character at a time, as Go's `strings.ToLower` does: the Kelvin
+        // sign becomes `k` and `İ` becomes `i` (not `i` plus a combining dot).
         let cleaned: String = part
-            .to_lowercase()
             .chars()
+            .map(|c| c.to_lowercase().next().unwrap_or(c))
             .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
             .collect();
         match cleaned.as_str() {
@@ -51,18 +53,32 @@ pub fn recommended_name(schema: &str, table: &str) -> String {
     format!("{}/{}", component(schema), component(table))
 }
 
-/// Go's `strings.Title`: uppercase the first letter of every word, where words are
-/// separated by anything that is not a letter, digit, underscore or apostrophe.
+/// Go's `strings.Title`: uppercase the first character after every separator. As in Go,
+/// an ASCII character separates words unless it is a letter, digit or underscore, and
+/// any other character only if it is white space.
 fn title_case(text: &str) -> String {
+    fn is_separator(c: char) -> bool {
+        if c.is_ascii() {
+            !(c.is_ascii_alphanumeric() || c == '_')
+        } else {
+            c.is_whitespace()
+        }
+    }
     let mut out = String::with_capacity(text.len());
-    let mut at_word_start = true;
+    let mut previous = ' ';
     for c in text.chars() {
-        if at_word_start && c.is_alphabetic() {
-            out.extend(c.to_uppercase());
+        if is_separator(previous) {
+            // Go maps one character to one character; keep those without a single-character
+            // uppercase form (`ß`) as they are.
+            let mut upper = c.to_uppercase();
+            match (upper.next(), upper.next()) {
+                (Some(u), None) => out.push(u),
+                _ => out.push(c),
+            }
         } else {
             out.push(c);
         }
-        at_word_start = !(c.is_alphanumeric() || c == '_' || c == '\'');
+        previous = c;
     }
     out
 }
@@ -212,6 +228,9 @@ mod tests {
         assert_eq!(recommended_name("Capital", "LetterS"), "capital/letters");
         assert_eq!(recommended_name("for$bidden", "char%s"), "for_bidden/char_s");
         assert_eq!(recommended_name(".", ".."), "_/__");
+        assert_eq!(recommended_name("Ünï ☃", "a.b-c_d"), "_n___/a.b-c_d");
+        // One character for one, as Go's strings.ToLower: KELVIN SIGN → k, İ → i.
+        assert_eq!(recommended_name("\u{212A}", "\u{130}x"), "k/ix");
     }
 
     #[test]
@@ -226,5 +245,9 @@ mod tests {
         assert_eq!(anchor_name("test", "simplediscovery_838908"), "TestSimplediscovery_838908");
         assert_eq!(anchor_name("public", "my table"), "PublicMy_Table");
         assert_eq!(anchor_name("1x", "t"), "_1xT");
+        // Apostrophes separate words in Go; non-ASCII symbols do not, white space does.
+        assert_eq!(title_case("it's a_b-c"), "It'S A_b-C");
+        assert_eq!(title_case("é☃x y\u{a0}z"), "É☃x Y\u{a0}Z");
+        assert_eq!(title_case("ßa"), "ßa");
     }
 }

@@ -76,7 +76,7 @@ pub async fn ensure_watermarks_table(client: &Client, config: &Config) -> Result
             actions.push(format!("created watermarks table {table}"));
         }
     }
-    if !facts.watermarks.published {
+    if !facts.watermarks.published && !facts.publication.as_ref().is_some_and(|p| p.all_tables) {
         add_to_publication(client, config, &table, &mut actions).await?;
     }
     Ok(actions)

@@ -75,7 +75,9 @@ pub struct ServerFacts {
 /// publication named by parameter `publication`: directly, through a partition ancestor, by
 /// `FOR ALL TABLES`, or (PostgreSQL 15+) by `FOR TABLES IN SCHEMA`.
 pub fn published_sql(server_version: i32, relation: &str, publication: &str) -> String {
-    let ancestors = format!("SELECT relid FROM pg_catalog.pg_partition_ancestors({relation})");
+    // pg_partition_ancestors lists nothing for a table that is not a partition: add the
+    // table itself.
+    let ancestors = format!("SELECT {relation} UNION ALL SELECT relid FROM pg_catalog.pg_partition_ancestors({relation})");
     let by_schema = if server_version >= 150_000 {
         format!(
             " OR EXISTS (SELECT 1 FROM pg_catalog.pg_publication_namespace pn \
@@ -414,7 +416,8 @@ pub(super) fn watermarks_problems(ctx: &Context, config: &Config, facts: &Server
             Some(publication) => publication.owned,
             None => ctx.can_create_publication,
         };
-    if !wm.published && !may_add {
+    let published = wm.published || facts.publication.as_ref().is_some_and(|p| p.all_tables);
+    if !published && !may_add {
         let publication = config.publication_name();
         problems.push(ctx.problem(
             format!("the watermarks table {name} is not in publication {publication:?} and couldn't be added automatically"),

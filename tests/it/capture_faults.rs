@@ -13,17 +13,15 @@
 //!   checkpoint the driver acknowledged.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
-use crate::harness::{connector_path, TestDb};
+use crate::driver::{binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
+use crate::harness::TestDb;
 
 /// What the driver has committed so far.
 #[derive(Default)]
@@ -33,130 +31,83 @@ struct Committed {
     checkpoints: u64,
 }
 
-fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(patch) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let map = target.as_object_mut().expect("object");
-            for (key, value) in patch {
-                if value.is_null() {
-                    map.remove(key);
-                } else {
-                    merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
-fn lsn_value(text: &str) -> u64 {
-    let (high, low) = text.split_once('/').expect("LSN text");
-    (u64::from_str_radix(high, 16).expect("hex") << 32) | u64::from_str_radix(low, 16).expect("hex")
-}
-
 /// One connector session. Returns true if it ran to completion (exit 0 with
 /// `SHUTDOWN_AFTER_POLLING`), false if it was killed after `kill_after`.
 async fn session(db: &TestDb, committed: &mut Committed, kill_after: Option<Duration>, admin: &tokio_postgres::Client) -> bool {
     let mut config = db.endpoint_config();
     config["advanced"]["backfill_chunk_size"] = json!(150);
-    let open = json!({"open": {
-        "capture": {
-            "name": "tests/faults",
-            "config": config,
-            "bindings": [{
-                "resourceConfig": {"namespace": "test", "stream": "stress"},
-                "resourcePath": ["test", "stress"],
-                "collection": {"name": "tests/stress", "key": ["/id"]},
-                "stateKey": "test%2Fstress",
-            }],
-        },
-        "state": committed.state,
-    }});
-    let mut child = Command::new(connector_path())
-        .env("SHUTDOWN_AFTER_POLLING", if kill_after.is_none() { "yes" } else { "no" })
-        .env("LOG_LEVEL", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the connector");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    stdin.write_all(format!("{}\n{}\n", json!({"spec": {}}), open).as_bytes()).await.expect("write requests");
-
+    let shutdown = if kill_after.is_none() { "yes" } else { "no" };
+    let mut stress = binding("stress", &["/id"]);
+    if let Ok(mode) = std::env::var("FAULT_MODE") {
+        stress["resourceConfig"]["mode"] = json!(mode);
+    }
+    let mut session = Session::open(&config, vec![stress], &committed.state, &[("SHUTDOWN_AFTER_POLLING", shutdown)]).await;
     let deadline = tokio::time::Instant::now() + kill_after.unwrap_or(Duration::from_secs(120));
     let mut pending: Vec<Value> = Vec::new();
     loop {
-        let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
-            Err(_) => {
-                if kill_after.is_none() {
-                    panic!("the final session did not finish within its deadline");
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match session.next(wait).await {
+            Event::Timeout => {
+                if std::env::var("FAULT_TRACE").is_ok() {
+                    eprintln!("trace: kill");
                 }
-                child.start_kill().expect("kill");
-                let _ = child.wait().await;
+                assert!(kill_after.is_some(), "the final session did not finish within its deadline");
                 // Documents after the last checkpoint were never committed: drop them.
+                session.kill().await;
                 return false;
             }
-            Ok(line) => line.expect("read connector output"),
-        };
-        let Some(line) = line else {
-            let status = child.wait().await.expect("wait");
-            assert!(status.success(), "the connector failed: {status}");
-            assert!(pending.is_empty(), "documents after the last checkpoint");
-            return true;
-        };
-        let response: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
-        if let Some(captured) = response.get("captured") {
-            pending.push(captured["doc"].clone());
-        } else if let Some(checkpoint) = response.get("checkpoint") {
-            assert_eq!(checkpoint["state"]["mergePatch"], true);
-            // Reduce the checkpoint's documents by key, then commit them.
-            let mut reduced: BTreeMap<i64, Option<(i64, String)>> = BTreeMap::new();
-            for doc in pending.drain(..) {
-                let id = doc["id"].as_i64().expect("id");
-                if doc["_meta"]["op"] == "d" {
-                    reduced.insert(id, None);
-                    continue;
-                }
-                let previous = reduced.get(&id).cloned().flatten().or_else(|| committed.rows.get(&id).cloned());
-                let counter = doc.get("counter").and_then(Value::as_i64).or(previous.as_ref().map(|p| p.0)).expect("counter");
-                let pad = doc.get("pad").and_then(Value::as_str).map(str::to_string).or(previous.map(|p| p.1)).expect("pad");
-                reduced.insert(id, Some((counter, pad)));
+            Event::Exited(status) => {
+                assert!(status.success(), "the connector failed: {status}");
+                assert!(pending.is_empty(), "documents after the last checkpoint");
+                return true;
             }
-            for (id, row) in reduced {
-                match row {
-                    None => {
-                        committed.rows.remove(&id);
+            Event::Captured { doc, .. } => {
+                if std::env::var("FAULT_TRACE").ok().and_then(|t| t.parse::<i64>().ok()) == doc["id"].as_i64() {
+                    eprintln!("trace: {doc}");
+                }
+                pending.push(doc)
+            }
+            Event::Checkpoint { patch } => {
+                // Reduce the checkpoint's documents by key, then commit them.
+                let mut reduced: BTreeMap<i64, Option<(i64, String)>> = BTreeMap::new();
+                for doc in pending.drain(..) {
+                    let id = doc["id"].as_i64().expect("id");
+                    if doc["_meta"]["op"] == "d" {
+                        reduced.insert(id, None);
+                        continue;
                     }
-                    Some(row) => {
-                        if let Some(previous) = committed.rows.get(&id) {
-                            assert!(row.0 >= previous.0, "history of id {id} went backwards: {} after {}", row.0, previous.0);
+                    let previous = reduced.get(&id).cloned().flatten().or_else(|| committed.rows.get(&id).cloned());
+                    let counter = doc.get("counter").and_then(Value::as_i64).or(previous.as_ref().map(|p| p.0)).expect("counter");
+                    let pad = doc.get("pad").and_then(Value::as_str).map(str::to_string).or(previous.map(|p| p.1)).expect("pad");
+                    reduced.insert(id, Some((counter, pad)));
+                }
+                for (id, row) in reduced {
+                    match row {
+                        None => {
+                            committed.rows.remove(&id);
                         }
-                        committed.rows.insert(id, row);
+                        Some(row) => {
+                            if let Some(previous) = committed.rows.get(&id) {
+                                assert!(row.0 >= previous.0, "history of id {id} went backwards: {} after {}", row.0, previous.0);
+                            }
+                            committed.rows.insert(id, row);
+                        }
                     }
                 }
-            }
-            merge_patch(&mut committed.state, &checkpoint["state"]["updated"]);
-            committed.checkpoints += 1;
-            if stdin.write_all(b"{\"acknowledge\":{\"checkpoints\":1}}\n").await.is_err() {
-                continue;
-            }
-            // The slot must never be confirmed past what we acknowledged.
-            if let Some(cursor) = committed.state.get("cursor").and_then(Value::as_str) {
-                let row = admin
-                    .query_opt("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&db.slot_name()])
-                    .await
-                    .expect("query slot");
-                if let Some(confirmed) = row.and_then(|r| r.get::<_, Option<String>>(0)) {
-                    assert!(lsn_value(&confirmed) <= lsn_value(cursor), "slot confirmed {confirmed} past the acknowledged cursor {cursor}");
+                merge_patch(&mut committed.state, &patch);
+                if std::env::var("FAULT_TRACE").is_ok() {
+                    eprintln!("trace: checkpoint {patch}");
+                }
+                committed.checkpoints += 1;
+                session.acknowledge().await;
+                // The slot must never be confirmed past what we acknowledged.
+                if let (Some(cursor), Some(confirmed)) = (
+                    committed.state.get("cursor").and_then(Value::as_str),
+                    confirmed_flush(admin, &db.slot_name()).await,
+                ) {
+                    assert!(confirmed <= lsn_value(cursor), "slot confirmed {confirmed:X} past the acknowledged cursor {cursor}");
                 }
             }
-        } else {
-            assert!(response.get("opened").is_some() || response.get("spec").is_some(), "unexpected response {line}");
         }
     }
 }
@@ -224,7 +175,14 @@ async fn run_once(run: u64, seed: u64) {
         .iter()
         .map(|row| (row.get(0), (row.get(1), row.get(2))))
         .collect();
-    assert_eq!(committed.rows.len(), table.len(), "row count differs (seed {seed})");
+    let missing: Vec<&i64> = table.keys().filter(|id| !committed.rows.contains_key(id)).take(10).collect();
+    let extra: Vec<&i64> = committed.rows.keys().filter(|id| !table.contains_key(id)).take(10).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "captured rows differ from the table (seed {seed}): missing {missing:?}, extra {extra:?} ({} captured, {} in the table)",
+        committed.rows.len(),
+        table.len()
+    );
     for (id, row) in &table {
         assert_eq!(committed.rows.get(id), Some(row), "row {id} differs (seed {seed})");
     }

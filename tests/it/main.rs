@@ -7,4 +7,8 @@ mod harness;
 mod transcript;
 mod capture_faults;
 mod pg_connect;
+mod discovery;
 mod types;
+mod driver;
+mod capture_stream;
+mod validate;

@@ -537,7 +537,7 @@ async fn run_torture(test_name: &str, setup: &str, cases: &[TypeCase]) {
     let db = TestDb::create(test_name).await;
     db.execute(setup).await;
     let keyed = "test.torture";
-    let keyless = r#""Odd ""Schema"" /~ Ünï"."Keyless ""Torture"" /~""#;
+    let keyless = r#""Odd ""Schema"" /~ Ünï"."Keyless ""Torture"" '; /~""#;
     db.execute(&create_table_sql(keyed, cases, true)).await;
     db.execute(&create_table_sql(keyless, cases, false)).await;
     db.execute(&format!("GRANT SELECT ON ALL TABLES IN SCHEMA \"Odd \"\"Schema\"\" /~ Ünï\" TO flow_capture;")).await;
@@ -547,7 +547,7 @@ async fn run_torture(test_name: &str, setup: &str, cases: &[TypeCase]) {
 
     let config = db.endpoint_config();
     let bindings = discover(&config);
-    let keyless_name = ("Odd \"Schema\" /~ Ünï", "Keyless \"Torture\" /~");
+    let keyless_name = ("Odd \"Schema\" /~ Ünï", "Keyless \"Torture\" '; /~");
     let keyed_binding = binding(&bindings, "test", "torture");
     let keyless_binding = binding(&bindings, keyless_name.0, keyless_name.1);
     assert_eq!(keyed_binding["key"], json!(["/id"]));

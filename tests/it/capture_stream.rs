@@ -1,0 +1,164 @@
+//! Streaming behaviour that transcripts cannot show well: transaction size, idle slots,
+//! schema changes while streaming, and unrecoverable slots.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::driver::{binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
+use crate::harness::{cluster, TestDb};
+
+/// Peak resident memory of a process, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Read events until a checkpoint that follows documents, acknowledging every checkpoint
+/// (idle ones carry no documents); returns the documents of that checkpoint.
+async fn until_checkpoint(session: &mut Session, state: &mut Value, wait: Duration) -> Vec<Value> {
+    let mut documents = Vec::new();
+    let deadline = Instant::now() + wait;
+    loop {
+        match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::Captured { doc, .. } => documents.push(doc),
+            Event::Checkpoint { patch } => {
+                merge_patch(state, &patch);
+                session.acknowledge().await;
+                if !documents.is_empty() {
+                    return documents;
+                }
+            }
+            Event::Timeout => panic!("no checkpoint within {wait:?} ({} documents so far)", documents.len()),
+            Event::Exited(status) => panic!("the connector exited: {status}"),
+        }
+    }
+}
+
+/// Drain checkpoints that carry no documents (startup, catch-up) until nothing arrives for a while.
+async fn settle(session: &mut Session, state: &mut Value) {
+    loop {
+        match session.next(Duration::from_secs(2)).await {
+            Event::Checkpoint { patch } => {
+                merge_patch(state, &patch);
+                session.acknowledge().await;
+            }
+            Event::Timeout => return,
+            other => panic!("unexpected event while settling: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_transaction_arrives_whole_in_one_checkpoint_with_bounded_memory() {
+    let rows: i64 = std::env::var("LARGE_TXN_ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(1_000_000);
+    let db = TestDb::create("large_transaction").await;
+    db.execute("CREATE TABLE test.big (id bigint PRIMARY KEY, v text NOT NULL)").await;
+    let mut state = json!({});
+    let mut session = Session::open(&db.endpoint_config(), vec![binding("big", &["/id"])], &state, &[]).await;
+    settle(&mut session, &mut state).await;
+
+    db.execute(&format!("INSERT INTO test.big SELECT g, 'row ' || g FROM generate_series(1, {rows}) g")).await;
+    let started = Instant::now();
+    let documents = until_checkpoint(&mut session, &mut state, Duration::from_secs(900)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(documents.len() as i64, rows, "every row of the transaction arrives before its checkpoint");
+    let ids: std::collections::BTreeSet<i64> = documents.iter().map(|d| d["id"].as_i64().expect("id")).collect();
+    assert_eq!(ids.len() as i64, rows, "no row twice");
+    assert!(documents.iter().all(|d| d["_meta"]["op"] == "c"));
+    let pid = session.pid();
+    let peak = peak_rss_kib(pid).unwrap_or_else(|| panic!("cannot read the peak RSS of process {pid}"));
+    eprintln!("{rows}-row transaction: {elapsed:?}, connector peak RSS {} MiB", peak / 1024);
+    // A generous bound that still catches buffering the transaction in memory.
+    assert!(peak < 200 * 1024, "peak RSS {} MiB: the transaction was buffered in memory", peak / 1024);
+    session.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_capture_still_advances_its_slot() {
+    let db = TestDb::create("idle_slot").await;
+    db.execute("CREATE TABLE test.quiet (id int PRIMARY KEY)").await;
+    let mut state = json!({});
+    let mut session = Session::open(&db.endpoint_config(), vec![binding("quiet", &["/id"])], &state, &[]).await;
+    settle(&mut session, &mut state).await;
+    let admin = db.superuser_client().await;
+    let start = confirmed_flush(&admin, &db.slot_name()).await.expect("the slot is confirmed at its start");
+
+    // WAL written elsewhere (another database) moves the server's position but never
+    // reaches this capture as a transaction.
+    let other = cluster().await.superuser_client("postgres").await;
+    other.batch_execute("CREATE TABLE IF NOT EXISTS idle_noise (n int)").await.expect("noise table");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut advanced = None;
+    while Instant::now() < deadline {
+        other.batch_execute("INSERT INTO idle_noise VALUES (1)").await.expect("noise");
+        if let Event::Checkpoint { patch } = session.next(Duration::from_millis(500)).await {
+            merge_patch(&mut state, &patch);
+            session.acknowledge().await;
+        }
+        let confirmed = confirmed_flush(&admin, &db.slot_name()).await.expect("slot");
+        if confirmed > start {
+            advanced = Some(confirmed);
+            break;
+        }
+    }
+    let advanced = advanced.expect("the slot's confirmed position did not advance within 60 s");
+    let cursor = lsn_value(state["cursor"].as_str().expect("cursor"));
+    assert!(advanced <= cursor, "confirmed {advanced:X} beyond the acknowledged cursor {cursor:X}");
+    session.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_and_dropped_while_streaming_follow_the_table() {
+    let db = TestDb::create("schema_change").await;
+    db.execute("CREATE TABLE test.evolving (id int PRIMARY KEY, a text)").await;
+    let mut state = json!({});
+    let mut session = Session::open(&db.endpoint_config(), vec![binding("evolving", &["/id"])], &state, &[]).await;
+    settle(&mut session, &mut state).await;
+    db.execute("INSERT INTO test.evolving VALUES (1, 'before')").await;
+    db.execute("ALTER TABLE test.evolving ADD COLUMN b int[]; INSERT INTO test.evolving VALUES (2, 'added', '{1,2}')").await;
+    db.execute("ALTER TABLE test.evolving DROP COLUMN a; ALTER TABLE test.evolving ALTER COLUMN b TYPE text USING b::text; INSERT INTO test.evolving VALUES (3, 'retyped')").await;
+    let mut documents = Vec::new();
+    while documents.len() < 3 {
+        documents.extend(until_checkpoint(&mut session, &mut state, Duration::from_secs(60)).await);
+    }
+    let bodies: Vec<Value> = documents
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            d.as_object_mut().expect("object").remove("_meta");
+            d
+        })
+        .collect();
+    assert_eq!(bodies, vec![json!({"id": 1, "a": "before"}), json!({"id": 2, "a": "added", "b": [1, 2]}), json!({"id": 3, "b": "retyped"})]);
+    session.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_whose_slot_was_dropped_fails_with_a_clear_error() {
+    let db = TestDb::create("dropped_slot").await;
+    db.execute("CREATE TABLE test.t (id int PRIMARY KEY)").await;
+    let mut state = json!({});
+    let mut session = Session::open(&db.endpoint_config(), vec![binding("t", &["/id"])], &state, &[]).await;
+    settle(&mut session, &mut state).await;
+    session.kill().await;
+    let admin = db.superuser_client().await;
+    admin.execute("SELECT pg_drop_replication_slot($1)", &[&db.slot_name()]).await.expect("drop slot");
+
+    let output = crate::harness::run_connector(
+        &[],
+        &format!(
+            "{}\n{}\n",
+            json!({"spec": {}}),
+            json!({"open": {"capture": {"name": "tests/driver", "config": db.endpoint_config(), "bindings": [binding("t", &["/id"])]}, "state": state}})
+        ),
+        &[],
+    );
+    assert_eq!(output.exit_code, 1);
+    let last = output.stderr.lines().last().expect("an error line");
+    let error: Value = serde_json::from_str(last).expect("JSON log line");
+    assert_eq!(error["level"], "error");
+    let message = error["msg"].as_str().expect("msg");
+    assert!(message.contains(&format!("replication slot \"{}\" does not exist", db.slot_name())), "{message}");
+    assert!(message.contains("HINT: ") && message.contains("backfill counter"), "{message}");
+}

@@ -1,0 +1,149 @@
+//! A raw-protocol driver for capture sessions: it plays the Flow runtime's part (spec, open,
+//! reading documents and checkpoints, acknowledging) so tests can kill, inspect and restart
+//! the connector at will.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::harness::connector_path;
+
+/// One thing the connector did.
+#[derive(Debug)]
+pub enum Event {
+    Captured { binding: u64, doc: Value },
+    Checkpoint { patch: Value },
+    /// The connector closed its output and exited with this status.
+    Exited(std::process::ExitStatus),
+    /// Nothing arrived before the deadline.
+    Timeout,
+}
+
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+/// A binding of table `test.<table>` keyed by `key`.
+pub fn binding(table: &str, key: &[&str]) -> Value {
+    json!({
+        "resourceConfig": {"namespace": "test", "stream": table},
+        "resourcePath": ["test", table],
+        "collection": {"name": format!("tests/{table}"), "key": key},
+        "stateKey": format!("test%2F{table}"),
+    })
+}
+
+impl Session {
+    /// Start the connector and open a capture; returns once `opened` arrived.
+    pub async fn open(config: &Value, bindings: Vec<Value>, state: &Value, env: &[(&str, &str)]) -> Session {
+        let mut command = Command::new(connector_path());
+        command
+            .env("LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start the connector");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let open = json!({"open": {"capture": {"name": "tests/driver", "config": config, "bindings": bindings}, "state": state}});
+        stdin
+            .write_all(format!("{}\n{}\n", json!({"spec": {}}), open).as_bytes())
+            .await
+            .expect("write requests");
+        let mut session = Session { child, stdin: Some(stdin), lines };
+        for expected in ["spec", "opened"] {
+            let line = tokio::time::timeout(Duration::from_secs(60), session.lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no {expected} response within 60 s"))
+                .expect("read")
+                .unwrap_or_else(|| panic!("the connector exited before {expected}"));
+            let response: Value = serde_json::from_str(&line).expect("JSON response");
+            assert!(response.get(expected).is_some(), "expected {expected}, got {line}");
+        }
+        session
+    }
+
+    /// The connector's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// The next event, waiting at most `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Event {
+        match tokio::time::timeout(wait, self.lines.next_line()).await {
+            Err(_) => Event::Timeout,
+            Ok(line) => match line.expect("read connector output") {
+                None => Event::Exited(self.child.wait().await.expect("wait")),
+                Some(line) => {
+                    let response: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
+                    if let Some(captured) = response.get("captured") {
+                        Event::Captured { binding: captured["binding"].as_u64().unwrap_or(0), doc: captured["doc"].clone() }
+                    } else if let Some(checkpoint) = response.get("checkpoint") {
+                        assert_eq!(checkpoint["state"]["mergePatch"], true, "checkpoints are merge patches");
+                        Event::Checkpoint { patch: checkpoint["state"]["updated"].clone() }
+                    } else {
+                        panic!("unexpected response {line}")
+                    }
+                }
+            },
+        }
+    }
+
+    /// Acknowledge one checkpoint (ignored if the connector already exited).
+    pub async fn acknowledge(&mut self) {
+        if let Some(stdin) = &mut self.stdin {
+            if stdin.write_all(b"{\"acknowledge\":{\"checkpoints\":1}}\n").await.is_err() {
+                self.stdin = None;
+            }
+        }
+    }
+
+    /// SIGKILL, as a crash or the runtime tearing the session down.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+/// RFC 7396 merge patch, as the runtime applies checkpoint states.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(patch) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let map = target.as_object_mut().expect("object");
+            for (key, value) in patch {
+                if value.is_null() {
+                    map.remove(key);
+                } else {
+                    merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// `X/Y` LSN text as a number.
+pub fn lsn_value(text: &str) -> u64 {
+    let (high, low) = text.split_once('/').expect("LSN text");
+    (u64::from_str_radix(high, 16).expect("hex") << 32) | u64::from_str_radix(low, 16).expect("hex")
+}
+
+/// The slot's confirmed position, if it has one.
+pub async fn confirmed_flush(client: &tokio_postgres::Client, slot: &str) -> Option<u64> {
+    client
+        .query_opt("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await
+        .expect("query slot")
+        .and_then(|row| row.get::<_, Option<String>>(0))
+        .map(|text| lsn_value(&text))
+}
