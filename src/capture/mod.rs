@@ -86,6 +86,9 @@ struct Binding {
     key_orders: Option<Vec<order::KeyOrder>>,
     /// The precise backfill's resume key, as comparable values.
     scanned_key: Option<Vec<order::KeyValue>>,
+    /// Rows (keyed) or pages (keyless) per chunk: shrinks when a chunk query hits the
+    /// statement timeout, and grows back while chunks are fast.
+    chunk_limit: Option<i64>,
 }
 
 /// A relation announced by a Relation message.
@@ -230,6 +233,7 @@ where
             keyless_pages: None,
             key_orders: None,
             scanned_key: None,
+            chunk_limit: None,
         });
         let _ = index;
     }
@@ -1051,6 +1055,25 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.emit(binding_index).await
     }
 
+    /// A chunk query hit the statement timeout before yielding progress: retry smaller.
+    fn shrink_chunk(&mut self, index: usize, plan: &backfill::ChunkPlan, err: tokio_postgres::Error) -> Result<bool, Error> {
+        let binding = &mut self.bindings[index];
+        let current = match plan {
+            backfill::ChunkPlan::Keyed { limit, .. } => *limit,
+            backfill::ChunkPlan::Keyless { after_block, until_block } => i64::try_from(until_block - after_block).unwrap_or(1),
+        };
+        if current <= 1 {
+            return Err(backfill_error(&binding.table, err));
+        }
+        binding.chunk_limit = Some((current / 2).max(1));
+        tracing::info!(
+            table = %format!("{}.{}", binding.table.schema, binding.table.name),
+            chunk = current / 2,
+            "backfill chunk hit the statement timeout: retrying with a smaller chunk"
+        );
+        Ok(true)
+    }
+
     /// Prepare backfill query details of a binding.
     async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
         let binding = &mut self.bindings[index];
@@ -1087,7 +1110,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let binding = &self.bindings[index];
         let keyless = binding.state.mode == TableMode::KeylessBackfill;
         let (plan, params): (backfill::ChunkPlan, Vec<Option<String>>) = if keyless {
-            let (end_page, per_chunk) = binding.keyless_pages.unwrap_or((1, 1));
+            let (end_page, default_pages) = binding.keyless_pages.unwrap_or((1, 1));
+            let per_chunk = binding.chunk_limit.and_then(|l| u64::try_from(l).ok()).unwrap_or(default_pages).max(1);
             let after = match binding.state.scanned.as_deref() {
                 Some(scanned) => {
                     let text = keys_base64_text(scanned)?;
@@ -1124,7 +1148,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 None => None,
             };
             let params = after.clone().unwrap_or_default();
-            (backfill::ChunkPlan::Keyed { after, limit: self.config.chunk_size }, params)
+            (backfill::ChunkPlan::Keyed { after, limit: binding.chunk_limit.unwrap_or(self.config.chunk_size).max(1) }, params)
         };
         let key_types = binding.key_types.clone().unwrap_or_default();
         let filter = binding.resource.advanced.additional_backfill_filter.clone();
@@ -1154,9 +1178,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
             }
         };
-        let row_stream = row_stream.map_err(|err| backfill_error(&self.bindings[index].table, err))?;
+        let row_stream = match row_stream {
+            Ok(rows) => rows,
+            Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(index, &plan, err),
+            Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
+        };
         tokio::pin!(row_stream);
         let mut rows: u64 = 0;
+        let mut timed_out = false;
         let mut last_key: Option<Vec<Option<String>>> = None;
         let layout = DocumentLayout::new(&emitted.iter().map(|i| self.bindings[index].table.columns[*i].name.as_str()).collect::<Vec<_>>());
         loop {
@@ -1170,7 +1199,24 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
             };
             let Some(row) = next else { break };
-            let row = row.map_err(|err| backfill_error(&self.bindings[index].table, err))?;
+            let row = match row {
+                Ok(row) => row,
+                // Rows already emitted are progress: keep them and resume after the last
+                // (keyed chunks are ordered, so the rest is simply the next chunk).
+                Err(err) if is_statement_timeout(&err) && rows > 0 && key_count > 0 => {
+                    tracing::info!(rows, "backfill chunk cut by the statement timeout: keeping its progress");
+                    timed_out = true;
+                    break;
+                }
+                Err(err) if is_statement_timeout(&err) => {
+                    // A keyless chunk has no order to resume from: retry a smaller page
+                    // range. Rows it already emitted are re-read first, in the same CTID
+                    // order and so at the same offsets, within the same checkpoint: their
+                    // location keys make the repeats replace the first copies.
+                    return self.shrink_chunk(index, &plan, err);
+                }
+                Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
+            };
             let binding = &self.bindings[index];
             self.row.reset(emitted.len());
             for (position, column_index) in emitted.iter().enumerate() {
@@ -1217,7 +1263,26 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         let binding = &mut self.bindings[index];
         binding.state.backfilled += rows;
-        let done = match &plan {
+        let elapsed = started.elapsed();
+        if timed_out {
+            let limit = match &plan {
+                backfill::ChunkPlan::Keyed { limit, .. } => *limit,
+                backfill::ChunkPlan::Keyless { .. } => 1,
+            };
+            binding.chunk_limit = Some((i64::try_from(rows).unwrap_or(limit) / 2).max(1));
+        } else if let (Some(limit), Some(timeout)) = (binding.chunk_limit, self.config.statement_timeout) {
+            // Grow back towards the configured size while chunks take under a quarter of
+            // the timeout.
+            if elapsed < timeout / 4 {
+                let ceiling = if binding.state.mode == TableMode::KeylessBackfill {
+                    binding.keyless_pages.map_or(1, |p| i64::try_from(p.1).unwrap_or(1))
+                } else {
+                    self.config.chunk_size
+                };
+                binding.chunk_limit = Some(limit.saturating_mul(2).min(ceiling));
+            }
+        }
+        let done = !timed_out && match &plan {
             backfill::ChunkPlan::Keyed { limit, .. } => i64::try_from(rows).unwrap_or(i64::MAX) < *limit,
             backfill::ChunkPlan::Keyless { until_block, .. } => *until_block >= binding.keyless_pages.map_or(0, |p| p.0),
         };
@@ -1251,7 +1316,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             });
         }
         self.changed_bindings.insert(index);
-        tracing::debug!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows, elapsed_ms = started.elapsed().as_millis() as u64, "backfill chunk");
+        tracing::debug!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows, elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "backfill chunk");
         Ok(true)
     }
 }
@@ -1282,6 +1347,11 @@ fn key_element(ty: Option<&PgType>, text: Option<&str>) -> keys::Element {
         }
     }
     keys::Element::String(text.to_string())
+}
+
+/// Whether a query was cancelled by `statement_timeout` (SQLSTATE 57014).
+fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
 }
 
 fn backfill_error(table: &DiscoveredTable, err: tokio_postgres::Error) -> Error {

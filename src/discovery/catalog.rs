@@ -370,3 +370,86 @@ impl TypeRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(namespace: &str, name: &str) -> TypeRow {
+        TypeRow {
+            namespace: namespace.into(),
+            name: name.into(),
+            typtype: 'b',
+            category: 'U',
+            delimiter: ',',
+            length: -1,
+            element: 0,
+            base: 0,
+            base_typmod: -1,
+            not_null: false,
+            range_subtype: 0,
+            enum_labels: Vec::new(),
+            fields: Vec::new(),
+            extension: None,
+        }
+    }
+
+    fn array_of(name: &str, element: Oid) -> TypeRow {
+        TypeRow { category: 'A', element, ..base("public", name) }
+    }
+
+    fn registry(rows: Vec<(Oid, TypeRow)>) -> TypeRegistry {
+        TypeRegistry { rows: rows.into_iter().collect() }
+    }
+
+    #[test]
+    fn extension_types_are_recognized_only_as_members_of_their_extension() {
+        let registry = registry(vec![
+            (1, TypeRow { extension: Some("vector".into()), ..base("public", "vector") }),
+            (2, base("public", "vector")),
+            (3, TypeRow { extension: Some("other".into()), ..base("public", "hstore") }),
+            (4, TypeRow { extension: Some("ltree".into()), ..base("ext", "ltxtquery") }),
+            (5, TypeRow { extension: Some("postgis".into()), delimiter: ':', ..base("public", "geometry") }),
+            (6, array_of("_geometry", 5)),
+        ]);
+        assert_eq!(registry.resolve(1, -1), PgType::Extension { name: "vector".into() });
+        assert_eq!(registry.resolve(2, -1), PgType::Unknown { name: "vector".into() });
+        assert_eq!(registry.resolve(3, -1), PgType::Unknown { name: "hstore".into() });
+        assert_eq!(registry.resolve(4, -1), PgType::Extension { name: "ltxtquery".into() });
+        assert_eq!(
+            registry.resolve(6, -1),
+            PgType::Array { element: Box::new(PgType::Extension { name: "geometry".into() }) }
+        );
+    }
+
+    #[test]
+    fn arrays_with_an_unknown_delimiter_get_the_catch_all() {
+        let registry = registry(vec![
+            (1, TypeRow { delimiter: ';', ..base("public", "odd") }),
+            (2, array_of("_odd", 1)),
+            (3, TypeRow { delimiter: ';', ..base("pg_catalog", "box") }),
+            (4, array_of("_box", 3)),
+            (5, TypeRow { typtype: 'd', base: 3, delimiter: ';', ..base("public", "box_domain") }),
+            (6, array_of("_box_domain", 5)),
+        ]);
+        assert_eq!(registry.resolve(2, -1), PgType::Unknown { name: "_odd".into() });
+        assert!(matches!(registry.resolve(4, -1), PgType::Array { .. }));
+        // A domain has its base type's delimiter, and the encoder looks through domains.
+        assert!(matches!(registry.resolve(6, -1), PgType::Array { .. }));
+    }
+
+    #[test]
+    fn unknown_oids_and_deep_nesting_do_not_panic() {
+        assert_eq!(TypeRegistry::default().resolve(42, -1), PgType::Unknown { name: "oid 42".into() });
+        // A corrupt catalog with a cycle (a domain over itself) stops at the depth bound.
+        let cyclic = registry(vec![(1, TypeRow { typtype: 'd', base: 1, ..base("public", "loop") })]);
+        let mut ty = cyclic.resolve(1, -1);
+        let mut depth = 0;
+        while let PgType::Domain { base, .. } = ty {
+            ty = *base;
+            depth += 1;
+        }
+        assert_eq!(ty, PgType::Unknown { name: "loop".into() });
+        assert!(depth > 30);
+    }
+}

@@ -162,3 +162,86 @@ async fn a_capture_whose_slot_was_dropped_fails_with_a_clear_error() {
     assert!(message.contains(&format!("replication slot \"{}\" does not exist", db.slot_name())), "{message}");
     assert!(message.contains("HINT: ") && message.contains("backfill counter"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_started_by_the_go_connector_resumes_after_its_resume_key() {
+    let db = TestDb::create("go_state_resume").await;
+    db.execute(
+        "CREATE TABLE test.composite (k1 text NOT NULL, k2 int NOT NULL, v text, PRIMARY KEY (k1, k2));
+         INSERT INTO test.composite VALUES ('A', 1, 'a1'), ('A', 2, 'a2'), ('B', 4, 'b4'), ('B', 5, 'b5'), ('C', 0, 'c0'), ('b', 1, 'lower');",
+    )
+    .await;
+    // A first session creates the slot and a cursor, as the Go connector would have.
+    let mut only_changes = binding("composite", &["/k1", "/k2"]);
+    only_changes["resourceConfig"]["mode"] = json!("Only Changes");
+    let mut state = json!({});
+    let mut session = Session::open(&db.endpoint_config(), vec![only_changes], &state, &[]).await;
+    settle(&mut session, &mut state).await;
+    session.kill().await;
+    // The Go connector's state mid-backfill: precise mode, resume key ("B", 4), three rows done.
+    let go_state = json!({
+        "cursor": state["cursor"],
+        "bindingStateV1": {"test%2Fcomposite": {"mode": "Backfill", "key_columns": ["k1", "k2"], "scanned": "AkIAFQQ=", "metadata": null, "backfilled": 3}}
+    });
+    let mut state = go_state.clone();
+    let mut session = Session::open(&db.endpoint_config(), vec![binding("composite", &["/k1", "/k2"])], &state, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
+    let mut documents = Vec::new();
+    loop {
+        match session.next(Duration::from_secs(60)).await {
+            Event::Captured { doc, .. } => documents.push(doc),
+            Event::Checkpoint { patch } => {
+                merge_patch(&mut state, &patch);
+                session.acknowledge().await;
+            }
+            Event::Exited(status) => {
+                assert!(status.success(), "{status}");
+                break;
+            }
+            Event::Timeout => panic!("the capture did not finish"),
+        }
+    }
+    let keys: Vec<(String, i64)> = documents
+        .iter()
+        .map(|d| (d["k1"].as_str().expect("k1").to_string(), d["k2"].as_i64().expect("k2")))
+        .collect();
+    // Bytewise (COLLATE "C") order after ("B", 4): uppercase before lowercase.
+    assert_eq!(keys, vec![("B".to_string(), 5), ("C".to_string(), 0), ("b".to_string(), 1)]);
+    assert_eq!(documents[0]["_meta"]["source"]["loc"], json!([-1, 3, 0]), "row offsets continue from the Go state");
+    assert_eq!(state["bindingStateV1"]["test%2Fcomposite"]["mode"], "Active");
+    assert_eq!(state["bindingStateV1"]["test%2Fcomposite"]["backfilled"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_chunks_cut_by_the_statement_timeout_keep_their_progress() {
+    let db = TestDb::create("statement_timeout").await;
+    db.execute("CREATE TABLE test.slow (id int PRIMARY KEY, v text); INSERT INTO test.slow SELECT g, 'v' || g FROM generate_series(1, 300) g;").await;
+    let mut config = db.endpoint_config();
+    config["advanced"]["statement_timeout"] = json!("300ms");
+    config["advanced"]["backfill_chunk_size"] = json!(1000);
+    let mut slow = binding("slow", &["/id"]);
+    // Each row costs 5 ms to filter, so a 1000-row chunk cannot finish within 300 ms.
+    slow["resourceConfig"]["advanced"] = json!({"additional_backfill_filter": "pg_sleep(0.005) IS NOT NULL"});
+    let mut state = json!({});
+    let mut session = Session::open(&config, vec![slow], &state, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
+    let mut ids = Vec::new();
+    let mut checkpoints_with_progress = 0;
+    loop {
+        match session.next(Duration::from_secs(120)).await {
+            Event::Captured { doc, .. } => ids.push(doc["id"].as_i64().expect("id")),
+            Event::Checkpoint { patch } => {
+                if patch.pointer("/bindingStateV1/test%2Fslow/scanned").is_some_and(|s| !s.is_null()) {
+                    checkpoints_with_progress += 1;
+                }
+                merge_patch(&mut state, &patch);
+                session.acknowledge().await;
+            }
+            Event::Exited(status) => {
+                assert!(status.success(), "{status}");
+                break;
+            }
+            Event::Timeout => panic!("the backfill did not finish"),
+        }
+    }
+    assert_eq!(ids, (1..=300).collect::<Vec<i64>>(), "every row exactly once, in key order");
+    assert!(checkpoints_with_progress >= 2, "the timeout cut chunks into several checkpoints ({checkpoints_with_progress})");
+}
