@@ -17,6 +17,9 @@ if [[ -f Cargo.lock ]]; then
     locked=(--locked)
 fi
 
+# PostGIS for the extension type tests (tests/it/types.rs), which require it under CI=true.
+if [[ "${CI:-}" == true && "$(id -u)" -eq 0 && ! -f "$(pg_config --sharedir)/extension/postgis.control" ]]; then DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "postgresql-$(pg_config --version | awk '{print int($2)}')-postgis-3"; fi
+
 started=$SECONDS
 echo "==> cargo build --release ${locked[*]}"
 cargo build --release "${locked[@]}"

@@ -116,6 +116,12 @@ pub const TABLE_PAGES_SQL: &str = "
            count(*) FILTER (WHERE t.isleaf)::bigint
     FROM pg_catalog.pg_partition_tree($1::oid::regclass) t";
 
+/// The planner's estimate of a table's rows, over all partitions (for progress reports).
+pub const TABLE_ROWS_ESTIMATE_SQL: &str = "
+    SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::bigint
+    FROM pg_catalog.pg_partition_tree($1::oid::regclass) t
+    JOIN pg_catalog.pg_class c ON c.oid = t.relid";
+
 /// Pages per keyless chunk: the Go connector's heuristic of ~100 rows per page, spread
 /// over the partitions (each chunk reads the same page window of every partition).
 pub fn pages_per_chunk(chunk_size: i64, partitions: i64) -> u64 {

@@ -89,6 +89,8 @@ struct Binding {
     /// Rows (keyed) or pages (keyless) per chunk: shrinks when a chunk query hits the
     /// statement timeout, and grows back while chunks are fast.
     chunk_limit: Option<i64>,
+    /// Planner estimate of the table's rows (all partitions), for progress reports.
+    estimated_rows: Option<u64>,
 }
 
 /// A relation announced by a Relation message.
@@ -157,6 +159,11 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     skipped_changes: BTreeMap<String, u64>,
     /// Tables already warned about key changes that lost unchanged TOAST values.
     toast_warnings: BTreeSet<u32>,
+    /// Backfill progress reporting: when this session's backfill began, rows read in
+    /// this session, and when the last status line was written.
+    backfill_started: Option<Instant>,
+    rows_this_session: u64,
+    last_progress_report: Option<Instant>,
 }
 
 fn pg(err: tokio_postgres::Error) -> Error {
@@ -234,6 +241,7 @@ where
             key_orders: None,
             scanned_key: None,
             chunk_limit: None,
+            estimated_rows: None,
         });
         let _ = index;
     }
@@ -326,6 +334,9 @@ where
         source_tag,
         skipped_changes: BTreeMap::new(),
         toast_warnings: BTreeSet::new(),
+        backfill_started: None,
+        rows_this_session: 0,
+        last_progress_report: None,
     };
     session.activate_pending();
     // The first checkpoint records the reconciled bindings (removed ones as null) and the
@@ -528,7 +539,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.checkpoint_if_due(true).await?;
         loop {
             if let Some(index) = self.next_backfill() {
-                self.report_backfill_status();
+                self.report_backfill_status(false);
                 if !self.backfill_chunk(index, &mut stream, &mut input).await? {
                     return Ok(());
                 }
@@ -539,6 +550,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
                 self.checkpoint_if_due(true).await?;
                 continue;
+            }
+            if self.backfill_started.is_some() && self.last_progress_report.is_some() {
+                self.report_backfill_status(true);
+                self.backfill_started = None;
             }
             if exit_when_idle {
                 if !self.stream_to_new_fence(&mut stream, &mut input, false).await? {
@@ -553,17 +568,31 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
     }
 
-    fn report_backfill_status(&self) {
+    /// A status line for the UI (and the local runner's progress bar), at most every few
+    /// seconds: tables done, rows read, an estimate of the rows to read, and the rate.
+    fn report_backfill_status(&mut self, force: bool) {
+        let now = Instant::now();
+        let started = *self.backfill_started.get_or_insert(now);
+        if !force && self.last_progress_report.is_some_and(|t| now.duration_since(t) < Duration::from_secs(5)) {
+            return;
+        }
+        self.last_progress_report = Some(now);
         let total = self.bindings.len();
-        let pending = self.bindings.iter().filter(|b| b.state.mode.is_backfilling()).count();
+        let backfilling: Vec<&Binding> = self.bindings.iter().filter(|b| b.state.mode.is_backfilling()).collect();
         let rows: u64 = self.bindings.iter().map(|b| b.state.backfilled).sum();
+        let estimate: u64 = backfilling.iter().map(|b| b.estimated_rows.unwrap_or(0).max(b.state.backfilled)).sum::<u64>()
+            + self.bindings.iter().filter(|b| !b.state.mode.is_backfilling()).map(|b| b.state.backfilled).sum::<u64>();
+        let seconds = now.duration_since(started).as_secs_f64();
+        let rate = if seconds > 0.0 { (self.rows_this_session as f64 / seconds).round() as u64 } else { 0 };
         tracing::info!(
             eventType = "connectorStatus",
-            tables_backfilling = pending,
+            tables_backfilling = backfilling.len(),
             tables_total = total,
             rows_backfilled = rows,
+            rows_estimated = estimate,
+            rows_per_second = rate,
             "Backfilling {} out of {} tables",
-            pending,
+            backfilling.len(),
             total
         );
     }
@@ -1077,6 +1106,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// Prepare backfill query details of a binding.
     async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
         let binding = &mut self.bindings[index];
+        if binding.estimated_rows.is_none() {
+            let row = self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid]).await.map_err(pg)?;
+            binding.estimated_rows = Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
+        }
         if binding.state.mode == TableMode::KeylessBackfill {
             if binding.keyless_pages.is_none() {
                 let row = self.client.query_one(backfill::TABLE_PAGES_SQL, &[&binding.table.oid]).await.map_err(pg)?;
@@ -1261,6 +1294,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             self.documents_since_checkpoint += 1;
             rows += 1;
         }
+        self.rows_this_session += rows;
         let binding = &mut self.bindings[index];
         binding.state.backfilled += rows;
         let elapsed = started.elapsed();

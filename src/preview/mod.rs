@@ -162,7 +162,13 @@ impl Connector {
         for (key, value) in extra_env {
             command.env(key, value);
         }
+        if progress_bar_wanted() {
+            command.stderr(Stdio::piped());
+        }
         let mut child = command.spawn().with_context(|| format!("cannot start the connector {program:?}"))?;
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(relay_logs(stderr));
+        }
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("connector stdout is missing"))?;
         Ok(Connector { child, stdin, stdout: BufReader::with_capacity(1 << 20, stdout).lines() })
@@ -214,6 +220,57 @@ impl Connector {
         }
         Ok(())
     }
+}
+
+/// Whether to draw a progress bar: only when stderr is a terminal, so logs stay intact
+/// when captured by a file or a test.
+fn progress_bar_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
+/// Forward the connector's log lines, drawing its backfill status lines as a progress bar.
+async fn relay_logs(stderr: tokio::process::ChildStderr) {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut bar_shown = false;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let status = serde_json::from_str::<Value>(&line).ok().filter(|v| v.pointer("/fields/rows_backfilled").is_some());
+        let mut err = std::io::stderr().lock();
+        match status {
+            Some(status) => {
+                let _ = write!(err, "\r\x1b[K{}", progress_bar(&status["fields"]));
+                bar_shown = true;
+            }
+            None => {
+                if bar_shown {
+                    let _ = writeln!(err);
+                    bar_shown = false;
+                }
+                let _ = writeln!(err, "{line}");
+            }
+        }
+        let _ = err.flush();
+    }
+}
+
+/// `[#########.........] 45%  12345 of ~27000 rows  4000 rows/s  1 of 2 tables left`
+fn progress_bar(fields: &Value) -> String {
+    let number = |name: &str| fields.get(name).and_then(Value::as_u64).unwrap_or(0);
+    let (done, estimate) = (number("rows_backfilled"), number("rows_estimated").max(1));
+    let fraction = (done as f64 / estimate as f64).min(1.0);
+    let width = 30;
+    let filled = (fraction * width as f64).round() as usize;
+    format!(
+        "[{}{}] {:>3}%  {} of ~{} rows  {} rows/s  {} of {} tables left",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        (fraction * 100.0).round() as u64,
+        done,
+        estimate,
+        number("rows_per_second"),
+        number("tables_backfilling"),
+        number("tables_total"),
+    )
 }
 
 /// One unary RPC in its own process: internal spec, then the request.
@@ -442,6 +499,12 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_bars_show_rows_rate_and_tables() {
+        let bar = progress_bar(&json!({"rows_backfilled": 50, "rows_estimated": 200, "rows_per_second": 10, "tables_backfilling": 1, "tables_total": 3}));
+        assert_eq!(bar, "[########......................]  25%  50 of ~200 rows  10 rows/s  1 of 3 tables left");
+    }
 
     #[test]
     fn state_keys_match_the_runtime_encoding() {

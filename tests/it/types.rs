@@ -576,7 +576,9 @@ async fn run_torture(test_name: &str, setup: &str, cases: &[TypeCase]) {
     db.execute(&insert_sql(keyed, cases, 1001)).await;
     db.execute(&insert_sql(keyless, cases, 1001)).await;
     let second = capture(work.path(), &config, &tables);
-    db.execute("UPDATE test.torture SET c_int4 = 5 WHERE id = 1; DELETE FROM test.torture WHERE id = 2;").await;
+    for table in [keyed, keyless] {
+        db.execute(&format!("UPDATE {table} SET \"CamelCase\" = false WHERE id = 1; DELETE FROM {table} WHERE id = 2;")).await;
+    }
     let third = capture(work.path(), &config, &tables);
 
     let docs = |run: &BTreeMap<String, Vec<Value>>, table: &str| run.get(table).cloned().unwrap_or_default();
@@ -585,10 +587,20 @@ async fn run_torture(test_name: &str, setup: &str, cases: &[TypeCase]) {
         let schema = &binding["documentSchema"];
         check_torture_documents(name, schema, &docs(&first, name), &docs(&second, name), n);
     }
-    let changes = docs(&third, "test.torture");
-    validate_documents("test.torture", &keyed_binding["documentSchema"], &changes);
-    let ops: Vec<(&Value, &Value)> = changes.iter().map(|d| (&d["id"], &d["_meta"]["op"])).collect();
-    assert_eq!(ops, [(&json!(1), &json!("u")), (&json!(2), &json!("d"))], "the update and the delete");
+    // An update and a delete: under the default replica identity the delete carries only
+    // the key; under FULL (the keyless table) both carry whole rows.
+    for (name, binding) in [("test.torture", keyed_binding), (&*format!("{}.{}", keyless_name.0, keyless_name.1), keyless_binding)] {
+        let changes = docs(&third, name);
+        validate_documents(name, &binding["documentSchema"], &changes);
+        let ops: Vec<(&Value, &Value, &Value)> =
+            changes.iter().map(|d| (&d["id"], &d["_meta"]["op"], &d["CamelCase"])).collect();
+        let deleted_flag = if name == "test.torture" { Value::Null } else { json!(true) };
+        assert_eq!(
+            ops,
+            [(&json!(1), &json!("u"), &json!(false)), (&json!(2), &json!("d"), &deleted_flag)],
+            "{name}: the update and the delete"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
