@@ -506,6 +506,19 @@ fn arrays_flatten_every_dimension() {
             r#"["(3,4),(1,2)","(5,6),(1,1)"]"#,
         )],
     );
+    // PostGIS declares ':' as the array delimiter of geometry and geography.
+    check(
+        &array(PgType::Extension {
+            name: "geometry".into(),
+        }),
+        &[(
+            "{{0101000000000000000000F03F0000000000000040:NULL}:{010300000000000000:010300000000000000}}",
+            r#"["0101000000000000000000F03F0000000000000040",null,"010300000000000000","010300000000000000"]"#,
+        )],
+    );
+    assert!(array_delimiter_known(&builtin("box"), ';'));
+    assert!(!array_delimiter_known(&builtin("box"), ','));
+    assert!(array_delimiter_known(&builtin("int4"), ','));
     check(
         &array(builtin("float8")),
         &[("{NaN,Infinity,1.5,-0}", r#"["NaN","Infinity",1.5,-0]"#)],
