@@ -35,6 +35,22 @@ enum Command {
 
 fn main() -> ExitCode {
     source_postgres::log::init();
+    // A panic is a bug; it still ends with one JSON error line and exit code 1 (the runtime
+    // shows the last stderr line), never a stack trace, and never a task dying silently.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_string());
+        source_postgres::log::log_fatal(
+            &format!("internal error: {payload}{location}\nHINT: this is a bug in the connector; please report it with this message"),
+            BTreeMap::new(),
+        );
+        std::process::exit(1);
+    }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
