@@ -63,10 +63,9 @@ pub struct TableDetails {
     pub columns: Vec<ColumnInfo>,
     /// Primary key column names in key order (empty: none).
     pub primary_key: Vec<String>,
-    /// Unique index candidates by index name: (columns in order, every column declared
-    /// NOT NULL). A column may also be NOT NULL through its domain, which only the resolved
-    /// type tells.
-    pub unique_indexes: BTreeMap<String, (Vec<String>, bool)>,
+    /// Unique index candidates by index name: their columns in order. Whether every column
+    /// is NOT NULL (declared, or through a NOT NULL domain) is decided with the resolved types.
+    pub unique_indexes: BTreeMap<String, Vec<String>>,
 }
 
 const LIST_TABLES: &str = "
@@ -113,7 +112,7 @@ const PRIMARY_KEYS: &str = "
 
 /// Unique indexes usable as a key: valid, not partial, no expressions, key columns only.
 const UNIQUE_INDEXES: &str = "
-    SELECT i.indrelid, ic.relname, k.ord, a.attname, a.attnotnull
+    SELECT i.indrelid, ic.relname, k.ord, a.attname
     FROM pg_catalog.pg_index i
     JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
     CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
@@ -177,9 +176,7 @@ pub async fn table_details(
     }
     for row in client.query(UNIQUE_INDEXES, &[&oid_list]).await? {
         if let Some(entry) = details.get_mut(&row.get::<_, Oid>(0)) {
-            let index = entry.unique_indexes.entry(row.get(1)).or_insert_with(|| (Vec::new(), true));
-            index.0.push(row.get(3));
-            index.1 &= row.get::<_, bool>(4);
+            entry.unique_indexes.entry(row.get(1)).or_default().push(row.get(3));
         }
     }
     Ok(details)
@@ -352,7 +349,7 @@ impl TypeRegistry {
             {
                 let element = self.resolve_depth(row.element, typmod, next);
                 let delimiter = self.rows.get(&row.element).map_or(',', |e| e.delimiter);
-                if delimiter == ',' || value::array_delimiter_known(&element, delimiter) {
+                if value::array_delimiter_known(&element, delimiter) {
                     PgType::Array { element: Box::new(element) }
                 } else {
                     // The array encoder would split elements at the wrong character.

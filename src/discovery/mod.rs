@@ -184,8 +184,8 @@ pub async fn discover_tables(
             // BTreeMap iteration is by index name: the alphabetically first usable index wins.
             // Columns must be NOT NULL, by declaration or through a NOT NULL domain.
             let not_null = |name: &String| columns.iter().any(|c| c.name == *name && !c.nullable);
-            if let Some((index_columns, _)) =
-                detail.unique_indexes.values().find(|(index_columns, _)| index_columns.iter().all(not_null))
+            if let Some(index_columns) =
+                detail.unique_indexes.values().find(|index_columns| index_columns.iter().all(not_null))
             {
                 key = index_columns.clone();
                 key_is_unique_index = true;

@@ -128,7 +128,7 @@ pub fn source_schema(options: &SchemaOptions) -> Value {
 /// The property schema of one column, with Go's description convention.
 fn column_property(table: &DiscoveredTable, index: usize) -> Value {
     let column = &table.columns[index];
-    let is_key = table.key.iter().any(|k| *k == column.name);
+    let is_key = table.key.contains(&column.name);
     let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key);
     let source_type = value::source_type_name(&column.pg_type);
     let nullability = if column.nullable { "" } else { "non-nullable " };

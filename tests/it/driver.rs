@@ -14,7 +14,7 @@ use crate::harness::connector_path;
 /// One thing the connector did.
 #[derive(Debug)]
 pub enum Event {
-    Captured { binding: u64, doc: Value },
+    Captured { doc: Value },
     Checkpoint { patch: Value },
     /// The connector closed its output and exited with this status.
     Exited(std::process::ExitStatus),
@@ -84,7 +84,7 @@ impl Session {
                 Some(line) => {
                     let response: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
                     if let Some(captured) = response.get("captured") {
-                        Event::Captured { binding: captured["binding"].as_u64().unwrap_or(0), doc: captured["doc"].clone() }
+                        Event::Captured { doc: captured["doc"].clone() }
                     } else if let Some(checkpoint) = response.get("checkpoint") {
                         assert_eq!(checkpoint["state"]["mergePatch"], true, "checkpoints are merge patches");
                         Event::Checkpoint { patch: checkpoint["state"]["updated"].clone() }
