@@ -360,10 +360,12 @@ impl Config {
             let path = err.path().to_string();
             // serde's messages may quote the offending value ("invalid type: integer `42`"):
             // never for a secret, and never at length.
-            let reason = if path.contains("password") {
-                "has the wrong type (expected a string)".to_string()
+            let text = err.into_inner().to_string();
+            let secret_path = path.contains("password") || path.contains("credentials");
+            let reason = if secret_path && (text.starts_with("invalid type") || text.starts_with("invalid value")) {
+                "has a value of the wrong type (the password must be a string)".to_string()
             } else {
-                shorten(&err.into_inner().to_string())
+                shorten(&text)
             };
             invalid(&path, reason, "see the connector's configuration schema (the `spec` response) for the expected type")
         })?;
@@ -524,7 +526,7 @@ impl Config {
 
 /// An error text cut to a readable length (serde quotes whole offending values).
 fn shorten(text: &str) -> String {
-    const LIMIT: usize = 200;
+    const LIMIT: usize = 400;
     if text.chars().count() <= LIMIT {
         return text.to_string();
     }
@@ -645,6 +647,13 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 impl ResourceConfig {
     /// Parse and validate the resource config of binding `index`.
     pub fn parse(index: usize, value: &Value) -> Result<ResourceConfig, ConfigError> {
+        if !value.is_object() {
+            return Err(ConfigError::Resource {
+                binding: index,
+                reason: format!("expected an object, got {}", crate::protocol::json_kind(value)),
+                hint: "a resource looks like {\"namespace\": \"public\", \"stream\": \"my_table\"}".into(),
+            });
+        }
         let resource: ResourceConfig = serde_path_to_error::deserialize(value).map_err(|err| ConfigError::Resource {
             binding: index,
             reason: format!("field {:?}: {}", err.path().to_string(), shorten(&err.into_inner().to_string())),

@@ -212,7 +212,7 @@ where
     let mut bindings = Vec::with_capacity(resources.len());
     let mut patch_bindings = Map::new();
     let mut any_existing = false;
-    for (index, (resource, spec)) in resources.into_iter().zip(&open.capture.bindings).enumerate() {
+    for (resource, spec) in resources.into_iter().zip(&open.capture.bindings) {
         let name = (resource.namespace.clone(), resource.stream.clone());
         let table = tables_by_name.remove(&name).ok_or_else(|| {
             Error::user(
@@ -243,7 +243,6 @@ where
             chunk_limit: None,
             estimated_rows: None,
         });
-        let _ = index;
     }
     for key in state.bindings.keys() {
         if !bindings.iter().any(|b| b.state_key == *key) {
@@ -540,9 +539,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         loop {
             if let Some(index) = self.next_backfill() {
                 self.report_backfill_status(false);
-                if !self.backfill_chunk(index, &mut stream, &mut input).await? {
-                    return Ok(());
-                }
+                self.backfill_chunk(index, &mut stream).await?;
                 // The chunk and every change up to its fence share one checkpoint, so
                 // that no committed history goes backwards (see the module docs).
                 if !self.stream_to_new_fence(&mut stream, &mut input, true).await? {
@@ -1085,7 +1082,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// A chunk query hit the statement timeout before yielding progress: retry smaller.
-    fn shrink_chunk(&mut self, index: usize, plan: &backfill::ChunkPlan, err: tokio_postgres::Error) -> Result<bool, Error> {
+    fn shrink_chunk(&mut self, index: usize, plan: &backfill::ChunkPlan, err: tokio_postgres::Error) -> Result<(), Error> {
         let binding = &mut self.bindings[index];
         let current = match plan {
             backfill::ChunkPlan::Keyed { limit, .. } => *limit,
@@ -1100,7 +1097,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             chunk = current / 2,
             "backfill chunk hit the statement timeout: retrying with a smaller chunk"
         );
-        Ok(true)
+        Ok(())
     }
 
     /// Prepare backfill query details of a binding.
@@ -1137,13 +1134,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// Read and emit one backfill chunk, keeping the replication connection alive meanwhile.
-    async fn backfill_chunk(&mut self, index: usize, stream: &mut ReplicationStream, input: &mut mpsc::UnboundedReceiver<Input>) -> Result<bool, Error> {
+    async fn backfill_chunk(&mut self, index: usize, stream: &mut ReplicationStream) -> Result<(), Error> {
         self.prepare_backfill(index).await?;
-        let _ = input;
         let binding = &self.bindings[index];
         let keyless = binding.state.mode == TableMode::KeylessBackfill;
         let (plan, params): (backfill::ChunkPlan, Vec<Option<String>>) = if keyless {
-            let (end_page, default_pages) = binding.keyless_pages.unwrap_or((1, 1));
+            let default_pages = binding.keyless_pages.map_or(1, |(_, pages)| pages);
             let per_chunk = binding.chunk_limit.and_then(|l| u64::try_from(l).ok()).unwrap_or(default_pages).max(1);
             let after = match binding.state.scanned.as_deref() {
                 Some(scanned) => {
@@ -1155,7 +1151,6 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 None => 0,
             };
             let until = after + per_chunk;
-            let _ = end_page;
             (
                 backfill::ChunkPlan::Keyless { after_block: after, until_block: until },
                 vec![Some(format!("({after},0)")), Some(format!("({until},0)"))],
@@ -1351,7 +1346,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         self.changed_bindings.insert(index);
         tracing::debug!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows, elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "backfill chunk");
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -27,12 +27,23 @@ pub struct PlatformHints {
 }
 
 /// Settings whose mere existence identifies a platform.
-pub(crate) const HINT_SETTINGS: [&str; 5] =
-    ["rds.extensions", "cloudsql.iam_authentication", "azure.extensions", "neon.tenant_id", "neon.timeline_id"];
+pub(crate) const HINT_SETTINGS: [&str; 5] = [
+    "rds.extensions",
+    "cloudsql.iam_authentication",
+    "azure.extensions",
+    "neon.tenant_id",
+    "neon.timeline_id",
+];
 
 /// Roles whose existence identifies a platform.
-pub(crate) const HINT_ROLES: [&str; 6] =
-    ["rds_superuser", "rds_replication", "cloudsqlsuperuser", "azure_pg_admin", "supabase_admin", "neon_superuser"];
+pub(crate) const HINT_ROLES: [&str; 6] = [
+    "rds_superuser",
+    "rds_replication",
+    "cloudsqlsuperuser",
+    "azure_pg_admin",
+    "supabase_admin",
+    "neon_superuser",
+];
 
 impl Platform {
     /// Recognize the platform from the configured host name and the server's hints.
@@ -129,12 +140,12 @@ impl Platform {
         let comment = |text: String| (vec![format!("-- {text}")], false);
         match self {
             Platform::SelfHosted => (vec![format!("ALTER SYSTEM SET {name} = {value};")], true),
-            Platform::AmazonRds => {
-                comment(format!("Amazon RDS / Aurora: set {name} = {value} in the DB parameter group, then reboot the instance"))
-            }
-            Platform::GoogleCloudSql => {
-                comment(format!("Google Cloud SQL: set the database flag {name} = {value} (the instance restarts)"))
-            }
+            Platform::AmazonRds => comment(format!(
+                "Amazon RDS / Aurora: set {name} = {value} in the DB parameter group, then reboot the instance"
+            )),
+            Platform::GoogleCloudSql => comment(format!(
+                "Google Cloud SQL: set the database flag {name} = {value} (the instance restarts)"
+            )),
             Platform::Azure => comment(format!(
                 "Azure Database for PostgreSQL: set the server parameter {name} = {value}, then restart the server"
             )),
@@ -182,7 +193,10 @@ mod tests {
             assert_eq!(Platform::detect(host, &none), platform, "{host}");
         }
         // The address wins over server hints.
-        assert_eq!(Platform::detect("x.neon.tech", &hints(&["rds.extensions"], &[])), Platform::Neon);
+        assert_eq!(
+            Platform::detect("x.neon.tech", &hints(&["rds.extensions"], &[])),
+            Platform::Neon
+        );
     }
 
     #[test]
@@ -204,17 +218,38 @@ mod tests {
     #[test]
     fn fixes_use_the_platforms_own_setting_names() {
         let text = |platform: Platform| platform.enable_logical_replication().0.join("\n");
-        assert_eq!(Platform::SelfHosted.enable_logical_replication(), (vec!["ALTER SYSTEM SET wal_level = logical;".to_string()], true));
+        assert_eq!(
+            Platform::SelfHosted.enable_logical_replication(),
+            (vec!["ALTER SYSTEM SET wal_level = logical;".to_string()], true)
+        );
         assert!(text(Platform::AmazonRds).contains("rds.logical_replication = 1"));
         assert!(text(Platform::GoogleCloudSql).contains("cloudsql.logical_decoding = on"));
         assert!(text(Platform::Azure).contains("azure.replication_support = logical"));
         assert!(text(Platform::Neon).contains("Logical Replication"));
         assert!(text(Platform::Supabase).contains("db.<project>.supabase.co:5432"));
-        for platform in [Platform::AmazonRds, Platform::GoogleCloudSql, Platform::Azure, Platform::Supabase, Platform::Neon] {
-            assert!(text(platform).starts_with("-- "), "managed platforms get comments, not ALTER SYSTEM");
+        for platform in [
+            Platform::AmazonRds,
+            Platform::GoogleCloudSql,
+            Platform::Azure,
+            Platform::Supabase,
+            Platform::Neon,
+        ] {
+            assert!(
+                text(platform).starts_with("-- "),
+                "managed platforms get comments, not ALTER SYSTEM"
+            );
         }
-        assert_eq!(Platform::AmazonRds.grant_replication("\"u\""), "GRANT rds_replication TO \"u\";");
-        assert_eq!(Platform::Azure.grant_replication("\"u\""), "ALTER ROLE \"u\" WITH REPLICATION;");
-        assert_eq!(Platform::SelfHosted.raise_setting("max_wal_senders", 11), (vec!["ALTER SYSTEM SET max_wal_senders = 11;".to_string()], true));
+        assert_eq!(
+            Platform::AmazonRds.grant_replication("\"u\""),
+            "GRANT rds_replication TO \"u\";"
+        );
+        assert_eq!(
+            Platform::Azure.grant_replication("\"u\""),
+            "ALTER ROLE \"u\" WITH REPLICATION;"
+        );
+        assert_eq!(
+            Platform::SelfHosted.raise_setting("max_wal_senders", 11),
+            (vec!["ALTER SYSTEM SET max_wal_senders = 11;".to_string()], true)
+        );
     }
 }

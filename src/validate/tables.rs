@@ -65,7 +65,12 @@ impl TableFacts {
                 &[&config.publication_name()],
             )
             .await?
-            .map(|row| PublicationState { exists: true, all_tables: row.get(0), via_root: row.get(1), owned: row.get(2) })
+            .map(|row| PublicationState {
+                exists: true,
+                all_tables: row.get(0),
+                via_root: row.get(1),
+                owned: row.get(2),
+            })
             .unwrap_or_default();
         if tables.is_empty() {
             return Ok((publication, Vec::new()));
@@ -125,7 +130,11 @@ impl TableFacts {
 }
 
 /// Per-table prerequisites of `tables`. Changes nothing; logs advice as warnings.
-pub async fn check_tables(client: &Client, config: &Config, tables: &BTreeSet<(String, String)>) -> Result<Vec<Problem>, Error> {
+pub async fn check_tables(
+    client: &Client,
+    config: &Config,
+    tables: &BTreeSet<(String, String)>,
+) -> Result<Vec<Problem>, Error> {
     let ctx = Context::load(client, config).await?;
     let (publication, facts) = TableFacts::load(client, config, &ctx, tables).await?;
     for advice in table_advice(&facts) {
@@ -135,7 +144,12 @@ pub async fn check_tables(client: &Client, config: &Config, tables: &BTreeSet<(S
 }
 
 /// The rules, without IO.
-pub fn table_problems(ctx: &Context, config: &Config, publication: &PublicationState, tables: &[TableFacts]) -> Vec<Problem> {
+pub fn table_problems(
+    ctx: &Context,
+    config: &Config,
+    publication: &PublicationState,
+    tables: &[TableFacts],
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let user = ctx.quoted_user();
     let publication_name = config.publication_name();
@@ -153,7 +167,10 @@ pub fn table_problems(ctx: &Context, config: &Config, publication: &PublicationS
         if !(table.select && table.schema_usage) {
             let mut fixes = vec![(Step::TableGrant, format!("GRANT SELECT ON TABLE {quoted} TO {user};"))];
             if !table.schema_usage {
-                fixes.push((Step::SchemaGrant, format!("GRANT USAGE ON SCHEMA {} TO {user};", quote_identifier(&table.schema))));
+                fixes.push((
+                    Step::SchemaGrant,
+                    format!("GRANT USAGE ON SCHEMA {} TO {user};", quote_identifier(&table.schema)),
+                ));
             }
             problems.push(ctx.problem(format!("user {:?} cannot read from table {name}", ctx.user), fixes));
         }
@@ -197,12 +214,20 @@ pub fn table_problems(ctx: &Context, config: &Config, publication: &PublicationS
                 vec![(Step::AlterPublication, format!("ALTER PUBLICATION {quoted_publication} SET (publish_via_partition_root = true);"))],
             ));
         }
-        let may_add = table.owned && !publication.all_tables
-            && if publication.exists { publication.owned } else { ctx.can_create_publication };
+        let may_add = table.owned
+            && !publication.all_tables
+            && if publication.exists {
+                publication.owned
+            } else {
+                ctx.can_create_publication
+            };
         if !table.published && !may_add {
             problems.push(ctx.problem(
                 format!("table {name} is not in publication {publication_name:?} and couldn't be added automatically"),
-                vec![(Step::PublicationAddTable, format!("ALTER PUBLICATION {quoted_publication} ADD TABLE {quoted};"))],
+                vec![(
+                    Step::PublicationAddTable,
+                    format!("ALTER PUBLICATION {quoted_publication} ADD TABLE {quoted};"),
+                )],
             ));
         }
     }
@@ -265,7 +290,11 @@ mod tests {
     }
 
     fn publication() -> PublicationState {
-        PublicationState { exists: true, via_root: true, ..Default::default() }
+        PublicationState {
+            exists: true,
+            via_root: true,
+            ..Default::default()
+        }
     }
 
     fn run(tables: &[TableFacts]) -> (String, Vec<String>) {
@@ -275,7 +304,10 @@ mod tests {
         }
         let err = report(&problems);
         let hint = err.hint().unwrap_or_default();
-        (err.to_string(), script_of(&hint).iter().map(|s| s.to_string()).collect())
+        (
+            err.to_string(),
+            script_of(&hint).iter().map(|s| s.to_string()).collect(),
+        )
     }
 
     #[test]
@@ -285,9 +317,17 @@ mod tests {
 
     #[test]
     fn unreadable_unpublished_tables_get_grants_then_membership() {
-        let table = TableFacts { select: false, schema_usage: false, published: false, ..good("Sales", "Order\"s") };
+        let table = TableFacts {
+            select: false,
+            schema_usage: false,
+            published: false,
+            ..good("Sales", "Order\"s")
+        };
         let (message, script) = run(&[table]);
-        assert!(message.contains(" - user \"flow_capture\" cannot read from table \"Sales.Order\\\"s\""), "{message}");
+        assert!(
+            message.contains(" - user \"flow_capture\" cannot read from table \"Sales.Order\\\"s\""),
+            "{message}"
+        );
         assert_eq!(
             script,
             [
@@ -301,52 +341,134 @@ mod tests {
 
     #[test]
     fn owned_tables_in_an_owned_publication_are_added_by_apply() {
-        let table = TableFacts { owned: true, published: false, ..good("public", "t") };
-        let owned = PublicationState { owned: true, ..publication() };
-        assert!(table_problems(&ctx(), &config(), &owned, &[table.clone()]).is_empty());
-        let creatable = Context { can_create_publication: true, ..ctx() };
+        let table = TableFacts {
+            owned: true,
+            published: false,
+            ..good("public", "t")
+        };
+        let owned = PublicationState {
+            owned: true,
+            ..publication()
+        };
+        assert!(table_problems(&ctx(), &config(), &owned, std::slice::from_ref(&table)).is_empty());
+        let creatable = Context {
+            can_create_publication: true,
+            ..ctx()
+        };
         assert!(table_problems(&creatable, &config(), &PublicationState::default(), &[table]).is_empty());
     }
 
     #[test]
     fn keyless_tables_need_a_replica_identity() {
-        let (message, script) = run(&[TableFacts { has_primary_key: false, ..good("public", "log") }]);
-        assert!(message.contains("has no primary key and its replica identity is DEFAULT"), "{message}");
+        let (message, script) = run(&[TableFacts {
+            has_primary_key: false,
+            ..good("public", "log")
+        }]);
+        assert!(
+            message.contains("has no primary key and its replica identity is DEFAULT"),
+            "{message}"
+        );
         assert_eq!(script[1], "ALTER TABLE \"public\".\"log\" REPLICA IDENTITY FULL;");
-        assert_eq!(run(&[TableFacts { has_primary_key: false, replica_identity: 'f', ..good("public", "log") }]).1.len(), 0);
-        assert!(run(&[TableFacts { replica_identity: 'n', ..good("public", "t") }]).0.contains("REPLICA IDENTITY NOTHING"));
-        assert!(run(&[TableFacts { replica_identity: 'i', ..good("public", "t") }]).0.contains("USING INDEX"));
+        assert_eq!(
+            run(&[TableFacts {
+                has_primary_key: false,
+                replica_identity: 'f',
+                ..good("public", "log")
+            }])
+            .1
+            .len(),
+            0
+        );
+        assert!(run(&[TableFacts {
+            replica_identity: 'n',
+            ..good("public", "t")
+        }])
+        .0
+        .contains("REPLICA IDENTITY NOTHING"));
+        assert!(run(&[TableFacts {
+            replica_identity: 'i',
+            ..good("public", "t")
+        }])
+        .0
+        .contains("USING INDEX"));
         // Partitioned tables have no replica identity of their own.
-        let root = TableFacts { relkind: 'p', has_primary_key: false, ..good("public", "p") };
+        let root = TableFacts {
+            relkind: 'p',
+            has_primary_key: false,
+            ..good("public", "p")
+        };
         assert_eq!(run(&[root]).1.len(), 0);
     }
 
     #[test]
     fn missing_unlogged_and_row_secured_tables_are_reported() {
         let (message, script) = run(&[
-            TableFacts { exists: false, ..Default::default() },
-            TableFacts { persistence: 'u', ..good("public", "u") },
-            TableFacts { row_security: true, ..good("public", "r") },
+            TableFacts {
+                exists: false,
+                ..Default::default()
+            },
+            TableFacts {
+                persistence: 'u',
+                ..good("public", "u")
+            },
+            TableFacts {
+                row_security: true,
+                ..good("public", "r")
+            },
         ]);
         assert!(message.contains("table \".\" does not exist"), "{message}");
         assert!(message.contains("table \"public.u\" is UNLOGGED"), "{message}");
-        assert!(message.contains("table \"public.r\" has row-level security enabled"), "{message}");
+        assert!(
+            message.contains("table \"public.r\" has row-level security enabled"),
+            "{message}"
+        );
         assert_eq!(
             script[1..],
-            ["ALTER ROLE \"flow_capture\" BYPASSRLS;", "ALTER TABLE \"public\".\"u\" SET LOGGED;"]
+            [
+                "ALTER ROLE \"flow_capture\" BYPASSRLS;",
+                "ALTER TABLE \"public\".\"u\" SET LOGGED;"
+            ]
         );
         // The owner is exempt unless security is forced.
-        assert_eq!(run(&[TableFacts { row_security: true, owned: true, ..good("public", "r") }]).1.len(), 0);
-        assert_eq!(run(&[TableFacts { row_security: true, force_row_security: true, owned: true, ..good("public", "r") }]).1.len(), 2);
+        assert_eq!(
+            run(&[TableFacts {
+                row_security: true,
+                owned: true,
+                ..good("public", "r")
+            }])
+            .1
+            .len(),
+            0
+        );
+        assert_eq!(
+            run(&[TableFacts {
+                row_security: true,
+                force_row_security: true,
+                owned: true,
+                ..good("public", "r")
+            }])
+            .1
+            .len(),
+            2
+        );
     }
 
     #[test]
     fn partitioned_tables_need_publish_via_partition_root() {
-        let root = TableFacts { relkind: 'p', ..good("public", "events") };
-        let without_root = PublicationState { via_root: false, ..publication() };
-        let problems = table_problems(&ctx(), &config(), &without_root, &[root.clone()]);
+        let root = TableFacts {
+            relkind: 'p',
+            ..good("public", "events")
+        };
+        let without_root = PublicationState {
+            via_root: false,
+            ..publication()
+        };
+        let problems = table_problems(&ctx(), &config(), &without_root, std::slice::from_ref(&root));
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].fixes.iter().any(|f| f.sql == "ALTER PUBLICATION \"flow_publication\" SET (publish_via_partition_root = true);"));
+        assert!(problems[0]
+            .fixes
+            .iter()
+            .any(|f| f.sql == "ALTER PUBLICATION \"flow_publication\" SET (publish_via_partition_root = true);"));
         let mut cfg = config();
         cfg.raw.advanced.capture_as_partitions = true;
         let problems = table_problems(&ctx(), &cfg, &publication(), &[root]);
@@ -355,10 +477,17 @@ mod tests {
 
     #[test]
     fn toasted_tables_get_advice_unless_identity_is_full() {
-        let toasted = TableFacts { toasted: true, ..good("public", "docs") };
-        let advice = table_advice(&[toasted.clone()]);
+        let toasted = TableFacts {
+            toasted: true,
+            ..good("public", "docs")
+        };
+        let advice = table_advice(std::slice::from_ref(&toasted));
         assert_eq!(advice.len(), 1);
         assert!(advice[0].ends_with("ALTER TABLE \"public\".\"docs\" REPLICA IDENTITY FULL;"));
-        assert!(table_advice(&[TableFacts { replica_identity: 'f', ..toasted }]).is_empty());
+        assert!(table_advice(&[TableFacts {
+            replica_identity: 'f',
+            ..toasted
+        }])
+        .is_empty());
     }
 }

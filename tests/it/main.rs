@@ -12,3 +12,4 @@ mod types;
 mod driver;
 mod capture_stream;
 mod validate;
+mod bad_input;
