@@ -65,6 +65,6 @@ row "max" "$(f "$(lat max_ms)")"
 echo
 row "documents measured per run" "$(lat n)"
 row "pgbench tps achieved" "$(f "$tps")"
-row "pgbench latency average, ms (incl. -R schedule lag)" "$commit_ms"
+row "pgbench latency avg ms (incl. -R lag)" "$commit_ms"
 row "connector peak RSS MiB (max of runs)" "$(f "$(echo "$rss_max / 1024" | bc -l)")"
 echo "  load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -286,7 +286,7 @@ where
     if protocol_version >= 2 {
         options.push(("streaming", "on".to_string()));
     }
-    let stream = replication.start_replication(&slot, start, &options).await.map_err(|err| {
+    let mut stream = replication.start_replication(&slot, start, &options).await.map_err(|err| {
         let text = err.to_string();
         if text.contains("is active for PID") {
             Error::user(
@@ -340,7 +340,7 @@ where
     session.activate_pending();
     // The first checkpoint records the reconciled bindings (removed ones as null) and the
     // start position.
-    session.checkpoint_with(patch_bindings).await?;
+    session.checkpoint_with(patch_bindings, &mut stream).await?;
 
     let (input_tx, input_rx) = mpsc::unbounded_channel();
     let reader_task = tokio::spawn(read_input(reader, input_tx));
@@ -535,7 +535,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if !self.stream_to_new_fence(&mut stream, &mut input, false).await? {
             return Ok(());
         }
-        self.checkpoint_if_due(true).await?;
+        self.checkpoint_if_due(true, &mut stream).await?;
         loop {
             if let Some(index) = self.next_backfill() {
                 self.report_backfill_status(false);
@@ -545,7 +545,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 if !self.stream_to_new_fence(&mut stream, &mut input, true).await? {
                     return Ok(());
                 }
-                self.checkpoint_if_due(true).await?;
+                self.checkpoint_if_due(true, &mut stream).await?;
                 continue;
             }
             if self.backfill_started.is_some() && self.last_progress_report.is_some() {
@@ -556,7 +556,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 if !self.stream_to_new_fence(&mut stream, &mut input, false).await? {
                     return Ok(());
                 }
-                self.checkpoint_if_due(true).await?;
+                self.checkpoint_if_due(true, &mut stream).await?;
                 self.log_skipped();
                 return Ok(());
             }
@@ -697,7 +697,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 let bounds_hit = self.transactions_since_checkpoint >= MAX_TRANSACTIONS_PER_CHECKPOINT
                     || self.documents_since_checkpoint >= MAX_DOCUMENTS_PER_CHECKPOINT;
                 if bounds_hit {
-                    self.checkpoint_if_due(false).await?;
+                    self.checkpoint_if_due(false, stream).await?;
                 } else {
                     use futures::FutureExt;
                     match stream.recv().now_or_never() {
@@ -705,7 +705,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                             self.on_frame(frame?, stream).await?;
                             continue;
                         }
-                        None => self.checkpoint_if_due(false).await?,
+                        None => self.checkpoint_if_due(false, stream).await?,
                     }
                 }
             }
@@ -728,15 +728,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// Write a checkpoint if a transaction committed (or the cursor moved) since the last.
-    async fn checkpoint_if_due(&mut self, force_bindings: bool) -> Result<(), Error> {
+    async fn checkpoint_if_due(&mut self, force_bindings: bool, stream: &mut ReplicationStream) -> Result<(), Error> {
         if !self.checkpoint_due && !(force_bindings && !self.changed_bindings.is_empty()) && self.documents_since_checkpoint == 0 {
             return Ok(());
         }
-        self.checkpoint_with(Map::new()).await
+        self.checkpoint_with(Map::new(), stream).await
     }
 
     /// Write a checkpoint: the cursor, changed bindings, and any extra binding patches.
-    async fn checkpoint_with(&mut self, mut binding_patches: Map<String, Value>) -> Result<(), Error> {
+    async fn checkpoint_with(&mut self, mut binding_patches: Map<String, Value>, stream: &mut ReplicationStream) -> Result<(), Error> {
         if let Some(transaction) = self.transaction {
             return Err(Error::Internal(format!("a checkpoint was requested inside transaction {}", transaction.xid)));
         }
@@ -748,7 +748,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if !binding_patches.is_empty() {
             patch["bindingStateV1"] = Value::Object(binding_patches);
         }
-        self.emitter.checkpoint(&patch).await.map_err(Error::Output)?;
+        let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, flushed: self.acknowledged };
+        keepalive.during(self.emitter.checkpoint(&patch)).await?;
         self.unacknowledged.push_back(self.cursor);
         self.checkpoint_due = false;
         self.documents_since_checkpoint = 0;
@@ -756,9 +757,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(())
     }
 
-    async fn emit(&mut self, binding: usize) -> Result<(), Error> {
+    async fn emit(&mut self, binding: usize, stream: &mut ReplicationStream) -> Result<(), Error> {
         let index = u32::try_from(binding).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-        self.emitter.captured(index, &self.document).await.map_err(Error::Output)?;
+        let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, flushed: self.acknowledged };
+        keepalive.during(self.emitter.captured(index, &self.document)).await?;
         self.documents_since_checkpoint += 1;
         Ok(())
     }
@@ -802,12 +804,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         _ => {}
                     }
                 }
-                self.on_message(message, wal_start).await
+                self.on_message(message, wal_start, stream).await
             }
         }
     }
 
-    async fn on_message(&mut self, message: LogicalMessage<'_>, wal_start: Lsn) -> Result<(), Error> {
+    async fn on_message(&mut self, message: LogicalMessage<'_>, wal_start: Lsn, stream: &mut ReplicationStream) -> Result<(), Error> {
         match message {
             LogicalMessage::Begin(begin) => {
                 if self.transaction.is_some() {
@@ -826,13 +828,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
             LogicalMessage::Relation(relation) => self.on_relation(relation).await,
             LogicalMessage::Insert(insert) => {
-                self.on_change(insert.relation_oid, wal_start, ChangeKind::Insert { new: &insert.new }).await
+                self.on_change(insert.relation_oid, wal_start, ChangeKind::Insert { new: &insert.new }, stream).await
             }
             LogicalMessage::Update(update) => {
-                self.on_change(update.relation_oid, wal_start, ChangeKind::Update { old: update.old.as_ref(), new: &update.new }).await
+                self.on_change(update.relation_oid, wal_start, ChangeKind::Update { old: update.old.as_ref(), new: &update.new }, stream).await
             }
             LogicalMessage::Delete(delete) => {
-                self.on_change(delete.relation_oid, wal_start, ChangeKind::Delete { old: &delete.old }).await
+                self.on_change(delete.relation_oid, wal_start, ChangeKind::Delete { old: &delete.old }, stream).await
             }
             LogicalMessage::Truncate(truncate) => {
                 for oid in truncate.relation_oids {
@@ -875,7 +877,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 {
                     let message = pgoutput::decode_message(&spilled.payload, &context)
                         .map_err(|err| Error::Internal(format!("cannot decode a buffered pgoutput message: {err}")))?;
-                    Box::pin(self.on_message(message, spilled.wal_start)).await?;
+                    Box::pin(self.on_message(message, spilled.wal_start, stream)).await?;
+                    // Replaying a huge transaction takes a while: keep the walsender, which
+                    // waits for our replies, from timing the connection out meanwhile.
+                    if self.last_status.elapsed() >= STATUS_INTERVAL {
+                        self.send_status(stream, false).await?;
+                    }
                 }
                 self.transaction = None;
                 self.on_commit(commit.end_lsn);
@@ -947,7 +954,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(rows.iter().find_map(|row| self.by_table.get(&(row.get::<_, String>(0), row.get::<_, String>(1))).copied()))
     }
 
-    async fn on_change(&mut self, relation_oid: u32, wal_start: Lsn, change: ChangeKind<'_, '_>) -> Result<(), Error> {
+    async fn on_change(&mut self, relation_oid: u32, wal_start: Lsn, change: ChangeKind<'_, '_>, stream: &mut ReplicationStream) -> Result<(), Error> {
         let transaction = self.transaction.ok_or_else(|| Error::Internal("a change arrived outside of a transaction".into()))?;
         let Some(relation) = self.relations.get(&relation_oid) else {
             return Err(Error::Internal(format!("a change arrived for relation {relation_oid} before its Relation message")));
@@ -1072,13 +1079,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         if let Some(delete) = extra_delete {
             let index = u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            self.emitter.captured(index, &delete).await.map_err(Error::Output)?;
+            let mut keepalive = Keepalive { stream: &mut *stream, last_status: &mut self.last_status, flushed: self.acknowledged };
+            keepalive.during(self.emitter.captured(index, &delete)).await?;
             self.documents_since_checkpoint += 1;
         }
         if self.document.is_empty() {
             return Ok(());
         }
-        self.emit(binding_index).await
+        self.emit(binding_index, stream).await
     }
 
     /// A chunk query hit the statement timeout before yielding progress: retry smaller.
@@ -1285,7 +1293,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             document::write_document(&mut self.document, &layout, &self.row, Op::Create, &source, None);
             // Fields are used directly (not `self.emit`) because `row_stream` borrows the client.
             let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            self.emitter.captured(binding_number, &self.document).await.map_err(Error::Output)?;
+            let mut keepalive = Keepalive { stream: &mut *stream, last_status: &mut self.last_status, flushed: self.acknowledged };
+            keepalive.during(self.emitter.captured(binding_number, &self.document)).await?;
             self.documents_since_checkpoint += 1;
             rows += 1;
         }
@@ -1347,6 +1356,37 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.changed_bindings.insert(index);
         tracing::debug!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows, elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "backfill chunk");
         Ok(())
+    }
+}
+
+/// What the connector must keep doing while stdout is blocked: the runtime applies
+/// backpressure by not reading, and meanwhile the walsender still expects a status update
+/// within `wal_sender_timeout`, or it closes the connection.
+struct Keepalive<'a> {
+    stream: &'a mut ReplicationStream,
+    last_status: &'a mut Instant,
+    flushed: Lsn,
+}
+
+impl Keepalive<'_> {
+    /// Drive `write` to completion, sending status updates while it is blocked.
+    async fn during<F: std::future::Future<Output = std::io::Result<()>>>(&mut self, write: F) -> Result<(), Error> {
+        use futures::FutureExt;
+        tokio::pin!(write);
+        // Almost every write lands in the buffer at once; only a blocked one needs a timer.
+        if let Some(result) = (&mut write).now_or_never() {
+            return result.map_err(Error::Output);
+        }
+        loop {
+            let next_status = tokio::time::Instant::from_std(*self.last_status + STATUS_INTERVAL);
+            tokio::select! {
+                result = &mut write => return result.map_err(Error::Output),
+                _ = tokio::time::sleep_until(next_status) => {
+                    self.stream.send_standby_status(self.flushed, self.flushed, self.flushed, false).await?;
+                    *self.last_status = Instant::now();
+                }
+            }
+        }
     }
 }
 

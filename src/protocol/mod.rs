@@ -137,10 +137,11 @@ fn lenient_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Err
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| serde::de::Error::custom(format!("expected a 32-bit unsigned integer, got {n}"))),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map_err(|_| serde::de::Error::custom(format!("expected a 32-bit unsigned integer, got {s:?}"))),
+        Some(Value::String(s)) => s.trim().parse().map_err(|_| {
+            let shown: String = s.chars().take(40).collect();
+            let ellipsis = if shown.len() < s.len() { "..." } else { "" };
+            serde::de::Error::custom(format!("expected a 32-bit unsigned integer, got {shown:?}{ellipsis}"))
+        }),
         Some(other) => Err(serde::de::Error::custom(format!(
             "expected a 32-bit unsigned integer, got {}",
             json_kind(&other)
@@ -165,7 +166,7 @@ pub fn json_kind(value: &Value) -> &'static str {
 pub enum ProtocolError {
     #[error("request line {line} is not valid JSON: {reason}")]
     MalformedJson { line: u64, reason: String },
-    #[error("request line {line} is a JSON {kind}, not an object")]
+    #[error("request line {line} is {kind}, not a JSON object")]
     NotAnObject { line: u64, kind: &'static str },
     #[error("request line {line} has an invalid {request:?} request: {reason}")]
     InvalidRequest { line: u64, request: &'static str, reason: String },
@@ -292,7 +293,7 @@ mod tests {
         let err = parse_request(1, br#"{"frobnicate":{}}"#).unwrap_err().to_string();
         assert!(err.contains("\"frobnicate\""), "{err}");
         let err = parse_request(1, br#"[1]"#).unwrap_err().to_string();
-        assert!(err.contains("not an object"), "{err}");
+        assert!(err.contains("is an array, not a JSON object"), "{err}");
         let err = parse_request(1, br#"{"spec":{},"discover":{}}"#).unwrap_err().to_string();
         assert!(err.contains("exactly one"), "{err}");
         let err = parse_request(1, br#"{"acknowledge":{"checkpoints":-1}}"#).unwrap_err().to_string();

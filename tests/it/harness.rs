@@ -358,7 +358,12 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
             Err(error) => {
                 let log = fs::read_to_string(&log_path).unwrap_or_default();
                 let gave_up = Instant::now() > deadline;
-                if log.contains("FATAL") || log.contains("PANIC") || gave_up {
+                // Connecting too early makes the server log "FATAL: the database system is
+                // starting up" for our own attempt: that one is not a failed start.
+                let fatal = log
+                    .lines()
+                    .any(|line| (line.contains("FATAL") && !line.contains("the database system is starting up")) || line.contains("PANIC"));
+                if fatal || gave_up {
                     // Closing its stdin makes the wrapper stop whatever runs and delete the dir.
                     drop(server.stdin.take());
                     let _ = server.wait();
