@@ -15,7 +15,7 @@
 //! | `## spec`           | runs the binary with stdin `{"spec":{"connectorType":"IMAGE","config":{}}}` |
 //! | `## discover`       | runs the binary with the internal spec request, then a discover request with the test's endpoint config; an optional body (JSON or YAML) is merged into the config as an RFC 7396 merge patch |
 //! | `## request`        | runs the binary with the body's lines as stdin; `{{config}}` becomes the endpoint config JSON, `{{slot}}` the slot name, `{{database}}` the database name |
-//! | `## capture`        | runs `source-postgres preview` over a generated catalog, with a state file kept across the transcript's capture steps; optional body (YAML or JSON): `{bindings: [{namespace, stream, mode?, target?}], config: <merge patch>}`; no bindings means every discovered table |
+//! | `## capture`        | runs `source-postgres preview` over a generated catalog, with a state file kept across the transcript's capture steps; optional body (YAML or JSON): `{bindings: [{namespace, stream, mode?, priority?, target?, backfill?}], config: <merge patch>}`; no bindings means every discovered table |
 //! | `## expect-exit N`  | the previous step must exit with code N (otherwise every step must exit 0) |
 //!
 //! # Output
@@ -371,8 +371,9 @@ impl Runner<'_> {
     }
 }
 
-/// `{namespace, stream, mode?, target?, ...}` → a catalog binding. The target collection defaults
-/// to `tests/<namespace>/<stream>`; every other key is part of the resource config.
+/// `{namespace, stream, mode?, target?, backfill?, ...}` → a catalog binding. The target
+/// collection defaults to `tests/<namespace>/<stream>`; `backfill` is the binding's backfill
+/// counter; every other key is part of the resource config.
 fn catalog_binding(step: &Step, item: Value) -> Value {
     let Value::Object(mut resource) = item else {
         panic!("line {}: each binding must be a mapping", step.line);
@@ -395,7 +396,11 @@ fn catalog_binding(step: &Step, item: Value) -> Value {
             }
         }
     };
-    json!({"resource": resource, "target": target})
+    // The backfill counter belongs to the binding, not to the resource config.
+    match resource.remove("backfill") {
+        Some(backfill) => json!({"resource": resource, "target": target, "backfill": backfill}),
+        None => json!({"resource": resource, "target": target}),
+    }
 }
 
 fn parse_body(step: &Step) -> Value {
