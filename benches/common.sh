@@ -10,6 +10,8 @@
 #   BENCH_WORKDIR   where clusters and scratch files live (default: <repo>/.local/bench)
 #   BENCH_BIN       connector binary (default: target/release/source-postgres)
 #   BENCH_KEEP=1    keep the scratch directory (and its server log) for inspection
+#   BENCH_PERF=1    profile each connector run with `perf record` and print its top symbols
+#                   (use an unstripped build: CARGO_PROFILE_RELEASE_STRIP=false, via BENCH_BIN)
 #   BENCH_PG_BINDIR PostgreSQL server binaries (default: pg_config --bindir)
 #   BENCH_ID_BASE   first id of generated tables (default 1); 1000000000 gives every id the
 #                   same number of digits, so text order equals numeric order
@@ -171,10 +173,23 @@ machine_info() {
 load_now() { cut -d' ' -f1 /proc/loadavg; }
 
 # run_driver SUMMARY_FILE [driver args...]: run the driver, append its summary line.
+# With BENCH_PERF=1 the connector runs under `perf record` and the top of its profile
+# (self time by symbol) is printed after each run; peak RSS figures then include perf.
 run_driver() {
-  local out="$1"
+  local out="$1" bin="$BIN" PERF_RUN
   shift
-  python3 "$BENCH_DIR/driver.py" --bin "$BIN" --config "$WORK/config.json" "$@" >>"$out"
+  if [ "${BENCH_PERF:-0}" = 1 ]; then
+    PERF_RUN=$(($(find "$WORK" -maxdepth 1 -name 'perf-*.data' | wc -l) + 1))
+    bin="$WORK/perf-wrapper.sh"
+    printf '#!/bin/sh\nexec perf record -q -F 999 -g -o %s -- %s "$@"\n' "$WORK/perf-$PERF_RUN.data" "$BIN" >"$bin"
+    chmod +x "$bin"
+  fi
+  python3 "$BENCH_DIR/driver.py" --bin "$bin" --config "$WORK/config.json" "$@" >>"$out"
+  if [ "${BENCH_PERF:-0}" = 1 ]; then
+    echo "  perf profile of run $PERF_RUN (self time; $WORK/perf-$PERF_RUN.data):" >&2
+    perf report -i "$WORK/perf-$PERF_RUN.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
+      | grep "%" | grep -v "^#" | head -"${BENCH_PERF_TOP:-25}" | cut -c1-130 >&2 || true
+  fi
 }
 
 # Print a table row with fixed columns: row LABEL VALUE...

@@ -111,6 +111,9 @@ def main():
     ap.add_argument("--ready-file", help="touched once every binding is Active (backfill done)")
     ap.add_argument("--latency-field", help="document field holding a timestamptz to measure latency against")
     ap.add_argument("--latency-out", help="write each latency sample (ms) here, one per line")
+    ap.add_argument("--discard-output", action="store_true",
+                    help="connector stdout goes straight to /dev/null (nothing is counted or acknowledged); "
+                         "only meaningful with --shutdown-after-polling")
     ap.add_argument("--rss-samples", help="sample the connector's VmRSS every 0.5 s into this file (seconds, KiB)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="kill the connector after this many seconds")
     args = ap.parse_args()
@@ -136,8 +139,23 @@ def main():
     stderr = open(args.stderr, "wb")
     start = time.monotonic()
     start_unix = time.time()
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, bufsize=0)
+    stdout = subprocess.DEVNULL if args.discard_output else subprocess.PIPE
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=env, bufsize=0)
     proc.stdin.write(json.dumps(request).encode() + b"\n")
+    if args.discard_output:
+        try:
+            code = proc.wait(timeout=args.timeout)
+            killed = False
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            killed = True
+        summary = {"exit": code, "killed": killed, "start_unix": round(start_unix, 4),
+                   "wall_s": round(time.monotonic() - start, 4)}
+        if args.rss:
+            summary.update(parse_time_v(args.rss))
+        print(json.dumps(summary))
+        return 0 if code == 0 and not killed else 1
 
     fd = proc.stdout.fileno()
     tail = b""

@@ -60,7 +60,9 @@ use document::{DocumentLayout, EncodedRow, Op, Source};
 use spill::{SpilledMessage, Spill};
 use state::{BindingState, CaptureState, TableMode};
 
-/// Interval of standby status updates; well inside the default `wal_sender_timeout` (60 s).
+/// Longest interval between standby status updates. The walsender closes a connection
+/// that sends nothing for `wal_sender_timeout` (60 s by default), so the interval actually
+/// used is a third of the server's setting when that is shorter (see [`status_interval`]).
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// Coalescing bounds: a checkpoint is written when the stream has nothing ready, or after
 /// this many transactions or documents.
@@ -152,6 +154,8 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     watermark_seen: bool,
     fence_reached: bool,
     last_status: Instant,
+    /// How often to send standby status updates (see [`STATUS_INTERVAL`]).
+    status_interval: Duration,
     document: Vec<u8>,
     row: EncodedRow,
     old_row: EncodedRow,
@@ -299,6 +303,7 @@ where
     })?;
 
     let source_tag = Some(config.raw.advanced.source_tag.clone()).filter(|t| !t.is_empty());
+    let status_interval = status_interval(&client).await?;
     let mut session = Session {
         config,
         emitter,
@@ -327,6 +332,7 @@ where
         watermark_seen: false,
         fence_reached: false,
         last_status: Instant::now(),
+        status_interval,
         document: Vec::with_capacity(4096),
         row: EncodedRow::default(),
         old_row: EncodedRow::default(),
@@ -388,6 +394,18 @@ async fn configure_session(client: &Client, config: &Config) -> Result<(), Error
         ))
         .await
         .map_err(pg)
+}
+
+/// The standby status interval for this server: [`STATUS_INTERVAL`], or a third of
+/// `wal_sender_timeout` when that is shorter (it is 0 when the timeout is disabled).
+async fn status_interval(client: &Client) -> Result<Duration, Error> {
+    let timeout_ms: i64 = client
+        .query_one("SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_sender_timeout'", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let third = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0) / 3);
+    Ok(if third.is_zero() { STATUS_INTERVAL } else { third.min(STATUS_INTERVAL) }.max(Duration::from_millis(100)))
 }
 
 /// Refuse to resume from a slot that cannot deliver what follows the cursor.
@@ -685,7 +703,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         input: &mut mpsc::UnboundedReceiver<Input>,
         to_fence: bool,
     ) -> Result<bool, Error> {
-        let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
+        let mut status_timer = tokio::time::interval(self.status_interval);
         status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if to_fence && self.fence_reached {
@@ -748,7 +766,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if !binding_patches.is_empty() {
             patch["bindingStateV1"] = Value::Object(binding_patches);
         }
-        let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, flushed: self.acknowledged };
+        let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
         keepalive.during(self.emitter.checkpoint(&patch)).await?;
         self.unacknowledged.push_back(self.cursor);
         self.checkpoint_due = false;
@@ -759,7 +777,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     async fn emit(&mut self, binding: usize, stream: &mut ReplicationStream) -> Result<(), Error> {
         let index = u32::try_from(binding).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-        let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, flushed: self.acknowledged };
+        let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
         keepalive.during(self.emitter.captured(index, &self.document)).await?;
         self.documents_since_checkpoint += 1;
         Ok(())
@@ -880,7 +898,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     Box::pin(self.on_message(message, spilled.wal_start, stream)).await?;
                     // Replaying a huge transaction takes a while: keep the walsender, which
                     // waits for our replies, from timing the connection out meanwhile.
-                    if self.last_status.elapsed() >= STATUS_INTERVAL {
+                    if self.last_status.elapsed() >= self.status_interval {
                         self.send_status(stream, false).await?;
                     }
                 }
@@ -1079,7 +1097,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         if let Some(delete) = extra_delete {
             let index = u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            let mut keepalive = Keepalive { stream: &mut *stream, last_status: &mut self.last_status, flushed: self.acknowledged };
+            let mut keepalive = Keepalive { stream: &mut *stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
             keepalive.during(self.emitter.captured(index, &delete)).await?;
             self.documents_since_checkpoint += 1;
         }
@@ -1198,7 +1216,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
         let started = Instant::now();
         let client = &self.client;
-        let mut status_timer = tokio::time::interval(STATUS_INTERVAL);
+        let mut status_timer = tokio::time::interval(self.status_interval);
         status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status_timer.tick().await;
         let row_stream = {
@@ -1293,7 +1311,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             document::write_document(&mut self.document, &layout, &self.row, Op::Create, &source, None);
             // Fields are used directly (not `self.emit`) because `row_stream` borrows the client.
             let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            let mut keepalive = Keepalive { stream: &mut *stream, last_status: &mut self.last_status, flushed: self.acknowledged };
+            let mut keepalive = Keepalive { stream: &mut *stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
             keepalive.during(self.emitter.captured(binding_number, &self.document)).await?;
             self.documents_since_checkpoint += 1;
             rows += 1;
@@ -1365,6 +1383,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 struct Keepalive<'a> {
     stream: &'a mut ReplicationStream,
     last_status: &'a mut Instant,
+    interval: Duration,
     flushed: Lsn,
 }
 
@@ -1378,7 +1397,7 @@ impl Keepalive<'_> {
             return result.map_err(Error::Output);
         }
         loop {
-            let next_status = tokio::time::Instant::from_std(*self.last_status + STATUS_INTERVAL);
+            let next_status = tokio::time::Instant::from_std(*self.last_status + self.interval);
             tokio::select! {
                 result = &mut write => return result.map_err(Error::Output),
                 _ = tokio::time::sleep_until(next_status) => {

@@ -32,7 +32,9 @@
 //! ```
 //!
 //! The kernel closes the pipe whenever the test process ends, however it ends (normal exit, a
-//! panic, `SIGKILL`), so the wrapper then stops the server and deletes its directory.
+//! panic, `SIGKILL`), so the wrapper then stops the server and deletes its directory. The
+//! wrapper runs in its own process group and ignores HUP, INT and TERM, so a signal sent to the
+//! tests' process group (Ctrl-C, a CI timeout) cannot kill it before it has cleaned up.
 //!
 //! # Using an existing server instead
 //!
@@ -97,25 +99,31 @@ static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
 
 /// The shared test server, started on first use.
 pub async fn cluster() -> &'static TestCluster {
-    if let Some(cluster) = CLUSTER.get() {
-        return unwrap_cluster(cluster);
-    }
-    // Starting takes a few seconds of blocking work, and it builds its own runtime: connections
-    // made during startup must not belong to the runtime of whichever test came first.
-    tokio::task::spawn_blocking(cluster_blocking)
-        .await
-        .expect("starting the test cluster panicked")
+    let cluster = match CLUSTER.get() {
+        Some(cluster) => cluster,
+        // Starting takes a few seconds of blocking work, and it builds its own runtime:
+        // connections made during startup must not belong to the runtime of whichever test
+        // came first.
+        None => tokio::task::spawn_blocking(start_cluster_once)
+            .await
+            .expect("starting the test cluster panicked"),
+    };
+    unwrap_cluster(cluster)
 }
 
-/// [`cluster()`] for code that is not async.
+/// [`cluster()`] for code that is not async (not to be called on a runtime's thread).
 pub fn cluster_blocking() -> &'static TestCluster {
-    unwrap_cluster(CLUSTER.get_or_init(|| {
+    unwrap_cluster(start_cluster_once())
+}
+
+fn start_cluster_once() -> &'static Result<TestCluster, String> {
+    CLUSTER.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
         runtime.block_on(start_cluster())
-    }))
+    })
 }
 
 fn unwrap_cluster(cluster: &'static Result<TestCluster, String>) -> &'static TestCluster {
@@ -233,28 +241,49 @@ enum StartError {
     Failed(String),
 }
 
-/// The shell wrapper that owns the server. Arguments: the directory to delete afterwards, then
-/// the postgres command line.
+/// The shell wrapper that owns the server and its directory. Arguments: the directory, the
+/// PostgreSQL bin directory, then `postgres` options. It runs `initdb` itself, so that a test
+/// process killed during `initdb` leaves nothing behind either.
 const WRAPPER_SCRIPT: &str = r#"
+# Only the end of stdin stops the server: a signal meant for the tests must not kill this
+# shell before it has cleaned up (initdb and postgres install their own handlers).
+trap '' HUP INT TERM
 dir=$1
-shift
-"$@" >"$dir/postgres.log" 2>&1 </dev/null &
-pid=$!
+bindir=$2
+shift 2
+pid=
+if "$bindir/initdb" -D "$dir/data" --username=postgres --auth-local=trust \
+    --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-sync \
+    >"$dir/initdb.log" 2>&1 </dev/null; then
+  "$bindir/postgres" -D "$dir/data" "$@" >"$dir/postgres.log" 2>&1 </dev/null &
+  pid=$!
+else
+  touch "$dir/initdb.failed"
+fi
 # The test process holds the write end of our stdin and never writes: EOF means it is gone.
 cat >/dev/null
-# Signal postgres, then wait up to $2 tenths of a second for it to remove its pid file.
+# Whether postgres still runs (an exited child stays a zombie until `wait`, so `kill -0` can't tell).
+alive() {
+  case "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null)" in
+    "" | Z | X) return 1 ;;
+  esac
+}
+# Send signal $1 every tenth of a second while postgres runs, for at most $2 tenths. Repeating it
+# matters: a postgres that has just started still ignores SIGINT until it installs its handlers.
 stop() {
-  kill -"$1" "$pid" 2>/dev/null
   n=0
-  while [ -e "$dir/data/postmaster.pid" ] && [ "$n" -lt "$2" ]; do
+  while alive && [ "$n" -lt "$2" ]; do
+    kill -"$1" "$pid" 2>/dev/null
     sleep 0.1
     n=$((n + 1))
   done
 }
-stop INT 150
-if [ -e "$dir/data/postmaster.pid" ]; then stop QUIT 50; fi
-if [ -e "$dir/data/postmaster.pid" ]; then stop KILL 0; fi
-wait "$pid"
+if [ -n "$pid" ]; then
+  stop INT 150
+  stop QUIT 50
+  stop KILL 50
+  wait "$pid"
+fi
 rm -rf "$dir"
 "#;
 
@@ -271,35 +300,6 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
             .map_err(|e| failed(format!("chown {}: {e}", dir.display())))?;
     }
-    let data = dir.join("data");
-
-    let mut initdb = Command::new(bindir.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(&data)
-        .args([
-            "--username=postgres",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-sync",
-        ])
-        .env_remove("PGDATA")
-        .current_dir(&dir);
-    run_as(&mut initdb, owner);
-    let output = initdb
-        .output()
-        .map_err(|e| failed(format!("run initdb: {e}")))?;
-    if !output.status.success() {
-        let _ = fs::remove_dir_all(&dir);
-        return Err(failed(format!(
-            "initdb failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )));
-    }
 
     let port = free_port().map_err(failed)?;
     let mut wrapper = Command::new("sh");
@@ -308,9 +308,7 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
         .arg(WRAPPER_SCRIPT)
         .arg("sh")
         .arg(&dir)
-        .arg(bindir.join("postgres"))
-        .arg("-D")
-        .arg(&data)
+        .arg(bindir)
         .arg("-p")
         .arg(port.to_string())
         .arg("-k")
@@ -333,7 +331,11 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .current_dir(&dir);
+        .env_remove("PGDATA")
+        .current_dir(&dir)
+        // Its own process group: Ctrl-C, or a timeout that signals the tests' process group,
+        // must reach the server only through the wrapper, which then stops it and cleans up.
+        .process_group(0);
     run_as(&mut wrapper, owner);
     let mut server = wrapper
         .spawn()
@@ -356,13 +358,20 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
                 break client;
             }
             Err(error) => {
+                if dir.join("initdb.failed").exists() {
+                    let log = fs::read_to_string(dir.join("initdb.log")).unwrap_or_default();
+                    drop(server.stdin.take());
+                    let _ = server.wait();
+                    return Err(failed(format!("initdb failed:\n{log}")));
+                }
                 let log = fs::read_to_string(&log_path).unwrap_or_default();
                 let gave_up = Instant::now() > deadline;
                 // Connecting too early makes the server log "FATAL: the database system is
                 // starting up" for our own attempt: that one is not a failed start.
-                let fatal = log
-                    .lines()
-                    .any(|line| (line.contains("FATAL") && !line.contains("the database system is starting up")) || line.contains("PANIC"));
+                let fatal = log.lines().any(|line| {
+                    (line.contains("FATAL") && !line.contains("the database system is starting up"))
+                        || line.contains("PANIC")
+                });
                 if fatal || gave_up {
                     // Closing its stdin makes the wrapper stop whatever runs and delete the dir.
                     drop(server.stdin.take());
