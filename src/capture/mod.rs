@@ -68,6 +68,10 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// this many transactions or documents.
 const MAX_TRANSACTIONS_PER_CHECKPOINT: u64 = 1_000;
 const MAX_DOCUMENTS_PER_CHECKPOINT: u64 = 20_000;
+/// How far the server's WAL end may be ahead of the message being read before the stream
+/// counts as draining a backlog, and how long to wait for the next frame then.
+const BACKLOG_BYTES: u64 = 64 * 1024;
+const BACKLOG_WAIT: Duration = Duration::from_millis(5);
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -154,6 +158,9 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     watermark_seen: bool,
     fence_reached: bool,
     last_status: Instant,
+    /// The server's WAL end as of the last XLogData, and where that message started.
+    server_wal_end: Lsn,
+    last_message_start: Lsn,
     /// How often to send standby status updates (see [`STATUS_INTERVAL`]).
     status_interval: Duration,
     document: Vec<u8>,
@@ -332,6 +339,8 @@ where
         watermark_seen: false,
         fence_reached: false,
         last_status: Instant::now(),
+        server_wal_end: start,
+        last_message_start: start,
         status_interval,
         document: Vec::with_capacity(4096),
         row: EncodedRow::default(),
@@ -717,13 +726,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 if bounds_hit {
                     self.checkpoint_if_due(false, stream).await?;
                 } else {
-                    use futures::FutureExt;
-                    match stream.recv().now_or_never() {
-                        Some(frame) => {
+                    // While draining a backlog (the server's WAL end is well ahead of what
+                    // we are reading) the next frame is in flight: wait for it briefly rather
+                    // than paying a checkpoint per small transaction. Caught up, checkpoint
+                    // at once, which keeps latency low.
+                    let lagging = self.server_wal_end.0.saturating_sub(self.last_message_start.0) > BACKLOG_BYTES;
+                    let wait = if lagging { BACKLOG_WAIT } else { Duration::ZERO };
+                    match tokio::time::timeout(wait, stream.recv()).await {
+                        Ok(frame) => {
                             self.on_frame(frame?, stream).await?;
                             continue;
                         }
-                        None => self.checkpoint_if_due(false, stream).await?,
+                        Err(_) => self.checkpoint_if_due(false, stream).await?,
                     }
                 }
             }
@@ -801,7 +815,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
                 Ok(())
             }
-            Some(ReplicationFrame::XLogData { wal_start, data, .. }) => {
+            Some(ReplicationFrame::XLogData { wal_start, wal_end, data, .. }) => {
+                self.server_wal_end = self.server_wal_end.max(wal_end);
+                self.last_message_start = wal_start;
                 let context = DecodeContext { protocol_version: self.protocol_version, in_streamed_block: self.streamed_block.is_some() };
                 let message = pgoutput::decode_message(&data, &context).map_err(|err| {
                     Error::Internal(format!("cannot decode a pgoutput message at {wal_start}: {err}"))
@@ -1240,7 +1256,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         tokio::pin!(row_stream);
         let mut rows: u64 = 0;
         let mut timed_out = false;
-        let mut last_key: Option<Vec<Option<String>>> = None;
+        let mut last_row: Option<tokio_postgres::Row> = None;
+        let emitted_is_key: Vec<bool> = emitted
+            .iter()
+            .map(|i| self.bindings[index].key_columns.contains(&self.bindings[index].table.columns[*i].name))
+            .collect();
         let layout = DocumentLayout::new(&emitted.iter().map(|i| self.bindings[index].table.columns[*i].name.as_str()).collect::<Vec<_>>());
         loop {
             use futures::StreamExt;
@@ -1274,28 +1294,21 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let binding = &self.bindings[index];
             self.row.reset(emitted.len());
             for (position, column_index) in emitted.iter().enumerate() {
-                let text: Option<&str> = row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
-                match text {
+                let cell: Option<RawText<'_>> = row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
+                match cell {
                     None => self.row.set_null(position),
-                    Some(text) => {
+                    Some(RawText(text)) => {
                         let start = self.row.bytes.len();
                         let column = &binding.table.columns[*column_index];
-                        let encoded = if binding.key_columns.contains(&column.name) {
-                            value::encode_key_value(&column.pg_type, text.as_bytes(), &mut self.row.bytes)
+                        let encoded = if emitted_is_key[position] {
+                            value::encode_key_value(&column.pg_type, text, &mut self.row.bytes)
                         } else {
-                            value::encode_value(&column.pg_type, text.as_bytes(), &mut self.row.bytes)
+                            value::encode_value(&column.pg_type, text, &mut self.row.bytes)
                         };
                         encoded.map_err(|err| value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err))?;
                         self.row.finish_value(position, start);
                     }
                 }
-            }
-            if key_count > 0 {
-                let mut key = Vec::with_capacity(key_count);
-                for i in 0..key_count {
-                    key.push(row.try_get::<_, Option<&str>>(i).map_err(|err| backfill_error(&binding.table, err))?.map(str::to_string));
-                }
-                last_key = Some(key);
             }
             let offset = i64::try_from(binding.state.backfilled + rows).unwrap_or(i64::MAX);
             let source = Source {
@@ -1315,8 +1328,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             keepalive.during(self.emitter.captured(binding_number, &self.document)).await?;
             self.documents_since_checkpoint += 1;
             rows += 1;
+            // Only the last row's key is needed (the resume key): keep the row, not its text.
+            last_row = Some(row);
         }
         self.rows_this_session += rows;
+        let last_key: Option<Vec<Option<String>>> = match (&last_row, key_count) {
+            (Some(row), 1..) => Some(
+                (0..key_count)
+                    .map(|i| row.try_get::<_, Option<&str>>(i).map(|v| v.map(str::to_string)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|err| backfill_error(&self.bindings[index].table, err))?,
+            ),
+            _ => None,
+        };
         let binding = &mut self.bindings[index];
         binding.state.backfilled += rows;
         let elapsed = started.elapsed();
@@ -1406,6 +1430,21 @@ impl Keepalive<'_> {
                 }
             }
         }
+    }
+}
+
+/// A result cell as the raw bytes the server sent. Every backfill column is selected as
+/// text, whose binary form is its UTF-8 bytes; the value encoder checks them, so decoding
+/// to `&str` first would validate every byte twice.
+struct RawText<'a>(&'a [u8]);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawText<'a> {
+    fn from_sql(_: &tokio_postgres::types::Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawText(raw))
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
     }
 }
 
