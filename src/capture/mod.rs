@@ -1257,10 +1257,16 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut rows: u64 = 0;
         let mut timed_out = false;
         let mut last_row: Option<tokio_postgres::Row> = None;
-        let emitted_is_key: Vec<bool> = emitted
-            .iter()
-            .map(|i| self.bindings[index].key_columns.contains(&self.bindings[index].table.columns[*i].name))
-            .collect();
+        let encoders: Vec<value::ColumnEncoder<'_>> = {
+            let binding = &self.bindings[index];
+            emitted
+                .iter()
+                .map(|i| {
+                    let column = &binding.table.columns[*i];
+                    value::ColumnEncoder::new(&column.pg_type, binding.key_columns.contains(&column.name))
+                })
+                .collect()
+        };
         let layout = DocumentLayout::new(&emitted.iter().map(|i| self.bindings[index].table.columns[*i].name.as_str()).collect::<Vec<_>>());
         loop {
             use futures::StreamExt;
@@ -1293,19 +1299,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             };
             let binding = &self.bindings[index];
             self.row.reset(emitted.len());
-            for (position, column_index) in emitted.iter().enumerate() {
+            for position in 0..emitted.len() {
                 let cell: Option<RawText<'_>> = row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
                 match cell {
                     None => self.row.set_null(position),
                     Some(RawText(text)) => {
                         let start = self.row.bytes.len();
-                        let column = &binding.table.columns[*column_index];
-                        let encoded = if emitted_is_key[position] {
-                            value::encode_key_value(&column.pg_type, text, &mut self.row.bytes)
-                        } else {
-                            value::encode_value(&column.pg_type, text, &mut self.row.bytes)
-                        };
-                        encoded.map_err(|err| value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err))?;
+                        encoders[position]
+                            .encode(text, &mut self.row.bytes)
+                            .map_err(|err| value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err))?;
                         self.row.finish_value(position, start);
                     }
                 }

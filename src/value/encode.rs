@@ -50,6 +50,40 @@ pub fn encode_key_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(
     }
 }
 
+/// The encoder of one column: its type classified once, so that encoding a row does no
+/// type dispatch beyond one `match` per value. Equivalent to [`encode_value`] (or
+/// [`encode_key_value`] for key columns) for every input.
+#[derive(Clone, Copy, Debug)]
+pub struct ColumnEncoder<'a> {
+    ty: &'a PgType,
+    kind: Kind<'a>,
+    float_key: Option<bool>,
+}
+
+impl<'a> ColumnEncoder<'a> {
+    pub fn new(ty: &'a PgType, is_key: bool) -> Self {
+        let kind = classify(ty);
+        let float_key = match kind {
+            Kind::Float { single } if is_key => Some(single),
+            _ => None,
+        };
+        ColumnEncoder { ty, kind, float_key }
+    }
+
+    /// Append the JSON encoding of one non-NULL value; on error `out` is left as it was.
+    pub fn encode(&self, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+        let mark = out.len();
+        let result = match self.float_key {
+            Some(single) => encode_float_key(text, single, out).map_err(|kind| ValueError::new(self.ty, text, kind)),
+            None => encode_kind(self.ty, self.kind, text, out),
+        };
+        if result.is_err() {
+            out.truncate(mark);
+        }
+        result
+    }
+}
+
 fn encode_kind(
     ty: &PgType,
     kind: Kind<'_>,
@@ -340,6 +374,14 @@ pub(crate) fn write_go_float<T: GoFloat>(out: &mut Vec<u8>, value: T) {
 }
 
 fn encode_float(text: &[u8], single: bool, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    // Fast path: PostgreSQL prints float8 with the shortest round-trip digits, in fixed
+    // notation exactly where Go's formatting is fixed too (it switches to an exponent much
+    // earlier, below 1e-4 and from 1e15 or so), so plain `-?digits[.digits]` text already
+    // is the Go form and a valid JSON number.
+    if !single && is_plain_decimal(text) {
+        out.extend_from_slice(text);
+        return Ok(());
+    }
     if single {
         match parse_float::<f32>(text)? {
             ParsedFloat::Finite(v) => write_go_float(out, v),
@@ -352,6 +394,20 @@ fn encode_float(text: &[u8], single: bool, out: &mut Vec<u8>) -> Result<(), Valu
         }
     }
     Ok(())
+}
+
+/// `-?D+(.D+)?` with no superfluous leading zero: text that is its own JSON number.
+fn is_plain_decimal(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    let (integer, fraction) = match digits.iter().position(|b| *b == b'.') {
+        Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
+        None => (digits, None),
+    };
+    !integer.is_empty()
+        && integer.len() <= 15
+        && integer.iter().all(u8::is_ascii_digit)
+        && (integer.len() == 1 || integer[0] != b'0')
+        && fraction.is_none_or(|f| !f.is_empty() && f.len() <= 17 && f.iter().all(u8::is_ascii_digit))
 }
 
 /// A float key: a string in fixed notation with the shortest round-trip digits.
@@ -541,4 +597,57 @@ fn decode_bytea_escape(text: &[u8]) -> Result<Vec<u8>, ValueErrorKind> {
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod column_encoder_tests {
+    use super::*;
+
+    #[test]
+    fn plain_float_text_is_copied_only_when_it_is_already_go_and_json_form() {
+        for text in ["0", "-0", "3.5", "100", "0.30000000000000004", "-123456.789"] {
+            assert!(is_plain_decimal(text.as_bytes()), "{text}");
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            encode_float(text.as_bytes(), false, &mut fast).unwrap();
+            match parse_float::<f64>(text.as_bytes()).unwrap() {
+                ParsedFloat::Finite(v) => write_go_float(&mut slow, v),
+                ParsedFloat::NonFinite(_) => unreachable!(),
+            }
+            assert_eq!(fast, slow, "{text}");
+        }
+        for text in ["1e-05", "1.5e+20", "", "-", "01", ".5", "5.", "1.2.3", "Infinity", "+1"] {
+            assert!(!is_plain_decimal(text.as_bytes()), "{text}");
+        }
+    }
+
+    #[test]
+    fn column_encoders_match_the_per_value_entry_points() {
+        let builtin = |name: &str| PgType::Builtin { name: name.into(), typmod: -1 };
+        let cases: Vec<(PgType, &[u8])> = vec![
+            (builtin("int8"), b"-42"),
+            (builtin("float8"), b"3.5"),
+            (builtin("float8"), b"NaN"),
+            (builtin("float8"), b"-0.000125"),
+            (builtin("float8"), b"1e-05"),
+            (builtin("float8"), b"1.2345678901234567e+19"),
+            (builtin("text"), b"a \"quoted\" text"),
+            (builtin("timestamptz"), b"2024-01-15 14:30:00+00"),
+            (builtin("numeric"), b"123.4500"),
+            (PgType::Array { element: Box::new(builtin("int4")) }, b"{1,NULL,3}"),
+            (builtin("int4"), b"not a number"),
+        ];
+        for (ty, text) in &cases {
+            for is_key in [false, true] {
+                let (mut expected, mut actual) = (b"x".to_vec(), b"x".to_vec());
+                let expected_result = if is_key {
+                    encode_key_value(ty, text, &mut expected)
+                } else {
+                    encode_value(ty, text, &mut expected)
+                };
+                let actual_result = ColumnEncoder::new(ty, is_key).encode(text, &mut actual);
+                assert_eq!(expected_result.is_ok(), actual_result.is_ok(), "{ty:?} {is_key}");
+                assert_eq!(expected, actual, "{ty:?} key={is_key}");
+            }
+        }
+    }
 }
