@@ -276,7 +276,17 @@ where
         None => {
             // A new capture (or every binding re-backfilled): recreate the slot so that
             // it starts now, without holding a snapshot while it waits for consistency.
-            let _ = replication.drop_slot(&slot, false).await;
+            match replication.drop_slot(&slot, false).await {
+                // Absent is the usual case; any other failure shows up when creating it.
+                Ok(()) | Err(PgError::SlotMissing { .. }) => {}
+                Err(PgError::SlotActive { .. }) => {
+                    return Err(Error::user(
+                        format!("replication slot {slot:?} is in use: another capture is already running against this database"),
+                        format!("stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?})"),
+                    ));
+                }
+                Err(err) => tracing::debug!(error = %err, "dropping the replication slot before recreating it failed"),
+            }
             let consistent_point = replication.create_logical_slot(&slot).await?;
             tracing::info!(slot = %slot, lsn = %consistent_point, "created replication slot");
             consistent_point
