@@ -24,7 +24,10 @@
 //! an idle capture never makes the server retain WAL.
 //!
 //! Backfill chunks are read in key order; each is followed by a watermark write and the
-//! stream is read up to that watermark's commit, all in one checkpoint. Replication changes
+//! stream is read up to that watermark's commit, all in one checkpoint. The next chunk's
+//! query starts (on a second connection) right after the watermark is written, so the
+//! database reads it while the stream catches up to the fence; starting it after the
+//! watermark's commit is what keeps precise filtering correct. Replication changes
 //! are never filtered (the "normal" mode of the Go connector): a change that precedes the
 //! chunk's snapshot is either already reflected in the chunk's rows or re-applied after them
 //! within the same checkpoint, so the reduced result converges to the table and no committed
@@ -120,6 +123,13 @@ struct Transaction {
     xid: u32,
 }
 
+/// A chunk query started ahead of time (see `Session::prefetch_next_chunk`).
+struct PrefetchedChunk {
+    index: usize,
+    plan: backfill::ChunkPlan,
+    query: tokio::task::JoinHandle<Result<tokio_postgres::RowStream, tokio_postgres::Error>>,
+}
+
 /// Events from the stdin reader task.
 enum Input {
     Acknowledge(u32),
@@ -132,6 +142,9 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     config: Config,
     emitter: &'e mut Emitter<W>,
     client: Client,
+    /// A second connection for backfill chunk queries, so the next chunk can be read while
+    /// the first connection writes a watermark.
+    backfill_client: std::sync::Arc<Client>,
     registry: TypeRegistry,
     bindings: Vec<Binding>,
     by_table: BTreeMap<(String, String), usize>,
@@ -321,10 +334,13 @@ where
 
     let source_tag = Some(config.raw.advanced.source_tag.clone()).filter(|t| !t.is_empty());
     let status_interval = status_interval(&client).await?;
+    let backfill_client = crate::pg::connect_sql(&config.connect_params()).await?;
+    configure_session(&backfill_client, &config).await?;
     let mut session = Session {
         config,
         emitter,
         client,
+        backfill_client: std::sync::Arc::new(backfill_client),
         registry,
         by_table: bindings
             .iter()
@@ -573,17 +589,24 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             return Ok(());
         }
         self.checkpoint_if_due(true, &mut stream).await?;
+        let mut prefetched: Option<PrefetchedChunk> = None;
         loop {
             if let Some(index) = self.next_backfill() {
                 self.report_backfill_status(false);
-                self.backfill_chunk(index, &mut stream).await?;
+                self.backfill_chunk(index, prefetched.take(), &mut stream).await?;
+                self.write_watermark().await?;
+                // The next chunk's query runs while the stream catches up to this fence.
+                prefetched = self.prefetch_next_chunk().await?;
                 // The chunk and every change up to its fence share one checkpoint, so
                 // that no committed history goes backwards (see the module docs).
-                if !self.stream_to_new_fence(&mut stream, &mut input, true).await? {
+                if !self.stream_to_fence(&mut stream, &mut input, true).await? {
                     return Ok(());
                 }
                 self.checkpoint_if_due(true, &mut stream).await?;
                 continue;
+            }
+            if let Some(unused) = prefetched.take() {
+                unused.query.abort();
             }
             if self.backfill_started.is_some() && self.last_progress_report.is_some() {
                 self.report_backfill_status(true);
@@ -679,6 +702,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         input: &mut mpsc::UnboundedReceiver<Input>,
         hold: bool,
     ) -> Result<bool, Error> {
+        self.write_watermark().await?;
+        self.stream_to_fence(stream, input, hold).await
+    }
+
+    /// Write a fresh watermark: its commit is the next fence.
+    async fn write_watermark(&mut self) -> Result<(), Error> {
         let watermark = new_watermark();
         let table = format!(
             "{}.{}",
@@ -700,6 +729,17 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.pending_watermark = Some(watermark);
         self.watermark_seen = false;
         self.fence_reached = false;
+        Ok(())
+    }
+
+    /// Stream until the written watermark's transaction commits. With `hold`, no checkpoint
+    /// is written before the fence. False: the input ended.
+    async fn stream_to_fence(
+        &mut self,
+        stream: &mut ReplicationStream,
+        input: &mut mpsc::UnboundedReceiver<Input>,
+        hold: bool,
+    ) -> Result<bool, Error> {
         self.hold_checkpoints = hold;
         let running = self.stream_until(stream, input, true).await;
         self.hold_checkpoints = false;
@@ -1186,8 +1226,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// Read and emit one backfill chunk, keeping the replication connection alive meanwhile.
-    async fn backfill_chunk(&mut self, index: usize, stream: &mut ReplicationStream) -> Result<(), Error> {
-        self.prepare_backfill(index).await?;
+    /// The next chunk of a binding: its plan, SQL and parameters (after `prepare_backfill`).
+    fn chunk_query(&self, index: usize) -> Result<(backfill::ChunkPlan, String, Vec<Option<String>>), Error> {
         let binding = &self.bindings[index];
         let keyless = binding.state.mode == TableMode::KeylessBackfill;
         let (plan, params): (backfill::ChunkPlan, Vec<Option<String>>) = if keyless {
@@ -1237,20 +1277,53 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             _ => vec![false; binding.key_columns.len()],
         };
         let sql = backfill::chunk_sql(&binding.table, &binding.key_columns, &key_types, &collate_c, &plan, filter.as_deref());
+        Ok((plan, sql, params))
+    }
+
+    /// Start the next chunk's query on the backfill connection, to run while the stream
+    /// catches up to the current fence. Must be called after that fence's watermark is
+    /// written: the chunk's snapshot then follows the watermark, so every change to its
+    /// rows that the fence does not emit (they are beyond the current resume key) is either
+    /// in the chunk or arrives after it.
+    async fn prefetch_next_chunk(&mut self) -> Result<Option<PrefetchedChunk>, Error> {
+        let Some(index) = self.next_backfill() else { return Ok(None) };
+        self.prepare_backfill(index).await?;
+        let (plan, sql, params) = self.chunk_query(index)?;
+        let client = self.backfill_client.clone();
+        let query = tokio::spawn(async move { client.query_raw(sql.as_str(), params.iter().map(|p| p.as_deref())).await });
+        Ok(Some(PrefetchedChunk { index, plan, query }))
+    }
+
+    async fn backfill_chunk(&mut self, index: usize, prefetched: Option<PrefetchedChunk>, stream: &mut ReplicationStream) -> Result<(), Error> {
+        self.prepare_backfill(index).await?;
+        let (plan, sql, params) = self.chunk_query(index)?;
+        // Use the prefetched query only if it is exactly this chunk (the chunk size may have
+        // changed since, after a statement timeout).
+        let prefetched = prefetched.filter(|p| p.index == index && p.plan == plan);
+        let binding = &self.bindings[index];
+        let keyless = binding.state.mode == TableMode::KeylessBackfill;
         let emitted = backfill::emitted_columns(&binding.table);
         let key_count = if keyless { 0 } else { binding.key_columns.len() };
 
         let started = Instant::now();
-        let client = &self.client;
+        let client = self.backfill_client.clone();
         let mut status_timer = tokio::time::interval(self.status_interval);
         status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status_timer.tick().await;
         let row_stream = {
-            let query = client.query_raw(sql.as_str(), params.iter().map(|p| p.as_deref()));
+            let query = async {
+                match prefetched {
+                    Some(prefetched) => prefetched
+                        .query
+                        .await
+                        .map_err(|err| Error::Internal(format!("the prefetched backfill query failed to run: {err}"))),
+                    None => Ok(client.query_raw(sql.as_str(), params.iter().map(|p| p.as_deref())).await),
+                }
+            };
             tokio::pin!(query);
             loop {
                 tokio::select! {
-                    result = &mut query => break result,
+                    result = &mut query => break result?,
                     _ = status_timer.tick() => {
                         let flushed = self.acknowledged;
                         stream.send_standby_status(flushed, flushed, flushed, false).await?;
