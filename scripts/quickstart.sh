@@ -54,6 +54,8 @@ SELECT g, 'user ' || g, 'user' || g || '@example.com', (ARRAY['sad','ok','happy'
        ARRAY['tag' || g % 2], g * 10.25
 FROM generate_series(1, 5) g;
 CREATE TABLE events (kind text, payload jsonb, at timestamp);
+-- No primary key: give updates and deletes a replica identity (validation requires it).
+ALTER TABLE events REPLICA IDENTITY FULL;
 INSERT INTO events VALUES ('signup', '{"user": 1}', '2024-01-15 09:31:00'), ('login', '{"user": 2}', '2024-01-15 09:32:00');
 CREATE PUBLICATION flow_publication FOR ALL TABLES;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO flow_capture;
