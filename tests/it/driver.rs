@@ -11,6 +11,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::harness::connector_path;
 
+/// RFC 7396 merge patch, as the runtime applies checkpoint states.
+pub use source_postgres::capture::state::merge_patch;
+
 /// One thing the connector did.
 #[derive(Debug)]
 pub enum Event {
@@ -112,30 +115,9 @@ impl Session {
     }
 }
 
-/// RFC 7396 merge patch, as the runtime applies checkpoint states.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(patch) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let map = target.as_object_mut().expect("object");
-            for (key, value) in patch {
-                if value.is_null() {
-                    map.remove(key);
-                } else {
-                    merge_patch(map.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
 /// `X/Y` LSN text as a number.
 pub fn lsn_value(text: &str) -> u64 {
-    let (high, low) = text.split_once('/').expect("LSN text");
-    (u64::from_str_radix(high, 16).expect("hex") << 32) | u64::from_str_radix(low, 16).expect("hex")
+    text.parse::<source_postgres::lsn::Lsn>().expect("LSN text").0
 }
 
 /// The slot's confirmed position, if it has one.

@@ -42,6 +42,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
+use source_postgres::capture::state::merge_patch;
+
 use crate::harness::{connector_path, normalize, run_connector, TestDb};
 
 const TRANSCRIPT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transcripts");
@@ -407,25 +409,6 @@ fn parse_body(step: &Step) -> Value {
     serde_json::from_str(&step.body)
         .or_else(|_| serde_saphyr::from_str(&step.body))
         .unwrap_or_else(|e| panic!("line {}: the body is neither JSON nor YAML: {e}", step.line))
-}
-
-/// RFC 7396 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let target = target.as_object_mut().expect("an object");
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
 }
 
 fn push_line(out: &mut String, text: &str) {
