@@ -26,7 +26,7 @@
 //! - [`validate`]: prerequisite checks with remediation SQL; `apply`.
 //! - [`capture`]: the capture session: state, backfill, fences, checkpoints, acks.
 //! - [`preview`]: the local runner that drives the binary from a catalog YAML file.
-//! - [`error`], [`lsn`], [`log`]: shared pieces.
+//! - [`error`], [`lsn`], [`log`]: shared pieces; [`failpoint`]: crash points for fault tests.
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -34,6 +34,7 @@ pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod failpoint;
 pub mod log;
 pub mod lsn;
 pub mod pg;

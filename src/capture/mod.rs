@@ -32,6 +32,15 @@
 //! chunk's snapshot is either already reflected in the chunk's rows or re-applied after them
 //! within the same checkpoint, so the reduced result converges to the table and no committed
 //! history goes backwards.
+//!
+//! Small tables share fences: a round reads back-to-back chunks of several tables of the
+//! same priority until one chunk's worth of rows is read, then writes one watermark for all
+//! of them (see `Session::backfill_round`).
+//!
+//! The replication connection is watched: every status update asks the walsender for a
+//! reply, and a connection that leaves replies unanswered for six status intervals is
+//! declared dead (the capture fails and is restarted from its last checkpoint) instead of
+//! hanging on a socket whose network path was cut.
 
 pub mod backfill;
 pub mod document;
@@ -52,6 +61,7 @@ use crate::config::{BackfillMode, Config, ResourceConfig};
 use crate::discovery::catalog::TypeRegistry;
 use crate::discovery::{schema::column_of_pointer, DiscoveredTable, FALLBACK_KEY};
 use crate::error::Error;
+use crate::failpoint::{self, Failpoint};
 use crate::lsn::Lsn;
 use crate::pg::replication::{ReplicationClient, ReplicationFrame, ReplicationStream};
 use crate::pg::{quote_identifier, PgError};
@@ -75,6 +85,13 @@ const MAX_DOCUMENTS_PER_CHECKPOINT: u64 = 20_000;
 /// counts as draining a backlog, and how long to wait for the next frame then.
 const BACKLOG_BYTES: u64 = 64 * 1024;
 const BACKLOG_WAIT: Duration = Duration::from_millis(5);
+
+/// Bounds of a backfill round (chunks of several tables sharing one fence).
+const MAX_TABLES_PER_FENCE: usize = 100;
+const MAX_ROUND_TIME: Duration = Duration::from_secs(5);
+
+/// The shortest silence after a reply request that counts as a dead connection.
+const MIN_UNANSWERED: Duration = Duration::from_secs(5);
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -171,6 +188,9 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     watermark_seen: bool,
     fence_reached: bool,
     last_status: Instant,
+    /// When a status update asked the server for a reply that has not come yet (any frame
+    /// counts as the answer): the dead-connection detector of `stream_until`.
+    reply_awaited_since: Option<Instant>,
     /// The server's WAL end as of the last XLogData, and where that message started.
     server_wal_end: Lsn,
     last_message_start: Lsn,
@@ -365,6 +385,7 @@ where
         watermark_seen: false,
         fence_reached: false,
         last_status: Instant::now(),
+        reply_awaited_since: None,
         server_wal_end: start,
         last_message_start: start,
         status_interval,
@@ -565,6 +586,49 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
     }
 
+    /// Read the chunks that will share the next fence: the chunk of `first`, then, while
+    /// the round has read fewer rows than one full chunk, one chunk of each other table at
+    /// the same priority, in binding order. Many small tables then cost one watermark and
+    /// one fence per chunk's worth of rows instead of one each.
+    ///
+    /// Sharing a fence keeps the algorithm's guarantee: every chunk is read after the
+    /// previous fence, and the stream up to the next fence carries every change committed
+    /// after each chunk's snapshot, so each table is filtered against its own resume key
+    /// exactly as if its chunk had had a fence of its own. The bounds keep the stream's
+    /// backlog (and the held checkpoint) no larger than one chunk would.
+    async fn backfill_round(&mut self, first: usize, prefetched: Option<PrefetchedChunk>, stream: &mut ReplicationStream) -> Result<(), Error> {
+        let started = Instant::now();
+        let rows_before = self.rows_this_session;
+        let priority = self.bindings[first].resource.priority;
+        let full_chunk = u64::try_from(self.config.chunk_size).unwrap_or(1);
+        let mut read = BTreeSet::new();
+        let mut index = first;
+        let mut prefetched = prefetched;
+        loop {
+            self.backfill_chunk(index, prefetched.take(), stream).await?;
+            read.insert(index);
+            if self.rows_this_session - rows_before >= full_chunk
+                || read.len() >= MAX_TABLES_PER_FENCE
+                || started.elapsed() >= MAX_ROUND_TIME
+            {
+                break;
+            }
+            let next = self
+                .bindings
+                .iter()
+                .enumerate()
+                .find(|(i, b)| b.state.mode.is_backfilling() && b.resource.priority == priority && !read.contains(i));
+            match next {
+                Some((i, _)) => index = i,
+                None => break,
+            }
+        }
+        if read.len() > 1 {
+            tracing::debug!(tables = read.len(), rows = self.rows_this_session - rows_before, "backfill chunks sharing one fence");
+        }
+        Ok(())
+    }
+
     /// The next binding to backfill: highest priority first, then binding order.
     fn next_backfill(&self) -> Option<usize> {
         self.bindings
@@ -593,7 +657,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         loop {
             if let Some(index) = self.next_backfill() {
                 self.report_backfill_status(false);
-                self.backfill_chunk(index, prefetched.take(), &mut stream).await?;
+                self.backfill_round(index, prefetched.take(), &mut stream).await?;
                 self.write_watermark().await?;
                 // The next chunk's query runs while the stream catches up to this fence.
                 prefetched = self.prefetch_next_chunk().await?;
@@ -691,7 +755,39 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let flushed = self.acknowledged;
         stream.send_standby_status(flushed, flushed, flushed, reply).await?;
         self.last_status = Instant::now();
+        if reply && self.reply_awaited_since.is_none() {
+            self.reply_awaited_since = Some(self.last_status);
+        }
         Ok(())
+    }
+
+    /// A status tick of the streaming loop: ask the server for a reply, unless an earlier
+    /// request went unanswered for too long. The walsender answers a reply request at once,
+    /// whatever its `wal_sender_timeout`, so silence means the connection is gone even if
+    /// the socket still looks open (a cut network path, a frozen host): fail, so that the
+    /// runtime restarts the capture from its last checkpoint, rather than hang.
+    async fn on_status_tick(&mut self, stream: &mut ReplicationStream) -> Result<(), Error> {
+        // Six intervals: at least the server's own `wal_sender_timeout` (the interval is at
+        // most a third of it), so a walsender busy reading WAL is not mistaken for a dead one.
+        let dead_after = (self.status_interval * 6).max(MIN_UNANSWERED);
+        if let Some(since) = self.reply_awaited_since {
+            if since.elapsed() >= dead_after {
+                // Frames may be queued behind a long stdout write: drain one before deciding.
+                match tokio::time::timeout(Duration::from_secs(1), stream.recv()).await {
+                    Ok(frame) => return self.on_frame(frame?, stream).await,
+                    Err(_) => {
+                        return Err(Error::user(
+                            format!(
+                                "the server stopped answering on the replication connection: no reply for {} s",
+                                since.elapsed().as_secs()
+                            ),
+                            "the network path or the server failed; the capture restarts from its last checkpoint. If this repeats, check the server's health and any proxy or firewall idle timeouts between the connector and the server",
+                        ));
+                    }
+                }
+            }
+        }
+        self.send_status(stream, true).await
     }
 
     /// Write a watermark and stream until its transaction commits. With `hold`, no
@@ -726,6 +822,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     format!("GRANT INSERT, UPDATE ON {table} TO {};", quote_identifier(&self.config.raw.user)),
                 )
             })?;
+        if failpoint::fires(Failpoint::AfterWatermark) {
+            failpoint::exit(Failpoint::AfterWatermark);
+        }
         self.pending_watermark = Some(watermark);
         self.watermark_seen = false;
         self.fence_reached = false;
@@ -802,7 +901,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 // 2. status updates, so the walsender never times us out; asking for a
                 //    reply makes an idle server send its position, which becomes an idle
                 //    checkpoint (see on_frame)
-                _ = status_timer.tick() => self.send_status(stream, true).await?,
+                _ = status_timer.tick() => self.on_status_tick(stream).await?,
                 // 3. the next replication message
                 frame = stream.recv() => self.on_frame(frame?, stream).await?,
             }
@@ -830,8 +929,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if !binding_patches.is_empty() {
             patch["bindingStateV1"] = Value::Object(binding_patches);
         }
+        if self.documents_since_checkpoint > 0 && failpoint::fires(Failpoint::AfterDocuments) {
+            let _ = self.emitter.flush().await;
+            failpoint::exit(Failpoint::AfterDocuments);
+        }
         let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
         keepalive.during(self.emitter.checkpoint(&patch)).await?;
+        if failpoint::fires(Failpoint::AfterCheckpoint) {
+            failpoint::exit(Failpoint::AfterCheckpoint);
+        }
         self.unacknowledged.push_back(self.cursor);
         self.checkpoint_due = false;
         self.documents_since_checkpoint = 0;
@@ -848,6 +954,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     async fn on_frame(&mut self, frame: Option<ReplicationFrame>, stream: &mut ReplicationStream) -> Result<(), Error> {
+        self.reply_awaited_since = None;
         match frame {
             None => Err(Error::user(
                 "the server ended the replication stream",
@@ -1170,7 +1277,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if self.document.is_empty() {
             return Ok(());
         }
-        self.emit(binding_index, stream).await
+        self.emit(binding_index, stream).await?;
+        if failpoint::fires(Failpoint::MidTransaction) {
+            let _ = self.emitter.flush().await;
+            failpoint::exit(Failpoint::MidTransaction);
+        }
+        Ok(())
     }
 
     /// A chunk query hit the statement timeout before yielding progress: retry smaller.
@@ -1413,6 +1525,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             keepalive.during(self.emitter.captured(binding_number, &self.document)).await?;
             self.documents_since_checkpoint += 1;
             rows += 1;
+            if failpoint::fires(Failpoint::MidChunk) {
+                let _ = self.emitter.flush().await;
+                failpoint::exit(Failpoint::MidChunk);
+            }
             // Only the last row's key is needed (the resume key): keep the row, not its text.
             last_row = Some(row);
         }

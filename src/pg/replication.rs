@@ -511,6 +511,13 @@ async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, PgError> {
         match TcpStream::connect(address).await {
             Ok(stream) => {
                 stream.set_nodelay(true).map_err(unreachable)?;
+                // The same TCP keepalives as the SQL connections (see `connect_sql`): a
+                // peer that vanished without closing is noticed even while we only send.
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(super::TCP_KEEPALIVE_IDLE)
+                    .with_interval(super::TCP_KEEPALIVE_INTERVAL)
+                    .with_retries(super::TCP_KEEPALIVE_RETRIES);
+                socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive).map_err(unreachable)?;
                 return Ok(stream);
             }
             Err(err) => {
