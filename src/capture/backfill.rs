@@ -110,6 +110,20 @@ pub const COLUMN_TYPES_SQL: &str = "
     FROM pg_catalog.pg_attribute a
     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped";
 
+/// [`COLUMN_TYPES_SQL`] for many tables at once (`$1`: their OIDs).
+pub const COLUMN_TYPES_BATCH_SQL: &str = "
+    SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped";
+
+/// [`TABLE_ROWS_ESTIMATE_SQL`] for many tables at once (`$1`: their OIDs).
+pub const TABLE_ROWS_ESTIMATE_BATCH_SQL: &str = "
+    SELECT r.oid,
+           (SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::bigint
+            FROM pg_catalog.pg_partition_tree(r.oid::regclass) t
+            JOIN pg_catalog.pg_class c ON c.oid = t.relid)
+    FROM unnest($1::oid[]) AS r(oid)";
+
 /// Largest page number over the table and all its partitions (any depth), and the leaf count.
 pub const TABLE_PAGES_SQL: &str = "
     SELECT COALESCE(max(pg_catalog.pg_relation_size(t.relid) / current_setting('block_size')::bigint), 0)::bigint,

@@ -601,26 +601,44 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let rows_before = self.rows_this_session;
         let priority = self.bindings[first].resource.priority;
         let full_chunk = u64::try_from(self.config.chunk_size).unwrap_or(1);
+        self.prepare_backfills().await?;
         let mut read = BTreeSet::new();
         let mut index = first;
         let mut prefetched = prefetched;
-        loop {
-            self.backfill_chunk(index, prefetched.take(), stream).await?;
-            read.insert(index);
-            if self.rows_this_session - rows_before >= full_chunk
-                || read.len() >= MAX_TABLES_PER_FENCE
-                || started.elapsed() >= MAX_ROUND_TIME
-            {
-                break;
-            }
-            let next = self
-                .bindings
+        let next_in_round = |bindings: &[Binding], read: &BTreeSet<usize>, current: usize| {
+            bindings
                 .iter()
                 .enumerate()
-                .find(|(i, b)| b.state.mode.is_backfilling() && b.resource.priority == priority && !read.contains(i));
-            match next {
-                Some((i, _)) => index = i,
-                None => break,
+                .find(|(i, b)| *i != current && b.state.mode.is_backfilling() && b.resource.priority == priority && !read.contains(i))
+                .map(|(i, _)| i)
+        };
+        loop {
+            // Queue the query of the table likely to come next behind this one (the backfill
+            // connection pipelines them), so small tables do not each wait for a round trip.
+            // Its snapshot still follows the previous fence; if the round ends instead, it is
+            // dropped, never carried past the fence.
+            let speculative = match next_in_round(&self.bindings, &read, index) {
+                Some(next) if read.len() + 1 < MAX_TABLES_PER_FENCE => self.start_chunk_query(next).await?,
+                _ => None,
+            };
+            self.backfill_chunk(index, prefetched.take(), stream).await?;
+            read.insert(index);
+            let next = next_in_round(&self.bindings, &read, index);
+            let round_over = self.rows_this_session - rows_before >= full_chunk
+                || read.len() >= MAX_TABLES_PER_FENCE
+                || started.elapsed() >= MAX_ROUND_TIME
+                || next.is_none();
+            match (round_over, next) {
+                (false, Some(i)) => {
+                    prefetched = speculative;
+                    index = i;
+                }
+                _ => {
+                    if let Some(unused) = speculative {
+                        unused.query.abort();
+                    }
+                    break;
+                }
             }
         }
         if read.len() > 1 {
@@ -1304,6 +1322,48 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(())
     }
 
+    /// Prepare the backfill query details of every backfilling binding that lacks them, in
+    /// two catalog queries rather than two per table (which dominated the backfill of many
+    /// small tables). `prepare_backfill` then finds them ready.
+    async fn prepare_backfills(&mut self) -> Result<(), Error> {
+        let need_estimate: Vec<u32> = self
+            .bindings
+            .iter()
+            .filter(|b| b.state.mode.is_backfilling() && b.estimated_rows.is_none())
+            .map(|b| b.table.oid)
+            .collect();
+        let need_types: Vec<u32> = self
+            .bindings
+            .iter()
+            .filter(|b| b.state.mode.is_backfilling() && b.state.mode != TableMode::KeylessBackfill && b.key_types.is_none())
+            .map(|b| b.table.oid)
+            .collect();
+        if need_estimate.len() > 1 {
+            let rows = self.client.query(backfill::TABLE_ROWS_ESTIMATE_BATCH_SQL, &[&need_estimate]).await.map_err(pg)?;
+            let estimates: BTreeMap<u32, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            for binding in self.bindings.iter_mut().filter(|b| b.estimated_rows.is_none()) {
+                if let Some(estimate) = estimates.get(&binding.table.oid) {
+                    binding.estimated_rows = Some(u64::try_from(*estimate).unwrap_or(0));
+                }
+            }
+        }
+        if need_types.len() > 1 {
+            let rows = self.client.query(backfill::COLUMN_TYPES_BATCH_SQL, &[&need_types]).await.map_err(pg)?;
+            let mut types: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
+            for row in &rows {
+                types.entry(row.get(0)).or_default().insert(row.get(1), row.get(2));
+            }
+            for binding in self.bindings.iter_mut().filter(|b| b.state.mode.is_backfilling() && b.key_types.is_none()) {
+                // A table missing here (dropped since) or a missing key column is left for
+                // `prepare_backfill`, which reports it.
+                let Some(columns) = types.get(&binding.table.oid) else { continue };
+                let key_types: Option<Vec<String>> = binding.key_columns.iter().map(|c| columns.get(c).cloned()).collect();
+                binding.key_types = key_types;
+            }
+        }
+        Ok(())
+    }
+
     /// Prepare backfill query details of a binding.
     async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
         let binding = &mut self.bindings[index];
@@ -1399,6 +1459,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// in the chunk or arrives after it.
     async fn prefetch_next_chunk(&mut self) -> Result<Option<PrefetchedChunk>, Error> {
         let Some(index) = self.next_backfill() else { return Ok(None) };
+        self.start_chunk_query(index).await
+    }
+
+    /// Start the next chunk query of binding `index` on the backfill connection.
+    async fn start_chunk_query(&mut self, index: usize) -> Result<Option<PrefetchedChunk>, Error> {
         self.prepare_backfill(index).await?;
         let (plan, sql, params) = self.chunk_query(index)?;
         let client = self.backfill_client.clone();
