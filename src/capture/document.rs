@@ -113,7 +113,10 @@ fn write_json_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-fn write_object(out: &mut Vec<u8>, layout: &DocumentLayout, row: &EncodedRow, meta: Option<&dyn Fn(&mut Vec<u8>)>) {
+/// Writes the `_meta` member of a document.
+type MetaWriter<'a> = &'a dyn Fn(&mut Vec<u8>);
+
+fn write_object(out: &mut Vec<u8>, layout: &DocumentLayout, row: &EncodedRow, meta: Option<MetaWriter<'_>>) {
     out.push(b'{');
     let mut first = true;
     let mut separator = |out: &mut Vec<u8>| {

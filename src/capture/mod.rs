@@ -928,7 +928,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Write a checkpoint if a transaction committed (or the cursor moved) since the last.
     async fn checkpoint_if_due(&mut self, force_bindings: bool, stream: &mut ReplicationStream) -> Result<(), Error> {
-        if !self.checkpoint_due && !(force_bindings && !self.changed_bindings.is_empty()) && self.documents_since_checkpoint == 0 {
+        let bindings_changed = force_bindings && !self.changed_bindings.is_empty();
+        if !(self.checkpoint_due || bindings_changed || self.documents_since_checkpoint > 0) {
             return Ok(());
         }
         self.checkpoint_with(Map::new(), stream).await
@@ -1559,13 +1560,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             };
             let binding = &self.bindings[index];
             self.row.reset(emitted.len());
-            for position in 0..emitted.len() {
+            for (position, encoder) in encoders.iter().enumerate() {
                 let cell: Option<RawText<'_>> = row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
                 match cell {
                     None => self.row.set_null(position),
                     Some(RawText(text)) => {
                         let start = self.row.bytes.len();
-                        encoders[position]
+                        encoder
                             .encode(text, &mut self.row.bytes)
                             .map_err(|err| value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err))?;
                         self.row.finish_value(position, start);
