@@ -191,6 +191,9 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// When a status update asked the server for a reply that has not come yet (any frame
     /// counts as the answer): the dead-connection detector of `stream_until`.
     reply_awaited_since: Option<Instant>,
+    /// When the bound tables were last checked to still be in the publication.
+    publication_checked: Instant,
+    server_version: i32,
     /// The server's WAL end as of the last XLogData, and where that message started.
     server_wal_end: Lsn,
     last_message_start: Lsn,
@@ -386,6 +389,8 @@ where
         fence_reached: false,
         last_status: Instant::now(),
         reply_awaited_since: None,
+        publication_checked: Instant::now(),
+        server_version: i32::try_from(server_version).unwrap_or(i32::MAX),
         server_wal_end: start,
         last_message_start: start,
         status_interval,
@@ -805,7 +810,57 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
             }
         }
+        // As often as the dead-connection limit: a minute by default.
+        if self.publication_checked.elapsed() >= dead_after {
+            self.publication_checked = Instant::now();
+            self.check_publication().await?;
+        }
         self.send_status(stream, true).await
+    }
+
+    /// Fail if a bound table has left the publication. pgoutput then simply stops sending
+    /// its changes, with no message at all: without this check the capture would go on
+    /// without them, silently. A table that no longer exists is left to the replication
+    /// stream (a re-created table is captured again once it is published).
+    async fn check_publication(&mut self) -> Result<(), Error> {
+        let (schemas, names): (Vec<&str>, Vec<&str>) = self
+            .bindings
+            .iter()
+            .filter(|b| !matches!(b.state.mode, TableMode::Ignore | TableMode::Missing))
+            .map(|b| (b.table.schema.as_str(), b.table.name.as_str()))
+            .unzip();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let published = crate::validate::server::published_sql(self.server_version, "c.oid", "$3");
+        let sql = format!(
+            "SELECT n.nspname, c.relname
+             FROM unnest($1::text[], $2::text[]) AS b(schema, name)
+             JOIN pg_catalog.pg_namespace n ON n.nspname = b.schema
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = b.name
+             WHERE NOT {published}
+             ORDER BY 1, 2"
+        );
+        let rows = self.client.query(&sql, &[&schemas, &names, &self.config.publication_name()]).await.map_err(pg)?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let publication = quote_identifier(self.config.publication_name());
+        let tables: Vec<String> =
+            rows.iter().map(|r| format!("{}.{}", quote_identifier(r.get(0)), quote_identifier(r.get(1)))).collect();
+        Err(Error::user(
+            format!(
+                "{} left publication {publication} while being captured: the server no longer sends {} changes",
+                tables.join(", "),
+                if tables.len() == 1 { "its" } else { "their" }
+            ),
+            format!(
+                "ALTER PUBLICATION {publication} ADD TABLE {}; then increment the backfill counter of {} binding{}, since changes made in the meantime were not captured",
+                tables.join(", "),
+                if tables.len() == 1 { "its" } else { "their" },
+                if tables.len() == 1 { "" } else { "s" }
+            ),
+        ))
     }
 
     /// Write a watermark and stream until its transaction commits. With `hold`, no
