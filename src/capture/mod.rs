@@ -191,6 +191,8 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// When a status update asked the server for a reply that has not come yet (any frame
     /// counts as the answer): the dead-connection detector of `stream_until`.
     reply_awaited_since: Option<Instant>,
+    /// The chunk query a backfill round sent ahead for its next table.
+    speculative: Option<PrefetchedChunk>,
     /// When the bound tables were last checked to still be in the publication.
     publication_checked: Instant,
     server_version: i32,
@@ -389,6 +391,7 @@ where
         fence_reached: false,
         last_status: Instant::now(),
         reply_awaited_since: None,
+        speculative: None,
         publication_checked: Instant::now(),
         server_version: i32::try_from(server_version).unwrap_or(i32::MAX),
         server_wal_end: start,
@@ -618,15 +621,25 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 .map(|(i, _)| i)
         };
         loop {
-            // Queue the query of the table likely to come next behind this one (the backfill
-            // connection pipelines them), so small tables do not each wait for a round trip.
-            // Its snapshot still follows the previous fence; if the round ends instead, it is
-            // dropped, never carried past the fence.
-            let speculative = match next_in_round(&self.bindings, &read, index) {
-                Some(next) if read.len() + 1 < MAX_TABLES_PER_FENCE => self.start_chunk_query(next).await?,
-                _ => None,
+            // This chunk's query goes out first: the backfill connection answers pipelined
+            // queries in order, so a query queued ahead of it whose rows nobody reads yet
+            // would block it for good.
+            let current = match prefetched.take() {
+                Some(p) if p.index == index => Some(p),
+                other => {
+                    if let Some(stale) = other {
+                        stale.query.abort();
+                    }
+                    self.start_chunk_query(index).await?
+                }
             };
-            self.backfill_chunk(index, prefetched.take(), stream).await?;
+            // Then the query of the table likely to come next, behind it (`backfill_chunk`
+            // sends it once this chunk's query is under way), so small tables do not each
+            // wait for a round trip. Its snapshot still follows the previous fence; if the
+            // round ends instead, it is dropped, never carried past the fence.
+            let next = next_in_round(&self.bindings, &read, index).filter(|_| read.len() + 1 < MAX_TABLES_PER_FENCE);
+            self.backfill_chunk(index, current, next, stream).await?;
+            let speculative = self.speculative.take();
             read.insert(index);
             let next = next_in_round(&self.bindings, &read, index);
             let round_over = self.rows_this_session - rows_before >= full_chunk
@@ -813,9 +826,41 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         // As often as the dead-connection limit: a minute by default.
         if self.publication_checked.elapsed() >= dead_after {
             self.publication_checked = Instant::now();
-            self.check_publication().await?;
+            let check = self.check_publication();
+            // A stalled connection must not stall the dead-connection check itself.
+            match tokio::time::timeout(dead_after, check).await {
+                Ok(result) => result?,
+                Err(_) => return Err(stalled_sql_error("checking the publication", dead_after)),
+            }
         }
         self.send_status(stream, true).await
+    }
+
+    /// Longest wait for a short statement (a watermark write, a catalog query): as long as a
+    /// silent replication connection is given (see `on_status_tick`). Such statements take
+    /// milliseconds; past this the server or the network path is gone, even when the socket
+    /// still looks open, and failing lets the runtime restart the capture.
+    fn sql_deadline_duration(&self) -> Duration {
+        (self.status_interval * 6).max(MIN_UNANSWERED)
+    }
+
+    async fn sql_deadline<T>(&self, what: &str, work: impl std::future::Future<Output = T>) -> Result<T, Error> {
+        with_deadline(self.sql_deadline_duration(), what, work).await
+    }
+
+    /// While a chunk query is silent (no row yet, or none for a while): it may be working,
+    /// or its connection may be gone with the socket still open. A `SELECT 1` on the other
+    /// connection tells the two apart: a server that answers it is alive and busy; one that
+    /// does not within the deadline is not, and the capture fails rather than hang.
+    async fn probe_if_quiet(&self, quiet_since: &mut Instant) -> Result<(), Error> {
+        if quiet_since.elapsed() < self.sql_deadline_duration() {
+            return Ok(());
+        }
+        self.sql_deadline("a liveness probe while a backfill query was silent", self.client.simple_query("SELECT 1"))
+            .await?
+            .map_err(pg)?;
+        *quiet_since = Instant::now();
+        Ok(())
     }
 
     /// Fail if a bound table has left the publication. pgoutput then simply stops sending
@@ -883,18 +928,20 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             quote_identifier(&self.config.watermarks_schema),
             quote_identifier(&self.config.watermarks_table)
         );
-        self.client
-            .execute(
-                &format!("INSERT INTO {table} (slot, watermark) VALUES ($1, $2) ON CONFLICT (slot) DO UPDATE SET watermark = excluded.watermark"),
-                &[&self.config.slot_name(), &watermark],
-            )
-            .await
-            .map_err(|err| {
-                Error::user(
+        let sql = format!("INSERT INTO {table} (slot, watermark) VALUES ($1, $2) ON CONFLICT (slot) DO UPDATE SET watermark = excluded.watermark");
+        let slot = self.config.slot_name();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&slot, &watermark];
+        let write = self.client.execute(&sql, &params);
+        match self.sql_deadline("writing a watermark", write).await? {
+            Ok(_) => {}
+            Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+                return Err(Error::user(
                     format!("writing a watermark to {table} failed: {}", PgError::from(err)),
                     format!("GRANT INSERT, UPDATE ON {table} TO {};", quote_identifier(&self.config.raw.user)),
-                )
-            })?;
+                ));
+            }
+            Err(err) => return Err(pg(err)),
+        }
         if failpoint::fires(Failpoint::AfterWatermark) {
             failpoint::exit(Failpoint::AfterWatermark);
         }
@@ -1395,7 +1442,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             .map(|b| b.table.oid)
             .collect();
         if need_estimate.len() > 1 {
-            let rows = self.client.query(backfill::TABLE_ROWS_ESTIMATE_BATCH_SQL, &[&need_estimate]).await.map_err(pg)?;
+            let rows = self.sql_deadline("estimating table sizes", self.client.query(backfill::TABLE_ROWS_ESTIMATE_BATCH_SQL, &[&need_estimate])).await?.map_err(pg)?;
             let estimates: BTreeMap<u32, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
             for binding in self.bindings.iter_mut().filter(|b| b.estimated_rows.is_none()) {
                 if let Some(estimate) = estimates.get(&binding.table.oid) {
@@ -1404,7 +1451,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
         }
         if need_types.len() > 1 {
-            let rows = self.client.query(backfill::COLUMN_TYPES_BATCH_SQL, &[&need_types]).await.map_err(pg)?;
+            let rows = self.sql_deadline("reading key column types", self.client.query(backfill::COLUMN_TYPES_BATCH_SQL, &[&need_types])).await?.map_err(pg)?;
             let mut types: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
             for row in &rows {
                 types.entry(row.get(0)).or_default().insert(row.get(1), row.get(2));
@@ -1422,14 +1469,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Prepare backfill query details of a binding.
     async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
+        let limit = self.sql_deadline_duration();
         let binding = &mut self.bindings[index];
         if binding.estimated_rows.is_none() {
-            let row = self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid]).await.map_err(pg)?;
+            let row = with_deadline(limit, "estimating a table's size", self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid])).await?.map_err(pg)?;
             binding.estimated_rows = Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
         }
         if binding.state.mode == TableMode::KeylessBackfill {
             if binding.keyless_pages.is_none() {
-                let row = self.client.query_one(backfill::TABLE_PAGES_SQL, &[&binding.table.oid]).await.map_err(pg)?;
+                let row = with_deadline(limit, "counting a table's pages", self.client.query_one(backfill::TABLE_PAGES_SQL, &[&binding.table.oid])).await?.map_err(pg)?;
                 let (max_page, partitions): (i64, i64) = (row.get(0), row.get(1));
                 binding.keyless_pages = Some((
                     backfill::keyless_end_page(max_page),
@@ -1437,7 +1485,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 ));
             }
         } else if binding.key_types.is_none() {
-            let rows = self.client.query(backfill::COLUMN_TYPES_SQL, &[&binding.table.oid]).await.map_err(pg)?;
+            let rows = with_deadline(limit, "reading key column types", self.client.query(backfill::COLUMN_TYPES_SQL, &[&binding.table.oid])).await?.map_err(pg)?;
             let types: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
             let mut key_types = Vec::new();
             for column in &binding.key_columns {
@@ -1527,12 +1575,31 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(Some(PrefetchedChunk { index, plan, query }))
     }
 
-    async fn backfill_chunk(&mut self, index: usize, prefetched: Option<PrefetchedChunk>, stream: &mut ReplicationStream) -> Result<(), Error> {
+    /// Read and emit one chunk of binding `index` (its query possibly started already, as
+    /// `prefetched`). With `next`, the next chunk query of that binding is sent once this
+    /// chunk's rows are flowing, and left in `self.speculative`.
+    async fn backfill_chunk(
+        &mut self,
+        index: usize,
+        prefetched: Option<PrefetchedChunk>,
+        next: Option<usize>,
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
         self.prepare_backfill(index).await?;
         let (plan, sql, params) = self.chunk_query(index)?;
         // Use the prefetched query only if it is exactly this chunk (the chunk size may have
         // changed since, after a statement timeout).
-        let prefetched = prefetched.filter(|p| p.index == index && p.plan == plan);
+        let prefetched = match prefetched {
+            Some(p) if p.index == index && p.plan == plan => Some(p),
+            Some(stale) => {
+                // Dropping its row stream lets the connection discard its rows; only then
+                // may another query follow it.
+                stale.query.abort();
+                let _ = stale.query.await;
+                None
+            }
+            None => None,
+        };
         let binding = &self.bindings[index];
         let keyless = binding.state.mode == TableMode::KeylessBackfill;
         let emitted = backfill::emitted_columns(&binding.table);
@@ -1543,6 +1610,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut status_timer = tokio::time::interval(self.status_interval);
         status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status_timer.tick().await;
+        let mut quiet_since = Instant::now();
         let row_stream = {
             let query = async {
                 match prefetched {
@@ -1560,6 +1628,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     _ = status_timer.tick() => {
                         let flushed = self.acknowledged;
                         stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                        self.probe_if_quiet(&mut quiet_since).await?;
                     }
                 }
             }
@@ -1569,6 +1638,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(index, &plan, err),
             Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
         };
+        // This chunk's query has been executed (its rows are on their way), so a query sent
+        // now is answered after it: it cannot block this one.
+        if let Some(next) = next {
+            self.speculative = self.start_chunk_query(next).await?;
+        }
         tokio::pin!(row_stream);
         let mut rows: u64 = 0;
         let mut timed_out = false;
@@ -1591,9 +1665,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 _ = status_timer.tick() => {
                     let flushed = self.acknowledged;
                     stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                    self.probe_if_quiet(&mut quiet_since).await?;
                     continue;
                 }
             };
+            quiet_since = Instant::now();
             let Some(row) = next else { break };
             let row = match row {
                 Ok(row) => row,
@@ -1799,6 +1875,17 @@ fn key_element(ty: Option<&PgType>, text: Option<&str>) -> keys::Element {
 }
 
 /// Whether a query was cancelled by `statement_timeout` (SQLSTATE 57014).
+async fn with_deadline<T>(limit: Duration, what: &str, work: impl std::future::Future<Output = T>) -> Result<T, Error> {
+    tokio::time::timeout(limit, work).await.map_err(|_| stalled_sql_error(what, limit))
+}
+
+fn stalled_sql_error(what: &str, after: Duration) -> Error {
+    Error::user(
+        format!("the server stopped answering: {what} got no reply in {} s", after.as_secs()),
+        "the network path or the server failed; the capture restarts from its last checkpoint. If this repeats, check the server's health and any proxy or firewall between the connector and the server",
+    )
+}
+
 fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
 }

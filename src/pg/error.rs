@@ -219,6 +219,11 @@ fn default_server_hint(code: &str) -> Option<&'static str> {
             "the server has no free connection slots; raise max_connections or close idle sessions"
         }
         "42501" => "the capture user lacks a privilege; see the connector's setup instructions",
+        "57P01" | "57P02" => {
+            "the server ended this session (an administrator terminated it, a replication slot in \
+             use was dropped, or the server is shutting down); the capture restarts from its last \
+             checkpoint, and the error it meets then says whether anything must be changed"
+        }
         _ => return None,
     })
 }

@@ -264,3 +264,64 @@ async fn backfill_chunks_cut_by_the_statement_timeout_keep_their_progress() {
     assert_eq!(ids, (1..=300).collect::<Vec<i64>>(), "every row exactly once, in key order");
     assert!(checkpoints_with_progress >= 2, "the timeout cut chunks into several checkpoints ({checkpoints_with_progress})");
 }
+
+/// pgoutput stops sending a table's changes the moment it leaves the publication, without
+/// any message: the capture must notice (it checks the bound tables periodically) and fail
+/// with the statement that fixes it, rather than go on without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_removed_from_the_publication_fails_the_capture_clearly() {
+    let db = TestDb::create("left_publication").await;
+    db.execute(&format!(
+        "CREATE TABLE test.kept (id int PRIMARY KEY);
+         CREATE TABLE test.removed (id int PRIMARY KEY);
+         CREATE TABLE public.flow_watermarks (slot TEXT PRIMARY KEY, watermark TEXT);
+         GRANT SELECT, INSERT, UPDATE ON public.flow_watermarks TO {user};
+         DROP PUBLICATION flow_publication;
+         CREATE PUBLICATION flow_publication FOR TABLE test.kept, test.removed, public.flow_watermarks;",
+        user = crate::harness::CAPTURE_USER
+    ))
+    .await;
+    let bindings = vec![binding("kept", &["/id"]), binding("removed", &["/id"])];
+    let mut state = json!({});
+    let mut session = Session::open_capturing_stderr(&db.endpoint_config(), bindings, &state, &[]).await;
+    settle(&mut session, &mut state).await;
+
+    // While both are published, changes of both arrive.
+    db.execute("INSERT INTO test.removed VALUES (1); INSERT INTO test.kept VALUES (1);").await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match session.next(Duration::from_secs(20)).await {
+            Event::Captured { doc } => seen.push(doc["_meta"]["source"]["table"].clone()),
+            Event::Checkpoint { patch } => {
+                merge_patch(&mut state, &patch);
+                session.acknowledge().await;
+            }
+            other => panic!("unexpected event before the publication change: {other:?}"),
+        }
+    }
+    seen.sort_by_key(|t| t.to_string());
+    assert_eq!(seen, vec![json!("kept"), json!("removed")]);
+
+    db.execute("ALTER PUBLICATION flow_publication DROP TABLE test.removed; INSERT INTO test.removed VALUES (2);").await;
+    // The shared test server's wal_sender_timeout (10 s) makes the check run every 20 s.
+    let started = Instant::now();
+    let status = loop {
+        match session.next(Duration::from_secs(60)).await {
+            Event::Exited(status) => break status,
+            Event::Checkpoint { .. } => session.acknowledge().await,
+            Event::Captured { doc } => {
+                assert_ne!(doc["_meta"]["source"]["table"], "removed", "a change of the unpublished table arrived: {doc}");
+            }
+            other => panic!("the capture did not fail within a minute of the publication change: {other:?}"),
+        }
+    };
+    assert!(!status.success(), "the connector exited cleanly: {status}");
+    let stderr = session.stderr_lines().await;
+    let last = stderr.last().expect("an error line");
+    let error: Value = serde_json::from_str(last).expect("JSON log line");
+    let message = error["msg"].as_str().expect("msg");
+    assert!(message.contains("\"test\".\"removed\" left publication \"flow_publication\""), "{message}");
+    assert!(message.contains("HINT: ALTER PUBLICATION \"flow_publication\" ADD TABLE \"test\".\"removed\""), "{message}");
+    assert!(!message.contains("\"kept\""), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use std::sync::{Arc, Mutex};
+
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinHandle;
 
 use crate::harness::connector_path;
 
@@ -29,6 +32,8 @@ pub struct Session {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
+    /// With [`Session::open_capturing_stderr`]: the stderr lines so far, and their reader.
+    stderr: Option<(Arc<Mutex<Vec<String>>>, JoinHandle<()>)>,
 }
 
 /// A binding of table `test.<table>` keyed by `key`.
@@ -44,33 +49,70 @@ pub fn binding(table: &str, key: &[&str]) -> Value {
 impl Session {
     /// Start the connector and open a capture; returns once `opened` arrived.
     pub async fn open(config: &Value, bindings: Vec<Value>, state: &Value, env: &[(&str, &str)]) -> Session {
+        Session::start(config, bindings, state, env, false).await
+    }
+
+    /// [`Session::open`], collecting the connector's stderr (still echoed to the test's
+    /// stderr) for [`Session::stderr_lines`].
+    pub async fn open_capturing_stderr(config: &Value, bindings: Vec<Value>, state: &Value, env: &[(&str, &str)]) -> Session {
+        Session::start(config, bindings, state, env, true).await
+    }
+
+    async fn start(config: &Value, bindings: Vec<Value>, state: &Value, env: &[(&str, &str)], capture_stderr: bool) -> Session {
         let mut command = Command::new(connector_path());
         command
             .env("LOG_LEVEL", "warn")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr { Stdio::piped() } else { Stdio::inherit() })
             .kill_on_drop(true);
         let mut child = command.spawn().expect("start the connector");
         let mut stdin = child.stdin.take().expect("stdin");
         let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let stderr = child.stderr.take().map(|pipe| {
+            let collected = Arc::new(Mutex::new(Vec::new()));
+            let sink = collected.clone();
+            let reader = tokio::spawn(async move {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("{line}");
+                    sink.lock().expect("stderr lines").push(line);
+                }
+            });
+            (collected, reader)
+        });
         let open = json!({"open": {"capture": {"name": "tests/driver", "config": config, "bindings": bindings}, "state": state}});
         stdin
             .write_all(format!("{}\n{}\n", json!({"spec": {}}), open).as_bytes())
             .await
             .expect("write requests");
-        let mut session = Session { child, stdin: Some(stdin), lines };
+        let mut session = Session { child, stdin: Some(stdin), lines, stderr };
         for expected in ["spec", "opened"] {
             let line = tokio::time::timeout(Duration::from_secs(60), session.lines.next_line())
                 .await
                 .unwrap_or_else(|_| panic!("no {expected} response within 60 s"))
-                .expect("read")
-                .unwrap_or_else(|| panic!("the connector exited before {expected}"));
+                .expect("read");
+            let Some(line) = line else {
+                let _ = session.child.wait().await;
+                let stderr = session.stderr_lines().await.join("\n");
+                panic!("the connector exited before {expected}\n{stderr}");
+            };
             let response: Value = serde_json::from_str(&line).expect("JSON response");
             assert!(response.get(expected).is_some(), "expected {expected}, got {line}");
         }
         session
+    }
+
+    /// The stderr lines so far (all of them once the connector exited), with
+    /// [`Session::open_capturing_stderr`]; empty otherwise.
+    pub async fn stderr_lines(&mut self) -> Vec<String> {
+        let Some((lines, reader)) = &mut self.stderr else { return Vec::new() };
+        if matches!(self.child.try_wait(), Ok(Some(_))) && !reader.is_finished() {
+            // The pipe closes with the process (the connector starts no children).
+            let _ = tokio::time::timeout(Duration::from_secs(10), reader).await;
+        }
+        lines.lock().expect("stderr lines").clone()
     }
 
     /// The connector's process id.

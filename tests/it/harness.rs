@@ -52,7 +52,8 @@
 //! database and slot names are derived from test names only.
 //!
 //! Other variables: `TEST_PG_BINDIR` picks the PostgreSQL binaries (default: `pg_config
-//! --bindir`, then the newest `/usr/lib/postgresql/*/bin`); `TEST_CONNECTOR_TIMEOUT_SECS` bounds
+//! --bindir`, then the newest `/usr/lib/postgresql/*/bin`; the server needs only `initdb` and
+//! `postgres` there, see `scripts/test-versions.sh`); `TEST_CONNECTOR_TIMEOUT_SECS` bounds
 //! each [`run_connector`] call (default 120).
 //!
 //! # Per-test isolation
@@ -461,7 +462,16 @@ fn free_port() -> Result<u16, String> {
 
 fn find_bindir() -> Result<PathBuf, String> {
     if let Ok(dir) = std::env::var("TEST_PG_BINDIR") {
-        return Ok(PathBuf::from(dir));
+        // The server needs only these two (the PostgreSQL 13 of scripts/pg-versions.sh has
+        // nothing else); psql is used by the TLS tests alone.
+        let dir = PathBuf::from(dir);
+        for program in ["initdb", "postgres"] {
+            if !dir.join(program).exists() {
+                let dir = dir.display();
+                return Err(format!("TEST_PG_BINDIR={dir}: no {program} there"));
+            }
+        }
+        return Ok(dir);
     }
     if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
@@ -1140,4 +1150,309 @@ fn identifier_stems_are_short_stable_and_safe() {
     assert_eq!(stem.len(), 50);
     assert_eq!(stem, identifier_stem(long));
     assert_ne!(stem, identifier_stem(&format!("{long}_2")));
+}
+
+// -------------------------------------------------------------------------------------------
+// Private clusters
+// -------------------------------------------------------------------------------------------
+
+/// The wrapper of a [`PrivateCluster`]: [`WRAPPER_SCRIPT`]'s lifecycle (`initdb`, `postgres`,
+/// and on the end of stdin: stop the server, delete the directory), plus commands read from
+/// stdin, one per line, each answered with one line on stdout:
+///
+/// * `restart`: stop the server as `pg_ctl stop -m immediate` does (SIGQUIT to the
+///   postmaster: every session is cut, no shutdown checkpoint, crash recovery at the next
+///   start), start it again on the same port and directory, answer `restarted`.
+///
+/// It prints `started` (or `failed`) once, after `initdb`.
+const PRIVATE_WRAPPER_SCRIPT: &str = r#"
+trap '' HUP INT TERM
+dir=$1
+bindir=$2
+shift 2
+pid=
+start() {
+  "$bindir/postgres" -D "$dir/data" "$@" >>"$dir/postgres.log" 2>&1 </dev/null &
+  pid=$!
+}
+alive() {
+  case "$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null)" in
+    "" | Z | X) return 1 ;;
+  esac
+}
+stop() {
+  n=0
+  while alive && [ "$n" -lt "$2" ]; do
+    kill -"$1" "$pid" 2>/dev/null
+    sleep 0.1
+    n=$((n + 1))
+  done
+}
+if "$bindir/initdb" -D "$dir/data" --username=postgres --auth-local=trust \
+    --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-sync \
+    >"$dir/initdb.log" 2>&1 </dev/null; then
+  start "$@"
+  echo started
+else
+  touch "$dir/initdb.failed"
+  echo failed
+fi
+while read -r command; do
+  case "$command" in
+    restart)
+      if [ -n "$pid" ]; then
+        kill -QUIT "$pid" 2>/dev/null
+        wait "$pid"
+        start "$@"
+      fi
+      echo restarted
+      ;;
+  esac
+done
+if [ -n "$pid" ]; then
+  stop INT 150
+  stop QUIT 50
+  stop KILL 50
+  wait "$pid"
+fi
+rm -rf "$dir"
+"#;
+
+/// The settings of the shared cluster (see the module docs), for private clusters.
+const PRIVATE_CLUSTER_SETTINGS: [&str; 10] = [
+    "listen_addresses=127.0.0.1",
+    "wal_level=logical",
+    "max_replication_slots=100",
+    "max_wal_senders=100",
+    "wal_sender_timeout=10s",
+    "max_connections=200",
+    "timezone=PST8PDT",
+    "fsync=off",
+    "full_page_writes=off",
+    "password_encryption=scram-sha-256",
+];
+
+/// A cluster of one test's own, set up like the shared one (same settings, superuser
+/// password and capture role), for faults that would disturb every other test: restarting
+/// the server. Always started locally (even with `TEST_PG_HOST`), from `TEST_PG_BINDIR` or
+/// the local installation. Dropping it stops the server and deletes its directory (the
+/// wrapper does it when its stdin closes, also if the test process dies).
+pub struct PrivateCluster {
+    pub cluster: TestCluster,
+    /// Its directory (data in `data/`, the server log in `postgres.log`).
+    pub dir: PathBuf,
+    control: std::sync::Arc<std::sync::Mutex<PrivateControl>>,
+}
+
+struct PrivateControl {
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl PrivateCluster {
+    /// Start a private cluster; `extra_settings` (`name=value`) come after the shared
+    /// cluster's settings, so they may override them. Panics if it cannot start.
+    pub async fn start(extra_settings: &[&str]) -> PrivateCluster {
+        let bindir = find_bindir().unwrap_or_else(|e| panic!("a private cluster needs local PostgreSQL binaries: {e}"));
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match start_private_cluster(&bindir, extra_settings).await {
+                Ok(cluster) => return cluster,
+                Err(StartError::PortTaken(message)) => last_error = message,
+                Err(StartError::Failed(message)) => panic!("the private cluster did not start: {message}"),
+            }
+        }
+        panic!("the private cluster did not start: {last_error}")
+    }
+
+    /// The server log so far (for failure messages).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+    }
+
+    /// Stop the server as `pg_ctl stop -m immediate` would, start it again, and return once it
+    /// accepts connections (after crash recovery). Sessions of the old server are cut.
+    pub async fn restart_immediate(&self) {
+        let control = self.control.clone();
+        let answer = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            use std::io::BufRead;
+            let mut control = control.lock().map_err(|_| "the control pipe is poisoned".to_string())?;
+            writeln!(control.stdin, "restart").and_then(|()| control.stdin.flush()).map_err(|e| format!("send restart: {e}"))?;
+            loop {
+                let mut line = String::new();
+                match control.stdout.read_line(&mut line) {
+                    Ok(0) => return Err("the cluster's wrapper exited".into()),
+                    Ok(_) if line.trim() == "restarted" => return Ok(()),
+                    // `started` from the first start, if it was never read.
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("read the wrapper's answer: {e}")),
+                }
+            }
+        })
+        .await
+        .expect("the restart task panicked");
+        if let Err(message) = answer {
+            panic!("restarting the private cluster failed: {message}\n--- server log ---\n{}", self.log());
+        }
+        self.wait_ready(Duration::from_secs(60)).await;
+    }
+
+    /// Wait until the superuser can connect over TCP.
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            match self.cluster.connect("postgres", &self.cluster.superuser, &self.cluster.superuser_password).await {
+                Ok(_) => return,
+                Err(error) if Instant::now() > deadline => panic!(
+                    "the private cluster does not accept connections {within:?} after its restart: {}\n--- server log ---\n{}",
+                    describe_pg_error(&error),
+                    self.log()
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Create (or re-create) database `it_<stem of name>` set up as [`TestDb::create`] sets up
+    /// its databases (schema `test`, grants, `flow_publication FOR ALL TABLES` with
+    /// `publish_via_partition_root`); returns its name.
+    pub async fn create_db(&self, name: &str) -> String {
+        let database = format!("it_{}", identifier_stem(name));
+        let admin = self.cluster.superuser_client("postgres").await;
+        for statement in [
+            format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{database}\""),
+        ] {
+            if let Err(e) = admin.batch_execute(&statement).await {
+                panic!("{statement}\nfailed: {}", describe_pg_error(&e));
+            }
+        }
+        let setup = format!(
+            "CREATE SCHEMA test;
+             GRANT USAGE ON SCHEMA test, public TO {CAPTURE_USER};
+             GRANT CREATE ON SCHEMA public TO {CAPTURE_USER};
+             GRANT SELECT ON ALL TABLES IN SCHEMA test, public TO {CAPTURE_USER};
+             ALTER DEFAULT PRIVILEGES IN SCHEMA test, public GRANT SELECT ON TABLES TO {CAPTURE_USER};
+             CREATE PUBLICATION flow_publication FOR ALL TABLES
+               WITH (publish_via_partition_root = true);"
+        );
+        let client = self.cluster.superuser_client(&database).await;
+        if let Err(e) = client.batch_execute(&setup).await {
+            panic!("setting up database {database} failed: {}", describe_pg_error(&e));
+        }
+        database
+    }
+
+    /// The connector's endpoint configuration for `database` of this cluster, as the capture
+    /// role, with replication slot `slot`.
+    pub fn endpoint_config(&self, database: &str, slot: &str) -> serde_json::Value {
+        json!({
+            "address": self.cluster.address(),
+            "user": self.cluster.capture_user,
+            "credentials": {"auth_type": "UserPassword", "password": self.cluster.capture_password},
+            "database": database,
+            "advanced": {"slotName": slot, "sslmode": "disable"},
+        })
+    }
+}
+
+async fn start_private_cluster(bindir: &Path, extra_settings: &[&str]) -> Result<PrivateCluster, StartError> {
+    let failed = StartError::Failed;
+    let owner = server_owner().map_err(failed)?;
+    let dir = tempfile::Builder::new()
+        .prefix("source-postgres-private-")
+        .tempdir()
+        .map_err(|e| failed(format!("create a temporary directory: {e}")))?
+        // The wrapper deletes it, after the server has stopped.
+        .keep();
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| failed(format!("chown {}: {e}", dir.display())))?;
+    }
+    let port = free_port().map_err(failed)?;
+    let mut wrapper = Command::new("sh");
+    wrapper
+        .arg("-c")
+        .arg(PRIVATE_WRAPPER_SCRIPT)
+        .arg("sh")
+        .arg(&dir)
+        .arg(bindir)
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(&dir);
+    for setting in PRIVATE_CLUSTER_SETTINGS.iter().chain(extra_settings) {
+        wrapper.arg("-c").arg(setting);
+    }
+    wrapper
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_remove("PGDATA")
+        .current_dir(&dir)
+        .process_group(0);
+    run_as(&mut wrapper, owner);
+    let mut server = wrapper.spawn().map_err(|e| failed(format!("start the postgres wrapper: {e}")))?;
+    let control = PrivateControl {
+        stdin: server.stdin.take().expect("piped stdin"),
+        stdout: std::io::BufReader::new(server.stdout.take().expect("piped stdout")),
+    };
+
+    let log_path = dir.join("postgres.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let client = loop {
+        let mut config = tokio_postgres::Config::new();
+        config.host_path(&dir).port(port).user("postgres").dbname("postgres");
+        match config.connect(tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                break client;
+            }
+            Err(error) => {
+                // Dropping `control` closes the wrapper's stdin: it stops the server and
+                // deletes the directory.
+                if dir.join("initdb.failed").exists() {
+                    let log = fs::read_to_string(dir.join("initdb.log")).unwrap_or_default();
+                    drop(control);
+                    let _ = server.wait();
+                    return Err(failed(format!("initdb failed:\n{log}")));
+                }
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                let fatal = log.lines().any(|line| {
+                    (line.contains("FATAL") && !line.contains("the database system is starting up")) || line.contains("PANIC")
+                });
+                if fatal || Instant::now() > deadline {
+                    drop(control);
+                    let _ = server.wait();
+                    let message = format!("postgres did not start on port {port} (last connection error: {error}); its log:\n{log}");
+                    return Err(if log.contains("could not bind") { StartError::PortTaken(message) } else { failed(message) });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let setup = format!(
+        "ALTER ROLE postgres PASSWORD '{MANAGED_SUPERUSER_PASSWORD}';
+         CREATE ROLE {CAPTURE_USER} LOGIN REPLICATION PASSWORD '{CAPTURE_PASSWORD}';"
+    );
+    if let Err(e) = client.batch_execute(&setup).await {
+        drop(control);
+        let _ = server.wait();
+        return Err(failed(format!("set up roles: {}", describe_pg_error(&e))));
+    }
+    Ok(PrivateCluster {
+        cluster: TestCluster {
+            host: "127.0.0.1".into(),
+            port,
+            superuser: "postgres".into(),
+            superuser_password: MANAGED_SUPERUSER_PASSWORD.into(),
+            capture_user: CAPTURE_USER.into(),
+            capture_password: CAPTURE_PASSWORD.into(),
+            bindir: bindir.to_path_buf(),
+            server: Some(server),
+        },
+        dir,
+        control: std::sync::Arc::new(std::sync::Mutex::new(control)),
+    })
 }

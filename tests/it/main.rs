@@ -6,6 +6,8 @@
 mod harness;
 mod transcript;
 mod capture_faults;
+mod capture_chaos;
+mod faults_common;
 mod pg_connect;
 mod discovery;
 mod types;
