@@ -207,6 +207,15 @@ fn encode_integer(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> 
             expected: "no leading zero",
         });
     }
+    // Every integer type's output fits in an i64; longer digit strings (never printed by
+    // PostgreSQL, but the wire is not trusted) would be JSON numbers that strict readers
+    // reject as out of range. Shorter ones always fit, so only those are parsed.
+    if text.len() - digits_start >= 19 {
+        let fits = std::str::from_utf8(text).ok().and_then(|t| t.parse::<i64>().ok()).is_some();
+        if !fits {
+            return Err(ValueErrorKind::OutOfRange { what: "integer" });
+        }
+    }
     out.extend_from_slice(text);
     Ok(())
 }
@@ -602,6 +611,24 @@ fn decode_bytea_escape(text: &[u8]) -> Result<Vec<u8>, ValueErrorKind> {
 #[cfg(test)]
 mod column_encoder_tests {
     use super::*;
+
+    #[test]
+    fn integers_beyond_64_bits_are_rejected_not_written() {
+        // Found by the value fuzz target: a 315-digit "int8" became a JSON number that
+        // serde_json refuses as out of range.
+        let int8 = PgType::Builtin { name: "int8".into(), typmod: -1 };
+        for ok in ["9223372036854775807", "-9223372036854775808", "1234567890123456789", "0", "-1"] {
+            let mut out = Vec::new();
+            ColumnEncoder::new(&int8, false).encode(ok.as_bytes(), &mut out).unwrap();
+            assert_eq!(out, ok.as_bytes());
+        }
+        let long = "5".repeat(315);
+        for bad in ["9223372036854775808", "-9223372036854775809", "12345678901234567890", long.as_str()] {
+            let mut out = b"kept".to_vec();
+            assert!(ColumnEncoder::new(&int8, false).encode(bad.as_bytes(), &mut out).is_err(), "{bad}");
+            assert_eq!(out, b"kept");
+        }
+    }
 
     #[test]
     fn plain_float_text_is_copied_only_when_it_is_already_go_and_json_form() {
