@@ -57,6 +57,12 @@ run_faults() {
         echo "|---|---|"
         grep -E '^test (capture_faults|capture_chaos)::' "$log" | sed -E 's/^test ([^ ]+) \.\.\. (.*)$/| `\1` | \2 |/' | sort
         echo
+        echo "Each scenario's own summary (faults hit, how the connector failed, load, seed):"
+        echo
+        echo '```text'
+        grep -E '^(chaos |fault run )' "$log" | sort || true
+        echo '```'
+        echo
         echo "Suites $result in $((SECONDS - started)) s (release build, FAULT_RUNS=${FAULT_RUNS:-10})."
     } >"$work/faults.md"
     record faults "$work/faults.md"
@@ -94,7 +100,8 @@ run_versions() {
     {
         header versions
         echo '```text'
-        grep -E '^(==>|PostgreSQL|test result|version)' "$log" || true
+        # Paths are shown relative to the repository (the page speaks of the project only).
+        grep -E '^(==>|PostgreSQL|test result|version)' "$log" | sed "s|$root/||g" || true
         echo '```'
         echo
         echo "Version matrix $result in $((SECONDS - started)) s."
