@@ -803,23 +803,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// the socket still looks open (a cut network path, a frozen host): fail, so that the
     /// runtime restarts the capture from its last checkpoint, rather than hang.
     async fn on_status_tick(&mut self, stream: &mut ReplicationStream) -> Result<(), Error> {
-        // Six intervals: at least the server's own `wal_sender_timeout` (the interval is at
-        // most a third of it), so a walsender busy reading WAL is not mistaken for a dead one.
-        let dead_after = (self.status_interval * 6).max(MIN_UNANSWERED);
+        let dead_after = self.silence_limit();
         if let Some(since) = self.reply_awaited_since {
             if since.elapsed() >= dead_after {
                 // Frames may be queued behind a long stdout write: drain one before deciding.
                 match tokio::time::timeout(Duration::from_secs(1), stream.recv()).await {
                     Ok(frame) => return self.on_frame(frame?, stream).await,
-                    Err(_) => {
-                        return Err(Error::user(
-                            format!(
-                                "the server stopped answering on the replication connection: no reply for {} s",
-                                since.elapsed().as_secs()
-                            ),
-                            "the network path or the server failed; the capture restarts from its last checkpoint. If this repeats, check the server's health and any proxy or firewall idle timeouts between the connector and the server",
-                        ));
-                    }
+                    Err(_) => return Err(stalled_sql_error("a status update on the replication connection", since.elapsed())),
                 }
             }
         }
@@ -836,16 +826,17 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.send_status(stream, true).await
     }
 
-    /// Longest wait for a short statement (a watermark write, a catalog query): as long as a
-    /// silent replication connection is given (see `on_status_tick`). Such statements take
-    /// milliseconds; past this the server or the network path is gone, even when the socket
-    /// still looks open, and failing lets the runtime restart the capture.
-    fn sql_deadline_duration(&self) -> Duration {
+    /// How long the server may stay silent before it counts as gone: an unanswered reply
+    /// request on the replication connection (see `on_status_tick`), or a short statement (a
+    /// watermark write, a catalog query) that takes milliseconds when all is well. Six
+    /// status intervals: at least the server's own `wal_sender_timeout` (the interval is at
+    /// most a third of it), so a walsender busy reading WAL is not mistaken for a dead one.
+    fn silence_limit(&self) -> Duration {
         (self.status_interval * 6).max(MIN_UNANSWERED)
     }
 
     async fn sql_deadline<T>(&self, what: &str, work: impl std::future::Future<Output = T>) -> Result<T, Error> {
-        with_deadline(self.sql_deadline_duration(), what, work).await
+        with_deadline(self.silence_limit(), what, work).await
     }
 
     /// While a chunk query is silent (no row yet, or none for a while): it may be working,
@@ -853,7 +844,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// connection tells the two apart: a server that answers it is alive and busy; one that
     /// does not within the deadline is not, and the capture fails rather than hang.
     async fn probe_if_quiet(&self, quiet_since: &mut Instant) -> Result<(), Error> {
-        if quiet_since.elapsed() < self.sql_deadline_duration() {
+        if quiet_since.elapsed() < self.silence_limit() {
             return Ok(());
         }
         self.sql_deadline("a liveness probe while a backfill query was silent", self.client.simple_query("SELECT 1"))
@@ -1469,7 +1460,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Prepare backfill query details of a binding.
     async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
-        let limit = self.sql_deadline_duration();
+        let limit = self.silence_limit();
         let binding = &mut self.bindings[index];
         if binding.estimated_rows.is_none() {
             let row = with_deadline(limit, "estimating a table's size", self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid])).await?.map_err(pg)?;
