@@ -47,7 +47,7 @@ record() {
 run_faults() {
     local log="$work/faults.log" started=$SECONDS result=passed
     echo "==> fault-injection suites (FAULT_RUNS=${FAULT_RUNS:-10})"
-    if ! cargo test --release --locked --test it -- capture_faults capture_chaos --nocapture 2>&1 | tee "$log"; then
+    if ! cargo test --release --locked --test it -- capture_faults capture_chaos capture_visibility --nocapture 2>&1 | tee "$log"; then
         result=FAILED
         status=1
     fi
@@ -55,7 +55,7 @@ run_faults() {
         header faults
         echo "| test | result |"
         echo "|---|---|"
-        grep -E '^test (capture_faults|capture_chaos)::' "$log" | sed -E 's/^test ([^ ]+) \.\.\. (.*)$/| `\1` | \2 |/' | sort
+        grep -E '^test (capture_faults|capture_chaos|capture_visibility)::' "$log" | sed -E 's/^test ([^ ]+) \.\.\. (.*)$/| `\1` | \2 |/' | sort
         echo
         echo "Each scenario's own summary (faults hit, how the connector failed, load, seed):"
         echo

@@ -11,6 +11,8 @@
 #     snapshots as on 15 (tests/it/snapshots/it__transcript__capture_*.snap);
 #   * capture_stream:: (a 1M-row transaction in one checkpoint with bounded memory, idle slots,
 #     schema changes while streaming, dropped slots, resuming Go state, statement timeouts);
+#   * capture_visibility:: (a commit the stream delivers before queries see it: a synchronous
+#     standby that never confirms holds it; the backfill must wait for it);
 #   * pg_connect::slot_ (the replication client: slots, protocol versions, errors);
 #   * harness:: (the server starts, logical WAL, the capture role).
 # Not here: discovery and type tests (PostGIS is only installed for 15), TLS (needs psql, which
@@ -68,7 +70,7 @@ for major in "${majors[@]}"; do
     # (TEST_PG_HOST would point the tests at an existing server instead.)
     env -u TEST_PG_HOST TEST_PG_BINDIR="$bindir" TRANSCRIPT="$transcripts" \
         cargo test "${locked[@]}" --test it -- \
-        transcript::transcripts capture_stream:: pg_connect::slot_ harness::harness_ \
+        transcript::transcripts capture_stream:: capture_visibility:: pg_connect::slot_ harness::harness_ \
         "${skip[@]}" || status=$?
     outcome=ok
     if [[ "$status" -ne 0 ]]; then

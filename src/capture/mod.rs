@@ -26,12 +26,15 @@
 //! Backfill chunks are read in key order; each is followed by a watermark write and the
 //! stream is read up to that watermark's commit, all in one checkpoint. The next chunk's
 //! query starts (on a second connection) right after the watermark is written, so the
-//! database reads it while the stream catches up to the fence; starting it after the
-//! watermark's commit is what keeps precise filtering correct. Replication changes
-//! are never filtered (the "normal" mode of the Go connector): a change that precedes the
-//! chunk's snapshot is either already reflected in the chunk's rows or re-applied after them
-//! within the same checkpoint, so the reduced result converges to the table and no committed
-//! history goes backwards.
+//! database reads it while the stream catches up to the fence. A precise backfill drops
+//! changes to rows beyond its resume key (a later chunk reads their current state); a normal
+//! one emits every change, and a change that precedes a chunk's snapshot is either already
+//! reflected in its rows or re-applied after them within the same checkpoint. Either way the
+//! reduced result converges to the table and no committed history goes backwards, provided
+//! each chunk's snapshot sees every transaction the stream delivered before its fence.
+//! PostgreSQL does not order visibility like the WAL, so that is checked, not assumed: chunk
+//! queries report their snapshot and are repeated until it sees every delivered transaction
+//! that changed a backfilling table (see [`visibility`]).
 //!
 //! Small tables share fences: a round reads back-to-back chunks of several tables of the
 //! same priority until one chunk's worth of rows is read, then writes one watermark for all
@@ -48,6 +51,7 @@ pub mod keys;
 pub mod order;
 pub mod spill;
 pub mod state;
+pub mod visibility;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -72,6 +76,7 @@ use crate::value::{self, PgType};
 use document::{DocumentLayout, EncodedRow, Op, Source};
 use spill::{SpilledMessage, Spill};
 use state::{BindingState, CaptureState, TableMode};
+use visibility::{DeliveredXids, Snapshot};
 
 /// Longest interval between standby status updates. The walsender closes a connection
 /// that sends nothing for `wal_sender_timeout` (60 s by default), so the interval actually
@@ -89,6 +94,15 @@ const BACKLOG_WAIT: Duration = Duration::from_millis(5);
 /// Bounds of a backfill round (chunks of several tables sharing one fence).
 const MAX_TABLES_PER_FENCE: usize = 100;
 const MAX_ROUND_TIME: Duration = Duration::from_secs(5);
+
+/// Delivered transactions to remember before asking the server which of them every new
+/// snapshot sees (see [`visibility`]); this bounds the set during a long catch-up.
+const DELIVERED_XIDS_CHECK_AT: usize = 4_096;
+/// How long a backfill chunk may wait for a delivered commit to become visible before the
+/// wait is reported as a warning.
+const VISIBILITY_WAIT_WARNING: Duration = Duration::from_secs(5);
+/// Longest pause between attempts of a chunk query waiting for a commit to become visible.
+const VISIBILITY_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// The shortest silence after a reply request that counts as a dead connection.
 const MIN_UNANSWERED: Duration = Duration::from_secs(5);
@@ -144,7 +158,9 @@ struct Transaction {
 struct PrefetchedChunk {
     index: usize,
     plan: backfill::ChunkPlan,
-    query: tokio::task::JoinHandle<Result<tokio_postgres::RowStream, tokio_postgres::Error>>,
+    /// `Session::forgotten_deliveries` when the query was sent.
+    forgotten_deliveries: u64,
+    query: tokio::task::JoinHandle<Result<ChunkRows, tokio_postgres::Error>>,
 }
 
 /// Events from the stdin reader task.
@@ -193,6 +209,15 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     reply_awaited_since: Option<Instant>,
     /// The chunk query a backfill round sent ahead for its next table.
     speculative: Option<PrefetchedChunk>,
+    /// Transactions the stream delivered that changed a backfilling table, until a chunk
+    /// query's snapshot is known to see them (see [`visibility`]).
+    delivered: DeliveredXids,
+    /// Size of `delivered` at which its visible transactions are looked up and forgotten.
+    delivered_check_at: usize,
+    /// How many times transactions were forgotten on the strength of a fresh snapshot
+    /// (`forget_visible_deliveries`): a chunk query sent before that may have an older
+    /// snapshot that does not see them, so its rows are not used.
+    forgotten_deliveries: u64,
     /// When the bound tables were last checked to still be in the publication.
     publication_checked: Instant,
     server_version: i32,
@@ -392,6 +417,9 @@ where
         last_status: Instant::now(),
         reply_awaited_since: None,
         speculative: None,
+        delivered: DeliveredXids::default(),
+        delivered_check_at: DELIVERED_XIDS_CHECK_AT,
+        forgotten_deliveries: 0,
         publication_checked: Instant::now(),
         server_version: i32::try_from(server_version).unwrap_or(i32::MAX),
         server_wal_end: start,
@@ -708,6 +736,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if let Some(unused) = prefetched.take() {
                 unused.query.abort();
             }
+            self.delivered = DeliveredXids::default();
             if self.backfill_started.is_some() && self.last_progress_report.is_some() {
                 self.report_backfill_status(true);
                 self.backfill_started = None;
@@ -851,6 +880,22 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             .await?
             .map_err(pg)?;
         *quiet_since = Instant::now();
+        Ok(())
+    }
+
+    /// Forget the delivered transactions that a fresh snapshot sees (every later snapshot
+    /// sees them too), so that a long catch-up does not grow the set without bound.
+    async fn forget_visible_deliveries(&mut self) -> Result<(), Error> {
+        let rows = self
+            .sql_deadline("reading the current snapshot", self.client.simple_query("SELECT pg_current_snapshot()::text"))
+            .await?
+            .map_err(pg)?;
+        let snapshot = snapshot_of(&rows)?;
+        let before = self.delivered.len();
+        self.delivered.forget_seen(&snapshot);
+        self.forgotten_deliveries += 1;
+        tracing::debug!(forgotten = before - self.delivered.len(), left = self.delivered.len(), "delivered transactions seen by a fresh snapshot were forgotten");
+        self.delivered_check_at = DELIVERED_XIDS_CHECK_AT.max(2 * self.delivered.len());
         Ok(())
     }
 
@@ -1259,6 +1304,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     async fn on_change(&mut self, relation_oid: u32, wal_start: Lsn, change: ChangeKind<'_, '_>, stream: &mut ReplicationStream) -> Result<(), Error> {
         let transaction = self.transaction.ok_or_else(|| Error::Internal("a change arrived outside of a transaction".into()))?;
+        if self.delivered.len() >= self.delivered_check_at {
+            self.forget_visible_deliveries().await?;
+        }
         let Some(relation) = self.relations.get(&relation_oid) else {
             return Err(Error::Internal(format!("a change arrived for relation {relation_oid} before its Relation message")));
         };
@@ -1279,6 +1327,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let binding = &self.bindings[binding_index];
         if matches!(binding.state.mode, TableMode::Pending | TableMode::Ignore | TableMode::Missing) {
             return Ok(());
+        }
+        // Whether this change is dropped (beyond a precise backfill's resume key) or emitted
+        // (a normal backfill), the chunk that reads its row later must see it.
+        if binding.state.mode.is_backfilling() {
+            self.delivered.record(transaction.xid);
         }
         // A precise backfill drops changes to rows it has not read yet: it will read their
         // current state later. Keys that cannot be computed are emitted (never lost).
@@ -1563,7 +1616,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let (plan, sql, params) = self.chunk_query(index)?;
         let client = self.backfill_client.clone();
         let query = tokio::spawn(async move { run_chunk_query(&client, &sql, &params).await });
-        Ok(Some(PrefetchedChunk { index, plan, query }))
+        Ok(Some(PrefetchedChunk { index, plan, forgotten_deliveries: self.forgotten_deliveries, query }))
     }
 
     /// Read and emit one chunk of binding `index` (its query possibly started already, as
@@ -1579,9 +1632,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.prepare_backfill(index).await?;
         let (plan, sql, params) = self.chunk_query(index)?;
         // Use the prefetched query only if it is exactly this chunk (the chunk size may have
-        // changed since, after a statement timeout).
+        // changed since, after a statement timeout) and its snapshot can still be checked
+        // against every delivered transaction.
         let prefetched = match prefetched {
-            Some(p) if p.index == index && p.plan == plan => Some(p),
+            Some(p) if p.index == index && p.plan == plan && p.forgotten_deliveries == self.forgotten_deliveries => Some(p),
             Some(stale) => {
                 // Dropping its row stream lets the connection discard its rows; only then
                 // may another query follow it.
@@ -1602,32 +1656,69 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status_timer.tick().await;
         let mut quiet_since = Instant::now();
-        let row_stream = {
-            let query = async {
-                match prefetched {
-                    Some(prefetched) => prefetched
-                        .query
-                        .await
-                        .map_err(|err| Error::Internal(format!("the prefetched backfill query failed to run: {err}"))),
-                    None => Ok(run_chunk_query(&client, &sql, &params).await),
+        let mut prefetched = prefetched;
+        // Set while this chunk waits for delivered commits to become visible: since when,
+        // and the pause before the next attempt.
+        let mut waiting: Option<(Instant, Duration)> = None;
+        let mut warned = false;
+        let row_stream = loop {
+            let attempt = prefetched.take();
+            let result = {
+                let query = async {
+                    match attempt {
+                        Some(prefetched) => prefetched
+                            .query
+                            .await
+                            .map_err(|err| Error::Internal(format!("the prefetched backfill query failed to run: {err}"))),
+                        None => Ok(run_chunk_query(&client, &sql, &params).await),
+                    }
+                };
+                tokio::pin!(query);
+                loop {
+                    tokio::select! {
+                        result = &mut query => break result?,
+                        _ = status_timer.tick() => {
+                            let flushed = self.acknowledged;
+                            stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                            self.probe_if_quiet(&mut quiet_since).await?;
+                        }
+                    }
                 }
             };
-            tokio::pin!(query);
+            let chunk = match result {
+                Ok(chunk) => chunk,
+                Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(index, &plan, err),
+                Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
+            };
+            // Rows are read only with a snapshot that sees every change the stream has
+            // delivered for a backfilling table (see the `visibility` module).
+            let snapshot = Snapshot::parse(&chunk.snapshot).map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
+            let Some(unseen) = self.delivered.forget_seen(&snapshot) else { break chunk.rows };
+            drop(chunk);
+            let (since, pause) = waiting.get_or_insert((Instant::now(), Duration::from_millis(1)));
+            tracing::debug!(xid = unseen, snapshot = %chunk_snapshot_text(&snapshot), "a delivered commit is not visible to the backfill query yet: retrying");
+            if !warned && since.elapsed() >= VISIBILITY_WAIT_WARNING {
+                let binding = &self.bindings[index];
+                tracing::warn!(
+                    table = %format!("{}.{}", binding.table.schema, binding.table.name),
+                    xid = unseen,
+                    "the backfill waits for transaction {unseen}: the replication stream delivered its commit, but queries do not see it yet. PostgreSQL makes a commit visible only after synchronous standbys confirm it: check synchronous_standby_names and the health of the standbys"
+                );
+                warned = true;
+            }
+            let sleep = tokio::time::sleep(*pause);
+            *pause = (*pause * 2).min(VISIBILITY_RETRY_MAX);
+            tokio::pin!(sleep);
             loop {
                 tokio::select! {
-                    result = &mut query => break result?,
+                    () = &mut sleep => break,
                     _ = status_timer.tick() => {
                         let flushed = self.acknowledged;
                         stream.send_standby_status(flushed, flushed, flushed, false).await?;
-                        self.probe_if_quiet(&mut quiet_since).await?;
                     }
                 }
             }
-        };
-        let row_stream = match row_stream {
-            Ok(rows) => rows,
-            Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(index, &plan, err),
-            Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
+            quiet_since = Instant::now();
         };
         // This chunk's query has been executed (its rows are on their way), so a query sent
         // now is answered after it: it cannot block this one.
@@ -1865,21 +1956,90 @@ fn key_element(ty: Option<&PgType>, text: Option<&str>) -> keys::Element {
     keys::Element::String(text.to_string())
 }
 
-/// Whether a query was cancelled by `statement_timeout` (SQLSTATE 57014).
+/// Run `work`, failing with the stalled-server error if it takes longer than `limit`.
 async fn with_deadline<T>(limit: Duration, what: &str, work: impl std::future::Future<Output = T>) -> Result<T, Error> {
     tokio::time::timeout(limit, work).await.map_err(|_| stalled_sql_error(what, limit))
 }
 
-/// Send a chunk query. Its parameters are all text (the SQL casts them to each key
-/// column's type), so the statement is parsed, bound and executed in one round trip,
-/// without the separate prepare round trip of an untyped query: with many small tables,
-/// round trips are most of a chunk's cost.
-async fn run_chunk_query(
-    client: &Client,
-    sql: &str,
-    params: &[Option<String>],
-) -> Result<tokio_postgres::RowStream, tokio_postgres::Error> {
-    client.query_typed_raw(sql, params.iter().map(|p| (p.as_deref(), tokio_postgres::types::Type::TEXT))).await
+/// A chunk query's answer: the snapshot its rows were read with (`pg_current_snapshot()`'s
+/// text), and the rows.
+struct ChunkRows {
+    snapshot: String,
+    rows: tokio_postgres::RowStream,
+}
+
+/// Opens the transaction of a chunk query and reads its snapshot, which the query that
+/// follows in the same `REPEATABLE READ` transaction then uses.
+const CHUNK_SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT pg_current_snapshot()::text";
+
+/// Send a chunk query, in a transaction that also reports its snapshot. The transaction's
+/// three requests (begin and snapshot, the query, commit) are pipelined: sent together, in
+/// this order, before any other request on the connection, so the whole exchange costs
+/// one round trip, and the commit, queued behind the rows, ends the transaction as soon as
+/// they are sent. The query's parameters are all text (the SQL casts them to each key
+/// column's type), so it is parsed, bound and executed without a separate prepare round
+/// trip: with many small tables, round trips are most of a chunk's cost.
+async fn run_chunk_query(client: &Client, sql: &str, params: &[Option<String>]) -> Result<ChunkRows, tokio_postgres::Error> {
+    use std::future::Future;
+    use std::task::Poll;
+    // Each request is sent when its future is first polled: the three are polled in order
+    // in the same call, so nothing can come between them.
+    let snapshot = client.simple_query(CHUNK_SNAPSHOT_SQL);
+    let rows = client.query_typed_raw(sql, params.iter().map(|p| (p.as_deref(), tokio_postgres::types::Type::TEXT)));
+    let commit = client.batch_execute("COMMIT");
+    tokio::pin!(snapshot, rows, commit);
+    let mut snapshot_result = None;
+    let mut rows_result = None;
+    let mut commit_sent = false;
+    let answers = std::future::poll_fn(|cx| {
+        if snapshot_result.is_none() {
+            if let Poll::Ready(result) = snapshot.as_mut().poll(cx) {
+                snapshot_result = Some(result);
+            }
+        }
+        if rows_result.is_none() {
+            if let Poll::Ready(result) = rows.as_mut().poll(cx) {
+                rows_result = Some(result);
+            }
+        }
+        if !commit_sent {
+            // Sent now; its answer comes after the rows and nobody waits for it (a
+            // connection that fails meanwhile fails the next request instead).
+            commit_sent = true;
+            let _ = commit.as_mut().poll(cx);
+        }
+        match (snapshot_result.take(), rows_result.take()) {
+            (Some(snapshot), Some(rows)) => Poll::Ready((snapshot, rows)),
+            (snapshot, rows) => {
+                (snapshot_result, rows_result) = (snapshot, rows);
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    let (snapshot, rows) = answers;
+    let snapshot = snapshot?;
+    let rows = rows?;
+    Ok(ChunkRows { snapshot: first_text(&snapshot).unwrap_or_default(), rows })
+}
+
+/// The first column of the first row of a simple query's answer.
+fn first_text(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<String> {
+    messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    })
+}
+
+/// The snapshot a `SELECT pg_current_snapshot()::text` answered.
+fn snapshot_of(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<Snapshot, Error> {
+    Snapshot::parse(&first_text(messages).unwrap_or_default()).map_err(|err| Error::Internal(format!("the current snapshot: {err}")))
+}
+
+/// A snapshot in `pg_current_snapshot()`'s text form, for logs.
+fn chunk_snapshot_text(snapshot: &Snapshot) -> String {
+    let xip: Vec<String> = snapshot.xip.iter().map(u64::to_string).collect();
+    format!("{}:{}:{}", snapshot.xmin, snapshot.xmax, xip.join(","))
 }
 
 fn stalled_sql_error(what: &str, after: Duration) -> Error {
@@ -1889,6 +2049,7 @@ fn stalled_sql_error(what: &str, after: Duration) -> Error {
     )
 }
 
+/// Whether a query was cancelled by `statement_timeout` (SQLSTATE 57014).
 fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
 }

@@ -7,6 +7,7 @@ mod harness;
 mod transcript;
 mod capture_faults;
 mod capture_chaos;
+mod capture_visibility;
 mod faults_common;
 mod pg_connect;
 mod discovery;
