@@ -25,7 +25,8 @@ use crate::driver::binding;
 use crate::faults_common::{assert_matches_table, table_rows, Admin, Capture, Committed, Conn, Ending, Runner};
 use crate::harness::{describe_pg_error, PrivateCluster};
 
-async fn backfill_waits_for_a_commit_that_is_not_visible_yet(mode: &str) {
+/// `hold`: how long the update stays invisible while the capture runs.
+async fn backfill_waits_for_a_commit_that_is_not_visible_yet(mode: &str, hold: Duration) {
     // Commits wait for a standby named "phantom" (which never connects) only in sessions that
     // ask for it: everything else, the connector included, commits locally.
     let private = PrivateCluster::start(&["synchronous_standby_names=phantom", "synchronous_commit=local"]).await;
@@ -87,7 +88,7 @@ async fn backfill_waits_for_a_commit_that_is_not_visible_yet(mode: &str) {
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
 
     // While the update is held, the backfill must not complete with the row's old value.
-    let held = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(3), |_, _| false).await;
+    let held = runner.run_until(&mut admin, Instant::now() + hold, |_, _| false).await;
     let held = match held {
         Some(Ending::TimedOut) => "held".to_string(),
         Some(ending) => ending.describe(),
@@ -103,6 +104,12 @@ async fn backfill_waits_for_a_commit_that_is_not_visible_yet(mode: &str) {
     // No correct capture can finish this backfill before the update is visible: the row's
     // current value cannot be read until then.
     assert_eq!(held, "held", "the capture ended while the update it had been sent was invisible to its queries");
+    // A long wait is reported, naming the likely cause.
+    let warned = runner.stderr_lines().await.iter().any(|line| {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        line["level"] == "warn" && line["msg"].as_str().is_some_and(|m| m.contains("synchronous_standby_names"))
+    });
+    assert_eq!(warned, hold > Duration::from_secs(5), "a wait of {hold:?} was reported: {warned}");
     match runner.finish(&mut admin, Duration::from_secs(60)).await {
         Ending::Completed => {}
         other => panic!("the capture did not complete after the update became visible: {}", other.describe()),
@@ -115,12 +122,12 @@ async fn backfill_waits_for_a_commit_that_is_not_visible_yet(mode: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_precise_backfill_waits_for_a_delivered_commit_to_become_visible() {
-    backfill_waits_for_a_commit_that_is_not_visible_yet("Precise").await;
+    backfill_waits_for_a_commit_that_is_not_visible_yet("Precise", Duration::from_secs(7)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_normal_backfill_waits_for_a_delivered_commit_to_become_visible() {
-    backfill_waits_for_a_commit_that_is_not_visible_yet("Normal").await;
+    backfill_waits_for_a_commit_that_is_not_visible_yet("Normal", Duration::from_secs(3)).await;
 }
 
 /// A catch-up that delivers thousands of transactions for a table whose backfill is under
