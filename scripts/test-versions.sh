@@ -13,10 +13,14 @@
 #     schema changes while streaming, dropped slots, resuming Go state, statement timeouts);
 #   * capture_visibility:: (a commit the stream delivers before queries see it: a synchronous
 #     standby that never confirms holds it; the backfill must wait for it);
+#   * capture_chaos:: (every fault scenario: failpoints under load with transactions past
+#     logical_decoding_work_mem, immediate restarts of a private server of that version,
+#     network cuts and stalls, dropped slots, publications and tables; about 90 s each);
 #   * pg_connect::slot_ (the replication client: slots, protocol versions, errors);
 #   * harness:: (the server starts, logical WAL, the capture role).
 # Not here: discovery and type tests (PostGIS is only installed for 15), TLS (needs psql, which
-# the PostgreSQL 13 package lacks) and the fault-injection soak test (minutes; run on 15).
+# the PostgreSQL 13 package lacks) and the random-SIGKILL soak test capture_faults (minutes;
+# run on 15).
 #
 # Version differences skipped on purpose:
 #   * 13: pg_connect::slot_stream_confirm_and_drop_with_protocol_version_2_and_streaming asks the
@@ -70,7 +74,7 @@ for major in "${majors[@]}"; do
     # (TEST_PG_HOST would point the tests at an existing server instead.)
     env -u TEST_PG_HOST TEST_PG_BINDIR="$bindir" TRANSCRIPT="$transcripts" \
         cargo test "${locked[@]}" --test it -- \
-        transcript::transcripts capture_stream:: capture_visibility:: pg_connect::slot_ harness::harness_ \
+        transcript::transcripts capture_stream:: capture_visibility:: capture_chaos:: pg_connect::slot_ harness::harness_ \
         "${skip[@]}" || status=$?
     outcome=ok
     if [[ "$status" -ne 0 ]]; then
