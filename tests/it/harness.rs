@@ -289,48 +289,57 @@ rm -rf "$dir"
 "#;
 
 async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError> {
+    let (server, _dir, port) = spawn_cluster(bindir, "source-postgres-it-", WRAPPER_SCRIPT, &[], Stdio::null()).await?;
+    Ok(local_cluster(bindir, port, server))
+}
+
+/// Settings of every cluster the harness starts.
+const CLUSTER_SETTINGS: [&str; 10] = [
+    "listen_addresses=127.0.0.1",
+    "wal_level=logical",
+    "max_replication_slots=100",
+    "max_wal_senders=100",
+    "wal_sender_timeout=10s",
+    "max_connections=200",
+    "timezone=PST8PDT",
+    "fsync=off",
+    "full_page_writes=off",
+    "password_encryption=scram-sha-256",
+];
+
+/// Start a server through `script` (a wrapper: [`WRAPPER_SCRIPT`] or
+/// [`PRIVATE_WRAPPER_SCRIPT`]) in a new temporary directory, with [`CLUSTER_SETTINGS`] then
+/// `extra_settings`, wait until it accepts connections, and set up the superuser password
+/// and the capture role. Returns the wrapper (its stdin still open: closing it stops the
+/// server and deletes the directory), the directory and the port.
+async fn spawn_cluster(
+    bindir: &Path,
+    prefix: &str,
+    script: &str,
+    extra_settings: &[&str],
+    stdout: Stdio,
+) -> Result<(std::process::Child, PathBuf, u16), StartError> {
     let failed = StartError::Failed;
     let owner = server_owner().map_err(failed)?;
     let dir = tempfile::Builder::new()
-        .prefix("source-postgres-it-")
+        .prefix(prefix)
         .tempdir()
         .map_err(|e| failed(format!("create a temporary directory: {e}")))?
         // The wrapper deletes it, after the server has stopped.
         .keep();
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
-            .map_err(|e| failed(format!("chown {}: {e}", dir.display())))?;
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| failed(format!("chown {}: {e}", dir.display())))?;
     }
 
     let port = free_port().map_err(failed)?;
     let mut wrapper = Command::new("sh");
-    wrapper
-        .arg("-c")
-        .arg(WRAPPER_SCRIPT)
-        .arg("sh")
-        .arg(&dir)
-        .arg(bindir)
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-k")
-        .arg(&dir);
-    for setting in [
-        "listen_addresses=127.0.0.1",
-        "wal_level=logical",
-        "max_replication_slots=100",
-        "max_wal_senders=100",
-        "wal_sender_timeout=10s",
-        "max_connections=200",
-        "timezone=PST8PDT",
-        "fsync=off",
-        "full_page_writes=off",
-        "password_encryption=scram-sha-256",
-    ] {
+    wrapper.arg("-c").arg(script).arg("sh").arg(&dir).arg(bindir).arg("-p").arg(port.to_string()).arg("-k").arg(&dir);
+    for setting in CLUSTER_SETTINGS.iter().chain(extra_settings) {
         wrapper.arg("-c").arg(setting);
     }
     wrapper
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .env_remove("PGDATA")
         .current_dir(&dir)
@@ -338,19 +347,18 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
         // must reach the server only through the wrapper, which then stops it and cleans up.
         .process_group(0);
     run_as(&mut wrapper, owner);
-    let mut server = wrapper
-        .spawn()
-        .map_err(|e| failed(format!("start the postgres wrapper: {e}")))?;
+    let server = wrapper.spawn().map_err(|e| failed(format!("start the postgres wrapper: {e}")))?;
+    // Closing its stdin makes the wrapper stop whatever runs and delete the directory.
+    let abandon = |mut server: std::process::Child| {
+        drop(server.stdin.take());
+        let _ = server.wait();
+    };
 
     let log_path = dir.join("postgres.log");
     let deadline = Instant::now() + Duration::from_secs(60);
     let client = loop {
         let mut config = tokio_postgres::Config::new();
-        config
-            .host_path(&dir)
-            .port(port)
-            .user("postgres")
-            .dbname("postgres");
+        config.host_path(&dir).port(port).user("postgres").dbname("postgres");
         match config.connect(tokio_postgres::NoTls).await {
             Ok((client, connection)) => {
                 tokio::spawn(async move {
@@ -361,31 +369,19 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
             Err(error) => {
                 if dir.join("initdb.failed").exists() {
                     let log = fs::read_to_string(dir.join("initdb.log")).unwrap_or_default();
-                    drop(server.stdin.take());
-                    let _ = server.wait();
+                    abandon(server);
                     return Err(failed(format!("initdb failed:\n{log}")));
                 }
                 let log = fs::read_to_string(&log_path).unwrap_or_default();
-                let gave_up = Instant::now() > deadline;
                 // Connecting too early makes the server log "FATAL: the database system is
                 // starting up" for our own attempt: that one is not a failed start.
                 let fatal = log.lines().any(|line| {
-                    (line.contains("FATAL") && !line.contains("the database system is starting up"))
-                        || line.contains("PANIC")
+                    (line.contains("FATAL") && !line.contains("the database system is starting up")) || line.contains("PANIC")
                 });
-                if fatal || gave_up {
-                    // Closing its stdin makes the wrapper stop whatever runs and delete the dir.
-                    drop(server.stdin.take());
-                    let _ = server.wait();
-                    let message = format!(
-                        "postgres did not start on port {port} (last connection error: {error}); \
-                         its log:\n{log}"
-                    );
-                    return Err(if log.contains("could not bind") {
-                        StartError::PortTaken(message)
-                    } else {
-                        failed(message)
-                    });
+                if fatal || Instant::now() > deadline {
+                    abandon(server);
+                    let message = format!("postgres did not start on port {port} (last connection error: {error}); its log:\n{log}");
+                    return Err(if log.contains("could not bind") { StartError::PortTaken(message) } else { failed(message) });
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -397,12 +393,15 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
          CREATE ROLE {CAPTURE_USER} LOGIN REPLICATION PASSWORD '{CAPTURE_PASSWORD}';"
     );
     if let Err(e) = client.batch_execute(&setup).await {
-        drop(server.stdin.take());
-        let _ = server.wait();
+        abandon(server);
         return Err(failed(format!("set up roles: {}", describe_pg_error(&e))));
     }
+    Ok((server, dir, port))
+}
 
-    Ok(TestCluster {
+/// A cluster the harness started on this host, reached over TCP.
+fn local_cluster(bindir: &Path, port: u16, server: std::process::Child) -> TestCluster {
+    TestCluster {
         host: "127.0.0.1".into(),
         port,
         superuser: "postgres".into(),
@@ -411,7 +410,7 @@ async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError>
         capture_password: CAPTURE_PASSWORD.into(),
         bindir: bindir.to_path_buf(),
         server: Some(server),
-    })
+    }
 }
 
 /// When running as root, the uid and gid of the `postgres` OS user, which will own the server.
@@ -1218,20 +1217,6 @@ fi
 rm -rf "$dir"
 "#;
 
-/// The settings of the shared cluster (see the module docs), for private clusters.
-const PRIVATE_CLUSTER_SETTINGS: [&str; 10] = [
-    "listen_addresses=127.0.0.1",
-    "wal_level=logical",
-    "max_replication_slots=100",
-    "max_wal_senders=100",
-    "wal_sender_timeout=10s",
-    "max_connections=200",
-    "timezone=PST8PDT",
-    "fsync=off",
-    "full_page_writes=off",
-    "password_encryption=scram-sha-256",
-];
-
 /// A cluster of one test's own, set up like the shared one (same settings, superuser
 /// password and capture role), for faults that would disturb every other test: restarting
 /// the server. Always started locally (even with `TEST_PG_HOST`), from `TEST_PG_BINDIR` or
@@ -1357,102 +1342,11 @@ impl PrivateCluster {
 }
 
 async fn start_private_cluster(bindir: &Path, extra_settings: &[&str]) -> Result<PrivateCluster, StartError> {
-    let failed = StartError::Failed;
-    let owner = server_owner().map_err(failed)?;
-    let dir = tempfile::Builder::new()
-        .prefix("source-postgres-private-")
-        .tempdir()
-        .map_err(|e| failed(format!("create a temporary directory: {e}")))?
-        // The wrapper deletes it, after the server has stopped.
-        .keep();
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| failed(format!("chown {}: {e}", dir.display())))?;
-    }
-    let port = free_port().map_err(failed)?;
-    let mut wrapper = Command::new("sh");
-    wrapper
-        .arg("-c")
-        .arg(PRIVATE_WRAPPER_SCRIPT)
-        .arg("sh")
-        .arg(&dir)
-        .arg(bindir)
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-k")
-        .arg(&dir);
-    for setting in PRIVATE_CLUSTER_SETTINGS.iter().chain(extra_settings) {
-        wrapper.arg("-c").arg(setting);
-    }
-    wrapper
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .env_remove("PGDATA")
-        .current_dir(&dir)
-        .process_group(0);
-    run_as(&mut wrapper, owner);
-    let mut server = wrapper.spawn().map_err(|e| failed(format!("start the postgres wrapper: {e}")))?;
-    let control = PrivateControl {
-        stdin: server.stdin.take().expect("piped stdin"),
-        stdout: std::io::BufReader::new(server.stdout.take().expect("piped stdout")),
+    let (mut server, dir, port) =
+        spawn_cluster(bindir, "source-postgres-private-", PRIVATE_WRAPPER_SCRIPT, extra_settings, Stdio::piped()).await?;
+    let (Some(stdin), Some(stdout)) = (server.stdin.take(), server.stdout.take()) else {
+        return Err(StartError::Failed("the private wrapper has no piped stdin and stdout".into()));
     };
-
-    let log_path = dir.join("postgres.log");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let client = loop {
-        let mut config = tokio_postgres::Config::new();
-        config.host_path(&dir).port(port).user("postgres").dbname("postgres");
-        match config.connect(tokio_postgres::NoTls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                break client;
-            }
-            Err(error) => {
-                // Dropping `control` closes the wrapper's stdin: it stops the server and
-                // deletes the directory.
-                if dir.join("initdb.failed").exists() {
-                    let log = fs::read_to_string(dir.join("initdb.log")).unwrap_or_default();
-                    drop(control);
-                    let _ = server.wait();
-                    return Err(failed(format!("initdb failed:\n{log}")));
-                }
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                let fatal = log.lines().any(|line| {
-                    (line.contains("FATAL") && !line.contains("the database system is starting up")) || line.contains("PANIC")
-                });
-                if fatal || Instant::now() > deadline {
-                    drop(control);
-                    let _ = server.wait();
-                    let message = format!("postgres did not start on port {port} (last connection error: {error}); its log:\n{log}");
-                    return Err(if log.contains("could not bind") { StartError::PortTaken(message) } else { failed(message) });
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    let setup = format!(
-        "ALTER ROLE postgres PASSWORD '{MANAGED_SUPERUSER_PASSWORD}';
-         CREATE ROLE {CAPTURE_USER} LOGIN REPLICATION PASSWORD '{CAPTURE_PASSWORD}';"
-    );
-    if let Err(e) = client.batch_execute(&setup).await {
-        drop(control);
-        let _ = server.wait();
-        return Err(failed(format!("set up roles: {}", describe_pg_error(&e))));
-    }
-    Ok(PrivateCluster {
-        cluster: TestCluster {
-            host: "127.0.0.1".into(),
-            port,
-            superuser: "postgres".into(),
-            superuser_password: MANAGED_SUPERUSER_PASSWORD.into(),
-            capture_user: CAPTURE_USER.into(),
-            capture_password: CAPTURE_PASSWORD.into(),
-            bindir: bindir.to_path_buf(),
-            server: Some(server),
-        },
-        dir,
-        control: std::sync::Arc::new(std::sync::Mutex::new(control)),
-    })
+    let control = PrivateControl { stdin, stdout: std::io::BufReader::new(stdout) };
+    Ok(PrivateCluster { cluster: local_cluster(bindir, port, server), dir, control: std::sync::Arc::new(std::sync::Mutex::new(control)) })
 }
