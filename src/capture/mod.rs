@@ -33,8 +33,9 @@
 //! reduced result converges to the table and no committed history goes backwards, provided
 //! each chunk's snapshot sees every transaction the stream delivered before its fence.
 //! PostgreSQL does not order visibility like the WAL, so that is checked, not assumed: chunk
-//! queries report their snapshot and are repeated until it sees every delivered transaction
-//! that changed a backfilling table (see [`visibility`]).
+//! queries report their snapshot, and a chunk whose snapshot misses a delivered transaction
+//! that changed a backfilling table is read again once that transaction is visible (see
+//! [`visibility`]).
 //!
 //! Small tables share fences: a round reads back-to-back chunks of several tables of the
 //! same priority until one chunk's worth of rows is read, then writes one watermark for all
@@ -101,7 +102,7 @@ const DELIVERED_XIDS_CHECK_AT: usize = 4_096;
 /// How long a backfill chunk may wait for a delivered commit to become visible before the
 /// wait is reported as a warning.
 const VISIBILITY_WAIT_WARNING: Duration = Duration::from_secs(5);
-/// Longest pause between attempts of a chunk query waiting for a commit to become visible.
+/// Longest pause between snapshot checks while a chunk waits for a commit to become visible.
 const VISIBILITY_RETRY_MAX: Duration = Duration::from_millis(100);
 
 /// The shortest silence after a reply request that counts as a dead connection.
@@ -886,17 +887,22 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// Forget the delivered transactions that a fresh snapshot sees (every later snapshot
     /// sees them too), so that a long catch-up does not grow the set without bound.
     async fn forget_visible_deliveries(&mut self) -> Result<(), Error> {
-        let rows = self
-            .sql_deadline("reading the current snapshot", self.client.simple_query("SELECT pg_current_snapshot()::text"))
-            .await?
-            .map_err(pg)?;
-        let snapshot = snapshot_of(&rows)?;
+        let snapshot = self.current_snapshot().await?;
         let before = self.delivered.len();
         self.delivered.forget_seen(&snapshot);
         self.forgotten_deliveries += 1;
         tracing::debug!(forgotten = before - self.delivered.len(), left = self.delivered.len(), "delivered transactions seen by a fresh snapshot were forgotten");
         self.delivered_check_at = DELIVERED_XIDS_CHECK_AT.max(2 * self.delivered.len());
         Ok(())
+    }
+
+    /// A snapshot taken now, on the main connection.
+    async fn current_snapshot(&self) -> Result<Snapshot, Error> {
+        let rows = self
+            .sql_deadline("reading the current snapshot", self.client.simple_query("SELECT pg_current_snapshot()::text"))
+            .await?
+            .map_err(pg)?;
+        snapshot_of(&rows)
     }
 
     /// Fail if a bound table has left the publication. pgoutput then simply stops sending
@@ -1657,9 +1663,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         status_timer.tick().await;
         let mut quiet_since = Instant::now();
         let mut prefetched = prefetched;
-        // Set while this chunk waits for delivered commits to become visible: since when,
-        // and the pause before the next attempt.
-        let mut waiting: Option<(Instant, Duration)> = None;
+        // Whether a wait for delivered commits to become visible was reported.
         let mut warned = false;
         let row_stream = loop {
             let attempt = prefetched.take();
@@ -1693,29 +1697,41 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // Rows are read only with a snapshot that sees every change the stream has
             // delivered for a backfilling table (see the `visibility` module).
             let snapshot = Snapshot::parse(&chunk.snapshot).map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
-            let Some(unseen) = self.delivered.forget_seen(&snapshot) else { break chunk.rows };
+            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break chunk.rows };
             drop(chunk);
-            let (since, pause) = waiting.get_or_insert((Instant::now(), Duration::from_millis(1)));
-            tracing::debug!(xid = unseen, snapshot = %chunk_snapshot_text(&snapshot), "a delivered commit is not visible to the backfill query yet: retrying");
-            if !warned && since.elapsed() >= VISIBILITY_WAIT_WARNING {
-                let binding = &self.bindings[index];
-                tracing::warn!(
-                    table = %format!("{}.{}", binding.table.schema, binding.table.name),
-                    xid = unseen,
-                    "the backfill waits for transaction {unseen}: the replication stream delivered its commit, but queries do not see it yet. PostgreSQL makes a commit visible only after synchronous standbys confirm it: check synchronous_standby_names and the health of the standbys"
-                );
-                warned = true;
-            }
-            let sleep = tokio::time::sleep(*pause);
-            *pause = (*pause * 2).min(VISIBILITY_RETRY_MAX);
-            tokio::pin!(sleep);
+            tracing::debug!(xid = unseen, snapshot = %chunk_snapshot_text(&snapshot), "a delivered commit is not visible to the backfill query yet: waiting");
+            // Wait with a cheap snapshot query, not by repeating the chunk query: a
+            // synchronous standby can hold commits back for as long as it is unreachable.
+            let since = Instant::now();
+            let mut pause = Duration::from_millis(1);
             loop {
-                tokio::select! {
-                    () = &mut sleep => break,
-                    _ = status_timer.tick() => {
-                        let flushed = self.acknowledged;
-                        stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                if !warned && since.elapsed() >= VISIBILITY_WAIT_WARNING {
+                    let binding = &self.bindings[index];
+                    tracing::warn!(
+                        table = %format!("{}.{}", binding.table.schema, binding.table.name),
+                        xid = unseen,
+                        "the backfill waits for transaction {unseen}: the replication stream delivered its commit, but queries do not see it yet. PostgreSQL makes a commit visible only after synchronous standbys confirm it: check synchronous_standby_names and the health of the standbys"
+                    );
+                    warned = true;
+                }
+                let sleep = tokio::time::sleep(pause);
+                pause = (pause * 2).min(VISIBILITY_RETRY_MAX);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        _ = status_timer.tick() => {
+                            let flushed = self.acknowledged;
+                            stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                        }
                     }
+                }
+                // No chunk query is in flight, so forgetting what a fresh snapshot sees is
+                // safe: the chunk query sent next has a later snapshot still.
+                let snapshot = self.current_snapshot().await?;
+                match self.delivered.forget_seen(&snapshot) {
+                    Some(still) => unseen = still,
+                    None => break,
                 }
             }
             quiet_since = Instant::now();

@@ -17,8 +17,9 @@
 //! So every chunk query runs in a `REPEATABLE READ` transaction whose snapshot
 //! (`pg_current_snapshot()`) is read first, and the capture remembers the transactions that
 //! changed a backfilling table ([`DeliveredXids`]). A chunk is used only if its snapshot
-//! sees all of them; otherwise the query is repeated until it does, which happens as soon
-//! as those transactions finish committing. A transaction seen by one snapshot is seen by
+//! sees all of them; otherwise its rows are dropped, the capture waits (polling a cheap
+//! snapshot query) until those transactions finish committing, and runs the chunk query
+//! again. A transaction seen by one snapshot is seen by
 //! every later one, so each check forgets the transactions it found visible and the set
 //! stays small.
 
