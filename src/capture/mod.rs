@@ -1699,7 +1699,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let snapshot = Snapshot::parse(&chunk.snapshot).map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
             let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break chunk.rows };
             drop(chunk);
-            tracing::debug!(xid = unseen, snapshot = %chunk_snapshot_text(&snapshot), "a delivered commit is not visible to the backfill query yet: waiting");
+            tracing::debug!(xid = unseen, snapshot = %snapshot, "a delivered commit is not visible to the backfill query yet: waiting");
             // Wait with a cheap snapshot query, not by repeating the chunk query: a
             // synchronous standby can hold commits back for as long as it is unreachable.
             let since = Instant::now();
@@ -2050,12 +2050,6 @@ fn first_text(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<String>
 /// The snapshot a `SELECT pg_current_snapshot()::text` answered.
 fn snapshot_of(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<Snapshot, Error> {
     Snapshot::parse(&first_text(messages).unwrap_or_default()).map_err(|err| Error::Internal(format!("the current snapshot: {err}")))
-}
-
-/// A snapshot in `pg_current_snapshot()`'s text form, for logs.
-fn chunk_snapshot_text(snapshot: &Snapshot) -> String {
-    let xip: Vec<String> = snapshot.xip.iter().map(u64::to_string).collect();
-    format!("{}:{}:{}", snapshot.xmin, snapshot.xmax, xip.join(","))
 }
 
 fn stalled_sql_error(what: &str, after: Duration) -> Error {

@@ -78,6 +78,17 @@ impl Snapshot {
     }
 }
 
+/// `pg_current_snapshot()`'s text form, as [`Snapshot::parse`] reads it.
+impl std::fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:", self.xmin, self.xmax)?;
+        for (i, xid) in self.xip.iter().enumerate() {
+            write!(f, "{}{xid}", if i == 0 { "" } else { "," })?;
+        }
+        Ok(())
+    }
+}
+
 /// Transactions the replication stream delivered that changed a table being backfilled,
 /// not yet confirmed visible to a backfill snapshot.
 #[derive(Debug, Default)]
@@ -123,6 +134,9 @@ mod tests {
     fn parses_the_forms_postgresql_prints() {
         assert_eq!(Snapshot::parse("745:745:").unwrap(), Snapshot { xmin: 745, xmax: 745, xip: vec![] });
         assert_eq!(Snapshot::parse("10:20:12,15\n").unwrap(), Snapshot { xmin: 10, xmax: 20, xip: vec![12, 15] });
+        for text in ["745:745:", "10:20:12,15", "100:110:103"] {
+            assert_eq!(Snapshot::parse(text).unwrap().to_string(), text, "printed as PostgreSQL prints it");
+        }
         // Epoch 1: 2^32 + 5.
         assert_eq!(Snapshot::parse("4294967301:4294967310:4294967302").unwrap().xip, vec![4_294_967_302]);
     }
