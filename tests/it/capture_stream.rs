@@ -35,18 +35,32 @@ async fn until_checkpoint(session: &mut Session, state: &mut Value, wait: Durati
     }
 }
 
-/// Drain checkpoints that carry no documents (startup, catch-up) until nothing arrives for a while.
+/// Drain checkpoints that carry no documents (startup, catch-up) until every binding's
+/// backfill is done and nothing has arrived for a while. Quiet alone is not enough: on a
+/// busy shared server the connector can spend longer than the quiet period creating its slot
+/// (which waits for every running transaction), and a test's changes would then race the
+/// backfill instead of following it.
 async fn settle(session: &mut Session, state: &mut Value) {
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         match session.next(Duration::from_secs(2)).await {
             Event::Checkpoint { patch } => {
                 merge_patch(state, &patch);
                 session.acknowledge().await;
             }
-            Event::Timeout => return,
-            other => panic!("unexpected event while settling: {other:?}"),
+            Event::Timeout if backfills_done(state) => return,
+            Event::Timeout if Instant::now() < deadline => {}
+            other => panic!("unexpected event while settling (state {state}): {other:?}"),
         }
     }
+}
+
+/// Whether the state records every binding as past its backfill.
+fn backfills_done(state: &Value) -> bool {
+    state
+        .get("bindingStateV1")
+        .and_then(Value::as_object)
+        .is_some_and(|bindings| !bindings.is_empty() && bindings.values().all(|b| b["mode"] == "Active"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
