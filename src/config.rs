@@ -367,7 +367,11 @@ impl Config {
             } else {
                 shorten(&text)
             };
-            invalid(&path, reason, "see the connector's configuration schema (the `spec` response) for the expected type")
+            invalid(
+                &path,
+                reason,
+                "see the connector's configuration schema (the `spec` response) for the expected type",
+            )
         })?;
         Config::from_raw(raw)
     }
@@ -384,10 +388,16 @@ impl Config {
         let (host, port) = parse_address(address)?;
         check_pooler(address, &host, port)?;
         if raw.user.trim().is_empty() {
-            return Err(ConfigError::Missing { field: "user", hint: "set \"user\" to the database user to connect as" });
+            return Err(ConfigError::Missing {
+                field: "user",
+                hint: "set \"user\" to the database user to connect as",
+            });
         }
         if raw.database.trim().is_empty() {
-            return Err(ConfigError::Missing { field: "database", hint: "set \"database\" to the logical database to capture from" });
+            return Err(ConfigError::Missing {
+                field: "database",
+                hint: "set \"database\" to the logical database to capture from",
+            });
         }
         check_name("user", &raw.user)?;
         check_name("database", &raw.database)?;
@@ -403,7 +413,11 @@ impl Config {
         }
         if password.as_deref().is_some_and(|p| p.contains('\0')) {
             // Never echo the password, not even in part.
-            return Err(invalid("credentials.password", "contains a NUL character, which cannot be sent to PostgreSQL", "check the password"));
+            return Err(invalid(
+                "credentials.password",
+                "contains a NUL character, which cannot be sent to PostgreSQL",
+                "check the password",
+            ));
         }
         if let Some(tunnel) = &raw.network_tunnel {
             let endpoint = tunnel.pointer("/sshForwarding/sshEndpoint").and_then(Value::as_str).unwrap_or("");
@@ -416,7 +430,9 @@ impl Config {
             }
         }
         let adv = &raw.advanced;
-        for (field, value) in [("advanced.publicationName", &adv.publication_name), ("advanced.slotName", &adv.slot_name)] {
+        for (field, value) in
+            [("advanced.publicationName", &adv.publication_name), ("advanced.slotName", &adv.slot_name)]
+        {
             if value.trim().is_empty() {
                 return Err(invalid(field, "must not be empty", "remove the field to use the default"));
             }
@@ -459,17 +475,30 @@ impl Config {
             "" => Some(Duration::from_secs(120)),
             "0" => None,
             text => Some(parse_duration(text).ok_or_else(|| {
-                invalid("advanced.statement_timeout", format!("{} is not a duration", echo(text)), "use one of 30s, 1m, 2m, 5m, 30m, or 0 for none")
+                invalid(
+                    "advanced.statement_timeout",
+                    format!("{} is not a duration", echo(text)),
+                    "use one of 30s, 1m, 2m, 5m, 30m, or 0 for none",
+                )
             })?),
         };
         for schema in adv.discover_schemas.iter().chain(&raw.discovery_filters.include_schemas) {
             if schema.trim().is_empty() {
-                return Err(invalid("discoveryFilters.include_schemas", "contains a blank schema name", "remove the blank entry"));
+                return Err(invalid(
+                    "discoveryFilters.include_schemas",
+                    "contains a blank schema name",
+                    "remove the blank entry",
+                ));
             }
         }
         for pattern in &raw.discovery_filters.table_patterns {
-            crate::discovery::filter::TablePattern::parse(pattern)
-                .map_err(|reason| invalid("discoveryFilters.table_patterns", format!("invalid table pattern {}: {reason}", echo(pattern)), "patterns look like schema.table with * and ? wildcards"))?;
+            crate::discovery::filter::TablePattern::parse(pattern).map_err(|reason| {
+                invalid(
+                    "discoveryFilters.table_patterns",
+                    format!("invalid table pattern {}: {reason}", echo(pattern)),
+                    "patterns look like schema.table with * and ? wildcards",
+                )
+            })?;
         }
         let sslmode = match adv.sslmode {
             None => SslMode::Prefer,
@@ -558,7 +587,11 @@ fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(invalid(field, format!("{} contains a control character", echo(name)), "remove control characters such as NUL, tab or newline"));
+        return Err(invalid(
+            field,
+            format!("{} contains a control character", echo(name)),
+            "remove control characters such as NUL, tab or newline",
+        ));
     }
     Ok(())
 }
@@ -566,7 +599,11 @@ fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
 /// The address text before it is split: a host name, not a URL or a connection string.
 fn check_address_text(address: &str) -> Result<(), ConfigError> {
     if address.len() > 255 {
-        return Err(invalid("address", format!("an address of {} bytes is too long", address.len()), "write the address as host or host:port"));
+        return Err(invalid(
+            "address",
+            format!("an address of {} bytes is too long", address.len()),
+            "write the address as host or host:port",
+        ));
     }
     if address.contains("://") || address.contains('@') || address.contains('/') {
         return Err(invalid(
@@ -576,7 +613,11 @@ fn check_address_text(address: &str) -> Result<(), ConfigError> {
         ));
     }
     if address.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("address", format!("{} contains whitespace or control characters", echo(address)), "write the address as host or host:port"));
+        return Err(invalid(
+            "address",
+            format!("{} contains whitespace or control characters", echo(address)),
+            "write the address as host or host:port",
+        ));
     }
     Ok(())
 }
@@ -605,14 +646,22 @@ fn check_pooler(address: &str, host: &str, port: u16) -> Result<(), ConfigError>
 /// `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
 fn parse_address(address: &str) -> Result<(String, u16), ConfigError> {
     let bad_port = |port: &str| {
-        invalid("address", format!("port {} is not a number between 1 and 65535", echo(port)), "write the address as host or host:port")
+        invalid(
+            "address",
+            format!("port {} is not a number between 1 and 65535", echo(port)),
+            "write the address as host or host:port",
+        )
     };
     if let Some(rest) = address.strip_prefix('[') {
-        let (host, tail) = rest.split_once(']').ok_or_else(|| invalid("address", "unterminated \"[\" in an IPv6 address", "write IPv6 addresses as [addr]:port"))?;
+        let (host, tail) = rest.split_once(']').ok_or_else(|| {
+            invalid("address", "unterminated \"[\" in an IPv6 address", "write IPv6 addresses as [addr]:port")
+        })?;
         let port = match tail.strip_prefix(':') {
             Some(port) => port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad_port(port))?,
             None if tail.is_empty() => 5432,
-            None => return Err(invalid("address", "unexpected text after \"]\"", "write IPv6 addresses as [addr]:port")),
+            None => {
+                return Err(invalid("address", "unexpected text after \"]\"", "write IPv6 addresses as [addr]:port"))
+            }
         };
         return Ok((host.to_string(), port));
     }
@@ -654,12 +703,14 @@ impl ResourceConfig {
                 hint: "a resource looks like {\"namespace\": \"public\", \"stream\": \"my_table\"}".into(),
             });
         }
-        let resource: ResourceConfig = serde_path_to_error::deserialize(value).map_err(|err| ConfigError::Resource {
-            binding: index,
-            reason: format!("field {:?}: {}", err.path().to_string(), shorten(&err.into_inner().to_string())),
-            hint: "a resource looks like {\"namespace\": \"public\", \"stream\": \"my_table\"}".into(),
-        })?;
-        let fail = |reason: String, hint: &str| ConfigError::Resource { binding: index, reason, hint: hint.to_string() };
+        let resource: ResourceConfig =
+            serde_path_to_error::deserialize(value).map_err(|err| ConfigError::Resource {
+                binding: index,
+                reason: format!("field {:?}: {}", err.path().to_string(), shorten(&err.into_inner().to_string())),
+                hint: "a resource looks like {\"namespace\": \"public\", \"stream\": \"my_table\"}".into(),
+            })?;
+        let fail =
+            |reason: String, hint: &str| ConfigError::Resource { binding: index, reason, hint: hint.to_string() };
         if resource.namespace.is_empty() {
             return Err(fail("\"namespace\" is missing or empty".into(), "set \"namespace\" to the table's schema"));
         }
@@ -674,12 +725,18 @@ impl ResourceConfig {
                 ));
             }
             if name.chars().any(char::is_control) {
-                return Err(fail(format!("{field:?} contains a control character"), "use the name exactly as the server shows it"));
+                return Err(fail(
+                    format!("{field:?} contains a control character"),
+                    "use the name exactly as the server shows it",
+                ));
             }
         }
         if let Some(filter) = &resource.advanced.additional_backfill_filter {
             if filter.trim().is_empty() {
-                return Err(fail("\"advanced.additional_backfill_filter\" is blank".into(), "remove it or write a SQL boolean expression"));
+                return Err(fail(
+                    "\"advanced.additional_backfill_filter\" is blank".into(),
+                    "remove it or write a SQL boolean expression",
+                ));
             }
             if resource.mode == BackfillMode::Precise {
                 return Err(fail(
@@ -714,14 +771,18 @@ mod tests {
         assert_eq!(config.raw.database, "postgres");
         assert_eq!(config.slot_name(), "flow_slot");
         assert_eq!(config.publication_name(), "flow_publication");
-        assert_eq!((config.watermarks_schema.as_str(), config.watermarks_table.as_str()), ("public", "flow_watermarks"));
+        assert_eq!(
+            (config.watermarks_schema.as_str(), config.watermarks_table.as_str()),
+            ("public", "flow_watermarks")
+        );
         assert_eq!(config.chunk_size, 50_000);
         assert_eq!(config.statement_timeout, Some(Duration::from_secs(120)));
     }
 
     #[test]
     fn errors_name_the_field_and_never_echo_the_password() {
-        let err = Config::parse(&json!({"credentials": {"auth_type": "UserPassword", "password": "hunter2"}})).unwrap_err();
+        let err =
+            Config::parse(&json!({"credentials": {"auth_type": "UserPassword", "password": "hunter2"}})).unwrap_err();
         assert_eq!(err.to_string(), "endpoint configuration is missing \"address\"");
         let mut bad = base();
         bad["advanced"] = json!({"backfill_chunk_size": "lots"});
@@ -751,7 +812,8 @@ mod tests {
 
     #[test]
     fn resource_rules_match_the_go_connector() {
-        let ok = ResourceConfig::parse(0, &json!({"namespace": "public", "stream": "t", "mode": "Only Changes"})).unwrap();
+        let ok =
+            ResourceConfig::parse(0, &json!({"namespace": "public", "stream": "t", "mode": "Only Changes"})).unwrap();
         assert_eq!(ok.mode, BackfillMode::OnlyChanges);
         let err = ResourceConfig::parse(3, &json!({"namespace": "public", "stream": "t", "mode": "Precise", "advanced": {"additional_backfill_filter": "id > 3"}})).unwrap_err();
         assert!(err.to_string().contains("binding 3"));

@@ -37,7 +37,9 @@ impl Error {
             Error::Config(err) => err.hint().map(str::to_string),
             Error::Pg(err) => err.hint(),
             Error::User { hint, .. } => hint.clone(),
-            Error::Protocol(_) => Some("the connector expects newline-delimited JSON requests of the Flow capture protocol".into()),
+            Error::Protocol(_) => {
+                Some("the connector expects newline-delimited JSON requests of the Flow capture protocol".into())
+            }
             Error::Output(_) | Error::Internal(_) => None,
         }
     }

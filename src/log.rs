@@ -111,9 +111,7 @@ fn write_line(level: &str, message: &str, fields: BTreeMap<String, serde_json::V
 
 /// Current UTC time as RFC 3339 with milliseconds, without a date-time crate.
 pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format_unix_millis(i64::try_from(now.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -124,12 +122,7 @@ pub fn format_unix_millis(millis: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).

@@ -34,7 +34,9 @@ pub fn endpoint_config_schema() -> Value {
     if let Some(credentials) = schema.pointer_mut("/properties/credentials").and_then(Value::as_object_mut) {
         credentials.insert("default".into(), serde_json::json!({"auth_type": "UserPassword"}));
     }
-    if let Some(auth_type) = schema.pointer_mut("/properties/credentials/oneOf/0/properties/auth_type").and_then(Value::as_object_mut) {
+    if let Some(auth_type) =
+        schema.pointer_mut("/properties/credentials/oneOf/0/properties/auth_type").and_then(Value::as_object_mut)
+    {
         auth_type.insert("default".into(), "UserPassword".into());
     }
     schema

@@ -15,10 +15,7 @@ fuzz_target!(|data: &[u8]| {
     for in_streamed_block in [false, true] {
         let mut earlier = None;
         for protocol_version in MIN_PROTOCOL_VERSION..=MAX_PROTOCOL_VERSION {
-            let ctx = DecodeContext {
-                protocol_version,
-                in_streamed_block,
-            };
+            let ctx = DecodeContext { protocol_version, in_streamed_block };
             let decoded = decode_message(data, &ctx).ok();
             if let Some(earlier) = &earlier {
                 assert_eq!(decoded.as_ref(), Some(earlier), "{ctx:?}");

@@ -36,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
         PgType::Array { element: Box::new(builtin("text")) },
         PgType::Range { name: "int4range".into(), subtype: Box::new(builtin("int4")) },
         PgType::Range { name: "tstzrange".into(), subtype: Box::new(builtin("timestamptz")) },
-        PgType::Composite { name: "pair".into(), fields: vec![("a".into(), builtin("int4")), ("b".into(), builtin("text"))] },
+        PgType::Composite {
+            name: "pair".into(),
+            fields: vec![("a".into(), builtin("int4")), ("b".into(), builtin("text"))],
+        },
         PgType::Extension { name: "hstore".into() },
         PgType::Extension { name: "vector".into() },
     ];

@@ -70,7 +70,9 @@ pub fn chunk_sql(
                 conditions.push(format!("({}) > ({})", columns.join(", "), values.join(", ")));
             }
         }
-        ChunkPlan::Keyless { .. } => conditions.push("src.ctid > $1::text::tid AND src.ctid <= $2::text::tid".to_string()),
+        ChunkPlan::Keyless { .. } => {
+            conditions.push("src.ctid > $1::text::tid AND src.ctid <= $2::text::tid".to_string())
+        }
     }
     if let Some(filter) = filter {
         conditions.push(format!("({filter})"));
@@ -188,8 +190,18 @@ mod tests {
 
     #[test]
     fn keyed_chunks_quote_everything_and_cast_resume_values() {
-        let first = chunk_sql(&table(), &["id".into()], &["integer".into()], &[false], &ChunkPlan::Keyed { after: None, limit: 10 }, None);
-        assert_eq!(first, r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src ORDER BY src."id" LIMIT 10"#);
+        let first = chunk_sql(
+            &table(),
+            &["id".into()],
+            &["integer".into()],
+            &[false],
+            &ChunkPlan::Keyed { after: None, limit: 10 },
+            None,
+        );
+        assert_eq!(
+            first,
+            r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src ORDER BY src."id" LIMIT 10"#
+        );
         let next = chunk_sql(
             &table(),
             &["id".into()],
@@ -220,7 +232,10 @@ mod tests {
     #[test]
     fn keyless_chunks_use_tid_ranges() {
         let sql = chunk_sql(&table(), &[], &[], &[], &ChunkPlan::Keyless { after_block: 0, until_block: 5 }, None);
-        assert_eq!(sql, r#"SELECT "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE src.ctid > $1::text::tid AND src.ctid <= $2::text::tid"#);
+        assert_eq!(
+            sql,
+            r#"SELECT "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE src.ctid > $1::text::tid AND src.ctid <= $2::text::tid"#
+        );
         assert_eq!(parse_ctid("(12,0)"), Some((12, 0)));
         assert_eq!(parse_ctid("12,0"), None);
         assert_eq!(pages_per_chunk(50_000, 1), 501);

@@ -240,7 +240,15 @@ mod tests {
         let layout = DocumentLayout::new(&["id", "v"]);
         let new = row(&[Some("5"), Some("\"x\"")]);
         let old = row(&[Some("1"), None]);
-        let source = Source { ts_ms: Some(1700), schema: "s", table: "q\"t", snapshot: false, loc: [1, 2, 3], txid: Some(9), tag: Some("tg") };
+        let source = Source {
+            ts_ms: Some(1700),
+            schema: "s",
+            table: "q\"t",
+            snapshot: false,
+            loc: [1, 2, 3],
+            txid: Some(9),
+            tag: Some("tg"),
+        };
         let mut out = Vec::new();
         write_document(&mut out, &layout, &new, Op::Update, &source, Some((&layout, &old)));
         assert_eq!(

@@ -173,7 +173,9 @@ fn decode_element(bytes: &[u8], position: &mut usize, nested: bool) -> Result<El
             Element::Null
         }
         0x01 => Element::Bytes(decode_escaped(bytes, position)?),
-        0x02 => Element::String(String::from_utf8(decode_escaped(bytes, position)?).map_err(|_| KeyError::NotUtf8(offset))?),
+        0x02 => {
+            Element::String(String::from_utf8(decode_escaped(bytes, position)?).map_err(|_| KeyError::NotUtf8(offset))?)
+        }
         0x05 => {
             let mut elements = Vec::new();
             loop {
@@ -264,7 +266,11 @@ fn float_text(value: f64) -> String {
     if value.is_nan() {
         "NaN".into()
     } else if value.is_infinite() {
-        if value > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+        if value > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        }
     } else {
         format!("{value:?}")
     }

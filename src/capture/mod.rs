@@ -75,7 +75,7 @@ use crate::protocol::{Open, Request, RequestReader};
 use crate::replication::pgoutput::{self, DecodeContext, LogicalMessage, OldTuple, TupleData, TupleValue};
 use crate::value::{self, PgType};
 use document::{DocumentLayout, EncodedRow, Op, Source};
-use spill::{SpilledMessage, Spill};
+use spill::{Spill, SpilledMessage};
 use state::{BindingState, CaptureState, TableMode};
 use visibility::{DeliveredXids, Snapshot};
 
@@ -259,7 +259,10 @@ where
         resources.push(ResourceConfig::parse(index, &binding.resource_config)?);
     }
     let state = CaptureState::parse(&open.state).map_err(|err| {
-        Error::user(err.to_string(), "the state was not written by this connector or Estuary's source-postgres; reset the capture's state")
+        Error::user(
+            err.to_string(),
+            "the state was not written by this connector or Estuary's source-postgres; reset the capture's state",
+        )
     })?;
 
     crate::log::status("Connecting to database");
@@ -267,7 +270,8 @@ where
     configure_session(&client, &config).await?;
 
     crate::log::status("Verifying capture requirements");
-    let wanted: BTreeSet<(String, String)> = resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
+    let wanted: BTreeSet<(String, String)> =
+        resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
     if !config.raw.advanced.skip_prerequisites {
         let mut problems = crate::validate::check_server(&client, &config).await?;
         problems.extend(crate::validate::check_tables(&client, &config, &wanted).await?);
@@ -295,7 +299,8 @@ where
                 "create the table or grant the capture user access to it, or remove the binding",
             )
         })?;
-        let state_key = if spec.state_key.is_empty() { format!("{}%2F{}", name.0, name.1) } else { spec.state_key.clone() };
+        let state_key =
+            if spec.state_key.is_empty() { format!("{}%2F{}", name.0, name.1) } else { spec.state_key.clone() };
         let existing = state.bindings.get(&state_key).filter(|s| s.mode != TableMode::Ignore).cloned();
         any_existing |= existing.is_some();
         let binding_state = existing.unwrap_or_else(|| {
@@ -376,7 +381,9 @@ where
         if text.contains("is active for PID") {
             Error::user(
                 format!("another capture is already running against this database: {text}"),
-                format!("stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?})"),
+                format!(
+                    "stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?})"
+                ),
             )
         } else {
             Error::Pg(err)
@@ -512,7 +519,10 @@ async fn check_slot_for_resume(client: &Client, slot: &str, cursor: Lsn) -> Resu
         .map_err(pg)?;
     let hint = "the changes since the last checkpoint are lost: increment the backfill counter of every binding to re-backfill, which recreates the slot";
     let Some(row) = row else {
-        return Err(Error::user(format!("replication slot {slot:?} does not exist, but the capture has a resume position ({cursor})"), hint));
+        return Err(Error::user(
+            format!("replication slot {slot:?} does not exist, but the capture has a resume position ({cursor})"),
+            hint,
+        ));
     };
     let wal_status: Option<String> = row.get(1);
     if wal_status.as_deref() == Some("lost") {
@@ -535,17 +545,20 @@ async fn check_slot_for_resume(client: &Client, slot: &str, cursor: Lsn) -> Resu
 
 /// Key columns for backfill order and key-change detection: the resource's legacy
 /// override, else the collection key when it names top-level columns, else the table's key.
-fn choose_key_columns(resource: &ResourceConfig, collection_key: &[String], table: &DiscoveredTable, keyed_by_location: bool) -> Vec<String> {
+fn choose_key_columns(
+    resource: &ResourceConfig,
+    collection_key: &[String],
+    table: &DiscoveredTable,
+    keyed_by_location: bool,
+) -> Vec<String> {
     if let Some(columns) = &resource.primary_key {
         return columns.clone();
     }
     if resource.mode == BackfillMode::WithoutPrimaryKey || keyed_by_location {
         return Vec::new();
     }
-    let from_collection: Option<Vec<String>> = collection_key
-        .iter()
-        .map(|pointer| column_of_pointer(pointer).filter(|c| table.column(c).is_some()))
-        .collect();
+    let from_collection: Option<Vec<String>> =
+        collection_key.iter().map(|pointer| column_of_pointer(pointer).filter(|c| table.column(c).is_some())).collect();
     match from_collection {
         Some(columns) if !columns.is_empty() => columns,
         _ => table.key.clone(),
@@ -633,7 +646,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// after each chunk's snapshot, so each table is filtered against its own resume key
     /// exactly as if its chunk had had a fence of its own. The bounds keep the stream's
     /// backlog (and the held checkpoint) no larger than one chunk would.
-    async fn backfill_round(&mut self, first: usize, prefetched: Option<PrefetchedChunk>, stream: &mut ReplicationStream) -> Result<(), Error> {
+    async fn backfill_round(
+        &mut self,
+        first: usize,
+        prefetched: Option<PrefetchedChunk>,
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
         let started = Instant::now();
         let rows_before = self.rows_this_session;
         let priority = self.bindings[first].resource.priority;
@@ -646,7 +664,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             bindings
                 .iter()
                 .enumerate()
-                .find(|(i, b)| *i != current && b.state.mode.is_backfilling() && b.resource.priority == priority && !read.contains(i))
+                .find(|(i, b)| {
+                    *i != current
+                        && b.state.mode.is_backfilling()
+                        && b.resource.priority == priority
+                        && !read.contains(i)
+                })
                 .map(|(i, _)| i)
         };
         loop {
@@ -689,7 +712,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
         }
         if read.len() > 1 {
-            tracing::debug!(tables = read.len(), rows = self.rows_this_session - rows_before, "backfill chunks sharing one fence");
+            tracing::debug!(
+                tables = read.len(),
+                rows = self.rows_this_session - rows_before,
+                "backfill chunks sharing one fence"
+            );
         }
         Ok(())
     }
@@ -767,7 +794,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let total = self.bindings.len();
         let backfilling: Vec<&Binding> = self.bindings.iter().filter(|b| b.state.mode.is_backfilling()).collect();
         let rows: u64 = self.bindings.iter().map(|b| b.state.backfilled).sum();
-        let estimate: u64 = backfilling.iter().map(|b| b.estimated_rows.unwrap_or(0).max(b.state.backfilled)).sum::<u64>()
+        let estimate: u64 = backfilling
+            .iter()
+            .map(|b| b.estimated_rows.unwrap_or(0).max(b.state.backfilled))
+            .sum::<u64>()
             + self.bindings.iter().filter(|b| !b.state.mode.is_backfilling()).map(|b| b.state.backfilled).sum::<u64>();
         let seconds = now.duration_since(started).as_secs_f64();
         let rate = if seconds > 0.0 { (self.rows_this_session as f64 / seconds).round() as u64 } else { 0 };
@@ -839,7 +869,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 // Frames may be queued behind a long stdout write: drain one before deciding.
                 match tokio::time::timeout(Duration::from_secs(1), stream.recv()).await {
                     Ok(frame) => return self.on_frame(frame?, stream).await,
-                    Err(_) => return Err(stalled_sql_error("a status update on the replication connection", since.elapsed())),
+                    Err(_) => {
+                        return Err(stalled_sql_error("a status update on the replication connection", since.elapsed()))
+                    }
                 }
             }
         }
@@ -891,7 +923,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let before = self.delivered.len();
         self.delivered.forget_seen(&snapshot);
         self.forgotten_deliveries += 1;
-        tracing::debug!(forgotten = before - self.delivered.len(), left = self.delivered.len(), "delivered transactions seen by a fresh snapshot were forgotten");
+        tracing::debug!(
+            forgotten = before - self.delivered.len(),
+            left = self.delivered.len(),
+            "delivered transactions seen by a fresh snapshot were forgotten"
+        );
         self.delivered_check_at = DELIVERED_XIDS_CHECK_AT.max(2 * self.delivered.len());
         Ok(())
     }
@@ -899,7 +935,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// A snapshot taken now, on the main connection.
     async fn current_snapshot(&self) -> Result<Snapshot, Error> {
         let rows = self
-            .sql_deadline("reading the current snapshot", self.client.simple_query("SELECT pg_current_snapshot()::text"))
+            .sql_deadline(
+                "reading the current snapshot",
+                self.client.simple_query("SELECT pg_current_snapshot()::text"),
+            )
             .await?
             .map_err(pg)?;
         snapshot_of(&rows)
@@ -1009,7 +1048,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// Stream until the input ends, checkpointing at transaction boundaries.
-    async fn stream_forever(&mut self, stream: &mut ReplicationStream, input: &mut mpsc::UnboundedReceiver<Input>) -> Result<(), Error> {
+    async fn stream_forever(
+        &mut self,
+        stream: &mut ReplicationStream,
+        input: &mut mpsc::UnboundedReceiver<Input>,
+    ) -> Result<(), Error> {
         self.stream_until(stream, input, false).await.map(|_| ())
     }
 
@@ -1080,7 +1123,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// Write a checkpoint: the cursor, changed bindings, and any extra binding patches.
-    async fn checkpoint_with(&mut self, mut binding_patches: Map<String, Value>, stream: &mut ReplicationStream) -> Result<(), Error> {
+    async fn checkpoint_with(
+        &mut self,
+        mut binding_patches: Map<String, Value>,
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
         if let Some(transaction) = self.transaction {
             return Err(Error::Internal(format!("a checkpoint was requested inside transaction {}", transaction.xid)));
         }
@@ -1096,7 +1143,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let _ = self.emitter.flush().await;
             failpoint::exit(Failpoint::AfterDocuments);
         }
-        let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
+        let mut keepalive = Keepalive {
+            stream,
+            last_status: &mut self.last_status,
+            interval: self.status_interval,
+            flushed: self.acknowledged,
+        };
         keepalive.during(self.emitter.checkpoint(&patch)).await?;
         if failpoint::fires(Failpoint::AfterCheckpoint) {
             failpoint::exit(Failpoint::AfterCheckpoint);
@@ -1110,7 +1162,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     async fn emit(&mut self, binding: usize, stream: &mut ReplicationStream) -> Result<(), Error> {
         let index = u32::try_from(binding).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-        let mut keepalive = Keepalive { stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
+        let mut keepalive = Keepalive {
+            stream,
+            last_status: &mut self.last_status,
+            interval: self.status_interval,
+            flushed: self.acknowledged,
+        };
         keepalive.during(self.emitter.captured(index, &self.document)).await?;
         self.documents_since_checkpoint += 1;
         Ok(())
@@ -1126,7 +1183,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             Some(ReplicationFrame::Keepalive { wal_end, reply_requested, .. }) => {
                 // An idle position: nothing of ours is in flight below `wal_end`, so it can
                 // become the cursor (and, once acknowledged, the slot's confirmed position).
-                if self.transaction.is_none() && self.streamed_block.is_none() && wal_end > self.cursor && !self.hold_checkpoints {
+                if self.transaction.is_none()
+                    && self.streamed_block.is_none()
+                    && wal_end > self.cursor
+                    && !self.hold_checkpoints
+                {
                     self.cursor = wal_end;
                     self.checkpoint_due = true;
                 }
@@ -1138,7 +1199,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             Some(ReplicationFrame::XLogData { wal_start, wal_end, data, .. }) => {
                 self.server_wal_end = self.server_wal_end.max(wal_end);
                 self.last_message_start = wal_start;
-                let context = DecodeContext { protocol_version: self.protocol_version, in_streamed_block: self.streamed_block.is_some() };
+                let context = DecodeContext {
+                    protocol_version: self.protocol_version,
+                    in_streamed_block: self.streamed_block.is_some(),
+                };
                 let message = pgoutput::decode_message(&data, &context).map_err(|err| {
                     Error::Internal(format!("cannot decode a pgoutput message at {wal_start}: {err}"))
                 })?;
@@ -1148,11 +1212,17 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                             self.streamed_block = None;
                             return Ok(());
                         }
-                        LogicalMessage::Relation(_) | LogicalMessage::Insert(_) | LogicalMessage::Update(_) | LogicalMessage::Delete(_) | LogicalMessage::Truncate(_) => {
+                        LogicalMessage::Relation(_)
+                        | LogicalMessage::Insert(_)
+                        | LogicalMessage::Update(_)
+                        | LogicalMessage::Delete(_)
+                        | LogicalMessage::Truncate(_) => {
                             let xid = message_xid(&message).unwrap_or(top_xid);
                             self.spill
                                 .push(top_xid, &SpilledMessage { wal_start, xid, payload: data.to_vec() })
-                                .map_err(|err| Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}")))?;
+                                .map_err(|err| {
+                                    Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}"))
+                                })?;
                             return Ok(());
                         }
                         _ => {}
@@ -1163,19 +1233,35 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
     }
 
-    async fn on_message(&mut self, message: LogicalMessage<'_>, wal_start: Lsn, stream: &mut ReplicationStream) -> Result<(), Error> {
+    async fn on_message(
+        &mut self,
+        message: LogicalMessage<'_>,
+        wal_start: Lsn,
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
         match message {
             LogicalMessage::Begin(begin) => {
                 if self.transaction.is_some() {
-                    return Err(Error::Internal(format!("BEGIN of transaction {} inside another transaction", begin.xid)));
+                    return Err(Error::Internal(format!(
+                        "BEGIN of transaction {} inside another transaction",
+                        begin.xid
+                    )));
                 }
-                self.transaction = Some(Transaction { final_lsn: begin.final_lsn, commit_time_us: begin.commit_time_us, xid: begin.xid });
+                self.transaction = Some(Transaction {
+                    final_lsn: begin.final_lsn,
+                    commit_time_us: begin.commit_time_us,
+                    xid: begin.xid,
+                });
                 Ok(())
             }
             LogicalMessage::Commit(commit) => {
-                let transaction = self.transaction.take().ok_or_else(|| Error::Internal("COMMIT without BEGIN".into()))?;
+                let transaction =
+                    self.transaction.take().ok_or_else(|| Error::Internal("COMMIT without BEGIN".into()))?;
                 if transaction.final_lsn != commit.commit_lsn {
-                    return Err(Error::Internal(format!("COMMIT at {} does not match BEGIN's {}", commit.commit_lsn, transaction.final_lsn)));
+                    return Err(Error::Internal(format!(
+                        "COMMIT at {} does not match BEGIN's {}",
+                        commit.commit_lsn, transaction.final_lsn
+                    )));
                 }
                 self.on_commit(commit.end_lsn);
                 Ok(())
@@ -1185,7 +1271,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 self.on_change(insert.relation_oid, wal_start, ChangeKind::Insert { new: &insert.new }, stream).await
             }
             LogicalMessage::Update(update) => {
-                self.on_change(update.relation_oid, wal_start, ChangeKind::Update { old: update.old.as_ref(), new: &update.new }, stream).await
+                self.on_change(
+                    update.relation_oid,
+                    wal_start,
+                    ChangeKind::Update { old: update.old.as_ref(), new: &update.new },
+                    stream,
+                )
+                .await
             }
             LogicalMessage::Delete(delete) => {
                 self.on_change(delete.relation_oid, wal_start, ChangeKind::Delete { old: &delete.old }, stream).await
@@ -1219,16 +1311,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 if self.transaction.is_some() {
                     return Err(Error::Internal("STREAM COMMIT inside a transaction".into()));
                 }
-                let mut replay = self
-                    .spill
-                    .take(commit.xid)
-                    .map_err(|err| Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid)))?;
-                self.transaction = Some(Transaction { final_lsn: commit.commit_lsn, commit_time_us: commit.commit_time_us, xid: commit.xid });
+                let mut replay = self.spill.take(commit.xid).map_err(|err| {
+                    Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid))
+                })?;
+                self.transaction = Some(Transaction {
+                    final_lsn: commit.commit_lsn,
+                    commit_time_us: commit.commit_time_us,
+                    xid: commit.xid,
+                });
                 let context = DecodeContext { protocol_version: self.protocol_version, in_streamed_block: true };
-                while let Some(spilled) = replay
-                    .next_message()
-                    .map_err(|err| Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid)))?
-                {
+                while let Some(spilled) = replay.next_message().map_err(|err| {
+                    Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid))
+                })? {
                     let message = pgoutput::decode_message(&spilled.payload, &context)
                         .map_err(|err| Error::Internal(format!("cannot decode a buffered pgoutput message: {err}")))?;
                     Box::pin(self.on_message(message, spilled.wal_start, stream)).await?;
@@ -1272,11 +1366,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let column_names: Vec<&str> = relation.columns.iter().map(|c| c.name).collect();
         let key_positions = binding
             .map(|b| {
-                self.bindings[b]
-                    .key_columns
-                    .iter()
-                    .filter_map(|k| column_names.iter().position(|c| c == k))
-                    .collect()
+                self.bindings[b].key_columns.iter().filter_map(|k| column_names.iter().position(|c| c == k)).collect()
             })
             .unwrap_or_default();
         let is_watermarks = namespace == self.config.watermarks_schema && name == self.config.watermarks_table;
@@ -1308,17 +1398,30 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(rows.iter().find_map(|row| self.by_table.get(&(row.get::<_, String>(0), row.get::<_, String>(1))).copied()))
     }
 
-    async fn on_change(&mut self, relation_oid: u32, wal_start: Lsn, change: ChangeKind<'_, '_>, stream: &mut ReplicationStream) -> Result<(), Error> {
-        let transaction = self.transaction.ok_or_else(|| Error::Internal("a change arrived outside of a transaction".into()))?;
+    async fn on_change(
+        &mut self,
+        relation_oid: u32,
+        wal_start: Lsn,
+        change: ChangeKind<'_, '_>,
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
+        let transaction =
+            self.transaction.ok_or_else(|| Error::Internal("a change arrived outside of a transaction".into()))?;
         if self.delivered.len() >= self.delivered_check_at {
             self.forget_visible_deliveries().await?;
         }
         let Some(relation) = self.relations.get(&relation_oid) else {
-            return Err(Error::Internal(format!("a change arrived for relation {relation_oid} before its Relation message")));
+            return Err(Error::Internal(format!(
+                "a change arrived for relation {relation_oid} before its Relation message"
+            )));
         };
         if relation.is_watermarks {
-            if let (ChangeKind::Insert { new } | ChangeKind::Update { new, .. }, Some(position)) = (&change, relation.watermark_position) {
-                if let (Some(TupleValue::Text(value)), Some(expected)) = (new.values.get(position), &self.pending_watermark) {
+            if let (ChangeKind::Insert { new } | ChangeKind::Update { new, .. }, Some(position)) =
+                (&change, relation.watermark_position)
+            {
+                if let (Some(TupleValue::Text(value)), Some(expected)) =
+                    (new.values.get(position), &self.pending_watermark)
+                {
                     if *value == expected.as_bytes() {
                         self.watermark_seen = true;
                     }
@@ -1385,7 +1488,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut extra_delete: Option<Vec<u8>> = None;
         match change {
             ChangeKind::Insert { new } => {
-                encode_tuple(&mut self.row, relation, new, None, TupleRole::New).map_err(|e| value_error(&table_name(), e))?;
+                encode_tuple(&mut self.row, relation, new, None, TupleRole::New)
+                    .map_err(|e| value_error(&table_name(), e))?;
                 document::write_document(&mut self.document, &relation.layout, &self.row, Op::Create, &source, None);
             }
             ChangeKind::Update { old, new } => {
@@ -1396,15 +1500,21 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 };
                 if let Some(old_tuple) = old_tuple {
                     let role = if old_is_full { TupleRole::OldFull } else { TupleRole::OldKey };
-                    encode_tuple(&mut self.old_row, relation, old_tuple, None, role).map_err(|e| value_error(&table_name(), e))?;
+                    encode_tuple(&mut self.old_row, relation, old_tuple, None, role)
+                        .map_err(|e| value_error(&table_name(), e))?;
                 }
                 let full_old = if old_is_full { old_tuple } else { None };
-                encode_tuple(&mut self.row, relation, new, full_old, TupleRole::New).map_err(|e| value_error(&table_name(), e))?;
+                encode_tuple(&mut self.row, relation, new, full_old, TupleRole::New)
+                    .map_err(|e| value_error(&table_name(), e))?;
                 let key_changed = old_tuple.is_some()
                     && !binding.keyed_by_location
                     && !relation.key_positions.is_empty()
                     && relation.key_positions.iter().any(|p| self.old_row.value(*p) != self.row.value(*p));
-                if key_changed && full_old.is_none() && new.values.iter().any(|v| matches!(v, TupleValue::UnchangedToast)) && self.toast_warnings.insert(relation_oid) {
+                if key_changed
+                    && full_old.is_none()
+                    && new.values.iter().any(|v| matches!(v, TupleValue::UnchangedToast))
+                    && self.toast_warnings.insert(relation_oid)
+                {
                     // The new key's document cannot be merged onto the old key's, so
                     // unchanged TOAST values (which the server does not resend) are missing.
                     tracing::warn!(
@@ -1417,17 +1527,38 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     // create the new one, so the old key does not linger in the collection.
                     if emit_old {
                         let mut delete = Vec::new();
-                        document::write_document(&mut delete, &relation.layout, &self.old_row, Op::Delete, &source, None);
+                        document::write_document(
+                            &mut delete,
+                            &relation.layout,
+                            &self.old_row,
+                            Op::Delete,
+                            &source,
+                            None,
+                        );
                         extra_delete = Some(delete);
                     }
                     if emit_new {
-                        document::write_document(&mut self.document, &relation.layout, &self.row, Op::Create, &source, None);
+                        document::write_document(
+                            &mut self.document,
+                            &relation.layout,
+                            &self.row,
+                            Op::Create,
+                            &source,
+                            None,
+                        );
                     }
                 } else if !emit_new {
                     return Ok(());
                 } else {
                     let before = old_tuple.map(|_| (&relation.layout, &self.old_row));
-                    document::write_document(&mut self.document, &relation.layout, &self.row, Op::Update, &source, before);
+                    document::write_document(
+                        &mut self.document,
+                        &relation.layout,
+                        &self.row,
+                        Op::Update,
+                        &source,
+                        before,
+                    );
                 }
             }
             ChangeKind::Delete { old } => {
@@ -1440,8 +1571,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
         }
         if let Some(delete) = extra_delete {
-            let index = u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            let mut keepalive = Keepalive { stream: &mut *stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
+            let index =
+                u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
+            let mut keepalive = Keepalive {
+                stream: &mut *stream,
+                last_status: &mut self.last_status,
+                interval: self.status_interval,
+                flushed: self.acknowledged,
+            };
             keepalive.during(self.emitter.captured(index, &delete)).await?;
             self.documents_since_checkpoint += 1;
         }
@@ -1457,11 +1594,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// A chunk query hit the statement timeout before yielding progress: retry smaller.
-    fn shrink_chunk(&mut self, index: usize, plan: &backfill::ChunkPlan, err: tokio_postgres::Error) -> Result<(), Error> {
+    fn shrink_chunk(
+        &mut self,
+        index: usize,
+        plan: &backfill::ChunkPlan,
+        err: tokio_postgres::Error,
+    ) -> Result<(), Error> {
         let binding = &mut self.bindings[index];
         let current = match plan {
             backfill::ChunkPlan::Keyed { limit, .. } => *limit,
-            backfill::ChunkPlan::Keyless { after_block, until_block } => i64::try_from(until_block - after_block).unwrap_or(1),
+            backfill::ChunkPlan::Keyless { after_block, until_block } => {
+                i64::try_from(until_block - after_block).unwrap_or(1)
+            }
         };
         if current <= 1 {
             return Err(backfill_error(&binding.table, err));
@@ -1488,11 +1632,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let need_types: Vec<u32> = self
             .bindings
             .iter()
-            .filter(|b| b.state.mode.is_backfilling() && b.state.mode != TableMode::KeylessBackfill && b.key_types.is_none())
+            .filter(|b| {
+                b.state.mode.is_backfilling() && b.state.mode != TableMode::KeylessBackfill && b.key_types.is_none()
+            })
             .map(|b| b.table.oid)
             .collect();
         if need_estimate.len() > 1 {
-            let rows = self.sql_deadline("estimating table sizes", self.client.query(backfill::TABLE_ROWS_ESTIMATE_BATCH_SQL, &[&need_estimate])).await?.map_err(pg)?;
+            let rows = self
+                .sql_deadline(
+                    "estimating table sizes",
+                    self.client.query(backfill::TABLE_ROWS_ESTIMATE_BATCH_SQL, &[&need_estimate]),
+                )
+                .await?
+                .map_err(pg)?;
             let estimates: BTreeMap<u32, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
             for binding in self.bindings.iter_mut().filter(|b| b.estimated_rows.is_none()) {
                 if let Some(estimate) = estimates.get(&binding.table.oid) {
@@ -1501,7 +1653,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
         }
         if need_types.len() > 1 {
-            let rows = self.sql_deadline("reading key column types", self.client.query(backfill::COLUMN_TYPES_BATCH_SQL, &[&need_types])).await?.map_err(pg)?;
+            let rows = self
+                .sql_deadline(
+                    "reading key column types",
+                    self.client.query(backfill::COLUMN_TYPES_BATCH_SQL, &[&need_types]),
+                )
+                .await?
+                .map_err(pg)?;
             let mut types: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
             for row in &rows {
                 types.entry(row.get(0)).or_default().insert(row.get(1), row.get(2));
@@ -1510,7 +1668,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 // A table missing here (dropped since) or a missing key column is left for
                 // `prepare_backfill`, which reports it.
                 let Some(columns) = types.get(&binding.table.oid) else { continue };
-                let key_types: Option<Vec<String>> = binding.key_columns.iter().map(|c| columns.get(c).cloned()).collect();
+                let key_types: Option<Vec<String>> =
+                    binding.key_columns.iter().map(|c| columns.get(c).cloned()).collect();
                 binding.key_types = key_types;
             }
         }
@@ -1522,12 +1681,24 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let limit = self.silence_limit();
         let binding = &mut self.bindings[index];
         if binding.estimated_rows.is_none() {
-            let row = with_deadline(limit, "estimating a table's size", self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid])).await?.map_err(pg)?;
+            let row = with_deadline(
+                limit,
+                "estimating a table's size",
+                self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid]),
+            )
+            .await?
+            .map_err(pg)?;
             binding.estimated_rows = Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
         }
         if binding.state.mode == TableMode::KeylessBackfill {
             if binding.keyless_pages.is_none() {
-                let row = with_deadline(limit, "counting a table's pages", self.client.query_one(backfill::TABLE_PAGES_SQL, &[&binding.table.oid])).await?.map_err(pg)?;
+                let row = with_deadline(
+                    limit,
+                    "counting a table's pages",
+                    self.client.query_one(backfill::TABLE_PAGES_SQL, &[&binding.table.oid]),
+                )
+                .await?
+                .map_err(pg)?;
                 let (max_page, partitions): (i64, i64) = (row.get(0), row.get(1));
                 binding.keyless_pages = Some((
                     backfill::keyless_end_page(max_page),
@@ -1535,7 +1706,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 ));
             }
         } else if binding.key_types.is_none() {
-            let rows = with_deadline(limit, "reading key column types", self.client.query(backfill::COLUMN_TYPES_SQL, &[&binding.table.oid])).await?.map_err(pg)?;
+            let rows = with_deadline(
+                limit,
+                "reading key column types",
+                self.client.query(backfill::COLUMN_TYPES_SQL, &[&binding.table.oid]),
+            )
+            .await?
+            .map_err(pg)?;
             let types: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
             let mut key_types = Vec::new();
             for column in &binding.key_columns {
@@ -1563,7 +1740,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Some(scanned) => {
                     let text = keys_base64_text(scanned)?;
                     backfill::parse_ctid(&text).map(|(block, _)| block).ok_or_else(|| {
-                        Error::user(format!("the keyless resume position {text:?} is not a CTID"), "increment the binding's backfill counter to restart its backfill")
+                        Error::user(
+                            format!("the keyless resume position {text:?} is not a CTID"),
+                            "increment the binding's backfill counter to restart its backfill",
+                        )
                     })?
                 }
                 None => 0,
@@ -1577,24 +1757,42 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let after = match binding.state.scanned.as_deref() {
                 Some(scanned) => {
                     let elements = keys::decode_base64(scanned).map_err(|err| {
-                        Error::user(format!("the resume key of table \"{}.{}\" is invalid: {err}", binding.table.schema, binding.table.name), "increment the binding's backfill counter to restart its backfill")
+                        Error::user(
+                            format!(
+                                "the resume key of table \"{}.{}\" is invalid: {err}",
+                                binding.table.schema, binding.table.name
+                            ),
+                            "increment the binding's backfill counter to restart its backfill",
+                        )
                     })?;
                     if elements.len() != binding.key_columns.len() {
                         return Err(Error::user(
-                            keys::KeyError::Arity { found: elements.len(), expected: binding.key_columns.len() }.to_string(),
+                            keys::KeyError::Arity { found: elements.len(), expected: binding.key_columns.len() }
+                                .to_string(),
                             "the table's key changed: increment the binding's backfill counter to restart its backfill",
                         ));
                     }
                     let mut values = Vec::new();
                     for (element, column) in elements.iter().zip(&binding.key_columns) {
-                        values.push(keys::element_to_text(element, column).map_err(|err| Error::user(err.to_string(), "increment the binding's backfill counter to restart its backfill"))?);
+                        values.push(keys::element_to_text(element, column).map_err(|err| {
+                            Error::user(
+                                err.to_string(),
+                                "increment the binding's backfill counter to restart its backfill",
+                            )
+                        })?);
                     }
                     Some(values)
                 }
                 None => None,
             };
             let params = after.clone().unwrap_or_default();
-            (backfill::ChunkPlan::Keyed { after, limit: binding.chunk_limit.unwrap_or(self.config.chunk_size).max(1) }, params)
+            (
+                backfill::ChunkPlan::Keyed {
+                    after,
+                    limit: binding.chunk_limit.unwrap_or(self.config.chunk_size).max(1),
+                },
+                params,
+            )
         };
         let key_types = binding.key_types.clone().unwrap_or_default();
         let filter = binding.resource.advanced.additional_backfill_filter.clone();
@@ -1602,7 +1800,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             (Some(orders), TableMode::Backfill) => orders.iter().map(|o| *o == order::KeyOrder::Text).collect(),
             _ => vec![false; binding.key_columns.len()],
         };
-        let sql = backfill::chunk_sql(&binding.table, &binding.key_columns, &key_types, &collate_c, &plan, filter.as_deref());
+        let sql =
+            backfill::chunk_sql(&binding.table, &binding.key_columns, &key_types, &collate_c, &plan, filter.as_deref());
         Ok((plan, sql, params))
     }
 
@@ -1641,7 +1840,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         // changed since, after a statement timeout) and its snapshot can still be checked
         // against every delivered transaction.
         let prefetched = match prefetched {
-            Some(p) if p.index == index && p.plan == plan && p.forgotten_deliveries == self.forgotten_deliveries => Some(p),
+            Some(p) if p.index == index && p.plan == plan && p.forgotten_deliveries == self.forgotten_deliveries => {
+                Some(p)
+            }
             Some(stale) => {
                 // Dropping its row stream lets the connection discard its rows; only then
                 // may another query follow it.
@@ -1670,10 +1871,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let result = {
                 let query = async {
                     match attempt {
-                        Some(prefetched) => prefetched
-                            .query
-                            .await
-                            .map_err(|err| Error::Internal(format!("the prefetched backfill query failed to run: {err}"))),
+                        Some(prefetched) => prefetched.query.await.map_err(|err| {
+                            Error::Internal(format!("the prefetched backfill query failed to run: {err}"))
+                        }),
                         None => Ok(run_chunk_query(&client, &sql, &params).await),
                     }
                 };
@@ -1696,7 +1896,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             };
             // Rows are read only with a snapshot that sees every change the stream has
             // delivered for a backfilling table (see the `visibility` module).
-            let snapshot = Snapshot::parse(&chunk.snapshot).map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
+            let snapshot = Snapshot::parse(&chunk.snapshot)
+                .map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
             let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break chunk.rows };
             drop(chunk);
             tracing::debug!(xid = unseen, snapshot = %snapshot, "a delivered commit is not visible to the backfill query yet: waiting");
@@ -1755,7 +1956,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 })
                 .collect()
         };
-        let layout = DocumentLayout::new(&emitted.iter().map(|i| self.bindings[index].table.columns[*i].name.as_str()).collect::<Vec<_>>());
+        let layout = DocumentLayout::new(
+            &emitted.iter().map(|i| self.bindings[index].table.columns[*i].name.as_str()).collect::<Vec<_>>(),
+        );
         loop {
             use futures::StreamExt;
             let next = tokio::select! {
@@ -1790,14 +1993,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let binding = &self.bindings[index];
             self.row.reset(emitted.len());
             for (position, encoder) in encoders.iter().enumerate() {
-                let cell: Option<RawText<'_>> = row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
+                let cell: Option<RawText<'_>> =
+                    row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
                 match cell {
                     None => self.row.set_null(position),
                     Some(RawText(text)) => {
                         let start = self.row.bytes.len();
-                        encoder
-                            .encode(text, &mut self.row.bytes)
-                            .map_err(|err| value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err))?;
+                        encoder.encode(text, &mut self.row.bytes).map_err(|err| {
+                            value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err)
+                        })?;
                         self.row.finish_value(position, start);
                     }
                 }
@@ -1815,8 +2019,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             self.document.clear();
             document::write_document(&mut self.document, &layout, &self.row, Op::Create, &source, None);
             // Fields are used directly (not `self.emit`) because `row_stream` borrows the client.
-            let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            let mut keepalive = Keepalive { stream: &mut *stream, last_status: &mut self.last_status, interval: self.status_interval, flushed: self.acknowledged };
+            let binding_number =
+                u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
+            let mut keepalive = Keepalive {
+                stream: &mut *stream,
+                last_status: &mut self.last_status,
+                interval: self.status_interval,
+                flushed: self.acknowledged,
+            };
             keepalive.during(self.emitter.captured(binding_number, &self.document)).await?;
             self.documents_since_checkpoint += 1;
             rows += 1;
@@ -1858,10 +2068,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 binding.chunk_limit = Some(limit.saturating_mul(2).min(ceiling));
             }
         }
-        let done = !timed_out && match &plan {
-            backfill::ChunkPlan::Keyed { limit, .. } => i64::try_from(rows).unwrap_or(i64::MAX) < *limit,
-            backfill::ChunkPlan::Keyless { until_block, .. } => *until_block >= binding.keyless_pages.map_or(0, |p| p.0),
-        };
+        let done = !timed_out
+            && match &plan {
+                backfill::ChunkPlan::Keyed { limit, .. } => i64::try_from(rows).unwrap_or(i64::MAX) < *limit,
+                backfill::ChunkPlan::Keyless { until_block, .. } => {
+                    *until_block >= binding.keyless_pages.map_or(0, |p| p.0)
+                }
+            };
         if done {
             binding.state.mode = TableMode::Active;
             binding.state.scanned = None;
@@ -1885,7 +2098,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     let elements: Vec<keys::Element> = key
                         .iter()
                         .zip(&binding.key_columns)
-                        .map(|(value, column)| key_element(binding.table.column(column).map(|c| &c.pg_type), value.as_deref()))
+                        .map(|(value, column)| {
+                            key_element(binding.table.column(column).map(|c| &c.pg_type), value.as_deref())
+                        })
                         .collect();
                     keys::encode_base64(&elements)
                 }
@@ -1935,7 +2150,10 @@ impl Keepalive<'_> {
 struct RawText<'a>(&'a [u8]);
 
 impl<'a> tokio_postgres::types::FromSql<'a> for RawText<'a> {
-    fn from_sql(_: &tokio_postgres::types::Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(RawText(raw))
     }
 
@@ -1951,7 +2169,12 @@ fn keys_base64_text(scanned: &str) -> Result<String, Error> {
         .decode(scanned)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| Error::user("the keyless resume position is not valid base64 text", "increment the binding's backfill counter to restart its backfill"))
+        .ok_or_else(|| {
+            Error::user(
+                "the keyless resume position is not valid base64 text",
+                "increment the binding's backfill counter to restart its backfill",
+            )
+        })
 }
 
 /// A key value as a tuple element: integers as integers (as the Go connector writes them),
@@ -1995,7 +2218,11 @@ const CHUNK_SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ON
 /// they are sent. The query's parameters are all text (the SQL casts them to each key
 /// column's type), so it is parsed, bound and executed without a separate prepare round
 /// trip: with many small tables, round trips are most of a chunk's cost.
-async fn run_chunk_query(client: &Client, sql: &str, params: &[Option<String>]) -> Result<ChunkRows, tokio_postgres::Error> {
+async fn run_chunk_query(
+    client: &Client,
+    sql: &str,
+    params: &[Option<String>],
+) -> Result<ChunkRows, tokio_postgres::Error> {
     use std::future::Future;
     use std::task::Poll;
     // Each request is sent when its future is first polled: the three are polled in order
@@ -2049,7 +2276,8 @@ fn first_text(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<String>
 
 /// The snapshot a `SELECT pg_current_snapshot()::text` answered.
 fn snapshot_of(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<Snapshot, Error> {
-    Snapshot::parse(&first_text(messages).unwrap_or_default()).map_err(|err| Error::Internal(format!("the current snapshot: {err}")))
+    Snapshot::parse(&first_text(messages).unwrap_or_default())
+        .map_err(|err| Error::Internal(format!("the current snapshot: {err}")))
 }
 
 fn stalled_sql_error(what: &str, after: Duration) -> Error {
@@ -2068,12 +2296,18 @@ fn backfill_error(table: &DiscoveredTable, err: tokio_postgres::Error) -> Error 
     let err = PgError::from(err);
     Error::user(
         format!("backfill query of table \"{}.{}\" failed: {err}", table.schema, table.name),
-        err.hint().unwrap_or_else(|| "check that the capture user can SELECT the table and that any additional_backfill_filter is valid SQL".into()),
+        err.hint().unwrap_or_else(|| {
+            "check that the capture user can SELECT the table and that any additional_backfill_filter is valid SQL"
+                .into()
+        }),
     )
 }
 
 fn value_error(table: &str, err: value::ValueError) -> Error {
-    Error::user(format!("a value of table {table:?} could not be encoded: {err}"), "please report this with the column's type")
+    Error::user(
+        format!("a value of table {table:?} could not be encoded: {err}"),
+        "please report this with the column's type",
+    )
 }
 
 fn lsn_i64(lsn: Lsn) -> i64 {

@@ -127,7 +127,11 @@ mod tests {
         );
         assert_eq!(key_from_elements(&orders, &elements[..1]), None);
         assert_eq!(key_order(&PgType::Builtin { name: "numeric".into(), typmod: -1 }), None);
-        let domain = PgType::Domain { name: "d".into(), base: Box::new(PgType::Builtin { name: "int8".into(), typmod: -1 }), not_null: true };
+        let domain = PgType::Domain {
+            name: "d".into(),
+            base: Box::new(PgType::Builtin { name: "int8".into(), typmod: -1 }),
+            not_null: true,
+        };
         assert_eq!(key_order(&domain), Some(KeyOrder::Integer));
     }
 }

@@ -83,7 +83,10 @@ impl Spill {
     /// Take a committed transaction's messages for replay, in arrival order.
     pub fn take(&mut self, top_xid: u32) -> std::io::Result<Replay> {
         let Some(transaction) = self.transactions.remove(&top_xid) else {
-            return Ok(Replay { source: ReplaySource::Memory(std::io::Cursor::new(Vec::new())), skip: BTreeSet::new() });
+            return Ok(Replay {
+                source: ReplaySource::Memory(std::io::Cursor::new(Vec::new())),
+                skip: BTreeSet::new(),
+            });
         };
         let source = match transaction.file {
             Some(file) => {

@@ -158,7 +158,8 @@ mod tests {
     #[test]
     fn patches_clear_absent_resume_keys() {
         let mut merged = json!({"bindingStateV1": {"k": {"mode": "Backfill", "scanned": "AA==", "backfilled": 1}}});
-        let done = BindingState { mode: TableMode::Active, key_columns: None, scanned: None, metadata: None, backfilled: 9 };
+        let done =
+            BindingState { mode: TableMode::Active, key_columns: None, scanned: None, metadata: None, backfilled: 9 };
         merge_patch(&mut merged, &json!({"bindingStateV1": {"k": done.to_patch()}}));
         assert_eq!(merged, json!({"bindingStateV1": {"k": {"mode": "Active", "backfilled": 9}}}));
     }

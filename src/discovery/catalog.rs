@@ -275,12 +275,8 @@ impl TypeRegistry {
             let names: Vec<String> = row.get(12);
             let types: Vec<Oid> = row.get(13);
             let typmods: Vec<i32> = row.get(14);
-            let fields = names
-                .into_iter()
-                .zip(types)
-                .zip(typmods)
-                .map(|((name, oid), typmod)| (name, oid, typmod))
-                .collect();
+            let fields =
+                names.into_iter().zip(types).zip(typmods).map(|((name, oid), typmod)| (name, oid, typmod)).collect();
             self.rows.insert(
                 row.get(0),
                 TypeRow {

@@ -74,9 +74,7 @@ impl DiscoveredTable {
     /// Whether bytewise order of encoded keys may disagree with the database's order
     /// (text-like keys follow the collation, enums their declared order).
     pub fn unpredictable_key_order(&self) -> bool {
-        self.key.iter().any(|k| {
-            self.columns.iter().any(|c| c.name == *k && value::is_text_like_key(&c.pg_type))
-        })
+        self.key.iter().any(|k| self.columns.iter().any(|c| c.name == *k && value::is_text_like_key(&c.pg_type)))
     }
 
     pub fn column(&self, name: &str) -> Option<&Column> {
@@ -96,10 +94,8 @@ fn domain_not_null(ty: &PgType) -> bool {
 pub async fn discover(config: &Config) -> Result<Vec<DiscoveredBinding>, Error> {
     let client = crate::pg::connect_sql(&config.connect_params()).await?;
     let tables = discover_tables(&client, config, None).await?;
-    let options = SchemaOptions {
-        history_mode: config.raw.history_mode,
-        source_tag: !config.raw.advanced.source_tag.is_empty(),
-    };
+    let options =
+        SchemaOptions { history_mode: config.raw.history_mode, source_tag: !config.raw.advanced.source_tag.is_empty() };
     let bindings: Vec<DiscoveredBinding> = tables.iter().map(|t| schema::binding_for(t, &options)).collect();
     if bindings.is_empty() {
         tracing::warn!(

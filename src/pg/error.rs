@@ -47,37 +47,19 @@ pub enum PgError {
 
     /// The TCP connection could not be opened (refused, unresolvable name, no route).
     #[error("could not connect to server at \"{host}\" port {port}: {source}")]
-    Unreachable {
-        host: String,
-        port: u16,
-        source: io::Error,
-    },
+    Unreachable { host: String, port: u16, source: io::Error },
 
     /// Connecting (TCP, TLS and authentication together) took longer than the timeout.
     #[error("timed out after {after:?} connecting to server at \"{host}\" port {port}")]
-    Timeout {
-        host: String,
-        port: u16,
-        after: Duration,
-    },
+    Timeout { host: String, port: u16, after: Duration },
 
     /// `pg_hba.conf` rejected an unencrypted connection (SQLSTATE `28000`, "no encryption").
     #[error("the server at \"{host}\" port {port} only accepts encrypted connections, but sslmode is \"{sslmode}\"")]
-    TlsRequired {
-        host: String,
-        port: u16,
-        sslmode: SslMode,
-    },
+    TlsRequired { host: String, port: u16, sslmode: SslMode },
 
     /// The server answered the SSLRequest with "no", and the sslmode does not allow plaintext.
-    #[error(
-        "the server at \"{host}\" port {port} does not support TLS, but sslmode is \"{sslmode}\""
-    )]
-    TlsUnsupported {
-        host: String,
-        port: u16,
-        sslmode: SslMode,
-    },
+    #[error("the server at \"{host}\" port {port} does not support TLS, but sslmode is \"{sslmode}\"")]
+    TlsUnsupported { host: String, port: u16, sslmode: SslMode },
 
     /// The TLS handshake failed, typically because the certificate did not verify.
     #[error("TLS handshake with \"{host}\" failed: {reason}")]
@@ -102,12 +84,7 @@ pub enum PgError {
 
     /// Any other error the server reported.
     #[error("{message} (SQLSTATE {code}){}", .detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
-    Server {
-        code: String,
-        message: String,
-        detail: Option<String>,
-        hint: Option<String>,
-    },
+    Server { code: String, message: String, detail: Option<String>, hint: Option<String> },
 
     /// The server closed the connection without telling us why.
     #[error("server closed the connection unexpectedly")]
@@ -165,9 +142,7 @@ impl PgError {
             PgError::TlsRequired { .. } => {
                 "set sslmode to \"require\", \"verify-ca\" or \"verify-full\" in the endpoint configuration"
             }
-            PgError::TlsUnsupported { .. } => {
-                "enable ssl on the server, or set sslmode to \"prefer\" or \"disable\""
-            }
+            PgError::TlsUnsupported { .. } => "enable ssl on the server, or set sslmode to \"prefer\" or \"disable\"",
             PgError::TlsFailed { hint, .. } => return hint.map(str::to_string),
             PgError::InvalidRootCert { .. } => {
                 "sslrootcert must hold PEM-encoded CA certificates (\"-----BEGIN CERTIFICATE-----\"), \
@@ -187,9 +162,7 @@ impl PgError {
             PgError::Server { code, hint, .. } => {
                 return hint.clone().or_else(|| default_server_hint(code).map(str::to_string));
             }
-            PgError::Closed => {
-                "the server may have restarted or terminated the session; see the server log"
-            }
+            PgError::Closed => "the server may have restarted or terminated the session; see the server log",
             PgError::Io(_) | PgError::Protocol(_) => return None,
         };
         Some(hint.to_string())
@@ -215,9 +188,7 @@ fn default_server_hint(code: &str) -> Option<&'static str> {
             "the server's pg_hba.conf does not allow this connection; it needs an entry for this \
              user, database and client address"
         }
-        "53300" => {
-            "the server has no free connection slots; raise max_connections or close idle sessions"
-        }
+        "53300" => "the server has no free connection slots; raise max_connections or close idle sessions",
         "42501" => "the capture user lacks a privilege; see the connector's setup instructions",
         "57P01" | "57P02" => {
             "the server ended this session (an administrator terminated it, a replication slot in \
@@ -234,10 +205,7 @@ fn is_transient_sqlstate(code: &str) -> bool {
     // 40001/40P01: serialization failure and deadlock. 58000/58030: system and I/O errors.
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(
-            code,
-            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "58000" | "58030"
-        )
+        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "58000" | "58030")
 }
 
 /// The fields of an ErrorResponse, before classification.
@@ -254,9 +222,8 @@ impl ServerError {
     /// Read the fields of an ErrorResponse or NoticeResponse body.
     pub(crate) fn from_fields(mut fields: ErrorFields<'_>) -> Result<ServerError, PgError> {
         let mut error = ServerError::default();
-        while let Some(field) = fields
-            .next()
-            .map_err(|err| PgError::Protocol(format!("malformed error response: {err}")))?
+        while let Some(field) =
+            fields.next().map_err(|err| PgError::Protocol(format!("malformed error response: {err}")))?
         {
             let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
             match field.type_() {
@@ -288,14 +255,7 @@ impl ServerError {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum ErrorContext<'a> {
     /// During startup and authentication.
-    Connect {
-        host: &'a str,
-        port: u16,
-        user: &'a str,
-        database: &'a str,
-        sslmode: SslMode,
-        timeout: Duration,
-    },
+    Connect { host: &'a str, port: u16, user: &'a str, database: &'a str, sslmode: SslMode, timeout: Duration },
     /// A replication command naming this slot.
     Slot(&'a str),
     /// Anything else.
@@ -306,130 +266,65 @@ impl PgError {
     pub(crate) fn from_server(error: ServerError, context: ErrorContext<'_>) -> PgError {
         match (context, error.code.as_str()) {
             (ErrorContext::Connect { user, .. }, "28P01") => {
-                return PgError::AuthFailed {
-                    user: user.to_string(),
-                };
+                return PgError::AuthFailed { user: user.to_string() };
             }
             (ErrorContext::Connect { database, .. }, "3D000") => {
-                return PgError::DatabaseMissing {
-                    database: database.to_string(),
-                };
+                return PgError::DatabaseMissing { database: database.to_string() };
             }
             (ErrorContext::Connect { user, database, .. }, "42501") => {
-                return PgError::NoConnectPrivilege {
-                    user: user.to_string(),
-                    database: database.to_string(),
-                };
+                return PgError::NoConnectPrivilege { user: user.to_string(), database: database.to_string() };
             }
             // PostgreSQL 14+ says "no encryption", older servers "SSL off".
-            (
-                ErrorContext::Connect {
-                    host,
-                    port,
-                    sslmode,
-                    ..
-                },
-                "28000",
-            ) if error.message.contains("no encryption") || error.message.contains("SSL off") => {
-                return PgError::TlsRequired {
-                    host: host.to_string(),
-                    port,
-                    sslmode,
-                };
+            (ErrorContext::Connect { host, port, sslmode, .. }, "28000")
+                if error.message.contains("no encryption") || error.message.contains("SSL off") =>
+            {
+                return PgError::TlsRequired { host: host.to_string(), port, sslmode };
             }
             (ErrorContext::Slot(slot), "55006") => {
-                return PgError::SlotActive {
-                    slot: slot.to_string(),
-                    message: error.message,
-                };
+                return PgError::SlotActive { slot: slot.to_string(), message: error.message };
             }
             (ErrorContext::Slot(slot), "42704") => {
-                return PgError::SlotMissing {
-                    slot: slot.to_string(),
-                };
+                return PgError::SlotMissing { slot: slot.to_string() };
             }
             _ => {}
         }
-        PgError::Server {
-            code: error.code,
-            message: error.message,
-            detail: error.detail,
-            hint: error.hint,
-        }
+        PgError::Server { code: error.code, message: error.message, detail: error.detail, hint: error.hint }
     }
 
     /// Classify an error from tokio-postgres while connecting to `context`.
-    pub(crate) fn from_sql_connect(
-        err: tokio_postgres::Error,
-        context: ErrorContext<'_>,
-    ) -> PgError {
+    pub(crate) fn from_sql_connect(err: tokio_postgres::Error, context: ErrorContext<'_>) -> PgError {
         if let Some(db) = err.as_db_error() {
             return PgError::from_server(ServerError::from_db_error(db), context);
         }
-        let ErrorContext::Connect {
-            host,
-            port,
-            user,
-            sslmode,
-            timeout,
-            ..
-        } = context
-        else {
+        let ErrorContext::Connect { host, port, user, sslmode, timeout, .. } = context else {
             return PgError::from(err);
         };
         // tokio-postgres does not expose its error kinds, only their fixed descriptions.
         match err.to_string().as_str() {
             "error connecting to server" => match into_io_error(err) {
-                Ok(io) if io.kind() == io::ErrorKind::TimedOut => PgError::Timeout {
-                    host: host.to_string(),
-                    port,
-                    after: timeout,
-                },
-                Ok(io) => PgError::Unreachable {
-                    host: host.to_string(),
-                    port,
-                    source: io,
-                },
+                Ok(io) if io.kind() == io::ErrorKind::TimedOut => {
+                    PgError::Timeout { host: host.to_string(), port, after: timeout }
+                }
+                Ok(io) => PgError::Unreachable { host: host.to_string(), port, source: io },
                 Err(text) => PgError::Protocol(text),
             },
             "error performing TLS handshake" => {
-                let cause = err
-                    .source()
-                    .map(|source| source.to_string())
-                    .unwrap_or_default();
+                let cause = err.source().map(|source| source.to_string()).unwrap_or_default();
                 if cause == "server does not support TLS" {
-                    return PgError::TlsUnsupported {
-                        host: host.to_string(),
-                        port,
-                        sslmode,
-                    };
+                    return PgError::TlsUnsupported { host: host.to_string(), port, sslmode };
                 }
                 match find_rustls_error(&err) {
                     Some(tls) => super::tls::handshake_error(host, sslmode, tls),
-                    None => PgError::TlsFailed {
-                        host: host.to_string(),
-                        reason: cause,
-                        hint: None,
-                    },
+                    None => PgError::TlsFailed { host: host.to_string(), reason: cause, hint: None },
                 }
             }
-            "invalid configuration"
-                if err
-                    .source()
-                    .is_some_and(|s| s.to_string() == "password missing") =>
-            {
-                PgError::PasswordMissing {
-                    user: user.to_string(),
-                }
+            "invalid configuration" if err.source().is_some_and(|s| s.to_string() == "password missing") => {
+                PgError::PasswordMissing { user: user.to_string() }
             }
             "authentication error"
-                if err
-                    .source()
-                    .is_some_and(|s| s.to_string() == "unsupported authentication method") =>
+                if err.source().is_some_and(|s| s.to_string() == "unsupported authentication method") =>
             {
-                PgError::UnsupportedAuth {
-                    method: "GSSAPI, SSPI, Kerberos or SCM credentials",
-                }
+                PgError::UnsupportedAuth { method: "GSSAPI, SSPI, Kerberos or SCM credentials" }
             }
             _ => PgError::from(err),
         }
@@ -456,10 +351,7 @@ impl From<tokio_postgres::Error> for PgError {
 /// The io::Error a tokio-postgres error wraps, if that is what it wraps.
 fn into_io_error(err: tokio_postgres::Error) -> Result<io::Error, String> {
     let text = error_chain_text(&err);
-    match err
-        .into_source()
-        .map(|source| source.downcast::<io::Error>())
-    {
+    match err.into_source().map(|source| source.downcast::<io::Error>()) {
         Some(Ok(io)) => Ok(*io),
         _ => Err(text),
     }
@@ -472,10 +364,7 @@ fn find_rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&
             return Some(tls);
         }
         // io::Error hides its payload from `source()`; look inside explicitly.
-        if let Some(inner) = current
-            .downcast_ref::<io::Error>()
-            .and_then(|io| io.get_ref())
-        {
+        if let Some(inner) = current.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
             if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
                 return Some(tls);
             }
@@ -516,57 +405,34 @@ mod tests {
     }
 
     fn server_error(code: &str, message: &str) -> ServerError {
-        ServerError {
-            severity: "FATAL".into(),
-            code: code.into(),
-            message: message.into(),
-            ..ServerError::default()
-        }
+        ServerError { severity: "FATAL".into(), code: code.into(), message: message.into(), ..ServerError::default() }
     }
 
     #[test]
     fn connect_errors_are_mapped_by_sqlstate() {
         let err = PgError::from_server(
-            server_error(
-                "28P01",
-                "password authentication failed for user \"flow_capture\"",
-            ),
+            server_error("28P01", "password authentication failed for user \"flow_capture\""),
             connect_context(),
         );
-        assert_eq!(
-            err.to_string(),
-            "password authentication failed for user \"flow_capture\""
-        );
+        assert_eq!(err.to_string(), "password authentication failed for user \"flow_capture\"");
         assert_eq!(err.sqlstate(), Some("28P01"));
         assert!(!err.is_transient());
-        assert_eq!(
-            err.hint().unwrap(),
-            "check the user and password in the endpoint configuration"
-        );
+        assert_eq!(err.hint().unwrap(), "check the user and password in the endpoint configuration");
 
         let err = PgError::from_server(server_error("3D000", "x"), connect_context());
         assert_eq!(err.to_string(), "database \"shop\" does not exist");
 
         let err = PgError::from_server(server_error("42501", "x"), connect_context());
-        assert_eq!(
-            err.to_string(),
-            "user \"flow_capture\" does not have CONNECT privilege on database \"shop\""
-        );
-        assert_eq!(
-            err.hint().unwrap(),
-            "grant it with: GRANT CONNECT ON DATABASE \"shop\" TO \"flow_capture\";"
-        );
+        assert_eq!(err.to_string(), "user \"flow_capture\" does not have CONNECT privilege on database \"shop\"");
+        assert_eq!(err.hint().unwrap(), "grant it with: GRANT CONNECT ON DATABASE \"shop\" TO \"flow_capture\";");
     }
 
     #[test]
     fn unencrypted_connection_rejected_by_pg_hba_means_tls_is_required() {
-        let message =
-            "no pg_hba.conf entry for host \"10.0.0.1\", user \"u\", database \"d\", no encryption";
+        let message = "no pg_hba.conf entry for host \"10.0.0.1\", user \"u\", database \"d\", no encryption";
         let err = PgError::from_server(server_error("28000", message), connect_context());
         assert!(matches!(err, PgError::TlsRequired { .. }), "{err:?}");
-        assert!(err
-            .to_string()
-            .contains("only accepts encrypted connections"));
+        assert!(err.to_string().contains("only accepts encrypted connections"));
 
         let message = "no pg_hba.conf entry for host \"10.0.0.1\", user \"u\", database \"d\", SSL encryption";
         let err = PgError::from_server(server_error("28000", message), connect_context());
@@ -576,25 +442,16 @@ mod tests {
 
     #[test]
     fn slot_errors_are_mapped_only_on_slot_commands() {
-        let busy = server_error(
-            "55006",
-            "replication slot \"flow_slot\" is active for PID 4242",
-        );
+        let busy = server_error("55006", "replication slot \"flow_slot\" is active for PID 4242");
         let err = PgError::from_server(busy.clone(), ErrorContext::Slot("flow_slot"));
-        assert_eq!(
-            err.to_string(),
-            "replication slot \"flow_slot\" is active for PID 4242"
-        );
+        assert_eq!(err.to_string(), "replication slot \"flow_slot\" is active for PID 4242");
         assert!(err.is_transient());
         assert_eq!(err.sqlstate(), Some("55006"));
 
         let missing = server_error("42704", "replication slot \"flow_slot\" does not exist");
         let err = PgError::from_server(missing.clone(), ErrorContext::Slot("flow_slot"));
         assert!(matches!(err, PgError::SlotMissing { .. }));
-        assert!(err
-            .hint()
-            .unwrap()
-            .contains("pg_create_logical_replication_slot('flow_slot'"));
+        assert!(err.hint().unwrap().contains("pg_create_logical_replication_slot('flow_slot'"));
 
         let err = PgError::from_server(missing, ErrorContext::Query);
         assert!(matches!(err, PgError::Server { .. }));
@@ -610,22 +467,13 @@ mod tests {
             },
             ErrorContext::Query,
         );
-        assert_eq!(
-            err.to_string(),
-            "logical decoding requires wal_level >= logical (SQLSTATE 55000): the detail"
-        );
+        assert_eq!(err.to_string(), "logical decoding requires wal_level >= logical (SQLSTATE 55000): the detail");
         assert_eq!(err.hint().as_deref(), Some("the hint"));
         assert!(!err.is_transient());
 
-        let err = PgError::from_server(
-            server_error("57P01", "terminating connection"),
-            ErrorContext::Query,
-        );
+        let err = PgError::from_server(server_error("57P01", "terminating connection"), ErrorContext::Query);
         assert!(err.is_transient());
-        let err = PgError::from_server(
-            server_error("08006", "connection failure"),
-            ErrorContext::Query,
-        );
+        let err = PgError::from_server(server_error("08006", "connection failure"), ErrorContext::Query);
         assert!(err.is_transient());
     }
 }

@@ -45,17 +45,7 @@ pub use error::PgError;
 
 /// libpq's `sslmode`: whether to use TLS and how much of the certificate to check.
 /// See [`tls`] for the exact behaviour of each mode.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plaintext only.
@@ -88,10 +78,7 @@ impl SslMode {
 
     /// Whether a server without TLS must be refused.
     pub fn requires_tls(self) -> bool {
-        matches!(
-            self,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        )
+        matches!(self, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
     }
 }
 
@@ -244,13 +231,8 @@ pub fn quote_literal(text: &str) -> String {
 pub fn parse_server_version(text: &str) -> Option<u32> {
     let version = text.split_whitespace().next()?;
     let mut numbers = version.split('.').map(|part| {
-        let digits_end = part
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(part.len());
-        (
-            part[..digits_end].parse::<u32>().ok(),
-            digits_end == part.len(),
-        )
+        let digits_end = part.find(|c: char| !c.is_ascii_digit()).unwrap_or(part.len());
+        (part[..digits_end].parse::<u32>().ok(), digits_end == part.len())
     });
     let (major, major_is_whole) = numbers.next()?;
     let major = major?;
@@ -304,9 +286,7 @@ pub async fn connect_sql(params: &ConnectParams) -> Result<tokio_postgres::Clien
         .ssl_mode(match params.sslmode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                tokio_postgres::config::SslMode::Require
-            }
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
         });
     if let Some(password) = &params.password {
         config.password(password);
@@ -332,9 +312,7 @@ pub async fn connect_sql(params: &ConnectParams) -> Result<tokio_postgres::Clien
         }
     };
     with_connect_timeout(params, async {
-        connecting
-            .await
-            .map_err(|err| PgError::from_sql_connect(err, params.error_context()))
+        connecting.await.map_err(|err| PgError::from_sql_connect(err, params.error_context()))
     })
     .await
 }
@@ -380,11 +358,9 @@ async fn with_connect_timeout<T>(
     }
     match tokio::time::timeout(params.connect_timeout, connecting).await {
         Ok(result) => result,
-        Err(_elapsed) => Err(PgError::Timeout {
-            host: params.host.clone(),
-            port: params.port,
-            after: params.connect_timeout,
-        }),
+        Err(_elapsed) => {
+            Err(PgError::Timeout { host: params.host.clone(), port: params.port, after: params.connect_timeout })
+        }
     }
 }
 
@@ -428,16 +404,9 @@ mod tests {
 
     #[test]
     fn statements_with_nul_characters_are_refused_before_sending() {
-        let sql = format!(
-            "SELECT {}, {}",
-            quote_identifier("a\0b"),
-            quote_literal("c\0d")
-        );
+        let sql = format!("SELECT {}, {}", quote_identifier("a\0b"), quote_literal("c\0d"));
         let err = wire::encode_query(&sql).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "protocol error: statement text contains a NUL character"
-        );
+        assert_eq!(err.to_string(), "protocol error: statement text contains a NUL character");
     }
 
     #[test]
@@ -453,15 +422,9 @@ mod tests {
             assert_eq!(text.parse::<SslMode>().unwrap(), mode);
             assert_eq!(mode.to_string(), text);
             assert_eq!(serde_json::to_value(mode).unwrap(), serde_json::json!(text));
-            assert_eq!(
-                serde_json::from_value::<SslMode>(serde_json::json!(text)).unwrap(),
-                mode
-            );
+            assert_eq!(serde_json::from_value::<SslMode>(serde_json::json!(text)).unwrap(), mode);
         }
-        assert_eq!(
-            " Verify-Full ".parse::<SslMode>().unwrap(),
-            SslMode::VerifyFull
-        );
+        assert_eq!(" Verify-Full ".parse::<SslMode>().unwrap(), SslMode::VerifyFull);
         let err = "verify_full".parse::<SslMode>().unwrap_err();
         assert_eq!(
             err.to_string(),

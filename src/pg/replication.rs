@@ -112,9 +112,7 @@ impl ReplicationClient {
             ("options", options.as_str()),
         ];
         if startup.iter().any(|(_, value)| value.contains('\0')) {
-            return Err(PgError::Protocol(
-                "connection parameters contain a NUL character".into(),
-            ));
+            return Err(PgError::Protocol("connection parameters contain a NUL character".into()));
         }
         frontend::startup_message(startup, &mut connection.write_buf)
             .map_err(|err| PgError::Protocol(format!("encoding the startup message: {err}")))?;
@@ -137,25 +135,18 @@ impl ReplicationClient {
                     log_notice(ServerError::from_fields(body.fields())?)
                 }
                 BackendMessage::Other(Message::ErrorResponse(body)) => {
-                    return Err(PgError::from_server(
-                        ServerError::from_fields(body.fields())?,
-                        params.error_context(),
-                    ));
+                    return Err(PgError::from_server(ServerError::from_fields(body.fields())?, params.error_context()));
                 }
                 other => return Err(unexpected(&other, "while starting the session")),
             }
         }
 
-        let server_version = server_version
-            .ok_or_else(|| PgError::Protocol("the server did not report server_version".into()))?;
-        let server_version_num = parse_server_version(&server_version).ok_or_else(|| {
-            PgError::Protocol(format!("unrecognized server_version {server_version:?}"))
-        })?;
+        let server_version =
+            server_version.ok_or_else(|| PgError::Protocol("the server did not report server_version".into()))?;
+        let server_version_num = parse_server_version(&server_version)
+            .ok_or_else(|| PgError::Protocol(format!("unrecognized server_version {server_version:?}")))?;
         tracing::debug!(peer = %connection.peer, server_version = %server_version, "replication connection ready");
-        Ok(ReplicationClient {
-            connection,
-            server_version_num,
-        })
+        Ok(ReplicationClient { connection, server_version_num })
     }
 
     /// The server version as `server_version_num` (e.g. 150018 for 15.18).
@@ -168,20 +159,16 @@ impl ReplicationClient {
         let rows = self.query("IDENTIFY_SYSTEM", ErrorContext::Query).await?;
         let row = single_row(&rows, 4, "IDENTIFY_SYSTEM")?;
         let required = |index: usize, name: &str| {
-            row[index]
-                .clone()
-                .ok_or_else(|| PgError::Protocol(format!("IDENTIFY_SYSTEM returned a null {name}")))
+            row[index].clone().ok_or_else(|| PgError::Protocol(format!("IDENTIFY_SYSTEM returned a null {name}")))
         };
         let timeline = required(1, "timeline")?;
         let xlog_pos = required(2, "xlogpos")?;
         Ok(SystemIdentity {
             system_id: required(0, "systemid")?,
-            timeline: timeline.parse().map_err(|_| {
-                PgError::Protocol(format!("IDENTIFY_SYSTEM returned timeline {timeline:?}"))
-            })?,
-            xlog_pos: xlog_pos
+            timeline: timeline
                 .parse()
-                .map_err(|err| PgError::Protocol(format!("IDENTIFY_SYSTEM: {err}")))?,
+                .map_err(|_| PgError::Protocol(format!("IDENTIFY_SYSTEM returned timeline {timeline:?}")))?,
+            xlog_pos: xlog_pos.parse().map_err(|err| PgError::Protocol(format!("IDENTIFY_SYSTEM: {err}")))?,
             dbname: row[3].clone(),
         })
     }
@@ -198,37 +185,23 @@ impl ReplicationClient {
         // The option list syntax arrived in 15; the keyword form is still accepted there,
         // but deprecated.
         let command = if self.server_version_num >= 150_000 {
-            format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing')",
-                quote_identifier(slot)
-            )
+            format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'nothing')", quote_identifier(slot))
         } else {
-            format!(
-                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
-                quote_identifier(slot)
-            )
+            format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_identifier(slot))
         };
         let rows = self.query(&command, ErrorContext::Slot(slot)).await?;
         let row = single_row(&rows, 4, "CREATE_REPLICATION_SLOT")?;
-        let consistent_point = row[1].as_deref().ok_or_else(|| {
-            PgError::Protocol("CREATE_REPLICATION_SLOT returned no consistent_point".into())
-        })?;
-        consistent_point
-            .parse()
-            .map_err(|err| PgError::Protocol(format!("CREATE_REPLICATION_SLOT: {err}")))
+        let consistent_point = row[1]
+            .as_deref()
+            .ok_or_else(|| PgError::Protocol("CREATE_REPLICATION_SLOT returned no consistent_point".into()))?;
+        consistent_point.parse().map_err(|err| PgError::Protocol(format!("CREATE_REPLICATION_SLOT: {err}")))
     }
 
     /// `DROP_REPLICATION_SLOT "<slot>" [WAIT]`. Without `wait`, a slot in use is an error
     /// ([`PgError::SlotActive`]); with it, the command waits until the slot is free.
     pub async fn drop_slot(&mut self, slot: &str, wait: bool) -> Result<(), PgError> {
-        let command = format!(
-            "DROP_REPLICATION_SLOT {}{}",
-            quote_identifier(slot),
-            if wait { " WAIT" } else { "" }
-        );
-        self.query(&command, ErrorContext::Slot(slot))
-            .await
-            .map(drop)
+        let command = format!("DROP_REPLICATION_SLOT {}{}", quote_identifier(slot), if wait { " WAIT" } else { "" });
+        self.query(&command, ErrorContext::Slot(slot)).await.map(drop)
     }
 
     /// `START_REPLICATION SLOT "<slot>" LOGICAL <start> ("<name>" '<value>', …)`, then wait for
@@ -242,27 +215,16 @@ impl ReplicationClient {
         start: Lsn,
         plugin_options: &[(&str, String)],
     ) -> Result<ReplicationStream, PgError> {
-        let mut command = format!(
-            "START_REPLICATION SLOT {} LOGICAL {start}",
-            quote_identifier(slot)
-        );
+        let mut command = format!("START_REPLICATION SLOT {} LOGICAL {start}", quote_identifier(slot));
         if !plugin_options.is_empty() {
             let options: Vec<String> = plugin_options
                 .iter()
-                .map(|(name, value)| {
-                    format!(
-                        "{} {}",
-                        quote_identifier(name),
-                        quote_command_literal(value)
-                    )
-                })
+                .map(|(name, value)| format!("{} {}", quote_identifier(name), quote_command_literal(value)))
                 .collect();
             command.push_str(&format!(" ({})", options.join(", ")));
         }
         tracing::debug!(%command, "starting replication");
-        self.connection
-            .write_buf
-            .extend_from_slice(&wire::encode_query(&command)?);
+        self.connection.write_buf.extend_from_slice(&wire::encode_query(&command)?);
         self.connection.flush().await?;
 
         let mut error = None;
@@ -273,12 +235,9 @@ impl ReplicationClient {
                     error.get_or_insert(ServerError::from_fields(body.fields())?);
                 }
                 BackendMessage::Other(Message::ReadyForQuery(_)) => {
-                    let error =
-                        error.map(|error| PgError::from_server(error, ErrorContext::Slot(slot)));
+                    let error = error.map(|error| PgError::from_server(error, ErrorContext::Slot(slot)));
                     return Err(error.unwrap_or_else(|| {
-                        PgError::Protocol(
-                            "START_REPLICATION finished without entering COPY BOTH mode".into(),
-                        )
+                        PgError::Protocol("START_REPLICATION finished without entering COPY BOTH mode".into())
                     }));
                 }
                 BackendMessage::Other(Message::NoticeResponse(body)) => {
@@ -288,21 +247,11 @@ impl ReplicationClient {
                 other => return Err(unexpected(&other, "in reply to START_REPLICATION")),
             }
         }
-        Ok(ReplicationStream {
-            connection: self.connection,
-            slot: slot.to_string(),
-            copy_done: false,
-        })
+        Ok(ReplicationStream { connection: self.connection, slot: slot.to_string(), copy_done: false })
     }
 
-    async fn query(
-        &mut self,
-        sql: &str,
-        context: ErrorContext<'_>,
-    ) -> Result<Vec<Vec<Option<String>>>, PgError> {
-        self.connection
-            .write_buf
-            .extend_from_slice(&wire::encode_query(sql)?);
+    async fn query(&mut self, sql: &str, context: ErrorContext<'_>) -> Result<Vec<Vec<Option<String>>>, PgError> {
+        self.connection.write_buf.extend_from_slice(&wire::encode_query(sql)?);
         self.connection.flush().await?;
 
         let mut rows = Vec::new();
@@ -364,8 +313,7 @@ impl ReplicationStream {
     pub async fn recv(&mut self) -> Result<Option<ReplicationFrame>, PgError> {
         loop {
             while !self.copy_done {
-                let Some(message) = wire::parse_backend_message(&mut self.connection.read_buf)?
-                else {
+                let Some(message) = wire::parse_backend_message(&mut self.connection.read_buf)? else {
                     break;
                 };
                 match message {
@@ -435,9 +383,7 @@ fn decode_text_row(body: &DataRowBody) -> Result<Vec<Option<String>>, PgError> {
             Ok(match range {
                 None => None,
                 Some(range) => {
-                    let bytes = buffer
-                        .get(range)
-                        .ok_or_else(|| io::Error::other("column out of range"))?;
+                    let bytes = buffer.get(range).ok_or_else(|| io::Error::other("column out of range"))?;
                     let text = std::str::from_utf8(bytes).map_err(io::Error::other)?;
                     Some(text.to_string())
                 }
@@ -495,18 +441,9 @@ fn log_notice(notice: ServerError) {
 }
 
 async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, PgError> {
-    let unreachable = |source: io::Error| PgError::Unreachable {
-        host: host.to_string(),
-        port,
-        source,
-    };
-    let addresses = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(unreachable)?;
-    let mut last_error = io::Error::new(
-        io::ErrorKind::NotFound,
-        "the host name resolved to no address",
-    );
+    let unreachable = |source: io::Error| PgError::Unreachable { host: host.to_string(), port, source };
+    let addresses = tokio::net::lookup_host((host, port)).await.map_err(unreachable)?;
+    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "the host name resolved to no address");
     for address in addresses {
         match TcpStream::connect(address).await {
             Ok(stream) => {
@@ -545,12 +482,10 @@ async fn negotiate_tls(
     // Exactly one byte: anything the server sent after it before the handshake would
     // otherwise be mistaken for TLS-protected data (CVE-2021-23222).
     let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer)
-        .await
-        .map_err(|err| match err.kind() {
-            io::ErrorKind::UnexpectedEof => PgError::Closed,
-            _ => PgError::Io(err),
-        })?;
+    tcp.read_exact(&mut answer).await.map_err(|err| match err.kind() {
+        io::ErrorKind::UnexpectedEof => PgError::Closed,
+        _ => PgError::Io(err),
+    })?;
     match answer[0] {
         b'S' => {}
         b'N' if params.sslmode.requires_tls() => {
@@ -565,20 +500,14 @@ async fn negotiate_tls(
             return Ok((Stream::Plain(tcp), None));
         }
         other => {
-            return Err(PgError::Protocol(format!(
-                "unexpected answer {:?} to the SSLRequest",
-                char::from(other)
-            )));
+            return Err(PgError::Protocol(format!("unexpected answer {:?} to the SSLRequest", char::from(other))));
         }
     }
 
     let server_name = tls::server_name(&params.host)?;
     let connector = tokio_rustls::TlsConnector::from(tls_config);
     let stream = connector.connect(server_name, tcp).await.map_err(|err| {
-        match err
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
+        match err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
             Some(tls_error) => tls::handshake_error(&params.host, params.sslmode, tls_error),
             None if err.kind() == io::ErrorKind::UnexpectedEof => PgError::Closed,
             None => PgError::Io(err),
@@ -598,67 +527,37 @@ async fn authenticate(
     params: &ConnectParams,
     channel_binding: Option<Vec<u8>>,
 ) -> Result<(), PgError> {
-    let password = || {
-        params
-            .password
-            .as_deref()
-            .ok_or_else(|| PgError::PasswordMissing {
-                user: params.user.clone(),
-            })
-    };
-    let encode_error =
-        |err: io::Error| PgError::Protocol(format!("encoding an authentication message: {err}"));
+    let password = || params.password.as_deref().ok_or_else(|| PgError::PasswordMissing { user: params.user.clone() });
+    let encode_error = |err: io::Error| PgError::Protocol(format!("encoding an authentication message: {err}"));
     loop {
         match connection.read_message().await? {
             BackendMessage::Other(Message::AuthenticationOk) => return Ok(()),
             BackendMessage::Other(Message::AuthenticationCleartextPassword) => {
-                frontend::password_message(password()?.as_bytes(), &mut connection.write_buf)
-                    .map_err(encode_error)?;
+                frontend::password_message(password()?.as_bytes(), &mut connection.write_buf).map_err(encode_error)?;
                 connection.flush().await?;
             }
             BackendMessage::Other(Message::AuthenticationMd5Password(body)) => {
-                let hash = authentication::md5_hash(
-                    params.user.as_bytes(),
-                    password()?.as_bytes(),
-                    body.salt(),
-                );
-                frontend::password_message(hash.as_bytes(), &mut connection.write_buf)
-                    .map_err(encode_error)?;
+                let hash = authentication::md5_hash(params.user.as_bytes(), password()?.as_bytes(), body.salt());
+                frontend::password_message(hash.as_bytes(), &mut connection.write_buf).map_err(encode_error)?;
                 connection.flush().await?;
             }
             BackendMessage::Other(Message::AuthenticationSasl(body)) => {
-                authenticate_scram(
-                    connection,
-                    params,
-                    password()?,
-                    &body,
-                    channel_binding.clone(),
-                )
-                .await?;
+                authenticate_scram(connection, params, password()?, &body, channel_binding.clone()).await?;
             }
             BackendMessage::Other(Message::AuthenticationKerberosV5) => {
-                return Err(PgError::UnsupportedAuth {
-                    method: "Kerberos V5",
-                });
+                return Err(PgError::UnsupportedAuth { method: "Kerberos V5" });
             }
             BackendMessage::Other(Message::AuthenticationScmCredential) => {
-                return Err(PgError::UnsupportedAuth {
-                    method: "SCM credentials",
-                });
+                return Err(PgError::UnsupportedAuth { method: "SCM credentials" });
             }
-            BackendMessage::Other(
-                Message::AuthenticationGss | Message::AuthenticationGssContinue(_),
-            ) => {
+            BackendMessage::Other(Message::AuthenticationGss | Message::AuthenticationGssContinue(_)) => {
                 return Err(PgError::UnsupportedAuth { method: "GSSAPI" });
             }
             BackendMessage::Other(Message::AuthenticationSspi) => {
                 return Err(PgError::UnsupportedAuth { method: "SSPI" });
             }
             BackendMessage::Other(Message::ErrorResponse(body)) => {
-                return Err(PgError::from_server(
-                    ServerError::from_fields(body.fields())?,
-                    params.error_context(),
-                ));
+                return Err(PgError::from_server(ServerError::from_fields(body.fields())?, params.error_context()));
             }
             BackendMessage::Other(Message::NoticeResponse(body)) => {
                 log_notice(ServerError::from_fields(body.fields())?)
@@ -683,28 +582,22 @@ async fn authenticate_scram(
         .map_err(|err| PgError::Protocol(format!("malformed SASL mechanism list: {err}")))?;
     let offers = |name: &str| mechanisms.iter().any(|mechanism| mechanism == name);
     let (mechanism, binding) = match channel_binding {
-        Some(data) if offers(sasl::SCRAM_SHA_256_PLUS) => (
-            sasl::SCRAM_SHA_256_PLUS,
-            ChannelBinding::tls_server_end_point(data),
-        ),
+        Some(data) if offers(sasl::SCRAM_SHA_256_PLUS) => {
+            (sasl::SCRAM_SHA_256_PLUS, ChannelBinding::tls_server_end_point(data))
+        }
         // We could bind but the server did not offer it: say so ('y'), so a server that
         // does support it can detect a downgrade.
         Some(_) if offers(sasl::SCRAM_SHA_256) && !offers(sasl::SCRAM_SHA_256_PLUS) => {
             (sasl::SCRAM_SHA_256, ChannelBinding::unrequested())
         }
         _ if offers(sasl::SCRAM_SHA_256) => (sasl::SCRAM_SHA_256, ChannelBinding::unsupported()),
-        _ => {
-            return Err(PgError::UnsupportedAuth {
-                method: "SASL without SCRAM-SHA-256",
-            })
-        }
+        _ => return Err(PgError::UnsupportedAuth { method: "SASL without SCRAM-SHA-256" }),
     };
     tracing::debug!(mechanism, "authenticating");
 
     let protocol_error = |err: io::Error| PgError::Protocol(format!("SCRAM authentication: {err}"));
     let mut scram = ScramSha256::new(password.as_bytes(), binding);
-    frontend::sasl_initial_response(mechanism, scram.message(), &mut connection.write_buf)
-        .map_err(protocol_error)?;
+    frontend::sasl_initial_response(mechanism, scram.message(), &mut connection.write_buf).map_err(protocol_error)?;
     connection.flush().await?;
 
     match connection.read_message().await? {
@@ -712,10 +605,7 @@ async fn authenticate_scram(
             scram.update(body.data()).map_err(protocol_error)?;
         }
         BackendMessage::Other(Message::ErrorResponse(body)) => {
-            return Err(PgError::from_server(
-                ServerError::from_fields(body.fields())?,
-                params.error_context(),
-            ));
+            return Err(PgError::from_server(ServerError::from_fields(body.fields())?, params.error_context()));
         }
         other => return Err(unexpected(&other, "during SCRAM authentication")),
     }
@@ -723,18 +613,12 @@ async fn authenticate_scram(
     connection.flush().await?;
 
     match connection.read_message().await? {
-        BackendMessage::Other(Message::AuthenticationSaslFinal(body)) => {
-            scram.finish(body.data()).map_err(|_| {
-                PgError::Protocol(
-                    "the server's SCRAM signature did not verify: it does not know the password"
-                        .into(),
-                )
-            })
+        BackendMessage::Other(Message::AuthenticationSaslFinal(body)) => scram.finish(body.data()).map_err(|_| {
+            PgError::Protocol("the server's SCRAM signature did not verify: it does not know the password".into())
+        }),
+        BackendMessage::Other(Message::ErrorResponse(body)) => {
+            Err(PgError::from_server(ServerError::from_fields(body.fields())?, params.error_context()))
         }
-        BackendMessage::Other(Message::ErrorResponse(body)) => Err(PgError::from_server(
-            ServerError::from_fields(body.fields())?,
-            params.error_context(),
-        )),
         other => Err(unexpected(&other, "during SCRAM authentication")),
     }
 }
@@ -764,14 +648,10 @@ impl Connection {
     async fn fill_read_buf(&mut self) -> Result<(), PgError> {
         let wanted = wire::missing_bytes(&self.read_buf).clamp(MIN_READ, MAX_READ);
         self.read_buf.reserve(wanted);
-        let read = self
-            .stream
-            .read_buf(&mut self.read_buf)
-            .await
-            .map_err(|err| match err.kind() {
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => PgError::Closed,
-                _ => PgError::Io(err),
-            })?;
+        let read = self.stream.read_buf(&mut self.read_buf).await.map_err(|err| match err.kind() {
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => PgError::Closed,
+            _ => PgError::Io(err),
+        })?;
         if read == 0 {
             return Err(PgError::Closed);
         }
@@ -782,11 +662,7 @@ impl Connection {
     /// queued.
     async fn flush(&mut self) -> Result<(), PgError> {
         while !self.write_buf.is_empty() {
-            let written = self
-                .stream
-                .write(&self.write_buf)
-                .await
-                .map_err(PgError::Io)?;
+            let written = self.stream.write(&self.write_buf).await.map_err(PgError::Io)?;
             if written == 0 {
                 return Err(PgError::Closed);
             }
@@ -802,11 +678,7 @@ enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
@@ -815,11 +687,7 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
             Stream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
@@ -848,10 +716,7 @@ mod tests {
     #[test]
     fn command_literals_double_quotes_and_keep_backslashes() {
         assert_eq!(quote_command_literal("2"), "'2'");
-        assert_eq!(
-            quote_command_literal(r#""flow_publication""#),
-            r#"'"flow_publication"'"#
-        );
+        assert_eq!(quote_command_literal(r#""flow_publication""#), r#"'"flow_publication"'"#);
         assert_eq!(quote_command_literal(r"it's a \ test"), r"'it''s a \ test'");
     }
 }

@@ -30,9 +30,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 use super::{PgError, SslMode};
@@ -43,28 +41,19 @@ const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 /// The TLS client configuration for `sslmode`, or `None` when TLS is disabled.
 ///
 /// `sslrootcert` is either PEM text (it contains `-----BEGIN`) or the path of a PEM file.
-pub fn client_config(
-    sslmode: SslMode,
-    sslrootcert: Option<&str>,
-) -> Result<Option<Arc<ClientConfig>>, PgError> {
+pub fn client_config(sslmode: SslMode, sslrootcert: Option<&str>) -> Result<Option<Arc<ClientConfig>>, PgError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let algorithms = provider.signature_verification_algorithms;
     let custom_roots = sslrootcert.map(load_root_certs).transpose()?;
 
     let verifier: Arc<dyn ServerCertVerifier> = match (sslmode, custom_roots) {
         (SslMode::Disable, _) => return Ok(None),
-        (SslMode::Allow | SslMode::Prefer | SslMode::Require, None) => {
-            Arc::new(SkipCertificateCheck { algorithms })
-        }
+        (SslMode::Allow | SslMode::Prefer | SslMode::Require, None) => Arc::new(SkipCertificateCheck { algorithms }),
         (SslMode::Allow | SslMode::Prefer | SslMode::Require | SslMode::VerifyCa, roots) => {
             let roots = roots.unwrap_or_else(webpki_root_store);
-            Arc::new(SkipHostnameCheck {
-                inner: webpki_verifier(roots, &provider)?,
-            })
+            Arc::new(SkipHostnameCheck { inner: webpki_verifier(roots, &provider)? })
         }
-        (SslMode::VerifyFull, roots) => {
-            webpki_verifier(roots.unwrap_or_else(webpki_root_store), &provider)?
-        }
+        (SslMode::VerifyFull, roots) => webpki_verifier(roots.unwrap_or_else(webpki_root_store), &provider)?,
     };
 
     let mut config = ClientConfig::builder_with_provider(provider)
@@ -95,17 +84,15 @@ pub(crate) fn handshake_error(host: &str, sslmode: SslMode, err: &rustls::Error)
             "the server certificate is not valid for this host name; connect using a name the \
              certificate lists, or use sslmode \"verify-ca\" to check the chain only",
         ),
-        rustls::Error::InvalidCertificate(
-            CertificateError::UnknownIssuer | CertificateError::BadSignature,
-        ) => Some(
-            if sslmode == SslMode::VerifyFull || sslmode == SslMode::VerifyCa {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
+            Some(if sslmode == SslMode::VerifyFull || sslmode == SslMode::VerifyCa {
                 "the server certificate is not issued by a trusted CA; set sslrootcert to the CA \
              certificate that issued it"
             } else {
                 "the server certificate is not issued by the CA in sslrootcert; check sslrootcert, \
              or remove it and use sslmode \"require\" to skip certificate checks"
-            },
-        ),
+            })
+        }
         rustls::Error::InvalidCertificate(
             CertificateError::Expired
             | CertificateError::ExpiredContext { .. }
@@ -114,11 +101,7 @@ pub(crate) fn handshake_error(host: &str, sslmode: SslMode, err: &rustls::Error)
         ) => Some("the server certificate has expired or is not valid yet; renew it on the server"),
         _ => None,
     };
-    PgError::TlsFailed {
-        host: host.to_string(),
-        reason: err.to_string(),
-        hint,
-    }
+    PgError::TlsFailed { host: host.to_string(), reason: err.to_string(), hint }
 }
 
 /// The `tls-server-end-point` channel binding data for a server certificate (RFC 5929):
@@ -128,22 +111,22 @@ pub(crate) fn handshake_error(host: &str, sslmode: SslMode, err: &rustls::Error)
 /// connection goes on without channel binding, as libpq does.
 pub(crate) fn channel_binding_data(end_entity: &[u8]) -> Option<Vec<u8>> {
     let oid = certificate_signature_algorithm(end_entity)?;
-    let digest = match oid {
-        // md5WithRSAEncryption, sha1WithRSAEncryption, sha256WithRSAEncryption
-        [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x04 | 0x05 | 0x0B] => {
-            Sha256::digest(end_entity).to_vec()
-        }
-        // ecdsa-with-SHA1, ecdsa-with-SHA256
-        [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x01]
-        | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02] => Sha256::digest(end_entity).to_vec(),
-        // sha384WithRSAEncryption, ecdsa-with-SHA384
-        [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C]
-        | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03] => Sha384::digest(end_entity).to_vec(),
-        // sha512WithRSAEncryption, ecdsa-with-SHA512
-        [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0D]
-        | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04] => Sha512::digest(end_entity).to_vec(),
-        _ => return None,
-    };
+    let digest =
+        match oid {
+            // md5WithRSAEncryption, sha1WithRSAEncryption, sha256WithRSAEncryption
+            [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x04 | 0x05 | 0x0B] => Sha256::digest(end_entity).to_vec(),
+            // ecdsa-with-SHA1, ecdsa-with-SHA256
+            [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x01] | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x02] => {
+                Sha256::digest(end_entity).to_vec()
+            }
+            // sha384WithRSAEncryption, ecdsa-with-SHA384
+            [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0C]
+            | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x03] => Sha384::digest(end_entity).to_vec(),
+            // sha512WithRSAEncryption, ecdsa-with-SHA512
+            [0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x0D]
+            | [0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x04, 0x03, 0x04] => Sha512::digest(end_entity).to_vec(),
+            _ => return None,
+        };
     Some(digest)
 }
 
@@ -175,9 +158,7 @@ fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
             return None;
         }
         let (bytes, input) = input.split_at(count);
-        let length = bytes.iter().try_fold(0usize, |acc, &b| {
-            acc.checked_mul(256)?.checked_add(usize::from(b))
-        })?;
+        let length = bytes.iter().try_fold(0usize, |acc, &b| acc.checked_mul(256)?.checked_add(usize::from(b)))?;
         (length, input)
     };
     if input.len() < length {
@@ -210,20 +191,13 @@ fn load_root_certs(sslrootcert: &str) -> Result<RootCertStore, PgError> {
 }
 
 fn webpki_root_store() -> RootCertStore {
-    RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    }
+    RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
 }
 
-fn webpki_verifier(
-    roots: RootCertStore,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<WebPkiServerVerifier>, PgError> {
+fn webpki_verifier(roots: RootCertStore, provider: &Arc<CryptoProvider>) -> Result<Arc<WebPkiServerVerifier>, PgError> {
     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|err| PgError::InvalidRootCert {
-            reason: err.to_string(),
-        })
+        .map_err(|err| PgError::InvalidRootCert { reason: err.to_string() })
 }
 
 /// `require` without a root certificate: trust any certificate, but still verify that the
@@ -286,13 +260,7 @@ impl ServerCertVerifier for SkipHostnameCheck {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -341,11 +309,7 @@ b3vYQGsk+h+2vx/PegIgBGbdxsDNUgtBl3Otc9FhzcUKccHgjrEuM8tASNTuuos=
 ";
 
     fn test_ca_der() -> Vec<u8> {
-        rustls_pemfile::certs(&mut TEST_CA_PEM.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap()
-            .to_vec()
+        rustls_pemfile::certs(&mut TEST_CA_PEM.as_bytes()).next().unwrap().unwrap().to_vec()
     }
 
     #[test]
@@ -364,10 +328,7 @@ b3vYQGsk+h+2vx/PegIgBGbdxsDNUgtBl3Otc9FhzcUKccHgjrEuM8tASNTuuos=
             // Truncation breaks the outer length; the walker must notice, not panic.
             assert_eq!(channel_binding_data(&der[..cut]), None, "cut at {cut}");
         }
-        assert_eq!(
-            channel_binding_data(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]),
-            None
-        );
+        assert_eq!(channel_binding_data(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]), None);
         assert_eq!(channel_binding_data(&[0x30, 0x85, 1, 1, 1, 1, 1]), None);
         assert_eq!(channel_binding_data(&[0x30, 0x80]), None);
     }
@@ -382,31 +343,17 @@ b3vYQGsk+h+2vx/PegIgBGbdxsDNUgtBl3Otc9FhzcUKccHgjrEuM8tASNTuuos=
         assert!(load_root_certs(path.to_str().unwrap()).is_ok());
 
         let err = load_root_certs(dir.path().join("missing.crt").to_str().unwrap()).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("invalid sslrootcert: reading file"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("invalid sslrootcert: reading file"), "{err}");
 
-        let err = load_root_certs("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-            .unwrap_err();
-        assert!(
-            err.to_string().contains("no PEM \"CERTIFICATE\" block"),
-            "{err}"
-        );
+        let err = load_root_certs("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap_err();
+        assert!(err.to_string().contains("no PEM \"CERTIFICATE\" block"), "{err}");
         assert!(err.hint().is_some());
     }
 
     #[test]
     fn every_sslmode_but_disable_builds_a_tls_configuration() {
         assert!(client_config(SslMode::Disable, None).unwrap().is_none());
-        for mode in [
-            SslMode::Allow,
-            SslMode::Prefer,
-            SslMode::Require,
-            SslMode::VerifyCa,
-            SslMode::VerifyFull,
-        ] {
+        for mode in [SslMode::Allow, SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
             let config = client_config(mode, None).unwrap().unwrap();
             assert_eq!(config.alpn_protocols, vec![b"postgresql".to_vec()]);
             assert!(client_config(mode, Some(TEST_CA_PEM)).unwrap().is_some());
@@ -415,18 +362,9 @@ b3vYQGsk+h+2vx/PegIgBGbdxsDNUgtBl3Otc9FhzcUKccHgjrEuM8tASNTuuos=
 
     #[test]
     fn server_names_accept_dns_names_and_ip_addresses() {
-        assert!(matches!(
-            server_name("db.example.com").unwrap(),
-            ServerName::DnsName(_)
-        ));
-        assert!(matches!(
-            server_name("127.0.0.1").unwrap(),
-            ServerName::IpAddress(_)
-        ));
-        assert!(matches!(
-            server_name("::1").unwrap(),
-            ServerName::IpAddress(_)
-        ));
+        assert!(matches!(server_name("db.example.com").unwrap(), ServerName::DnsName(_)));
+        assert!(matches!(server_name("127.0.0.1").unwrap(), ServerName::IpAddress(_)));
+        assert!(matches!(server_name("::1").unwrap(), ServerName::IpAddress(_)));
         assert!(server_name("bad name").is_err());
     }
 }

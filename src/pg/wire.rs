@@ -52,29 +52,21 @@ pub(crate) fn parse_backend_message(buf: &mut BytesMut) -> Result<Option<Backend
             // Logical replication has no columns; we only check the body is well-formed.
             let body = &buf[HEADER_LEN..total];
             if body.len() < 3 {
-                return Err(PgError::Protocol(
-                    "truncated CopyBothResponse message".into(),
-                ));
+                return Err(PgError::Protocol("truncated CopyBothResponse message".into()));
             }
             let columns = usize::from(u16::from_be_bytes([body[1], body[2]]));
             if body.len() != 3 + 2 * columns {
-                return Err(PgError::Protocol(
-                    "malformed CopyBothResponse message".into(),
-                ));
+                return Err(PgError::Protocol("malformed CopyBothResponse message".into()));
             }
             buf.advance(total);
             Ok(Some(BackendMessage::CopyBothResponse))
         }
         tag => match Message::parse(buf) {
             Ok(Some(message)) => Ok(Some(BackendMessage::Other(message))),
-            Ok(None) => Err(PgError::Protocol(format!(
-                "message {:?} was complete but could not be parsed",
-                char::from(tag)
-            ))),
-            Err(err) => Err(PgError::Protocol(format!(
-                "malformed message {:?}: {err}",
-                char::from(tag)
-            ))),
+            Ok(None) => {
+                Err(PgError::Protocol(format!("message {:?} was complete but could not be parsed", char::from(tag))))
+            }
+            Err(err) => Err(PgError::Protocol(format!("malformed message {:?}: {err}", char::from(tag)))),
         },
     }
 }
@@ -112,13 +104,10 @@ fn message_total_len(buf: &[u8]) -> Result<Option<usize>, PgError> {
 /// A simple-protocol Query message for `sql`.
 pub(crate) fn encode_query(sql: &str) -> Result<BytesMut, PgError> {
     if sql.contains('\0') {
-        return Err(PgError::Protocol(
-            "statement text contains a NUL character".into(),
-        ));
+        return Err(PgError::Protocol("statement text contains a NUL character".into()));
     }
     let mut buf = BytesMut::new();
-    frontend::query(sql, &mut buf)
-        .map_err(|err| PgError::Protocol(format!("encoding a query: {err}")))?;
+    frontend::query(sql, &mut buf).map_err(|err| PgError::Protocol(format!("encoding a query: {err}")))?;
     Ok(buf)
 }
 
@@ -154,10 +143,7 @@ mod tests {
         assert_eq!(parsed.len(), 3);
         assert!(matches!(&parsed[0], BackendMessage::CopyData(data) if &data[..] == b"kpayload"));
         assert!(matches!(parsed[1], BackendMessage::CopyBothResponse));
-        assert!(matches!(
-            parsed[2],
-            BackendMessage::Other(Message::ReadyForQuery(_))
-        ));
+        assert!(matches!(parsed[2], BackendMessage::Other(Message::ReadyForQuery(_))));
     }
 
     #[test]
@@ -174,11 +160,7 @@ mod tests {
             let mut buf = BytesMut::from(&b"d"[..]);
             buf.put_i32(length);
             assert!(parse_backend_message(&mut buf).is_err(), "length {length}");
-            assert!(
-                buf.capacity() < 1024,
-                "length {length} reserved {}",
-                buf.capacity()
-            );
+            assert!(buf.capacity() < 1024, "length {length} reserved {}", buf.capacity());
         }
     }
 
@@ -192,11 +174,7 @@ mod tests {
             // length check and into the bodies.
             let body_len = rng.gen_range(0..24usize);
             let mut input = vec![tags[rng.gen_range(0..tags.len())]];
-            let claimed = if rng.gen_bool(0.9) {
-                body_len + 4
-            } else {
-                rng.gen_range(0..64)
-            };
+            let claimed = if rng.gen_bool(0.9) { body_len + 4 } else { rng.gen_range(0..64) };
             input.extend_from_slice(&i32::try_from(claimed).unwrap().to_be_bytes());
             input.extend((0..body_len).map(|_| rng.gen::<u8>()));
             let mut buf = BytesMut::from(&input[..]);

@@ -49,11 +49,7 @@ pub enum XLogDecodeError {
     #[error("empty CopyData message")]
     Empty,
     #[error("truncated {message} message: {actual} bytes, expected {expected}")]
-    Truncated {
-        message: &'static str,
-        expected: usize,
-        actual: usize,
-    },
+    Truncated { message: &'static str, expected: usize, actual: usize },
     #[error("keepalive message of {actual} bytes, expected {expected}")]
     TrailingBytes { expected: usize, actual: usize },
     #[error("unknown CopyData message type {0:?}")]
@@ -86,12 +82,7 @@ pub fn decode_copy_data(mut payload: Bytes) -> Result<ReplicationFrame, XLogDeco
             let wal_start = Lsn(payload.get_u64());
             let wal_end = Lsn(payload.get_u64());
             let server_time_us = payload.get_i64();
-            Ok(ReplicationFrame::XLogData {
-                wal_start,
-                wal_end,
-                server_time_us,
-                data: payload,
-            })
+            Ok(ReplicationFrame::XLogData { wal_start, wal_end, server_time_us, data: payload })
         }
         b'k' => {
             if payload.len() < KEEPALIVE_LEN {
@@ -102,20 +93,13 @@ pub fn decode_copy_data(mut payload: Bytes) -> Result<ReplicationFrame, XLogDeco
                 });
             }
             if payload.len() > KEEPALIVE_LEN {
-                return Err(XLogDecodeError::TrailingBytes {
-                    expected: KEEPALIVE_LEN,
-                    actual: payload.len(),
-                });
+                return Err(XLogDecodeError::TrailingBytes { expected: KEEPALIVE_LEN, actual: payload.len() });
             }
             payload.advance(1);
             let wal_end = Lsn(payload.get_u64());
             let server_time_us = payload.get_i64();
             let reply_requested = payload.get_u8() != 0;
-            Ok(ReplicationFrame::Keepalive {
-                wal_end,
-                server_time_us,
-                reply_requested,
-            })
+            Ok(ReplicationFrame::Keepalive { wal_end, server_time_us, reply_requested })
         }
         other => Err(XLogDecodeError::UnknownType(char::from(other))),
     }
@@ -207,11 +191,7 @@ mod tests {
         let frame = decode_copy_data(buf.freeze()).unwrap();
         assert_eq!(
             frame,
-            ReplicationFrame::Keepalive {
-                wal_end: Lsn(0x1_0000_0010),
-                server_time_us: -5,
-                reply_requested: true
-            }
+            ReplicationFrame::Keepalive { wal_end: Lsn(0x1_0000_0010), server_time_us: -5, reply_requested: true }
         );
     }
 
@@ -221,32 +201,19 @@ mod tests {
         let full = xlog_data_payload(1, 2, 3, b"");
         for len in 1..full.len() {
             assert!(
-                matches!(
-                    decode_copy_data(full.slice(..len)),
-                    Err(XLogDecodeError::Truncated { .. })
-                ),
+                matches!(decode_copy_data(full.slice(..len)), Err(XLogDecodeError::Truncated { .. })),
                 "XLogData cut to {len} bytes"
             );
         }
         assert!(matches!(
             decode_copy_data(Bytes::from_static(b"k\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0")),
-            Err(XLogDecodeError::Truncated {
-                expected: 18,
-                actual: 17,
-                ..
-            })
+            Err(XLogDecodeError::Truncated { expected: 18, actual: 17, .. })
         ));
         assert!(matches!(
             decode_copy_data(Bytes::from_static(b"k\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0")),
-            Err(XLogDecodeError::TrailingBytes {
-                expected: 18,
-                actual: 19
-            })
+            Err(XLogDecodeError::TrailingBytes { expected: 18, actual: 19 })
         ));
-        assert_eq!(
-            decode_copy_data(Bytes::from_static(b"x123")),
-            Err(XLogDecodeError::UnknownType('x'))
-        );
+        assert_eq!(decode_copy_data(Bytes::from_static(b"x123")), Err(XLogDecodeError::UnknownType('x')));
     }
 
     #[test]
@@ -277,10 +244,7 @@ mod tests {
     fn client_time_counts_from_the_postgres_epoch() {
         let epoch = UNIX_EPOCH + Duration::from_secs(946_684_800);
         assert_eq!(postgres_epoch_micros(epoch), 0);
-        assert_eq!(
-            postgres_epoch_micros(epoch + Duration::from_micros(1_500_000)),
-            1_500_000
-        );
+        assert_eq!(postgres_epoch_micros(epoch + Duration::from_micros(1_500_000)), 1_500_000);
         assert_eq!(postgres_epoch_micros(UNIX_EPOCH), -946_684_800_000_000);
     }
 }

@@ -90,16 +90,21 @@ fn read_capture(args: &PreviewArgs) -> anyhow::Result<CaptureDefinition> {
         .and_then(Value::as_object)
         .ok_or_else(|| anyhow!("{} has no `captures:` section", args.source.display()))?;
     let (name, capture) = match &args.name {
-        Some(name) => (name.clone(), captures.get(name).ok_or_else(|| anyhow!("capture {name:?} is not in {}", args.source.display()))?),
-        None if captures.len() == 1 => captures.iter().next().map(|(k, v)| (k.clone(), v)).ok_or_else(|| anyhow!("no capture"))?,
+        Some(name) => (
+            name.clone(),
+            captures.get(name).ok_or_else(|| anyhow!("capture {name:?} is not in {}", args.source.display()))?,
+        ),
+        None if captures.len() == 1 => {
+            captures.iter().next().map(|(k, v)| (k.clone(), v)).ok_or_else(|| anyhow!("no capture"))?
+        }
         None => bail!("{} has {} captures: choose one with --name", args.source.display(), captures.len()),
     };
     let endpoint = capture.get("endpoint").ok_or_else(|| anyhow!("capture {name:?} has no endpoint"))?;
     let (config, command, env) = if let Some(local) = endpoint.get("local") {
         let command: Vec<String> = serde_json::from_value(local.get("command").cloned().unwrap_or(json!([])))
             .context("endpoint.local.command must be a list of strings")?;
-        let env: BTreeMap<String, String> =
-            serde_json::from_value(local.get("env").cloned().unwrap_or(json!({}))).context("endpoint.local.env must map strings to strings")?;
+        let env: BTreeMap<String, String> = serde_json::from_value(local.get("env").cloned().unwrap_or(json!({})))
+            .context("endpoint.local.env must map strings to strings")?;
         (local.get("config").cloned().unwrap_or(json!({})), command, env)
     } else if let Some(connector) = endpoint.get("connector") {
         (connector.get("config").cloned().unwrap_or(json!({})), Vec::new(), BTreeMap::new())
@@ -153,9 +158,15 @@ struct Connector {
 
 impl Connector {
     fn start(definition: &CaptureDefinition, extra_env: &[(&str, &str)]) -> anyhow::Result<Connector> {
-        let (program, arguments) = definition.command.split_first().ok_or_else(|| anyhow!("the connector command is empty"))?;
+        let (program, arguments) =
+            definition.command.split_first().ok_or_else(|| anyhow!("the connector command is empty"))?;
         let mut command = Command::new(program);
-        command.args(arguments).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        command
+            .args(arguments)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
         for (key, value) in &definition.env {
             command.env(key, value);
         }
@@ -188,7 +199,8 @@ impl Connector {
         match self.stdout.next_line().await? {
             None => Ok(None),
             Some(line) => {
-                let value: Value = serde_json::from_str(&line).with_context(|| format!("connector wrote a line that is not JSON: {line:?}"))?;
+                let value: Value = serde_json::from_str(&line)
+                    .with_context(|| format!("connector wrote a line that is not JSON: {line:?}"))?;
                 if !value.is_object() || value.as_object().is_some_and(|o| o.len() != 1) {
                     bail!("connector wrote something that is not a single response: {line:?}");
                 }
@@ -234,7 +246,8 @@ async fn relay_logs(stderr: tokio::process::ChildStderr) {
     let mut lines = BufReader::new(stderr).lines();
     let mut bar_shown = false;
     while let Ok(Some(line)) = lines.next_line().await {
-        let status = serde_json::from_str::<Value>(&line).ok().filter(|v| v.pointer("/fields/rows_backfilled").is_some());
+        let status =
+            serde_json::from_str::<Value>(&line).ok().filter(|v| v.pointer("/fields/rows_backfilled").is_some());
         let mut err = std::io::stderr().lock();
         match status {
             Some(status) => {
@@ -318,7 +331,9 @@ fn write_state(path: &Path, state: &Value) -> anyhow::Result<()> {
 /// Run a preview.
 pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
     let definition = read_capture(&args)?;
-    let discovered = unary(&definition, json!({"discover": {"connectorType": "IMAGE", "config": definition.config}}), "discovered").await?;
+    let discovered =
+        unary(&definition, json!({"discover": {"connectorType": "IMAGE", "config": definition.config}}), "discovered")
+            .await?;
     let discovered: Vec<Value> = discovered.get("bindings").and_then(Value::as_array).cloned().unwrap_or_default();
     let prefix = collection_prefix(&definition.name);
 
@@ -331,18 +346,34 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
             .iter()
             .filter(|b| !b.get("disable").and_then(Value::as_bool).unwrap_or(false))
             .map(|b| {
-                let backfill = b.get("backfill").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-                (b.get("resource").cloned().unwrap_or(json!({})), b.get("target").and_then(Value::as_str).map(str::to_string), backfill)
+                let backfill =
+                    b.get("backfill").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                (
+                    b.get("resource").cloned().unwrap_or(json!({})),
+                    b.get("target").and_then(Value::as_str).map(str::to_string),
+                    backfill,
+                )
             })
             .collect()
     };
     for (resource, target, backfill) in requested {
-        let path = [resource.get("namespace"), resource.get("stream")].map(|v| v.and_then(Value::as_str).unwrap_or("").to_string());
+        let path = [resource.get("namespace"), resource.get("stream")]
+            .map(|v| v.and_then(Value::as_str).unwrap_or("").to_string());
         let found = discovered
             .iter()
-            .find(|d| d["resourceConfig"]["namespace"] == path[0].as_str() && d["resourceConfig"]["stream"] == path[1].as_str())
-            .ok_or_else(|| anyhow!("table \"{}.{}\" was not discovered: check its name, the publication and the user's privileges", path[0], path[1]))?;
-        let collection = target.unwrap_or_else(|| format!("{prefix}/{}", found["recommendedName"].as_str().unwrap_or("")));
+            .find(|d| {
+                d["resourceConfig"]["namespace"] == path[0].as_str()
+                    && d["resourceConfig"]["stream"] == path[1].as_str()
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "table \"{}.{}\" was not discovered: check its name, the publication and the user's privileges",
+                    path[0],
+                    path[1]
+                )
+            })?;
+        let collection =
+            target.unwrap_or_else(|| format!("{prefix}/{}", found["recommendedName"].as_str().unwrap_or("")));
         let key: Vec<String> = serde_json::from_value(found["key"].clone()).unwrap_or_default();
         bindings.push(PreviewBinding {
             resource,
@@ -395,13 +426,15 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
         "bindings": capture_bindings,
         "intervalSeconds": 300,
     });
-    let applied = unary(&definition, json!({"apply": {"capture": capture_spec, "version": "preview"}}), "applied").await?;
+    let applied =
+        unary(&definition, json!({"apply": {"capture": capture_spec, "version": "preview"}}), "applied").await?;
     if let Some(description) = applied.get("actionDescription").and_then(Value::as_str).filter(|d| !d.is_empty()) {
         tracing::info!(actions = description, "apply");
     }
 
     let mut state = match &args.state_file {
-        Some(path) if path.exists() => serde_json::from_slice(&std::fs::read(path)?).with_context(|| format!("{} is not a JSON state", path.display()))?,
+        Some(path) if path.exists() => serde_json::from_slice(&std::fs::read(path)?)
+            .with_context(|| format!("{} is not a JSON state", path.display()))?,
         _ => json!({}),
     };
     let mut env = Vec::new();
@@ -438,12 +471,18 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
         let Some(response) = response else { break };
         if let Some(captured) = response.get("captured") {
             let binding = captured.get("binding").and_then(Value::as_u64).unwrap_or(0);
-            let index = usize::try_from(binding).ok().filter(|i| *i < bindings.len()).ok_or_else(|| anyhow!("captured document for unknown binding {binding}"))?;
+            let index = usize::try_from(binding)
+                .ok()
+                .filter(|i| *i < bindings.len())
+                .ok_or_else(|| anyhow!("captured document for unknown binding {binding}"))?;
             let doc = captured.get("doc").cloned().ok_or_else(|| anyhow!("captured response without doc"))?;
             reducers[index].add(&mut transaction[index], doc)?;
             open_documents += 1;
         } else if let Some(checkpoint) = response.get("checkpoint") {
-            let updated = checkpoint.pointer("/state/updated").cloned().ok_or_else(|| anyhow!("checkpoint without state.updated"))?;
+            let updated = checkpoint
+                .pointer("/state/updated")
+                .cloned()
+                .ok_or_else(|| anyhow!("checkpoint without state.updated"))?;
             let merge = checkpoint.pointer("/state/mergePatch").and_then(Value::as_bool).unwrap_or(false);
             if merge {
                 merge_patch(&mut state, &updated);
@@ -502,7 +541,9 @@ mod tests {
 
     #[test]
     fn progress_bars_show_rows_rate_and_tables() {
-        let bar = progress_bar(&json!({"rows_backfilled": 50, "rows_estimated": 200, "rows_per_second": 10, "tables_backfilling": 1, "tables_total": 3}));
+        let bar = progress_bar(
+            &json!({"rows_backfilled": 50, "rows_estimated": 200, "rows_per_second": 10, "tables_backfilling": 1, "tables_total": 3}),
+        );
         assert_eq!(bar, "[########......................]  25%  50 of ~200 rows  10 rows/s  1 of 3 tables left");
     }
 

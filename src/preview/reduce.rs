@@ -148,7 +148,9 @@ impl Reducer {
     pub fn key_of(&self, doc: &Value) -> anyhow::Result<String> {
         let mut values = Vec::with_capacity(self.key.len());
         for pointer in &self.key {
-            values.push(doc.pointer(pointer).cloned().ok_or_else(|| anyhow::anyhow!("document lacks key {pointer}: {doc}"))?);
+            values.push(
+                doc.pointer(pointer).cloned().ok_or_else(|| anyhow::anyhow!("document lacks key {pointer}: {doc}"))?,
+            );
         }
         Ok(serde_json::to_string(&values)?)
     }

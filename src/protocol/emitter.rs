@@ -13,8 +13,6 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
-
-
 /// Capacity of the stdout buffer: documents are flushed in blocks of this size.
 const BUFFER_BYTES: usize = 1 << 20;
 
@@ -55,8 +53,12 @@ pub struct ValidatedBinding {
 #[serde(rename_all = "camelCase")]
 enum Response<'a> {
     Spec(&'a SpecResponse),
-    Discovered { bindings: &'a [DiscoveredBinding] },
-    Validated { bindings: &'a [ValidatedBinding] },
+    Discovered {
+        bindings: &'a [DiscoveredBinding],
+    },
+    Validated {
+        bindings: &'a [ValidatedBinding],
+    },
     Applied {
         #[serde(rename = "actionDescription", skip_serializing_if = "str::is_empty")]
         action_description: &'a str,

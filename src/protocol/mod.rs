@@ -142,10 +142,9 @@ fn lenient_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Err
             let ellipsis = if shown.len() < s.len() { "..." } else { "" };
             serde::de::Error::custom(format!("expected a 32-bit unsigned integer, got {shown:?}{ellipsis}"))
         }),
-        Some(other) => Err(serde::de::Error::custom(format!(
-            "expected a 32-bit unsigned integer, got {}",
-            json_kind(&other)
-        ))),
+        Some(other) => {
+            Err(serde::de::Error::custom(format!("expected a 32-bit unsigned integer, got {}", json_kind(&other))))
+        }
     }
 }
 
@@ -183,19 +182,13 @@ pub enum ProtocolError {
 /// Parse one request line. Blank lines are skipped by the caller.
 pub fn parse_request(line_number: u64, line: &[u8]) -> Result<Request, ProtocolError> {
     let line_text = std::str::from_utf8(line).map_err(|_| ProtocolError::NotUtf8 { line: line_number })?;
-    let value: Value = serde_json::from_str(line_text).map_err(|err| ProtocolError::MalformedJson {
-        line: line_number,
-        reason: err.to_string(),
-    })?;
+    let value: Value = serde_json::from_str(line_text)
+        .map_err(|err| ProtocolError::MalformedJson { line: line_number, reason: err.to_string() })?;
     let Value::Object(object) = &value else {
         return Err(ProtocolError::NotAnObject { line: line_number, kind: json_kind(&value) });
     };
     const KNOWN: [&str; 6] = ["spec", "discover", "validate", "apply", "open", "acknowledge"];
-    let present: Vec<&str> = KNOWN
-        .iter()
-        .copied()
-        .filter(|k| object.get(*k).is_some_and(|v| !v.is_null()))
-        .collect();
+    let present: Vec<&str> = KNOWN.iter().copied().filter(|k| object.get(*k).is_some_and(|v| !v.is_null())).collect();
     if present.len() != 1 {
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
         keys.sort_unstable();
@@ -279,7 +272,11 @@ mod tests {
     fn requests_parse_leniently_with_unknown_fields_and_string_numbers() {
         let req = parse_request(1, br#"{"acknowledge":{"checkpoints":"3","future":1}}"#).unwrap();
         assert!(matches!(req, Request::Acknowledge(Acknowledge { checkpoints: 3 })));
-        let req = parse_request(1, br#"{"open":{"capture":{"bindings":[{"resource_config":{"stream":"t"},"stateKey":"k"}]}}}"#).unwrap();
+        let req = parse_request(
+            1,
+            br#"{"open":{"capture":{"bindings":[{"resource_config":{"stream":"t"},"stateKey":"k"}]}}}"#,
+        )
+        .unwrap();
         let Request::Open(open) = req else { panic!("expected open") };
         assert_eq!(open.capture.bindings[0].state_key, "k");
         assert_eq!(open.capture.bindings[0].resource_config["stream"], "t");

@@ -97,14 +97,9 @@ pub struct DecodeContext {
 /// field, or cannot occur under `ctx`. The message cannot be skipped safely after an
 /// error, since the stream's meaning (transaction boundaries, relation shapes) depends on
 /// every message.
-pub fn decode_message<'a>(
-    buf: &'a [u8],
-    ctx: &DecodeContext,
-) -> Result<LogicalMessage<'a>, DecodeError> {
+pub fn decode_message<'a>(buf: &'a [u8], ctx: &DecodeContext) -> Result<LogicalMessage<'a>, DecodeError> {
     if !(MIN_PROTOCOL_VERSION..=MAX_PROTOCOL_VERSION).contains(&ctx.protocol_version) {
-        return Err(DecodeError::UnsupportedProtocolVersion {
-            protocol_version: ctx.protocol_version,
-        });
+        return Err(DecodeError::UnsupportedProtocolVersion { protocol_version: ctx.protocol_version });
     }
     if ctx.in_streamed_block && ctx.protocol_version < STREAMING_PROTOCOL_VERSION {
         // The server cannot have opened a streamed block, so the caller's bookkeeping is
@@ -511,12 +506,7 @@ pub enum DecodeError {
         "pgoutput message ends at offset {offset} while reading {field}: \
          {needed} bytes needed, {remaining} remain"
     )]
-    UnexpectedEnd {
-        offset: usize,
-        field: &'static str,
-        needed: usize,
-        remaining: usize,
-    },
+    UnexpectedEnd { offset: usize, field: &'static str, needed: usize, remaining: usize },
     /// A NUL-terminated string has no NUL before the end of the message.
     #[error("unterminated string at offset {offset} while reading {field}")]
     UnterminatedString { offset: usize, field: &'static str },
@@ -525,23 +515,13 @@ pub enum DecodeError {
     InvalidUtf8 { offset: usize, field: &'static str },
     /// A count or length field is negative.
     #[error("negative {field} {value} at offset {offset}")]
-    NegativeLength {
-        offset: usize,
-        field: &'static str,
-        value: i64,
-    },
+    NegativeLength { offset: usize, field: &'static str, value: i64 },
     /// A count or length field promises more data than the message holds.
     #[error(
         "{field} {length} at offset {offset} needs at least {needed} bytes, \
          but only {remaining} remain"
     )]
-    OversizedLength {
-        offset: usize,
-        field: &'static str,
-        length: usize,
-        needed: usize,
-        remaining: usize,
-    },
+    OversizedLength { offset: usize, field: &'static str, length: usize, needed: usize, remaining: usize },
     /// The first byte names no pgoutput message.
     #[error("unknown pgoutput message tag {}", ByteLiteral(*.tag))]
     UnknownMessageTag { tag: u8 },
@@ -553,21 +533,13 @@ pub enum DecodeError {
         "unexpected tuple kind {} at offset {offset}: expected {expected}",
         ByteLiteral(*.kind)
     )]
-    UnexpectedTupleKind {
-        offset: usize,
-        kind: u8,
-        expected: &'static str,
-    },
+    UnexpectedTupleKind { offset: usize, kind: u8, expected: &'static str },
     /// The replica identity of a Relation is not `d`, `n`, `f` or `i`.
     #[error("unknown replica identity {} at offset {offset}", ByteLiteral(*.value))]
     UnknownReplicaIdentity { offset: usize, value: u8 },
     /// A flags field has bits set that the protocol does not define.
     #[error("unknown bits in {field} 0x{value:02x} at offset {offset}")]
-    UnknownFlags {
-        offset: usize,
-        field: &'static str,
-        value: u8,
-    },
+    UnknownFlags { offset: usize, field: &'static str, value: u8 },
     /// The message was complete before the end of the frame.
     #[error("{count} trailing bytes at offset {offset} after a complete pgoutput message")]
     TrailingBytes { offset: usize, count: usize },
@@ -577,11 +549,7 @@ pub enum DecodeError {
         "{what} is not supported in pgoutput protocol version {protocol_version} \
          (requires version {minimum} or later)"
     )]
-    UnsupportedInProtocolVersion {
-        what: &'static str,
-        protocol_version: u32,
-        minimum: u32,
-    },
+    UnsupportedInProtocolVersion { what: &'static str, protocol_version: u32, minimum: u32 },
     /// The context names a protocol version outside 1 to 4.
     #[error(
         "unsupported pgoutput protocol version {protocol_version} \
@@ -603,11 +571,7 @@ impl fmt::Display for ByteLiteral {
     }
 }
 
-fn require_protocol_version(
-    ctx: &DecodeContext,
-    what: &'static str,
-    minimum: u32,
-) -> Result<(), DecodeError> {
+fn require_protocol_version(ctx: &DecodeContext, what: &'static str, minimum: u32) -> Result<(), DecodeError> {
     if ctx.protocol_version < minimum {
         return Err(DecodeError::UnsupportedInProtocolVersion {
             what,
@@ -619,10 +583,7 @@ fn require_protocol_version(
 }
 
 /// The XID that data and schema messages carry inside a streamed block.
-fn read_streamed_xid(
-    reader: &mut Reader<'_>,
-    ctx: &DecodeContext,
-) -> Result<Option<u32>, DecodeError> {
+fn read_streamed_xid(reader: &mut Reader<'_>, ctx: &DecodeContext) -> Result<Option<u32>, DecodeError> {
     if ctx.in_streamed_block {
         reader.read_u32("streamed transaction xid").map(Some)
     } else {
@@ -651,10 +612,7 @@ fn decode_commit(reader: &mut Reader<'_>) -> Result<Commit, DecodeError> {
 /// type modifier. Used to bound the column count before allocating.
 const MIN_RELATION_COLUMN_LEN: usize = 1 + 1 + 4 + 4;
 
-fn decode_relation<'a>(
-    reader: &mut Reader<'a>,
-    ctx: &DecodeContext,
-) -> Result<Relation<'a>, DecodeError> {
+fn decode_relation<'a>(reader: &mut Reader<'a>, ctx: &DecodeContext) -> Result<Relation<'a>, DecodeError> {
     let xid = read_streamed_xid(reader, ctx)?;
     let oid = reader.read_u32("relation OID")?;
     let namespace = reader.read_str("relation namespace")?;
@@ -665,12 +623,7 @@ fn decode_relation<'a>(
         b'n' => ReplicaIdentity::Nothing,
         b'f' => ReplicaIdentity::Full,
         b'i' => ReplicaIdentity::Index,
-        value => {
-            return Err(DecodeError::UnknownReplicaIdentity {
-                offset: identity_offset,
-                value,
-            })
-        }
+        value => return Err(DecodeError::UnknownReplicaIdentity { offset: identity_offset, value }),
     };
     let column_count = reader.read_count_i16("relation column count", MIN_RELATION_COLUMN_LEN)?;
     let mut columns = Vec::with_capacity(column_count);
@@ -680,11 +633,7 @@ fn decode_relation<'a>(
         // Bit 1 marks a key column; no other bit is defined, and one appearing would mean
         // a format we do not know rather than something safe to ignore.
         if flags & !1 != 0 {
-            return Err(DecodeError::UnknownFlags {
-                offset: flags_offset,
-                field: "column flags",
-                value: flags,
-            });
+            return Err(DecodeError::UnknownFlags { offset: flags_offset, field: "column flags", value: flags });
         }
         columns.push(RelationColumn {
             is_key: flags & 1 != 0,
@@ -693,20 +642,10 @@ fn decode_relation<'a>(
             type_modifier: reader.read_i32("column type modifier")?,
         });
     }
-    Ok(Relation {
-        xid,
-        oid,
-        namespace,
-        name,
-        replica_identity,
-        columns,
-    })
+    Ok(Relation { xid, oid, namespace, name, replica_identity, columns })
 }
 
-fn decode_type<'a>(
-    reader: &mut Reader<'a>,
-    ctx: &DecodeContext,
-) -> Result<TypeMessage<'a>, DecodeError> {
+fn decode_type<'a>(reader: &mut Reader<'a>, ctx: &DecodeContext) -> Result<TypeMessage<'a>, DecodeError> {
     Ok(TypeMessage {
         xid: read_streamed_xid(reader, ctx)?,
         oid: reader.read_u32("type OID")?,
@@ -715,31 +654,17 @@ fn decode_type<'a>(
     })
 }
 
-fn decode_insert<'a>(
-    reader: &mut Reader<'a>,
-    ctx: &DecodeContext,
-) -> Result<Insert<'a>, DecodeError> {
+fn decode_insert<'a>(reader: &mut Reader<'a>, ctx: &DecodeContext) -> Result<Insert<'a>, DecodeError> {
     let xid = read_streamed_xid(reader, ctx)?;
     let relation_oid = reader.read_u32("relation OID")?;
     let offset = reader.offset();
     match reader.read_u8("tuple kind")? {
-        b'N' => Ok(Insert {
-            xid,
-            relation_oid,
-            new: read_tuple_data(reader)?,
-        }),
-        kind => Err(DecodeError::UnexpectedTupleKind {
-            offset,
-            kind,
-            expected: "'N'",
-        }),
+        b'N' => Ok(Insert { xid, relation_oid, new: read_tuple_data(reader)? }),
+        kind => Err(DecodeError::UnexpectedTupleKind { offset, kind, expected: "'N'" }),
     }
 }
 
-fn decode_update<'a>(
-    reader: &mut Reader<'a>,
-    ctx: &DecodeContext,
-) -> Result<Update<'a>, DecodeError> {
+fn decode_update<'a>(reader: &mut Reader<'a>, ctx: &DecodeContext) -> Result<Update<'a>, DecodeError> {
     let xid = read_streamed_xid(reader, ctx)?;
     let relation_oid = reader.read_u32("relation OID")?;
     let offset = reader.offset();
@@ -747,13 +672,7 @@ fn decode_update<'a>(
         b'K' => Some(OldTuple::Key(read_tuple_data(reader)?)),
         b'O' => Some(OldTuple::Full(read_tuple_data(reader)?)),
         b'N' => None,
-        kind => {
-            return Err(DecodeError::UnexpectedTupleKind {
-                offset,
-                kind,
-                expected: "'K', 'O' or 'N'",
-            })
-        }
+        kind => return Err(DecodeError::UnexpectedTupleKind { offset, kind, expected: "'K', 'O' or 'N'" }),
     };
     // After an old tuple, the new one must follow with its own 'N'; without one, the 'N'
     // was the byte just read.
@@ -761,44 +680,22 @@ fn decode_update<'a>(
         let offset = reader.offset();
         let kind = reader.read_u8("new tuple kind")?;
         if kind != b'N' {
-            return Err(DecodeError::UnexpectedTupleKind {
-                offset,
-                kind,
-                expected: "'N'",
-            });
+            return Err(DecodeError::UnexpectedTupleKind { offset, kind, expected: "'N'" });
         }
     }
-    Ok(Update {
-        xid,
-        relation_oid,
-        old,
-        new: read_tuple_data(reader)?,
-    })
+    Ok(Update { xid, relation_oid, old, new: read_tuple_data(reader)? })
 }
 
-fn decode_delete<'a>(
-    reader: &mut Reader<'a>,
-    ctx: &DecodeContext,
-) -> Result<Delete<'a>, DecodeError> {
+fn decode_delete<'a>(reader: &mut Reader<'a>, ctx: &DecodeContext) -> Result<Delete<'a>, DecodeError> {
     let xid = read_streamed_xid(reader, ctx)?;
     let relation_oid = reader.read_u32("relation OID")?;
     let offset = reader.offset();
     let old = match reader.read_u8("tuple kind")? {
         b'K' => OldTuple::Key(read_tuple_data(reader)?),
         b'O' => OldTuple::Full(read_tuple_data(reader)?),
-        kind => {
-            return Err(DecodeError::UnexpectedTupleKind {
-                offset,
-                kind,
-                expected: "'K' or 'O'",
-            })
-        }
+        kind => return Err(DecodeError::UnexpectedTupleKind { offset, kind, expected: "'K' or 'O'" }),
     };
-    Ok(Delete {
-        xid,
-        relation_oid,
-        old,
-    })
+    Ok(Delete { xid, relation_oid, old })
 }
 
 /// Truncate option bits.
@@ -825,11 +722,7 @@ fn decode_truncate(reader: &mut Reader<'_>, ctx: &DecodeContext) -> Result<Trunc
     let options_offset = reader.offset();
     let options = reader.read_u8("truncate options")?;
     if options & !(TRUNCATE_CASCADE | TRUNCATE_RESTART_IDENTITY) != 0 {
-        return Err(DecodeError::UnknownFlags {
-            offset: options_offset,
-            field: "truncate options",
-            value: options,
-        });
+        return Err(DecodeError::UnknownFlags { offset: options_offset, field: "truncate options", value: options });
     }
     let mut relation_oids = Vec::with_capacity(count);
     for _ in 0..count {
@@ -854,25 +747,13 @@ fn decode_logical_decoding_message<'a>(
     let transactional = match flags {
         0 => false,
         1 => true,
-        value => {
-            return Err(DecodeError::UnknownFlags {
-                offset: flags_offset,
-                field: "message flags",
-                value,
-            })
-        }
+        value => return Err(DecodeError::UnknownFlags { offset: flags_offset, field: "message flags", value }),
     };
     let lsn = reader.read_lsn("message LSN")?;
     let prefix = reader.read_str("message prefix")?;
     let length = reader.read_length_i32("message content length")?;
     let content = reader.read_bytes(length, "message content")?;
-    Ok(LogicalDecodingMessage {
-        xid,
-        transactional,
-        lsn,
-        prefix,
-        content,
-    })
+    Ok(LogicalDecodingMessage { xid, transactional, lsn, prefix, content })
 }
 
 fn decode_stream_commit(reader: &mut Reader<'_>) -> Result<StreamCommit, DecodeError> {
@@ -885,10 +766,7 @@ fn decode_stream_commit(reader: &mut Reader<'_>) -> Result<StreamCommit, DecodeE
     })
 }
 
-fn decode_stream_abort(
-    reader: &mut Reader<'_>,
-    ctx: &DecodeContext,
-) -> Result<StreamAbort, DecodeError> {
+fn decode_stream_abort(reader: &mut Reader<'_>, ctx: &DecodeContext) -> Result<StreamAbort, DecodeError> {
     let xid = reader.read_u32("xid")?;
     let subxid = reader.read_u32("subtransaction xid")?;
     // Whether the abort LSN and time follow depends on `streaming = parallel`, which the
@@ -896,19 +774,11 @@ fn decode_stream_abort(
     // decide. Before version 4 they are trailing bytes, and `finish` rejects them.
     let (abort_lsn, abort_time_us) =
         if ctx.protocol_version >= PARALLEL_STREAMING_PROTOCOL_VERSION && reader.remaining() > 0 {
-            (
-                Some(reader.read_lsn("abort LSN")?),
-                Some(reader.read_i64("abort timestamp")?),
-            )
+            (Some(reader.read_lsn("abort LSN")?), Some(reader.read_i64("abort timestamp")?))
         } else {
             (None, None)
         };
-    Ok(StreamAbort {
-        xid,
-        subxid,
-        abort_lsn,
-        abort_time_us,
-    })
+    Ok(StreamAbort { xid, subxid, abort_lsn, abort_time_us })
 }
 
 fn decode_begin_prepare<'a>(reader: &mut Reader<'a>) -> Result<BeginPrepare<'a>, DecodeError> {
@@ -943,9 +813,7 @@ fn decode_commit_prepared<'a>(reader: &mut Reader<'a>) -> Result<CommitPrepared<
     })
 }
 
-fn decode_rollback_prepared<'a>(
-    reader: &mut Reader<'a>,
-) -> Result<RollbackPrepared<'a>, DecodeError> {
+fn decode_rollback_prepared<'a>(reader: &mut Reader<'a>) -> Result<RollbackPrepared<'a>, DecodeError> {
     Ok(RollbackPrepared {
         flags: reader.read_u8("rollback prepared flags")?,
         prepare_end_lsn: reader.read_lsn("prepare end LSN")?,
@@ -1009,12 +877,9 @@ impl<'a> Reader<'a> {
                 self.rest = tail;
                 Ok(*head)
             }
-            None => Err(DecodeError::UnexpectedEnd {
-                offset: self.offset(),
-                field,
-                needed: N,
-                remaining: self.remaining(),
-            }),
+            None => {
+                Err(DecodeError::UnexpectedEnd { offset: self.offset(), field, needed: N, remaining: self.remaining() })
+            }
         }
     }
 
@@ -1029,11 +894,7 @@ impl<'a> Reader<'a> {
         match self.read_u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            value => Err(DecodeError::UnknownFlags {
-                offset,
-                field,
-                value,
-            }),
+            value => Err(DecodeError::UnknownFlags { offset, field, value }),
         }
     }
 
@@ -1054,28 +915,19 @@ impl<'a> Reader<'a> {
     }
 
     fn read_lsn(&mut self, field: &'static str) -> Result<Lsn, DecodeError> {
-        self.read_array(field)
-            .map(|bytes| Lsn(u64::from_be_bytes(bytes)))
+        self.read_array(field).map(|bytes| Lsn(u64::from_be_bytes(bytes)))
     }
 
     /// An `Int32` length, which the protocol defines as signed.
     fn read_length_i32(&mut self, field: &'static str) -> Result<usize, DecodeError> {
         let offset = self.offset();
         let value = self.read_i32(field)?;
-        usize::try_from(value).map_err(|_| DecodeError::NegativeLength {
-            offset,
-            field,
-            value: i64::from(value),
-        })
+        usize::try_from(value).map_err(|_| DecodeError::NegativeLength { offset, field, value: i64::from(value) })
     }
 
     /// An `Int16` count of items that each take at least `min_item_len` bytes, checked
     /// against the bytes left so that the caller may allocate `count` items.
-    fn read_count_i16(
-        &mut self,
-        field: &'static str,
-        min_item_len: usize,
-    ) -> Result<usize, DecodeError> {
+    fn read_count_i16(&mut self, field: &'static str, min_item_len: usize) -> Result<usize, DecodeError> {
         let offset = self.offset();
         let value = self.read_i16(field)?;
         let count = usize::try_from(value).map_err(|_| DecodeError::NegativeLength {
@@ -1120,10 +972,8 @@ impl<'a> Reader<'a> {
         let (Some(text), Some(after)) = (parts.next(), parts.next()) else {
             return Err(DecodeError::UnterminatedString { offset, field });
         };
-        let text = std::str::from_utf8(text).map_err(|error| DecodeError::InvalidUtf8 {
-            offset: offset.saturating_add(error.valid_up_to()),
-            field,
-        })?;
+        let text = std::str::from_utf8(text)
+            .map_err(|error| DecodeError::InvalidUtf8 { offset: offset.saturating_add(error.valid_up_to()), field })?;
         self.rest = after;
         Ok(text)
     }
@@ -1133,10 +983,7 @@ impl<'a> Reader<'a> {
         if self.rest.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::TrailingBytes {
-                offset: self.offset(),
-                count: self.remaining(),
-            })
+            Err(DecodeError::TrailingBytes { offset: self.offset(), count: self.remaining() })
         }
     }
 }
@@ -1234,10 +1081,7 @@ mod tests {
     }
 
     fn context(protocol_version: u32, in_streamed_block: bool) -> DecodeContext {
-        DecodeContext {
-            protocol_version,
-            in_streamed_block,
-        }
+        DecodeContext { protocol_version, in_streamed_block }
     }
 
     /// Every context the server can produce: a streamed block needs protocol version 2.
@@ -1284,10 +1128,7 @@ mod tests {
         let mut out = Vec::new();
         let mut add = |name: &str, frame: Frame, expected: LogicalMessage<'static>| {
             out.push(Fixture {
-                name: format!(
-                    "{name} (v{}, streamed {})",
-                    ctx.protocol_version, ctx.in_streamed_block
-                ),
+                name: format!("{name} (v{}, streamed {})", ctx.protocol_version, ctx.in_streamed_block),
                 bytes: frame.0,
                 expected,
             });
@@ -1301,29 +1142,17 @@ mod tests {
             add(
                 "begin",
                 Frame::new(b'B').lsn(lsn).i64(time).u32(731),
-                LogicalMessage::Begin(Begin {
-                    final_lsn: lsn,
-                    commit_time_us: time,
-                    xid: 731,
-                }),
+                LogicalMessage::Begin(Begin { final_lsn: lsn, commit_time_us: time, xid: 731 }),
             );
             add(
                 "commit",
                 Frame::new(b'C').u8(0).lsn(lsn).lsn(end_lsn).i64(time),
-                LogicalMessage::Commit(Commit {
-                    flags: 0,
-                    commit_lsn: lsn,
-                    end_lsn,
-                    commit_time_us: time,
-                }),
+                LogicalMessage::Commit(Commit { flags: 0, commit_lsn: lsn, end_lsn, commit_time_us: time }),
             );
             add(
                 "origin",
                 Frame::new(b'O').lsn(Lsn(0xAB)).str("upstream"),
-                LogicalMessage::Origin {
-                    commit_lsn: Lsn(0xAB),
-                    name: "upstream",
-                },
+                LogicalMessage::Origin { commit_lsn: Lsn(0xAB), name: "upstream" },
             );
         }
 
@@ -1361,37 +1190,16 @@ mod tests {
                     name: "t",
                     replica_identity,
                     columns: vec![
-                        RelationColumn {
-                            is_key: true,
-                            name: "id",
-                            type_oid: 23,
-                            type_modifier: -1,
-                        },
-                        RelationColumn {
-                            is_key: false,
-                            name: "prix",
-                            type_oid: 1700,
-                            type_modifier: 0x000a_0006,
-                        },
-                        RelationColumn {
-                            is_key: false,
-                            name: "",
-                            type_oid: 25,
-                            type_modifier: -1,
-                        },
+                        RelationColumn { is_key: true, name: "id", type_oid: 23, type_modifier: -1 },
+                        RelationColumn { is_key: false, name: "prix", type_oid: 1700, type_modifier: 0x000a_0006 },
+                        RelationColumn { is_key: false, name: "", type_oid: 25, type_modifier: -1 },
                     ],
                 }),
             );
         }
         add(
             "relation without columns in pg_catalog",
-            Frame::new(b'R')
-                .xid(xid)
-                .u32(1)
-                .str("")
-                .str("empty")
-                .u8(b'n')
-                .i16(0),
+            Frame::new(b'R').xid(xid).u32(1).str("").str("empty").u8(b'n').i16(0),
             LogicalMessage::Relation(Relation {
                 xid,
                 oid: 1,
@@ -1403,45 +1211,20 @@ mod tests {
         );
         add(
             "type",
-            Frame::new(b'Y')
-                .xid(xid)
-                .u32(16385)
-                .str("public")
-                .str("mood"),
-            LogicalMessage::Type(TypeMessage {
-                xid,
-                oid: 16385,
-                namespace: "public",
-                name: "mood",
-            }),
+            Frame::new(b'Y').xid(xid).u32(16385).str("public").str("mood"),
+            LogicalMessage::Type(TypeMessage { xid, oid: 16385, namespace: "public", name: "mood" }),
         );
         add(
             "insert",
-            Frame::new(b'I')
-                .xid(xid)
-                .u32(16389)
-                .u8(b'N')
-                .tuple(&sample_tuple()),
-            LogicalMessage::Insert(Insert {
-                xid,
-                relation_oid: 16389,
-                new: sample_tuple(),
-            }),
+            Frame::new(b'I').xid(xid).u32(16389).u8(b'N').tuple(&sample_tuple()),
+            LogicalMessage::Insert(Insert { xid, relation_oid: 16389, new: sample_tuple() }),
         );
         add(
             "insert of an empty tuple",
             Frame::new(b'I').xid(xid).u32(16389).u8(b'N').i16(0),
-            LogicalMessage::Insert(Insert {
-                xid,
-                relation_oid: 16389,
-                new: TupleData { values: vec![] },
-            }),
+            LogicalMessage::Insert(Insert { xid, relation_oid: 16389, new: TupleData { values: vec![] } }),
         );
-        for old in [
-            None,
-            Some(OldTuple::Key(key_tuple())),
-            Some(OldTuple::Full(sample_tuple())),
-        ] {
+        for old in [None, Some(OldTuple::Key(key_tuple())), Some(OldTuple::Full(sample_tuple()))] {
             let name = match &old {
                 None => "update without old tuple",
                 Some(OldTuple::Key(_)) => "update with old key",
@@ -1454,12 +1237,7 @@ mod tests {
             add(
                 name,
                 frame.u8(b'N').tuple(&sample_tuple()),
-                LogicalMessage::Update(Update {
-                    xid,
-                    relation_oid: 16389,
-                    old,
-                    new: sample_tuple(),
-                }),
+                LogicalMessage::Update(Update { xid, relation_oid: 16389, old, new: sample_tuple() }),
             );
         }
         for old in [OldTuple::Key(key_tuple()), OldTuple::Full(sample_tuple())] {
@@ -1470,11 +1248,7 @@ mod tests {
             add(
                 name,
                 Frame::new(b'D').xid(xid).u32(16389).old_tuple(&old),
-                LogicalMessage::Delete(Delete {
-                    xid,
-                    relation_oid: 16389,
-                    old,
-                }),
+                LogicalMessage::Delete(Delete { xid, relation_oid: 16389, old }),
             );
         }
         add(
@@ -1510,13 +1284,7 @@ mod tests {
         for (flags, content) in [(1, b"in a transaction".as_slice()), (0, b"".as_slice())] {
             add(
                 &format!("message with flags {flags}"),
-                Frame::new(b'M')
-                    .xid(xid)
-                    .u8(flags)
-                    .lsn(lsn)
-                    .str("flow")
-                    .length(content.len())
-                    .raw(content),
+                Frame::new(b'M').xid(xid).u8(flags).lsn(lsn).str("flow").length(content.len()).raw(content),
                 LogicalMessage::Message(LogicalDecodingMessage {
                     xid,
                     transactional: flags == 1,
@@ -1532,21 +1300,13 @@ mod tests {
                 add(
                     &format!("stream start, first segment {first_segment}"),
                     Frame::new(b'S').u32(741).u8(u8::from(first_segment)),
-                    LogicalMessage::StreamStart {
-                        xid: 741,
-                        first_segment,
-                    },
+                    LogicalMessage::StreamStart { xid: 741, first_segment },
                 );
             }
             add("stream stop", Frame::new(b'E'), LogicalMessage::StreamStop);
             add(
                 "stream commit",
-                Frame::new(b'c')
-                    .u32(741)
-                    .u8(0)
-                    .lsn(lsn)
-                    .lsn(end_lsn)
-                    .i64(time),
+                Frame::new(b'c').u32(741).u8(0).lsn(lsn).lsn(end_lsn).i64(time),
                 LogicalMessage::StreamCommit(StreamCommit {
                     xid: 741,
                     flags: 0,
@@ -1583,12 +1343,7 @@ mod tests {
             if !ctx.in_streamed_block {
                 add(
                     "begin prepare",
-                    Frame::new(b'b')
-                        .lsn(lsn)
-                        .lsn(end_lsn)
-                        .i64(time)
-                        .u32(739)
-                        .str("gid-commit"),
+                    Frame::new(b'b').lsn(lsn).lsn(end_lsn).i64(time).u32(739).str("gid-commit"),
                     LogicalMessage::BeginPrepare(BeginPrepare {
                         prepare_lsn: lsn,
                         end_lsn,
@@ -1599,13 +1354,7 @@ mod tests {
                 );
                 add(
                     "prepare",
-                    Frame::new(b'P')
-                        .u8(0)
-                        .lsn(lsn)
-                        .lsn(end_lsn)
-                        .i64(time)
-                        .u32(739)
-                        .str("gid-commit"),
+                    Frame::new(b'P').u8(0).lsn(lsn).lsn(end_lsn).i64(time).u32(739).str("gid-commit"),
                     LogicalMessage::Prepare(Prepare {
                         flags: 0,
                         prepare_lsn: lsn,
@@ -1617,13 +1366,7 @@ mod tests {
                 );
                 add(
                     "commit prepared",
-                    Frame::new(b'K')
-                        .u8(0)
-                        .lsn(lsn)
-                        .lsn(end_lsn)
-                        .i64(time)
-                        .u32(739)
-                        .str("gid-commit"),
+                    Frame::new(b'K').u8(0).lsn(lsn).lsn(end_lsn).i64(time).u32(739).str("gid-commit"),
                     LogicalMessage::CommitPrepared(CommitPrepared {
                         flags: 0,
                         commit_lsn: lsn,
@@ -1635,14 +1378,7 @@ mod tests {
                 );
                 add(
                     "rollback prepared",
-                    Frame::new(b'r')
-                        .u8(0)
-                        .lsn(lsn)
-                        .lsn(end_lsn)
-                        .i64(time)
-                        .i64(time + 1)
-                        .u32(740)
-                        .str(""),
+                    Frame::new(b'r').u8(0).lsn(lsn).lsn(end_lsn).i64(time).i64(time + 1).u32(740).str(""),
                     LogicalMessage::RollbackPrepared(RollbackPrepared {
                         flags: 0,
                         prepare_end_lsn: lsn,
@@ -1656,13 +1392,7 @@ mod tests {
             }
             add(
                 "stream prepare",
-                Frame::new(b'p')
-                    .u8(0)
-                    .lsn(lsn)
-                    .lsn(end_lsn)
-                    .i64(time)
-                    .u32(741)
-                    .str("gid-stream"),
+                Frame::new(b'p').u8(0).lsn(lsn).lsn(end_lsn).i64(time).u32(741).str("gid-stream"),
                 LogicalMessage::StreamPrepare(Prepare {
                     flags: 0,
                     prepare_lsn: lsn,
@@ -1676,11 +1406,7 @@ mod tests {
         out
     }
 
-    fn decode(
-        bytes: &[u8],
-        protocol_version: u32,
-        in_streamed_block: bool,
-    ) -> Result<LogicalMessage<'_>, DecodeError> {
+    fn decode(bytes: &[u8], protocol_version: u32, in_streamed_block: bool) -> Result<LogicalMessage<'_>, DecodeError> {
         decode_message(bytes, &context(protocol_version, in_streamed_block))
     }
 
@@ -1689,14 +1415,13 @@ mod tests {
         let mut decoded_tags = std::collections::BTreeSet::new();
         for ctx in all_contexts() {
             for fixture in fixtures(ctx) {
-                let message = decode_message(&fixture.bytes, &ctx)
-                    .unwrap_or_else(|error| panic!("{}: {error}", fixture.name));
+                let message =
+                    decode_message(&fixture.bytes, &ctx).unwrap_or_else(|error| panic!("{}: {error}", fixture.name));
                 assert_eq!(message, fixture.expected, "{}", fixture.name);
                 decoded_tags.insert(fixture.bytes[0]);
             }
         }
-        let all_tags: std::collections::BTreeSet<u8> =
-            b"BMCORYIUDTSEcAbPKrp".iter().copied().collect();
+        let all_tags: std::collections::BTreeSet<u8> = b"BMCORYIUDTSEcAbPKrp".iter().copied().collect();
         assert_eq!(decoded_tags, all_tags, "a message kind has no fixture");
     }
 
@@ -1711,15 +1436,10 @@ mod tests {
                         // The one ambiguity of the format: a version 4 Stream Abort cut right
                         // before its optional abort LSN and time is a complete Stream Abort
                         // without them (see the module documentation).
-                        Ok(LogicalMessage::StreamAbort(abort))
-                            if ctx.protocol_version >= 4 && length == 9 =>
-                        {
+                        Ok(LogicalMessage::StreamAbort(abort)) if ctx.protocol_version >= 4 && length == 9 => {
                             assert_eq!(abort.abort_lsn, None);
                         }
-                        Ok(message) => panic!(
-                            "{}: prefix of {length} bytes decoded to {message:?}",
-                            fixture.name
-                        ),
+                        Ok(message) => panic!("{}: prefix of {length} bytes decoded to {message:?}", fixture.name),
                     }
                 }
             }
@@ -1740,27 +1460,13 @@ mod tests {
     #[test]
     fn trailing_bytes_after_a_complete_message_are_reported_with_their_offset() {
         let bytes = Frame::new(b'B').lsn(Lsn(1)).i64(2).u32(3).raw(b"xy").0;
-        assert_eq!(
-            decode(&bytes, 1, false),
-            Err(DecodeError::TrailingBytes {
-                offset: 21,
-                count: 2
-            })
-        );
+        assert_eq!(decode(&bytes, 1, false), Err(DecodeError::TrailingBytes { offset: 21, count: 2 }));
     }
 
     #[test]
     fn an_empty_message_is_an_unexpected_end_at_the_tag() {
         let error = decode(b"", 2, false).unwrap_err();
-        assert_eq!(
-            error,
-            DecodeError::UnexpectedEnd {
-                offset: 0,
-                field: "message tag",
-                needed: 1,
-                remaining: 0
-            }
-        );
+        assert_eq!(error, DecodeError::UnexpectedEnd { offset: 0, field: "message tag", needed: 1, remaining: 0 });
         assert_eq!(
             error.to_string(),
             "pgoutput message ends at offset 0 while reading message tag: 1 bytes needed, 0 remain"
@@ -1772,31 +1478,17 @@ mod tests {
         let bytes = Frame::new(b'C').u8(0).lsn(Lsn(1)).raw(&[0, 0, 0]).0;
         assert_eq!(
             decode(&bytes, 1, false),
-            Err(DecodeError::UnexpectedEnd {
-                offset: 10,
-                field: "end LSN",
-                needed: 8,
-                remaining: 3
-            })
+            Err(DecodeError::UnexpectedEnd { offset: 10, field: "end LSN", needed: 8, remaining: 3 })
         );
     }
 
     #[test]
     fn unknown_message_tags_are_rejected() {
         for tag in [b'Z', b'k', b'w', 0, 0xff] {
-            assert_eq!(
-                decode(&[tag], 4, false),
-                Err(DecodeError::UnknownMessageTag { tag })
-            );
+            assert_eq!(decode(&[tag], 4, false), Err(DecodeError::UnknownMessageTag { tag }));
         }
-        assert_eq!(
-            DecodeError::UnknownMessageTag { tag: b'Z' }.to_string(),
-            "unknown pgoutput message tag 'Z'"
-        );
-        assert_eq!(
-            DecodeError::UnknownMessageTag { tag: 0 }.to_string(),
-            "unknown pgoutput message tag 0x00"
-        );
+        assert_eq!(DecodeError::UnknownMessageTag { tag: b'Z' }.to_string(), "unknown pgoutput message tag 'Z'");
+        assert_eq!(DecodeError::UnknownMessageTag { tag: 0 }.to_string(), "unknown pgoutput message tag 0x00");
     }
 
     #[test]
@@ -1805,11 +1497,7 @@ mod tests {
             assert!(
                 matches!(
                     decode(&[tag], 1, false),
-                    Err(DecodeError::UnsupportedInProtocolVersion {
-                        protocol_version: 1,
-                        minimum: 2,
-                        ..
-                    })
+                    Err(DecodeError::UnsupportedInProtocolVersion { protocol_version: 1, minimum: 2, .. })
                 ),
                 "{}",
                 char::from(tag)
@@ -1823,10 +1511,7 @@ mod tests {
             for tag in [b'b', b'P', b'K', b'r', b'p'] {
                 let error = decode(&[tag], version, false).unwrap_err();
                 assert!(
-                    matches!(
-                        error,
-                        DecodeError::UnsupportedInProtocolVersion { minimum: 3, .. }
-                    ),
+                    matches!(error, DecodeError::UnsupportedInProtocolVersion { minimum: 3, .. }),
                     "{}: {error}",
                     char::from(tag)
                 );
@@ -1842,29 +1527,15 @@ mod tests {
     #[test]
     fn the_abort_lsn_and_time_are_read_only_from_protocol_version_4() {
         let bytes = Frame::new(b'A').u32(741).u32(741).lsn(Lsn(5)).i64(6).0;
-        assert_eq!(
-            decode(&bytes, 3, true),
-            Err(DecodeError::TrailingBytes {
-                offset: 9,
-                count: 16
-            })
-        );
+        assert_eq!(decode(&bytes, 3, true), Err(DecodeError::TrailingBytes { offset: 9, count: 16 }));
         assert!(matches!(
             decode(&bytes, 4, true),
-            Ok(LogicalMessage::StreamAbort(StreamAbort {
-                abort_lsn: Some(Lsn(5)),
-                abort_time_us: Some(6),
-                ..
-            }))
+            Ok(LogicalMessage::StreamAbort(StreamAbort { abort_lsn: Some(Lsn(5)), abort_time_us: Some(6), .. }))
         ));
         // Only part of the optional fields is a truncated message.
         assert!(matches!(
             decode(&bytes[..17], 4, true),
-            Err(DecodeError::UnexpectedEnd {
-                offset: 17,
-                field: "abort timestamp",
-                ..
-            })
+            Err(DecodeError::UnexpectedEnd { offset: 17, field: "abort timestamp", .. })
         ));
     }
 
@@ -1899,24 +1570,14 @@ mod tests {
         assert!(decode(&plain, 2, true).is_err());
         assert!(matches!(
             decode(&streamed, 2, true),
-            Ok(LogicalMessage::Insert(Insert {
-                xid: Some(0x2e7),
-                relation_oid: 16389,
-                ..
-            }))
+            Ok(LogicalMessage::Insert(Insert { xid: Some(0x2e7), relation_oid: 16389, .. }))
         ));
     }
 
     #[test]
     fn unknown_tuple_value_kinds_are_reported_with_their_offset() {
         let bytes = Frame::new(b'I').u32(1).u8(b'N').i16(2).u8(b'n').u8(b'x').0;
-        assert_eq!(
-            decode(&bytes, 1, false),
-            Err(DecodeError::UnknownTupleValueKind {
-                offset: 9,
-                kind: b'x'
-            })
-        );
+        assert_eq!(decode(&bytes, 1, false), Err(DecodeError::UnknownTupleValueKind { offset: 9, kind: b'x' }));
     }
 
     #[test]
@@ -1924,38 +1585,22 @@ mod tests {
         let insert_with_key = Frame::new(b'I').u32(1).u8(b'K').i16(0).0;
         assert_eq!(
             decode(&insert_with_key, 1, false),
-            Err(DecodeError::UnexpectedTupleKind {
-                offset: 5,
-                kind: b'K',
-                expected: "'N'"
-            })
+            Err(DecodeError::UnexpectedTupleKind { offset: 5, kind: b'K', expected: "'N'" })
         );
         let update_without_new = Frame::new(b'U').u32(1).u8(b'K').i16(0).u8(b'O').i16(0).0;
         assert_eq!(
             decode(&update_without_new, 1, false),
-            Err(DecodeError::UnexpectedTupleKind {
-                offset: 8,
-                kind: b'O',
-                expected: "'N'"
-            })
+            Err(DecodeError::UnexpectedTupleKind { offset: 8, kind: b'O', expected: "'N'" })
         );
         let update_with_unknown = Frame::new(b'U').u32(1).u8(b'X').0;
         assert_eq!(
             decode(&update_with_unknown, 1, false),
-            Err(DecodeError::UnexpectedTupleKind {
-                offset: 5,
-                kind: b'X',
-                expected: "'K', 'O' or 'N'"
-            })
+            Err(DecodeError::UnexpectedTupleKind { offset: 5, kind: b'X', expected: "'K', 'O' or 'N'" })
         );
         let delete_with_new = Frame::new(b'D').u32(1).u8(b'N').i16(0).0;
         assert_eq!(
             decode(&delete_with_new, 1, false),
-            Err(DecodeError::UnexpectedTupleKind {
-                offset: 5,
-                kind: b'N',
-                expected: "'K' or 'O'"
-            })
+            Err(DecodeError::UnexpectedTupleKind { offset: 5, kind: b'N', expected: "'K' or 'O'" })
         );
     }
 
@@ -1963,87 +1608,43 @@ mod tests {
     fn invalid_utf8_in_a_name_is_reported_at_the_first_bad_byte() {
         let bytes = Frame::new(b'Y').u32(1).str("public").raw(b"mo\xffd\0").0;
         let error = decode(&bytes, 1, false).unwrap_err();
-        assert_eq!(
-            error,
-            DecodeError::InvalidUtf8 {
-                offset: 14,
-                field: "type name"
-            }
-        );
+        assert_eq!(error, DecodeError::InvalidUtf8 { offset: 14, field: "type name" });
         assert_eq!(error.to_string(), "invalid UTF-8 at offset 14 in type name");
     }
 
     #[test]
     fn a_string_without_its_nul_is_unterminated() {
         let bytes = Frame::new(b'O').lsn(Lsn(1)).raw(b"upstream").0;
-        assert_eq!(
-            decode(&bytes, 1, false),
-            Err(DecodeError::UnterminatedString {
-                offset: 9,
-                field: "origin name"
-            })
-        );
+        assert_eq!(decode(&bytes, 1, false), Err(DecodeError::UnterminatedString { offset: 9, field: "origin name" }));
     }
 
     #[test]
     fn unknown_replica_identities_are_rejected() {
         let bytes = Frame::new(b'R').u32(1).str("s").str("t").u8(b'x').i16(0).0;
-        assert_eq!(
-            decode(&bytes, 1, false),
-            Err(DecodeError::UnknownReplicaIdentity {
-                offset: 9,
-                value: b'x'
-            })
-        );
+        assert_eq!(decode(&bytes, 1, false), Err(DecodeError::UnknownReplicaIdentity { offset: 9, value: b'x' }));
     }
 
     #[test]
     fn undefined_flag_bits_are_rejected() {
-        let column = Frame::new(b'R')
-            .u32(1)
-            .str("s")
-            .str("t")
-            .u8(b'd')
-            .i16(1)
-            .u8(3)
-            .str("c")
-            .u32(23)
-            .i32(-1)
-            .0;
+        let column = Frame::new(b'R').u32(1).str("s").str("t").u8(b'd').i16(1).u8(3).str("c").u32(23).i32(-1).0;
         assert_eq!(
             decode(&column, 1, false),
-            Err(DecodeError::UnknownFlags {
-                offset: 12,
-                field: "column flags",
-                value: 3
-            })
+            Err(DecodeError::UnknownFlags { offset: 12, field: "column flags", value: 3 })
         );
         let truncate = Frame::new(b'T').i32(1).u8(4).u32(1).0;
         assert_eq!(
             decode(&truncate, 1, false),
-            Err(DecodeError::UnknownFlags {
-                offset: 5,
-                field: "truncate options",
-                value: 4
-            })
+            Err(DecodeError::UnknownFlags { offset: 5, field: "truncate options", value: 4 })
         );
         let message = Frame::new(b'M').u8(2).lsn(Lsn(1)).str("p").i32(0).0;
         assert_eq!(
             decode(&message, 1, false),
-            Err(DecodeError::UnknownFlags {
-                offset: 1,
-                field: "message flags",
-                value: 2
-            })
+            Err(DecodeError::UnknownFlags { offset: 1, field: "message flags", value: 2 })
         );
         let stream_start = Frame::new(b'S').u32(1).u8(2).0;
         assert_eq!(
             decode(&stream_start, 2, false),
-            Err(DecodeError::UnknownFlags {
-                offset: 5,
-                field: "first segment flag",
-                value: 2
-            })
+            Err(DecodeError::UnknownFlags { offset: 5, field: "first segment flag", value: 2 })
         );
     }
 
@@ -2065,23 +1666,10 @@ mod tests {
         let negative_tuple = Frame::new(b'I').u32(1).u8(b'N').i16(-1).0;
         assert_eq!(
             decode(&negative_tuple, 1, false),
-            Err(DecodeError::NegativeLength {
-                offset: 6,
-                field: "tuple column count",
-                value: -1
-            })
+            Err(DecodeError::NegativeLength { offset: 6, field: "tuple column count", value: -1 })
         );
-        let huge_relation = Frame::new(b'R')
-            .u32(1)
-            .str("s")
-            .str("t")
-            .u8(b'd')
-            .i16(i16::MAX)
-            .u8(0)
-            .str("c")
-            .u32(23)
-            .i32(-1)
-            .0;
+        let huge_relation =
+            Frame::new(b'R').u32(1).str("s").str("t").u8(b'd').i16(i16::MAX).u8(0).str("c").u32(23).i32(-1).0;
         assert!(matches!(
             decode(&huge_relation, 1, false),
             Err(DecodeError::OversizedLength {
@@ -2092,17 +1680,8 @@ mod tests {
                 ..
             })
         ));
-        let negative_relation = Frame::new(b'R')
-            .u32(1)
-            .str("s")
-            .str("t")
-            .u8(b'd')
-            .i16(i16::MIN)
-            .0;
-        assert!(matches!(
-            decode(&negative_relation, 1, false),
-            Err(DecodeError::NegativeLength { value: -32768, .. })
-        ));
+        let negative_relation = Frame::new(b'R').u32(1).str("s").str("t").u8(b'd').i16(i16::MIN).0;
+        assert!(matches!(decode(&negative_relation, 1, false), Err(DecodeError::NegativeLength { value: -32768, .. })));
         let huge_truncate = Frame::new(b'T').i32(i32::MAX).u8(0).u32(1).0;
         assert_eq!(
             decode(&huge_truncate, 1, false),
@@ -2117,31 +1696,16 @@ mod tests {
         let negative_truncate = Frame::new(b'T').i32(-2).u8(0).0;
         assert!(matches!(
             decode(&negative_truncate, 1, false),
-            Err(DecodeError::NegativeLength {
-                offset: 1,
-                value: -2,
-                ..
-            })
+            Err(DecodeError::NegativeLength { offset: 1, value: -2, .. })
         ));
         for (kind, field) in [(b't', "text value length"), (b'b', "binary value length")] {
             let negative_value = Frame::new(b'I').u32(1).u8(b'N').i16(1).u8(kind).i32(-1).0;
             assert_eq!(
                 decode(&negative_value, 1, false),
-                Err(DecodeError::NegativeLength {
-                    offset: 9,
-                    field,
-                    value: -1
-                })
+                Err(DecodeError::NegativeLength { offset: 9, field, value: -1 })
             );
         }
-        let huge_value = Frame::new(b'I')
-            .u32(1)
-            .u8(b'N')
-            .i16(1)
-            .u8(b't')
-            .i32(i32::MAX)
-            .raw(b"ab")
-            .0;
+        let huge_value = Frame::new(b'I').u32(1).u8(b'N').i16(1).u8(b't').i32(i32::MAX).raw(b"ab").0;
         assert_eq!(
             decode(&huge_value, 1, false),
             Err(DecodeError::OversizedLength {
@@ -2155,20 +1719,12 @@ mod tests {
         let huge_message = Frame::new(b'M').u8(1).lsn(Lsn(1)).str("p").i32(i32::MAX).0;
         assert!(matches!(
             decode(&huge_message, 1, false),
-            Err(DecodeError::OversizedLength {
-                field: "message content",
-                remaining: 0,
-                ..
-            })
+            Err(DecodeError::OversizedLength { field: "message content", remaining: 0, .. })
         ));
         let negative_message = Frame::new(b'M').u8(1).lsn(Lsn(1)).str("p").i32(i32::MIN).0;
         assert_eq!(
             decode(&negative_message, 1, false),
-            Err(DecodeError::NegativeLength {
-                offset: 12,
-                field: "message content length",
-                value: -2_147_483_648
-            })
+            Err(DecodeError::NegativeLength { offset: 12, field: "message content length", value: -2_147_483_648 })
         );
     }
 
@@ -2213,14 +1769,8 @@ mod tests {
     #[test]
     fn randomly_mutated_fixtures_never_panic() {
         let mut rng = Rng(0x5EED_F00D_F1A5);
-        let contexts: Vec<_> = (0..=5)
-            .flat_map(|v| [context(v, false), context(v, true)])
-            .collect();
-        let seeds: Vec<Vec<u8>> = all_contexts()
-            .into_iter()
-            .flat_map(fixtures)
-            .map(|fixture| fixture.bytes)
-            .collect();
+        let contexts: Vec<_> = (0..=5).flat_map(|v| [context(v, false), context(v, true)]).collect();
+        let seeds: Vec<Vec<u8>> = all_contexts().into_iter().flat_map(fixtures).map(|fixture| fixture.bytes).collect();
         for _ in 0..50 {
             for seed in &seeds {
                 let mut bytes = seed.clone();
@@ -2275,11 +1825,7 @@ mod tests {
                     assert_eq!(open.replace(begin.final_lsn), None, "nested Begin");
                 }
                 LogicalMessage::Commit(commit) => {
-                    assert_eq!(
-                        open.take(),
-                        Some(commit.commit_lsn),
-                        "Commit without its Begin"
-                    );
+                    assert_eq!(open.take(), Some(commit.commit_lsn), "Commit without its Begin");
                 }
                 _ => {}
             }
@@ -2289,9 +1835,7 @@ mod tests {
 
     #[test]
     fn messages_captured_from_postgres_15_with_protocol_version_1_decode() {
-        let frames = parse_hex_lines(include_str!(
-            "../../tests/fixtures/pgoutput/pg15-proto1.hex"
-        ));
+        let frames = parse_hex_lines(include_str!("../../tests/fixtures/pgoutput/pg15-proto1.hex"));
         let messages = decode_captured(&frames, 1);
         assert_commits_match_begins(&messages);
 
@@ -2303,38 +1847,16 @@ mod tests {
         let columns: Vec<_> = relation
             .columns
             .iter()
-            .map(|column| {
-                (
-                    column.is_key,
-                    column.name,
-                    column.type_oid,
-                    column.type_modifier,
-                )
-            })
+            .map(|column| (column.is_key, column.name, column.type_oid, column.type_modifier))
             .collect();
-        assert_eq!(
-            columns,
-            [
-                (true, "id", 23, -1),
-                (false, "name", 25, -1),
-                (false, "big", 25, -1)
-            ]
-        );
+        assert_eq!(columns, [(true, "id", 23, -1), (false, "name", 25, -1), (false, "big", 25, -1)]);
 
-        assert!(messages.iter().any(|message| matches!(
-            message,
-            LogicalMessage::Update(Update {
-                old: Some(OldTuple::Key(_)),
-                ..
-            })
-        )));
-        assert!(messages.iter().any(|message| matches!(
-            message,
-            LogicalMessage::Update(Update {
-                old: Some(OldTuple::Full(_)),
-                ..
-            })
-        )));
+        assert!(messages
+            .iter()
+            .any(|message| matches!(message, LogicalMessage::Update(Update { old: Some(OldTuple::Key(_)), .. }))));
+        assert!(messages
+            .iter()
+            .any(|message| matches!(message, LogicalMessage::Update(Update { old: Some(OldTuple::Full(_)), .. }))));
         assert!(messages.iter().any(|message| matches!(
             message,
             LogicalMessage::Update(Update { new, .. })
@@ -2342,11 +1864,7 @@ mod tests {
         )));
         assert!(messages.iter().any(|message| matches!(
             message,
-            LogicalMessage::Type(TypeMessage {
-                namespace: "public",
-                name: "mood",
-                ..
-            })
+            LogicalMessage::Type(TypeMessage { namespace: "public", name: "mood", .. })
         )));
         assert!(messages.iter().any(|message| matches!(
             message,
@@ -2364,26 +1882,16 @@ mod tests {
         )));
         assert!(messages.iter().any(|message| matches!(
             message,
-            LogicalMessage::Message(LogicalDecodingMessage {
-                transactional: false,
-                content: b"outside",
-                ..
-            })
+            LogicalMessage::Message(LogicalDecodingMessage { transactional: false, content: b"outside", .. })
         )));
-        assert!(messages.iter().any(|message| matches!(
-            message,
-            LogicalMessage::Origin {
-                commit_lsn: Lsn(0xAB),
-                name: "upstream"
-            }
-        )));
+        assert!(messages
+            .iter()
+            .any(|message| matches!(message, LogicalMessage::Origin { commit_lsn: Lsn(0xAB), name: "upstream" })));
     }
 
     #[test]
     fn messages_captured_from_postgres_15_with_streaming_and_two_phase_decode() {
-        let frames = parse_hex_lines(include_str!(
-            "../../tests/fixtures/pgoutput/pg15-proto3-streaming.hex"
-        ));
+        let frames = parse_hex_lines(include_str!("../../tests/fixtures/pgoutput/pg15-proto3-streaming.hex"));
         let messages = decode_captured(&frames, 3);
         assert_commits_match_begins(&messages);
 
@@ -2419,10 +1927,7 @@ mod tests {
             })
             .collect();
         let top_xid = starts[0].0;
-        assert_eq!(
-            starts,
-            [(top_xid, true), (top_xid, false), (top_xid, false)]
-        );
+        assert_eq!(starts, [(top_xid, true), (top_xid, false), (top_xid, false)]);
         let aborts: Vec<_> = messages
             .iter()
             .filter_map(|message| match message {
@@ -2458,17 +1963,14 @@ mod tests {
         assert_eq!(streamed_inserts, 600);
 
         // Protocol version 1 cannot have produced these frames.
-        assert!(frames.iter().any(|frame| matches!(
-            decode(frame, 1, false),
-            Err(DecodeError::UnsupportedInProtocolVersion { .. })
-        )));
+        assert!(frames
+            .iter()
+            .any(|frame| matches!(decode(frame, 1, false), Err(DecodeError::UnsupportedInProtocolVersion { .. }))));
     }
 
     #[test]
     fn binary_tuple_values_captured_from_postgres_15_decode() {
-        let frames = parse_hex_lines(include_str!(
-            "../../tests/fixtures/pgoutput/pg15-proto2-binary.hex"
-        ));
+        let frames = parse_hex_lines(include_str!("../../tests/fixtures/pgoutput/pg15-proto2-binary.hex"));
         let messages = decode_captured(&frames, 2);
         assert_commits_match_begins(&messages);
         let inserts: Vec<_> = messages
@@ -2488,14 +1990,8 @@ mod tests {
     #[test]
     fn every_prefix_of_every_captured_frame_is_rejected() {
         for (file, version) in [
-            (
-                include_str!("../../tests/fixtures/pgoutput/pg15-proto1.hex"),
-                1,
-            ),
-            (
-                include_str!("../../tests/fixtures/pgoutput/pg15-proto3-streaming.hex"),
-                3,
-            ),
+            (include_str!("../../tests/fixtures/pgoutput/pg15-proto1.hex"), 1),
+            (include_str!("../../tests/fixtures/pgoutput/pg15-proto3-streaming.hex"), 3),
         ] {
             let frames = parse_hex_lines(file);
             let mut in_streamed_block = false;

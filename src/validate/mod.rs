@@ -107,10 +107,7 @@ pub struct Problem {
 impl Problem {
     /// A problem that no SQL fixes (the fix is a change to the capture's specification).
     pub fn without_fix(message: impl Into<String>) -> Problem {
-        Problem {
-            message: message.into(),
-            fixes: Vec::new(),
-        }
+        Problem { message: message.into(), fixes: Vec::new() }
     }
 }
 
@@ -126,10 +123,7 @@ pub fn report(problems: &[Problem]) -> Error {
         message.push_str(&problem.message);
     }
     if sorted.len() > MAX_LISTED_PROBLEMS {
-        message.push_str(&format!(
-            "\n - additional {} errors omitted",
-            sorted.len() - MAX_LISTED_PROBLEMS
-        ));
+        message.push_str(&format!("\n - additional {} errors omitted", sorted.len() - MAX_LISTED_PROBLEMS));
     }
     let fixes: BTreeSet<&Fix> = sorted.iter().flat_map(|p| &p.fixes).collect();
     if fixes.iter().all(|fix| fix.step == Step::Connect) {
@@ -180,10 +174,7 @@ impl Context {
                 &[&settings, &roles],
             )
             .await?;
-        let hints = PlatformHints {
-            settings: row.get(3),
-            roles: row.get(4),
-        };
+        let hints = PlatformHints { settings: row.get(3), roles: row.get(4) };
         Ok(Context {
             user: row.get(0),
             database: row.get(1),
@@ -213,10 +204,7 @@ impl Context {
                 ),
             });
         }
-        Problem {
-            message: message.into(),
-            fixes,
-        }
+        Problem { message: message.into(), fixes }
     }
 }
 
@@ -265,10 +253,7 @@ fn parse_resources<'a>(bindings: impl Iterator<Item = &'a serde_json::Value>) ->
         let resource = ResourceConfig::parse(index, value)?;
         if !seen.insert(resource.resource_path()) {
             return Err(Error::user(
-                format!(
-                    "binding {index} captures table {} again",
-                    display_name(&resource.namespace, &resource.stream)
-                ),
+                format!("binding {index} captures table {} again", display_name(&resource.namespace, &resource.stream)),
                 "each table may be bound once per capture: remove the duplicate binding",
             ));
         }
@@ -286,16 +271,8 @@ fn check_binding_rules(
     let mut problems = Vec::new();
     for (index, (resource, binding)) in resources.iter().zip(bindings).enumerate() {
         let table = display_name(&resource.namespace, &resource.stream);
-        let keyless = binding
-            .collection
-            .key
-            .iter()
-            .map(String::as_str)
-            .eq(crate::discovery::FALLBACK_KEY);
-        let scans_by_key = !matches!(
-            resource.mode,
-            BackfillMode::WithoutPrimaryKey | BackfillMode::OnlyChanges
-        );
+        let keyless = binding.collection.key.iter().map(String::as_str).eq(crate::discovery::FALLBACK_KEY);
+        let scans_by_key = !matches!(resource.mode, BackfillMode::WithoutPrimaryKey | BackfillMode::OnlyChanges);
         if keyless && scans_by_key && resource.primary_key.is_none() {
             problems.push(Problem::without_fix(format!(
                 "output collection for stream {table} (binding {index}) has the fallback key, which can't be used for a backfill: set the binding's mode to \"Without Primary Key\""
@@ -346,21 +323,14 @@ pub async fn validate(request: &Validate) -> Result<Vec<ValidatedBinding>, Error
     let resources = parse_resources(request.bindings.iter().map(|b| &b.resource_config))?;
     let mut problems = check_binding_rules(&resources, &request.bindings, request.last_capture.as_ref());
     if !config.raw.advanced.skip_prerequisites {
-        let tables: BTreeSet<(String, String)> = resources
-            .iter()
-            .map(|r| (r.namespace.clone(), r.stream.clone()))
-            .collect();
+        let tables: BTreeSet<(String, String)> =
+            resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
         problems.extend(with_deadline("validation", check_all(&config, &tables)).await?);
     }
     if !problems.is_empty() {
         return Err(report(&problems));
     }
-    Ok(resources
-        .iter()
-        .map(|r| ValidatedBinding {
-            resource_path: r.resource_path(),
-        })
-        .collect())
+    Ok(resources.iter().map(|r| ValidatedBinding { resource_path: r.resource_path() }).collect())
 }
 
 async fn check_all(config: &Config, tables: &BTreeSet<(String, String)>) -> Result<Vec<Problem>, Error> {
@@ -385,10 +355,8 @@ pub async fn apply(request: &Apply) -> Result<String, Error> {
     if config.raw.advanced.skip_prerequisites {
         return Ok(String::new());
     }
-    let tables: BTreeSet<(String, String)> = resources
-        .iter()
-        .map(|r| (r.namespace.clone(), r.stream.clone()))
-        .collect();
+    let tables: BTreeSet<(String, String)> =
+        resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
     let actions = with_deadline("apply", async {
         let client = connect_for_checks(&config).await?;
         ensure_capture_objects(&client, &config, &tables).await
@@ -413,10 +381,7 @@ mod tests {
             Problem {
                 message: "publication \"p\" does not exist".into(),
                 fixes: vec![
-                    fix(
-                        Step::PublicationAddTable,
-                        "ALTER PUBLICATION \"p\" ADD TABLE \"s\".\"t\";",
-                    ),
+                    fix(Step::PublicationAddTable, "ALTER PUBLICATION \"p\" ADD TABLE \"s\".\"t\";"),
                     fix(Step::CreatePublication, "CREATE PUBLICATION \"p\";"),
                     fix(Step::Connect, "-- as a superuser:"),
                 ],
@@ -450,25 +415,17 @@ mod tests {
 
     #[test]
     fn report_without_fixes_has_no_hint_and_caps_the_list() {
-        let problems: Vec<Problem> = (0..25)
-            .map(|i| Problem::without_fix(format!("problem {i:02}")))
-            .collect();
+        let problems: Vec<Problem> = (0..25).map(|i| Problem::without_fix(format!("problem {i:02}"))).collect();
         let err = report(&problems);
         assert!(err.hint().is_none());
         let text = err.to_string();
-        assert!(
-            text.ends_with("\n - problem 19\n - additional 5 errors omitted"),
-            "{text}"
-        );
+        assert!(text.ends_with("\n - problem 19\n - additional 5 errors omitted"), "{text}");
     }
 
     fn validate_binding(resource: serde_json::Value, key: &[&str], backfill: u32) -> ValidateBinding {
         ValidateBinding {
             resource_config: resource,
-            collection: CollectionSpec {
-                key: key.iter().map(|k| k.to_string()).collect(),
-                ..Default::default()
-            },
+            collection: CollectionSpec { key: key.iter().map(|k| k.to_string()).collect(), ..Default::default() },
             backfill,
         }
     }
@@ -522,9 +479,6 @@ mod tests {
     fn names_in_messages_and_sql_are_quoted() {
         assert_eq!(qualified("we\"ird", "t;x"), "\"we\"\"ird\".\"t;x\"");
         assert_eq!(display_name("s", "t\"q"), "\"s.t\\\"q\"");
-        assert_eq!(
-            drop_slot_sql("it's"),
-            "SELECT pg_catalog.pg_drop_replication_slot('it''s');"
-        );
+        assert_eq!(drop_slot_sql("it's"), "SELECT pg_catalog.pg_drop_replication_slot('it''s');");
     }
 }

@@ -28,10 +28,7 @@ async fn run(client: &Client, statement: &str, what: &str) -> Result<bool, Error
             if err.sqlstate() == Some("42710") {
                 return Ok(false);
             }
-            Err(Error::user(
-                format!("{what} failed: {err}"),
-                format!("run it yourself as a superuser: {statement};"),
-            ))
+            Err(Error::user(format!("{what} failed: {err}"), format!("run it yourself as a superuser: {statement};")))
         }
     }
 }
@@ -45,10 +42,7 @@ async fn ensure_publication(
 ) -> Result<(), Error> {
     let publication = config.publication_name();
     let exists: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)",
-            &[&publication],
-        )
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1)", &[&publication])
         .await?
         .get(0);
     if exists || !ctx.can_create_publication {
@@ -101,13 +95,7 @@ async fn add_to_publication(
 ) -> Result<(), Error> {
     let publication = quote_identifier(config.publication_name());
     let statement = format!("ALTER PUBLICATION {publication} ADD TABLE {table}");
-    if run(
-        client,
-        &statement,
-        &format!("adding {table} to publication {publication}"),
-    )
-    .await?
-    {
+    if run(client, &statement, &format!("adding {table} to publication {publication}")).await? {
         actions.push(format!("added {table} to publication {publication}"));
     }
     Ok(())

@@ -27,23 +27,12 @@ pub struct PlatformHints {
 }
 
 /// Settings whose mere existence identifies a platform.
-pub(crate) const HINT_SETTINGS: [&str; 5] = [
-    "rds.extensions",
-    "cloudsql.iam_authentication",
-    "azure.extensions",
-    "neon.tenant_id",
-    "neon.timeline_id",
-];
+pub(crate) const HINT_SETTINGS: [&str; 5] =
+    ["rds.extensions", "cloudsql.iam_authentication", "azure.extensions", "neon.tenant_id", "neon.timeline_id"];
 
 /// Roles whose existence identifies a platform.
-pub(crate) const HINT_ROLES: [&str; 6] = [
-    "rds_superuser",
-    "rds_replication",
-    "cloudsqlsuperuser",
-    "azure_pg_admin",
-    "supabase_admin",
-    "neon_superuser",
-];
+pub(crate) const HINT_ROLES: [&str; 6] =
+    ["rds_superuser", "rds_replication", "cloudsqlsuperuser", "azure_pg_admin", "supabase_admin", "neon_superuser"];
 
 impl Platform {
     /// Recognize the platform from the configured host name and the server's hints.
@@ -143,9 +132,9 @@ impl Platform {
             Platform::AmazonRds => comment(format!(
                 "Amazon RDS / Aurora: set {name} = {value} in the DB parameter group, then reboot the instance"
             )),
-            Platform::GoogleCloudSql => comment(format!(
-                "Google Cloud SQL: set the database flag {name} = {value} (the instance restarts)"
-            )),
+            Platform::GoogleCloudSql => {
+                comment(format!("Google Cloud SQL: set the database flag {name} = {value} (the instance restarts)"))
+            }
             Platform::Azure => comment(format!(
                 "Azure Database for PostgreSQL: set the server parameter {name} = {value}, then restart the server"
             )),
@@ -193,10 +182,7 @@ mod tests {
             assert_eq!(Platform::detect(host, &none), platform, "{host}");
         }
         // The address wins over server hints.
-        assert_eq!(
-            Platform::detect("x.neon.tech", &hints(&["rds.extensions"], &[])),
-            Platform::Neon
-        );
+        assert_eq!(Platform::detect("x.neon.tech", &hints(&["rds.extensions"], &[])), Platform::Neon);
     }
 
     #[test]
@@ -227,26 +213,13 @@ mod tests {
         assert!(text(Platform::Azure).contains("azure.replication_support = logical"));
         assert!(text(Platform::Neon).contains("Logical Replication"));
         assert!(text(Platform::Supabase).contains("db.<project>.supabase.co:5432"));
-        for platform in [
-            Platform::AmazonRds,
-            Platform::GoogleCloudSql,
-            Platform::Azure,
-            Platform::Supabase,
-            Platform::Neon,
-        ] {
-            assert!(
-                text(platform).starts_with("-- "),
-                "managed platforms get comments, not ALTER SYSTEM"
-            );
+        for platform in
+            [Platform::AmazonRds, Platform::GoogleCloudSql, Platform::Azure, Platform::Supabase, Platform::Neon]
+        {
+            assert!(text(platform).starts_with("-- "), "managed platforms get comments, not ALTER SYSTEM");
         }
-        assert_eq!(
-            Platform::AmazonRds.grant_replication("\"u\""),
-            "GRANT rds_replication TO \"u\";"
-        );
-        assert_eq!(
-            Platform::Azure.grant_replication("\"u\""),
-            "ALTER ROLE \"u\" WITH REPLICATION;"
-        );
+        assert_eq!(Platform::AmazonRds.grant_replication("\"u\""), "GRANT rds_replication TO \"u\";");
+        assert_eq!(Platform::Azure.grant_replication("\"u\""), "ALTER ROLE \"u\" WITH REPLICATION;");
         assert_eq!(
             Platform::SelfHosted.raise_setting("max_wal_senders", 11),
             (vec!["ALTER SYSTEM SET max_wal_senders = 11;".to_string()], true)

@@ -228,11 +228,7 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
     let mut restart_needed = false;
     let mut settings = |statements: (Vec<String>, bool)| {
         restart_needed |= statements.1;
-        statements
-            .0
-            .into_iter()
-            .map(|sql| (Step::ServerSetting, sql))
-            .collect::<Vec<_>>()
+        statements.0.into_iter().map(|sql| (Step::ServerSetting, sql)).collect::<Vec<_>>()
     };
 
     // wal_level
@@ -243,10 +239,7 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
                 facts.wal_level
             )
         } else {
-            format!(
-                "logical replication isn't enabled: current wal_level = {:?}",
-                facts.wal_level
-            )
+            format!("logical replication isn't enabled: current wal_level = {:?}", facts.wal_level)
         };
         problems.push(ctx.problem(message, settings(ctx.platform.enable_logical_replication())));
     }
@@ -255,10 +248,7 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
     let can_replicate = ctx.is_superuser || facts.has_replication || facts.in_rds_replication;
     if !can_replicate {
         problems.push(ctx.problem(
-            format!(
-                "user {:?} must have the REPLICATION role (or 'rds_replication' on RDS)",
-                ctx.user
-            ),
+            format!("user {:?} must have the REPLICATION role (or 'rds_replication' on RDS)", ctx.user),
             vec![(Step::Role, ctx.platform.grant_replication(&ctx.quoted_user()))],
         ));
     }
@@ -333,19 +323,13 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
     }
     if restart_needed {
         // Attached to the first problem that needs it; `report` keeps one copy.
-        let restart = (
-            Step::Restart,
-            "-- now restart PostgreSQL: these settings take effect only at server start".to_string(),
-        );
-        if let Some(problem) = problems.iter_mut().find(|p| {
-            p.fixes
-                .iter()
-                .any(|f| f.step == Step::ServerSetting && f.sql.starts_with("ALTER SYSTEM"))
-        }) {
-            problem.fixes.push(super::Fix {
-                step: restart.0,
-                sql: restart.1,
-            });
+        let restart =
+            (Step::Restart, "-- now restart PostgreSQL: these settings take effect only at server start".to_string());
+        if let Some(problem) = problems
+            .iter_mut()
+            .find(|p| p.fixes.iter().any(|f| f.step == Step::ServerSetting && f.sql.starts_with("ALTER SYSTEM")))
+        {
+            problem.fixes.push(super::Fix { step: restart.0, sql: restart.1 });
         }
     }
 
@@ -376,10 +360,7 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
                     format!("publication {publication:?} does not publish every insert, update and delete"),
                     vec![(
                         Step::AlterPublication,
-                        format!(
-                            "ALTER PUBLICATION {quoted_publication} SET (publish = '{}');",
-                            actions.join(", ")
-                        ),
+                        format!("ALTER PUBLICATION {quoted_publication} SET (publish = '{}');", actions.join(", ")),
                     )],
                 ));
             }
@@ -405,23 +386,14 @@ pub(super) fn watermarks_problems(ctx: &Context, config: &Config, facts: &Server
     let name = display_name(schema, table);
     let quoted = qualified(schema, table);
     let user = ctx.quoted_user();
-    let grant_usage = (
-        Step::SchemaGrant,
-        format!("GRANT USAGE ON SCHEMA {} TO {user};", quote_identifier(schema)),
-    );
-    let grant_write = (
-        Step::TableGrant,
-        format!("GRANT SELECT, INSERT, UPDATE ON TABLE {quoted} TO {user};"),
-    );
+    let grant_usage = (Step::SchemaGrant, format!("GRANT USAGE ON SCHEMA {} TO {user};", quote_identifier(schema)));
+    let grant_write = (Step::TableGrant, format!("GRANT SELECT, INSERT, UPDATE ON TABLE {quoted} TO {user};"));
     // Whether the user will own the table: it exists and is owned, or the user creates it.
     let user_creates = !wm.exists && wm.schema_exists && wm.schema_usage && wm.schema_create;
     if !wm.exists && !user_creates {
         let mut fixes = Vec::new();
         if !wm.schema_exists {
-            fixes.push((
-                Step::CreateSchema,
-                format!("CREATE SCHEMA IF NOT EXISTS {};", quote_identifier(schema)),
-            ));
+            fixes.push((Step::CreateSchema, format!("CREATE SCHEMA IF NOT EXISTS {};", quote_identifier(schema))));
         }
         if !wm.schema_usage {
             fixes.push(grant_usage.clone());
@@ -431,28 +403,20 @@ pub(super) fn watermarks_problems(ctx: &Context, config: &Config, facts: &Server
             format!("CREATE TABLE IF NOT EXISTS {quoted} (slot TEXT PRIMARY KEY, watermark TEXT);"),
         ));
         fixes.push(grant_write.clone());
-        problems.push(ctx.problem(
-            format!("user {:?} cannot create the watermarks table {name}", ctx.user),
-            fixes,
-        ));
+        problems.push(ctx.problem(format!("user {:?} cannot create the watermarks table {name}", ctx.user), fixes));
     } else if wm.exists {
         if !(wm.schema_usage && wm.select && wm.insert && wm.update) {
             let mut fixes = vec![grant_write.clone()];
             if !wm.schema_usage {
                 fixes.push(grant_usage.clone());
             }
-            problems.push(ctx.problem(
-                format!("user {:?} cannot write to the watermarks table {name}", ctx.user),
-                fixes,
-            ));
+            problems
+                .push(ctx.problem(format!("user {:?} cannot write to the watermarks table {name}", ctx.user), fixes));
         }
         if !wm.unique_slot {
             problems.push(ctx.problem(
                 format!("the watermarks table {name} has no primary key or unique index on its \"slot\" column"),
-                vec![(
-                    Step::TableSetting,
-                    format!("ALTER TABLE {quoted} ADD PRIMARY KEY (slot);"),
-                )],
+                vec![(Step::TableSetting, format!("ALTER TABLE {quoted} ADD PRIMARY KEY (slot);"))],
             ));
         }
     }
@@ -469,10 +433,7 @@ pub(super) fn watermarks_problems(ctx: &Context, config: &Config, facts: &Server
         let publication = config.publication_name();
         let mut fixes = vec![(
             Step::PublicationAddTable,
-            format!(
-                "ALTER PUBLICATION {} ADD TABLE {quoted};",
-                quote_identifier(publication)
-            ),
+            format!("ALTER PUBLICATION {} ADD TABLE {quoted};", quote_identifier(publication)),
         )];
         if !wm.exists {
             // The table must exist before it can be added: the admin creates it too.
@@ -485,10 +446,7 @@ pub(super) fn watermarks_problems(ctx: &Context, config: &Config, facts: &Server
                 fixes.push(grant_usage.clone());
             }
             if !wm.schema_exists {
-                fixes.push((
-                    Step::CreateSchema,
-                    format!("CREATE SCHEMA IF NOT EXISTS {};", quote_identifier(schema)),
-                ));
+                fixes.push((Step::CreateSchema, format!("CREATE SCHEMA IF NOT EXISTS {};", quote_identifier(schema))));
             }
         }
         problems.push(ctx.problem(
@@ -603,10 +561,7 @@ mod tests {
         }
         let err = report(&problems);
         let hint = err.hint().unwrap_or_default();
-        (
-            err.to_string(),
-            script_of(&hint).into_iter().map(str::to_string).collect(),
-        )
+        (err.to_string(), script_of(&hint).into_iter().map(str::to_string).collect())
     }
 
     #[test]
@@ -620,10 +575,7 @@ mod tests {
             wal_level: "replica".into(),
             has_replication: false,
             publication: None,
-            watermarks: WatermarksFacts {
-                schema_exists: true,
-                ..Default::default()
-            },
+            watermarks: WatermarksFacts { schema_exists: true, ..Default::default() },
             ..ready()
         };
         let (message, script) = outcome(&context(Platform::SelfHosted), &facts);
@@ -654,11 +606,7 @@ mod tests {
 
     #[test]
     fn managed_platforms_get_their_own_settings_and_no_restart_line() {
-        let facts = ServerFacts {
-            wal_level: "replica".into(),
-            has_replication: false,
-            ..ready()
-        };
+        let facts = ServerFacts { wal_level: "replica".into(), has_replication: false, ..ready() };
         let (_, script) = outcome(&context(Platform::AmazonRds), &facts);
         assert_eq!(script.len(), 3, "{script:?}");
         assert!(script[0].contains("the master user"));
@@ -671,37 +619,18 @@ mod tests {
 
     #[test]
     fn rds_replication_membership_or_superuser_is_enough() {
-        let facts = ServerFacts {
-            has_replication: false,
-            in_rds_replication: true,
-            ..ready()
-        };
+        let facts = ServerFacts { has_replication: false, in_rds_replication: true, ..ready() };
         assert!(server_problems(&context(Platform::AmazonRds), &config(), &facts).is_empty());
-        let superuser = Context {
-            is_superuser: true,
-            ..context(Platform::SelfHosted)
-        };
-        let facts = ServerFacts {
-            has_replication: false,
-            ..ready()
-        };
+        let superuser = Context { is_superuser: true, ..context(Platform::SelfHosted) };
+        let facts = ServerFacts { has_replication: false, ..ready() };
         assert!(server_problems(&superuser, &config(), &facts).is_empty());
     }
 
     #[test]
     fn old_servers_are_refused_without_further_checks() {
-        let facts = ServerFacts {
-            version: 120_017,
-            wal_level: "minimal".into(),
-            ..ready()
-        };
+        let facts = ServerFacts { version: 120_017, wal_level: "minimal".into(), ..ready() };
         let problems = server_problems(&context(Platform::SelfHosted), &config(), &facts);
-        assert_eq!(
-            problems,
-            [Problem::without_fix(
-                "PostgreSQL 12.17 is not supported: the minimum version is 13"
-            )]
-        );
+        assert_eq!(problems, [Problem::without_fix("PostgreSQL 12.17 is not supported: the minimum version is 13")]);
     }
 
     #[test]
@@ -713,13 +642,7 @@ mod tests {
             database: Some("other".into()),
             ..Default::default()
         };
-        let (message, script) = outcome(
-            &ctx,
-            &ServerFacts {
-                slot: Some(elsewhere.clone()),
-                ..ready()
-            },
-        );
+        let (message, script) = outcome(&ctx, &ServerFacts { slot: Some(elsewhere.clone()), ..ready() });
         assert!(
             message.contains(
                 "replication slot \"flow_slot\" exists in database \"other\", but the configured database is \"shop\""
@@ -728,62 +651,23 @@ mod tests {
         );
         assert_eq!(script[1], "-- drop the slot only if no capture of database \"other\" uses it, or set advanced.slotName to another name instead");
         assert_eq!(script[2], "SELECT pg_catalog.pg_drop_replication_slot('flow_slot');");
-        let wal2json = SlotFacts {
-            plugin: Some("wal2json".into()),
-            database: Some("shop".into()),
-            ..elsewhere.clone()
-        };
-        let (message, _) = outcome(
-            &ctx,
-            &ServerFacts {
-                slot: Some(wal2json),
-                ..ready()
-            },
-        );
+        let wal2json =
+            SlotFacts { plugin: Some("wal2json".into()), database: Some("shop".into()), ..elsewhere.clone() };
+        let (message, _) = outcome(&ctx, &ServerFacts { slot: Some(wal2json), ..ready() });
         assert!(message.contains("uses the output plugin \"wal2json\""), "{message}");
-        let lost = SlotFacts {
-            database: Some("shop".into()),
-            wal_status: Some("lost".into()),
-            ..elsewhere.clone()
-        };
-        let (message, _) = outcome(
-            &ctx,
-            &ServerFacts {
-                slot: Some(lost),
-                ..ready()
-            },
-        );
+        let lost = SlotFacts { database: Some("shop".into()), wal_status: Some("lost".into()), ..elsewhere.clone() };
+        let (message, _) = outcome(&ctx, &ServerFacts { slot: Some(lost), ..ready() });
         assert!(message.contains("was invalidated"), "{message}");
-        let fine = SlotFacts {
-            database: Some("shop".into()),
-            wal_status: Some("reserved".into()),
-            ..elsewhere
-        };
-        assert!(server_problems(
-            &ctx,
-            &config(),
-            &ServerFacts {
-                slot: Some(fine),
-                ..ready()
-            }
-        )
-        .is_empty());
+        let fine = SlotFacts { database: Some("shop".into()), wal_status: Some("reserved".into()), ..elsewhere };
+        assert!(server_problems(&ctx, &config(), &ServerFacts { slot: Some(fine), ..ready() }).is_empty());
     }
 
     #[test]
     fn full_slots_and_senders_ask_for_one_more() {
-        let facts = ServerFacts {
-            slot_count: 4,
-            max_replication_slots: 4,
-            wal_sender_count: 4,
-            max_wal_senders: 4,
-            ..ready()
-        };
+        let facts =
+            ServerFacts { slot_count: 4, max_replication_slots: 4, wal_sender_count: 4, max_wal_senders: 4, ..ready() };
         let (message, script) = outcome(&context(Platform::SelfHosted), &facts);
-        assert!(
-            message.contains("all 4 replication slots are in use (max_replication_slots = 4)"),
-            "{message}"
-        );
+        assert!(message.contains("all 4 replication slots are in use (max_replication_slots = 4)"), "{message}");
         assert!(message.contains("no WAL sender is free"), "{message}");
         assert_eq!(
             script[1..],
@@ -801,27 +685,16 @@ mod tests {
             active: true,
             ..Default::default()
         };
-        let facts = ServerFacts {
-            slot: Some(active),
-            wal_sender_count: 4,
-            max_wal_senders: 4,
-            ..ready()
-        };
+        let facts = ServerFacts { slot: Some(active), wal_sender_count: 4, max_wal_senders: 4, ..ready() };
         assert!(server_problems(&context(Platform::SelfHosted), &config(), &facts).is_empty());
     }
 
     #[test]
     fn a_publication_the_user_may_create_is_not_a_problem() {
-        let ctx = Context {
-            can_create_publication: true,
-            ..context(Platform::SelfHosted)
-        };
+        let ctx = Context { can_create_publication: true, ..context(Platform::SelfHosted) };
         let facts = ServerFacts {
             publication: None,
-            watermarks: WatermarksFacts {
-                published: false,
-                ..ready().watermarks
-            },
+            watermarks: WatermarksFacts { published: false, ..ready().watermarks },
             ..ready()
         };
         assert!(server_problems(&ctx, &config(), &facts).is_empty());
@@ -830,18 +703,8 @@ mod tests {
     #[test]
     fn publication_options_must_fit_the_capture() {
         let ctx = context(Platform::SelfHosted);
-        let inserts_only = PublicationFacts {
-            insert: true,
-            truncate: true,
-            ..Default::default()
-        };
-        let (_, script) = outcome(
-            &ctx,
-            &ServerFacts {
-                publication: Some(inserts_only),
-                ..ready()
-            },
-        );
+        let inserts_only = PublicationFacts { insert: true, truncate: true, ..Default::default() };
+        let (_, script) = outcome(&ctx, &ServerFacts { publication: Some(inserts_only), ..ready() });
         assert_eq!(
             script[1],
             "ALTER PUBLICATION \"flow_publication\" SET (publish = 'insert, update, delete, truncate');"
@@ -860,64 +723,25 @@ mod tests {
     #[test]
     fn watermarks_table_rights_and_shape() {
         let ctx = context(Platform::SelfHosted);
-        let read_only = WatermarksFacts {
-            insert: false,
-            update: false,
-            ..ready().watermarks
-        };
-        let (message, script) = outcome(
-            &ctx,
-            &ServerFacts {
-                watermarks: read_only,
-                ..ready()
-            },
-        );
-        assert!(
-            message.contains("cannot write to the watermarks table \"public.flow_watermarks\""),
-            "{message}"
-        );
+        let read_only = WatermarksFacts { insert: false, update: false, ..ready().watermarks };
+        let (message, script) = outcome(&ctx, &ServerFacts { watermarks: read_only, ..ready() });
+        assert!(message.contains("cannot write to the watermarks table \"public.flow_watermarks\""), "{message}");
         assert_eq!(
             script[1],
             "GRANT SELECT, INSERT, UPDATE ON TABLE \"public\".\"flow_watermarks\" TO \"flow_capture\";"
         );
-        let no_key = WatermarksFacts {
-            unique_slot: false,
-            ..ready().watermarks
-        };
-        let (_, script) = outcome(
-            &ctx,
-            &ServerFacts {
-                watermarks: no_key,
-                ..ready()
-            },
-        );
-        assert_eq!(
-            script[1],
-            "ALTER TABLE \"public\".\"flow_watermarks\" ADD PRIMARY KEY (slot);"
-        );
+        let no_key = WatermarksFacts { unique_slot: false, ..ready().watermarks };
+        let (_, script) = outcome(&ctx, &ServerFacts { watermarks: no_key, ..ready() });
+        assert_eq!(script[1], "ALTER TABLE \"public\".\"flow_watermarks\" ADD PRIMARY KEY (slot);");
         // Creatable by the user, publication owned by the user: apply does both.
-        let creatable = WatermarksFacts {
-            schema_exists: true,
-            schema_usage: true,
-            schema_create: true,
-            ..Default::default()
-        };
-        let owned = PublicationFacts {
-            owned: true,
-            ..ready().publication.unwrap()
-        };
-        let facts = ServerFacts {
-            watermarks: creatable.clone(),
-            publication: Some(owned),
-            ..ready()
-        };
+        let creatable =
+            WatermarksFacts { schema_exists: true, schema_usage: true, schema_create: true, ..Default::default() };
+        let owned = PublicationFacts { owned: true, ..ready().publication.unwrap() };
+        let facts = ServerFacts { watermarks: creatable.clone(), publication: Some(owned), ..ready() };
         assert!(server_problems(&ctx, &config(), &facts).is_empty());
         // Creatable by the user, but the publication is someone else's: the admin creates
         // the table too, since it must exist to be added.
-        let facts = ServerFacts {
-            watermarks: creatable,
-            ..ready()
-        };
+        let facts = ServerFacts { watermarks: creatable, ..ready() };
         let (message, script) = outcome(&ctx, &facts);
         assert!(
             message.contains("is not in publication \"flow_publication\" and couldn't be added automatically"),
@@ -932,13 +756,7 @@ mod tests {
             ]
         );
         // A missing schema is created first.
-        let (_, script) = outcome(
-            &ctx,
-            &ServerFacts {
-                watermarks: WatermarksFacts::default(),
-                ..ready()
-            },
-        );
+        let (_, script) = outcome(&ctx, &ServerFacts { watermarks: WatermarksFacts::default(), ..ready() });
         assert_eq!(script[1], "CREATE SCHEMA IF NOT EXISTS \"public\";");
         assert_eq!(script[2], "GRANT USAGE ON SCHEMA \"public\" TO \"flow_capture\";");
     }

@@ -216,11 +216,7 @@ pub fn table_problems(
         }
         let may_add = table.owned
             && !publication.all_tables
-            && if publication.exists {
-                publication.owned
-            } else {
-                ctx.can_create_publication
-            };
+            && if publication.exists { publication.owned } else { ctx.can_create_publication };
         if !table.published && !may_add {
             problems.push(ctx.problem(
                 format!("table {name} is not in publication {publication_name:?} and couldn't be added automatically"),
@@ -290,11 +286,7 @@ mod tests {
     }
 
     fn publication() -> PublicationState {
-        PublicationState {
-            exists: true,
-            via_root: true,
-            ..Default::default()
-        }
+        PublicationState { exists: true, via_root: true, ..Default::default() }
     }
 
     fn run(tables: &[TableFacts]) -> (String, Vec<String>) {
@@ -304,10 +296,7 @@ mod tests {
         }
         let err = report(&problems);
         let hint = err.hint().unwrap_or_default();
-        (
-            err.to_string(),
-            script_of(&hint).iter().map(|s| s.to_string()).collect(),
-        )
+        (err.to_string(), script_of(&hint).iter().map(|s| s.to_string()).collect())
     }
 
     #[test]
@@ -317,17 +306,9 @@ mod tests {
 
     #[test]
     fn unreadable_unpublished_tables_get_grants_then_membership() {
-        let table = TableFacts {
-            select: false,
-            schema_usage: false,
-            published: false,
-            ..good("Sales", "Order\"s")
-        };
+        let table = TableFacts { select: false, schema_usage: false, published: false, ..good("Sales", "Order\"s") };
         let (message, script) = run(&[table]);
-        assert!(
-            message.contains(" - user \"flow_capture\" cannot read from table \"Sales.Order\\\"s\""),
-            "{message}"
-        );
+        assert!(message.contains(" - user \"flow_capture\" cannot read from table \"Sales.Order\\\"s\""), "{message}");
         assert_eq!(
             script,
             [
@@ -341,128 +322,56 @@ mod tests {
 
     #[test]
     fn owned_tables_in_an_owned_publication_are_added_by_apply() {
-        let table = TableFacts {
-            owned: true,
-            published: false,
-            ..good("public", "t")
-        };
-        let owned = PublicationState {
-            owned: true,
-            ..publication()
-        };
+        let table = TableFacts { owned: true, published: false, ..good("public", "t") };
+        let owned = PublicationState { owned: true, ..publication() };
         assert!(table_problems(&ctx(), &config(), &owned, std::slice::from_ref(&table)).is_empty());
-        let creatable = Context {
-            can_create_publication: true,
-            ..ctx()
-        };
+        let creatable = Context { can_create_publication: true, ..ctx() };
         assert!(table_problems(&creatable, &config(), &PublicationState::default(), &[table]).is_empty());
     }
 
     #[test]
     fn keyless_tables_need_a_replica_identity() {
-        let (message, script) = run(&[TableFacts {
-            has_primary_key: false,
-            ..good("public", "log")
-        }]);
-        assert!(
-            message.contains("has no primary key and its replica identity is DEFAULT"),
-            "{message}"
-        );
+        let (message, script) = run(&[TableFacts { has_primary_key: false, ..good("public", "log") }]);
+        assert!(message.contains("has no primary key and its replica identity is DEFAULT"), "{message}");
         assert_eq!(script[1], "ALTER TABLE \"public\".\"log\" REPLICA IDENTITY FULL;");
         assert_eq!(
-            run(&[TableFacts {
-                has_primary_key: false,
-                replica_identity: 'f',
-                ..good("public", "log")
-            }])
-            .1
-            .len(),
+            run(&[TableFacts { has_primary_key: false, replica_identity: 'f', ..good("public", "log") }]).1.len(),
             0
         );
-        assert!(run(&[TableFacts {
-            replica_identity: 'n',
-            ..good("public", "t")
-        }])
-        .0
-        .contains("REPLICA IDENTITY NOTHING"));
-        assert!(run(&[TableFacts {
-            replica_identity: 'i',
-            ..good("public", "t")
-        }])
-        .0
-        .contains("USING INDEX"));
+        assert!(run(&[TableFacts { replica_identity: 'n', ..good("public", "t") }])
+            .0
+            .contains("REPLICA IDENTITY NOTHING"));
+        assert!(run(&[TableFacts { replica_identity: 'i', ..good("public", "t") }]).0.contains("USING INDEX"));
         // Partitioned tables have no replica identity of their own.
-        let root = TableFacts {
-            relkind: 'p',
-            has_primary_key: false,
-            ..good("public", "p")
-        };
+        let root = TableFacts { relkind: 'p', has_primary_key: false, ..good("public", "p") };
         assert_eq!(run(&[root]).1.len(), 0);
     }
 
     #[test]
     fn missing_unlogged_and_row_secured_tables_are_reported() {
         let (message, script) = run(&[
-            TableFacts {
-                exists: false,
-                ..Default::default()
-            },
-            TableFacts {
-                persistence: 'u',
-                ..good("public", "u")
-            },
-            TableFacts {
-                row_security: true,
-                ..good("public", "r")
-            },
+            TableFacts { exists: false, ..Default::default() },
+            TableFacts { persistence: 'u', ..good("public", "u") },
+            TableFacts { row_security: true, ..good("public", "r") },
         ]);
         assert!(message.contains("table \".\" does not exist"), "{message}");
         assert!(message.contains("table \"public.u\" is UNLOGGED"), "{message}");
-        assert!(
-            message.contains("table \"public.r\" has row-level security enabled"),
-            "{message}"
-        );
-        assert_eq!(
-            script[1..],
-            [
-                "ALTER ROLE \"flow_capture\" BYPASSRLS;",
-                "ALTER TABLE \"public\".\"u\" SET LOGGED;"
-            ]
-        );
+        assert!(message.contains("table \"public.r\" has row-level security enabled"), "{message}");
+        assert_eq!(script[1..], ["ALTER ROLE \"flow_capture\" BYPASSRLS;", "ALTER TABLE \"public\".\"u\" SET LOGGED;"]);
         // The owner is exempt unless security is forced.
+        assert_eq!(run(&[TableFacts { row_security: true, owned: true, ..good("public", "r") }]).1.len(), 0);
         assert_eq!(
-            run(&[TableFacts {
-                row_security: true,
-                owned: true,
-                ..good("public", "r")
-            }])
-            .1
-            .len(),
-            0
-        );
-        assert_eq!(
-            run(&[TableFacts {
-                row_security: true,
-                force_row_security: true,
-                owned: true,
-                ..good("public", "r")
-            }])
-            .1
-            .len(),
+            run(&[TableFacts { row_security: true, force_row_security: true, owned: true, ..good("public", "r") }])
+                .1
+                .len(),
             2
         );
     }
 
     #[test]
     fn partitioned_tables_need_publish_via_partition_root() {
-        let root = TableFacts {
-            relkind: 'p',
-            ..good("public", "events")
-        };
-        let without_root = PublicationState {
-            via_root: false,
-            ..publication()
-        };
+        let root = TableFacts { relkind: 'p', ..good("public", "events") };
+        let without_root = PublicationState { via_root: false, ..publication() };
         let problems = table_problems(&ctx(), &config(), &without_root, std::slice::from_ref(&root));
         assert_eq!(problems.len(), 1);
         assert!(problems[0]
@@ -477,17 +386,10 @@ mod tests {
 
     #[test]
     fn toasted_tables_get_advice_unless_identity_is_full() {
-        let toasted = TableFacts {
-            toasted: true,
-            ..good("public", "docs")
-        };
+        let toasted = TableFacts { toasted: true, ..good("public", "docs") };
         let advice = table_advice(std::slice::from_ref(&toasted));
         assert_eq!(advice.len(), 1);
         assert!(advice[0].ends_with("ALTER TABLE \"public\".\"docs\" REPLICA IDENTITY FULL;"));
-        assert!(table_advice(&[TableFacts {
-            replica_identity: 'f',
-            ..toasted
-        }])
-        .is_empty());
+        assert!(table_advice(&[TableFacts { replica_identity: 'f', ..toasted }]).is_empty());
     }
 }

@@ -55,21 +55,9 @@ enum Last {
 }
 
 /// Appends the flattened elements of array literal `text` as a JSON array.
-pub(crate) fn encode_array(
-    element: &PgType,
-    text: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), ValueError> {
+pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
     // The array's type is only materialized for a message.
-    let fail = |kind| {
-        ValueError::new(
-            &PgType::Array {
-                element: Box::new(element.clone()),
-            },
-            text,
-            kind,
-        )
-    };
+    let fail = |kind| ValueError::new(&PgType::Array { element: Box::new(element.clone()) }, text, kind);
     let syntax = |offset, expected| fail(ValueErrorKind::Syntax { offset, expected });
     let truncated = |expected| fail(ValueErrorKind::Truncated { expected });
 
@@ -109,8 +97,7 @@ pub(crate) fn encode_array(
             }
             (b'}', Last::Delimiter) => return Err(syntax(pos, "an array element")),
             (_, Last::Open | Last::Delimiter) => {
-                let (item, next) =
-                    read_element(text, pos, delimiter, &mut scratch).map_err(&fail)?;
+                let (item, next) = read_element(text, pos, delimiter, &mut scratch).map_err(&fail)?;
                 if !first {
                     out.push(b',');
                 }
@@ -150,29 +137,18 @@ fn skip_dimensions(text: &[u8]) -> Result<usize, ValueErrorKind> {
     while text.get(pos) == Some(&b'[') {
         pos += 1;
         let start = pos;
-        while text
-            .get(pos)
-            .is_some_and(|b| b.is_ascii_digit() || matches!(b, b':' | b'-' | b'+'))
-        {
+        while text.get(pos).is_some_and(|b| b.is_ascii_digit() || matches!(b, b':' | b'-' | b'+')) {
             pos += 1;
         }
         match text.get(pos) {
             Some(b']') if pos > start => pos += 1,
-            Some(_) => {
-                return Err(ValueErrorKind::Syntax {
-                    offset: pos,
-                    expected: "a dimension like [1:3]",
-                })
-            }
+            Some(_) => return Err(ValueErrorKind::Syntax { offset: pos, expected: "a dimension like [1:3]" }),
             None => return Err(ValueErrorKind::Truncated { expected: "']'" }),
         }
     }
     match text.get(pos) {
         Some(b'=') => Ok(pos + 1),
-        Some(_) => Err(ValueErrorKind::Syntax {
-            offset: pos,
-            expected: "'=' after the dimensions",
-        }),
+        Some(_) => Err(ValueErrorKind::Syntax { offset: pos, expected: "'=' after the dimensions" }),
         None => Err(ValueErrorKind::Truncated { expected: "'='" }),
     }
 }
@@ -202,18 +178,12 @@ fn read_element(
         let mut escaped = false;
         loop {
             match text.get(pos) {
-                None => {
-                    return Err(ValueErrorKind::Truncated {
-                        expected: "a closing '\"'",
-                    })
-                }
+                None => return Err(ValueErrorKind::Truncated { expected: "a closing '\"'" }),
                 Some(b'"') => break,
                 Some(b'\\') => {
                     scratch.extend_from_slice(&text[run_start..pos]);
                     let Some(&next) = text.get(pos + 1) else {
-                        return Err(ValueErrorKind::Truncated {
-                            expected: "an escaped character",
-                        });
+                        return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
                     };
                     scratch.push(next);
                     escaped = true;
@@ -244,17 +214,12 @@ fn read_element(
             None => return Err(ValueErrorKind::Truncated { expected: "'}'" }),
             Some(&b) if b == delimiter || b == b'}' => break,
             Some(b'{' | b'"') => {
-                return Err(ValueErrorKind::Syntax {
-                    offset: pos,
-                    expected: "a quoted element",
-                });
+                return Err(ValueErrorKind::Syntax { offset: pos, expected: "a quoted element" });
             }
             Some(b'\\') => {
                 scratch.extend_from_slice(&text[run_start..pos]);
                 let Some(&next) = text.get(pos + 1) else {
-                    return Err(ValueErrorKind::Truncated {
-                        expected: "an escaped character",
-                    });
+                    return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
                 };
                 scratch.push(next);
                 significant_end = scratch.len();
@@ -277,10 +242,7 @@ fn read_element(
             return Ok((Item::Null, pos));
         }
         if token.is_empty() {
-            return Err(ValueErrorKind::Syntax {
-                offset: start,
-                expected: "an array element",
-            });
+            return Err(ValueErrorKind::Syntax { offset: start, expected: "an array element" });
         }
         return Ok((Item::Text(start..end), pos));
     }

@@ -34,16 +34,9 @@ pub(crate) fn encode_composite(
     let mut unescaped = Vec::new();
     let values = split_row(text, &mut unescaped).map_err(fail)?;
     // A type without attributes prints as "()", which reads as one NULL field.
-    let values = if fields.is_empty() && matches!(values.as_slice(), [Field::Null]) {
-        Vec::new()
-    } else {
-        values
-    };
+    let values = if fields.is_empty() && matches!(values.as_slice(), [Field::Null]) { Vec::new() } else { values };
     if values.len() != fields.len() {
-        return Err(fail(ValueErrorKind::FieldCount {
-            expected: fields.len(),
-            found: values.len(),
-        }));
+        return Err(fail(ValueErrorKind::FieldCount { expected: fields.len(), found: values.len() }));
     }
 
     let mut order: Vec<usize> = (0..fields.len()).collect();
@@ -70,12 +63,7 @@ pub(crate) fn encode_composite(
 fn split_row(text: &[u8], unescaped: &mut Vec<u8>) -> Result<Vec<Field>, ValueErrorKind> {
     match text.first() {
         Some(b'(') => {}
-        Some(_) => {
-            return Err(ValueErrorKind::Syntax {
-                offset: 0,
-                expected: "'('",
-            })
-        }
+        Some(_) => return Err(ValueErrorKind::Syntax { offset: 0, expected: "'('" }),
         None => return Err(ValueErrorKind::Truncated { expected: "'('" }),
     }
     let mut fields = Vec::new();
@@ -102,9 +90,7 @@ fn split_row(text: &[u8], unescaped: &mut Vec<u8>) -> Result<Vec<Field>, ValueEr
                     }
                     b'\\' => {
                         let Some(&next) = text.get(pos + 1) else {
-                            return Err(ValueErrorKind::Truncated {
-                                expected: "an escaped character",
-                            });
+                            return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
                         };
                         unescaped.push(next);
                         pos += 2;
@@ -126,9 +112,7 @@ fn split_row(text: &[u8], unescaped: &mut Vec<u8>) -> Result<Vec<Field>, ValueEr
                 }
                 b'\\' => {
                     let Some(&next) = text.get(pos + 1) else {
-                        return Err(ValueErrorKind::Truncated {
-                            expected: "an escaped character",
-                        });
+                        return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
                     };
                     unescaped.push(next);
                     plain = false;
@@ -157,10 +141,7 @@ fn split_row(text: &[u8], unescaped: &mut Vec<u8>) -> Result<Vec<Field>, ValueEr
         }
     }
     if pos != text.len() {
-        return Err(ValueErrorKind::Syntax {
-            offset: pos,
-            expected: "end of row",
-        });
+        return Err(ValueErrorKind::Syntax { offset: pos, expected: "end of row" });
     }
     Ok(fields)
 }

@@ -65,10 +65,7 @@ impl<'a> Cursor<'a> {
         if self.pos >= self.text.len() {
             ValueErrorKind::Truncated { expected }
         } else {
-            ValueErrorKind::Syntax {
-                offset: self.pos,
-                expected,
-            }
+            ValueErrorKind::Syntax { offset: self.pos, expected }
         }
     }
 
@@ -82,12 +79,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads `min..=max` decimal digits.
-    fn number(
-        &mut self,
-        min: usize,
-        max: usize,
-        expected: &'static str,
-    ) -> Result<i64, ValueErrorKind> {
+    fn number(&mut self, min: usize, max: usize, expected: &'static str) -> Result<i64, ValueErrorKind> {
         let start = self.pos;
         let mut value: i64 = 0;
         while self.pos - start < max {
@@ -127,10 +119,7 @@ impl<'a> Cursor<'a> {
         if self.pos == self.text.len() {
             Ok(())
         } else {
-            Err(ValueErrorKind::Syntax {
-                offset: self.pos,
-                expected: "end of value",
-            })
+            Err(ValueErrorKind::Syntax { offset: self.pos, expected: "end of value" })
         }
     }
 }
@@ -173,18 +162,10 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
 fn days_from_civil(date: Civil) -> i64 {
-    let year = if date.month <= 2 {
-        date.year - 1
-    } else {
-        date.year
-    };
+    let year = if date.month <= 2 { date.year - 1 } else { date.year };
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
-    let shifted_month = if date.month > 2 {
-        date.month - 3
-    } else {
-        date.month + 9
-    };
+    let shifted_month = if date.month > 2 { date.month - 3 } else { date.month + 9 };
     let day_of_year = (153 * shifted_month + 2) / 5 + date.day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
@@ -195,16 +176,11 @@ fn civil_from_days(days: i64) -> Civil {
     let days = days + 719_468;
     let era = days.div_euclid(146_097);
     let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     Civil { year, month, day }
 }
@@ -232,17 +208,9 @@ fn parse_clock<'a>(cursor: &mut Cursor<'a>) -> Result<Clock<'a>, ValueErrorKind>
         && second <= 59
         && (hour <= 23 || (hour == 24 && minute == 0 && second == 0 && fraction.is_empty()));
     if !valid {
-        return Err(ValueErrorKind::Syntax {
-            offset: start,
-            expected: "a time of day up to 24:00:00",
-        });
+        return Err(ValueErrorKind::Syntax { offset: start, expected: "a time of day up to 24:00:00" });
     }
-    Ok(Clock {
-        hour,
-        minute,
-        second,
-        fraction,
-    })
+    Ok(Clock { hour, minute, second, fraction })
 }
 
 /// `±HH[:MM[:SS]]` as seconds east of UTC.
@@ -279,10 +247,7 @@ fn parse_era(cursor: &mut Cursor<'_>, date: &mut Civil) -> Result<(), ValueError
         }
         date.year = 1 - date.year;
     }
-    if !(1..=12).contains(&date.month)
-        || date.day < 1
-        || date.day > days_in_month(date.year, date.month)
-    {
+    if !(1..=12).contains(&date.month) || date.day < 1 || date.day > days_in_month(date.year, date.month) {
         return Err(ValueErrorKind::OutOfRange { what: "date" });
     }
     Ok(())
@@ -330,12 +295,7 @@ fn push_clock(out: &mut Vec<u8>, seconds_of_day: i64, fraction: &[u8]) {
 }
 
 /// The value (or bound) of an infinite date or timestamp, if `text` is one.
-fn infinity(
-    text: &[u8],
-    target: Target,
-    max: &'static [u8],
-    min: &'static [u8],
-) -> Option<&'static [u8]> {
+fn infinity(text: &[u8], target: Target, max: &'static [u8], min: &'static [u8]) -> Option<&'static [u8]> {
     match (text, target) {
         (b"infinity", Target::Value) => Some(max),
         (b"-infinity", Target::Value) => Some(min),
@@ -346,11 +306,7 @@ fn infinity(
 }
 
 /// Writes a `date` (unquoted) for `target`.
-pub(crate) fn write_date(
-    text: &[u8],
-    target: Target,
-    out: &mut Vec<u8>,
-) -> Result<(), ValueErrorKind> {
+pub(crate) fn write_date(text: &[u8], target: Target, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
     if let Some(fixed) = infinity(text, target, MAX_DATE, MIN_DATE) {
         out.extend_from_slice(fixed);
         return Ok(());
@@ -385,11 +341,7 @@ pub(crate) fn write_timestamp(
         _ => return Err(cursor.error("' ' between date and time")),
     }
     let clock = parse_clock(&mut cursor)?;
-    let offset = if with_time_zone {
-        parse_offset(&mut cursor)?
-    } else {
-        0
-    };
+    let offset = if with_time_zone { parse_offset(&mut cursor)? } else { 0 };
     parse_era(&mut cursor, &mut date)?;
     cursor.finish()?;
 
@@ -428,14 +380,8 @@ pub(crate) fn encode_date(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErr
 }
 
 /// A `timestamp`/`timestamptz` as a JSON string: `"2024-01-15T06:30:00.12Z"`.
-pub(crate) fn encode_timestamp(
-    text: &[u8],
-    with_time_zone: bool,
-    out: &mut Vec<u8>,
-) -> Result<(), ValueErrorKind> {
-    quoted(out, |out| {
-        write_timestamp(text, with_time_zone, Target::Value, out)
-    })
+pub(crate) fn encode_timestamp(text: &[u8], with_time_zone: bool, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    quoted(out, |out| write_timestamp(text, with_time_zone, Target::Value, out))
 }
 
 /// A `time` as a JSON string: `"14:30:00Z"`.
@@ -501,87 +447,32 @@ mod tests {
         for days in (-3_000_000..3_000_000).step_by(997) {
             assert_eq!(days_from_civil(civil_from_days(days)), days);
         }
-        assert_eq!(
-            days_from_civil(Civil {
-                year: 1970,
-                month: 1,
-                day: 1
-            }),
-            0
-        );
-        assert_eq!(
-            civil_from_days(-1),
-            Civil {
-                year: 1969,
-                month: 12,
-                day: 31
-            }
-        );
-        assert_eq!(
-            civil_from_days(days_from_civil(Civil {
-                year: 0,
-                month: 2,
-                day: 29
-            }))
-            .day,
-            29
-        );
+        assert_eq!(days_from_civil(Civil { year: 1970, month: 1, day: 1 }), 0);
+        assert_eq!(civil_from_days(-1), Civil { year: 1969, month: 12, day: 31 });
+        assert_eq!(civil_from_days(days_from_civil(Civil { year: 0, month: 2, day: 29 })).day, 29);
     }
 
     #[test]
     fn timestamps_become_rfc3339_utc_with_trimmed_fractions() {
-        assert_eq!(
-            value(|o| encode_timestamp(b"2024-01-15 06:30:00.120", false, o)),
-            r#""2024-01-15T06:30:00.12Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timestamp(b"2024-01-15 06:30:00", false, o)),
-            r#""2024-01-15T06:30:00Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timestamp(b"2024-01-15 06:30:00.5+00", true, o)),
-            r#""2024-01-15T06:30:00.5Z""#
-        );
+        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00.120", false, o)), r#""2024-01-15T06:30:00.12Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00", false, o)), r#""2024-01-15T06:30:00Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00.5+00", true, o)), r#""2024-01-15T06:30:00.5Z""#);
     }
 
     #[test]
     fn timestamptz_offsets_are_converted_to_utc_across_midnight() {
-        assert_eq!(
-            value(|o| encode_timestamp(b"2024-01-01 01:00:00+05:30", true, o)),
-            r#""2023-12-31T19:30:00Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timestamp(b"2024-02-28 23:00:00-08", true, o)),
-            r#""2024-02-29T07:00:00Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timestamp(b"1850-01-01 00:00:00+00:53:28", true, o)),
-            r#""1849-12-31T23:06:32Z""#
-        );
+        assert_eq!(value(|o| encode_timestamp(b"2024-01-01 01:00:00+05:30", true, o)), r#""2023-12-31T19:30:00Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"2024-02-28 23:00:00-08", true, o)), r#""2024-02-29T07:00:00Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"1850-01-01 00:00:00+00:53:28", true, o)), r#""1849-12-31T23:06:32Z""#);
     }
 
     #[test]
     fn out_of_range_timestamps_saturate_and_range_bounds_stay_exact() {
-        assert_eq!(
-            value(|o| encode_timestamp(b"infinity", false, o)),
-            r#""9999-12-31T23:59:59Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timestamp(b"-infinity", true, o)),
-            r#""0000-01-01T00:00:00Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timestamp(b"12345-06-07 01:02:03", false, o)),
-            r#""9999-12-31T23:59:59Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timestamp(b"0044-03-15 10:00:00+00 BC", true, o)),
-            r#""0000-01-01T00:00:00Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timestamp(b"0001-06-01 10:00:00 BC", false, o)),
-            r#""0000-06-01T10:00:00Z""#
-        );
+        assert_eq!(value(|o| encode_timestamp(b"infinity", false, o)), r#""9999-12-31T23:59:59Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"-infinity", true, o)), r#""0000-01-01T00:00:00Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"12345-06-07 01:02:03", false, o)), r#""9999-12-31T23:59:59Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"0044-03-15 10:00:00+00 BC", true, o)), r#""0000-01-01T00:00:00Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"0001-06-01 10:00:00 BC", false, o)), r#""0000-06-01T10:00:00Z""#);
         assert_eq!(
             value(|o| write_timestamp(b"12345-06-07 01:02:03", false, Target::RangeBound, o)),
             "+12345-06-07T01:02:03Z"
@@ -590,10 +481,7 @@ mod tests {
             value(|o| write_timestamp(b"0044-03-15 10:00:00+00 BC", true, Target::RangeBound, o)),
             "-0043-03-15T10:00:00Z"
         );
-        assert_eq!(
-            value(|o| write_timestamp(b"infinity", true, Target::RangeBound, o)),
-            "infinity"
-        );
+        assert_eq!(value(|o| write_timestamp(b"infinity", true, Target::RangeBound, o)), "infinity");
     }
 
     #[test]
@@ -601,55 +489,25 @@ mod tests {
         assert_eq!(value(|o| encode_date(b"2024-02-29", o)), r#""2024-02-29""#);
         assert_eq!(value(|o| encode_date(b"infinity", o)), r#""9999-12-31""#);
         assert_eq!(value(|o| encode_date(b"-infinity", o)), r#""0000-01-01""#);
-        assert_eq!(
-            value(|o| encode_date(b"5874897-12-31", o)),
-            r#""9999-12-31""#
-        );
-        assert_eq!(
-            value(|o| encode_date(b"0044-03-15 BC", o)),
-            r#""0000-01-01""#
-        );
-        assert_eq!(
-            value(|o| write_date(b"5874897-12-31", Target::RangeBound, o)),
-            "+5874897-12-31"
-        );
+        assert_eq!(value(|o| encode_date(b"5874897-12-31", o)), r#""9999-12-31""#);
+        assert_eq!(value(|o| encode_date(b"0044-03-15 BC", o)), r#""0000-01-01""#);
+        assert_eq!(value(|o| write_date(b"5874897-12-31", Target::RangeBound, o)), "+5874897-12-31");
     }
 
     #[test]
     fn times_end_in_z_and_midnight_at_the_end_of_day_stays_distinct() {
         assert_eq!(value(|o| encode_time(b"14:30:00", o)), r#""14:30:00Z""#);
-        assert_eq!(
-            value(|o| encode_time(b"23:59:59.999999", o)),
-            r#""23:59:59.999999Z""#
-        );
-        assert_eq!(
-            value(|o| encode_time(b"24:00:00", o)),
-            r#""23:59:59.999999999Z""#
-        );
+        assert_eq!(value(|o| encode_time(b"23:59:59.999999", o)), r#""23:59:59.999999Z""#);
+        assert_eq!(value(|o| encode_time(b"24:00:00", o)), r#""23:59:59.999999999Z""#);
     }
 
     #[test]
     fn timetz_keeps_minute_offsets_and_converts_second_offsets() {
-        assert_eq!(
-            value(|o| encode_timetz(b"14:30:00+05:30", o)),
-            r#""14:30:00+05:30""#
-        );
-        assert_eq!(
-            value(|o| encode_timetz(b"12:00:00-08", o)),
-            r#""12:00:00-08:00""#
-        );
-        assert_eq!(
-            value(|o| encode_timetz(b"00:00:00+00", o)),
-            r#""00:00:00Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timetz(b"12:00:00+05:30:15", o)),
-            r#""06:29:45Z""#
-        );
-        assert_eq!(
-            value(|o| encode_timetz(b"24:00:00+05", o)),
-            r#""23:59:59.999999999+05:00""#
-        );
+        assert_eq!(value(|o| encode_timetz(b"14:30:00+05:30", o)), r#""14:30:00+05:30""#);
+        assert_eq!(value(|o| encode_timetz(b"12:00:00-08", o)), r#""12:00:00-08:00""#);
+        assert_eq!(value(|o| encode_timetz(b"00:00:00+00", o)), r#""00:00:00Z""#);
+        assert_eq!(value(|o| encode_timetz(b"12:00:00+05:30:15", o)), r#""06:29:45Z""#);
+        assert_eq!(value(|o| encode_timetz(b"24:00:00+05", o)), r#""23:59:59.999999999+05:00""#);
     }
 
     #[test]

@@ -39,8 +39,7 @@ pub fn encode_key_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(
     match classify(ty) {
         Kind::Float { single } => {
             let mark = out.len();
-            let result =
-                encode_float_key(text, single, out).map_err(|kind| ValueError::new(ty, text, kind));
+            let result = encode_float_key(text, single, out).map_err(|kind| ValueError::new(ty, text, kind));
             if result.is_err() {
                 out.truncate(mark);
             }
@@ -84,12 +83,7 @@ impl<'a> ColumnEncoder<'a> {
     }
 }
 
-fn encode_kind(
-    ty: &PgType,
-    kind: Kind<'_>,
-    text: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), ValueError> {
+fn encode_kind(ty: &PgType, kind: Kind<'_>, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
     let scalar = match kind {
         Kind::Array { element } => return array::encode_array(element, text, out),
         Kind::Composite { fields } => return composite::encode_composite(ty, fields, text, out),
@@ -99,9 +93,7 @@ fn encode_kind(
         Kind::Integer => encode_integer(text, out),
         Kind::Numeric => encode_numeric(text, out),
         Kind::Float { single } => encode_float(text, single, out),
-        Kind::Text | Kind::Varchar { .. } | Kind::Enum { .. } | Kind::CatchAll { .. } => {
-            encode_string(text, out)
-        }
+        Kind::Text | Kind::Varchar { .. } | Kind::Enum { .. } | Kind::CatchAll { .. } => encode_string(text, out),
         Kind::Bpchar { length } => encode_bpchar(text, length, out),
         Kind::Inet => encode_inet(text, out),
         Kind::Uuid => encode_uuid(text, out),
@@ -120,9 +112,7 @@ fn encode_kind(
 
 /// `text` as `&str`, or the offset of its first invalid byte.
 pub(crate) fn check_utf8(text: &[u8]) -> Result<&str, ValueErrorKind> {
-    std::str::from_utf8(text).map_err(|e| ValueErrorKind::InvalidUtf8 {
-        offset: e.valid_up_to(),
-    })
+    std::str::from_utf8(text).map_err(|e| ValueErrorKind::InvalidUtf8 { offset: e.valid_up_to() })
 }
 
 /// For each byte, the character after `\` that escapes it in a JSON string (`u` for
@@ -187,12 +177,7 @@ fn encode_bool(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
     match text {
         b"t" | b"true" => out.extend_from_slice(b"true"),
         b"f" | b"false" => out.extend_from_slice(b"false"),
-        _ => {
-            return Err(ValueErrorKind::Syntax {
-                offset: 0,
-                expected: "t or f",
-            })
-        }
+        _ => return Err(ValueErrorKind::Syntax { offset: 0, expected: "t or f" }),
     }
     Ok(())
 }
@@ -202,10 +187,7 @@ fn encode_integer(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> 
     let digits_start = usize::from(text.first() == Some(&b'-'));
     check_digits(text, digits_start, "a digit")?;
     if text.len() > digits_start + 1 && text[digits_start] == b'0' {
-        return Err(ValueErrorKind::Syntax {
-            offset: digits_start,
-            expected: "no leading zero",
-        });
+        return Err(ValueErrorKind::Syntax { offset: digits_start, expected: "no leading zero" });
     }
     // Every integer type's output fits in an i64; longer digit strings (never printed by
     // PostgreSQL, but the wire is not trusted) would be JSON numbers that strict readers
@@ -226,10 +208,7 @@ fn check_digits(text: &[u8], start: usize, expected: &'static str) -> Result<(),
         return Err(ValueErrorKind::Truncated { expected });
     }
     match text[start..].iter().position(|b| !b.is_ascii_digit()) {
-        Some(i) => Err(ValueErrorKind::Syntax {
-            offset: start + i,
-            expected,
-        }),
+        Some(i) => Err(ValueErrorKind::Syntax { offset: start + i, expected }),
         None => Ok(()),
     }
 }
@@ -269,24 +248,13 @@ fn parse_float<T: std::str::FromStr>(text: &[u8]) -> Result<ParsedFloat<T>, Valu
         _ => {}
     }
     // Rust's parser also takes "inf", "nan" and friends; PostgreSQL never prints those.
-    if let Some(i) = text
-        .iter()
-        .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
-    {
-        return Err(ValueErrorKind::Syntax {
-            offset: i,
-            expected: "a floating-point number",
-        });
+    if let Some(i) = text.iter().position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')) {
+        return Err(ValueErrorKind::Syntax { offset: i, expected: "a floating-point number" });
     }
-    let s = std::str::from_utf8(text).map_err(|e| ValueErrorKind::InvalidUtf8 {
-        offset: e.valid_up_to(),
-    })?;
+    let s = std::str::from_utf8(text).map_err(|e| ValueErrorKind::InvalidUtf8 { offset: e.valid_up_to() })?;
     s.parse::<T>()
         .map(ParsedFloat::Finite)
-        .map_err(|_| ValueErrorKind::Syntax {
-            offset: 0,
-            expected: "a floating-point number",
-        })
+        .map_err(|_| ValueErrorKind::Syntax { offset: 0, expected: "a floating-point number" })
 }
 
 /// A float type as Go's `encoding/json` prints it.
@@ -457,11 +425,7 @@ fn write_quoted_ascii(out: &mut Vec<u8>, text: &str) {
 
 /// `char(n)` is stored blank-padded to `n` characters and printed so; a `::text` cast
 /// trims the blanks, so they are restored here and both paths give the same string.
-fn encode_bpchar(
-    text: &[u8],
-    length: Option<u32>,
-    out: &mut Vec<u8>,
-) -> Result<(), ValueErrorKind> {
+fn encode_bpchar(text: &[u8], length: Option<u32>, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
     let s = check_utf8(text)?;
     out.reserve(text.len() + 2);
     out.push(b'"');
@@ -490,22 +454,12 @@ fn encode_inet(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
 /// A `uuid` prints as 8-4-4-4-12 hex digits; anything else would fail `format: uuid`.
 fn encode_uuid(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
     if text.len() != 36 {
-        return Err(ValueErrorKind::Syntax {
-            offset: text.len().min(36),
-            expected: "a 36-character uuid",
-        });
+        return Err(ValueErrorKind::Syntax { offset: text.len().min(36), expected: "a 36-character uuid" });
     }
     for (i, &b) in text.iter().enumerate() {
-        let ok = if matches!(i, 8 | 13 | 18 | 23) {
-            b == b'-'
-        } else {
-            b.is_ascii_hexdigit()
-        };
+        let ok = if matches!(i, 8 | 13 | 18 | 23) { b == b'-' } else { b.is_ascii_hexdigit() };
         if !ok {
-            return Err(ValueErrorKind::Syntax {
-                offset: i,
-                expected: "a hyphenated hex uuid",
-            });
+            return Err(ValueErrorKind::Syntax { offset: i, expected: "a hyphenated hex uuid" });
         }
     }
     out.push(b'"');
@@ -523,23 +477,16 @@ fn encode_bytea(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
     out.push(b'"');
     if let Some(hex) = text.strip_prefix(b"\\x") {
         if hex.len() % 2 != 0 {
-            return Err(ValueErrorKind::Truncated {
-                expected: "a second hex digit",
-            });
+            return Err(ValueErrorKind::Truncated { expected: "a second hex digit" });
         }
         out.reserve(base64::encoded_len(hex.len() / 2, true).unwrap_or(0) + 1);
         let mut buffer = [0u8; BYTEA_CHUNK];
         for (step, chunk) in hex.chunks(2 * BYTEA_CHUNK).enumerate() {
             for (j, pair) in chunk.chunks_exact(2).enumerate() {
                 let offset = 2 + step * 2 * BYTEA_CHUNK + 2 * j;
-                let high = hex_value(pair[0]).ok_or(ValueErrorKind::Syntax {
-                    offset,
-                    expected: "a hex digit",
-                })?;
-                let low = hex_value(pair[1]).ok_or(ValueErrorKind::Syntax {
-                    offset: offset + 1,
-                    expected: "a hex digit",
-                })?;
+                let high = hex_value(pair[0]).ok_or(ValueErrorKind::Syntax { offset, expected: "a hex digit" })?;
+                let low =
+                    hex_value(pair[1]).ok_or(ValueErrorKind::Syntax { offset: offset + 1, expected: "a hex digit" })?;
                 buffer[j] = (high << 4) | low;
             }
             append_base64(out, &buffer[..chunk.len() / 2]);
@@ -568,9 +515,7 @@ fn append_base64(out: &mut Vec<u8>, bytes: &[u8]) {
         return;
     };
     out.resize(start + length, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(bytes, &mut out[start..])
-        .unwrap_or(0);
+    let written = base64::engine::general_purpose::STANDARD.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
     out.truncate(start + written);
 }
 
@@ -590,19 +535,12 @@ fn decode_bytea_escape(text: &[u8]) -> Result<Vec<u8>, ValueErrorKind> {
                 i += 2;
             }
             Some(&[a, b, c])
-                if (b'0'..=b'3').contains(&a)
-                    && (b'0'..=b'7').contains(&b)
-                    && (b'0'..=b'7').contains(&c) =>
+                if (b'0'..=b'3').contains(&a) && (b'0'..=b'7').contains(&b) && (b'0'..=b'7').contains(&c) =>
             {
                 bytes.push(((a - b'0') << 6) | ((b - b'0') << 3) | (c - b'0'));
                 i += 4;
             }
-            _ => {
-                return Err(ValueErrorKind::Syntax {
-                    offset: i,
-                    expected: "\\\\ or an octal escape",
-                })
-            }
+            _ => return Err(ValueErrorKind::Syntax { offset: i, expected: "\\\\ or an octal escape" }),
         }
     }
     Ok(bytes)

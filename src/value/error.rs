@@ -23,10 +23,7 @@ pub enum ValueErrorKind {
     InvalidUtf8 { offset: usize },
     /// The text does not follow the type's output syntax.
     #[error("expected {expected} at byte {offset}")]
-    Syntax {
-        offset: usize,
-        expected: &'static str,
-    },
+    Syntax { offset: usize, expected: &'static str },
     /// The text ended before the value was complete.
     #[error("unexpected end of input, expected {expected}")]
     Truncated { expected: &'static str },
@@ -50,11 +47,7 @@ pub struct ValueError {
 impl ValueError {
     /// An error about `text`, a value of type `ty`.
     pub(crate) fn new(ty: &PgType, text: &[u8], kind: ValueErrorKind) -> Self {
-        ValueError {
-            type_name: ty.display_name(),
-            excerpt: excerpt(text),
-            kind,
-        }
+        ValueError { type_name: ty.display_name(), excerpt: excerpt(text), kind }
     }
 
     /// The PostgreSQL type whose value failed, e.g. `int4` or `mood[]`.
@@ -73,11 +66,7 @@ fn excerpt(text: &[u8]) -> String {
     if text.len() <= EXCERPT_LIMIT {
         format!("{:?}", String::from_utf8_lossy(text))
     } else {
-        format!(
-            "{:?}… ({} bytes)",
-            String::from_utf8_lossy(&text[..EXCERPT_PREFIX]),
-            text.len()
-        )
+        format!("{:?}… ({} bytes)", String::from_utf8_lossy(&text[..EXCERPT_PREFIX]), text.len())
     }
 }
 
@@ -86,40 +75,20 @@ mod tests {
     use super::*;
 
     fn int4() -> PgType {
-        PgType::Builtin {
-            name: "int4".into(),
-            typmod: -1,
-        }
+        PgType::Builtin { name: "int4".into(), typmod: -1 }
     }
 
     #[test]
     fn short_values_are_quoted_whole() {
-        let err = ValueError::new(
-            &int4(),
-            b"12x",
-            ValueErrorKind::Syntax {
-                offset: 2,
-                expected: "a digit",
-            },
-        );
-        assert_eq!(
-            err.to_string(),
-            r#"invalid int4 value "12x": expected a digit at byte 2"#
-        );
+        let err = ValueError::new(&int4(), b"12x", ValueErrorKind::Syntax { offset: 2, expected: "a digit" });
+        assert_eq!(err.to_string(), r#"invalid int4 value "12x": expected a digit at byte 2"#);
         assert_eq!(err.type_name(), "int4");
     }
 
     #[test]
     fn long_values_are_cut_to_a_prefix_and_a_size() {
         let text = vec![b'a'; 10_000];
-        let err = ValueError::new(
-            &int4(),
-            &text,
-            ValueErrorKind::Syntax {
-                offset: 0,
-                expected: "a digit",
-            },
-        );
+        let err = ValueError::new(&int4(), &text, ValueErrorKind::Syntax { offset: 0, expected: "a digit" });
         let message = err.to_string();
         assert!(message.contains("(10000 bytes)"), "{message}");
         assert!(message.len() < 120, "{message}");

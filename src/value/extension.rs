@@ -23,11 +23,8 @@ pub(crate) fn encode_hstore(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueE
     let mut pairs: Vec<(Token, Option<Token>)> = Vec::new();
     let mut pos = skip_blanks(text, 0);
     while pos < text.len() {
-        let (key, next) =
-            read_token(text, pos, &mut unescaped, b'=')?.ok_or(ValueErrorKind::Syntax {
-                offset: pos,
-                expected: "an hstore key",
-            })?;
+        let (key, next) = read_token(text, pos, &mut unescaped, b'=')?
+            .ok_or(ValueErrorKind::Syntax { offset: pos, expected: "an hstore key" })?;
         pos = skip_blanks(text, next);
         if !text[pos..].starts_with(b"=>") {
             return Err(syntax_or_truncated(text, pos, "'=>'"));
@@ -45,16 +42,11 @@ pub(crate) fn encode_hstore(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueE
         pos = skip_blanks(text, next);
         if pos < text.len() {
             if text[pos] != b',' {
-                return Err(ValueErrorKind::Syntax {
-                    offset: pos,
-                    expected: "',' between pairs",
-                });
+                return Err(ValueErrorKind::Syntax { offset: pos, expected: "',' between pairs" });
             }
             pos = skip_blanks(text, pos + 1);
             if pos == text.len() {
-                return Err(ValueErrorKind::Truncated {
-                    expected: "an hstore key",
-                });
+                return Err(ValueErrorKind::Truncated { expected: "an hstore key" });
             }
         }
     }
@@ -98,10 +90,7 @@ fn syntax_or_truncated(text: &[u8], pos: usize, expected: &'static str) -> Value
     if pos >= text.len() {
         ValueErrorKind::Truncated { expected }
     } else {
-        ValueErrorKind::Syntax {
-            offset: pos,
-            expected,
-        }
+        ValueErrorKind::Syntax { offset: pos, expected }
     }
 }
 
@@ -120,17 +109,11 @@ fn read_token(
             let mut escaped = false;
             loop {
                 match text.get(pos) {
-                    None => {
-                        return Err(ValueErrorKind::Truncated {
-                            expected: "a closing '\"'",
-                        })
-                    }
+                    None => return Err(ValueErrorKind::Truncated { expected: "a closing '\"'" }),
                     Some(b'"') => break,
                     Some(b'\\') => {
                         let Some(&next) = text.get(pos + 1) else {
-                            return Err(ValueErrorKind::Truncated {
-                                expected: "an escaped character",
-                            });
+                            return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
                         };
                         if !escaped {
                             unescaped.extend_from_slice(&text[start + 1..pos]);
@@ -147,19 +130,13 @@ fn read_token(
                     }
                 }
             }
-            let token = if escaped {
-                Token::Unescaped(buffer_start..unescaped.len())
-            } else {
-                Token::Text(start + 1..pos)
-            };
+            let token =
+                if escaped { Token::Unescaped(buffer_start..unescaped.len()) } else { Token::Text(start + 1..pos) };
             Ok(Some((token, pos + 1)))
         }
         Some(_) => {
             let mut pos = start;
-            while text
-                .get(pos)
-                .is_some_and(|&b| !b.is_ascii_whitespace() && b != stop && b != b'=' && b != b'"')
-            {
+            while text.get(pos).is_some_and(|&b| !b.is_ascii_whitespace() && b != stop && b != b'=' && b != b'"') {
                 pos += 1;
             }
             if pos == start {
@@ -176,12 +153,7 @@ pub(crate) fn encode_vector(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueE
     let inner = match (text.first(), text.last()) {
         (Some(b'['), Some(b']')) if text.len() >= 2 => &text[1..text.len() - 1],
         (Some(b'['), _) => return Err(ValueErrorKind::Truncated { expected: "']'" }),
-        _ => {
-            return Err(ValueErrorKind::Syntax {
-                offset: 0,
-                expected: "'['",
-            })
-        }
+        _ => return Err(ValueErrorKind::Syntax { offset: 0, expected: "'['" }),
     };
     out.push(b'[');
     if !inner.iter().all(u8::is_ascii_whitespace) {
@@ -190,16 +162,10 @@ pub(crate) fn encode_vector(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueE
             let trimmed = element.trim_ascii();
             let value = std::str::from_utf8(trimmed)
                 .ok()
-                .filter(|s| {
-                    s.bytes()
-                        .all(|b| matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
-                })
+                .filter(|s| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')))
                 .and_then(|s| s.parse::<f32>().ok())
                 .filter(|v| v.is_finite())
-                .ok_or(ValueErrorKind::Syntax {
-                    offset,
-                    expected: "a finite number",
-                })?;
+                .ok_or(ValueErrorKind::Syntax { offset, expected: "a finite number" })?;
             if i > 0 {
                 out.push(b',');
             }

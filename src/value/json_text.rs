@@ -106,10 +106,7 @@ impl Output<'_> {
 pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
     check_utf8(text)?;
     out.reserve(text.len());
-    let mut out = Output {
-        buf: out,
-        quoted_at: None,
-    };
+    let mut out = Output { buf: out, quoted_at: None };
     let mut stack: Vec<u8> = Vec::new();
     let mut expect = Expect::Value;
     let mut pos = 0;
@@ -121,15 +118,10 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
             return if expect == Expect::End {
                 Ok(())
             } else {
-                Err(ValueErrorKind::Truncated {
-                    expected: "more JSON",
-                })
+                Err(ValueErrorKind::Truncated { expected: "more JSON" })
             };
         };
-        let syntax = |expected| ValueErrorKind::Syntax {
-            offset: pos,
-            expected,
-        };
+        let syntax = |expected| ValueErrorKind::Syntax { offset: pos, expected };
         match expect {
             Expect::End => return Err(syntax("end of JSON document")),
             Expect::Colon => {
@@ -180,11 +172,7 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
                         stack.push(b);
                         out.put(&[b]);
                         pos += 1;
-                        expect = if b == b'{' {
-                            Expect::FirstKey
-                        } else {
-                            Expect::FirstElement
-                        };
+                        expect = if b == b'{' { Expect::FirstKey } else { Expect::FirstElement };
                         continue;
                     }
                     b'"' => pos = copy_string(text, pos, &mut out)?,
@@ -262,9 +250,7 @@ fn copy_string(text: &[u8], start: usize, out: &mut Output<'_>) -> Result<usize,
     let mut run_start = pos;
     loop {
         let Some(&b) = text.get(pos) else {
-            return Err(ValueErrorKind::Truncated {
-                expected: "the end of a JSON string",
-            });
+            return Err(ValueErrorKind::Truncated { expected: "the end of a JSON string" });
         };
         match b {
             b'"' => {
@@ -272,10 +258,7 @@ fn copy_string(text: &[u8], start: usize, out: &mut Output<'_>) -> Result<usize,
                 return Ok(pos + 1);
             }
             0x00..=0x1f => {
-                return Err(ValueErrorKind::Syntax {
-                    offset: pos,
-                    expected: "an escaped control character",
-                });
+                return Err(ValueErrorKind::Syntax { offset: pos, expected: "an escaped control character" });
             }
             b'\\' => {
                 out.put(&text[run_start..pos]);
@@ -285,13 +268,10 @@ fn copy_string(text: &[u8], start: usize, out: &mut Output<'_>) -> Result<usize,
                         pos += 2;
                     }
                     Some(b'u') => {
-                        let code = hex4(text, pos + 2).ok_or(ValueErrorKind::Syntax {
-                            offset: pos,
-                            expected: "\\u and four hex digits",
-                        })?;
+                        let code = hex4(text, pos + 2)
+                            .ok_or(ValueErrorKind::Syntax { offset: pos, expected: "\\u and four hex digits" })?;
                         let next_is_low = text.get(pos + 6..pos + 8) == Some(b"\\u")
-                            && hex4(text, pos + 8)
-                                .is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
+                            && hex4(text, pos + 8).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
                         match code {
                             0xD800..=0xDBFF if next_is_low => {
                                 out.put(&text[pos..pos + 12]);
@@ -307,17 +287,8 @@ fn copy_string(text: &[u8], start: usize, out: &mut Output<'_>) -> Result<usize,
                             }
                         }
                     }
-                    Some(_) => {
-                        return Err(ValueErrorKind::Syntax {
-                            offset: pos,
-                            expected: "a valid escape",
-                        })
-                    }
-                    None => {
-                        return Err(ValueErrorKind::Truncated {
-                            expected: "an escape",
-                        })
-                    }
+                    Some(_) => return Err(ValueErrorKind::Syntax { offset: pos, expected: "a valid escape" }),
+                    None => return Err(ValueErrorKind::Truncated { expected: "an escape" }),
                 }
                 run_start = pos;
             }
@@ -339,14 +310,9 @@ fn scan_number(text: &[u8], start: usize) -> Result<(usize, bool), ValueErrorKin
     };
     let fail = |pos: usize| {
         if pos >= text.len() {
-            ValueErrorKind::Truncated {
-                expected: "a digit",
-            }
+            ValueErrorKind::Truncated { expected: "a digit" }
         } else {
-            ValueErrorKind::Syntax {
-                offset: pos,
-                expected: "a digit",
-            }
+            ValueErrorKind::Syntax { offset: pos, expected: "a digit" }
         }
     };
     let negative = text[start] == b'-';
@@ -356,10 +322,7 @@ fn scan_number(text: &[u8], start: usize) -> Result<(usize, bool), ValueErrorKin
         return Err(fail(integer_start));
     }
     if count > 1 && text[integer_start] == b'0' {
-        return Err(ValueErrorKind::Syntax {
-            offset: integer_start,
-            expected: "no leading zero",
-        });
+        return Err(ValueErrorKind::Syntax { offset: integer_start, expected: "no leading zero" });
     }
     let integer = &text[integer_start..pos];
     let mut fraction: Option<&[u8]> = None;
@@ -383,11 +346,7 @@ fn scan_number(text: &[u8], start: usize) -> Result<(usize, bool), ValueErrorKin
             return Err(fail(pos));
         }
         let magnitude = saturating_decimal(&text[pos..end]);
-        exponent = Some(if exponent_negative {
-            -magnitude
-        } else {
-            magnitude
-        });
+        exponent = Some(if exponent_negative { -magnitude } else { magnitude });
         pos = end;
     }
     let as_number = match (fraction, exponent) {
@@ -401,19 +360,13 @@ fn scan_number(text: &[u8], start: usize) -> Result<(usize, bool), ValueErrorKin
 /// PostgreSQL value (1 GB at most) can offset it by.
 fn saturating_decimal(digits: &[u8]) -> i64 {
     const CAP: i64 = 1 << 40;
-    digits
-        .iter()
-        .fold(0, |value, &d| (value * 10 + i64::from(d - b'0')).min(CAP))
+    digits.iter().fold(0, |value, &d| (value * 10 + i64::from(d - b'0')).min(CAP))
 }
 
 /// Whether the integer `digits` (no sign, no leading zero) negated if `negative` is in
 /// `-2^63 ..= 2^64-1`, which serde_json reads exactly as an `i64` or a `u64`.
 fn fits_64_bits(negative: bool, digits: &[u8]) -> bool {
-    let limit: &[u8] = if negative {
-        b"9223372036854775808"
-    } else {
-        b"18446744073709551615"
-    };
+    let limit: &[u8] = if negative { b"9223372036854775808" } else { b"18446744073709551615" };
     // Same-length ASCII digit strings compare as their numbers.
     digits.len() < limit.len() || (digits.len() == limit.len() && digits <= limit)
 }
@@ -453,12 +406,7 @@ mod tests {
     /// `value` as an element of a `json[]` column of `_meta.before`, in a protocol line
     /// parsed as a whole: six containers deep.
     fn in_protocol_line_array(value: &[u8]) -> Vec<u8> {
-        [
-            br#"{"captured":{"binding":0,"doc":{"_meta":{"before":{"c":["#,
-            value,
-            b"]}}}}}",
-        ]
-        .concat()
+        [br#"{"captured":{"binding":0,"doc":{"_meta":{"before":{"c":["#, value, b"]}}}}}"].concat()
     }
 
     fn depth(value: &Value) -> usize {
@@ -493,10 +441,7 @@ mod tests {
         assert_eq!(rewrite(r#""\ud83d\ude00""#).unwrap(), r#""\ud83d\ude00""#);
         assert_eq!(rewrite(r#""\udc00x""#).unwrap(), r#""\ufffdx""#);
         assert_eq!(rewrite(r#""\ud83d\u0041""#).unwrap(), r#""\ufffd\u0041""#);
-        assert_eq!(
-            rewrite(r#""\ud83d\ud83d\ude00""#).unwrap(),
-            r#""\ufffd\ud83d\ude00""#
-        );
+        assert_eq!(rewrite(r#""\ud83d\ud83d\ude00""#).unwrap(), r#""\ufffd\ud83d\ude00""#);
         let fixed = rewrite(r#"{"\udbff": ["\ud800", "\uDFFF"]}"#).unwrap();
         serde_json::from_str::<Value>(&fixed).unwrap();
     }
@@ -508,13 +453,8 @@ mod tests {
         assert!(serde_json::from_str::<Value>(&nested(127, "")).is_ok());
         assert!(serde_json::from_str::<Value>(&nested(128, "")).is_err());
         // Accepted, but changed: why those numbers are strings too.
-        assert_eq!(
-            serde_json::from_str::<Value>("1e-400").unwrap(),
-            serde_json::json!(0.0)
-        );
-        assert!(serde_json::from_str::<Value>("18446744073709551616")
-            .unwrap()
-            .is_f64());
+        assert_eq!(serde_json::from_str::<Value>("1e-400").unwrap(), serde_json::json!(0.0));
+        assert!(serde_json::from_str::<Value>("18446744073709551616").unwrap().is_f64());
     }
 
     #[test]
@@ -527,10 +467,7 @@ mod tests {
             ("10e307", r#""10e307""#),
             ("123.456e306", r#""123.456e306""#),
             ("1.7976931348623157e308", r#""1.7976931348623157e308""#),
-            (
-                "1e99999999999999999999999",
-                r#""1e99999999999999999999999""#,
-            ),
+            ("1e99999999999999999999999", r#""1e99999999999999999999999""#),
             ("9.99e307", "9.99e307"),
             ("0.1e308", "0.1e308"),
             ("-1.5e300", "-1.5e300"),
@@ -553,10 +490,7 @@ mod tests {
         // jsonb prints `1e400` as a numeric: a 401-digit integer.
         let jsonb_1e400 = format!("1{}", "0".repeat(400));
         assert_eq!(rewrite(&jsonb_1e400).unwrap(), format!("\"{jsonb_1e400}\""));
-        assert_eq!(
-            rewrite(&format!("-{jsonb_1e400}")).unwrap(),
-            format!("\"-{jsonb_1e400}\"")
-        );
+        assert_eq!(rewrite(&format!("-{jsonb_1e400}")).unwrap(), format!("\"-{jsonb_1e400}\""));
         for (text, expected) in [
             ("18446744073709551615", "18446744073709551615"),
             ("18446744073709551616", r#""18446744073709551616""#),
@@ -579,20 +513,14 @@ mod tests {
     fn numbers_too_small_for_f64_become_strings_but_zero_stays_a_number() {
         // jsonb prints `1e-400` as a numeric with 400 decimals.
         let jsonb_1e_minus_400 = format!("0.{}1", "0".repeat(399));
-        assert_eq!(
-            rewrite(&jsonb_1e_minus_400).unwrap(),
-            format!("\"{jsonb_1e_minus_400}\"")
-        );
+        assert_eq!(rewrite(&jsonb_1e_minus_400).unwrap(), format!("\"{jsonb_1e_minus_400}\""));
         for (text, expected) in [
             ("1e-400", r#""1e-400""#),
             ("-1e-400", r#""-1e-400""#),
             ("9.9e-308", r#""9.9e-308""#),
             ("4.9e-324", r#""4.9e-324""#),
             ("0.00001e-303", r#""0.00001e-303""#),
-            (
-                "1e-99999999999999999999999",
-                r#""1e-99999999999999999999999""#,
-            ),
+            ("1e-99999999999999999999999", r#""1e-99999999999999999999999""#),
             ("1e-307", "1e-307"),
             ("0.0001e-303", "0.0001e-303"),
             ("2.2250738585072014e-308", r#""2.2250738585072014e-308""#),
@@ -641,19 +569,13 @@ mod tests {
 
     #[test]
     fn a_container_one_level_beyond_the_limit_becomes_a_string_of_its_json() {
-        assert_eq!(
-            rewrite(&nested(MAX_DEPTH + 1, "")).unwrap(),
-            nested(MAX_DEPTH, "\"[]\"")
-        );
+        assert_eq!(rewrite(&nested(MAX_DEPTH + 1, "")).unwrap(), nested(MAX_DEPTH, "\"[]\""));
         // The string holds the compacted subtree, repaired, with its numbers as written;
         // later siblings are written as usual, and a second deep container is a second
         // string.
         let deep = r#"{"k" : "a\"b\\c\ud83d", "n": [1e400, 2], "d": [[{}]]}"#;
-        let text = format!(
-            "{}[{deep}, 1e400, {{\"x\": [3]}}, true]{}",
-            "[".repeat(MAX_DEPTH - 1),
-            "]".repeat(MAX_DEPTH - 1)
-        );
+        let text =
+            format!("{}[{deep}, 1e400, {{\"x\": [3]}}, true]{}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
         let inner = r#"{"k":"a\"b\\c\ufffd","n":[1e400,2],"d":[[{}]]}"#;
         let expected = format!(
             "{}[{},\"1e400\",{},true]{}",
@@ -728,11 +650,7 @@ mod tests {
         ] {
             assert!(rewrite(bad).is_err(), "{bad:?} should be rejected");
         }
-        let deep_bad = format!(
-            "{}1,]{}",
-            "[".repeat(MAX_DEPTH + 5),
-            "]".repeat(MAX_DEPTH + 4)
-        );
+        let deep_bad = format!("{}1,]{}", "[".repeat(MAX_DEPTH + 5), "]".repeat(MAX_DEPTH + 4));
         assert!(rewrite(&deep_bad).is_err());
     }
 
@@ -881,11 +799,7 @@ mod tests {
                     self.space();
                     self.text.push(':');
                 }
-                let inner = if i == deep {
-                    levels - 1
-                } else {
-                    self.below(levels.min(3))
-                };
+                let inner = if i == deep { levels - 1 } else { self.below(levels.min(3)) };
                 self.value(inner);
             }
             self.text.push(if object { '}' } else { ']' });
@@ -895,10 +809,7 @@ mod tests {
 
     #[test]
     fn random_json_always_parses_strictly_inside_a_document() {
-        let mut gen = Gen {
-            state: 0x9E37_79B9_7F4A_7C15,
-            text: String::new(),
-        };
+        let mut gen = Gen { state: 0x9E37_79B9_7F4A_7C15, text: String::new() };
         for case in 0..3_000 {
             gen.text.clear();
             let levels = match case % 4 {
@@ -913,10 +824,7 @@ mod tests {
             write_json_text(text.as_bytes(), &mut out)
                 .unwrap_or_else(|e| panic!("valid JSON {text:?} was rejected: {e:?}"));
             let document: Value = serde_json::from_slice(&in_document(&out)).unwrap_or_else(|e| {
-                panic!(
-                    "{text:?} gave {:?}, which fails in a document: {e}",
-                    String::from_utf8_lossy(&out)
-                )
+                panic!("{text:?} gave {:?}, which fails in a document: {e}", String::from_utf8_lossy(&out))
             });
             let value = &document["_meta"]["before"]["c"];
             assert!(depth(value) <= MAX_DEPTH, "{text:?}");

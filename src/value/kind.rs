@@ -74,9 +74,7 @@ pub(crate) fn classify(ty: &PgType) -> Kind<'_> {
                 ty = base;
                 continue;
             }
-            PgType::Builtin { name, typmod } => {
-                builtin_kind(name, *typmod).unwrap_or(Kind::CatchAll { name })
-            }
+            PgType::Builtin { name, typmod } => builtin_kind(name, *typmod).unwrap_or(Kind::CatchAll { name }),
             PgType::Enum { labels, .. } => Kind::Enum { labels },
             PgType::Array { element } => Kind::Array { element },
             PgType::Range { subtype, .. } => Kind::Range { subtype },
@@ -115,12 +113,8 @@ fn builtin_kind(name: &str, typmod: i32) -> Option<Kind<'static>> {
         "numeric" => Kind::Numeric,
         "float4" => Kind::Float { single: true },
         "float8" => Kind::Float { single: false },
-        "varchar" => Kind::Varchar {
-            max_length: character_length(typmod),
-        },
-        "bpchar" => Kind::Bpchar {
-            length: character_length(typmod),
-        },
+        "varchar" => Kind::Varchar { max_length: character_length(typmod) },
+        "bpchar" => Kind::Bpchar { length: character_length(typmod) },
         "inet" => Kind::Inet,
         "uuid" => Kind::Uuid,
         "bytea" => Kind::Bytea,
@@ -133,12 +127,11 @@ fn builtin_kind(name: &str, typmod: i32) -> Option<Kind<'static>> {
         "timetz" => Kind::Timetz,
         // Strings whose text output is the value: character data, and types whose text
         // form is their only sensible JSON form.
-        "text" | "name" | "char" | "xml" | "jsonpath" | "bit" | "varbit" | "interval" | "money"
-        | "point" | "line" | "lseg" | "box" | "path" | "polygon" | "circle" | "cidr"
-        | "macaddr" | "macaddr8" | "tsvector" | "tsquery" | "pg_lsn" | "xid" | "xid8" | "cid"
-        | "tid" | "txid_snapshot" | "pg_snapshot" | "refcursor" | "regclass" | "regcollation"
-        | "regconfig" | "regdictionary" | "regnamespace" | "regoper" | "regoperator"
-        | "regproc" | "regprocedure" | "regrole" | "regtype" => Kind::Text,
+        "text" | "name" | "char" | "xml" | "jsonpath" | "bit" | "varbit" | "interval" | "money" | "point" | "line"
+        | "lseg" | "box" | "path" | "polygon" | "circle" | "cidr" | "macaddr" | "macaddr8" | "tsvector" | "tsquery"
+        | "pg_lsn" | "xid" | "xid8" | "cid" | "tid" | "txid_snapshot" | "pg_snapshot" | "refcursor" | "regclass"
+        | "regcollation" | "regconfig" | "regdictionary" | "regnamespace" | "regoper" | "regoperator" | "regproc"
+        | "regprocedure" | "regrole" | "regtype" => Kind::Text,
         _ => return None,
     };
     Some(kind)
@@ -149,9 +142,7 @@ fn extension_kind(name: &str) -> Option<Kind<'static>> {
     let kind = match name {
         // PostGIS prints geometry and geography as hex EWKB; ltree's types and pgvector's
         // sparse vectors have no JSON structure worth inventing.
-        "citext" | "ltree" | "lquery" | "ltxtquery" | "geometry" | "geography" | "sparsevec" => {
-            Kind::Text
-        }
+        "citext" | "ltree" | "lquery" | "ltxtquery" | "geometry" | "geography" | "sparsevec" => Kind::Text,
         "hstore" => Kind::Hstore,
         "vector" | "halfvec" => Kind::Vector,
         _ => return None,
@@ -168,18 +159,11 @@ fn extension_kind(name: &str) -> Option<Kind<'static>> {
 /// belongs to the extension (and is not, say, a user's composite called `vector`).
 pub fn type_from_typname(typname: &str, typmod: i32) -> PgType {
     if builtin_kind(typname, typmod).is_some() {
-        PgType::Builtin {
-            name: typname.to_string(),
-            typmod,
-        }
+        PgType::Builtin { name: typname.to_string(), typmod }
     } else if extension_kind(typname).is_some() {
-        PgType::Extension {
-            name: typname.to_string(),
-        }
+        PgType::Extension { name: typname.to_string() }
     } else {
-        PgType::Unknown {
-            name: typname.to_string(),
-        }
+        PgType::Unknown { name: typname.to_string() }
     }
 }
 
@@ -214,21 +198,14 @@ mod tests {
     use super::*;
 
     fn builtin(name: &str) -> PgType {
-        PgType::Builtin {
-            name: name.into(),
-            typmod: -1,
-        }
+        PgType::Builtin { name: name.into(), typmod: -1 }
     }
 
     #[test]
     fn domains_are_classified_as_their_base_type() {
         let domain = PgType::Domain {
             name: "outer".into(),
-            base: Box::new(PgType::Domain {
-                name: "inner".into(),
-                base: Box::new(builtin("int8")),
-                not_null: true,
-            }),
+            base: Box::new(PgType::Domain { name: "inner".into(), base: Box::new(builtin("int8")), not_null: true }),
             not_null: false,
         };
         assert!(matches!(classify(&domain), Kind::Integer));
@@ -238,45 +215,18 @@ mod tests {
 
     #[test]
     fn character_lengths_come_from_the_typmod() {
-        let varchar = PgType::Builtin {
-            name: "varchar".into(),
-            typmod: 14,
-        };
-        assert!(matches!(
-            classify(&varchar),
-            Kind::Varchar {
-                max_length: Some(10)
-            }
-        ));
-        assert!(matches!(
-            classify(&builtin("varchar")),
-            Kind::Varchar { max_length: None }
-        ));
-        let bpchar = PgType::Builtin {
-            name: "bpchar".into(),
-            typmod: 5,
-        };
-        assert!(matches!(
-            classify(&bpchar),
-            Kind::Bpchar { length: Some(1) }
-        ));
+        let varchar = PgType::Builtin { name: "varchar".into(), typmod: 14 };
+        assert!(matches!(classify(&varchar), Kind::Varchar { max_length: Some(10) }));
+        assert!(matches!(classify(&builtin("varchar")), Kind::Varchar { max_length: None }));
+        let bpchar = PgType::Builtin { name: "bpchar".into(), typmod: 5 };
+        assert!(matches!(classify(&bpchar), Kind::Bpchar { length: Some(1) }));
     }
 
     #[test]
     fn typnames_resolve_to_builtins_extensions_or_unknown() {
         assert_eq!(type_from_typname("int4", -1), builtin("int4"));
-        assert_eq!(
-            type_from_typname("hstore", -1),
-            PgType::Extension {
-                name: "hstore".into()
-            }
-        );
-        assert_eq!(
-            type_from_typname("int2vector", -1),
-            PgType::Unknown {
-                name: "int2vector".into()
-            }
-        );
+        assert_eq!(type_from_typname("hstore", -1), PgType::Extension { name: "hstore".into() });
+        assert_eq!(type_from_typname("int2vector", -1), PgType::Unknown { name: "int2vector".into() });
     }
 
     #[test]
@@ -284,18 +234,9 @@ mod tests {
         assert!(is_text_like_key(&builtin("text")));
         assert!(is_text_like_key(&builtin("varchar")));
         assert!(is_text_like_key(&builtin("bpchar")));
-        assert!(is_text_like_key(&PgType::Extension {
-            name: "citext".into()
-        }));
-        assert!(is_text_like_key(&PgType::Enum {
-            name: "mood".into(),
-            labels: vec![]
-        }));
-        let domain = PgType::Domain {
-            name: "d".into(),
-            base: Box::new(builtin("text")),
-            not_null: true,
-        };
+        assert!(is_text_like_key(&PgType::Extension { name: "citext".into() }));
+        assert!(is_text_like_key(&PgType::Enum { name: "mood".into(), labels: vec![] }));
+        let domain = PgType::Domain { name: "d".into(), base: Box::new(builtin("text")), not_null: true };
         assert!(is_text_like_key(&domain));
         assert!(!is_text_like_key(&builtin("int4")));
         assert!(!is_text_like_key(&builtin("uuid")));

@@ -70,11 +70,7 @@ pub enum PgType {
     /// An enum type with its labels in sort order.
     Enum { name: String, labels: Vec<String> },
     /// A domain, resolved to its base type. `not_null` is the domain's own NOT NULL.
-    Domain {
-        name: String,
-        base: Box<PgType>,
-        not_null: bool,
-    },
+    Domain { name: String, base: Box<PgType>, not_null: bool },
     /// An array of `element` (PostgreSQL arrays of any dimension).
     Array { element: Box<PgType> },
     /// A range type over `subtype` (e.g. `int4range`, `tstzrange`).
@@ -82,10 +78,7 @@ pub enum PgType {
     /// A multirange type whose ranges are over `subtype`.
     Multirange { name: String, subtype: Box<PgType> },
     /// A composite (row) type with its attributes in order.
-    Composite {
-        name: String,
-        fields: Vec<(String, PgType)>,
-    },
+    Composite { name: String, fields: Vec<(String, PgType)> },
     /// A well-known extension type, by name: `citext`, `hstore`, `ltree`, `lquery`,
     /// `geometry`, `geography`, `vector`, `halfvec`, `sparsevec`.
     Extension { name: String },

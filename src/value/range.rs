@@ -26,32 +26,20 @@ enum BoundRule {
 fn bound_rule(subtype: &PgType) -> BoundRule {
     match classify(subtype) {
         Kind::Date => BoundRule::Date,
-        Kind::Timestamp => BoundRule::Timestamp {
-            with_time_zone: false,
-        },
-        Kind::Timestamptz => BoundRule::Timestamp {
-            with_time_zone: true,
-        },
+        Kind::Timestamp => BoundRule::Timestamp { with_time_zone: false },
+        Kind::Timestamptz => BoundRule::Timestamp { with_time_zone: true },
         _ => BoundRule::Verbatim,
     }
 }
 
 /// Appends range literal `text` as a JSON string.
-pub(crate) fn encode_range(
-    ty: &PgType,
-    subtype: &PgType,
-    text: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), ValueError> {
+pub(crate) fn encode_range(ty: &PgType, subtype: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
     let fail = |kind| ValueError::new(ty, text, kind);
     check_utf8(text).map_err(fail)?;
     let mut literal = Vec::with_capacity(text.len() + 8);
     let end = write_range(text, 0, bound_rule(subtype), &mut literal).map_err(fail)?;
     if end != text.len() {
-        return Err(fail(ValueErrorKind::Syntax {
-            offset: end,
-            expected: "end of range",
-        }));
+        return Err(fail(ValueErrorKind::Syntax { offset: end, expected: "end of range" }));
     }
     write_json_string(out, &literal);
     Ok(())
@@ -70,12 +58,7 @@ pub(crate) fn encode_multirange(
     let mut literal = Vec::with_capacity(text.len() + 8);
     let mut pos = match text.first() {
         Some(b'{') => 1,
-        Some(_) => {
-            return Err(fail(ValueErrorKind::Syntax {
-                offset: 0,
-                expected: "'{'",
-            }))
-        }
+        Some(_) => return Err(fail(ValueErrorKind::Syntax { offset: 0, expected: "'{'" })),
         None => return Err(fail(ValueErrorKind::Truncated { expected: "'{'" })),
     };
     literal.push(b'{');
@@ -88,12 +71,7 @@ pub(crate) fn encode_multirange(
                     pos += 1;
                 }
                 Some(b'}') => break,
-                Some(_) => {
-                    return Err(fail(ValueErrorKind::Syntax {
-                        offset: pos,
-                        expected: "',' or '}'",
-                    }))
-                }
+                Some(_) => return Err(fail(ValueErrorKind::Syntax { offset: pos, expected: "',' or '}'" })),
                 None => return Err(fail(ValueErrorKind::Truncated { expected: "'}'" })),
             }
         }
@@ -101,22 +79,14 @@ pub(crate) fn encode_multirange(
     literal.push(b'}');
     pos += 1;
     if pos != text.len() {
-        return Err(fail(ValueErrorKind::Syntax {
-            offset: pos,
-            expected: "end of multirange",
-        }));
+        return Err(fail(ValueErrorKind::Syntax { offset: pos, expected: "end of multirange" }));
     }
     write_json_string(out, &literal);
     Ok(())
 }
 
 /// Rewrites the range starting at `start` into `literal`; returns the position after it.
-fn write_range(
-    text: &[u8],
-    start: usize,
-    rule: BoundRule,
-    literal: &mut Vec<u8>,
-) -> Result<usize, ValueErrorKind> {
+fn write_range(text: &[u8], start: usize, rule: BoundRule, literal: &mut Vec<u8>) -> Result<usize, ValueErrorKind> {
     if text[start..].starts_with(b"empty") {
         literal.extend_from_slice(b"empty");
         return Ok(start + 5);
@@ -124,46 +94,23 @@ fn write_range(
     let mut pos = start;
     match text.get(pos) {
         Some(&b @ (b'[' | b'(')) => literal.push(b),
-        Some(_) => {
-            return Err(ValueErrorKind::Syntax {
-                offset: pos,
-                expected: "'[', '(' or empty",
-            })
-        }
-        None => {
-            return Err(ValueErrorKind::Truncated {
-                expected: "'[' or '('",
-            })
-        }
+        Some(_) => return Err(ValueErrorKind::Syntax { offset: pos, expected: "'[', '(' or empty" }),
+        None => return Err(ValueErrorKind::Truncated { expected: "'[' or '('" }),
     }
     pos += 1;
     let mut bound = Vec::new();
     pos = write_bound(text, pos, rule, &mut bound, literal)?;
     match text.get(pos) {
         Some(b',') => literal.push(b','),
-        Some(_) => {
-            return Err(ValueErrorKind::Syntax {
-                offset: pos,
-                expected: "',' between bounds",
-            })
-        }
+        Some(_) => return Err(ValueErrorKind::Syntax { offset: pos, expected: "',' between bounds" }),
         None => return Err(ValueErrorKind::Truncated { expected: "','" }),
     }
     pos += 1;
     pos = write_bound(text, pos, rule, &mut bound, literal)?;
     match text.get(pos) {
         Some(&b @ (b']' | b')')) => literal.push(b),
-        Some(_) => {
-            return Err(ValueErrorKind::Syntax {
-                offset: pos,
-                expected: "']' or ')'",
-            })
-        }
-        None => {
-            return Err(ValueErrorKind::Truncated {
-                expected: "']' or ')'",
-            })
-        }
+        Some(_) => return Err(ValueErrorKind::Syntax { offset: pos, expected: "']' or ')'" }),
+        None => return Err(ValueErrorKind::Truncated { expected: "']' or ')'" }),
     }
     Ok(pos + 1)
 }
@@ -182,9 +129,7 @@ fn write_bound(
     let mut in_quotes = false;
     loop {
         let Some(&b) = text.get(pos) else {
-            return Err(ValueErrorKind::Truncated {
-                expected: "the end of a range bound",
-            });
+            return Err(ValueErrorKind::Truncated { expected: "the end of a range bound" });
         };
         match b {
             b'"' if in_quotes && text.get(pos + 1) == Some(&b'"') => {
@@ -197,9 +142,7 @@ fn write_bound(
             }
             b'\\' => {
                 let Some(&next) = text.get(pos + 1) else {
-                    return Err(ValueErrorKind::Truncated {
-                        expected: "an escaped character",
-                    });
+                    return Err(ValueErrorKind::Truncated { expected: "an escaped character" });
                 };
                 bound.push(next);
                 pos += 2;
@@ -216,18 +159,14 @@ fn write_bound(
     }
     let inner_error = |kind: ValueErrorKind| match kind {
         // Offsets inside the bound are not offsets into the range text.
-        ValueErrorKind::Syntax { expected, .. } => ValueErrorKind::Syntax {
-            offset: start,
-            expected,
-        },
+        ValueErrorKind::Syntax { expected, .. } => ValueErrorKind::Syntax { offset: start, expected },
         other => other,
     };
     match rule {
         BoundRule::Verbatim => literal.extend_from_slice(&text[start..pos]),
         BoundRule::Date => write_date(bound, Target::RangeBound, literal).map_err(inner_error)?,
         BoundRule::Timestamp { with_time_zone } => {
-            write_timestamp(bound, with_time_zone, Target::RangeBound, literal)
-                .map_err(inner_error)?
+            write_timestamp(bound, with_time_zone, Target::RangeBound, literal).map_err(inner_error)?
         }
     }
     Ok(pos)

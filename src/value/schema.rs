@@ -42,13 +42,10 @@ fn kind_schema(kind: Kind<'_>, nullable: bool, is_key: bool) -> Value {
         Kind::Numeric => string(json!({"format": "number"})),
         Kind::Float { .. } if is_key => string(json!({"format": "number"})),
         Kind::Float { .. } => typed(&["number", "string"], nullable, json!({"format": "number"})),
-        Kind::Text
-        | Kind::Inet
-        | Kind::Varchar { max_length: None }
-        | Kind::Bpchar { length: None } => string(json!({})),
-        Kind::Varchar {
-            max_length: Some(n),
-        } => string(json!({"maxLength": n})),
+        Kind::Text | Kind::Inet | Kind::Varchar { max_length: None } | Kind::Bpchar { length: None } => {
+            string(json!({}))
+        }
+        Kind::Varchar { max_length: Some(n) } => string(json!({"maxLength": n})),
         Kind::Bpchar { length: Some(n) } => string(json!({"minLength": n, "maxLength": n})),
         Kind::Uuid => string(json!({"format": "uuid"})),
         Kind::Bytea => string(json!({"contentEncoding": "base64"})),
@@ -65,23 +62,13 @@ fn kind_schema(kind: Kind<'_>, nullable: bool, is_key: bool) -> Value {
             string(json!({"enum": values}))
         }
         Kind::Range { .. } | Kind::Multirange { .. } => string(json!({})),
-        Kind::Array { element } => typed(
-            &["array"],
-            nullable,
-            json!({"items": member_schema(element)}),
-        ),
+        Kind::Array { element } => typed(&["array"], nullable, json!({"items": member_schema(element)})),
         Kind::Composite { fields } => {
-            let properties: Map<String, Value> = fields
-                .iter()
-                .map(|(name, ty)| (name.clone(), member_schema(ty)))
-                .collect();
+            let properties: Map<String, Value> =
+                fields.iter().map(|(name, ty)| (name.clone(), member_schema(ty))).collect();
             typed(&["object"], nullable, json!({"properties": properties}))
         }
-        Kind::Hstore => typed(
-            &["object"],
-            nullable,
-            json!({"additionalProperties": {"type": ["string", "null"]}}),
-        ),
+        Kind::Hstore => typed(&["object"], nullable, json!({"additionalProperties": {"type": ["string", "null"]}})),
         Kind::Vector => typed(&["array"], nullable, json!({"items": {"type": "number"}})),
         Kind::CatchAll { name } => json!({
             "description": format!(
@@ -93,10 +80,7 @@ fn kind_schema(kind: Kind<'_>, nullable: bool, is_key: bool) -> Value {
 
 /// `extra` (an object) with a `type` of `types`, plus `"null"` when `nullable`.
 fn typed(types: &[&str], nullable: bool, extra: Value) -> Value {
-    let mut names: Vec<Value> = types
-        .iter()
-        .map(|t| Value::String((*t).to_string()))
-        .collect();
+    let mut names: Vec<Value> = types.iter().map(|t| Value::String((*t).to_string())).collect();
     if nullable {
         names.push(Value::String("null".into()));
     }
@@ -119,9 +103,7 @@ fn typed(types: &[&str], nullable: bool, extra: Value) -> Value {
 /// the base type's name from the catalog.
 pub fn source_type_name(ty: &PgType) -> String {
     match ty {
-        PgType::Builtin { name, .. } | PgType::Extension { name } | PgType::Unknown { name } => {
-            name.clone()
-        }
+        PgType::Builtin { name, .. } | PgType::Extension { name } | PgType::Unknown { name } => name.clone(),
         PgType::Enum { .. } => "enum".into(),
         PgType::Domain { base, .. } => source_type_name(base),
         PgType::Array { element } => format!("_{}", element_typname(element)),
@@ -144,22 +126,13 @@ mod tests {
     use super::*;
 
     fn builtin(name: &str, typmod: i32) -> PgType {
-        PgType::Builtin {
-            name: name.into(),
-            typmod,
-        }
+        PgType::Builtin { name: name.into(), typmod }
     }
 
     #[test]
     fn nullable_columns_add_null_to_the_type() {
-        assert_eq!(
-            column_schema(&builtin("int4", -1), false, false),
-            json!({"type": "integer"})
-        );
-        assert_eq!(
-            column_schema(&builtin("int4", -1), true, false),
-            json!({"type": ["integer", "null"]})
-        );
+        assert_eq!(column_schema(&builtin("int4", -1), false, false), json!({"type": "integer"}));
+        assert_eq!(column_schema(&builtin("int4", -1), true, false), json!({"type": ["integer", "null"]}));
         assert_eq!(
             column_schema(&builtin("float8", -1), true, false),
             json!({"type": ["number", "string", "null"], "format": "number"})
@@ -168,34 +141,22 @@ mod tests {
 
     #[test]
     fn float_key_columns_are_strings() {
-        assert_eq!(
-            column_schema(&builtin("float4", -1), false, true),
-            json!({"type": "string", "format": "number"})
-        );
+        assert_eq!(column_schema(&builtin("float4", -1), false, true), json!({"type": "string", "format": "number"}));
     }
 
     #[test]
     fn character_types_carry_their_lengths() {
-        assert_eq!(
-            column_schema(&builtin("varchar", 14), false, false),
-            json!({"type": "string", "maxLength": 10})
-        );
+        assert_eq!(column_schema(&builtin("varchar", 14), false, false), json!({"type": "string", "maxLength": 10}));
         assert_eq!(
             column_schema(&builtin("bpchar", 9), true, false),
             json!({"type": ["string", "null"], "minLength": 5, "maxLength": 5})
         );
-        assert_eq!(
-            column_schema(&builtin("varchar", -1), false, false),
-            json!({"type": "string"})
-        );
+        assert_eq!(column_schema(&builtin("varchar", -1), false, false), json!({"type": "string"}));
     }
 
     #[test]
     fn json_columns_have_no_type_even_when_nullable() {
-        assert_eq!(
-            column_schema(&builtin("json", -1), true, false),
-            json!({"contentMediaType": "application/json"})
-        );
+        assert_eq!(column_schema(&builtin("json", -1), true, false), json!({"contentMediaType": "application/json"}));
         assert_eq!(
             column_schema(&builtin("jsonb", -1), true, false),
             json!({"contentMediaType": "application/vnd.estuary.postgresql.jsonb+json"})
@@ -204,44 +165,25 @@ mod tests {
 
     #[test]
     fn a_not_null_domain_makes_the_column_non_nullable() {
-        let domain = PgType::Domain {
-            name: "positive".into(),
-            base: Box::new(builtin("int4", -1)),
-            not_null: true,
-        };
-        assert_eq!(
-            column_schema(&domain, true, false),
-            json!({"type": "integer"})
-        );
+        let domain = PgType::Domain { name: "positive".into(), base: Box::new(builtin("int4", -1)), not_null: true };
+        assert_eq!(column_schema(&domain, true, false), json!({"type": "integer"}));
         assert_eq!(source_type_name(&domain), "int4");
     }
 
     #[test]
     fn enums_list_their_labels_and_null_when_nullable() {
-        let mood = PgType::Enum {
-            name: "mood".into(),
-            labels: vec!["sad".into(), "happy".into()],
-        };
+        let mood = PgType::Enum { name: "mood".into(), labels: vec!["sad".into(), "happy".into()] };
         assert_eq!(
             column_schema(&mood, true, false),
             json!({"type": ["string", "null"], "enum": ["sad", "happy", null]})
         );
-        assert_eq!(
-            column_schema(&mood, false, false),
-            json!({"type": "string", "enum": ["sad", "happy"]})
-        );
+        assert_eq!(column_schema(&mood, false, false), json!({"type": "string", "enum": ["sad", "happy"]}));
     }
 
     #[test]
     fn array_items_are_always_nullable() {
-        let not_null_domain = PgType::Domain {
-            name: "d".into(),
-            base: Box::new(builtin("int4", -1)),
-            not_null: true,
-        };
-        let array = PgType::Array {
-            element: Box::new(not_null_domain),
-        };
+        let not_null_domain = PgType::Domain { name: "d".into(), base: Box::new(builtin("int4", -1)), not_null: true };
+        let array = PgType::Array { element: Box::new(not_null_domain) };
         assert_eq!(
             column_schema(&array, false, false),
             json!({"type": "array", "items": {"type": ["integer", "null"]}})
@@ -253,10 +195,7 @@ mod tests {
     fn composites_are_objects_of_nullable_fields() {
         let composite = PgType::Composite {
             name: "pair".into(),
-            fields: vec![
-                ("a".into(), builtin("int4", -1)),
-                ("b".into(), builtin("text", -1)),
-            ],
+            fields: vec![("a".into(), builtin("int4", -1)), ("b".into(), builtin("text", -1))],
         };
         assert_eq!(
             column_schema(&composite, true, false),
@@ -269,13 +208,7 @@ mod tests {
 
     #[test]
     fn unknown_types_get_the_catch_all_with_an_explanation() {
-        let schema = column_schema(
-            &PgType::Unknown {
-                name: "mytype".into(),
-            },
-            true,
-            false,
-        );
+        let schema = column_schema(&PgType::Unknown { name: "mytype".into() }, true, false);
         assert_eq!(
             schema,
             json!({"description": "using catch-all schema (unable to translate PostgreSQL type \"mytype\" into JSON schema)"})
@@ -285,31 +218,13 @@ mod tests {
     #[test]
     fn source_type_names_follow_go() {
         assert_eq!(source_type_name(&builtin("varchar", 14)), "varchar");
-        let int4_array = PgType::Array {
-            element: Box::new(builtin("int4", -1)),
-        };
+        let int4_array = PgType::Array { element: Box::new(builtin("int4", -1)) };
         assert_eq!(source_type_name(&int4_array), "_int4");
-        let mood = PgType::Enum {
-            name: "mood".into(),
-            labels: vec![],
-        };
+        let mood = PgType::Enum { name: "mood".into(), labels: vec![] };
         assert_eq!(source_type_name(&mood), "enum");
-        assert_eq!(
-            source_type_name(&PgType::Array {
-                element: Box::new(mood)
-            }),
-            "_mood"
-        );
-        let range = PgType::Range {
-            name: "int4range".into(),
-            subtype: Box::new(builtin("int4", -1)),
-        };
+        assert_eq!(source_type_name(&PgType::Array { element: Box::new(mood) }), "_mood");
+        let range = PgType::Range { name: "int4range".into(), subtype: Box::new(builtin("int4", -1)) };
         assert_eq!(source_type_name(&range), "range");
-        assert_eq!(
-            source_type_name(&PgType::Extension {
-                name: "citext".into()
-            }),
-            "citext"
-        );
+        assert_eq!(source_type_name(&PgType::Extension { name: "citext".into() }), "citext");
     }
 }

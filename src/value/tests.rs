@@ -9,30 +9,19 @@ use serde_json::{json, Value};
 use super::*;
 
 fn builtin(name: &str) -> PgType {
-    PgType::Builtin {
-        name: name.into(),
-        typmod: -1,
-    }
+    PgType::Builtin { name: name.into(), typmod: -1 }
 }
 
 fn sized(name: &str, length: i32) -> PgType {
-    PgType::Builtin {
-        name: name.into(),
-        typmod: length + 4,
-    }
+    PgType::Builtin { name: name.into(), typmod: length + 4 }
 }
 
 fn array(element: PgType) -> PgType {
-    PgType::Array {
-        element: Box::new(element),
-    }
+    PgType::Array { element: Box::new(element) }
 }
 
 fn mood() -> PgType {
-    PgType::Enum {
-        name: "mood".into(),
-        labels: vec!["sad".into(), "ok".into(), "happy".into()],
-    }
+    PgType::Enum { name: "mood".into(), labels: vec!["sad".into(), "ok".into(), "happy".into()] }
 }
 
 /// A validator like Flow's: formats are checked, and `format: number` accepts what Flow
@@ -40,9 +29,7 @@ fn mood() -> PgType {
 fn validator(schema: &Value) -> jsonschema::Validator {
     jsonschema::options()
         .should_validate_formats(true)
-        .with_format("number", |s: &str| {
-            matches!(s, "NaN" | "Infinity" | "-Infinity") || s.parse::<f64>().is_ok()
-        })
+        .with_format("number", |s: &str| matches!(s, "NaN" | "Infinity" | "-Infinity") || s.parse::<f64>().is_ok())
         .build(schema)
         .unwrap_or_else(|e| panic!("schema {schema} does not compile: {e}"))
 }
@@ -52,8 +39,7 @@ fn encode(ty: &PgType, text: &str) -> String {
     let mut out = Vec::new();
     encode_value(ty, text.as_bytes(), &mut out).unwrap_or_else(|e| panic!("{ty} {text:?}: {e}"));
     let json = String::from_utf8(out).expect("output is UTF-8");
-    serde_json::from_str::<Value>(&json)
-        .unwrap_or_else(|e| panic!("{ty} {text:?} gave invalid JSON {json}: {e}"));
+    serde_json::from_str::<Value>(&json).unwrap_or_else(|e| panic!("{ty} {text:?} gave invalid JSON {json}: {e}"));
     json
 }
 
@@ -63,21 +49,14 @@ fn check(ty: &PgType, cases: &[(&str, &str)]) {
     let strict = validator(&column_schema(ty, false, false));
     let nullable = validator(&column_schema(ty, true, false));
     let null_allowed = !kind::domain_is_not_null(ty);
-    assert_eq!(
-        nullable.is_valid(&Value::Null),
-        null_allowed,
-        "{ty}: null validates only when nullable"
-    );
+    assert_eq!(nullable.is_valid(&Value::Null), null_allowed, "{ty}: null validates only when nullable");
     for (text, expected) in cases {
         let json = encode(ty, text);
         assert_eq!(json, *expected, "{ty} {text:?}");
         let value: Value = serde_json::from_str(&json).unwrap();
         for (label, validator) in [("non-nullable", &strict), ("nullable", &nullable)] {
             if let Err(error) = validator.validate(&value) {
-                panic!(
-                    "{ty} {text:?} → {json} fails its {label} schema {}: {error}",
-                    column_schema(ty, true, false)
-                );
+                panic!("{ty} {text:?} → {json} fails its {label} schema {}: {error}", column_schema(ty, true, false));
             }
         }
     }
@@ -85,25 +64,15 @@ fn check(ty: &PgType, cases: &[(&str, &str)]) {
 
 fn encode_error(ty: &PgType, text: &[u8]) -> ValueError {
     let mut out = b"prefix".to_vec();
-    let error = encode_value(ty, text, &mut out).expect_err(&format!(
-        "{ty} {:?} should be rejected",
-        String::from_utf8_lossy(text)
-    ));
+    let error = encode_value(ty, text, &mut out)
+        .expect_err(&format!("{ty} {:?} should be rejected", String::from_utf8_lossy(text)));
     assert_eq!(out, b"prefix", "the buffer is restored after an error");
     error
 }
 
 #[test]
 fn booleans_accept_output_and_text_cast_forms() {
-    check(
-        &builtin("bool"),
-        &[
-            ("t", "true"),
-            ("f", "false"),
-            ("true", "true"),
-            ("false", "false"),
-        ],
-    );
+    check(&builtin("bool"), &[("t", "true"), ("f", "false"), ("true", "true"), ("false", "false")]);
 }
 
 #[test]
@@ -112,10 +81,7 @@ fn integers_are_exact_json_numbers() {
     check(&builtin("int4"), &[("2147483647", "2147483647")]);
     check(
         &builtin("int8"),
-        &[
-            ("9223372036854775807", "9223372036854775807"),
-            ("-9223372036854775808", "-9223372036854775808"),
-        ],
+        &[("9223372036854775807", "9223372036854775807"), ("-9223372036854775808", "-9223372036854775808")],
     );
     check(&builtin("oid"), &[("4294967295", "4294967295")]);
 }
@@ -204,38 +170,21 @@ fn text_is_escaped_for_json_without_changing_characters() {
         &[
             ("plain", r#""plain""#),
             ("", r#""""#),
-            (
-                "quote \" and backslash \\",
-                r#""quote \" and backslash \\""#,
-            ),
+            ("quote \" and backslash \\", r#""quote \" and backslash \\""#),
             ("line\nfeed\ttab\rreturn", r#""line\nfeed\ttab\rreturn""#),
-            (
-                "\u{1}\u{8}\u{c}\u{1f}\u{7f}",
-                "\"\\u0001\\b\\f\\u001f\u{7f}\"",
-            ),
+            ("\u{1}\u{8}\u{c}\u{1f}\u{7f}", "\"\\u0001\\b\\f\\u001f\u{7f}\""),
             ("unicode é ☃ 😀 \u{2028}", "\"unicode é ☃ 😀 \u{2028}\""),
             ("</script>&", r#""</script>&""#),
         ],
     );
-    check(
-        &PgType::Extension {
-            name: "citext".into(),
-        },
-        &[("Hello", r#""Hello""#)],
-    );
+    check(&PgType::Extension { name: "citext".into() }, &[("Hello", r#""Hello""#)]);
     check(&builtin("name"), &[("pg_catalog", r#""pg_catalog""#)]);
-    check(
-        &builtin("char"),
-        &[("x", r#""x""#), ("\\351", r#""\\351""#), ("", r#""""#)],
-    );
+    check(&builtin("char"), &[("x", r#""x""#), ("\\351", r#""\\351""#), ("", r#""""#)]);
 }
 
 #[test]
 fn varchar_and_char_keep_to_their_declared_lengths() {
-    check(
-        &sized("varchar", 5),
-        &[("abcde", r#""abcde""#), ("ééééé", r#""ééééé""#)],
-    );
+    check(&sized("varchar", 5), &[("abcde", r#""abcde""#), ("ééééé", r#""ééééé""#)]);
     check(
         &sized("bpchar", 5),
         &[
@@ -276,23 +225,14 @@ fn json_and_jsonb_are_embedded_compacted_and_repaired() {
     check(
         &builtin("json"),
         &[
-            (
-                r#"{"a" : "\ud83d\ude00", "b":"\udc00x"}"#,
-                r#"{"a":"\ud83d\ude00","b":"\ufffdx"}"#,
-            ),
+            (r#"{"a" : "\ud83d\ude00", "b":"\udc00x"}"#, r#"{"a":"\ud83d\ude00","b":"\ufffdx"}"#),
             (r#""\ud83d""#, r#""\ufffd""#),
             ("[1e5, -0.0, \"\\u0000\"]", r#"[1e5,-0.0,"\u0000"]"#),
             ("null", "null"),
             ("12", "12"),
         ],
     );
-    check(
-        &builtin("jsonb"),
-        &[(
-            r#"{"a": 1, "b": [1, 2.50, "x"]}"#,
-            r#"{"a":1,"b":[1,2.50,"x"]}"#,
-        )],
-    );
+    check(&builtin("jsonb"), &[(r#"{"a": 1, "b": [1, 2.50, "x"]}"#, r#"{"a":1,"b":[1,2.50,"x"]}"#)]);
 }
 
 #[test]
@@ -324,10 +264,7 @@ fn dates_and_timestamps_validate_as_date_and_date_time() {
         &[
             ("2024-01-15 01:00:00.5+00", r#""2024-01-15T01:00:00.5Z""#),
             ("2024-01-15 06:30:00-08", r#""2024-01-15T14:30:00Z""#),
-            (
-                "294276-12-31 23:59:59.999999+00",
-                r#""9999-12-31T23:59:59Z""#,
-            ),
+            ("294276-12-31 23:59:59.999999+00", r#""9999-12-31T23:59:59Z""#),
             ("4713-01-01 00:00:00+00 BC", r#""0000-01-01T00:00:00Z""#),
         ],
     );
@@ -381,32 +318,14 @@ fn network_addresses_print_as_their_output_functions_do() {
             ("2001:4f8:3:ba::/64", r#""2001:4f8:3:ba::/64""#),
         ],
     );
-    check(
-        &builtin("cidr"),
-        &[
-            ("192.168.1.0/24", r#""192.168.1.0/24""#),
-            ("10.1.2.3/32", r#""10.1.2.3/32""#),
-        ],
-    );
-    check(
-        &builtin("macaddr"),
-        &[("08:00:2b:01:02:03", r#""08:00:2b:01:02:03""#)],
-    );
-    check(
-        &builtin("macaddr8"),
-        &[("08:00:2b:01:02:03:04:05", r#""08:00:2b:01:02:03:04:05""#)],
-    );
+    check(&builtin("cidr"), &[("192.168.1.0/24", r#""192.168.1.0/24""#), ("10.1.2.3/32", r#""10.1.2.3/32""#)]);
+    check(&builtin("macaddr"), &[("08:00:2b:01:02:03", r#""08:00:2b:01:02:03""#)]);
+    check(&builtin("macaddr8"), &[("08:00:2b:01:02:03:04:05", r#""08:00:2b:01:02:03:04:05""#)]);
 }
 
 #[test]
 fn uuids_validate_as_uuid() {
-    check(
-        &builtin("uuid"),
-        &[(
-            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-            r#""a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11""#,
-        )],
-    );
+    check(&builtin("uuid"), &[("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", r#""a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11""#)]);
 }
 
 #[test]
@@ -436,10 +355,7 @@ fn other_builtins_are_their_text_output() {
     for (name, text) in cases {
         let expected = serde_json::to_string(text).unwrap();
         check(&builtin(name), &[(text, &expected)]);
-        assert_eq!(
-            column_schema(&builtin(name), false, false),
-            json!({"type": "string"})
-        );
+        assert_eq!(column_schema(&builtin(name), false, false), json!({"type": "string"}));
     }
 }
 
@@ -452,30 +368,13 @@ fn enums_are_their_labels() {
 
 #[test]
 fn domains_encode_as_their_base_type() {
-    let positive = PgType::Domain {
-        name: "positive".into(),
-        base: Box::new(builtin("int4")),
-        not_null: true,
-    };
+    let positive = PgType::Domain { name: "positive".into(), base: Box::new(builtin("int4")), not_null: true };
     check(&positive, &[("42", "42")]);
-    let mood_domain = PgType::Domain {
-        name: "feeling".into(),
-        base: Box::new(mood()),
-        not_null: false,
-    };
+    let mood_domain = PgType::Domain { name: "feeling".into(), base: Box::new(mood()), not_null: false };
     check(&mood_domain, &[("ok", r#""ok""#)]);
-    let stamps = PgType::Domain {
-        name: "stamps".into(),
-        base: Box::new(array(builtin("timestamptz"))),
-        not_null: false,
-    };
-    check(
-        &stamps,
-        &[(
-            r#"{"2024-01-01 00:00:00+00",infinity}"#,
-            r#"["2024-01-01T00:00:00Z","9999-12-31T23:59:59Z"]"#,
-        )],
-    );
+    let stamps =
+        PgType::Domain { name: "stamps".into(), base: Box::new(array(builtin("timestamptz"))), not_null: false };
+    check(&stamps, &[(r#"{"2024-01-01 00:00:00+00",infinity}"#, r#"["2024-01-01T00:00:00Z","9999-12-31T23:59:59Z"]"#)]);
 }
 
 #[test]
@@ -499,18 +398,10 @@ fn arrays_flatten_every_dimension() {
             r#"["a b","c\"d","e\\f",null,"NULL",""," x ","{}","a,b","plain"]"#,
         )],
     );
-    check(
-        &array(builtin("box")),
-        &[(
-            "{(3,4),(1,2);(5,6),(1,1)}",
-            r#"["(3,4),(1,2)","(5,6),(1,1)"]"#,
-        )],
-    );
+    check(&array(builtin("box")), &[("{(3,4),(1,2);(5,6),(1,1)}", r#"["(3,4),(1,2)","(5,6),(1,1)"]"#)]);
     // PostGIS declares ':' as the array delimiter of geometry and geography.
     check(
-        &array(PgType::Extension {
-            name: "geometry".into(),
-        }),
+        &array(PgType::Extension { name: "geometry".into() }),
         &[(
             "{{0101000000000000000000F03F0000000000000040:NULL}:{010300000000000000:010300000000000000}}",
             r#"["0101000000000000000000F03F0000000000000040",null,"010300000000000000","010300000000000000"]"#,
@@ -519,33 +410,12 @@ fn arrays_flatten_every_dimension() {
     assert!(array_delimiter_known(&builtin("box"), ';'));
     assert!(!array_delimiter_known(&builtin("box"), ','));
     assert!(array_delimiter_known(&builtin("int4"), ','));
-    check(
-        &array(builtin("float8")),
-        &[("{NaN,Infinity,1.5,-0}", r#"["NaN","Infinity",1.5,-0]"#)],
-    );
-    check(
-        &array(builtin("bytea")),
-        &[(r#"{"\\x01ff",NULL}"#, r#"["Af8=",null]"#)],
-    );
-    check(
-        &array(builtin("jsonb")),
-        &[(
-            r#"{"{\"a\": [1, \"x,y\"]}",null}"#,
-            r#"[{"a":[1,"x,y"]},null]"#,
-        )],
-    );
-    check(
-        &array(builtin("date")),
-        &[("{2024-01-01,infinity}", r#"["2024-01-01","9999-12-31"]"#)],
-    );
-    check(
-        &array(mood()),
-        &[("{sad,NULL,happy}", r#"["sad",null,"happy"]"#)],
-    );
-    check(
-        &array(sized("bpchar", 3)),
-        &[(r#"{"a  ",b}"#, r#"["a  ","b  "]"#)],
-    );
+    check(&array(builtin("float8")), &[("{NaN,Infinity,1.5,-0}", r#"["NaN","Infinity",1.5,-0]"#)]);
+    check(&array(builtin("bytea")), &[(r#"{"\\x01ff",NULL}"#, r#"["Af8=",null]"#)]);
+    check(&array(builtin("jsonb")), &[(r#"{"{\"a\": [1, \"x,y\"]}",null}"#, r#"[{"a":[1,"x,y"]},null]"#)]);
+    check(&array(builtin("date")), &[("{2024-01-01,infinity}", r#"["2024-01-01","9999-12-31"]"#)]);
+    check(&array(mood()), &[("{sad,NULL,happy}", r#"["sad",null,"happy"]"#)]);
+    check(&array(sized("bpchar", 3)), &[(r#"{"a  ",b}"#, r#"["a  ","b  "]"#)]);
 }
 
 #[test]
@@ -554,57 +424,25 @@ fn arrays_of_composites_and_ranges_encode_each_element_fully() {
         name: "pair".into(),
         fields: vec![("a".into(), builtin("int4")), ("b".into(), builtin("text"))],
     };
-    check(
-        &array(pair),
-        &[(
-            r#"{"(1,\"b c\")","(2,)",NULL}"#,
-            r#"[{"a":1,"b":"b c"},{"a":2,"b":null},null]"#,
-        )],
-    );
-    let int4range = PgType::Range {
-        name: "int4range".into(),
-        subtype: Box::new(builtin("int4")),
-    };
-    check(
-        &array(int4range),
-        &[(r#"{"[1,5)",empty}"#, r#"["[1,5)","empty"]"#)],
-    );
+    check(&array(pair), &[(r#"{"(1,\"b c\")","(2,)",NULL}"#, r#"[{"a":1,"b":"b c"},{"a":2,"b":null},null]"#)]);
+    let int4range = PgType::Range { name: "int4range".into(), subtype: Box::new(builtin("int4")) };
+    check(&array(int4range), &[(r#"{"[1,5)",empty}"#, r#"["[1,5)","empty"]"#)]);
 }
 
 #[test]
 fn ranges_keep_their_notation_and_rewrite_date_and_time_bounds() {
-    let range = |name: &str, subtype: &str| PgType::Range {
-        name: name.into(),
-        subtype: Box::new(builtin(subtype)),
-    };
+    let range = |name: &str, subtype: &str| PgType::Range { name: name.into(), subtype: Box::new(builtin(subtype)) };
     check(
         &range("int4range", "int4"),
-        &[
-            ("[1,5)", r#""[1,5)""#),
-            ("empty", r#""empty""#),
-            ("(,)", r#""(,)""#),
-            ("[3,)", r#""[3,)""#),
-        ],
+        &[("[1,5)", r#""[1,5)""#), ("empty", r#""empty""#), ("(,)", r#""(,)""#), ("[3,)", r#""[3,)""#)],
     );
-    check(
-        &range("numrange", "numeric"),
-        &[("[1.5,2.5]", r#""[1.5,2.5]""#)],
-    );
-    check(
-        &range("daterange", "date"),
-        &[("[2024-01-01,2024-12-31)", r#""[2024-01-01,2024-12-31)""#)],
-    );
+    check(&range("numrange", "numeric"), &[("[1.5,2.5]", r#""[1.5,2.5]""#)]);
+    check(&range("daterange", "date"), &[("[2024-01-01,2024-12-31)", r#""[2024-01-01,2024-12-31)""#)]);
     check(
         &range("tsrange", "timestamp"),
         &[
-            (
-                r#"["2024-01-01 00:00:00",infinity)"#,
-                r#""[2024-01-01T00:00:00Z,infinity)""#,
-            ),
-            (
-                r#"["12345-01-01 00:00:00",)"#,
-                r#""[+12345-01-01T00:00:00Z,)""#,
-            ),
+            (r#"["2024-01-01 00:00:00",infinity)"#, r#""[2024-01-01T00:00:00Z,infinity)""#),
+            (r#"["12345-01-01 00:00:00",)"#, r#""[+12345-01-01T00:00:00Z,)""#),
         ],
     );
     check(
@@ -616,28 +454,17 @@ fn ranges_keep_their_notation_and_rewrite_date_and_time_bounds() {
     );
     // A bound of a subtype without a rule is copied with its quoting, so the string is
     // still a valid range literal.
-    check(
-        &range("textrange", "text"),
-        &[(r#"["a,b","c\"d")"#, r#""[\"a,b\",\"c\\\"d\")""#)],
-    );
+    check(&range("textrange", "text"), &[(r#"["a,b","c\"d")"#, r#""[\"a,b\",\"c\\\"d\")""#)]);
 }
 
 #[test]
 fn multiranges_are_strings_of_their_ranges() {
-    let multirange = |name: &str, subtype: &str| PgType::Multirange {
-        name: name.into(),
-        subtype: Box::new(builtin(subtype)),
-    };
-    check(
-        &multirange("int4multirange", "int4"),
-        &[("{[1,3),[5,7)}", r#""{[1,3),[5,7)}""#), ("{}", r#""{}""#)],
-    );
+    let multirange =
+        |name: &str, subtype: &str| PgType::Multirange { name: name.into(), subtype: Box::new(builtin(subtype)) };
+    check(&multirange("int4multirange", "int4"), &[("{[1,3),[5,7)}", r#""{[1,3),[5,7)}""#), ("{}", r#""{}""#)]);
     check(
         &multirange("tsmultirange", "timestamp"),
-        &[(
-            r#"{["2024-01-01 00:00:00","2024-01-02 00:00:00")}"#,
-            r#""{[2024-01-01T00:00:00Z,2024-01-02T00:00:00Z)}""#,
-        )],
+        &[(r#"{["2024-01-01 00:00:00","2024-01-02 00:00:00")}"#, r#""{[2024-01-01T00:00:00Z,2024-01-02T00:00:00Z)}""#)],
     );
 }
 
@@ -656,62 +483,35 @@ fn composites_become_objects_of_typed_fields() {
     check(
         &comp,
         &[
-            (
-                r#"(1,"b c",,ok,"{1,2}")"#,
-                r#"{"a":1,"b":"b c","c":null,"d":"ok","e":[1,2]}"#,
-            ),
-            (
-                r#"(,"",1.5,,)"#,
-                r#"{"a":null,"b":"","c":1.5,"d":null,"e":null}"#,
-            ),
-            (
-                r#"(2,"x""y\\z,(p)",NaN,sad,{})"#,
-                r#"{"a":2,"b":"x\"y\\z,(p)","c":"NaN","d":"sad","e":[]}"#,
-            ),
+            (r#"(1,"b c",,ok,"{1,2}")"#, r#"{"a":1,"b":"b c","c":null,"d":"ok","e":[1,2]}"#),
+            (r#"(,"",1.5,,)"#, r#"{"a":null,"b":"","c":1.5,"d":null,"e":null}"#),
+            (r#"(2,"x""y\\z,(p)",NaN,sad,{})"#, r#"{"a":2,"b":"x\"y\\z,(p)","c":"NaN","d":"sad","e":[]}"#),
         ],
     );
     // Keys come out in byte order of the field names, whatever the declaration order.
     let reversed = PgType::Composite {
         name: "rev".into(),
-        fields: vec![
-            ("z".into(), builtin("int4")),
-            ("A".into(), builtin("int4")),
-            ("m".into(), builtin("int4")),
-        ],
+        fields: vec![("z".into(), builtin("int4")), ("A".into(), builtin("int4")), ("m".into(), builtin("int4"))],
     };
     check(&reversed, &[("(1,2,3)", r#"{"A":2,"m":3,"z":1}"#)]);
     let nested = PgType::Composite {
         name: "outer".into(),
-        fields: vec![
-            ("inner".into(), reversed),
-            ("t".into(), builtin("timestamptz")),
-        ],
+        fields: vec![("inner".into(), reversed), ("t".into(), builtin("timestamptz"))],
     };
     check(
         &nested,
-        &[(
-            r#"("(1,2,3)","2024-01-01 00:00:00+00")"#,
-            r#"{"inner":{"A":2,"m":3,"z":1},"t":"2024-01-01T00:00:00Z"}"#,
-        )],
+        &[(r#"("(1,2,3)","2024-01-01 00:00:00+00")"#, r#"{"inner":{"A":2,"m":3,"z":1},"t":"2024-01-01T00:00:00Z"}"#)],
     );
-    let empty = PgType::Composite {
-        name: "nothing".into(),
-        fields: vec![],
-    };
+    let empty = PgType::Composite { name: "nothing".into(), fields: vec![] };
     check(&empty, &[("()", "{}")]);
 }
 
 #[test]
 fn hstore_becomes_an_object_of_strings_and_nulls() {
     check(
-        &PgType::Extension {
-            name: "hstore".into(),
-        },
+        &PgType::Extension { name: "hstore".into() },
         &[
-            (
-                r#""b c"=>NULL, "a"=>"1", "q\"x"=>"v\\w", ""=>"""#,
-                r#"{"":"","a":"1","b c":null,"q\"x":"v\\w"}"#,
-            ),
+            (r#""b c"=>NULL, "a"=>"1", "q\"x"=>"v\\w", ""=>"""#, r#"{"":"","a":"1","b c":null,"q\"x":"v\\w"}"#),
             ("", "{}"),
             ("a=>1, b => NULL", r#"{"a":"1","b":null}"#),
         ],
@@ -721,18 +521,9 @@ fn hstore_becomes_an_object_of_strings_and_nulls() {
 #[test]
 fn extension_types_have_defined_encodings() {
     let extension = |name: &str| PgType::Extension { name: name.into() };
-    check(
-        &extension("vector"),
-        &[
-            ("[1,2.5,-3e-05]", "[1,2.5,-0.00003]"),
-            ("[1e-07]", "[1e-7]"),
-        ],
-    );
+    check(&extension("vector"), &[("[1,2.5,-3e-05]", "[1,2.5,-0.00003]"), ("[1e-07]", "[1e-7]")]);
     check(&extension("halfvec"), &[("[0.1,2,3]", "[0.1,2,3]")]);
-    check(
-        &extension("sparsevec"),
-        &[("{1:1.5,3:2}/5", r#""{1:1.5,3:2}/5""#)],
-    );
+    check(&extension("sparsevec"), &[("{1:1.5,3:2}/5", r#""{1:1.5,3:2}/5""#)]);
     check(
         &extension("geometry"),
         &[(
@@ -753,22 +544,13 @@ fn extension_types_have_defined_encodings() {
 
 #[test]
 fn unknown_types_are_strings_under_the_catch_all_schema() {
-    for ty in [
-        PgType::Unknown {
-            name: "mytype".into(),
-        },
-        builtin("int2vector"),
-        PgType::Extension {
-            name: "cube".into(),
-        },
-    ] {
+    for ty in
+        [PgType::Unknown { name: "mytype".into() }, builtin("int2vector"), PgType::Extension { name: "cube".into() }]
+    {
         check(&ty, &[("1 2 3", r#""1 2 3""#)]);
         let schema = column_schema(&ty, true, false);
         assert!(schema.get("type").is_none(), "{schema}");
-        assert!(schema["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("using catch-all schema"));
+        assert!(schema["description"].as_str().unwrap().starts_with("using catch-all schema"));
     }
 }
 
@@ -817,64 +599,15 @@ fn malformed_text_is_an_error_and_never_a_panic() {
         (comp.clone(), b"(1,\"x)"),
         (comp.clone(), b"1,2"),
         (comp.clone(), b"(1,2)x"),
-        (
-            PgType::Range {
-                name: "int4range".into(),
-                subtype: Box::new(builtin("int4")),
-            },
-            b"[1,5",
-        ),
-        (
-            PgType::Range {
-                name: "int4range".into(),
-                subtype: Box::new(builtin("int4")),
-            },
-            b"<1,5>",
-        ),
-        (
-            PgType::Range {
-                name: "daterange".into(),
-                subtype: Box::new(builtin("date")),
-            },
-            b"[2024-13-01,)",
-        ),
-        (
-            PgType::Multirange {
-                name: "int4multirange".into(),
-                subtype: Box::new(builtin("int4")),
-            },
-            b"{[1,3)",
-        ),
-        (
-            PgType::Extension {
-                name: "hstore".into(),
-            },
-            b"\"a\"=>",
-        ),
-        (
-            PgType::Extension {
-                name: "hstore".into(),
-            },
-            b"\"a\"=\"b\"",
-        ),
-        (
-            PgType::Extension {
-                name: "hstore".into(),
-            },
-            b"\"a",
-        ),
-        (
-            PgType::Extension {
-                name: "vector".into(),
-            },
-            b"[1,NaN]",
-        ),
-        (
-            PgType::Extension {
-                name: "vector".into(),
-            },
-            b"[1,2",
-        ),
+        (PgType::Range { name: "int4range".into(), subtype: Box::new(builtin("int4")) }, b"[1,5"),
+        (PgType::Range { name: "int4range".into(), subtype: Box::new(builtin("int4")) }, b"<1,5>"),
+        (PgType::Range { name: "daterange".into(), subtype: Box::new(builtin("date")) }, b"[2024-13-01,)"),
+        (PgType::Multirange { name: "int4multirange".into(), subtype: Box::new(builtin("int4")) }, b"{[1,3)"),
+        (PgType::Extension { name: "hstore".into() }, b"\"a\"=>"),
+        (PgType::Extension { name: "hstore".into() }, b"\"a\"=\"b\""),
+        (PgType::Extension { name: "hstore".into() }, b"\"a"),
+        (PgType::Extension { name: "vector".into() }, b"[1,NaN]"),
+        (PgType::Extension { name: "vector".into() }, b"[1,2"),
     ];
     for (ty, text) in cases {
         let error = encode_error(&ty, text);
@@ -892,20 +625,11 @@ fn invalid_utf8_is_an_error_for_every_string_family() {
         builtin("json"),
         mood(),
         PgType::Unknown { name: "x".into() },
-        PgType::Extension {
-            name: "hstore".into(),
-        },
-        PgType::Range {
-            name: "textrange".into(),
-            subtype: Box::new(builtin("text")),
-        },
+        PgType::Extension { name: "hstore".into() },
+        PgType::Range { name: "textrange".into(), subtype: Box::new(builtin("text")) },
     ] {
         let error = encode_error(&ty, bad);
-        assert_eq!(
-            error.kind(),
-            &ValueErrorKind::InvalidUtf8 { offset: 3 },
-            "{ty}"
-        );
+        assert_eq!(error.kind(), &ValueErrorKind::InvalidUtf8 { offset: 3 }, "{ty}");
     }
     let error = encode_error(&array(builtin("text")), b"{\"a\",\"\xc3\"}");
     assert_eq!(error.type_name(), "text", "the innermost type is named");
@@ -913,10 +637,7 @@ fn invalid_utf8_is_an_error_for_every_string_family() {
 
 #[test]
 fn errors_inside_nested_values_name_the_innermost_type() {
-    let comp = PgType::Composite {
-        name: "pair".into(),
-        fields: vec![("t".into(), builtin("timestamptz"))],
-    };
+    let comp = PgType::Composite { name: "pair".into(), fields: vec![("t".into(), builtin("timestamptz"))] };
     let error = encode_error(&array(comp), br#"{"(\"2024-01-01 00:00:00\")"}"#);
     assert_eq!(error.type_name(), "timestamptz");
     assert!(error.to_string().contains("UTC offset"), "{error}");
@@ -940,10 +661,7 @@ fn noise(seed: u64, length: usize) -> Vec<u8> {
 fn random_input_never_panics_and_success_is_always_valid_json() {
     let comp = PgType::Composite {
         name: "c".into(),
-        fields: vec![
-            ("a".into(), array(builtin("int4"))),
-            ("b".into(), builtin("text")),
-        ],
+        fields: vec![("a".into(), array(builtin("int4"))), ("b".into(), builtin("text"))],
     };
     let types = [
         builtin("bool"),
@@ -958,20 +676,10 @@ fn random_input_never_panics_and_success_is_always_valid_json() {
         array(builtin("text")),
         array(array(builtin("int4"))),
         comp,
-        PgType::Range {
-            name: "tsrange".into(),
-            subtype: Box::new(builtin("timestamp")),
-        },
-        PgType::Multirange {
-            name: "m".into(),
-            subtype: Box::new(builtin("int4")),
-        },
-        PgType::Extension {
-            name: "hstore".into(),
-        },
-        PgType::Extension {
-            name: "vector".into(),
-        },
+        PgType::Range { name: "tsrange".into(), subtype: Box::new(builtin("timestamp")) },
+        PgType::Multirange { name: "m".into(), subtype: Box::new(builtin("int4")) },
+        PgType::Extension { name: "hstore".into() },
+        PgType::Extension { name: "vector".into() },
     ];
     for seed in 0..3_000u64 {
         let text = noise(seed, usize::try_from(seed % 40).unwrap());
@@ -1004,10 +712,8 @@ fn ten_megabyte_values_encode_in_linear_time() {
     const MEGABYTE: usize = 1 << 20;
     let text_value = |size: usize| "a\"é\n".repeat(size / 5).into_bytes();
     let bytea_value = |size: usize| format!("\\x{}", "0f".repeat(size / 2)).into_bytes();
-    let json_value =
-        |size: usize| format!("[{}1]", "{\"k\": \"\\ud83d v\"}, ".repeat(size / 20)).into_bytes();
-    let array_value =
-        |size: usize| format!("{{{}x}}", "\"a b\",NULL,".repeat(size / 11)).into_bytes();
+    let json_value = |size: usize| format!("[{}1]", "{\"k\": \"\\ud83d v\"}, ".repeat(size / 20)).into_bytes();
+    let array_value = |size: usize| format!("{{{}x}}", "\"a b\",NULL,".repeat(size / 11)).into_bytes();
     type MakeValue = dyn Fn(usize) -> Vec<u8>;
     let cases: [(PgType, &MakeValue); 4] = [
         (builtin("text"), &text_value),
@@ -1020,13 +726,7 @@ fn ten_megabyte_values_encode_in_linear_time() {
         let large = best_time(&ty, &make(10 * MEGABYTE));
         // Linear is about 10x; quadratic would be about 100x. Allow for noise on a busy machine.
         let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
-        assert!(
-            ratio < 30.0,
-            "{ty}: 1 MB took {small:?}, 10 MB took {large:?}"
-        );
-        assert!(
-            large < Duration::from_secs(10),
-            "{ty}: 10 MB took {large:?}"
-        );
+        assert!(ratio < 30.0, "{ty}: 1 MB took {small:?}, 10 MB took {large:?}");
+        assert!(large < Duration::from_secs(10), "{ty}: 10 MB took {large:?}");
     }
 }

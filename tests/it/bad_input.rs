@@ -49,10 +49,7 @@ fn patched(base: &Value, patch: Value) -> Value {
 
 #[test]
 fn malformed_configs_and_requests_fail_with_one_clear_line() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let db = runtime.block_on(async {
         let db = TestDb::create("bad_input").await;
         db.execute("CREATE TABLE test.t (id int PRIMARY KEY);").await;
@@ -77,10 +74,7 @@ fn malformed_configs_and_requests_fail_with_one_clear_line() {
         ("request is unknown", r#"{"frobnicate": {}}"#.into()),
         ("request names two verbs", r#"{"spec": {}, "discover": {}}"#.into()),
         ("validate is a string", r#"{"validate": "yes"}"#.into()),
-        (
-            "bindings is an object",
-            json!({"validate": {"config": base, "bindings": {}}}).to_string(),
-        ),
+        ("bindings is an object", json!({"validate": {"config": base, "bindings": {}}}).to_string()),
         (
             "backfill counter is negative",
             json!({"validate": {"config": base, "bindings": [{"resourceConfig": table, "backfill": -1}]}}).to_string(),
@@ -90,47 +84,23 @@ fn malformed_configs_and_requests_fail_with_one_clear_line() {
             json!({"validate": {"config": base, "bindings": [{"resourceConfig": table, "backfill": 1e20}]}})
                 .to_string(),
         ),
-        (
-            "acknowledge outside a capture",
-            r#"{"acknowledge": {"checkpoints": 1}}"#.into(),
-        ),
+        ("acknowledge outside a capture", r#"{"acknowledge": {"checkpoints": 1}}"#.into()),
         // The endpoint configuration.
-        (
-            "config is a string",
-            validate(&json!("postgres://u:p@h/db"), std::slice::from_ref(&table)),
-        ),
+        ("config is a string", validate(&json!("postgres://u:p@h/db"), std::slice::from_ref(&table))),
         ("config is null", validate(&Value::Null, std::slice::from_ref(&table))),
         ("address is missing", with(json!({"address": null}))),
         ("address is empty", with(json!({"address": ""}))),
         ("address is blank", with(json!({"address": "   "}))),
-        (
-            "address is a URL",
-            with(json!({"address": format!("postgres://flow:{SECRET}@db.example.com:5432/shop")})),
-        ),
-        (
-            "address port is not a number",
-            with(json!({"address": "db.example.com:abc"})),
-        ),
+        ("address is a URL", with(json!({"address": format!("postgres://flow:{SECRET}@db.example.com:5432/shop")}))),
+        ("address port is not a number", with(json!({"address": "db.example.com:abc"}))),
         ("address port is zero", with(json!({"address": "db.example.com:0"}))),
-        (
-            "address port is too large",
-            with(json!({"address": "db.example.com:70000"})),
-        ),
+        ("address port is too large", with(json!({"address": "db.example.com:70000"}))),
         ("address is huge", with(json!({"address": long}))),
         ("address has a space", with(json!({"address": "db host:5432"}))),
         ("address is a number", with(json!({"address": 5432}))),
-        (
-            "address is a Supabase pooler",
-            with(json!({"address": "aws-0-us-east-1.pooler.supabase.com:6543"})),
-        ),
-        (
-            "address is a Supabase transaction port",
-            with(json!({"address": "db.abcdefgh.supabase.co:6543"})),
-        ),
-        (
-            "address is a Neon pooler",
-            with(json!({"address": "ep-cool-name-123456-pooler.us-east-2.aws.neon.tech"})),
-        ),
+        ("address is a Supabase pooler", with(json!({"address": "aws-0-us-east-1.pooler.supabase.com:6543"}))),
+        ("address is a Supabase transaction port", with(json!({"address": "db.abcdefgh.supabase.co:6543"}))),
+        ("address is a Neon pooler", with(json!({"address": "ep-cool-name-123456-pooler.us-east-2.aws.neon.tech"}))),
         ("user is empty", with(json!({"user": ""}))),
         ("user has a NUL", with(json!({"user": "flow\u{0}capture"}))),
         ("user is too long", with(json!({"user": "u".repeat(100)}))),
@@ -139,86 +109,26 @@ fn malformed_configs_and_requests_fail_with_one_clear_line() {
         ("database has a newline", with(json!({"database": "shop\nDROP"}))),
         ("password is missing", with(json!({"credentials": null}))),
         ("password is empty", with(json!({"credentials": {"password": ""}}))),
-        (
-            "password is a number",
-            with(json!({"credentials": {"password": 1234567}})),
-        ),
-        (
-            "password has a NUL",
-            with(json!({"credentials": {"password": format!("{SECRET}\u{0}")}})),
-        ),
-        (
-            "auth_type is unknown",
-            with(json!({"credentials": {"auth_type": "Kerberos"}})),
-        ),
-        (
-            "sslmode is unknown",
-            with(json!({"advanced": {"sslmode": "sometimes"}})),
-        ),
-        (
-            "slot name has quotes",
-            with(json!({"advanced": {"slotName": "Flow\"Slot"}})),
-        ),
-        (
-            "slot name has a semicolon",
-            with(json!({"advanced": {"slotName": "s; DROP DATABASE x"}})),
-        ),
-        (
-            "slot name is unicode",
-            with(json!({"advanced": {"slotName": "slöt_表"}})),
-        ),
-        (
-            "publication name is empty",
-            with(json!({"advanced": {"publicationName": ""}})),
-        ),
-        (
-            "publication name is too long",
-            with(json!({"advanced": {"publicationName": "p".repeat(200)}})),
-        ),
-        (
-            "watermarks table is not qualified",
-            with(json!({"advanced": {"watermarksTable": "flow_watermarks"}})),
-        ),
-        (
-            "watermarks table has an empty part",
-            with(json!({"advanced": {"watermarksTable": "public."}})),
-        ),
-        (
-            "watermarks table is huge",
-            with(json!({"advanced": {"watermarksTable": long}})),
-        ),
-        (
-            "backfill chunk size is a string",
-            with(json!({"advanced": {"backfill_chunk_size": "lots"}})),
-        ),
-        (
-            "backfill chunk size is a huge float",
-            with(json!({"advanced": {"backfill_chunk_size": 1e30}})),
-        ),
-        (
-            "statement timeout is not a duration",
-            with(json!({"advanced": {"statement_timeout": "forever"}})),
-        ),
-        (
-            "skip_backfills entry is not qualified",
-            with(json!({"advanced": {"skip_backfills": "public.a, b"}})),
-        ),
-        (
-            "table pattern has too many dots",
-            with(json!({"discoveryFilters": {"table_patterns": ["a.b.c"]}})),
-        ),
-        (
-            "discovery filters have an unknown field",
-            with(json!({"discoveryFilters": {"frobnicate": true}})),
-        ),
-        (
-            "included schema is blank",
-            with(json!({"discoveryFilters": {"include_schemas": [" "]}})),
-        ),
-        (
-            "advanced has an unknown field",
-            with(json!({"advanced": {"frobnicate": 1}})),
-        ),
+        ("password is a number", with(json!({"credentials": {"password": 1234567}}))),
+        ("password has a NUL", with(json!({"credentials": {"password": format!("{SECRET}\u{0}")}}))),
+        ("auth_type is unknown", with(json!({"credentials": {"auth_type": "Kerberos"}}))),
+        ("sslmode is unknown", with(json!({"advanced": {"sslmode": "sometimes"}}))),
+        ("slot name has quotes", with(json!({"advanced": {"slotName": "Flow\"Slot"}}))),
+        ("slot name has a semicolon", with(json!({"advanced": {"slotName": "s; DROP DATABASE x"}}))),
+        ("slot name is unicode", with(json!({"advanced": {"slotName": "slöt_表"}}))),
+        ("publication name is empty", with(json!({"advanced": {"publicationName": ""}}))),
+        ("publication name is too long", with(json!({"advanced": {"publicationName": "p".repeat(200)}}))),
+        ("watermarks table is not qualified", with(json!({"advanced": {"watermarksTable": "flow_watermarks"}}))),
+        ("watermarks table has an empty part", with(json!({"advanced": {"watermarksTable": "public."}}))),
+        ("watermarks table is huge", with(json!({"advanced": {"watermarksTable": long}}))),
+        ("backfill chunk size is a string", with(json!({"advanced": {"backfill_chunk_size": "lots"}}))),
+        ("backfill chunk size is a huge float", with(json!({"advanced": {"backfill_chunk_size": 1e30}}))),
+        ("statement timeout is not a duration", with(json!({"advanced": {"statement_timeout": "forever"}}))),
+        ("skip_backfills entry is not qualified", with(json!({"advanced": {"skip_backfills": "public.a, b"}}))),
+        ("table pattern has too many dots", with(json!({"discoveryFilters": {"table_patterns": ["a.b.c"]}}))),
+        ("discovery filters have an unknown field", with(json!({"discoveryFilters": {"frobnicate": true}}))),
+        ("included schema is blank", with(json!({"discoveryFilters": {"include_schemas": [" "]}}))),
+        ("advanced has an unknown field", with(json!({"advanced": {"frobnicate": 1}}))),
         (
             "SSH tunnel is configured",
             with(json!({"networkTunnel": {"sshForwarding": {"sshEndpoint": "ssh://bastion", "privateKey": SECRET}}})),
@@ -226,26 +136,11 @@ fn malformed_configs_and_requests_fail_with_one_clear_line() {
         // Resource configurations.
         ("resource is an array", bound(json!(["test", "t"]))),
         ("resource has no stream", bound(json!({"namespace": "test"}))),
-        (
-            "resource namespace is empty",
-            bound(json!({"namespace": "", "stream": "t"})),
-        ),
-        (
-            "resource stream is a number",
-            bound(json!({"namespace": "test", "stream": 7})),
-        ),
-        (
-            "resource stream is too long",
-            bound(json!({"namespace": "test", "stream": "t".repeat(64)})),
-        ),
-        (
-            "resource stream has a NUL",
-            bound(json!({"namespace": "test", "stream": "t\u{0}"})),
-        ),
-        (
-            "resource mode is unknown",
-            bound(json!({"namespace": "test", "stream": "t", "mode": "Sometimes"})),
-        ),
+        ("resource namespace is empty", bound(json!({"namespace": "", "stream": "t"}))),
+        ("resource stream is a number", bound(json!({"namespace": "test", "stream": 7}))),
+        ("resource stream is too long", bound(json!({"namespace": "test", "stream": "t".repeat(64)}))),
+        ("resource stream has a NUL", bound(json!({"namespace": "test", "stream": "t\u{0}"}))),
+        ("resource mode is unknown", bound(json!({"namespace": "test", "stream": "t", "mode": "Sometimes"}))),
         (
             "resource filter with Precise mode",
             bound(
@@ -260,28 +155,19 @@ fn malformed_configs_and_requests_fail_with_one_clear_line() {
             "resource priority is huge",
             bound(json!({"namespace": "test", "stream": "t", "priority": 1_000_000_000_000_i64})),
         ),
-        (
-            "resource binds a table twice",
-            validate(&base, &[table.clone(), table.clone()]),
-        ),
+        ("resource binds a table twice", validate(&base, &[table.clone(), table.clone()])),
         (
             "stream with quotes and a semicolon",
             connected(json!({"namespace": "test", "stream": "t\"; DROP TABLE test.t; --"})),
         ),
-        (
-            "namespace with quotes and unicode",
-            connected(json!({"namespace": "Ünï\"cødé 表", "stream": "t"})),
-        ),
+        ("namespace with quotes and unicode", connected(json!({"namespace": "Ünï\"cødé 表", "stream": "t"}))),
     ];
     assert!(cases.len() >= 40, "{} cases", cases.len());
 
     let mut report = String::new();
     for (name, request) in &cases {
         let output = run_connector(&[], &format!("{request}\n"), &[]);
-        let context = format!(
-            "case {name:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            output.stdout, output.stderr
-        );
+        let context = format!("case {name:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", output.stdout, output.stderr);
         assert_eq!(output.exit_code, 1, "{context}");
         assert_eq!(output.stdout, "", "no response may be written: {context}");
         assert!(
@@ -294,10 +180,7 @@ fn malformed_configs_and_requests_fail_with_one_clear_line() {
         assert_eq!(line["level"], "error", "{context}");
         let message = line["msg"].as_str().unwrap_or_default();
         assert!(!message.is_empty() && message.len() < 1_000, "{context}");
-        report.push_str(&format!(
-            "## {name}\n{}\n\n",
-            normalize(message).replace(&db.name, "<db>")
-        ));
+        report.push_str(&format!("## {name}\n{}\n\n", normalize(message).replace(&db.name, "<db>")));
     }
     insta::assert_snapshot!("bad_input", report);
 

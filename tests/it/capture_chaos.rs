@@ -79,7 +79,8 @@ async fn create_chaos_table(client: &Client, table: &str, offset: i64, rows: i64
     let mut first = 1;
     while first <= rows {
         let ids: Vec<i64> = (first..=(first + 99).min(rows)).map(|i| offset + i).collect();
-        let bigs: Vec<String> = ids.iter().map(|id| if id % 3 == 0 { random_text(&mut rng, TOAST_BYTES) } else { "s".into() }).collect();
+        let bigs: Vec<String> =
+            ids.iter().map(|id| if id % 3 == 0 { random_text(&mut rng, TOAST_BYTES) } else { "s".into() }).collect();
         client
             .execute(
                 &format!("INSERT INTO {table} SELECT id, 0, repeat('p', (id % 40)::int), big FROM unnest($1::bigint[], $2::text[]) AS u(id, big)"),
@@ -168,7 +169,14 @@ fn lost_connection(error: &tokio_postgres::Error) -> bool {
     }
 }
 
-async fn write_load(conn: Conn, table: String, offset: i64, seed: u64, stop: Arc<AtomicBool>, pause: Arc<tokio::sync::Mutex<()>>) -> WorkloadStats {
+async fn write_load(
+    conn: Conn,
+    table: String,
+    offset: i64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    pause: Arc<tokio::sync::Mutex<()>>,
+) -> WorkloadStats {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut client = conn.connect_retrying(Duration::from_secs(60)).await;
     let mut stats = WorkloadStats::default();
@@ -182,7 +190,8 @@ async fn write_load(conn: Conn, table: String, offset: i64, seed: u64, stop: Arc
         let large = since_large >= LARGE_EVERY || forced == Some(None);
         since_large += 1;
         let guard = pause.lock().await;
-        let result = one_transaction(&mut client, &table, offset, &mut rng, &mut next_id, large, forced.flatten()).await;
+        let result =
+            one_transaction(&mut client, &table, offset, &mut rng, &mut next_id, large, forced.flatten()).await;
         drop(guard);
         match result {
             Ok(kind) => {
@@ -232,13 +241,19 @@ async fn one_transaction(
     roll: Option<u32>,
 ) -> Result<&'static str, tokio_postgres::Error> {
     let fresh = offset + FRESH_IDS;
-    let id: i64 = if *next_id > fresh && rng.gen_bool(0.3) { rng.gen_range(fresh..*next_id) } else { offset + rng.gen_range(1..=INITIAL_ROWS) };
+    let id: i64 = if *next_id > fresh && rng.gen_bool(0.3) {
+        rng.gen_range(fresh..*next_id)
+    } else {
+        offset + rng.gen_range(1..=INITIAL_ROWS)
+    };
     if large {
         // About 400 changes of a few hundred bytes each: well past 64kB of decoding memory.
         let base = *next_id;
         *next_id += 200;
         let transaction = client.transaction().await?;
-        transaction.execute(&format!("UPDATE {table} SET counter = counter + 1 WHERE id BETWEEN $1 AND $1 + 200"), &[&id]).await?;
+        transaction
+            .execute(&format!("UPDATE {table} SET counter = counter + 1 WHERE id BETWEEN $1 AND $1 + 200"), &[&id])
+            .await?;
         transaction
             .execute(&format!("INSERT INTO {table} SELECT g, 0, repeat('L', 300), 's' FROM generate_series($1::bigint, $1::bigint + 199) g"), &[&base])
             .await?;
@@ -254,8 +269,15 @@ async fn one_transaction(
         40..=49 => {
             let other = offset + rng.gen_range(1..=INITIAL_ROWS);
             let transaction = client.transaction().await?;
-            transaction.execute(&format!("UPDATE {table} SET counter = counter + 1 WHERE id BETWEEN $1 AND $1 + 20"), &[&id]).await?;
-            transaction.execute(&format!("UPDATE {table} SET pad = pad || 'y', counter = counter + 1 WHERE id = $1"), &[&other]).await?;
+            transaction
+                .execute(&format!("UPDATE {table} SET counter = counter + 1 WHERE id BETWEEN $1 AND $1 + 20"), &[&id])
+                .await?;
+            transaction
+                .execute(
+                    &format!("UPDATE {table} SET pad = pad || 'y', counter = counter + 1 WHERE id = $1"),
+                    &[&other],
+                )
+                .await?;
             transaction.commit().await?;
             "multi_row"
         }
@@ -277,17 +299,24 @@ async fn one_transaction(
             let new = *next_id;
             *next_id += 1;
             client
-                .execute(&format!("UPDATE {table} SET id = $2, counter = counter + 1, big = big || '' WHERE id = $1"), &[&id, &new])
+                .execute(
+                    &format!("UPDATE {table} SET id = $2, counter = counter + 1, big = big || '' WHERE id = $1"),
+                    &[&id, &new],
+                )
                 .await?;
             "key_change"
         }
         80..=87 => {
             let big = random_text(rng, TOAST_BYTES);
-            client.execute(&format!("UPDATE {table} SET big = $2, counter = counter + 1 WHERE id = $1"), &[&id, &big]).await?;
+            client
+                .execute(&format!("UPDATE {table} SET big = $2, counter = counter + 1 WHERE id = $1"), &[&id, &big])
+                .await?;
             "toast_change"
         }
         _ => {
-            client.execute(&format!("UPDATE {table} SET pad = pad || 'z', counter = counter + 1 WHERE id = $1"), &[&id]).await?;
+            client
+                .execute(&format!("UPDATE {table} SET pad = pad || 'z', counter = counter + 1 WHERE id = $1"), &[&id])
+                .await?;
             "update"
         }
     })
@@ -296,7 +325,11 @@ async fn one_transaction(
 /// Transactions PostgreSQL streamed in progress through `slot` (PostgreSQL 14+; statistics
 /// do not survive a crash restart).
 async fn streamed_transactions(client: &Client, slot: &str) -> Option<i64> {
-    let version: i32 = client.query_one("SELECT current_setting('server_version_num')::int", &[]).await.expect("server version").get(0);
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .expect("server version")
+        .get(0);
     if version < 140_000 {
         return None;
     }
@@ -309,14 +342,27 @@ async fn streamed_transactions(client: &Client, slot: &str) -> Option<i64> {
 
 /// The checks after a final run: the documents equal the tables, and the load did exercise
 /// what it claims to (every kind of change, omitted TOAST values, streamed transactions).
-async fn verify(committed: &Committed, admin: &mut Admin, slot: &str, tables: &[&str], stats: &WorkloadStats, streamed: bool, context: &str) {
+async fn verify(
+    committed: &Committed,
+    admin: &mut Admin,
+    slot: &str,
+    tables: &[&str],
+    stats: &WorkloadStats,
+    streamed: bool,
+    context: &str,
+) {
     let mut expected = BTreeMap::new();
     for table in tables {
         expected.extend(table_rows(admin.client().await, table).await);
     }
     assert_matches_table(committed, &expected, context);
     assert!(
-        stats.large > 0 && stats.multi_row > 0 && stats.key_changes > 0 && stats.toast_changes > 0 && stats.deletes > 0 && stats.inserts > 0,
+        stats.large > 0
+            && stats.multi_row > 0
+            && stats.key_changes > 0
+            && stats.toast_changes > 0
+            && stats.deletes > 0
+            && stats.inserts > 0,
         "the load did not make every kind of change ({context}): {stats:?}"
     );
     let omitted = committed.omitted.get("big").copied().unwrap_or(0);
@@ -339,7 +385,10 @@ fn assert_clear_error(ending: &Ending, words: &[&str], what: &str) -> String {
     assert_eq!(last["level"], "error", "{what}: the last stderr line is not the error: {}", ending.describe());
     let error = error.clone().unwrap_or_default();
     let lower = error.to_lowercase();
-    assert!(words.iter().any(|w| lower.contains(w)), "{what}: the error does not say what happened (expected one of {words:?}): {error}");
+    assert!(
+        words.iter().any(|w| lower.contains(w)),
+        "{what}: the error does not say what happened (expected one of {words:?}): {error}"
+    );
     error
 }
 
@@ -365,7 +414,9 @@ async fn fail_or_survive(
         .execute(&format!("INSERT INTO {table} VALUES ($1, 0, 'marker', 's')"), &[&marker])
         .await
         .unwrap_or_else(|e| panic!("insert a marker: {}", describe_pg_error(&e)));
-    let ending = runner.run_until(admin, Instant::now() + Duration::from_secs(30), |_, committed| committed.rows.contains_key(&marker)).await;
+    let ending = runner
+        .run_until(admin, Instant::now() + Duration::from_secs(30), |_, committed| committed.rows.contains_key(&marker))
+        .await;
     match ending {
         None => {
             runner.kill(admin).await;
@@ -373,12 +424,21 @@ async fn fail_or_survive(
         }
         Some(Ending::TimedOut) => {
             runner.kill(admin).await;
-            panic!("{what}: the connector neither failed nor captured a row written after the fault within 30 s: it hangs")
+            panic!(
+                "{what}: the connector neither failed nor captured a row written after the fault within 30 s: it hangs"
+            )
         }
         Some(ending) => {
             let error = assert_clear_error(&ending, words, what);
-            assert!(!error.contains("GRANT"), "{what}: the error about a lost connection gives a misleading hint (privileges): {error}");
-            format!("{what}: failed {:.1} s after the fault: {}", fault_at.elapsed().as_secs_f64(), error.replace('\n', " | "))
+            assert!(
+                !error.contains("GRANT"),
+                "{what}: the error about a lost connection gives a misleading hint (privileges): {error}"
+            );
+            format!(
+                "{what}: failed {:.1} s after the fault: {}",
+                fault_at.elapsed().as_secs_f64(),
+                error.replace('\n', " | ")
+            )
         }
     }
 }
@@ -399,8 +459,10 @@ struct Table {
 
 const ONE_TABLE: &[Table] = &[Table { name: "chaos", offset: 0, rows: INITIAL_ROWS }];
 /// Two tables at the same priority: their chunks share backfill rounds (and fences).
-const TWO_TABLES: &[Table] =
-    &[Table { name: "chaos", offset: 0, rows: INITIAL_ROWS }, Table { name: "second", offset: SECOND_TABLE, rows: INITIAL_ROWS / 2 }];
+const TWO_TABLES: &[Table] = &[
+    Table { name: "chaos", offset: 0, rows: INITIAL_ROWS },
+    Table { name: "second", offset: SECOND_TABLE, rows: INITIAL_ROWS / 2 },
+];
 
 /// Sessions that stop at `point` (`SOURCE_POSTGRES_FAILPOINT=point:n`, `n` drawn from
 /// `counts`) under the load (one writer per table), each restarted from the last committed
@@ -422,8 +484,11 @@ async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back:
     let qualified: Vec<&str> = qualified.iter().map(String::as_str).collect();
     let capture = chaos_capture(db.endpoint_config(), db.slot_name(), &names);
     let mut admin = Admin::new(conn.clone());
-    let workloads: Vec<Workload> =
-        tables.iter().enumerate().map(|(i, t)| Workload::start(conn.clone(), &format!("test.{}", t.name), t.offset, seed + i as u64)).collect();
+    let workloads: Vec<Workload> = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Workload::start(conn.clone(), &format!("test.{}", t.name), t.offset, seed + i as u64))
+        .collect();
     let mut committed = Committed::new(Some("counter"));
     let mut rng = StdRng::seed_from_u64(seed ^ 0xfa11);
     let mut taken_back = 0;
@@ -433,7 +498,9 @@ async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back:
         let n = rng.gen_range(counts.clone());
         counts_used.push(n);
         let failpoint = format!("{point}:{n}");
-        let runner = Runner::open(&capture, &mut committed, &mut admin, &[("SOURCE_POSTGRES_FAILPOINT", failpoint.as_str())]).await;
+        let runner =
+            Runner::open(&capture, &mut committed, &mut admin, &[("SOURCE_POSTGRES_FAILPOINT", failpoint.as_str())])
+                .await;
         let ending = runner.finish(&mut admin, Duration::from_secs(30)).await;
         assert_eq!(
             ending.code(),
@@ -452,9 +519,15 @@ async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back:
     // load (the crashes above may all have hit the backfill).
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
     let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| c.streaming() && p.change_documents > 300 && p.checkpoints > 20)
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| {
+            c.streaming() && p.change_documents > 300 && p.checkpoints > 20
+        })
         .await;
-    assert!(ending.is_none(), "the session after the crashes did not reach streaming (seed {seed}): {}", ending.map(|e| e.describe()).unwrap_or_default());
+    assert!(
+        ending.is_none(),
+        "the session after the crashes did not reach streaming (seed {seed}): {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     runner.kill(&mut admin).await;
     let mut stats = WorkloadStats::default();
     for workload in workloads {
@@ -510,7 +583,8 @@ async fn postgres_immediate_restarts_during_backfill_and_streaming() {
     let private = PrivateCluster::start(&["logical_decoding_work_mem=64kB"]).await;
     let database = private.create_db("chaos_restart").await;
     let conn = Conn::superuser(&private.cluster, &database);
-    create_chaos_table(&conn.connect_retrying(Duration::from_secs(30)).await, "test.chaos", 0, 2 * INITIAL_ROWS, seed).await;
+    create_chaos_table(&conn.connect_retrying(Duration::from_secs(30)).await, "test.chaos", 0, 2 * INITIAL_ROWS, seed)
+        .await;
     let slot = "slot_chaos_restart".to_string();
     let capture = chaos_capture(private.endpoint_config(&database, &slot), slot, &["chaos"]);
     let mut admin = Admin::new(conn.clone());
@@ -520,35 +594,85 @@ async fn postgres_immediate_restarts_during_backfill_and_streaming() {
 
     // During the backfill.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.backfill_documents >= 300).await;
-    assert!(ending.is_none(), "the first session ended before 300 backfill documents: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.backfill_documents >= 300)
+        .await;
+    assert!(
+        ending.is_none(),
+        "the first session ended before 300 backfill documents: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     assert!(!runner.committed().streaming(), "the backfill is already over: the restart would not hit it");
     let fault_at = std::time::Instant::now();
     private.restart_immediate().await;
-    report.push(fail_or_survive(runner, &mut admin, &conn, "test.chaos", MARKERS + 1, &CONNECTION_WORDS, "restart during backfill", fault_at).await);
+    report.push(
+        fail_or_survive(
+            runner,
+            &mut admin,
+            &conn,
+            "test.chaos",
+            MARKERS + 1,
+            &CONNECTION_WORDS,
+            "restart during backfill",
+            fault_at,
+        )
+        .await,
+    );
 
     // While streaming.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
     let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| c.streaming() && p.change_documents > 100 && p.checkpoints > 20)
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| {
+            c.streaming() && p.change_documents > 100 && p.checkpoints > 20
+        })
         .await;
-    assert!(ending.is_none(), "the second session did not reach streaming: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    assert!(
+        ending.is_none(),
+        "the second session did not reach streaming: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     let fault_at = std::time::Instant::now();
     private.restart_immediate().await;
-    report.push(fail_or_survive(runner, &mut admin, &conn, "test.chaos", MARKERS + 2, &CONNECTION_WORDS, "restart while streaming", fault_at).await);
+    report.push(
+        fail_or_survive(
+            runner,
+            &mut admin,
+            &conn,
+            "test.chaos",
+            MARKERS + 2,
+            &CONNECTION_WORDS,
+            "restart while streaming",
+            fault_at,
+        )
+        .await,
+    );
 
     // Resuming after the restarts works under the load.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.change_documents > 100 && p.checkpoints > 10).await;
-    assert!(ending.is_none(), "the session after the restarts made no progress: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| {
+            p.change_documents > 100 && p.checkpoints > 10
+        })
+        .await;
+    assert!(
+        ending.is_none(),
+        "the session after the restarts made no progress: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
     assert!(stats.reconnects >= 2, "the load was not cut by the restarts: {stats:?}");
     final_run(&capture, &mut committed, &mut admin).await;
     // Statistics (streamed transactions) do not survive a crash restart.
-    verify(&committed, &mut admin, &capture.slot, &["test.chaos"], &stats, false, &format!("restarts, seed {seed}")).await;
-    eprintln!("chaos restart: {}; {} checkpoints; load {stats:?}; {:.1} s (seed {seed})", report.join("; "), committed.checkpoints, started.elapsed().as_secs_f64());
+    verify(&committed, &mut admin, &capture.slot, &["test.chaos"], &stats, false, &format!("restarts, seed {seed}"))
+        .await;
+    eprintln!(
+        "chaos restart: {}; {} checkpoints; load {stats:?}; {:.1} s (seed {seed})",
+        report.join("; "),
+        committed.checkpoints,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 // ---- Network faults, through a proxy ------------------------------------------------------
@@ -625,7 +749,11 @@ async fn relay(mut client: TcpStream, upstream: String, control: watch::Receiver
     }
 }
 
-async fn forward(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, mut control: watch::Receiver<ProxyState>) {
+async fn forward(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut control: watch::Receiver<ProxyState>,
+) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         if control.wait_for(|s| !s.stalled).await.is_err() {
@@ -665,36 +793,87 @@ async fn proxied(test: &str, settings: &[(&str, &str)], seed: u64) -> (TestDb, C
 async fn network_cuts_during_backfill_and_streaming() {
     let started = std::time::Instant::now();
     let seed = seed();
-    let (_db, conn, proxy, capture) = proxied("chaos_network_cut", &[("logical_decoding_work_mem", "64kB")], seed).await;
+    let (_db, conn, proxy, capture) =
+        proxied("chaos_network_cut", &[("logical_decoding_work_mem", "64kB")], seed).await;
     let mut admin = Admin::new(conn.clone());
     let workload = Workload::start(conn.clone(), "test.chaos", 0, seed);
     let mut committed = Committed::new(Some("counter"));
     let mut report = Vec::new();
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.backfill_documents >= 300).await;
-    assert!(ending.is_none(), "the first session ended before 300 backfill documents: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.backfill_documents >= 300)
+        .await;
+    assert!(
+        ending.is_none(),
+        "the first session ended before 300 backfill documents: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     assert!(!runner.committed().streaming(), "the backfill is already over: the cut would not hit it");
     proxy.cut();
-    report.push(fail_or_survive(runner, &mut admin, &conn, "test.chaos", MARKERS + 1, &CONNECTION_WORDS, "cut during backfill", std::time::Instant::now()).await);
+    report.push(
+        fail_or_survive(
+            runner,
+            &mut admin,
+            &conn,
+            "test.chaos",
+            MARKERS + 1,
+            &CONNECTION_WORDS,
+            "cut during backfill",
+            std::time::Instant::now(),
+        )
+        .await,
+    );
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
     let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| c.streaming() && p.change_documents > 100 && p.checkpoints > 20)
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| {
+            c.streaming() && p.change_documents > 100 && p.checkpoints > 20
+        })
         .await;
-    assert!(ending.is_none(), "the second session did not reach streaming: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    assert!(
+        ending.is_none(),
+        "the second session did not reach streaming: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     proxy.cut();
-    report.push(fail_or_survive(runner, &mut admin, &conn, "test.chaos", MARKERS + 2, &CONNECTION_WORDS, "cut while streaming", std::time::Instant::now()).await);
+    report.push(
+        fail_or_survive(
+            runner,
+            &mut admin,
+            &conn,
+            "test.chaos",
+            MARKERS + 2,
+            &CONNECTION_WORDS,
+            "cut while streaming",
+            std::time::Instant::now(),
+        )
+        .await,
+    );
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.change_documents > 100 && p.checkpoints > 10).await;
-    assert!(ending.is_none(), "the session after the cuts made no progress: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| {
+            p.change_documents > 100 && p.checkpoints > 10
+        })
+        .await;
+    assert!(
+        ending.is_none(),
+        "the session after the cuts made no progress: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
     final_run(&capture, &mut committed, &mut admin).await;
-    verify(&committed, &mut admin, &capture.slot, &["test.chaos"], &stats, true, &format!("network cuts, seed {seed}")).await;
-    eprintln!("chaos network cut: {}; {} checkpoints; load {stats:?}; {:.1} s (seed {seed})", report.join("; "), committed.checkpoints, started.elapsed().as_secs_f64());
+    verify(&committed, &mut admin, &capture.slot, &["test.chaos"], &stats, true, &format!("network cuts, seed {seed}"))
+        .await;
+    eprintln!(
+        "chaos network cut: {}; {} checkpoints; load {stats:?}; {:.1} s (seed {seed})",
+        report.join("; "),
+        committed.checkpoints,
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// How long a stalled connection may go unnoticed.
@@ -703,17 +882,27 @@ const STALL_BOUND: Duration = Duration::from_secs(60);
 /// The proxy stops forwarding (sockets stay open) once `when` holds; the connector must give
 /// up with an error within [`STALL_BOUND`] instead of hanging; then it resumes through the
 /// restored proxy. `wal_sender_timeout` is 3 s for the database, so the status interval is 1 s.
-async fn stall_scenario(test: &str, phase: &str, when: impl FnMut(&crate::faults_common::Progress, &Committed) -> bool, words: &[&str]) {
+async fn stall_scenario(
+    test: &str,
+    phase: &str,
+    when: impl FnMut(&crate::faults_common::Progress, &Committed) -> bool,
+    words: &[&str],
+) {
     let started = std::time::Instant::now();
     let seed = seed();
-    let (_db, conn, proxy, capture) = proxied(test, &[("logical_decoding_work_mem", "64kB"), ("wal_sender_timeout", "3s")], seed).await;
+    let (_db, conn, proxy, capture) =
+        proxied(test, &[("logical_decoding_work_mem", "64kB"), ("wal_sender_timeout", "3s")], seed).await;
     let mut admin = Admin::new(conn.clone());
     let workload = Workload::start(conn.clone(), "test.chaos", 0, seed);
     let mut committed = Committed::new(Some("counter"));
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
     let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(120), when).await;
-    assert!(ending.is_none(), "the session ended before the stall ({phase}): {}", ending.map(|e| e.describe()).unwrap_or_default());
+    assert!(
+        ending.is_none(),
+        "the session ended before the stall ({phase}): {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     let streaming = runner.committed().streaming();
     proxy.stall();
     let stalled = std::time::Instant::now();
@@ -726,13 +915,27 @@ async fn stall_scenario(test: &str, phase: &str, when: impl FnMut(&crate::faults
     proxy.cut();
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.checkpoints > 10).await;
-    assert!(ending.is_none(), "the session after the stall made no progress: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    let ending =
+        runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.checkpoints > 10).await;
+    assert!(
+        ending.is_none(),
+        "the session after the stall made no progress: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
     final_run(&capture, &mut committed, &mut admin).await;
-    verify(&committed, &mut admin, &capture.slot, &["test.chaos"], &stats, true, &format!("stall {phase}, seed {seed}")).await;
+    verify(
+        &committed,
+        &mut admin,
+        &capture.slot,
+        &["test.chaos"],
+        &stats,
+        true,
+        &format!("stall {phase}, seed {seed}"),
+    )
+    .await;
     eprintln!(
         "chaos stall {phase} (streaming: {streaming}): detected after {:.1} s: {error}; load {stats:?}; {:.1} s (seed {seed})",
         detected.as_secs_f64(),
@@ -795,8 +998,14 @@ async fn a_slot_dropped_while_capturing_fails_clearly_and_a_rebackfill_recovers(
     let mut committed = Committed::new(Some("counter"));
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10).await;
-    assert!(ending.is_none(), "the session did not reach streaming: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10)
+        .await;
+    assert!(
+        ending.is_none(),
+        "the session did not reach streaming: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     drop_slot_in_use(admin.client().await, &slot).await;
     let ending = runner.finish(&mut admin, Duration::from_secs(30)).await;
     let first = assert_clear_error(&ending, &["terminat", "connection", "slot"], "slot dropped while capturing");
@@ -812,8 +1021,14 @@ async fn a_slot_dropped_while_capturing_fails_clearly_and_a_rebackfill_recovers(
     // The remedy the hint gives: backfill every binding again (the state starts over).
     let mut rebackfilled = Committed::new(Some("counter"));
     let mut runner = Runner::open(&capture, &mut rebackfilled, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10).await;
-    assert!(ending.is_none(), "the re-backfill did not reach streaming: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10)
+        .await;
+    assert!(
+        ending.is_none(),
+        "the re-backfill did not reach streaming: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     runner.kill(&mut admin).await;
     let stats = workload.stop().await;
     final_run(&capture, &mut rebackfilled, &mut admin).await;
@@ -860,10 +1075,19 @@ async fn a_table_dropped_from_the_publication_while_capturing_is_not_silently_lo
     let mut committed = Committed::new(Some("counter"));
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10).await;
-    assert!(ending.is_none(), "the session did not reach streaming: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10)
+        .await;
+    assert!(
+        ending.is_none(),
+        "the session did not reach streaming: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     let lines_before = runner.stderr_lines().await.len();
-    client.batch_execute("ALTER PUBLICATION flow_publication DROP TABLE test.chaos").await.expect("drop the table from the publication");
+    client
+        .batch_execute("ALTER PUBLICATION flow_publication DROP TABLE test.chaos")
+        .await
+        .expect("drop the table from the publication");
     let (chaos_marker, control_marker) = (MARKERS + 1, SECOND_TABLE + MARKERS + 1);
     client
         .batch_execute(&format!(
@@ -873,7 +1097,9 @@ async fn a_table_dropped_from_the_publication_while_capturing_is_not_silently_lo
         .expect("markers");
     // The capture goes on (the other table's marker arrives), or fails; then give it 30 s
     // to say something about the table it no longer receives.
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(30), |_, c| c.rows.contains_key(&control_marker)).await;
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(30), |_, c| c.rows.contains_key(&control_marker))
+        .await;
     let what = "table dropped from the publication";
     let check_failure = |ending: &Ending| {
         let error = assert_clear_error(ending, &["publication"], what);
@@ -894,7 +1120,10 @@ async fn a_table_dropped_from_the_publication_while_capturing_is_not_silently_lo
                     .await
                     .filter(|e| !matches!(e, Ending::TimedOut));
                 let stderr = runner.stderr_lines().await;
-                complaint = stderr[lines_before..].iter().find(|line| complains_about(line, "publication") && line.contains("chaos")).cloned();
+                complaint = stderr[lines_before..]
+                    .iter()
+                    .find(|line| complains_about(line, "publication") && line.contains("chaos"))
+                    .cloned();
             }
             match ended {
                 Some(ending) => check_failure(&ending),
@@ -918,10 +1147,17 @@ async fn a_table_dropped_from_the_publication_while_capturing_is_not_silently_lo
     // A restart refuses to run without the table in the publication.
     let open = json!({"open": {"capture": {"name": "tests/driver", "config": capture.config, "bindings": capture.bindings}, "state": committed.state}});
     let input = format!("{}\n{}\n", json!({"spec": {}}), open);
-    let output = tokio::task::spawn_blocking(move || run_connector(&[], &input, &[("LOG_LEVEL", "warn")])).await.expect("run the connector");
-    let restart_error = crate::faults_common::error_message(&output.stderr.lines().map(str::to_string).collect::<Vec<_>>()).unwrap_or_default();
+    let output = tokio::task::spawn_blocking(move || run_connector(&[], &input, &[("LOG_LEVEL", "warn")]))
+        .await
+        .expect("run the connector");
+    let restart_error =
+        crate::faults_common::error_message(&output.stderr.lines().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default();
     assert_eq!(output.exit_code, 1, "a restart without the table in the publication: {}", output.stderr);
-    assert!(restart_error.contains("publication") && restart_error.contains("chaos"), "the restart's error names neither the publication nor the table: {restart_error}");
+    assert!(
+        restart_error.contains("publication") && restart_error.contains("chaos"),
+        "the restart's error names neither the publication nor the table: {restart_error}"
+    );
 
     // Put the table back and backfill it again (its changes while it was out are gone from
     // the stream); the capture converges.
@@ -970,9 +1206,17 @@ async fn recreate_scenario(test: &str, during_backfill: bool) {
     let ending = if during_backfill {
         runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.backfill_documents >= 300).await
     } else {
-        runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.change_documents > 100 && p.checkpoints > 10).await
+        runner
+            .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| {
+                c.streaming() && p.change_documents > 100 && p.checkpoints > 10
+            })
+            .await
     };
-    assert!(ending.is_none(), "the session ended before the swap: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    assert!(
+        ending.is_none(),
+        "the session ended before the swap: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     assert_eq!(runner.committed().streaming(), !during_backfill, "the swap would not hit the intended phase");
     // Between two of the writer's transactions: the old table's last rows, then the swap.
     let old_rows = {
@@ -997,16 +1241,26 @@ async fn recreate_scenario(test: &str, during_backfill: bool) {
             c.rows.contains_key(&(MARKERS + 1)) && p.change_documents > before.change_documents + 200
         })
         .await;
-    assert!(ending.is_none(), "the recreated table's rows did not arrive under the binding: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    assert!(
+        ending.is_none(),
+        "the recreated table's rows did not arrive under the binding: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     runner.kill(&mut admin).await;
 
     // A restart resumes on the new table (a new relation OID) under the same binding.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
     client.execute("INSERT INTO test.chaos VALUES ($1, 0, 'marker', 's')", &[&(MARKERS + 2)]).await.expect("marker");
     let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.rows.contains_key(&(MARKERS + 2)) && c.streaming() && p.change_documents > 200)
+        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| {
+            c.rows.contains_key(&(MARKERS + 2)) && c.streaming() && p.change_documents > 200
+        })
         .await;
-    assert!(ending.is_none(), "after a restart, the recreated table's rows did not arrive: {}", ending.map(|e| e.describe()).unwrap_or_default());
+    assert!(
+        ending.is_none(),
+        "after a restart, the recreated table's rows did not arrive: {}",
+        ending.map(|e| e.describe()).unwrap_or_default()
+    );
     runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
@@ -1015,11 +1269,18 @@ async fn recreate_scenario(test: &str, during_backfill: bool) {
     assert!(new_rows.keys().all(|id| !old_rows.contains_key(id)), "the workload reused a key across the swap");
     let context = format!("{test}, seed {seed}");
     let lost_old = if during_backfill {
-        let kept: BTreeMap<i64, Map<String, Value>> = old_rows.iter().filter(|(id, _)| committed.rows.contains_key(id)).map(|(id, row)| (*id, row.clone())).collect();
+        let kept: BTreeMap<i64, Map<String, Value>> = old_rows
+            .iter()
+            .filter(|(id, _)| committed.rows.contains_key(id))
+            .map(|(id, row)| (*id, row.clone()))
+            .collect();
         let mut expected = kept.clone();
         expected.extend(new_rows.clone());
         assert_matches_table(&committed, &expected, &context);
-        assert!(kept.len() < old_rows.len(), "the backfill had read the whole old table before the swap: the test missed its phase");
+        assert!(
+            kept.len() < old_rows.len(),
+            "the backfill had read the whole old table before the swap: the test missed its phase"
+        );
         old_rows.len() - kept.len()
     } else {
         let mut expected = old_rows.clone();

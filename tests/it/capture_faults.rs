@@ -21,7 +21,9 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use crate::driver::binding;
-use crate::faults_common::{assert_matches_table, final_run, table_rows, Admin, Capture, Committed, Conn, Ending, Runner};
+use crate::faults_common::{
+    assert_matches_table, final_run, table_rows, Admin, Capture, Committed, Conn, Ending, Runner,
+};
 use crate::harness::{cluster, TestDb};
 
 /// Random single-row and multi-row changes until stopped.
@@ -32,22 +34,24 @@ async fn write_load(db_client: tokio_postgres::Client, stop: Arc<AtomicBool>, se
     while !stop.load(Ordering::Relaxed) {
         let id: i64 = rng.gen_range(1..=3_000);
         let result = match rng.gen_range(0..10) {
-            0..=4 => db_client.execute("UPDATE test.stress SET counter = counter + 1 WHERE id = $1", &[&id]).await.map(|_| ()),
-            5 => db_client
-                .batch_execute(&format!(
-                    "BEGIN; UPDATE test.stress SET counter = counter + 1 WHERE id BETWEEN {id} AND {}; \
+            0..=4 => db_client
+                .execute("UPDATE test.stress SET counter = counter + 1 WHERE id = $1", &[&id])
+                .await
+                .map(|_| ()),
+            5 => {
+                db_client
+                    .batch_execute(&format!(
+                        "BEGIN; UPDATE test.stress SET counter = counter + 1 WHERE id BETWEEN {id} AND {}; \
                      UPDATE test.stress SET pad = pad || 'y', counter = counter + 1 WHERE id = {}; COMMIT;",
-                    id + 20,
-                    (id + 7) % 3_000 + 1
-                ))
-                .await,
+                        id + 20,
+                        (id + 7) % 3_000 + 1
+                    ))
+                    .await
+            }
             6 => db_client.execute("DELETE FROM test.stress WHERE id = $1", &[&id]).await.map(|_| ()),
             _ => {
                 next_id += 1;
-                db_client
-                    .execute("INSERT INTO test.stress VALUES ($1, 0, 'new')", &[&next_id])
-                    .await
-                    .map(|_| ())
+                db_client.execute("INSERT INTO test.stress VALUES ($1, 0, 'new')", &[&next_id]).await.map(|_| ())
             }
         };
         result.expect("write load statement");
@@ -108,7 +112,8 @@ async fn run_once(run: u64, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_restarted_captures_converge_to_the_table_without_going_backwards() {
     let runs: u64 = std::env::var("FAULT_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(10);
-    let first_seed: u64 = std::env::var("FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::random::<u32>().into());
+    let first_seed: u64 =
+        std::env::var("FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::random::<u32>().into());
     for run in 0..runs {
         run_once(run, first_seed + run).await;
     }

@@ -149,7 +149,8 @@ async fn columns_added_and_dropped_while_streaming_follow_the_table() {
     let mut session = Session::open(&db.endpoint_config(), vec![binding("evolving", &["/id"])], &state, &[]).await;
     settle(&mut session, &mut state).await;
     db.execute("INSERT INTO test.evolving VALUES (1, 'before')").await;
-    db.execute("ALTER TABLE test.evolving ADD COLUMN b int[]; INSERT INTO test.evolving VALUES (2, 'added', '{1,2}')").await;
+    db.execute("ALTER TABLE test.evolving ADD COLUMN b int[]; INSERT INTO test.evolving VALUES (2, 'added', '{1,2}')")
+        .await;
     db.execute("ALTER TABLE test.evolving DROP COLUMN a; ALTER TABLE test.evolving ALTER COLUMN b TYPE text USING b::text; INSERT INTO test.evolving VALUES (3, 'retyped')").await;
     let mut documents = Vec::new();
     while documents.len() < 3 {
@@ -163,7 +164,14 @@ async fn columns_added_and_dropped_while_streaming_follow_the_table() {
             d
         })
         .collect();
-    assert_eq!(bodies, vec![json!({"id": 1, "a": "before"}), json!({"id": 2, "a": "added", "b": [1, 2]}), json!({"id": 3, "b": "retyped"})]);
+    assert_eq!(
+        bodies,
+        vec![
+            json!({"id": 1, "a": "before"}),
+            json!({"id": 2, "a": "added", "b": [1, 2]}),
+            json!({"id": 3, "b": "retyped"})
+        ]
+    );
     session.kill().await;
 }
 
@@ -217,7 +225,13 @@ async fn a_backfill_started_by_the_go_connector_resumes_after_its_resume_key() {
         "bindingStateV1": {"test%2Fcomposite": {"mode": "Backfill", "key_columns": ["k1", "k2"], "scanned": "AkIAFQQ=", "metadata": null, "backfilled": 3}}
     });
     let mut state = go_state.clone();
-    let mut session = Session::open(&db.endpoint_config(), vec![binding("composite", &["/k1", "/k2"])], &state, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
+    let mut session = Session::open(
+        &db.endpoint_config(),
+        vec![binding("composite", &["/k1", "/k2"])],
+        &state,
+        &[("SHUTDOWN_AFTER_POLLING", "yes")],
+    )
+    .await;
     let mut documents = Vec::new();
     loop {
         match session.next(Duration::from_secs(60)).await {
@@ -233,10 +247,8 @@ async fn a_backfill_started_by_the_go_connector_resumes_after_its_resume_key() {
             Event::Timeout => panic!("the capture did not finish"),
         }
     }
-    let keys: Vec<(String, i64)> = documents
-        .iter()
-        .map(|d| (d["k1"].as_str().expect("k1").to_string(), d["k2"].as_i64().expect("k2")))
-        .collect();
+    let keys: Vec<(String, i64)> =
+        documents.iter().map(|d| (d["k1"].as_str().expect("k1").to_string(), d["k2"].as_i64().expect("k2"))).collect();
     // Bytewise (COLLATE "C") order after ("B", 4): uppercase before lowercase.
     assert_eq!(keys, vec![("B".to_string(), 5), ("C".to_string(), 0), ("b".to_string(), 1)]);
     assert_eq!(documents[0]["_meta"]["source"]["loc"], json!([-1, 3, 0]), "row offsets continue from the Go state");
@@ -276,7 +288,10 @@ async fn backfill_chunks_cut_by_the_statement_timeout_keep_their_progress() {
         }
     }
     assert_eq!(ids, (1..=300).collect::<Vec<i64>>(), "every row exactly once, in key order");
-    assert!(checkpoints_with_progress >= 2, "the timeout cut chunks into several checkpoints ({checkpoints_with_progress})");
+    assert!(
+        checkpoints_with_progress >= 2,
+        "the timeout cut chunks into several checkpoints ({checkpoints_with_progress})"
+    );
 }
 
 /// pgoutput stops sending a table's changes the moment it leaves the publication, without
@@ -327,7 +342,10 @@ async fn a_table_removed_from_the_publication_fails_the_capture_clearly() {
             Event::Exited(status) => break status,
             Event::Checkpoint { .. } => session.acknowledge().await,
             Event::Captured { doc } => {
-                assert_ne!(doc["_meta"]["source"]["table"], "removed", "a change of the unpublished table arrived: {doc}");
+                assert_ne!(
+                    doc["_meta"]["source"]["table"], "removed",
+                    "a change of the unpublished table arrived: {doc}"
+                );
             }
             other => panic!("the capture did not fail within a minute of the publication change: {other:?}"),
         }
@@ -338,7 +356,10 @@ async fn a_table_removed_from_the_publication_fails_the_capture_clearly() {
     let error: Value = serde_json::from_str(last).expect("JSON log line");
     let message = error["msg"].as_str().expect("msg");
     assert!(message.contains("\"test\".\"removed\" left publication \"flow_publication\""), "{message}");
-    assert!(message.contains("HINT: ALTER PUBLICATION \"flow_publication\" ADD TABLE \"test\".\"removed\""), "{message}");
+    assert!(
+        message.contains("HINT: ALTER PUBLICATION \"flow_publication\" ADD TABLE \"test\".\"removed\""),
+        "{message}"
+    );
     assert!(!message.contains("\"kept\""), "{message}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }

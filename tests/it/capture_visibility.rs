@@ -67,7 +67,10 @@ async fn backfill_waits_for_a_commit_that_is_not_visible_yet(mode: &str, hold: D
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let waiting: bool = admin_client
-            .query_one("SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'", &[&writer_pid])
+            .query_one(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'",
+                &[&writer_pid],
+            )
             .await
             .expect("pg_stat_activity")
             .get(0);
@@ -77,7 +80,8 @@ async fn backfill_waits_for_a_commit_that_is_not_visible_yet(mode: &str, hold: D
         assert!(Instant::now() < deadline, "the update never started waiting for the synchronous standby");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let invisible: i64 = admin_client.query_one("SELECT counter FROM test.rows WHERE id = 33", &[]).await.expect("read").get(0);
+    let invisible: i64 =
+        admin_client.query_one("SELECT counter FROM test.rows WHERE id = 33", &[]).await.expect("read").get(0);
     assert_eq!(invisible, 0, "the waiting update is already visible: the test would prove nothing");
 
     // The table is added to the capture: its backfill starts while the stream delivers the
@@ -98,7 +102,8 @@ async fn backfill_waits_for_a_commit_that_is_not_visible_yet(mode: &str, hold: D
     // Release it: cancelling the wait leaves the transaction committed, now visible.
     admin_client.query_one("SELECT pg_cancel_backend($1)", &[&writer_pid]).await.expect("cancel the wait");
     update.await.expect("writer task").unwrap_or_else(|e| panic!("the update failed: {}", describe_pg_error(&e)));
-    let visible: i64 = admin_client.query_one("SELECT counter FROM test.rows WHERE id = 33", &[]).await.expect("read").get(0);
+    let visible: i64 =
+        admin_client.query_one("SELECT counter FROM test.rows WHERE id = 33", &[]).await.expect("read").get(0);
     assert_eq!(visible, 1, "the released update is not visible");
 
     // No correct capture can finish this backfill before the update is visible: the row's
@@ -148,13 +153,15 @@ async fn a_long_catch_up_during_a_backfill_keeps_the_delivered_set_bounded() {
         .unwrap_or_else(|e| panic!("setup: {}", describe_pg_error(&e)));
     let mut config = private.endpoint_config(&database, "slot_visibility_catch_up");
     config["advanced"]["backfill_chunk_size"] = json!(10);
-    let capture = Capture { config, bindings: vec![binding("many", &["/id"])], slot: "slot_visibility_catch_up".into() };
+    let capture =
+        Capture { config, bindings: vec![binding("many", &["/id"])], slot: "slot_visibility_catch_up".into() };
     let mut admin = Admin::new(conn.clone());
     let mut committed = Committed::new(Some("counter"));
 
     // Part of the backfill, then the connector is gone.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "no")]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |_, c| c.checkpoints >= 4).await;
+    let ending =
+        runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |_, c| c.checkpoints >= 4).await;
     assert!(ending.is_none(), "the first session ended early: {}", ending.map(|e| e.describe()).unwrap_or_default());
     runner.kill(&mut admin).await;
     assert!(!committed.streaming(), "the backfill finished before the connector was stopped");
@@ -172,14 +179,23 @@ async fn a_long_catch_up_during_a_backfill_keeps_the_delivered_set_bounded() {
         .await
         .unwrap_or_else(|e| panic!("updates: {}", describe_pg_error(&e)));
 
-    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "yes"), ("LOG_LEVEL", "debug")]).await;
+    let mut runner = Runner::open(
+        &capture,
+        &mut committed,
+        &mut admin,
+        &[("SHUTDOWN_AFTER_POLLING", "yes"), ("LOG_LEVEL", "debug")],
+    )
+    .await;
     let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(120), |_, _| false).await;
     let stderr = runner.stderr_lines().await;
     match ending {
         Some(Ending::Completed) => {}
         other => panic!("the resumed capture did not complete: {}", other.map(|e| e.describe()).unwrap_or_default()),
     }
-    let forgets = stderr.iter().filter(|line| line.contains("delivered transactions seen by a fresh snapshot were forgotten")).count();
+    let forgets = stderr
+        .iter()
+        .filter(|line| line.contains("delivered transactions seen by a fresh snapshot were forgotten"))
+        .count();
     assert!(forgets >= 1, "6000 delivered transactions never made the capture cut its set down");
     let table = table_rows(admin.client().await, "test.many").await;
     assert_matches_table(&committed, &table, "catch-up");

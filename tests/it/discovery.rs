@@ -129,12 +129,7 @@ async fn filters_choose_the_listed_tables() {
         (
             "table_patterns",
             json!({"discoveryFilters": {"table_patterns": ["test.events_????", "gamma", "sql'*.x\"y'z ?_", "*.Events_*"]}}),
-            vec![
-                "other.gamma".into(),
-                weird.clone(),
-                "test.Events_2025".into(),
-                "test.events_2024".into(),
-            ],
+            vec!["other.gamma".into(), weird.clone(), "test.Events_2025".into(), "test.events_2024".into()],
         ),
         (
             "include and exclude with patterns",
@@ -156,37 +151,16 @@ async fn filters_choose_the_listed_tables() {
             json!({"advanced": {"publicationName": "only_alpha", "discover_unpublished_tables": true}}),
             everything.clone(),
         ),
-        (
-            "missing publication",
-            json!({"advanced": {"publicationName": "no_such_publication"}}),
-            vec![],
-        ),
-        (
-            "another watermarks table",
-            json!({"advanced": {"watermarksTable": "other.gamma"}}),
-            {
-                let mut expected: Vec<String> = everything
-                    .iter()
-                    .filter(|n| *n != "other.gamma")
-                    .cloned()
-                    .collect();
-                expected.insert(1, "public.flow_watermarks".into());
-                expected
-            },
-        ),
+        ("missing publication", json!({"advanced": {"publicationName": "no_such_publication"}}), vec![]),
+        ("another watermarks table", json!({"advanced": {"watermarksTable": "other.gamma"}}), {
+            let mut expected: Vec<String> = everything.iter().filter(|n| *n != "other.gamma").cloned().collect();
+            expected.insert(1, "public.flow_watermarks".into());
+            expected
+        }),
         (
             "partitions",
             json!({"advanced": {"capture_as_partitions": true, "discover_unpublished_tables": true}}),
-            everything
-                .iter()
-                .map(|n| {
-                    if n == "test.part" {
-                        "test.part_1".to_string()
-                    } else {
-                        n.clone()
-                    }
-                })
-                .collect(),
+            everything.iter().map(|n| if n == "test.part" { "test.part_1".to_string() } else { n.clone() }).collect(),
         ),
     ];
     for (label, patch, expected) in cases {
@@ -194,9 +168,7 @@ async fn filters_choose_the_listed_tables() {
         assert_eq!(names(&bindings), expected, "{label}");
     }
     // Bound parameters, quoted identifiers: nothing was executed from a name.
-    let alive = session
-        .query_one("SELECT count(*) FROM test.alpha", &[])
-        .await;
+    let alive = session.query_one("SELECT count(*) FROM test.alpha", &[]).await;
     assert!(alive.is_ok(), "test.alpha still exists");
 }
 
@@ -212,10 +184,7 @@ async fn tables_the_user_cannot_read_are_still_discovered() {
     )
     .await;
     let bindings = discover(&db.endpoint_config());
-    assert_eq!(
-        names(&bindings),
-        ["private.hidden", "test.readable", "test.unreadable"]
-    );
+    assert_eq!(names(&bindings), ["private.hidden", "test.readable", "test.unreadable"]);
     // Their columns and keys come from the catalog, which every user can read.
     let unreadable = types::binding(&bindings, "test", "unreadable");
     assert_eq!(unreadable["key"], json!(["/id"]));
@@ -223,10 +192,7 @@ async fn tables_the_user_cannot_read_are_still_discovered() {
     assert_eq!(properties["secret"]["type"], "string");
     let hidden = types::binding(&bindings, "private", "hidden");
     assert_eq!(hidden["key"], json!(["/k"]));
-    assert_eq!(
-        hidden["documentSchema"]["$defs"]["PrivateHidden"]["properties"]["n"]["format"],
-        "number"
-    );
+    assert_eq!(hidden["documentSchema"]["$defs"]["PrivateHidden"]["properties"]["n"]["format"], "number");
 }
 
 /// Statements creating a set of tables that do not depend on one another.
@@ -241,9 +207,7 @@ fn independent_tables() -> Vec<String> {
         "CREATE TABLE public.\"Public Table\" (id int4 PRIMARY KEY)".to_string(),
     ];
     for i in 0..20 {
-        statements.push(format!(
-            "CREATE TABLE test.numbered_{i} (id int4 PRIMARY KEY, v{i} text)"
-        ));
+        statements.push(format!("CREATE TABLE test.numbered_{i} (id int4 PRIMARY KEY, v{i} text)"));
     }
     statements
 }
@@ -252,10 +216,7 @@ fn independent_tables() -> Vec<String> {
 async fn discovery_output_is_byte_identical_across_runs_and_catalog_order() {
     let statements = independent_tables();
     let forward = TestDb::create("discovery_deterministic_forward").await;
-    let setup = format!(
-        "{}\nCREATE TABLE test.a (id int4 NOT NULL, b int4 NOT NULL);",
-        types::TYPE_SETUP
-    );
+    let setup = format!("{}\nCREATE TABLE test.a (id int4 NOT NULL, b int4 NOT NULL);", types::TYPE_SETUP);
     forward.execute(&setup).await;
     forward.execute(&statements.join(";\n")).await;
     let backward = TestDb::create("discovery_deterministic_backward").await;
@@ -266,8 +227,7 @@ async fn discovery_output_is_byte_identical_across_runs_and_catalog_order() {
     backward.execute(&reversed.join(";\n")).await;
 
     let request = |db: &TestDb| {
-        let discover =
-            json!({"discover": {"connectorType": "IMAGE", "config": db.endpoint_config()}});
+        let discover = json!({"discover": {"connectorType": "IMAGE", "config": db.endpoint_config()}});
         let output = run_connector(&[], &format!("{discover}\n"), &[]);
         assert_eq!(output.exit_code, 0, "discovery failed:\n{}", output.stderr);
         output.stdout
@@ -277,21 +237,10 @@ async fn discovery_output_is_byte_identical_across_runs_and_catalog_order() {
     let other = request(&backward);
     assert!(first.len() > 10_000, "discovered something: {first:.200}");
     assert!(first == second, "two discoveries of one database differ");
-    assert!(
-        first == other,
-        "discovery depends on the order tables were created in"
-    );
+    assert!(first == other, "discovery depends on the order tables were created in");
     let bindings: Value = serde_json::from_str(first.trim_end()).expect("JSON");
-    let a = types::binding(
-        bindings["discovered"]["bindings"].as_array().unwrap(),
-        "test",
-        "a",
-    );
-    assert_eq!(
-        a["key"],
-        json!(["/id"]),
-        "the alphabetically first unique index"
-    );
+    let a = types::binding(bindings["discovered"]["bindings"].as_array().unwrap(), "test", "a");
+    assert_eq!(a["key"], json!(["/id"]), "the alphabetically first unique index");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,14 +268,9 @@ async fn twenty_thousand_tables_are_discovered_in_a_few_queries() {
     let elapsed = started.elapsed();
     assert_eq!(output.exit_code, 0, "discovery failed:\n{}", output.stderr);
     let response: Value = serde_json::from_str(output.stdout.trim_end()).expect("JSON");
-    let bindings = response["discovered"]["bindings"]
-        .as_array()
-        .expect("bindings");
+    let bindings = response["discovered"]["bindings"].as_array().expect("bindings");
     assert_eq!(bindings.len(), TABLES);
-    let distinct: BTreeSet<&str> = bindings
-        .iter()
-        .map(|b| b["recommendedName"].as_str().unwrap())
-        .collect();
+    let distinct: BTreeSet<&str> = bindings.iter().map(|b| b["recommendedName"].as_str().unwrap()).collect();
     assert_eq!(distinct.len(), TABLES);
     assert_eq!(bindings[0]["key"], json!(["/id"]));
     eprintln!(

@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
@@ -20,8 +20,12 @@ pub use source_postgres::capture::state::merge_patch;
 /// One thing the connector did.
 #[derive(Debug)]
 pub enum Event {
-    Captured { doc: Value },
-    Checkpoint { patch: Value },
+    Captured {
+        doc: Value,
+    },
+    Checkpoint {
+        patch: Value,
+    },
     /// The connector closed its output and exited with this status.
     Exited(std::process::ExitStatus),
     /// Nothing arrived before the deadline.
@@ -54,11 +58,22 @@ impl Session {
 
     /// [`Session::open`], collecting the connector's stderr (still echoed to the test's
     /// stderr) for [`Session::stderr_lines`].
-    pub async fn open_capturing_stderr(config: &Value, bindings: Vec<Value>, state: &Value, env: &[(&str, &str)]) -> Session {
+    pub async fn open_capturing_stderr(
+        config: &Value,
+        bindings: Vec<Value>,
+        state: &Value,
+        env: &[(&str, &str)],
+    ) -> Session {
         Session::start(config, bindings, state, env, true).await
     }
 
-    async fn start(config: &Value, bindings: Vec<Value>, state: &Value, env: &[(&str, &str)], capture_stderr: bool) -> Session {
+    async fn start(
+        config: &Value,
+        bindings: Vec<Value>,
+        state: &Value,
+        env: &[(&str, &str)],
+        capture_stderr: bool,
+    ) -> Session {
         let mut command = Command::new(connector_path());
         command
             .env("LOG_LEVEL", "warn")
@@ -83,10 +98,7 @@ impl Session {
             (collected, reader)
         });
         let open = json!({"open": {"capture": {"name": "tests/driver", "config": config, "bindings": bindings}, "state": state}});
-        stdin
-            .write_all(format!("{}\n{}\n", json!({"spec": {}}), open).as_bytes())
-            .await
-            .expect("write requests");
+        stdin.write_all(format!("{}\n{}\n", json!({"spec": {}}), open).as_bytes()).await.expect("write requests");
         let mut session = Session { child, stdin: Some(stdin), lines, stderr };
         for expected in ["spec", "opened"] {
             let line = tokio::time::timeout(Duration::from_secs(60), session.lines.next_line())
@@ -127,7 +139,8 @@ impl Session {
             Ok(line) => match line.expect("read connector output") {
                 None => Event::Exited(self.child.wait().await.expect("wait")),
                 Some(line) => {
-                    let response: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
+                    let response: Value =
+                        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
                     if let Some(captured) = response.get("captured") {
                         Event::Captured { doc: captured["doc"].clone() }
                     } else if let Some(checkpoint) = response.get("checkpoint") {

@@ -107,7 +107,10 @@ impl Admin {
         let row = self
             .client()
             .await
-            .query_opt("SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
             .await;
         match row {
             Ok(row) => Ok(row.map(|row| (row.get::<_, Option<String>>(0).map(|text| lsn_value(&text)), row.get(1)))),
@@ -127,7 +130,10 @@ impl Admin {
             if let Ok(None | Some((_, false))) = self.slot(slot).await {
                 return;
             }
-            assert!(Instant::now() < deadline, "replication slot {slot} is still in use {within:?} after its connector ended");
+            assert!(
+                Instant::now() < deadline,
+                "replication slot {slot} is still in use {within:?} after its connector ended"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -180,7 +186,10 @@ impl Committed {
         let mut before: BTreeMap<i64, Option<Map<String, Value>>> = BTreeMap::new();
         for doc in documents {
             let Value::Object(mut doc) = doc else { panic!("a document is not an object: {doc}") };
-            let id = doc.get("id").and_then(Value::as_i64).unwrap_or_else(|| panic!("a document without an integer id: {}", short(&doc)));
+            let id = doc
+                .get("id")
+                .and_then(Value::as_i64)
+                .unwrap_or_else(|| panic!("a document without an integer id: {}", short(&doc)));
             let meta = doc.remove("_meta").unwrap_or(Value::Null);
             if std::env::var("FAULT_TRACE").ok().and_then(|t| t.parse::<i64>().ok()) == Some(id) {
                 eprintln!("trace: {meta} {}", short(&doc));
@@ -213,9 +222,15 @@ impl Committed {
                     }
                 }
                 Some(row) => {
-                    assert!(!self.deleted.contains(id), "history of id {id} went backwards: it came back after its deletion was committed: {}", short(row));
+                    assert!(
+                        !self.deleted.contains(id),
+                        "history of id {id} went backwards: it came back after its deletion was committed: {}",
+                        short(row)
+                    );
                     if let (Some(counter), Some(previous)) = (&self.counter, previous) {
-                        if let (Some(new), Some(old)) = (row.get(counter).and_then(Value::as_i64), previous.get(counter).and_then(Value::as_i64)) {
+                        if let (Some(new), Some(old)) =
+                            (row.get(counter).and_then(Value::as_i64), previous.get(counter).and_then(Value::as_i64))
+                        {
                             assert!(new >= old, "history of id {id} went backwards: {counter} {new} after {old}");
                         }
                     }
@@ -357,7 +372,12 @@ pub struct Runner<'a> {
 
 impl<'a> Runner<'a> {
     /// Start a session from the committed state, once no walsender holds the slot.
-    pub async fn open(capture: &'a Capture, committed: &'a mut Committed, admin: &mut Admin, env: &[(&str, &str)]) -> Runner<'a> {
+    pub async fn open(
+        capture: &'a Capture,
+        committed: &'a mut Committed,
+        admin: &mut Admin,
+        env: &[(&str, &str)],
+    ) -> Runner<'a> {
         admin.wait_slot_released(&capture.slot, Duration::from_secs(30)).await;
         // `FAULT_LOG_LEVEL` (e.g. `debug`) overrides the sessions' `LOG_LEVEL=warn`.
         let level = std::env::var("FAULT_LOG_LEVEL").ok();
@@ -365,7 +385,8 @@ impl<'a> Runner<'a> {
         if let Some(level) = &level {
             env.push(("LOG_LEVEL", level.as_str()));
         }
-        let session = Session::open_capturing_stderr(&capture.config, capture.bindings.clone(), &committed.state, &env).await;
+        let session =
+            Session::open_capturing_stderr(&capture.config, capture.bindings.clone(), &committed.state, &env).await;
         Runner { session, capture, committed, pending: Vec::new(), progress: Progress::default() }
     }
 
@@ -379,7 +400,12 @@ impl<'a> Runner<'a> {
     }
 
     /// Drive the session until `stop` holds (then `None`), it exits, or the deadline passes.
-    pub async fn run_until(&mut self, admin: &mut Admin, deadline: Instant, mut stop: impl FnMut(&Progress, &Committed) -> bool) -> Option<Ending> {
+    pub async fn run_until(
+        &mut self,
+        admin: &mut Admin,
+        deadline: Instant,
+        mut stop: impl FnMut(&Progress, &Committed) -> bool,
+    ) -> Option<Ending> {
         loop {
             if stop(&self.progress, self.committed) {
                 return None;
@@ -390,7 +416,11 @@ impl<'a> Runner<'a> {
                     let stderr = self.session.stderr_lines().await;
                     check_slot(admin, &self.capture.slot, self.committed).await;
                     if status.success() {
-                        assert!(self.pending.is_empty(), "{} documents after the last checkpoint of a session that ended cleanly", self.pending.len());
+                        assert!(
+                            self.pending.is_empty(),
+                            "{} documents after the last checkpoint of a session that ended cleanly",
+                            self.pending.len()
+                        );
                         return Some(Ending::Completed);
                     }
                     // Never committed: the runtime drops them.
@@ -455,7 +485,9 @@ pub async fn table_rows(client: &Client, table: &str) -> BTreeMap<i64, Map<Strin
         .unwrap_or_else(|e| panic!("read {table}: {}", describe_pg_error(&e)))
         .iter()
         .map(|row| {
-            let Ok(Value::Object(doc)) = serde_json::from_str(row.get::<_, &str>(0)) else { panic!("to_jsonb did not give an object") };
+            let Ok(Value::Object(doc)) = serde_json::from_str(row.get::<_, &str>(0)) else {
+                panic!("to_jsonb did not give an object")
+            };
             (doc["id"].as_i64().expect("an integer id"), doc)
         })
         .collect()

@@ -105,9 +105,7 @@ pub async fn cluster() -> &'static TestCluster {
         // Starting takes a few seconds of blocking work, and it builds its own runtime:
         // connections made during startup must not belong to the runtime of whichever test
         // came first.
-        None => tokio::task::spawn_blocking(start_cluster_once)
-            .await
-            .expect("starting the test cluster panicked"),
+        None => tokio::task::spawn_blocking(start_cluster_once).await.expect("starting the test cluster panicked"),
     };
     unwrap_cluster(cluster)
 }
@@ -119,10 +117,7 @@ pub fn cluster_blocking() -> &'static TestCluster {
 
 fn start_cluster_once() -> &'static Result<TestCluster, String> {
     CLUSTER.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
         runtime.block_on(start_cluster())
     })
 }
@@ -198,9 +193,7 @@ async fn start_cluster() -> Result<TestCluster, String> {
 
 async fn use_external_cluster(host: String, bindir: PathBuf) -> Result<TestCluster, String> {
     let env_or = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
-    let port = env_or("TEST_PG_PORT", "5432")
-        .parse()
-        .map_err(|e| format!("TEST_PG_PORT: {e}"))?;
+    let port = env_or("TEST_PG_PORT", "5432").parse().map_err(|e| format!("TEST_PG_PORT: {e}"))?;
     let cluster = TestCluster {
         host,
         port,
@@ -214,13 +207,7 @@ async fn use_external_cluster(host: String, bindir: PathBuf) -> Result<TestClust
     let client = cluster
         .connect("postgres", &cluster.superuser, &cluster.superuser_password)
         .await
-        .map_err(|e| {
-            format!(
-                "connect to {} as {}: {e}",
-                cluster.address(),
-                cluster.superuser
-            )
-        })?;
+        .map_err(|e| format!("connect to {} as {}: {e}", cluster.address(), cluster.superuser))?;
     // Several test binaries may run this at once: tolerate a concurrent CREATE ROLE.
     let sql = format!(
         "SET password_encryption = 'scram-sha-256';
@@ -230,10 +217,7 @@ async fn use_external_cluster(host: String, bindir: PathBuf) -> Result<TestClust
          END $$;
          ALTER ROLE {CAPTURE_USER} LOGIN REPLICATION PASSWORD '{CAPTURE_PASSWORD}';"
     );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| format!("create role {CAPTURE_USER}: {}", describe_pg_error(&e)))?;
+    client.batch_execute(&sql).await.map_err(|e| format!("create role {CAPTURE_USER}: {}", describe_pg_error(&e)))?;
     Ok(cluster)
 }
 
@@ -328,7 +312,8 @@ async fn spawn_cluster(
         // The wrapper deletes it, after the server has stopped.
         .keep();
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| failed(format!("chown {}: {e}", dir.display())))?;
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+            .map_err(|e| failed(format!("chown {}: {e}", dir.display())))?;
     }
 
     let port = free_port().map_err(failed)?;
@@ -376,12 +361,19 @@ async fn spawn_cluster(
                 // Connecting too early makes the server log "FATAL: the database system is
                 // starting up" for our own attempt: that one is not a failed start.
                 let fatal = log.lines().any(|line| {
-                    (line.contains("FATAL") && !line.contains("the database system is starting up")) || line.contains("PANIC")
+                    (line.contains("FATAL") && !line.contains("the database system is starting up"))
+                        || line.contains("PANIC")
                 });
                 if fatal || Instant::now() > deadline {
                     abandon(server);
-                    let message = format!("postgres did not start on port {port} (last connection error: {error}); its log:\n{log}");
-                    return Err(if log.contains("could not bind") { StartError::PortTaken(message) } else { failed(message) });
+                    let message = format!(
+                        "postgres did not start on port {port} (last connection error: {error}); its log:\n{log}"
+                    );
+                    return Err(if log.contains("could not bind") {
+                        StartError::PortTaken(message)
+                    } else {
+                        failed(message)
+                    });
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -415,21 +407,14 @@ fn local_cluster(bindir: &Path, port: u16, server: std::process::Child) -> TestC
 
 /// When running as root, the uid and gid of the `postgres` OS user, which will own the server.
 fn server_owner() -> Result<Option<(u32, u32)>, String> {
-    let uid = fs::metadata("/proc/self")
-        .map_err(|e| format!("stat /proc/self: {e}"))?
-        .uid();
+    let uid = fs::metadata("/proc/self").map_err(|e| format!("stat /proc/self: {e}"))?.uid();
     if uid != 0 {
         return Ok(None);
     }
     let id = |flag: &str| -> Result<u32, String> {
-        let output = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .map_err(|e| format!("run id: {e}"))?;
+        let output = Command::new("id").args([flag, "postgres"]).output().map_err(|e| format!("run id: {e}"))?;
         if !output.status.success() {
-            return Err(
-                "running as root, but there is no `postgres` OS user to run the server".into(),
-            );
+            return Err("running as root, but there is no `postgres` OS user to run the server".into());
         }
         String::from_utf8_lossy(&output.stdout)
             .trim()
@@ -442,21 +427,13 @@ fn server_owner() -> Result<Option<(u32, u32)>, String> {
 fn run_as(command: &mut Command, owner: Option<(u32, u32)>) {
     if let Some((uid, gid)) = owner {
         // Dropping from root also clears the supplementary groups.
-        command
-            .uid(uid)
-            .gid(gid)
-            .env("HOME", "/tmp")
-            .env("USER", "postgres");
+        command.uid(uid).gid(gid).env("HOME", "/tmp").env("USER", "postgres");
     }
 }
 
 fn free_port() -> Result<u16, String> {
-    let listener =
-        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind a free port: {e}"))?;
-    listener
-        .local_addr()
-        .map(|address| address.port())
-        .map_err(|e| format!("local address: {e}"))
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind a free port: {e}"))?;
+    listener.local_addr().map(|address| address.port()).map_err(|e| format!("local address: {e}"))
 }
 
 fn find_bindir() -> Result<PathBuf, String> {
@@ -490,9 +467,10 @@ fn find_bindir() -> Result<PathBuf, String> {
         })
         .collect();
     candidates.sort();
-    candidates.pop().map(|(_, bin)| bin).ok_or_else(|| {
-        "no PostgreSQL binaries found: set TEST_PG_BINDIR or put pg_config on PATH".into()
-    })
+    candidates
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| "no PostgreSQL binaries found: set TEST_PG_BINDIR or put pg_config on PATH".into())
 }
 
 /// A database of its own for one test.
@@ -511,10 +489,7 @@ impl TestDb {
     /// `publish_via_partition_root`. Leftover slots of this test from an earlier run are dropped.
     pub async fn create(test_name: &str) -> TestDb {
         let stem = identifier_stem(test_name);
-        let db = TestDb {
-            name: format!("it_{stem}"),
-            stem,
-        };
+        let db = TestDb { name: format!("it_{stem}"), stem };
         let cluster = cluster().await;
         let admin = cluster.superuser_client("postgres").await;
         drop_leftover_slots(&admin, &db.slot_name(), &db.name).await;
@@ -550,11 +525,7 @@ impl TestDb {
     pub async fn execute(&self, sql: &str) {
         let client = self.superuser_client().await;
         if let Err(e) = client.batch_execute(sql).await {
-            panic!(
-                "SQL failed in database {}: {}\n--- SQL ---\n{sql}",
-                self.name,
-                describe_pg_error(&e)
-            );
+            panic!("SQL failed in database {}: {}\n--- SQL ---\n{sql}", self.name, describe_pg_error(&e));
         }
     }
 
@@ -578,11 +549,7 @@ impl TestDb {
 
 /// The cluster, which exists once any [`TestDb`] does.
 fn cluster_blocking_if_ready() -> &'static TestCluster {
-    unwrap_cluster(
-        CLUSTER
-            .get()
-            .expect("the test cluster is started by TestDb::create"),
-    )
+    unwrap_cluster(CLUSTER.get().expect("the test cluster is started by TestDb::create"))
 }
 
 /// Lowercase ASCII letters, digits and `_`, at most 50 bytes, so that `it_<stem>` and
@@ -599,10 +566,7 @@ fn identifier_stem(test_name: &str) -> String {
         }
     }
     let stem = stem.trim_end_matches('_').to_string();
-    assert!(
-        !stem.is_empty(),
-        "test name {test_name:?} has no usable characters"
-    );
+    assert!(!stem.is_empty(), "test name {test_name:?} has no usable characters");
     const LIMIT: usize = 50;
     if stem.len() <= LIMIT {
         return stem;
@@ -610,9 +574,7 @@ fn identifier_stem(test_name: &str) -> String {
     // FNV-1a: stable across runs and platforms, unlike std's hasher.
     let hash = test_name
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
     format!("{}_{:08x}", &stem[..LIMIT - 9], hash as u32)
 }
 
@@ -634,25 +596,14 @@ async fn drop_leftover_slots(admin: &tokio_postgres::Client, slot_prefix: &str, 
         if rows.is_empty() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "could not drop the leftover replication slots of database {database}"
-        );
+        assert!(Instant::now() < deadline, "could not drop the leftover replication slots of database {database}");
         for row in rows {
             let slot: String = row.get(0);
             let active_pid: Option<i32> = row.get(1);
             // Races with a walsender that is exiting are expected; the loop re-checks.
             let _ = match active_pid {
-                Some(pid) => {
-                    admin
-                        .execute("SELECT pg_terminate_backend($1)", &[&pid])
-                        .await
-                }
-                None => {
-                    admin
-                        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-                        .await
-                }
+                Some(pid) => admin.execute("SELECT pg_terminate_backend($1)", &[&pid]).await,
+                None => admin.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await,
             };
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -664,12 +615,7 @@ pub fn describe_pg_error(error: &tokio_postgres::Error) -> String {
     let Some(db) = error.as_db_error() else {
         return error.to_string();
     };
-    let mut text = format!(
-        "{}: {} (SQLSTATE {})",
-        db.severity(),
-        db.message(),
-        db.code().code()
-    );
+    let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
     if let Some(detail) = db.detail() {
         text.push_str(&format!("\nDETAIL: {detail}"));
     }
@@ -714,9 +660,7 @@ pub fn run_connector(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Connec
         .stderr(Stdio::piped())
         // Its own process group, so a timeout also kills the connectors `preview` starts.
         .process_group(0);
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", connector_path()));
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("start {}: {e}", connector_path()));
     let group = child.id();
 
     let mut child_stdin = child.stdin.take().expect("piped stdin");
@@ -759,9 +703,7 @@ pub fn run_connector(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Connec
     let output = ConnectorOutput {
         stdout: stdout_reader.join().expect("stdout reader"),
         stderr: stderr_reader.join().expect("stderr reader"),
-        exit_code: status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        exit_code: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
     };
     if timed_out {
         panic!(
@@ -782,10 +724,7 @@ fn spawn_reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle
 }
 
 fn kill_group(group: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{group}")])
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).stderr(Stdio::null()).status();
 }
 
 /// Replaces values that change from run to run, so output can be compared with a snapshot:
@@ -808,10 +747,7 @@ pub fn normalize(text: &str) -> String {
     text = replace_json_number(&text, "pid", "\"<pid>\"");
     text = replace_loc(&text);
     text = replace_lsns(&text);
-    text = text
-        .split_inclusive('\n')
-        .map(replace_log_timestamps)
-        .collect();
+    text = text.split_inclusive('\n').map(replace_log_timestamps).collect();
     for prefix in ["127.0.0.1:", "localhost:", "]:"] {
         text = replace_number_after(&text, prefix, "<port>", |_| true);
     }
@@ -835,12 +771,7 @@ fn replace_json_number(text: &str, key: &str, replacement: &str) -> String {
     while let Some(at) = rest.find(&needle) {
         let (before, after) = rest.split_at(at + needle.len());
         out.push_str(before);
-        let digits = after
-            .strip_prefix('-')
-            .unwrap_or(after)
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .count();
+        let digits = after.strip_prefix('-').unwrap_or(after).bytes().take_while(u8::is_ascii_digit).count();
         if digits > 0 {
             out.push_str(replacement);
             rest = &after[digits + usize::from(after.starts_with('-'))..];
@@ -938,9 +869,7 @@ fn replace_log_timestamps(line: &str) -> String {
 /// at the start of `text`.
 fn rfc3339_prefix_len(text: &str) -> Option<usize> {
     let b = text.as_bytes();
-    let digits = |from: usize, n: usize| {
-        b.len() >= from + n && b[from..from + n].iter().all(u8::is_ascii_digit)
-    };
+    let digits = |from: usize, n: usize| b.len() >= from + n && b[from..from + n].iter().all(u8::is_ascii_digit);
     let ok = digits(0, 4)
         && b.get(4) == Some(&b'-')
         && digits(5, 2)
@@ -962,33 +891,21 @@ fn rfc3339_prefix_len(text: &str) -> Option<usize> {
     }
     match b.get(end) {
         Some(b'Z') => end += 1,
-        Some(b'+' | b'-')
-            if digits(end + 1, 2) && b.get(end + 3) == Some(&b':') && digits(end + 4, 2) =>
-        {
-            end += 6
-        }
+        Some(b'+' | b'-') if digits(end + 1, 2) && b.get(end + 3) == Some(&b':') && digits(end + 4, 2) => end += 6,
         _ => {}
     }
     Some(end)
 }
 
 /// Replaces the decimal number right after each `prefix` with `replacement` when `accept(n)`.
-fn replace_number_after(
-    text: &str,
-    prefix: &str,
-    replacement: &str,
-    accept: impl Fn(u64) -> bool,
-) -> String {
+fn replace_number_after(text: &str, prefix: &str, replacement: &str, accept: impl Fn(u64) -> bool) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find(prefix) {
         let (before, after) = rest.split_at(at + prefix.len());
         out.push_str(before);
         let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        let followed_by_word = after[digits..]
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
+        let followed_by_word = after[digits..].bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
         match after[..digits].parse::<u64>() {
             Ok(n) if !followed_by_word && accept(n) => {
                 out.push_str(replacement);
@@ -1005,60 +922,38 @@ fn replace_number_after(
 async fn harness_cluster_is_logical_and_capture_role_can_connect() {
     let cluster = cluster().await;
     let admin = cluster.superuser_client("postgres").await;
-    let wal_level: String = admin
-        .query_one("SHOW wal_level", &[])
-        .await
-        .expect("SHOW wal_level")
-        .get(0);
+    let wal_level: String = admin.query_one("SHOW wal_level", &[]).await.expect("SHOW wal_level").get(0);
     assert_eq!(wal_level, "logical");
 
     let stored: String = admin
-        .query_one(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
-            &[&cluster.capture_user],
-        )
+        .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = $1", &[&cluster.capture_user])
         .await
         .expect("read the capture role's password")
         .get(0);
-    assert!(
-        stored.starts_with("SCRAM-SHA-256$"),
-        "not a SCRAM verifier: {stored}"
-    );
+    assert!(stored.starts_with("SCRAM-SHA-256$"), "not a SCRAM verifier: {stored}");
 
     let capture = cluster
         .connect("postgres", &cluster.capture_user, &cluster.capture_password)
         .await
         .unwrap_or_else(|e| panic!("the capture role cannot log in: {}", describe_pg_error(&e)));
     let row = capture
-        .query_one(
-            "SELECT current_user::text, rolreplication FROM pg_roles WHERE rolname = current_user",
-            &[],
-        )
+        .query_one("SELECT current_user::text, rolreplication FROM pg_roles WHERE rolname = current_user", &[])
         .await
         .expect("query as the capture role");
     assert_eq!(row.get::<_, String>(0), cluster.capture_user);
     assert!(row.get::<_, bool>(1), "the capture role lacks REPLICATION");
 
     // Password authentication is enforced over TCP, not trusted.
-    let wrong = cluster
-        .connect("postgres", &cluster.capture_user, "not-the-password")
-        .await;
+    let wrong = cluster.connect("postgres", &cluster.capture_user, "not-the-password").await;
     assert!(wrong.is_err(), "a wrong password was accepted");
 }
 
 #[tokio::test]
 async fn harness_test_db_is_isolated_and_ready_for_capture() {
     let db = TestDb::create("harness_test_db_is_isolated_and_ready_for_capture").await;
-    assert_eq!(
-        db.name,
-        "it_harness_test_db_is_isolated_and_ready_for_capture"
-    );
-    assert_eq!(
-        db.slot_name(),
-        "slot_harness_test_db_is_isolated_and_ready_for_capture"
-    );
-    db.execute("CREATE TABLE test.t (id int PRIMARY KEY); INSERT INTO test.t VALUES (1);")
-        .await;
+    assert_eq!(db.name, "it_harness_test_db_is_isolated_and_ready_for_capture");
+    assert_eq!(db.slot_name(), "slot_harness_test_db_is_isolated_and_ready_for_capture");
+    db.execute("CREATE TABLE test.t (id int PRIMARY KEY); INSERT INTO test.t VALUES (1);").await;
 
     let cluster = cluster().await;
     let capture = cluster
@@ -1089,10 +984,7 @@ async fn harness_test_db_is_isolated_and_ready_for_capture() {
 
     // Re-creating drops the old database, its tables and the test's leftover slots.
     capture
-        .simple_query(&format!(
-            "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
-            db.slot_name()
-        ))
+        .simple_query(&format!("SELECT pg_create_logical_replication_slot('{}', 'pgoutput')", db.slot_name()))
         .await
         .map_err(|e| describe_pg_error(&e))
         .expect("the capture role creates a slot");
@@ -1100,19 +992,13 @@ async fn harness_test_db_is_isolated_and_ready_for_capture() {
     let db = TestDb::create("harness_test_db_is_isolated_and_ready_for_capture").await;
     let admin = db.superuser_client().await;
     let leftovers: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&db.slot_name()],
-        )
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&db.slot_name()])
         .await
         .expect("count slots")
         .get(0);
     assert_eq!(leftovers, 0);
     let tables: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'test'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'test'", &[])
         .await
         .expect("count tables")
         .get(0);
@@ -1140,10 +1026,7 @@ fn normalize_redacts_volatile_values_only() {
 
 #[test]
 fn identifier_stems_are_short_stable_and_safe() {
-    assert_eq!(
-        identifier_stem("transcript::Discover-Simple"),
-        "transcript_discover_simple"
-    );
+    assert_eq!(identifier_stem("transcript::Discover-Simple"), "transcript_discover_simple");
     let long = "a_really_long_test_name_that_goes_on_and_on_well_past_the_limit_of_identifiers";
     let stem = identifier_stem(long);
     assert_eq!(stem.len(), 50);
@@ -1262,7 +1145,9 @@ impl PrivateCluster {
         let answer = tokio::task::spawn_blocking(move || -> Result<(), String> {
             use std::io::BufRead;
             let mut control = control.lock().map_err(|_| "the control pipe is poisoned".to_string())?;
-            writeln!(control.stdin, "restart").and_then(|()| control.stdin.flush()).map_err(|e| format!("send restart: {e}"))?;
+            writeln!(control.stdin, "restart")
+                .and_then(|()| control.stdin.flush())
+                .map_err(|e| format!("send restart: {e}"))?;
             loop {
                 let mut line = String::new();
                 match control.stdout.read_line(&mut line) {
@@ -1304,10 +1189,9 @@ impl PrivateCluster {
     pub async fn create_db(&self, name: &str) -> String {
         let database = format!("it_{}", identifier_stem(name));
         let admin = self.cluster.superuser_client("postgres").await;
-        for statement in [
-            format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
-            format!("CREATE DATABASE \"{database}\""),
-        ] {
+        for statement in
+            [format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"), format!("CREATE DATABASE \"{database}\"")]
+        {
             if let Err(e) = admin.batch_execute(&statement).await {
                 panic!("{statement}\nfailed: {}", describe_pg_error(&e));
             }
@@ -1343,10 +1227,15 @@ impl PrivateCluster {
 
 async fn start_private_cluster(bindir: &Path, extra_settings: &[&str]) -> Result<PrivateCluster, StartError> {
     let (mut server, dir, port) =
-        spawn_cluster(bindir, "source-postgres-private-", PRIVATE_WRAPPER_SCRIPT, extra_settings, Stdio::piped()).await?;
+        spawn_cluster(bindir, "source-postgres-private-", PRIVATE_WRAPPER_SCRIPT, extra_settings, Stdio::piped())
+            .await?;
     let (Some(stdin), Some(stdout)) = (server.stdin.take(), server.stdout.take()) else {
         return Err(StartError::Failed("the private wrapper has no piped stdin and stdout".into()));
     };
     let control = PrivateControl { stdin, stdout: std::io::BufReader::new(stdout) };
-    Ok(PrivateCluster { cluster: local_cluster(bindir, port, server), dir, control: std::sync::Arc::new(std::sync::Mutex::new(control)) })
+    Ok(PrivateCluster {
+        cluster: local_cluster(bindir, port, server),
+        dir,
+        control: std::sync::Arc::new(std::sync::Mutex::new(control)),
+    })
 }

@@ -3,16 +3,16 @@
 //!
 //! One binary for all integration tests, so they share one server and one link step.
 
-mod harness;
-mod transcript;
-mod capture_faults;
-mod capture_chaos;
-mod capture_visibility;
-mod faults_common;
-mod pg_connect;
-mod discovery;
-mod types;
-mod driver;
-mod capture_stream;
-mod validate;
 mod bad_input;
+mod capture_chaos;
+mod capture_faults;
+mod capture_stream;
+mod capture_visibility;
+mod discovery;
+mod driver;
+mod faults_common;
+mod harness;
+mod pg_connect;
+mod transcript;
+mod types;
+mod validate;

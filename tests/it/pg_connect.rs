@@ -53,44 +53,23 @@ async fn scram_login_pins_the_session_on_both_connections() {
     let params = capture_params(&db.name).await;
 
     let sql = connect_sql(&params).await.expect("SQL connection");
-    let mut replication = ReplicationClient::connect(&params)
-        .await
-        .expect("replication connection");
-    assert!(
-        replication.server_version_num() >= 100_000,
-        "{}",
-        replication.server_version_num()
-    );
+    let mut replication = ReplicationClient::connect(&params).await.expect("replication connection");
+    assert!(replication.server_version_num() >= 100_000, "{}", replication.server_version_num());
 
     for (name, value) in PINNED {
         let row = sql.query_one(&format!("SHOW {name}"), &[]).await.unwrap();
         assert_eq!(row.get::<_, String>(0), *value, "SQL connection: {name}");
-        let rows = replication
-            .simple_query(&format!("SHOW {name}"))
-            .await
-            .unwrap();
-        assert_eq!(
-            rows,
-            vec![vec![Some(value.to_string())]],
-            "replication connection: {name}"
-        );
+        let rows = replication.simple_query(&format!("SHOW {name}")).await.unwrap();
+        assert_eq!(rows, vec![vec![Some(value.to_string())]], "replication connection: {name}");
     }
-    let row = sql
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        u32::try_from(row.get::<_, i32>(0)).unwrap(),
-        replication.server_version_num()
-    );
+    let row = sql.query_one("SELECT current_setting('server_version_num')::int", &[]).await.unwrap();
+    assert_eq!(u32::try_from(row.get::<_, i32>(0)).unwrap(), replication.server_version_num());
 }
 
 #[tokio::test]
 async fn replication_connection_answers_commands_and_queries() {
     let db = TestDb::create("replication_connection_answers_commands_and_queries").await;
-    let mut client = ReplicationClient::connect(&capture_params(&db.name).await)
-        .await
-        .unwrap();
+    let mut client = ReplicationClient::connect(&capture_params(&db.name).await).await.unwrap();
 
     let identity = client.identify_system().await.unwrap();
     assert_eq!(identity.dbname.as_deref(), Some(db.name.as_str()));
@@ -98,32 +77,14 @@ async fn replication_connection_answers_commands_and_queries() {
     assert!(identity.xlog_pos > Lsn::ZERO);
     assert!(identity.system_id.parse::<u64>().is_ok(), "{identity:?}");
 
-    let rows = client
-        .simple_query("SELECT 1, NULL::text UNION ALL SELECT 2, 'ünï'")
-        .await
-        .unwrap();
-    assert_eq!(
-        rows,
-        vec![
-            vec![Some("1".into()), None],
-            vec![Some("2".into()), Some("ünï".into())]
-        ]
-    );
+    let rows = client.simple_query("SELECT 1, NULL::text UNION ALL SELECT 2, 'ünï'").await.unwrap();
+    assert_eq!(rows, vec![vec![Some("1".into()), None], vec![Some("2".into()), Some("ünï".into())]]);
 
-    let err = client
-        .simple_query("SELECT * FROM no_such_table")
-        .await
-        .unwrap_err();
+    let err = client.simple_query("SELECT * FROM no_such_table").await.unwrap_err();
     assert_eq!(err.sqlstate(), Some("42P01"), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        "relation \"no_such_table\" does not exist (SQLSTATE 42P01)"
-    );
+    assert_eq!(err.to_string(), "relation \"no_such_table\" does not exist (SQLSTATE 42P01)");
     // The session is still usable after an error.
-    assert_eq!(
-        client.simple_query("SELECT 3").await.unwrap(),
-        vec![vec![Some("3".into())]]
-    );
+    assert_eq!(client.simple_query("SELECT 3").await.unwrap(), vec![vec![Some("3".into())]]);
 
     let err = client.simple_query("SELECT '\0'").await.unwrap_err();
     assert!(matches!(err, PgError::Protocol(_)), "{err:?}");
@@ -132,35 +93,20 @@ async fn replication_connection_answers_commands_and_queries() {
 #[tokio::test]
 async fn wrong_password_is_reported_without_the_password() {
     let db = TestDb::create("wrong_password_is_reported_without_the_password").await;
-    let params = ConnectParams {
-        password: Some("not-the-password".into()),
-        ..capture_params(&db.name).await
-    };
+    let params = ConnectParams { password: Some("not-the-password".into()), ..capture_params(&db.name).await };
     let sql_err = connect_sql(&params).await.unwrap_err();
     let replication_err = ReplicationClient::connect(&params).await.unwrap_err();
     for err in [sql_err, replication_err] {
         assert!(matches!(err, PgError::AuthFailed { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            "password authentication failed for user \"flow_capture\""
-        );
-        assert_eq!(
-            err.hint().unwrap(),
-            "check the user and password in the endpoint configuration"
-        );
+        assert_eq!(err.to_string(), "password authentication failed for user \"flow_capture\"");
+        assert_eq!(err.hint().unwrap(), "check the user and password in the endpoint configuration");
         assert_eq!(err.sqlstate(), Some("28P01"));
         assert!(!err.is_transient());
         assert!(!format!("{err:?}{err}").contains("not-the-password"));
     }
 
-    let params = ConnectParams {
-        password: None,
-        ..params
-    };
-    for err in [
-        connect_sql(&params).await.unwrap_err(),
-        ReplicationClient::connect(&params).await.unwrap_err(),
-    ] {
+    let params = ConnectParams { password: None, ..params };
+    for err in [connect_sql(&params).await.unwrap_err(), ReplicationClient::connect(&params).await.unwrap_err()] {
         assert!(matches!(err, PgError::PasswordMissing { .. }), "{err:?}");
     }
 }
@@ -168,39 +114,19 @@ async fn wrong_password_is_reported_without_the_password() {
 #[tokio::test]
 async fn missing_database_and_missing_connect_privilege_are_named() {
     let db = TestDb::create("missing_database_and_missing_connect_privilege_are_named").await;
-    let params = ConnectParams {
-        database: "no_such_database".into(),
-        ..capture_params(&db.name).await
-    };
-    for err in [
-        connect_sql(&params).await.unwrap_err(),
-        ReplicationClient::connect(&params).await.unwrap_err(),
-    ] {
-        assert_eq!(
-            err.to_string(),
-            "database \"no_such_database\" does not exist",
-            "{err:?}"
-        );
+    let params = ConnectParams { database: "no_such_database".into(), ..capture_params(&db.name).await };
+    for err in [connect_sql(&params).await.unwrap_err(), ReplicationClient::connect(&params).await.unwrap_err()] {
+        assert_eq!(err.to_string(), "database \"no_such_database\" does not exist", "{err:?}");
         assert_eq!(err.sqlstate(), Some("3D000"));
     }
 
-    db.execute(&format!(
-        "REVOKE CONNECT ON DATABASE {} FROM PUBLIC",
-        quote_identifier(&db.name)
-    ))
-    .await;
+    db.execute(&format!("REVOKE CONNECT ON DATABASE {} FROM PUBLIC", quote_identifier(&db.name))).await;
     let params = capture_params(&db.name).await;
-    for err in [
-        connect_sql(&params).await.unwrap_err(),
-        ReplicationClient::connect(&params).await.unwrap_err(),
-    ] {
+    for err in [connect_sql(&params).await.unwrap_err(), ReplicationClient::connect(&params).await.unwrap_err()] {
         assert!(matches!(err, PgError::NoConnectPrivilege { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
-            format!(
-                "user \"flow_capture\" does not have CONNECT privilege on database \"{}\"",
-                db.name
-            )
+            format!("user \"flow_capture\" does not have CONNECT privilege on database \"{}\"", db.name)
         );
         assert!(err.hint().unwrap().contains("GRANT CONNECT ON DATABASE"));
     }
@@ -208,23 +134,11 @@ async fn missing_database_and_missing_connect_privilege_are_named() {
 
 #[tokio::test]
 async fn closed_port_is_unreachable_and_transient() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let params = ConnectParams {
-        port,
-        ..capture_params("postgres").await
-    };
-    for err in [
-        connect_sql(&params).await.unwrap_err(),
-        ReplicationClient::connect(&params).await.unwrap_err(),
-    ] {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let params = ConnectParams { port, ..capture_params("postgres").await };
+    for err in [connect_sql(&params).await.unwrap_err(), ReplicationClient::connect(&params).await.unwrap_err()] {
         assert!(matches!(err, PgError::Unreachable { .. }), "{err:?}");
-        assert!(err.to_string().starts_with(&format!(
-            "could not connect to server at \"127.0.0.1\" port {port}: "
-        )));
+        assert!(err.to_string().starts_with(&format!("could not connect to server at \"127.0.0.1\" port {port}: ")));
         assert!(err.is_transient());
     }
 }
@@ -234,20 +148,11 @@ async fn silent_server_times_out() {
     // The kernel completes the TCP handshake for the listener; nobody ever answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let params = ConnectParams {
-        port,
-        connect_timeout: Duration::from_millis(300),
-        ..capture_params("postgres").await
-    };
-    for err in [
-        connect_sql(&params).await.unwrap_err(),
-        ReplicationClient::connect(&params).await.unwrap_err(),
-    ] {
+    let params =
+        ConnectParams { port, connect_timeout: Duration::from_millis(300), ..capture_params("postgres").await };
+    for err in [connect_sql(&params).await.unwrap_err(), ReplicationClient::connect(&params).await.unwrap_err()] {
         assert!(matches!(err, PgError::Timeout { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            format!("timed out after 300ms connecting to server at \"127.0.0.1\" port {port}")
-        );
+        assert_eq!(err.to_string(), format!("timed out after 300ms connecting to server at \"127.0.0.1\" port {port}"));
         assert!(err.is_transient());
     }
     drop(listener);
@@ -255,34 +160,20 @@ async fn silent_server_times_out() {
 
 #[tokio::test]
 async fn require_against_a_server_without_tls_is_refused() {
-    let params = ConnectParams {
-        sslmode: SslMode::Require,
-        ..capture_params("postgres").await
-    };
-    for err in [
-        connect_sql(&params).await.unwrap_err(),
-        ReplicationClient::connect(&params).await.unwrap_err(),
-    ] {
+    let params = ConnectParams { sslmode: SslMode::Require, ..capture_params("postgres").await };
+    for err in [connect_sql(&params).await.unwrap_err(), ReplicationClient::connect(&params).await.unwrap_err()] {
         assert!(matches!(err, PgError::TlsUnsupported { .. }), "{err:?}");
-        assert!(
-            err.to_string()
-                .ends_with("does not support TLS, but sslmode is \"require\""),
-            "{err}"
-        );
+        assert!(err.to_string().ends_with("does not support TLS, but sslmode is \"require\""), "{err}");
     }
     // prefer falls back to plaintext.
-    let params = ConnectParams {
-        sslmode: SslMode::Prefer,
-        ..params
-    };
+    let params = ConnectParams { sslmode: SslMode::Prefer, ..params };
     connect_sql(&params).await.unwrap();
     ReplicationClient::connect(&params).await.unwrap();
 }
 
 /// Table `test.items`, published by the harness's `flow_publication`.
 async fn create_items_table(db: &TestDb) {
-    db.execute("CREATE TABLE test.items (id INTEGER PRIMARY KEY, label TEXT)")
-        .await;
+    db.execute("CREATE TABLE test.items (id INTEGER PRIMARY KEY, label TEXT)").await;
 }
 
 /// pgoutput message tags of the XLogData received until a Commit; the Commit's end LSN.
@@ -310,14 +201,10 @@ async fn receive_transaction(stream: &mut ReplicationStream) -> (Vec<char>, Lsn)
 async fn confirmed_flush_lsn(db: &TestDb, slot: &str) -> Option<Lsn> {
     let client = db.superuser_client().await;
     let row = client
-        .query_opt(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
+        .query_opt("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
         .await
         .unwrap()?;
-    row.get::<_, Option<String>>(0)
-        .map(|text| text.parse().unwrap())
+    row.get::<_, Option<String>>(0).map(|text| text.parse().unwrap())
 }
 
 async fn stream_one_insert(db: &TestDb, slot: &str, options: &[(&str, String)]) {
@@ -326,24 +213,16 @@ async fn stream_one_insert(db: &TestDb, slot: &str, options: &[(&str, String)]) 
     let consistent_point = client.create_logical_slot(slot).await.unwrap();
     assert!(consistent_point > Lsn::ZERO);
 
-    let mut stream = client
-        .start_replication(slot, consistent_point, options)
-        .await
-        .unwrap();
+    let mut stream = client.start_replication(slot, consistent_point, options).await.unwrap();
     db.execute("INSERT INTO test.items VALUES (1, 'one')").await;
     let (tags, end) = receive_transaction(&mut stream).await;
     assert_eq!(tags, vec!['B', 'R', 'I', 'C'], "options {options:?}");
 
     // Confirm the transaction and ask for an immediate keepalive.
-    stream
-        .send_standby_status(end, end, end, true)
-        .await
-        .unwrap();
+    stream.send_standby_status(end, end, end, true).await.unwrap();
     let keepalive = tokio::time::timeout(WAIT, async {
         loop {
-            if let ReplicationFrame::Keepalive { wal_end, .. } =
-                stream.recv().await.unwrap().unwrap()
-            {
+            if let ReplicationFrame::Keepalive { wal_end, .. } = stream.recv().await.unwrap().unwrap() {
                 return wal_end;
             }
         }
@@ -353,10 +232,7 @@ async fn stream_one_insert(db: &TestDb, slot: &str, options: &[(&str, String)]) 
     assert!(keepalive >= end);
     let deadline = Instant::now() + WAIT;
     while confirmed_flush_lsn(db, slot).await < Some(end) {
-        assert!(
-            Instant::now() < deadline,
-            "confirmed_flush_lsn did not reach {end}"
-        );
+        assert!(Instant::now() < deadline, "confirmed_flush_lsn did not reach {end}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -364,37 +240,25 @@ async fn stream_one_insert(db: &TestDb, slot: &str, options: &[(&str, String)]) 
     let mut other = ReplicationClient::connect(&params).await.unwrap();
     let err = other.drop_slot(slot, false).await.unwrap_err();
     assert!(matches!(err, PgError::SlotActive { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("replication slot \"{slot}\" is active for PID ")),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("replication slot \"{slot}\" is active for PID ")), "{err}");
     assert!(err.is_transient());
 
     drop(stream);
     other.drop_slot(slot, true).await.unwrap();
-    assert_eq!(
-        confirmed_flush_lsn(db, slot).await,
-        None,
-        "the slot is gone"
-    );
+    assert_eq!(confirmed_flush_lsn(db, slot).await, None, "the slot is gone");
 }
 
 #[tokio::test]
 async fn slot_stream_confirm_and_drop_with_protocol_version_1() {
     let db = TestDb::create("slot_stream_confirm_and_drop_with_protocol_version_1").await;
     create_items_table(&db).await;
-    let options = [
-        ("proto_version", "1".to_string()),
-        ("publication_names", quote_identifier("flow_publication")),
-    ];
+    let options = [("proto_version", "1".to_string()), ("publication_names", quote_identifier("flow_publication"))];
     stream_one_insert(&db, &db.slot_name(), &options).await;
 }
 
 #[tokio::test]
 async fn slot_stream_confirm_and_drop_with_protocol_version_2_and_streaming() {
-    let db =
-        TestDb::create("slot_stream_confirm_and_drop_with_protocol_version_2_and_streaming").await;
+    let db = TestDb::create("slot_stream_confirm_and_drop_with_protocol_version_2_and_streaming").await;
     create_items_table(&db).await;
     let options = [
         ("proto_version", "2".to_string()),
@@ -413,29 +277,17 @@ async fn slot_errors_are_classified() {
 
     let err = client.drop_slot(&slot, false).await.unwrap_err();
     assert!(matches!(err, PgError::SlotMissing { .. }), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        format!("replication slot \"{slot}\" does not exist")
-    );
+    assert_eq!(err.to_string(), format!("replication slot \"{slot}\" does not exist"));
 
     client.create_logical_slot(&slot).await.unwrap();
     let err = client.create_logical_slot(&slot).await.unwrap_err();
     assert_eq!(err.sqlstate(), Some("42710"), "{err:?}");
     client.drop_slot(&slot, false).await.unwrap();
 
-    let options = [
-        ("proto_version", "1".to_string()),
-        ("publication_names", quote_identifier("flow_publication")),
-    ];
-    let err = client
-        .start_replication(&slot, Lsn::ZERO, &options)
-        .await
-        .unwrap_err();
+    let options = [("proto_version", "1".to_string()), ("publication_names", quote_identifier("flow_publication"))];
+    let err = client.start_replication(&slot, Lsn::ZERO, &options).await.unwrap_err();
     assert!(matches!(err, PgError::SlotMissing { .. }), "{err:?}");
-    assert!(err
-        .hint()
-        .unwrap()
-        .contains("pg_create_logical_replication_slot"));
+    assert!(err.hint().unwrap().contains("pg_create_logical_replication_slot"));
 }
 
 /// Forwards one TCP connection to `port`, passing the server's bytes on in chunks of at most
@@ -446,9 +298,7 @@ async fn start_trickling_proxy(port: u16) -> u16 {
     let proxy_port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         let (client, _) = listener.accept().await.unwrap();
-        let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
+        let server = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let (mut client_read, mut client_write) = client.into_split();
         let (mut server_read, mut server_write) = server.into_split();
         tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
@@ -472,20 +322,11 @@ async fn recv_survives_cancellation_in_the_middle_of_messages() {
     create_items_table(&db).await;
     let slot = db.slot_name();
     let params = capture_params(&db.name).await;
-    let params = ConnectParams {
-        port: start_trickling_proxy(params.port).await,
-        ..params
-    };
+    let params = ConnectParams { port: start_trickling_proxy(params.port).await, ..params };
     let mut client = ReplicationClient::connect(&params).await.unwrap();
     let start = client.create_logical_slot(&slot).await.unwrap();
-    let options = [
-        ("proto_version", "1".to_string()),
-        ("publication_names", quote_identifier("flow_publication")),
-    ];
-    let mut stream = client
-        .start_replication(&slot, start, &options)
-        .await
-        .unwrap();
+    let options = [("proto_version", "1".to_string()), ("publication_names", quote_identifier("flow_publication"))];
+    let mut stream = client.start_replication(&slot, start, &options).await.unwrap();
 
     const ROWS: usize = 10;
     db.execute(&format!(
@@ -516,10 +357,7 @@ async fn recv_survives_cancellation_in_the_middle_of_messages() {
         }
     }
     assert_eq!(inserts, ROWS);
-    assert!(
-        cancelled >= ROWS * 10,
-        "recv was cancelled only {cancelled} times; the test proved little"
-    );
+    assert!(cancelled >= ROWS * 10, "recv was cancelled only {cancelled} times; the test proved little");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -545,17 +383,10 @@ struct TlsCluster {
 static TLS_CLUSTER: OnceLock<TlsCluster> = OnceLock::new();
 
 async fn tls_cluster() -> &'static TlsCluster {
-    tokio::task::spawn_blocking(|| TLS_CLUSTER.get_or_init(start_tls_cluster))
-        .await
-        .unwrap()
+    tokio::task::spawn_blocking(|| TLS_CLUSTER.get_or_init(start_tls_cluster)).await.unwrap()
 }
 
-fn tls_params(
-    cluster: &TlsCluster,
-    (user, password): (&str, &str),
-    host: &str,
-    sslmode: SslMode,
-) -> ConnectParams {
+fn tls_params(cluster: &TlsCluster, (user, password): (&str, &str), host: &str, sslmode: SslMode) -> ConnectParams {
     ConnectParams {
         host: host.into(),
         port: cluster.port,
@@ -583,11 +414,9 @@ async fn connect_both(params: &ConnectParams) -> Result<bool, (PgError, PgError)
             Ok(sql_ssl)
         }
         (Err(sql), Err(replication)) => Err((sql, replication)),
-        (sql, replication) => panic!(
-            "the connections disagree: SQL {:?}, replication {:?}",
-            sql.map(|_| ()),
-            replication.map(|_| ())
-        ),
+        (sql, replication) => {
+            panic!("the connections disagree: SQL {:?}, replication {:?}", sql.map(|_| ()), replication.map(|_| ()))
+        }
     }
 }
 
@@ -598,44 +427,18 @@ async fn sslmodes_verify_what_libpq_verifies() {
 
     // Without a root certificate, require and prefer accept the self-signed chain.
     for sslmode in [SslMode::Require, SslMode::Prefer, SslMode::Allow] {
-        let params = ConnectParams {
-            sslrootcert: None,
-            ..params("127.0.0.1", sslmode)
-        };
-        assert_eq!(
-            connect_both(&params).await.map_err(|e| format!("{e:?}")),
-            Ok(true),
-            "{sslmode}"
-        );
+        let params = ConnectParams { sslrootcert: None, ..params("127.0.0.1", sslmode) };
+        assert_eq!(connect_both(&params).await.map_err(|e| format!("{e:?}")), Ok(true), "{sslmode}");
     }
     // verify-ca checks the chain only: 127.0.0.1 is not in the certificate, and that is fine.
-    assert_eq!(
-        connect_both(&params("127.0.0.1", SslMode::VerifyCa))
-            .await
-            .map_err(|e| format!("{e:?}")),
-        Ok(true)
-    );
+    assert_eq!(connect_both(&params("127.0.0.1", SslMode::VerifyCa)).await.map_err(|e| format!("{e:?}")), Ok(true));
     // verify-full also checks the name.
-    assert_eq!(
-        connect_both(&params("localhost", SslMode::VerifyFull))
-            .await
-            .map_err(|e| format!("{e:?}")),
-        Ok(true)
-    );
-    let (sql, replication) = connect_both(&params("127.0.0.1", SslMode::VerifyFull))
-        .await
-        .unwrap_err();
+    assert_eq!(connect_both(&params("localhost", SslMode::VerifyFull)).await.map_err(|e| format!("{e:?}")), Ok(true));
+    let (sql, replication) = connect_both(&params("127.0.0.1", SslMode::VerifyFull)).await.unwrap_err();
     for err in [sql, replication] {
         assert!(matches!(err, PgError::TlsFailed { .. }), "{err:?}");
-        assert!(
-            err.to_string()
-                .starts_with("TLS handshake with \"127.0.0.1\" failed: "),
-            "{err}"
-        );
-        assert!(
-            err.hint().unwrap().contains("not valid for this host name"),
-            "{err:?}"
-        );
+        assert!(err.to_string().starts_with("TLS handshake with \"127.0.0.1\" failed: "), "{err}");
+        assert!(err.hint().unwrap().contains("not valid for this host name"), "{err:?}");
         assert!(!err.is_transient());
     }
 
@@ -644,10 +447,7 @@ async fn sslmodes_verify_what_libpq_verifies() {
         sslrootcert: Some(cluster.ca_path.to_str().unwrap().into()),
         ..params("localhost", SslMode::VerifyFull)
     };
-    assert_eq!(
-        connect_both(&from_file).await.map_err(|e| format!("{e:?}")),
-        Ok(true)
-    );
+    assert_eq!(connect_both(&from_file).await.map_err(|e| format!("{e:?}")), Ok(true));
 
     // A chain to another CA fails under verify-ca, and under require once sslrootcert is
     // given (libpq then verifies too); without sslrootcert, the public roots do not know it.
@@ -656,24 +456,16 @@ async fn sslmodes_verify_what_libpq_verifies() {
         (SslMode::Require, Some(cluster.other_ca_pem.clone())),
         (SslMode::VerifyFull, None),
     ] {
-        let params = ConnectParams {
-            sslrootcert: rootcert,
-            ..params("localhost", sslmode)
-        };
+        let params = ConnectParams { sslrootcert: rootcert, ..params("localhost", sslmode) };
         let (sql, replication) = connect_both(&params).await.unwrap_err();
         for err in [sql, replication] {
-            assert!(
-                matches!(err, PgError::TlsFailed { .. }),
-                "{sslmode}: {err:?}"
-            );
+            assert!(matches!(err, PgError::TlsFailed { .. }), "{sslmode}: {err:?}");
             assert!(err.hint().unwrap().contains("CA"), "{sslmode}: {err:?}");
         }
     }
 
     // pg_hba.conf has only hostssl lines for this user.
-    let (sql, replication) = connect_both(&params("127.0.0.1", SslMode::Disable))
-        .await
-        .unwrap_err();
+    let (sql, replication) = connect_both(&params("127.0.0.1", SslMode::Disable)).await.unwrap_err();
     for err in [sql, replication] {
         assert!(matches!(err, PgError::TlsRequired { .. }), "{err:?}");
         assert_eq!(
@@ -701,23 +493,12 @@ async fn replication_over_tls_streams_changes() {
 
     let mut client = ReplicationClient::connect(&params).await.unwrap();
     let start = client.create_logical_slot("tls_slot").await.unwrap();
-    let options = [
-        ("proto_version", "1".to_string()),
-        ("publication_names", quote_identifier("tls_publication")),
-    ];
-    let mut stream = client
-        .start_replication("tls_slot", start, &options)
-        .await
-        .unwrap();
-    sql.batch_execute("INSERT INTO tls_items VALUES (1, 'over TLS')")
-        .await
-        .unwrap();
+    let options = [("proto_version", "1".to_string()), ("publication_names", quote_identifier("tls_publication"))];
+    let mut stream = client.start_replication("tls_slot", start, &options).await.unwrap();
+    sql.batch_execute("INSERT INTO tls_items VALUES (1, 'over TLS')").await.unwrap();
     let (tags, end) = receive_transaction(&mut stream).await;
     assert_eq!(tags, vec!['B', 'R', 'I', 'C']);
-    stream
-        .send_standby_status(end, end, end, false)
-        .await
-        .unwrap();
+    stream.send_standby_status(end, end, end, false).await.unwrap();
     drop(stream);
 
     let mut client = ReplicationClient::connect(&params).await.unwrap();
@@ -729,30 +510,15 @@ async fn md5_and_cleartext_passwords_authenticate() {
     let cluster = tls_cluster().await;
     for user in [MD5_USER, CLEARTEXT_USER] {
         let params = tls_params(cluster, user, "127.0.0.1", SslMode::Disable);
-        assert_eq!(
-            connect_both(&params).await.map_err(|e| format!("{e:?}")),
-            Ok(false),
-            "{}",
-            user.0
-        );
+        assert_eq!(connect_both(&params).await.map_err(|e| format!("{e:?}")), Ok(false), "{}", user.0);
         let mut client = ReplicationClient::connect(&params).await.unwrap();
         assert!(client.identify_system().await.unwrap().xlog_pos > Lsn::ZERO);
 
-        let wrong = ConnectParams {
-            password: Some("wrong".into()),
-            ..params
-        };
+        let wrong = ConnectParams { password: Some("wrong".into()), ..params };
         let (sql, replication) = connect_both(&wrong).await.unwrap_err();
         for err in [sql, replication] {
-            assert!(
-                matches!(err, PgError::AuthFailed { .. }),
-                "{}: {err:?}",
-                user.0
-            );
-            assert_eq!(
-                err.to_string(),
-                format!("password authentication failed for user \"{}\"", user.0)
-            );
+            assert!(matches!(err, PgError::AuthFailed { .. }), "{}: {err:?}", user.0);
+            assert_eq!(err.to_string(), format!("password authentication failed for user \"{}\"", user.0));
         }
     }
 }
@@ -760,34 +526,19 @@ async fn md5_and_cleartext_passwords_authenticate() {
 /// When running as root, the `postgres` OS user's uid and gid: the server refuses to run as root.
 fn postgres_owner() -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
-    if std::fs::metadata("/proc/self")
-        .expect("stat /proc/self")
-        .uid()
-        != 0
-    {
+    if std::fs::metadata("/proc/self").expect("stat /proc/self").uid() != 0 {
         return None;
     }
     let id = |flag: &str| -> u32 {
-        let output = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .expect("run id");
-        assert!(
-            output.status.success(),
-            "running as root, but there is no postgres OS user"
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .expect("numeric id")
+        let output = Command::new("id").args([flag, "postgres"]).output().expect("run id");
+        assert!(output.status.success(), "running as root, but there is no postgres OS user");
+        String::from_utf8_lossy(&output.stdout).trim().parse().expect("numeric id")
     };
     Some((id("-u"), id("-g")))
 }
 
 fn run(command: &mut Command) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    let output = command.output().unwrap_or_else(|e| panic!("run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "{command:?} failed:\n{}{}",
@@ -887,34 +638,24 @@ rm -rf "$dir"
 fn start_tls_cluster() -> TlsCluster {
     let bindir = harness::cluster_blocking().bindir.clone();
     let owner = postgres_owner();
-    let dir = tempfile::Builder::new()
-        .prefix("source-postgres-tls-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = tempfile::Builder::new().prefix("source-postgres-tls-").tempdir().unwrap().keep();
     make_certificates(&dir, "test-ca", true);
     make_certificates(&dir, "other-ca", false);
     if let Some((uid, gid)) = owner {
         // initdb, running as the owner, creates the data directory in here.
-        run(Command::new("chown")
-            .arg("-R")
-            .arg(format!("{uid}:{gid}"))
-            .arg(&dir));
+        run(Command::new("chown").arg("-R").arg(format!("{uid}:{gid}")).arg(&dir));
     }
     // The server insists on a private key only its owner can read.
     run(Command::new("chmod").arg("600").arg(dir.join("server.key")));
     let data = dir.join("data");
     run(as_owner(
-        Command::new(bindir.join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "--username=postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]),
+        Command::new(bindir.join("initdb")).arg("-D").arg(&data).args([
+            "--username=postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]),
         owner,
     )
     .env_remove("PGDATA"));
@@ -933,20 +674,9 @@ fn start_tls_cluster() -> TlsCluster {
     )
     .unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut wrapper = Command::new("sh");
-    wrapper
-        .arg("-c")
-        .arg(WRAPPER)
-        .arg("sh")
-        .arg(&dir)
-        .arg(bindir.join("postgres"))
-        .arg("-D")
-        .arg(&data);
+    wrapper.arg("-c").arg(WRAPPER).arg("sh").arg(&dir).arg(bindir.join("postgres")).arg("-D").arg(&data);
     wrapper.args(["-p", &port.to_string()]).arg("-k").arg(&dir);
     for setting in [
         "listen_addresses=127.0.0.1".to_string(),
@@ -960,41 +690,21 @@ fn start_tls_cluster() -> TlsCluster {
     ] {
         wrapper.arg("-c").arg(setting);
     }
-    wrapper
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .current_dir(&dir);
-    let server = as_owner(&mut wrapper, owner)
-        .spawn()
-        .expect("start postgres");
+    wrapper.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).current_dir(&dir);
+    let server = as_owner(&mut wrapper, owner).spawn().expect("start postgres");
 
     let psql = |sql: &str| {
         Command::new(bindir.join("psql"))
             .arg("-h")
             .arg(&dir)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-XqAtc",
-                sql,
-            ])
+            .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-XqAtc", sql])
             .output()
             .expect("run psql")
     };
     let deadline = Instant::now() + WAIT;
     while !psql("SELECT 1").status.success() {
         let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-        assert!(
-            Instant::now() < deadline && !log.contains("FATAL"),
-            "the TLS test cluster did not start:\n{log}"
-        );
+        assert!(Instant::now() < deadline && !log.contains("FATAL"), "the TLS test cluster did not start:\n{log}");
         std::thread::sleep(Duration::from_millis(100));
     }
     let setup = format!(
@@ -1017,21 +727,10 @@ fn start_tls_cluster() -> TlsCluster {
         TLS_USER.0,
     );
     let output = psql(&setup);
-    assert!(
-        output.status.success(),
-        "setting up roles: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "setting up roles: {}", String::from_utf8_lossy(&output.stderr));
     // Otherwise the md5 line would quietly run SCRAM.
-    let output = psql(&format!(
-        "SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = '{}'",
-        MD5_USER.0
-    ));
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "md5",
-        "the md5 role's password is stored as MD5"
-    );
+    let output = psql(&format!("SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = '{}'", MD5_USER.0));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "md5", "the md5 role's password is stored as MD5");
 
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
     TlsCluster {

@@ -52,34 +52,20 @@ const CAPTURE_NAME: &str = "tests/source-postgres";
 
 #[test]
 fn transcripts() {
-    let filter: Option<Vec<String>> = std::env::var("TRANSCRIPT").ok().map(|names| {
-        names
-            .split(',')
-            .map(|name| name.trim().to_string())
-            .collect()
-    });
+    let filter: Option<Vec<String>> =
+        std::env::var("TRANSCRIPT").ok().map(|names| names.split(',').map(|name| name.trim().to_string()).collect());
     let mut files: Vec<PathBuf> = std::fs::read_dir(TRANSCRIPT_DIR)
         .unwrap_or_else(|e| panic!("read {TRANSCRIPT_DIR}: {e}"))
         .map(|entry| entry.expect("directory entry").path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "txt"))
-        .filter(|path| {
-            filter
-                .as_ref()
-                .is_none_or(|names| names.iter().any(|name| *name == transcript_name(path)))
-        })
+        .filter(|path| filter.as_ref().is_none_or(|names| names.iter().any(|name| *name == transcript_name(path))))
         .collect();
     files.sort();
-    assert!(
-        !files.is_empty(),
-        "no transcripts to run (TRANSCRIPT={filter:?})"
-    );
+    assert!(!files.is_empty(), "no transcripts to run (TRANSCRIPT={filter:?})");
 
     // Transcripts mostly wait on the server and the binary: run a few at once.
-    let workers = std::env::var("TRANSCRIPT_JOBS")
-        .ok()
-        .and_then(|jobs| jobs.parse().ok())
-        .unwrap_or(4)
-        .clamp(1, files.len());
+    let workers =
+        std::env::var("TRANSCRIPT_JOBS").ok().and_then(|jobs| jobs.parse().ok()).unwrap_or(4).clamp(1, files.len());
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -98,22 +84,15 @@ fn transcripts() {
     });
     let mut failures = failures.into_inner().unwrap();
     failures.sort();
-    assert!(
-        failures.is_empty(),
-        "transcripts failed or differ from their snapshots (details above): {failures:?}"
-    );
+    assert!(failures.is_empty(), "transcripts failed or differ from their snapshots (details above): {failures:?}");
 }
 
 fn transcript_name(path: &Path) -> String {
-    path.file_stem()
-        .and_then(|stem| stem.to_str())
-        .expect("transcript file name is UTF-8")
-        .to_string()
+    path.file_stem().and_then(|stem| stem.to_str()).expect("transcript file name is UTF-8").to_string()
 }
 
 fn check_transcript(path: &Path, name: &str) {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let output = run_transcript(name, &text);
     let mut settings = insta::Settings::clone_current();
     settings.set_input_file(path);
@@ -158,34 +137,23 @@ fn parse_transcript(text: &str) -> Result<Vec<Step>, String> {
             ["discover"] => StepKind::Discover,
             ["request"] => StepKind::Request,
             ["capture"] => StepKind::Capture,
-            ["expect-exit", code] => StepKind::ExpectExit(
-                code.parse()
-                    .map_err(|_| format!("line {number}: bad exit code {code:?}"))?,
-            ),
+            ["expect-exit", code] => {
+                StepKind::ExpectExit(code.parse().map_err(|_| format!("line {number}: bad exit code {code:?}"))?)
+            }
             _ => return Err(format!("line {number}: unknown step {line:?}")),
         };
         if let StepKind::ExpectExit(_) = kind {
-            let follows_a_run = steps
-                .last()
-                .is_some_and(|step| !matches!(step.kind, StepKind::Sql | StepKind::ExpectExit(_)));
+            let follows_a_run =
+                steps.last().is_some_and(|step| !matches!(step.kind, StepKind::Sql | StepKind::ExpectExit(_)));
             if !follows_a_run {
-                return Err(format!(
-                    "line {number}: expect-exit must follow a step that runs the binary"
-                ));
+                return Err(format!("line {number}: expect-exit must follow a step that runs the binary"));
             }
         }
-        steps.push(Step {
-            header: line.trim_end().to_string(),
-            kind,
-            body: String::new(),
-            line: number,
-        });
+        steps.push(Step { header: line.trim_end().to_string(), kind, body: String::new(), line: number });
     }
     for step in &mut steps {
         step.body = step.body.trim_matches('\n').to_string();
-        if matches!(step.kind, StepKind::Spec | StepKind::ExpectExit(_))
-            && !step.body.trim().is_empty()
-        {
+        if matches!(step.kind, StepKind::Spec | StepKind::ExpectExit(_)) && !step.body.trim().is_empty() {
             return Err(format!("line {}: this step takes no body", step.line));
         }
     }
@@ -195,20 +163,10 @@ fn parse_transcript(text: &str) -> Result<Vec<Step>, String> {
 /// Runs the transcript's steps and returns the text to compare with the snapshot.
 fn run_transcript(name: &str, text: &str) -> String {
     let steps = parse_transcript(text).unwrap_or_else(|e| panic!("transcript {name}: {e}"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let db = runtime.block_on(TestDb::create(&format!("transcript_{name}")));
-    let work = tempfile::Builder::new()
-        .prefix("transcript-")
-        .tempdir()
-        .expect("temporary directory");
-    let runner = Runner {
-        db: &db,
-        work: work.path(),
-        state_file: work.path().join("state.json"),
-    };
+    let work = tempfile::Builder::new().prefix("transcript-").tempdir().expect("temporary directory");
+    let runner = Runner { db: &db, work: work.path(), state_file: work.path().join("state.json") };
 
     let mut out = String::new();
     for (index, step) in steps.iter().enumerate() {
@@ -232,9 +190,7 @@ fn run_transcript(name: &str, text: &str) -> String {
         let stdout = runner.normalize(&output.stdout);
         let stderr = runner.normalize(&output.stderr);
         let mut lines = stdout.lines().peekable();
-        if step.kind == StepKind::Discover
-            && lines.peek().is_some_and(|l| l.starts_with("{\"spec\":"))
-        {
+        if step.kind == StepKind::Discover && lines.peek().is_some_and(|l| l.starts_with("{\"spec\":")) {
             lines.next();
             out.push_str("(answer to the internal spec request elided)\n");
         }
@@ -249,20 +205,13 @@ fn run_transcript(name: &str, text: &str) -> String {
             }
             previous_state_line = is_state.then_some(line);
             printed = true;
-            push_line(
-                &mut out,
-                &render_stdout_line(line, step.kind != StepKind::Capture),
-            );
+            push_line(&mut out, &render_stdout_line(line, step.kind != StepKind::Capture));
         }
         if !printed {
             out.push_str("(no output)\n");
         }
         if output.exit_code != 0 {
-            let last = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
             out.push_str(&format!("exit: {}\nstderr: {last}\n", output.exit_code));
         }
         let expected = match steps.get(index + 1).map(|next| &next.kind) {
@@ -311,11 +260,7 @@ impl Runner<'_> {
     }
 
     fn capture(&self, step: &Step) -> crate::harness::ConnectorOutput {
-        let body = if step.body.trim().is_empty() {
-            json!({})
-        } else {
-            parse_body(step)
-        };
+        let body = if step.body.trim().is_empty() { json!({}) } else { parse_body(step) };
         let Value::Object(body) = body else {
             panic!("line {}: the capture body must be a mapping", step.line);
         };
@@ -328,10 +273,7 @@ impl Runner<'_> {
                     let Value::Array(items) = value else {
                         panic!("line {}: `bindings` must be a list", step.line);
                     };
-                    bindings = items
-                        .into_iter()
-                        .map(|item| catalog_binding(step, item))
-                        .collect();
+                    bindings = items.into_iter().map(|item| catalog_binding(step, item)).collect();
                 }
                 other => panic!("line {}: unknown capture setting {other:?}", step.line),
             }
@@ -365,11 +307,7 @@ impl Runner<'_> {
     /// [`normalize`], plus this run's temporary directory and the binary's path.
     fn normalize(&self, text: &str) -> String {
         let work = self.work.to_str().expect("UTF-8 path");
-        normalize(
-            &text
-                .replace(connector_path(), "<connector>")
-                .replace(work, "<tmp>"),
-        )
+        normalize(&text.replace(connector_path(), "<connector>").replace(work, "<tmp>"))
     }
 }
 
@@ -384,14 +322,8 @@ fn catalog_binding(step: &Step, item: Value) -> Value {
         Some(Value::String(target)) => target,
         Some(other) => panic!("line {}: bad binding target {other}", step.line),
         None => {
-            let part = |key: &str| {
-                resource
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            let stream = part("stream")
-                .unwrap_or_else(|| panic!("line {}: a binding needs a stream", step.line));
+            let part = |key: &str| resource.get(key).and_then(Value::as_str).map(str::to_string);
+            let stream = part("stream").unwrap_or_else(|| panic!("line {}: a binding needs a stream", step.line));
             match part("namespace") {
                 Some(namespace) => format!("tests/{namespace}/{stream}"),
                 None => format!("tests/{stream}"),
@@ -491,10 +423,8 @@ impl<'a> JsonParser<'a> {
             _ => {
                 let start = self.at;
                 let rest = &self.text.as_bytes()[start..];
-                let len = rest
-                    .iter()
-                    .take_while(|b| !matches!(b, b',' | b']' | b'}') && !b.is_ascii_whitespace())
-                    .count();
+                let len =
+                    rest.iter().take_while(|b| !matches!(b, b',' | b']' | b'}') && !b.is_ascii_whitespace()).count();
                 self.at += len;
                 Json::Scalar(&self.text[start..start + len])
             }
@@ -565,10 +495,8 @@ fn inline_form(value: &Json) -> Option<String> {
             format!("[{}]", parts?.join(","))
         }
         Json::Object(members) => {
-            let parts: Option<Vec<String>> = members
-                .iter()
-                .map(|(key, v)| scalar(v).map(|v| format!("{key}:{v}")))
-                .collect();
+            let parts: Option<Vec<String>> =
+                members.iter().map(|(key, v)| scalar(v).map(|v| format!("{key}:{v}"))).collect();
             format!("{{{}}}", parts?.join(","))
         }
     };
@@ -577,19 +505,11 @@ fn inline_form(value: &Json) -> Option<String> {
 
 #[test]
 fn transcript_steps_parse() {
-    let steps = parse_transcript(
-        "A description.\n## sql\nCREATE TABLE t();\n\n## discover\n{\"a\":1}\n## expect-exit 1\n",
-    )
-    .expect("parses");
+    let steps =
+        parse_transcript("A description.\n## sql\nCREATE TABLE t();\n\n## discover\n{\"a\":1}\n## expect-exit 1\n")
+            .expect("parses");
     let kinds: Vec<&StepKind> = steps.iter().map(|step| &step.kind).collect();
-    assert_eq!(
-        kinds,
-        [
-            &StepKind::Sql,
-            &StepKind::Discover,
-            &StepKind::ExpectExit(1)
-        ]
-    );
+    assert_eq!(kinds, [&StepKind::Sql, &StepKind::Discover, &StepKind::ExpectExit(1)]);
     assert_eq!(steps[0].body, "CREATE TABLE t();");
     assert_eq!(steps[1].body, "{\"a\":1}");
     assert!(parse_transcript("## sql\nSELECT 1;\n## expect-exit 1\n").is_err());
@@ -620,12 +540,6 @@ fn transcript_output_is_pretty_and_keeps_key_order() {
 #[test]
 fn transcript_merge_patch_follows_rfc_7396() {
     let mut config = json!({"a": 1, "advanced": {"slotName": "s", "sslmode": "disable"}});
-    merge_patch(
-        &mut config,
-        &json!({"a": null, "advanced": {"sslmode": "require"}, "b": [1]}),
-    );
-    assert_eq!(
-        config,
-        json!({"advanced": {"slotName": "s", "sslmode": "require"}, "b": [1]})
-    );
+    merge_patch(&mut config, &json!({"a": null, "advanced": {"sslmode": "require"}, "b": [1]}));
+    assert_eq!(config, json!({"advanced": {"slotName": "s", "sslmode": "require"}, "b": [1]}));
 }

@@ -58,12 +58,7 @@ fn error_text(output: &ConnectorOutput) -> String {
         "expected a failure\n--- stdout ---\n{}\n--- stderr ---\n{}",
         output.stdout, output.stderr
     );
-    let last = output
-        .stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .expect("an error line");
+    let last = output.stderr.lines().rev().find(|l| !l.trim().is_empty()).expect("an error line");
     let line: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {last}"));
     assert_eq!(line["level"], "error", "{last}");
     line["msg"].as_str().expect("msg").to_string()
@@ -71,9 +66,7 @@ fn error_text(output: &ConnectorOutput) -> String {
 
 /// The remediation script from an error text: the lines after the hint's first line.
 fn script_of(error: &str) -> Vec<String> {
-    let (_, hint) = error
-        .split_once("\nHINT: ")
-        .unwrap_or_else(|| panic!("no hint in: {error}"));
+    let (_, hint) = error.split_once("\nHINT: ").unwrap_or_else(|| panic!("no hint in: {error}"));
     hint.lines().skip(1).map(str::to_string).collect()
 }
 
@@ -143,19 +136,11 @@ impl ScratchCluster {
     async fn start(settings: &[&str]) -> ScratchCluster {
         let bindir = harness::cluster().await.bindir.clone();
         let owner = postgres_owner();
-        let dir = tempfile::Builder::new()
-            .prefix("validate-scratch-")
-            .tempdir()
-            .expect("temporary directory")
-            .keep();
+        let dir = tempfile::Builder::new().prefix("validate-scratch-").tempdir().expect("temporary directory").keep();
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the scratch directory");
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut watchdog = Command::new("sh");
         watchdog
             .arg("-c")
@@ -168,14 +153,7 @@ impl ScratchCluster {
             .current_dir("/");
         as_owner(&mut watchdog, owner);
         let watchdog = watchdog.spawn().expect("start the watchdog");
-        let cluster = ScratchCluster {
-            dir,
-            port,
-            bindir,
-            owner,
-            password: "scratch-superuser".into(),
-            watchdog,
-        };
+        let cluster = ScratchCluster { dir, port, bindir, owner, password: "scratch-superuser".into(), watchdog };
         cluster.run(
             "initdb",
             &[
@@ -189,39 +167,16 @@ impl ScratchCluster {
                 "--no-sync",
             ],
         );
-        let mut options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            cluster.port,
-            cluster.dir.display()
-        );
+        let mut options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", cluster.port, cluster.dir.display());
         for setting in settings {
             options.push_str(&format!(" -c {setting}"));
         }
-        cluster.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &cluster.data(),
-                "-l",
-                &cluster.log(),
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
+        cluster
+            .run("pg_ctl", &["-D", &cluster.data(), "-l", &cluster.log(), "-o", &options, "-w", "-t", "60", "start"]);
         let mut config = tokio_postgres::Config::new();
-        config
-            .host_path(&cluster.dir)
-            .port(port)
-            .user("postgres")
-            .dbname("postgres");
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect over the socket");
+        config.host_path(&cluster.dir).port(port).user("postgres").dbname("postgres");
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.expect("connect over the socket");
         tokio::spawn(connection);
         client
             .batch_execute(&format!("ALTER ROLE postgres PASSWORD '{}'", cluster.password))
@@ -240,11 +195,7 @@ impl ScratchCluster {
 
     /// Runs a PostgreSQL program as the server's owner; its output goes to the log file.
     fn run(&self, program: &str, args: &[&str]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .expect("open the log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).expect("open the log");
         if let Some((uid, gid)) = self.owner {
             let _ = std::os::unix::fs::chown(self.log(), Some(uid), Some(gid));
         }
@@ -267,31 +218,12 @@ impl ScratchCluster {
 
     /// `pg_ctl restart` keeps the command-line options of the running server.
     fn restart(&self) {
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-l",
-                &self.log(),
-                "-w",
-                "-t",
-                "60",
-                "-m",
-                "fast",
-                "restart",
-            ],
-        );
+        self.run("pg_ctl", &["-D", &self.data(), "-l", &self.log(), "-w", "-t", "60", "-m", "fast", "restart"]);
     }
 
     async fn superuser(&self, database: &str) -> tokio_postgres::Client {
         let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(self.port)
-            .user("postgres")
-            .password(&self.password)
-            .dbname(database);
+        config.host("127.0.0.1").port(self.port).user("postgres").password(&self.password).dbname(database);
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await
@@ -363,10 +295,7 @@ fn postgres_owner() -> Option<(u32, u32)> {
     }
     let id = |flag: &str| -> u32 {
         let output = Command::new("id").args([flag, "postgres"]).output().expect("run id");
-        String::from_utf8_lossy(&output.stdout)
-            .trim()
-            .parse()
-            .expect("running as root needs a postgres OS user")
+        String::from_utf8_lossy(&output.stdout).trim().parse().expect("running as root needs a postgres OS user")
     };
     Some((id("-u"), id("-g")))
 }
@@ -383,14 +312,7 @@ fn preview(work: &Path, config: &Value, namespace: &str, stream: &str) -> String
     std::fs::write(&path, catalog.to_string()).unwrap();
     let state = work.join("state.json");
     let output = run_connector(
-        &[
-            "preview",
-            "--source",
-            path.to_str().unwrap(),
-            "--state-file",
-            state.to_str().unwrap(),
-            "--until-idle",
-        ],
+        &["preview", "--source", path.to_str().unwrap(), "--state-file", state.to_str().unwrap(), "--until-idle"],
         "",
         &[],
     );
@@ -412,14 +334,8 @@ fn preview(work: &Path, config: &Value, namespace: &str, stream: &str) -> String
 async fn a_fresh_server_needs_only_the_printed_sql() {
     let cluster = ScratchCluster::start(&[]).await;
     let admin = cluster.superuser("postgres").await;
-    for statement in [
-        "CREATE ROLE flow_capture LOGIN PASSWORD 'secret1234'",
-        "CREATE DATABASE shop",
-    ] {
-        admin
-            .batch_execute(statement)
-            .await
-            .expect("set up the role and database");
+    for statement in ["CREATE ROLE flow_capture LOGIN PASSWORD 'secret1234'", "CREATE DATABASE shop"] {
+        admin.batch_execute(statement).await.expect("set up the role and database");
     }
     let shop = cluster.superuser("shop").await;
     shop.batch_execute(
@@ -443,27 +359,15 @@ async fn a_fresh_server_needs_only_the_printed_sql() {
     assert_validated(&run_line(&validate_line(&config, &tables)), &tables);
     let applied = run_line(&apply_line(&config, &tables));
     assert_eq!(applied.exit_code, 0, "{}", applied.stderr);
-    assert_eq!(
-        applied.stdout.trim(),
-        r#"{"applied":{}}"#,
-        "nothing is left for apply to do"
-    );
+    assert_eq!(applied.stdout.trim(), r#"{"applied":{}}"#, "nothing is left for apply to do");
 
     let work = tempfile::tempdir().unwrap();
     let backfill = preview(work.path(), &config, "Sales", "Orders");
-    assert!(
-        backfill.contains(r#""item":"apple""#) && backfill.contains(r#""item":"pear""#),
-        "{backfill}"
-    );
+    assert!(backfill.contains(r#""item":"apple""#) && backfill.contains(r#""item":"pear""#), "{backfill}");
     let shop = cluster.superuser("shop").await;
-    shop.batch_execute("INSERT INTO \"Sales\".\"Orders\" VALUES (3, 'plum')")
-        .await
-        .unwrap();
+    shop.batch_execute("INSERT INTO \"Sales\".\"Orders\" VALUES (3, 'plum')").await.unwrap();
     let changes = preview(work.path(), &config, "Sales", "Orders");
-    assert!(
-        changes.contains(r#""item":"plum""#) && !changes.contains("apple"),
-        "{changes}"
-    );
+    assert!(changes.contains(r#""item":"plum""#) && !changes.contains("apple"), "{changes}");
 }
 
 /// When every replication slot is taken, validation asks for one more (a restart-only
@@ -524,15 +428,9 @@ async fn an_rds_like_server_gets_parameter_group_advice() {
     let tables = [("public", "items")];
     let error = error_text(&run_line(&validate_line(&config, &tables)));
     insta::assert_snapshot!("rds_like_server", cluster.normalize(&error));
-    admin
-        .batch_execute("GRANT rds_replication TO flow_capture")
-        .await
-        .unwrap();
+    admin.batch_execute("GRANT rds_replication TO flow_capture").await.unwrap();
     let error = error_text(&run_line(&validate_line(&config, &tables)));
-    assert!(
-        !error.contains("REPLICATION role"),
-        "rds_replication membership counts: {error}"
-    );
+    assert!(!error.contains("REPLICATION role"), "rds_replication membership counts: {error}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -567,19 +465,13 @@ async fn a_slot_in_another_database_is_reported_with_its_drop() {
     other
         .superuser_client()
         .await
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&db.slot_name()],
-        )
+        .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&db.slot_name()])
         .await
         .expect("create the slot in the other database");
     let error = fix_and_revalidate(&db, &db.endpoint_config(), &[("test", "items")]).await;
     insta::assert_snapshot!(
         "slot_in_another_database",
-        error
-            .replace(&other.name, "<other db>")
-            .replace(&db.name, "<db>")
-            .replace(&db.slot_name(), "<slot>")
+        error.replace(&other.name, "<other db>").replace(&db.name, "<db>").replace(&db.slot_name(), "<slot>")
     );
 }
 
@@ -608,20 +500,14 @@ async fn missing_privileges_tables_and_publication_membership_are_fixed_in_order
     ];
     let config = db.endpoint_config();
     let error = error_text(&run_line(&validate_line(&config, &tables)));
-    insta::assert_snapshot!(
-        "privileges_and_membership",
-        harness::normalize(&error).replace(&db.name, "<db>")
-    );
+    insta::assert_snapshot!("privileges_and_membership", harness::normalize(&error).replace(&db.name, "<db>"));
     // Everything but the missing table is fixed by the script.
     let admin = db.superuser_client().await;
     run_script(&admin, &script_of(&error)).await;
     let tables = &tables[..4];
     assert_validated(&run_line(&validate_line(&config, tables)), tables);
     // The user never got BYPASSRLS for good: the script's ALTER ROLE is shared cluster state.
-    admin
-        .batch_execute("ALTER ROLE flow_capture NOBYPASSRLS")
-        .await
-        .unwrap();
+    admin.batch_execute("ALTER ROLE flow_capture NOBYPASSRLS").await.unwrap();
 }
 
 #[tokio::test]
@@ -654,10 +540,7 @@ async fn apply_creates_what_the_user_may_and_is_idempotent() {
     assert_validated(&run_line(&validate_line(&config, &tables)), &tables);
     let admin = db.superuser_client().await;
     let published: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'flow_publication'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_publication_tables WHERE pubname = 'flow_publication'", &[])
         .await
         .unwrap()
         .get(0);
@@ -713,11 +596,7 @@ async fn connection_failures_are_named() {
     let mut no_database = db.endpoint_config();
     no_database["database"] = json!("no_such_database");
     let mut unreachable = db.endpoint_config();
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     unreachable["address"] = json!(format!("127.0.0.1:{closed_port}"));
     let mut tls_refused = db.endpoint_config();
     tls_refused["advanced"]["sslmode"] = json!("require");
@@ -735,10 +614,8 @@ async fn connection_failures_are_named() {
             "{}",
             output.stderr
         );
-        report.push_str(&format!(
-            "{name}: {}\n",
-            harness::normalize(&error).replace(&closed_port.to_string(), "<port>")
-        ));
+        report
+            .push_str(&format!("{name}: {}\n", harness::normalize(&error).replace(&closed_port.to_string(), "<port>")));
     }
     insta::assert_snapshot!("connection_failures", report);
 }
