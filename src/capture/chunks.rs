@@ -1,0 +1,689 @@
+//! The backfill half of the session: planning, running and reading chunk queries.
+//!
+//! The SQL itself comes from the pure planner ([`backfill`]); this module runs it. A chunk
+//! query runs on the second connection, in a `REPEATABLE READ` transaction that first
+//! reports its snapshot, all pipelined into one round trip ([`run_chunk_query`]), so the
+//! next chunk can be read while the replication stream catches up to the current fence.
+//! Its rows are used only if that snapshot sees every transaction the stream has delivered
+//! for the backfilling tables; otherwise the chunk waits for them to become visible and is
+//! read again (see [`visibility`]). Rows are read as raw text cells, encoded into documents
+//! and emitted as they arrive, so memory stays bounded whatever the chunk size; the last
+//! row's key becomes the resume key (`scanned`) in the Go connector's tuple encoding. A
+//! chunk cut by `statement_timeout` keeps the rows it read, or is retried at half the size
+//! when it read none.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWrite;
+use tokio_postgres::Client;
+
+use super::document::{self, DocumentLayout, Op, Source};
+use super::state::TableMode;
+use super::visibility::Snapshot;
+use super::{backfill, first_text, keys, order, pg, value_error, with_deadline, Keepalive, PrefetchedChunk, Session};
+use crate::discovery::DiscoveredTable;
+use crate::error::Error;
+use crate::failpoint::{self, Failpoint};
+use crate::pg::replication::ReplicationStream;
+use crate::pg::PgError;
+use crate::value::{self, PgType};
+
+/// How long a backfill chunk may wait for a delivered commit to become visible before the
+/// wait is reported as a warning.
+const VISIBILITY_WAIT_WARNING: Duration = Duration::from_secs(5);
+/// Longest pause between snapshot checks while a chunk waits for a commit to become visible.
+const VISIBILITY_RETRY_MAX: Duration = Duration::from_millis(100);
+
+impl<W: AsyncWrite + Unpin> Session<'_, W> {
+    /// A chunk query hit the statement timeout before yielding progress: retry smaller.
+    fn shrink_chunk(
+        &mut self,
+        index: usize,
+        plan: &backfill::ChunkPlan,
+        err: tokio_postgres::Error,
+    ) -> Result<(), Error> {
+        let binding = &mut self.bindings[index];
+        let current = match plan {
+            backfill::ChunkPlan::Keyed { limit, .. } => *limit,
+            backfill::ChunkPlan::Keyless { after_block, until_block } => {
+                i64::try_from(until_block - after_block).unwrap_or(1)
+            }
+        };
+        if current <= 1 {
+            return Err(backfill_error(&binding.table, err));
+        }
+        binding.chunk_limit = Some((current / 2).max(1));
+        tracing::info!(
+            table = %format!("{}.{}", binding.table.schema, binding.table.name),
+            chunk = current / 2,
+            "backfill chunk hit the statement timeout: retrying with a smaller chunk"
+        );
+        Ok(())
+    }
+
+    /// Prepare the backfill query details of every backfilling binding that lacks them, in
+    /// two catalog queries rather than two per table (which dominated the backfill of many
+    /// small tables). `prepare_backfill` then finds them ready.
+    pub(super) async fn prepare_backfills(&mut self) -> Result<(), Error> {
+        let need_estimate: Vec<u32> = self
+            .bindings
+            .iter()
+            .filter(|b| b.state.mode.is_backfilling() && b.estimated_rows.is_none())
+            .map(|b| b.table.oid)
+            .collect();
+        let need_types: Vec<u32> = self
+            .bindings
+            .iter()
+            .filter(|b| {
+                b.state.mode.is_backfilling() && b.state.mode != TableMode::KeylessBackfill && b.key_types.is_none()
+            })
+            .map(|b| b.table.oid)
+            .collect();
+        if need_estimate.len() > 1 {
+            let rows = self
+                .sql_deadline(
+                    "estimating table sizes",
+                    self.client.query(backfill::TABLE_ROWS_ESTIMATE_BATCH_SQL, &[&need_estimate]),
+                )
+                .await?
+                .map_err(pg)?;
+            let estimates: BTreeMap<u32, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            for binding in self.bindings.iter_mut().filter(|b| b.estimated_rows.is_none()) {
+                if let Some(estimate) = estimates.get(&binding.table.oid) {
+                    binding.estimated_rows = Some(u64::try_from(*estimate).unwrap_or(0));
+                }
+            }
+        }
+        if need_types.len() > 1 {
+            let rows = self
+                .sql_deadline(
+                    "reading key column types",
+                    self.client.query(backfill::COLUMN_TYPES_BATCH_SQL, &[&need_types]),
+                )
+                .await?
+                .map_err(pg)?;
+            let mut types: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
+            for row in &rows {
+                types.entry(row.get(0)).or_default().insert(row.get(1), row.get(2));
+            }
+            for binding in self.bindings.iter_mut().filter(|b| b.state.mode.is_backfilling() && b.key_types.is_none()) {
+                // A table missing here (dropped since) or a missing key column is left for
+                // `prepare_backfill`, which reports it.
+                let Some(columns) = types.get(&binding.table.oid) else { continue };
+                let key_types: Option<Vec<String>> =
+                    binding.key_columns.iter().map(|c| columns.get(c).cloned()).collect();
+                binding.key_types = key_types;
+            }
+        }
+        Ok(())
+    }
+
+    /// Prepare backfill query details of a binding.
+    async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
+        let limit = self.silence_limit();
+        let binding = &mut self.bindings[index];
+        if binding.estimated_rows.is_none() {
+            let row = with_deadline(
+                limit,
+                "estimating a table's size",
+                self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid]),
+            )
+            .await?
+            .map_err(pg)?;
+            binding.estimated_rows = Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
+        }
+        if binding.state.mode == TableMode::KeylessBackfill {
+            if binding.keyless_pages.is_none() {
+                let row = with_deadline(
+                    limit,
+                    "counting a table's pages",
+                    self.client.query_one(backfill::TABLE_PAGES_SQL, &[&binding.table.oid]),
+                )
+                .await?
+                .map_err(pg)?;
+                let (max_page, partitions): (i64, i64) = (row.get(0), row.get(1));
+                binding.keyless_pages = Some((
+                    backfill::keyless_end_page(max_page),
+                    backfill::pages_per_chunk(self.config.chunk_size, partitions),
+                ));
+            }
+        } else if binding.key_types.is_none() {
+            let rows = with_deadline(
+                limit,
+                "reading key column types",
+                self.client.query(backfill::COLUMN_TYPES_SQL, &[&binding.table.oid]),
+            )
+            .await?
+            .map_err(pg)?;
+            let types: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let mut key_types = Vec::new();
+            for column in &binding.key_columns {
+                key_types.push(types.get(column).cloned().ok_or_else(|| {
+                    Error::user(
+                        format!("key column {column:?} of table \"{}.{}\" does not exist", binding.table.schema, binding.table.name),
+                        "the table changed since discovery: re-discover the capture and increment the binding's backfill counter",
+                    )
+                })?);
+            }
+            binding.key_types = Some(key_types);
+        }
+        Ok(())
+    }
+
+    /// Read and emit one backfill chunk, keeping the replication connection alive meanwhile.
+    /// The next chunk of a binding: its plan, SQL and parameters (after `prepare_backfill`).
+    fn chunk_query(&self, index: usize) -> Result<(backfill::ChunkPlan, String, Vec<Option<String>>), Error> {
+        let binding = &self.bindings[index];
+        let keyless = binding.state.mode == TableMode::KeylessBackfill;
+        let (plan, params): (backfill::ChunkPlan, Vec<Option<String>>) = if keyless {
+            let default_pages = binding.keyless_pages.map_or(1, |(_, pages)| pages);
+            let per_chunk = binding.chunk_limit.and_then(|l| u64::try_from(l).ok()).unwrap_or(default_pages).max(1);
+            let after = match binding.state.scanned.as_deref() {
+                Some(scanned) => {
+                    let text = keys_base64_text(scanned)?;
+                    backfill::parse_ctid(&text).map(|(block, _)| block).ok_or_else(|| {
+                        Error::user(
+                            format!("the keyless resume position {text:?} is not a CTID"),
+                            "increment the binding's backfill counter to restart its backfill",
+                        )
+                    })?
+                }
+                None => 0,
+            };
+            let until = after + per_chunk;
+            (
+                backfill::ChunkPlan::Keyless { after_block: after, until_block: until },
+                vec![Some(format!("({after},0)")), Some(format!("({until},0)"))],
+            )
+        } else {
+            let after = match binding.state.scanned.as_deref() {
+                Some(scanned) => {
+                    let elements = keys::decode_base64(scanned).map_err(|err| {
+                        Error::user(
+                            format!(
+                                "the resume key of table \"{}.{}\" is invalid: {err}",
+                                binding.table.schema, binding.table.name
+                            ),
+                            "increment the binding's backfill counter to restart its backfill",
+                        )
+                    })?;
+                    if elements.len() != binding.key_columns.len() {
+                        return Err(Error::user(
+                            keys::KeyError::Arity { found: elements.len(), expected: binding.key_columns.len() }
+                                .to_string(),
+                            "the table's key changed: increment the binding's backfill counter to restart its backfill",
+                        ));
+                    }
+                    let mut values = Vec::new();
+                    for (element, column) in elements.iter().zip(&binding.key_columns) {
+                        values.push(keys::element_to_text(element, column).map_err(|err| {
+                            Error::user(
+                                err.to_string(),
+                                "increment the binding's backfill counter to restart its backfill",
+                            )
+                        })?);
+                    }
+                    Some(values)
+                }
+                None => None,
+            };
+            let params = after.clone().unwrap_or_default();
+            (
+                backfill::ChunkPlan::Keyed {
+                    after,
+                    limit: binding.chunk_limit.unwrap_or(self.config.chunk_size).max(1),
+                },
+                params,
+            )
+        };
+        let key_types = binding.key_types.clone().unwrap_or_default();
+        let filter = binding.resource.advanced.additional_backfill_filter.clone();
+        let collate_c: Vec<bool> = match (&binding.key_orders, binding.state.mode) {
+            (Some(orders), TableMode::Backfill) => orders.iter().map(|o| *o == order::KeyOrder::Text).collect(),
+            _ => vec![false; binding.key_columns.len()],
+        };
+        let sql =
+            backfill::chunk_sql(&binding.table, &binding.key_columns, &key_types, &collate_c, &plan, filter.as_deref());
+        Ok((plan, sql, params))
+    }
+
+    /// Start the next chunk's query on the backfill connection, to run while the stream
+    /// catches up to the current fence. Must be called after that fence's watermark is
+    /// written: the chunk's snapshot then follows the watermark, so every change to its
+    /// rows that the fence does not emit (they are beyond the current resume key) is either
+    /// in the chunk or arrives after it.
+    pub(super) async fn prefetch_next_chunk(&mut self) -> Result<Option<PrefetchedChunk>, Error> {
+        let Some(index) = self.next_backfill() else { return Ok(None) };
+        self.start_chunk_query(index).await
+    }
+
+    /// Start the next chunk query of binding `index` on the backfill connection.
+    pub(super) async fn start_chunk_query(&mut self, index: usize) -> Result<Option<PrefetchedChunk>, Error> {
+        self.prepare_backfill(index).await?;
+        let (plan, sql, params) = self.chunk_query(index)?;
+        let client = self.backfill_client.clone();
+        let query = tokio::spawn(async move { run_chunk_query(&client, &sql, &params).await });
+        Ok(Some(PrefetchedChunk { index, plan, forgotten_deliveries: self.forgotten_deliveries, query }))
+    }
+
+    /// Read and emit one chunk of binding `index` (its query possibly started already, as
+    /// `prefetched`). With `next`, the next chunk query of that binding is sent once this
+    /// chunk's rows are flowing, and left in `self.speculative`.
+    pub(super) async fn backfill_chunk(
+        &mut self,
+        index: usize,
+        prefetched: Option<PrefetchedChunk>,
+        next: Option<usize>,
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
+        self.prepare_backfill(index).await?;
+        let (plan, sql, params) = self.chunk_query(index)?;
+        // Use the prefetched query only if it is exactly this chunk (the chunk size may have
+        // changed since, after a statement timeout) and its snapshot can still be checked
+        // against every delivered transaction.
+        let prefetched = match prefetched {
+            Some(p) if p.index == index && p.plan == plan && p.forgotten_deliveries == self.forgotten_deliveries => {
+                Some(p)
+            }
+            Some(stale) => {
+                // Dropping its row stream lets the connection discard its rows; only then
+                // may another query follow it.
+                stale.query.abort();
+                let _ = stale.query.await;
+                None
+            }
+            None => None,
+        };
+        let binding = &self.bindings[index];
+        let keyless = binding.state.mode == TableMode::KeylessBackfill;
+        let emitted = backfill::emitted_columns(&binding.table);
+        let key_count = if keyless { 0 } else { binding.key_columns.len() };
+
+        let started = Instant::now();
+        let client = self.backfill_client.clone();
+        let mut status_timer = tokio::time::interval(self.status_interval);
+        status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        status_timer.tick().await;
+        let mut quiet_since = Instant::now();
+        let mut prefetched = prefetched;
+        // Whether a wait for delivered commits to become visible was reported.
+        let mut warned = false;
+        let row_stream = loop {
+            let attempt = prefetched.take();
+            let result = {
+                let query = async {
+                    match attempt {
+                        Some(prefetched) => prefetched.query.await.map_err(|err| {
+                            Error::Internal(format!("the prefetched backfill query failed to run: {err}"))
+                        }),
+                        None => Ok(run_chunk_query(&client, &sql, &params).await),
+                    }
+                };
+                tokio::pin!(query);
+                loop {
+                    tokio::select! {
+                        result = &mut query => break result?,
+                        _ = status_timer.tick() => {
+                            let flushed = self.acknowledged;
+                            stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                            self.probe_if_quiet(&mut quiet_since).await?;
+                        }
+                    }
+                }
+            };
+            let chunk = match result {
+                Ok(chunk) => chunk,
+                Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(index, &plan, err),
+                Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
+            };
+            // Rows are read only with a snapshot that sees every change the stream has
+            // delivered for a backfilling table (see the `visibility` module).
+            let snapshot = Snapshot::parse(&chunk.snapshot)
+                .map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
+            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break chunk.rows };
+            drop(chunk);
+            tracing::debug!(xid = unseen, snapshot = %snapshot, "a delivered commit is not visible to the backfill query yet: waiting");
+            // Wait with a cheap snapshot query, not by repeating the chunk query: a
+            // synchronous standby can hold commits back for as long as it is unreachable.
+            let since = Instant::now();
+            let mut pause = Duration::from_millis(1);
+            loop {
+                if !warned && since.elapsed() >= VISIBILITY_WAIT_WARNING {
+                    let binding = &self.bindings[index];
+                    tracing::warn!(
+                        table = %format!("{}.{}", binding.table.schema, binding.table.name),
+                        xid = unseen,
+                        "the backfill waits for transaction {unseen}: the replication stream delivered its commit, but queries do not see it yet. PostgreSQL makes a commit visible only after synchronous standbys confirm it: check synchronous_standby_names and the health of the standbys"
+                    );
+                    warned = true;
+                }
+                let sleep = tokio::time::sleep(pause);
+                pause = (pause * 2).min(VISIBILITY_RETRY_MAX);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        _ = status_timer.tick() => {
+                            let flushed = self.acknowledged;
+                            stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                        }
+                    }
+                }
+                // No chunk query is in flight, so forgetting what a fresh snapshot sees is
+                // safe: the chunk query sent next has a later snapshot still.
+                let snapshot = self.current_snapshot().await?;
+                match self.delivered.forget_seen(&snapshot) {
+                    Some(still) => unseen = still,
+                    None => break,
+                }
+            }
+            quiet_since = Instant::now();
+        };
+        // This chunk's query has been executed (its rows are on their way), so a query sent
+        // now is answered after it: it cannot block this one.
+        if let Some(next) = next {
+            self.speculative = self.start_chunk_query(next).await?;
+        }
+        tokio::pin!(row_stream);
+        let mut rows: u64 = 0;
+        let mut timed_out = false;
+        let mut last_row: Option<tokio_postgres::Row> = None;
+        let encoders: Vec<value::ColumnEncoder<'_>> = {
+            let binding = &self.bindings[index];
+            emitted
+                .iter()
+                .map(|i| {
+                    let column = &binding.table.columns[*i];
+                    value::ColumnEncoder::new(&column.pg_type, binding.key_columns.contains(&column.name))
+                })
+                .collect()
+        };
+        let layout = DocumentLayout::new(
+            &emitted.iter().map(|i| self.bindings[index].table.columns[*i].name.as_str()).collect::<Vec<_>>(),
+        );
+        loop {
+            use futures::StreamExt;
+            let next = tokio::select! {
+                next = row_stream.next() => next,
+                _ = status_timer.tick() => {
+                    let flushed = self.acknowledged;
+                    stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                    self.probe_if_quiet(&mut quiet_since).await?;
+                    continue;
+                }
+            };
+            quiet_since = Instant::now();
+            let Some(row) = next else { break };
+            let row = match row {
+                Ok(row) => row,
+                // Rows already emitted are progress: keep them and resume after the last
+                // (keyed chunks are ordered, so the rest is simply the next chunk).
+                Err(err) if is_statement_timeout(&err) && rows > 0 && key_count > 0 => {
+                    tracing::info!(rows, "backfill chunk cut by the statement timeout: keeping its progress");
+                    timed_out = true;
+                    break;
+                }
+                Err(err) if is_statement_timeout(&err) => {
+                    // A keyless chunk has no order to resume from: retry a smaller page
+                    // range. Rows it already emitted are re-read first, in the same CTID
+                    // order and so at the same offsets, within the same checkpoint: their
+                    // location keys make the repeats replace the first copies.
+                    return self.shrink_chunk(index, &plan, err);
+                }
+                Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
+            };
+            let binding = &self.bindings[index];
+            self.row.reset(emitted.len());
+            for (position, encoder) in encoders.iter().enumerate() {
+                let cell: Option<RawText<'_>> =
+                    row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
+                match cell {
+                    None => self.row.set_null(position),
+                    Some(RawText(text)) => {
+                        let start = self.row.bytes.len();
+                        encoder.encode(text, &mut self.row.bytes).map_err(|err| {
+                            value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err)
+                        })?;
+                        self.row.finish_value(position, start);
+                    }
+                }
+            }
+            let offset = i64::try_from(binding.state.backfilled + rows).unwrap_or(i64::MAX);
+            let source = Source {
+                ts_ms: None,
+                schema: &binding.table.schema,
+                table: &binding.table.name,
+                snapshot: true,
+                loc: [-1, offset, 0],
+                txid: None,
+                tag: self.source_tag.as_deref(),
+            };
+            self.document.clear();
+            document::write_document(&mut self.document, &layout, &self.row, Op::Create, &source, None);
+            // Fields are used directly (not `self.emit`) because `row_stream` borrows the client.
+            let binding_number =
+                u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
+            let mut keepalive = Keepalive {
+                stream: &mut *stream,
+                last_status: &mut self.last_status,
+                interval: self.status_interval,
+                flushed: self.acknowledged,
+            };
+            keepalive.during(self.emitter.captured(binding_number, &self.document)).await?;
+            self.documents_since_checkpoint += 1;
+            rows += 1;
+            if failpoint::fires(Failpoint::MidChunk) {
+                let _ = self.emitter.flush().await;
+                failpoint::exit(Failpoint::MidChunk);
+            }
+            // Only the last row's key is needed (the resume key): keep the row, not its text.
+            last_row = Some(row);
+        }
+        self.rows_this_session += rows;
+        let last_key: Option<Vec<Option<String>>> = match (&last_row, key_count) {
+            (Some(row), 1..) => Some(
+                (0..key_count)
+                    .map(|i| row.try_get::<_, Option<&str>>(i).map(|v| v.map(str::to_string)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|err| backfill_error(&self.bindings[index].table, err))?,
+            ),
+            _ => None,
+        };
+        let binding = &mut self.bindings[index];
+        binding.state.backfilled += rows;
+        let elapsed = started.elapsed();
+        if timed_out {
+            let limit = match &plan {
+                backfill::ChunkPlan::Keyed { limit, .. } => *limit,
+                backfill::ChunkPlan::Keyless { .. } => 1,
+            };
+            binding.chunk_limit = Some((i64::try_from(rows).unwrap_or(limit) / 2).max(1));
+        } else if let (Some(limit), Some(timeout)) = (binding.chunk_limit, self.config.statement_timeout) {
+            // Grow back towards the configured size while chunks take under a quarter of
+            // the timeout.
+            if elapsed < timeout / 4 {
+                let ceiling = if binding.state.mode == TableMode::KeylessBackfill {
+                    binding.keyless_pages.map_or(1, |p| i64::try_from(p.1).unwrap_or(1))
+                } else {
+                    self.config.chunk_size
+                };
+                binding.chunk_limit = Some(limit.saturating_mul(2).min(ceiling));
+            }
+        }
+        let done = !timed_out
+            && match &plan {
+                backfill::ChunkPlan::Keyed { limit, .. } => i64::try_from(rows).unwrap_or(i64::MAX) < *limit,
+                backfill::ChunkPlan::Keyless { until_block, .. } => {
+                    *until_block >= binding.keyless_pages.map_or(0, |p| p.0)
+                }
+            };
+        if done {
+            binding.state.mode = TableMode::Active;
+            binding.state.scanned = None;
+            binding.scanned_key = None;
+            tracing::info!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows = binding.state.backfilled, "backfill completed");
+        } else {
+            binding.state.scanned = Some(match &plan {
+                backfill::ChunkPlan::Keyless { until_block, .. } => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(format!("({until_block},0)"))
+                }
+                backfill::ChunkPlan::Keyed { .. } => {
+                    let key = last_key.unwrap_or_default();
+                    if let Some(orders) = &binding.key_orders {
+                        binding.scanned_key = orders
+                            .iter()
+                            .zip(&key)
+                            .map(|(order, text)| text.as_deref().and_then(|t| order::key_value(*order, t.as_bytes())))
+                            .collect();
+                    }
+                    let elements: Vec<keys::Element> = key
+                        .iter()
+                        .zip(&binding.key_columns)
+                        .map(|(value, column)| {
+                            key_element(binding.table.column(column).map(|c| &c.pg_type), value.as_deref())
+                        })
+                        .collect();
+                    keys::encode_base64(&elements)
+                }
+            });
+        }
+        self.changed_bindings.insert(index);
+        tracing::debug!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows, elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "backfill chunk");
+        Ok(())
+    }
+}
+
+/// A result cell as the raw bytes the server sent. Every backfill column is selected as
+/// text, whose binary form is its UTF-8 bytes; the value encoder checks them, so decoding
+/// to `&str` first would validate every byte twice.
+struct RawText<'a>(&'a [u8]);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for RawText<'a> {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawText(raw))
+    }
+
+    fn accepts(_: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+}
+
+/// Decode base64 text of a keyless resume position.
+fn keys_base64_text(scanned: &str) -> Result<String, Error> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(scanned)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| {
+            Error::user(
+                "the keyless resume position is not valid base64 text",
+                "increment the binding's backfill counter to restart its backfill",
+            )
+        })
+}
+
+/// A key value as a tuple element: integers as integers (as the Go connector writes them),
+/// everything else as its PostgreSQL text (the resume query casts it back).
+fn key_element(ty: Option<&PgType>, text: Option<&str>) -> keys::Element {
+    let Some(text) = text else { return keys::Element::Null };
+    let mut base = ty;
+    while let Some(PgType::Domain { base: inner, .. }) = base {
+        base = Some(inner);
+    }
+    if let Some(PgType::Builtin { name, .. }) = base {
+        if matches!(name.as_str(), "int2" | "int4" | "int8" | "oid") {
+            if let Ok(value) = text.parse::<i64>() {
+                return keys::Element::Int(value.into());
+            }
+        }
+    }
+    keys::Element::String(text.to_string())
+}
+
+/// A chunk query's answer: the snapshot its rows were read with (`pg_current_snapshot()`'s
+/// text), and the rows.
+pub(super) struct ChunkRows {
+    snapshot: String,
+    rows: tokio_postgres::RowStream,
+}
+
+/// Opens the transaction of a chunk query and reads its snapshot, which the query that
+/// follows in the same `REPEATABLE READ` transaction then uses.
+const CHUNK_SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT pg_current_snapshot()::text";
+
+/// Send a chunk query, in a transaction that also reports its snapshot. The transaction's
+/// three requests (begin and snapshot, the query, commit) are pipelined: sent together, in
+/// this order, before any other request on the connection, so the whole exchange costs
+/// one round trip, and the commit, queued behind the rows, ends the transaction as soon as
+/// they are sent. The query's parameters are all text (the SQL casts them to each key
+/// column's type), so it is parsed, bound and executed without a separate prepare round
+/// trip: with many small tables, round trips are most of a chunk's cost.
+async fn run_chunk_query(
+    client: &Client,
+    sql: &str,
+    params: &[Option<String>],
+) -> Result<ChunkRows, tokio_postgres::Error> {
+    use std::future::Future;
+    use std::task::Poll;
+    // Each request is sent when its future is first polled: the three are polled in order
+    // in the same call, so nothing can come between them.
+    let snapshot = client.simple_query(CHUNK_SNAPSHOT_SQL);
+    let rows = client.query_typed_raw(sql, params.iter().map(|p| (p.as_deref(), tokio_postgres::types::Type::TEXT)));
+    let commit = client.batch_execute("COMMIT");
+    tokio::pin!(snapshot, rows, commit);
+    let mut snapshot_result = None;
+    let mut rows_result = None;
+    let mut commit_sent = false;
+    let answers = std::future::poll_fn(|cx| {
+        if snapshot_result.is_none() {
+            if let Poll::Ready(result) = snapshot.as_mut().poll(cx) {
+                snapshot_result = Some(result);
+            }
+        }
+        if rows_result.is_none() {
+            if let Poll::Ready(result) = rows.as_mut().poll(cx) {
+                rows_result = Some(result);
+            }
+        }
+        if !commit_sent {
+            // Sent now; its answer comes after the rows and nobody waits for it (a
+            // connection that fails meanwhile fails the next request instead).
+            commit_sent = true;
+            let _ = commit.as_mut().poll(cx);
+        }
+        match (snapshot_result.take(), rows_result.take()) {
+            (Some(snapshot), Some(rows)) => Poll::Ready((snapshot, rows)),
+            (snapshot, rows) => {
+                (snapshot_result, rows_result) = (snapshot, rows);
+                Poll::Pending
+            }
+        }
+    })
+    .await;
+    let (snapshot, rows) = answers;
+    let snapshot = snapshot?;
+    let rows = rows?;
+    Ok(ChunkRows { snapshot: first_text(&snapshot).unwrap_or_default(), rows })
+}
+
+/// Whether a query was cancelled by `statement_timeout` (SQLSTATE 57014).
+fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
+}
+
+fn backfill_error(table: &DiscoveredTable, err: tokio_postgres::Error) -> Error {
+    let err = PgError::from(err);
+    Error::user(
+        format!("backfill query of table \"{}.{}\" failed: {err}", table.schema, table.name),
+        err.hint().unwrap_or_else(|| {
+            "check that the capture user can SELECT the table and that any additional_backfill_filter is valid SQL"
+                .into()
+        }),
+    )
+}
