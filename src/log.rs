@@ -139,6 +139,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Log a status line that the Flow UI shows as the task's current status.
+pub fn status(message: &str) {
+    tracing::info!(eventType = "connectorStatus", "{}", message);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,9 +154,4 @@ mod tests {
         assert_eq!(format_unix_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(format_unix_millis(-1), "1969-12-31T23:59:59.999Z");
     }
-}
-
-/// Log a status line that the Flow UI shows as the task's current status.
-pub fn status(message: &str) {
-    tracing::info!(eventType = "connectorStatus", "{}", message);
 }

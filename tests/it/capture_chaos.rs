@@ -518,16 +518,14 @@ async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back:
     // Then a session without failpoint resumes, finishes the backfill and streams under the
     // load (the crashes above may all have hit the backfill).
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| {
-            c.streaming() && p.change_documents > 300 && p.checkpoints > 20
-        })
+    runner
+        .reach(
+            &mut admin,
+            Duration::from_secs(120),
+            &format!("the session after the crashes did not reach streaming (seed {seed})"),
+            |p, c| c.streaming() && p.change_documents > 300 && p.checkpoints > 20,
+        )
         .await;
-    assert!(
-        ending.is_none(),
-        "the session after the crashes did not reach streaming (seed {seed}): {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     runner.kill(&mut admin).await;
     let mut stats = WorkloadStats::default();
     for workload in workloads {
@@ -594,14 +592,11 @@ async fn postgres_immediate_restarts_during_backfill_and_streaming() {
 
     // During the backfill.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.backfill_documents >= 300)
+    runner
+        .reach(&mut admin, Duration::from_secs(60), "the first session ended before 300 backfill documents", |p, _| {
+            p.backfill_documents >= 300
+        })
         .await;
-    assert!(
-        ending.is_none(),
-        "the first session ended before 300 backfill documents: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     assert!(!runner.committed().streaming(), "the backfill is already over: the restart would not hit it");
     let fault_at = std::time::Instant::now();
     private.restart_immediate().await;
@@ -621,16 +616,11 @@ async fn postgres_immediate_restarts_during_backfill_and_streaming() {
 
     // While streaming.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| {
+    runner
+        .reach(&mut admin, Duration::from_secs(120), "the second session did not reach streaming", |p, c| {
             c.streaming() && p.change_documents > 100 && p.checkpoints > 20
         })
         .await;
-    assert!(
-        ending.is_none(),
-        "the second session did not reach streaming: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     let fault_at = std::time::Instant::now();
     private.restart_immediate().await;
     report.push(
@@ -649,16 +639,11 @@ async fn postgres_immediate_restarts_during_backfill_and_streaming() {
 
     // Resuming after the restarts works under the load.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| {
+    runner
+        .reach(&mut admin, Duration::from_secs(60), "the session after the restarts made no progress", |p, _| {
             p.change_documents > 100 && p.checkpoints > 10
         })
         .await;
-    assert!(
-        ending.is_none(),
-        "the session after the restarts made no progress: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
@@ -801,14 +786,11 @@ async fn network_cuts_during_backfill_and_streaming() {
     let mut report = Vec::new();
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.backfill_documents >= 300)
+    runner
+        .reach(&mut admin, Duration::from_secs(60), "the first session ended before 300 backfill documents", |p, _| {
+            p.backfill_documents >= 300
+        })
         .await;
-    assert!(
-        ending.is_none(),
-        "the first session ended before 300 backfill documents: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     assert!(!runner.committed().streaming(), "the backfill is already over: the cut would not hit it");
     proxy.cut();
     report.push(
@@ -826,16 +808,11 @@ async fn network_cuts_during_backfill_and_streaming() {
     );
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(120), |p, c| {
+    runner
+        .reach(&mut admin, Duration::from_secs(120), "the second session did not reach streaming", |p, c| {
             c.streaming() && p.change_documents > 100 && p.checkpoints > 20
         })
         .await;
-    assert!(
-        ending.is_none(),
-        "the second session did not reach streaming: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     proxy.cut();
     report.push(
         fail_or_survive(
@@ -852,16 +829,11 @@ async fn network_cuts_during_backfill_and_streaming() {
     );
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| {
+    runner
+        .reach(&mut admin, Duration::from_secs(60), "the session after the cuts made no progress", |p, _| {
             p.change_documents > 100 && p.checkpoints > 10
         })
         .await;
-    assert!(
-        ending.is_none(),
-        "the session after the cuts made no progress: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
@@ -897,12 +869,9 @@ async fn stall_scenario(
     let mut committed = Committed::new(Some("counter"));
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner.run_until(&mut admin, Instant::now() + Duration::from_secs(120), when).await;
-    assert!(
-        ending.is_none(),
-        "the session ended before the stall ({phase}): {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
+    runner
+        .reach(&mut admin, Duration::from_secs(120), &format!("the session ended before the stall ({phase})"), when)
+        .await;
     let streaming = runner.committed().streaming();
     proxy.stall();
     let stalled = std::time::Instant::now();
@@ -915,13 +884,11 @@ async fn stall_scenario(
     proxy.cut();
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending =
-        runner.run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, _| p.checkpoints > 10).await;
-    assert!(
-        ending.is_none(),
-        "the session after the stall made no progress: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
+    runner
+        .reach(&mut admin, Duration::from_secs(60), "the session after the stall made no progress", |p, _| {
+            p.checkpoints > 10
+        })
+        .await;
     runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
@@ -998,14 +965,11 @@ async fn a_slot_dropped_while_capturing_fails_clearly_and_a_rebackfill_recovers(
     let mut committed = Committed::new(Some("counter"));
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10)
+    runner
+        .reach(&mut admin, Duration::from_secs(60), "the session did not reach streaming", |p, c| {
+            c.streaming() && p.checkpoints > 10
+        })
         .await;
-    assert!(
-        ending.is_none(),
-        "the session did not reach streaming: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     drop_slot_in_use(admin.client().await, &slot).await;
     let ending = runner.finish(&mut admin, Duration::from_secs(30)).await;
     let first = assert_clear_error(&ending, &["terminat", "connection", "slot"], "slot dropped while capturing");
@@ -1021,14 +985,11 @@ async fn a_slot_dropped_while_capturing_fails_clearly_and_a_rebackfill_recovers(
     // The remedy the hint gives: backfill every binding again (the state starts over).
     let mut rebackfilled = Committed::new(Some("counter"));
     let mut runner = Runner::open(&capture, &mut rebackfilled, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10)
+    runner
+        .reach(&mut admin, Duration::from_secs(60), "the re-backfill did not reach streaming", |p, c| {
+            c.streaming() && p.checkpoints > 10
+        })
         .await;
-    assert!(
-        ending.is_none(),
-        "the re-backfill did not reach streaming: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     runner.kill(&mut admin).await;
     let stats = workload.stop().await;
     final_run(&capture, &mut rebackfilled, &mut admin).await;
@@ -1075,14 +1036,11 @@ async fn a_table_dropped_from_the_publication_while_capturing_is_not_silently_lo
     let mut committed = Committed::new(Some("counter"));
 
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| c.streaming() && p.checkpoints > 10)
+    runner
+        .reach(&mut admin, Duration::from_secs(60), "the session did not reach streaming", |p, c| {
+            c.streaming() && p.checkpoints > 10
+        })
         .await;
-    assert!(
-        ending.is_none(),
-        "the session did not reach streaming: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     let lines_before = runner.stderr_lines().await.len();
     client
         .batch_execute("ALTER PUBLICATION flow_publication DROP TABLE test.chaos")
@@ -1236,31 +1194,27 @@ async fn recreate_scenario(test: &str, during_backfill: bool) {
     // The new table's rows arrive, under the load.
     client.execute("INSERT INTO test.chaos VALUES ($1, 0, 'marker', 's')", &[&(MARKERS + 1)]).await.expect("marker");
     let before = runner.progress.clone();
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| {
-            c.rows.contains_key(&(MARKERS + 1)) && p.change_documents > before.change_documents + 200
-        })
+    runner
+        .reach(
+            &mut admin,
+            Duration::from_secs(60),
+            "the recreated table's rows did not arrive under the binding",
+            |p, c| c.rows.contains_key(&(MARKERS + 1)) && p.change_documents > before.change_documents + 200,
+        )
         .await;
-    assert!(
-        ending.is_none(),
-        "the recreated table's rows did not arrive under the binding: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     runner.kill(&mut admin).await;
 
     // A restart resumes on the new table (a new relation OID) under the same binding.
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
     client.execute("INSERT INTO test.chaos VALUES ($1, 0, 'marker', 's')", &[&(MARKERS + 2)]).await.expect("marker");
-    let ending = runner
-        .run_until(&mut admin, Instant::now() + Duration::from_secs(60), |p, c| {
-            c.rows.contains_key(&(MARKERS + 2)) && c.streaming() && p.change_documents > 200
-        })
+    runner
+        .reach(
+            &mut admin,
+            Duration::from_secs(60),
+            "after a restart, the recreated table's rows did not arrive",
+            |p, c| c.rows.contains_key(&(MARKERS + 2)) && c.streaming() && p.change_documents > 200,
+        )
         .await;
-    assert!(
-        ending.is_none(),
-        "after a restart, the recreated table's rows did not arrive: {}",
-        ending.map(|e| e.describe()).unwrap_or_default()
-    );
     runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;

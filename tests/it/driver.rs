@@ -37,8 +37,11 @@ pub struct Session {
     stdin: Option<ChildStdin>,
     lines: Lines<BufReader<ChildStdout>>,
     /// With [`Session::open_capturing_stderr`]: the stderr lines so far, and their reader.
-    stderr: Option<(Arc<Mutex<Vec<String>>>, JoinHandle<()>)>,
+    stderr: Option<(StderrLines, JoinHandle<()>)>,
 }
+
+/// The stderr lines a session has written so far, shared with the task that reads them.
+type StderrLines = Arc<Mutex<Vec<String>>>;
 
 /// A binding of table `test.<table>` keyed by `key`.
 pub fn binding(table: &str, key: &[&str]) -> Value {

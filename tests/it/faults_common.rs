@@ -399,6 +399,20 @@ impl<'a> Runner<'a> {
         self.session.stderr_lines().await
     }
 
+    /// Drive the session until `stop` holds; the test fails, saying `what` did not happen and
+    /// how the session ended, if it ends or `within` passes first.
+    pub async fn reach(
+        &mut self,
+        admin: &mut Admin,
+        within: Duration,
+        what: &str,
+        stop: impl FnMut(&Progress, &Committed) -> bool,
+    ) {
+        if let Some(ending) = self.run_until(admin, Instant::now() + within, stop).await {
+            panic!("{what}: {}", ending.describe());
+        }
+    }
+
     /// Drive the session until `stop` holds (then `None`), it exits, or the deadline passes.
     pub async fn run_until(
         &mut self,
