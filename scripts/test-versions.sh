@@ -16,11 +16,12 @@
 #   * capture_chaos:: (every fault scenario: failpoints under load with transactions past
 #     logical_decoding_work_mem, immediate restarts of a private server of that version,
 #     network cuts and stalls, dropped slots, publications and tables; about 90 s each);
+#   * capture_faults:: (ten runs of the random-SIGKILL soak: six kills each under a writer
+#     of single- and multi-row transactions, the result equal to the table; about 60 s);
 #   * pg_connect::slot_ (the replication client: slots, protocol versions, errors);
 #   * harness:: (the server starts, logical WAL, the capture role).
-# Not here: discovery and type tests (PostGIS is only installed for 15), TLS (needs psql, which
-# the PostgreSQL 13 package lacks) and the random-SIGKILL soak test capture_faults (minutes;
-# run on 15).
+# Not here: discovery and type tests (PostGIS is only installed for 15) and TLS (needs psql,
+# which the PostgreSQL 13 package lacks).
 #
 # Version differences skipped on purpose:
 #   * 13: pg_connect::slot_stream_confirm_and_drop_with_protocol_version_2_and_streaming asks the
@@ -74,7 +75,8 @@ for major in "${majors[@]}"; do
     # (TEST_PG_HOST would point the tests at an existing server instead.)
     env -u TEST_PG_HOST TEST_PG_BINDIR="$bindir" TRANSCRIPT="$transcripts" \
         cargo test "${locked[@]}" --test it -- \
-        transcript::transcripts capture_stream:: capture_visibility:: capture_chaos:: pg_connect::slot_ harness::harness_ \
+        transcript::transcripts capture_stream:: capture_visibility:: capture_chaos:: capture_faults:: \
+        pg_connect::slot_ harness::harness_ \
         "${skip[@]}" || status=$?
     outcome=ok
     if [[ "$status" -ne 0 ]]; then
