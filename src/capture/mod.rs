@@ -58,6 +58,7 @@ mod chunks;
 pub mod document;
 pub mod keys;
 pub mod order;
+pub mod slot_wait;
 pub mod spill;
 pub mod state;
 pub mod visibility;
@@ -107,6 +108,10 @@ const MAX_ROUND_TIME: Duration = Duration::from_secs(5);
 /// Delivered transactions to remember before asking the server which of them every new
 /// snapshot sees (see [`visibility`]); this bounds the set during a long catch-up.
 const DELIVERED_XIDS_CHECK_AT: usize = 4_096;
+/// When a slot creation that is still waiting is first reported, and how often after that.
+const SLOT_WAIT_FIRST_REPORT: Duration = Duration::from_secs(5);
+const SLOT_WAIT_REPORT_EVERY: Duration = Duration::from_secs(30);
+
 /// The shortest silence after a reply request that counts as a dead connection.
 const MIN_UNANSWERED: Duration = Duration::from_secs(5);
 /// A binding of this session.
@@ -355,7 +360,7 @@ where
                 }
                 Err(err) => tracing::debug!(error = %err, "dropping the replication slot before recreating it failed"),
             }
-            let consistent_point = replication.create_logical_slot(&slot).await?;
+            let consistent_point = create_slot(&mut replication, &client, &slot).await?;
             tracing::info!(slot = %slot, lsn = %consistent_point, "created replication slot");
             consistent_point
         }
@@ -540,6 +545,46 @@ async fn check_slot_for_resume(client: &Client, slot: &str, cursor: Lsn) -> Resu
         }
     }
     Ok(())
+}
+
+/// Create the capture's slot, reporting while the server makes it wait for transactions
+/// that were running when it was requested (see [`slot_wait`]): first after
+/// [`SLOT_WAIT_FIRST_REPORT`], then every [`SLOT_WAIT_REPORT_EVERY`].
+async fn create_slot(replication: &mut ReplicationClient, client: &Client, slot: &str) -> Result<Lsn, Error> {
+    let requested = tokio::time::Instant::now();
+    let create = replication.create_logical_slot(slot);
+    tokio::pin!(create);
+    let mut report_at = requested + SLOT_WAIT_FIRST_REPORT;
+    loop {
+        match tokio::time::timeout_at(report_at, create.as_mut()).await {
+            Ok(created) => return Ok(created?),
+            Err(_) => {
+                let waited = i64::try_from(requested.elapsed().as_secs()).unwrap_or(i64::MAX);
+                let blockers = match with_deadline(
+                    SLOT_WAIT_REPORT_EVERY,
+                    "listing running transactions",
+                    slot_wait::blockers(client, waited),
+                )
+                .await
+                {
+                    Ok(Ok(blockers)) => Some(blockers),
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %PgError::from(err), "listing the transactions a slot creation waits for failed");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                let (message, hint) = slot_wait::describe(slot, waited, blockers.as_ref());
+                tracing::warn!(slot = %slot, waited_s = waited, "{message}\nHINT: {hint}");
+                if report_at == requested + SLOT_WAIT_FIRST_REPORT {
+                    crate::log::status(
+                        "Waiting for running transactions to end before the replication slot can be created",
+                    );
+                }
+                report_at += SLOT_WAIT_REPORT_EVERY;
+            }
+        }
+    }
 }
 
 /// Key columns for backfill order and key-change detection: the resource's legacy

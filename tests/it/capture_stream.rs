@@ -1,12 +1,14 @@
 //! Streaming behaviour that transcripts cannot show well: transaction size, idle slots,
-//! schema changes while streaming, and unrecoverable slots.
+//! schema changes while streaming, unrecoverable slots, and slot creation held up by open
+//! transactions.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::driver::{binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
-use crate::harness::{cluster, TestDb};
+use crate::faults_common::Conn;
+use crate::harness::{cluster, PrivateCluster, TestDb};
 
 /// Peak resident memory of a process, from /proc.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -362,4 +364,97 @@ async fn a_table_removed_from_the_publication_fails_the_capture_clearly() {
     );
     assert!(!message.contains("\"kept\""), "{message}");
     assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// Creating a logical slot waits until every transaction that held a transaction ID when it
+/// was requested has ended: one forgotten session keeps a new capture waiting for as long as
+/// it stays open. The capture must say which session that is and how to end it, instead of
+/// waiting silently; and once the session ends it goes on without losing its rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_creation_held_up_by_an_open_transaction_names_it_then_proceeds() {
+    // A private server: the held transaction would hold up every other test's slot too.
+    let private = PrivateCluster::start(&[]).await;
+    let database = private.create_db("slot_wait").await;
+    let conn = Conn::superuser(&private.cluster, &database);
+    let admin = conn.connect_retrying(Duration::from_secs(30)).await;
+    admin
+        .batch_execute("CREATE TABLE test.t (id int PRIMARY KEY); INSERT INTO test.t VALUES (1);")
+        .await
+        .expect("setup");
+    let blocker = conn.connect_retrying(Duration::from_secs(30)).await;
+    let blocker_pid: i32 = blocker.query_one("SELECT pg_backend_pid()", &[]).await.expect("pid").get(0);
+    for statement in ["SET application_name = 'forgotten batch'", "BEGIN", "INSERT INTO test.t VALUES (2)"] {
+        blocker.batch_execute(statement).await.expect("open the blocking transaction");
+    }
+    let bindings = vec![binding("t", &["/id"])];
+
+    // The capture role sees who holds the transaction, not what it does: the warning names
+    // the session and says what to grant to see more.
+    let mut session = Session::open_capturing_stderr(
+        &private.endpoint_config(&database, "slot_wait_hidden"),
+        bindings.clone(),
+        &json!({}),
+        &[],
+    )
+    .await;
+    let warning = slot_wait_warning(&mut session).await;
+    assert!(warning.contains("creating replication slot \"slot_wait_hidden\" has waited"), "{warning}");
+    assert!(
+        warning.contains(&format!(
+            ": pid {blocker_pid} (user \"postgres\", database \"{database}\", application \"forgotten batch\"), details hidden from the capture user\n"
+        )),
+        "{warning}"
+    );
+    assert!(warning.contains(&format!("SELECT pg_terminate_backend({blocker_pid})")), "{warning}");
+    assert!(warning.contains("grant pg_read_all_stats to the capture user"), "{warning}");
+    session.kill().await;
+
+    // With pg_read_all_stats it also says what the session is doing.
+    admin.batch_execute(&format!("GRANT pg_read_all_stats TO {}", crate::harness::CAPTURE_USER)).await.expect("grant");
+    let mut session = Session::open_capturing_stderr(
+        &private.endpoint_config(&database, "slot_wait_named"),
+        bindings,
+        &json!({}),
+        &[],
+    )
+    .await;
+    let warning = slot_wait_warning(&mut session).await;
+    assert!(warning.contains(&format!("pid {blocker_pid} (user \"postgres\"")), "{warning}");
+    assert!(warning.contains("application \"forgotten batch\""), "{warning}");
+    assert!(warning.contains("idle in transaction for "), "{warning}");
+    assert!(warning.contains("last statement: INSERT INTO test.t VALUES (2)"), "{warning}");
+    assert!(warning.contains(&format!("SELECT pg_terminate_backend({blocker_pid})")), "{warning}");
+    assert!(!warning.contains("pg_read_all_stats"), "{warning}");
+
+    // The transaction ends: the slot is created and the backfill reads both rows.
+    blocker.batch_execute("COMMIT").await.expect("commit");
+    let mut state = json!({});
+    let mut ids = Vec::new();
+    while !backfills_done(&state) {
+        match session.next(Duration::from_secs(60)).await {
+            Event::Captured { doc } => ids.push(doc["id"].as_i64().expect("id")),
+            Event::Checkpoint { patch } => {
+                merge_patch(&mut state, &patch);
+                session.acknowledge().await;
+            }
+            other => panic!("the capture did not go on after the transaction ended: {other:?}"),
+        }
+    }
+    assert_eq!(ids, vec![1, 2]);
+    session.kill().await;
+}
+
+/// The first slot-wait warning the session logs (the connector reports after 5 s).
+async fn slot_wait_warning(session: &mut Session) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines = session.stderr_lines().await;
+        if let Some(line) = lines.iter().find(|l| l.contains("creating replication slot")) {
+            let log: Value = serde_json::from_str(line).expect("JSON log line");
+            assert_eq!(log["level"], "warn", "{line}");
+            return log["msg"].as_str().expect("msg").to_string();
+        }
+        assert!(Instant::now() < deadline, "no slot-wait warning within 30 s:\n{}", lines.join("\n"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
