@@ -572,6 +572,60 @@ async fn crash_after_a_watermark_before_its_fence() {
     failpoint_scenario("after_watermark", 1..=3, false, TWO_TABLES).await;
 }
 
+/// The fault of the restart and network-cut scenarios, hit twice under the load: once during
+/// the backfill (after 300 backfill documents) and once while streaming; each time the
+/// connector must fail clearly or survive ([`fail_or_survive`]). Then a session must resume
+/// and make progress. Returns what happened at each fault, for the report.
+async fn fault_during_backfill_and_while_streaming(
+    capture: &Capture,
+    committed: &mut Committed,
+    admin: &mut Admin,
+    conn: &Conn,
+    fault_name: &str,
+    mut fault: impl AsyncFnMut(),
+) -> Vec<String> {
+    let mut report = Vec::new();
+
+    let mut runner = Runner::open(capture, committed, admin, &[]).await;
+    runner
+        .reach(admin, Duration::from_secs(60), "the first session ended before 300 backfill documents", |p, _| {
+            p.backfill_documents >= 300
+        })
+        .await;
+    assert!(!runner.committed().streaming(), "the backfill is already over: the {fault_name} would not hit it");
+    let fault_at = std::time::Instant::now();
+    fault().await;
+    let what = format!("{fault_name} during backfill");
+    report.push(
+        fail_or_survive(runner, admin, conn, "test.chaos", MARKERS + 1, &CONNECTION_WORDS, &what, fault_at).await,
+    );
+
+    let mut runner = Runner::open(capture, committed, admin, &[]).await;
+    runner
+        .reach(admin, Duration::from_secs(120), "the second session did not reach streaming", |p, c| {
+            c.streaming() && p.change_documents > 100 && p.checkpoints > 20
+        })
+        .await;
+    let fault_at = std::time::Instant::now();
+    fault().await;
+    let what = format!("{fault_name} while streaming");
+    report.push(
+        fail_or_survive(runner, admin, conn, "test.chaos", MARKERS + 2, &CONNECTION_WORDS, &what, fault_at).await,
+    );
+
+    let mut runner = Runner::open(capture, committed, admin, &[]).await;
+    runner
+        .reach(
+            admin,
+            Duration::from_secs(60),
+            &format!("the session after the {fault_name}s made no progress"),
+            |p, _| p.change_documents > 100 && p.checkpoints > 10,
+        )
+        .await;
+    runner.kill(admin).await;
+    report
+}
+
 // ---- PostgreSQL immediate restart ---------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -588,63 +642,11 @@ async fn postgres_immediate_restarts_during_backfill_and_streaming() {
     let mut admin = Admin::new(conn.clone());
     let workload = Workload::start(conn.clone(), "test.chaos", 0, seed);
     let mut committed = Committed::new(Some("counter"));
-    let mut report = Vec::new();
-
-    // During the backfill.
-    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    runner
-        .reach(&mut admin, Duration::from_secs(60), "the first session ended before 300 backfill documents", |p, _| {
-            p.backfill_documents >= 300
+    let report =
+        fault_during_backfill_and_while_streaming(&capture, &mut committed, &mut admin, &conn, "restart", async || {
+            private.restart_immediate().await
         })
         .await;
-    assert!(!runner.committed().streaming(), "the backfill is already over: the restart would not hit it");
-    let fault_at = std::time::Instant::now();
-    private.restart_immediate().await;
-    report.push(
-        fail_or_survive(
-            runner,
-            &mut admin,
-            &conn,
-            "test.chaos",
-            MARKERS + 1,
-            &CONNECTION_WORDS,
-            "restart during backfill",
-            fault_at,
-        )
-        .await,
-    );
-
-    // While streaming.
-    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    runner
-        .reach(&mut admin, Duration::from_secs(120), "the second session did not reach streaming", |p, c| {
-            c.streaming() && p.change_documents > 100 && p.checkpoints > 20
-        })
-        .await;
-    let fault_at = std::time::Instant::now();
-    private.restart_immediate().await;
-    report.push(
-        fail_or_survive(
-            runner,
-            &mut admin,
-            &conn,
-            "test.chaos",
-            MARKERS + 2,
-            &CONNECTION_WORDS,
-            "restart while streaming",
-            fault_at,
-        )
-        .await,
-    );
-
-    // Resuming after the restarts works under the load.
-    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    runner
-        .reach(&mut admin, Duration::from_secs(60), "the session after the restarts made no progress", |p, _| {
-            p.change_documents > 100 && p.checkpoints > 10
-        })
-        .await;
-    runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
     assert!(stats.reconnects >= 2, "the load was not cut by the restarts: {stats:?}");
@@ -783,58 +785,11 @@ async fn network_cuts_during_backfill_and_streaming() {
     let mut admin = Admin::new(conn.clone());
     let workload = Workload::start(conn.clone(), "test.chaos", 0, seed);
     let mut committed = Committed::new(Some("counter"));
-    let mut report = Vec::new();
-
-    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    runner
-        .reach(&mut admin, Duration::from_secs(60), "the first session ended before 300 backfill documents", |p, _| {
-            p.backfill_documents >= 300
+    let report =
+        fault_during_backfill_and_while_streaming(&capture, &mut committed, &mut admin, &conn, "cut", async || {
+            proxy.cut()
         })
         .await;
-    assert!(!runner.committed().streaming(), "the backfill is already over: the cut would not hit it");
-    proxy.cut();
-    report.push(
-        fail_or_survive(
-            runner,
-            &mut admin,
-            &conn,
-            "test.chaos",
-            MARKERS + 1,
-            &CONNECTION_WORDS,
-            "cut during backfill",
-            std::time::Instant::now(),
-        )
-        .await,
-    );
-
-    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    runner
-        .reach(&mut admin, Duration::from_secs(120), "the second session did not reach streaming", |p, c| {
-            c.streaming() && p.change_documents > 100 && p.checkpoints > 20
-        })
-        .await;
-    proxy.cut();
-    report.push(
-        fail_or_survive(
-            runner,
-            &mut admin,
-            &conn,
-            "test.chaos",
-            MARKERS + 2,
-            &CONNECTION_WORDS,
-            "cut while streaming",
-            std::time::Instant::now(),
-        )
-        .await,
-    );
-
-    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
-    runner
-        .reach(&mut admin, Duration::from_secs(60), "the session after the cuts made no progress", |p, _| {
-            p.change_documents > 100 && p.checkpoints > 10
-        })
-        .await;
-    runner.kill(&mut admin).await;
 
     let stats = workload.stop().await;
     final_run(&capture, &mut committed, &mut admin).await;
