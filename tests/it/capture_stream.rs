@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::driver::{binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
+use crate::driver::{backfills_done, binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
 use crate::faults_common::Conn;
 use crate::harness::{cluster, PrivateCluster, TestDb};
 
@@ -55,14 +55,6 @@ async fn settle(session: &mut Session, state: &mut Value) {
             other => panic!("unexpected event while settling (state {state}): {other:?}"),
         }
     }
-}
-
-/// Whether the state records every binding as past its backfill.
-fn backfills_done(state: &Value) -> bool {
-    state
-        .get("bindingStateV1")
-        .and_then(Value::as_object)
-        .is_some_and(|bindings| !bindings.is_empty() && bindings.values().all(|b| b["mode"] == "Active"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

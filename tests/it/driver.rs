@@ -187,3 +187,11 @@ pub async fn confirmed_flush(client: &tokio_postgres::Client, slot: &str) -> Opt
         .and_then(|row| row.get::<_, Option<String>>(0))
         .map(|text| lsn_value(&text))
 }
+
+/// Whether a capture state records every binding as past its backfill (mode `Active`).
+pub fn backfills_done(state: &Value) -> bool {
+    state
+        .get("bindingStateV1")
+        .and_then(Value::as_object)
+        .is_some_and(|bindings| !bindings.is_empty() && bindings.values().all(|b| b["mode"] == "Active"))
+}

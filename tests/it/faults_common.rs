@@ -272,10 +272,7 @@ impl Committed {
 
     /// Whether every binding's backfill is done.
     pub fn streaming(&self) -> bool {
-        self.state
-            .get("bindingStateV1")
-            .and_then(Value::as_object)
-            .is_some_and(|bindings| !bindings.is_empty() && bindings.values().all(|b| b["mode"] == "Active"))
+        crate::driver::backfills_done(&self.state)
     }
 }
 
