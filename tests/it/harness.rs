@@ -637,9 +637,17 @@ pub struct ConnectorOutput {
     pub exit_code: i32,
 }
 
-/// The path of the connector binary built for these tests.
+/// The path of the connector binary the tests run: the one built with them, or the one
+/// `TEST_CONNECTOR_BIN` names (to run the same tests against another build, e.g. an older
+/// commit's binary to show that a new test fails there).
 pub fn connector_path() -> &'static str {
-    env!("CARGO_BIN_EXE_source-postgres")
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var("TEST_CONNECTOR_BIN")
+            .ok()
+            .filter(|path| !path.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_source-postgres").to_string())
+    })
 }
 
 /// Runs the connector binary with `args`, feeding it `stdin` (then EOF), with `env` added to the
