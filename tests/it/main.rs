@@ -8,6 +8,7 @@ mod capture_chaos;
 mod capture_faults;
 mod capture_stream;
 mod capture_visibility;
+mod differential;
 mod discovery;
 mod driver;
 mod faults_common;
