@@ -24,8 +24,9 @@ pub struct SchemaOptions {
 /// The document property the connector owns: `_meta`, with the operation and the source.
 pub const META_PROPERTY: &str = "_meta";
 
-/// Whether `name` is `_meta` followed by zero or more underscores.
-fn is_meta_like(name: &str) -> bool {
+/// Whether `name` is `_meta` followed by zero or more underscores: the names that
+/// [`property_name`] changes (as columns) or reads back (as properties).
+pub fn is_meta_like(name: &str) -> bool {
     name.strip_prefix(META_PROPERTY).is_some_and(|rest| rest.bytes().all(|b| b == b'_'))
 }
 

@@ -222,19 +222,25 @@ async fn capture_until_idle(config: &Value, bindings: &[Value], state: &mut Valu
     committed
 }
 
+/// A `validate` request through the binary.
+fn run_validate(config: &Value, bindings: &[Value]) -> crate::harness::ConnectorOutput {
+    let request = json!({"validate": {"name": "tests/names", "config": config, "bindings": bindings}});
+    run_connector(&[], &format!("{SPEC_REQUEST}\n{request}\n"), &[])
+}
+
+const SPEC_REQUEST: &str = r#"{"spec":{"connectorType":"IMAGE","config":{}}}"#;
+
 /// The Flow runtime's part up to a capture: `validate` and `apply` of `discovered` through
 /// the binary (each must succeed, validate with the tables' own resource paths), and the
 /// bindings of an `open` request.
 fn validate_and_apply(config: &Value, discovered: &[&Value]) -> Vec<Value> {
-    let spec = r#"{"spec":{"connectorType":"IMAGE","config":{}}}"#;
     let collection = |i: usize, b: &Value| json!({"name": format!("tests/binding{i}"), "key": b["key"], "writeSchema": b["documentSchema"]});
     let validate_bindings: Vec<Value> = discovered
         .iter()
         .enumerate()
         .map(|(i, b)| json!({"resourceConfig": b["resourceConfig"], "collection": collection(i, b)}))
         .collect();
-    let request = json!({"validate": {"name": "tests/names", "config": config, "bindings": validate_bindings}});
-    let output = run_connector(&[], &format!("{spec}\n{request}\n"), &[]);
+    let output = run_validate(config, &validate_bindings);
     let last = output.stderr.lines().last().unwrap_or("");
     assert_eq!(output.exit_code, 0, "validate refused discovered bindings: {last}");
     let validated: Value = serde_json::from_str(output.stdout.lines().nth(1).expect("a validated response"))
@@ -265,7 +271,7 @@ fn validate_and_apply(config: &Value, discovered: &[&Value]) -> Vec<Value> {
         .collect();
     let request =
         json!({"apply": {"capture": {"name": "tests/names", "config": config, "bindings": bindings}, "version": "v1"}});
-    let output = run_connector(&[], &format!("{spec}\n{request}\n"), &[]);
+    let output = run_connector(&[], &format!("{SPEC_REQUEST}\n{request}\n"), &[]);
     let last = output.stderr.lines().last().unwrap_or("");
     assert_eq!(output.exit_code, 0, "apply refused discovered bindings: {last}");
     bindings
@@ -424,6 +430,44 @@ async fn columns_named_meta_get_their_own_property_in_schemas_keys_and_documents
         .find(|(i, d)| *i == 0 && d["id"] == 1 && d["_meta"]["op"] == "u")
         .expect("the update of row 1");
     assert!(toast_update.1.get("_meta_").is_none(), "unchanged TOAST value omitted: {}", toast_update.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_refuses_collection_keys_that_name_meta_columns_by_their_raw_name() {
+    let db = TestDb::create("meta_stale_keys").await;
+    db.execute(
+        r#"CREATE TABLE test.meta_pk ("_meta" int PRIMARY KEY, v int);
+           CREATE TABLE test.meta_underscore_pk ("_meta_" int PRIMARY KEY, v int);"#,
+    )
+    .await;
+    let config = db.endpoint_config();
+    // Keys as the Go connector discovered them: the columns' raw names.
+    let stale = |table: &str, key: &str| json!({"resourceConfig": {"namespace": "test", "stream": table}, "collection": {"name": format!("tests/{table}"), "key": [key]}});
+    let output = run_validate(&config, &[stale("meta_pk", "/_meta"), stale("meta_underscore_pk", "/_meta_")]);
+    let last = output.stderr.lines().last().unwrap_or("");
+    assert_eq!(output.exit_code, 1, "validate accepted keys that name no property of the documents: {last}");
+    let error: Value = serde_json::from_str(last).expect("a JSON log line");
+    let message = error["msg"].as_str().expect("msg");
+    for expected in [
+        r#"collection key "/_meta" of binding 0 (table "test.meta_pk") names the column "_meta", which is captured as the property "_meta_""#,
+        r#"collection key "/_meta_" of binding 1 (table "test.meta_underscore_pk") names the column "_meta_", which is captured as the property "_meta__""#,
+        r#"change its collection key to "/_meta__""#,
+    ] {
+        assert!(message.contains(expected), "{expected:?} is not in:\n{message}");
+    }
+    // The keys discovery gives them are accepted.
+    let all = discover(&config);
+    let fresh: Vec<Value> = ["meta_pk", "meta_underscore_pk"]
+        .iter()
+        .map(|t| {
+            let b = discovered(&all, "test", t).expect("discovered");
+            json!({"resourceConfig": b["resourceConfig"], "collection": {"name": format!("tests/{t}"), "key": b["key"]}})
+        })
+        .collect();
+    assert_eq!(fresh[0]["collection"]["key"], json!(["/_meta_"]));
+    assert_eq!(fresh[1]["collection"]["key"], json!(["/_meta__"]));
+    let output = run_validate(&config, &fresh);
+    assert_eq!(output.exit_code, 0, "validate refused discovered keys: {}", output.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------
