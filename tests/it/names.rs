@@ -22,6 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::time::Instant;
 
+use source_postgres::lsn::Lsn;
 use source_postgres::preview::encode_state_key;
 
 use crate::driver::{backfills_done, binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
@@ -52,11 +53,11 @@ async fn wait_confirmed(admin: &tokio_postgres::Client, slot: &str, target: u64,
     let deadline = Instant::now() + within;
     loop {
         let confirmed = confirmed_flush(admin, slot).await.expect("the slot exists");
-        assert!(confirmed <= target, "slot confirmed {confirmed:X}, past the acknowledged cursor {target:X}");
+        assert!(confirmed <= target, "slot confirmed {}, past the acknowledged cursor {}", Lsn(confirmed), Lsn(target));
         if confirmed == target {
             return confirmed;
         }
-        assert!(Instant::now() < deadline, "slot confirmed {confirmed:X}, not {target:X}, after {within:?}");
+        assert!(Instant::now() < deadline, "slot confirmed {}, not {}, after {within:?}", Lsn(confirmed), Lsn(target));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -77,20 +78,22 @@ async fn acknowledging_zero_checkpoints_leaves_the_slot_where_it_was() {
     db.execute("INSERT INTO test.acks VALUES (1)").await;
     let mut pending = 0u64;
     let mut documents = 0;
-    while documents == 0 || pending == 0 {
+    loop {
         match session.next(Duration::from_secs(60)).await {
             Event::Captured { .. } => documents += 1,
-            Event::Checkpoint { patch } if documents > 0 => {
+            // Document-less checkpoints before the insert's are not acknowledged either.
+            Event::Checkpoint { patch } => {
                 merge_patch(&mut state, &patch);
                 pending += 1;
+                if documents > 0 {
+                    break;
+                }
             }
-            // A document-less checkpoint before the insert's: not acknowledged either.
-            Event::Checkpoint { patch } => merge_patch(&mut state, &patch),
             other => panic!("no checkpoint for the insert: {other:?}"),
         }
     }
     let unacknowledged = lsn_value(state["cursor"].as_str().expect("cursor"));
-    assert!(unacknowledged > before, "the insert's checkpoint {unacknowledged:X} is past {before:X}");
+    assert!(unacknowledged > before, "the insert's checkpoint {} is past {}", Lsn(unacknowledged), Lsn(before));
 
     // The connector reports an acknowledgement at once when its last report is a second old.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -108,16 +111,20 @@ async fn acknowledging_zero_checkpoints_leaves_the_slot_where_it_was() {
             Event::Exited(status) => panic!("the connector exited after an acknowledgement of 0: {status}"),
         }
         let confirmed = confirmed_flush(&admin, &slot).await.expect("the slot exists");
-        assert_eq!(
-            confirmed, before,
-            "acknowledging 0 checkpoints moved the slot from {before:X} to {confirmed:X} (unacknowledged checkpoint at {unacknowledged:X})"
+        assert!(
+            confirmed == before,
+            "acknowledging 0 checkpoints moved the slot from {} to {} (unacknowledged checkpoint at {})",
+            Lsn(before),
+            Lsn(confirmed),
+            Lsn(unacknowledged)
         );
     }
 
-    // Acknowledging them does move it, within the window watched above.
+    // Acknowledging them does move it, typically within one status interval: the slot was
+    // watched long enough above to see a move.
     let target = lsn_value(state["cursor"].as_str().expect("cursor"));
     session.acknowledge_many(pending).await;
-    wait_confirmed(&admin, &slot, target, Duration::from_secs(8)).await;
+    wait_confirmed(&admin, &slot, target, Duration::from_secs(15)).await;
     session.kill().await;
 }
 
