@@ -248,6 +248,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             key_positions,
             is_watermarks,
         };
+        self.check_publication_on_relation(relation.oid, binding, column_names.len()).await?;
         self.relations.insert(relation.oid, entry);
         Ok(())
     }

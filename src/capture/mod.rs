@@ -534,7 +534,11 @@ async fn status_interval(client: &Client) -> Result<Duration, Error> {
 /// Create the capture's slot, reporting while the server makes it wait for transactions
 /// that were running when it was requested (see [`slot_wait`]): first after
 /// [`SLOT_WAIT_FIRST_REPORT`], then every [`SLOT_WAIT_REPORT_EVERY`].
-pub(super) async fn create_slot(replication: &mut ReplicationClient, client: &Client, slot: &str) -> Result<Lsn, Error> {
+pub(super) async fn create_slot(
+    replication: &mut ReplicationClient,
+    client: &Client,
+    slot: &str,
+) -> Result<Lsn, Error> {
     let requested = tokio::time::Instant::now();
     let create = replication.create_logical_slot(slot);
     tokio::pin!(create);
@@ -979,6 +983,25 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         snapshot_of(&rows)
     }
 
+    /// Check the publication when a Relation message of a bound table suggests it changed,
+    /// before any change of the table is emitted: the message is sent again (the server
+    /// dropped what it knew of the table: a schema change, or any change of the publication,
+    /// which is announced no other way), or it carries fewer columns than the table has (a
+    /// column list; generated columns, which are never published, also count, at the price
+    /// of one extra check).
+    async fn check_publication_on_relation(
+        &self,
+        oid: u32,
+        binding: Option<usize>,
+        columns: usize,
+    ) -> Result<(), Error> {
+        let Some(binding) = binding else { return Ok(()) };
+        if !self.relations.contains_key(&oid) && columns >= self.bindings[binding].table.columns.len() {
+            return Ok(());
+        }
+        with_deadline(self.silence_limit(), "checking the publication", self.check_publication()).await?
+    }
+
     /// Whether a TRUNCATE of the table of `binding` fails the capture: with
     /// `advanced.fail_on_truncate`, unless the binding's backfill has not read anything yet
     /// (after the re-backfill that the error asks for, the capture meets the same TRUNCATE
@@ -993,7 +1016,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// narrowed to fewer actions, or (PostgreSQL 15+) filtering a bound table's columns or
     /// rows (see [`crate::validate::publication`]). pgoutput applies such a change without a
     /// word in the stream.
-    async fn check_publication_shape(&mut self) -> Result<(), Error> {
+    async fn check_publication_shape(&self) -> Result<(), Error> {
         use crate::validate::publication::{running_problem, PublicationShape};
         let tables: BTreeSet<(String, String)> = self
             .bindings
@@ -1013,7 +1036,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// its changes, with no message at all: without this check the capture would go on
     /// without them, silently. A table that no longer exists is left to the replication
     /// stream (a re-created table is captured again once it is published).
-    async fn check_publication(&mut self) -> Result<(), Error> {
+    async fn check_publication(&self) -> Result<(), Error> {
         self.check_publication_shape().await?;
         let (schemas, names): (Vec<&str>, Vec<&str>) = self
             .bindings
@@ -1302,4 +1325,3 @@ fn value_error(table: &str, err: value::ValueError) -> Error {
 fn lsn_i64(lsn: Lsn) -> i64 {
     i64::try_from(lsn.0).unwrap_or(i64::MAX)
 }
-

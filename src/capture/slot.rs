@@ -348,7 +348,10 @@ mod tests {
         };
         assert!(refuse_foreign("s", &ours, "shop").is_ok());
         let other_db = refuse_foreign("s", &ours, "sales").unwrap_err().to_string();
-        assert!(other_db.contains("belongs to database \"shop\", but this capture reads database \"sales\""), "{other_db}");
+        assert!(
+            other_db.contains("belongs to database \"shop\", but this capture reads database \"sales\""),
+            "{other_db}"
+        );
         let wal2json = SlotRow { plugin: Some("wal2json".into()), ..ours.clone() };
         let err = refuse_foreign("s", &wal2json, "shop").unwrap_err();
         assert!(err.to_string().contains("uses the output plugin \"wal2json\""), "{err}");

@@ -121,10 +121,7 @@ impl PublicationShape {
 
 /// The statement that makes the publication publish every action the capture reads.
 pub fn publish_all_sql(publication: &str) -> String {
-    format!(
-        "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');",
-        quote_identifier(publication)
-    )
+    format!("ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');", quote_identifier(publication))
 }
 
 /// The statement that removes a table's column list and row filter: dropped and added
@@ -175,7 +172,8 @@ pub fn filter_problems(ctx: &Context, config: &Config, shape: &PublicationShape)
 /// for a re-backfill.
 pub fn running_problem(config: &Config, shape: &PublicationShape) -> Option<(String, String)> {
     let publication = config.publication_name();
-    let rebackfill = "then increment the backfill counter of the affected bindings: changes made in the meantime were not captured";
+    let rebackfill =
+        "then increment the backfill counter of the affected bindings: changes made in the meantime were not captured";
     if !shape.exists {
         return Some((
             format!("publication {publication:?} does not exist: it was dropped while the capture was using it"),
@@ -197,7 +195,9 @@ pub fn running_problem(config: &Config, shape: &PublicationShape) -> Option<(Str
     }
     if config.raw.advanced.fail_on_truncate && !shape.truncate {
         return Some((
-            format!("publication {publication:?} does not publish TRUNCATE, so advanced.fail_on_truncate cannot notice one"),
+            format!(
+                "publication {publication:?} does not publish TRUNCATE, so advanced.fail_on_truncate cannot notice one"
+            ),
             format!("{} {rebackfill}", publish_all_sql(publication)),
         ));
     }
@@ -222,7 +222,14 @@ mod tests {
     }
 
     fn full() -> PublicationShape {
-        PublicationShape { exists: true, insert: true, update: true, delete: true, truncate: true, filtered: Vec::new() }
+        PublicationShape {
+            exists: true,
+            insert: true,
+            update: true,
+            delete: true,
+            truncate: true,
+            filtered: Vec::new(),
+        }
     }
 
     #[test]

@@ -298,6 +298,14 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
             ],
         )),
         Some(_) => {}
+        // As in the Go connector: the flag leaves the slot to the user, so it must exist.
+        None if !config.creates_replication_slot() => problems.push(ctx.problem(
+            format!("replication slot {slot:?} does not exist and the 'no_create_replication_slot' feature flag is set"),
+            vec![(
+                Step::Slot,
+                format!("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput');", crate::pg::quote_literal(slot)),
+            )],
+        )),
         None if facts.slot_count >= facts.max_replication_slots => {
             let wanted = i64::from(facts.slot_count) + 1;
             problems.push(ctx.problem(
@@ -675,6 +683,24 @@ mod tests {
         assert!(message.contains("was invalidated"), "{message}");
         let fine = SlotFacts { database: Some("shop".into()), wal_status: Some("reserved".into()), ..elsewhere };
         assert!(server_problems(&ctx, &config(), &ServerFacts { slot: Some(fine), ..ready() }).is_empty());
+    }
+
+    #[test]
+    fn a_missing_slot_is_a_problem_only_when_the_user_manages_slots() {
+        let ctx = context(Platform::SelfHosted);
+        assert!(server_problems(&ctx, &config(), &ready()).is_empty());
+        let mut cfg = config();
+        cfg.raw.advanced.feature_flags = "no_create_replication_slot".into();
+        let problems = server_problems(&ctx, &cfg, &ready());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].message,
+            "replication slot \"flow_slot\" does not exist and the 'no_create_replication_slot' feature flag is set"
+        );
+        assert!(problems[0]
+            .fixes
+            .iter()
+            .any(|f| f.sql == "SELECT pg_catalog.pg_create_logical_replication_slot('flow_slot', 'pgoutput');"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod driver;
 mod faults_common;
 mod harness;
 mod pg_connect;
+mod publication_slot;
 mod transcript;
 mod types;
 mod validate;
