@@ -175,10 +175,12 @@ pub fn running_problem(config: &Config, shape: &PublicationShape) -> Option<(Str
     let rebackfill =
         "then increment the backfill counter of the affected bindings: changes made in the meantime were not captured";
     if !shape.exists {
+        let options =
+            if config.raw.advanced.capture_as_partitions { "" } else { " WITH (publish_via_partition_root = true)" };
         return Some((
             format!("publication {publication:?} does not exist: it was dropped while the capture was using it"),
             format!(
-                "create it again, e.g. CREATE PUBLICATION {} FOR ALL TABLES WITH (publish_via_partition_root = true); (or FOR TABLE with the captured tables and the watermarks table), {rebackfill}",
+                "create it again, e.g. CREATE PUBLICATION {} FOR ALL TABLES{options}; (or FOR TABLE with the captured tables and the watermarks table), {rebackfill}",
                 quote_identifier(publication)
             ),
         ));
