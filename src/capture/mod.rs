@@ -45,7 +45,8 @@
 //! and the connection watchdog), [`changes`] (replication messages to documents) and
 //! [`chunks`] (running and reading backfill chunks); the pure parts they build on are
 //! [`backfill`] (chunk SQL), [`keys`] and [`order`] (resume keys), [`document`], [`spill`],
-//! [`state`] and [`visibility`].
+//! [`state`] and [`visibility`]. Which slot a session streams from, and from where (slot
+//! ownership, resume positions the server never reached), is decided in [`slot`].
 //!
 //! The replication connection is watched: every status update asks the walsender for a
 //! reply, and a connection that leaves replies unanswered for six status intervals is
@@ -224,7 +225,8 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// (`forget_visible_deliveries`): a chunk query sent before that may have an older
     /// snapshot that does not see them, so its rows are not used.
     forgotten_deliveries: u64,
-    /// When the bound tables were last checked to still be in the publication.
+    /// When the publication was last checked to still carry everything the capture reads
+    /// (see `check_publication`).
     publication_checked: Instant,
     server_version: i32,
     /// The server's WAL end as of the last XLogData, and where that message started.
