@@ -190,6 +190,10 @@ pub struct Advanced {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(title = "Feature Flags")]
     pub feature_flags: String,
+    /// Fail the capture when a captured table is truncated, instead of logging a warning and going on (rows captured before the TRUNCATE stay in the collection either way).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(title = "Fail On Truncate")]
+    pub fail_on_truncate: bool,
     /// Overrides the statement timeout of backfill queries. Blank means 2 minutes; 0 disables it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(title = "Statement Timeout", extend("enum" = ["", "0", "30s", "1m", "2m", "5m", "30m"]))]
@@ -226,6 +230,7 @@ fn unreachable_default() -> Advanced {
         discover_unpublished_tables: false,
         source_tag: String::new(),
         feature_flags: String::new(),
+        fail_on_truncate: false,
         statement_timeout: String::new(),
         skip_prerequisites: false,
         discover_only_published: None,
@@ -547,6 +552,29 @@ impl Config {
         &self.raw.advanced.publication_name
     }
 
+    /// A feature flag of `advanced.feature_flags`, parsed as the Go connector does: names
+    /// separated by commas, `no_<name>` turns a flag off; the last mention wins. `None`
+    /// when the flag is not mentioned (its default applies).
+    pub fn feature_flag(&self, name: &str) -> Option<bool> {
+        let mut value = None;
+        for flag in self.raw.advanced.feature_flags.split(',').map(str::trim) {
+            if flag == name {
+                value = Some(true);
+            } else if flag.strip_prefix("no_") == Some(name) {
+                value = Some(false);
+            }
+        }
+        value
+    }
+
+    /// Whether the capture manages its replication slot (Go's `create_replication_slot`
+    /// flag, on by default): it creates the slot when it starts without a resume position,
+    /// and may replace a slot it can prove is its own. With `no_create_replication_slot`
+    /// the slot is the user's: it must exist, and it is used as it is, never dropped.
+    pub fn creates_replication_slot(&self) -> bool {
+        self.feature_flag("create_replication_slot").unwrap_or(true)
+    }
+
     /// Whether backfill of `schema.table` is skipped by `advanced.skip_backfills`.
     pub fn skips_backfill(&self, schema: &str, table: &str) -> bool {
         self.skip_all_backfills || self.skip_backfills.contains(&(schema.to_lowercase(), table.to_lowercase()))
@@ -828,6 +856,19 @@ mod tests {
         let err = ResourceConfig::parse(0, &json!({"namespace": "public", "stream": "a\u{0}b"})).unwrap_err();
         assert!(err.to_string().contains("NUL"), "{err}");
         assert!(ResourceConfig::parse(0, &json!({"namespace": "public", "stream": "t", "mode": "Sometimes"})).is_err());
+    }
+
+    #[test]
+    fn feature_flags_parse_like_the_go_connector() {
+        let mut cfg = base();
+        assert!(Config::parse(&cfg).unwrap().creates_replication_slot());
+        cfg["advanced"] = json!({"feature_flags": "date_as_date, no_create_replication_slot"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(!config.creates_replication_slot());
+        assert_eq!(config.feature_flag("date_as_date"), Some(true));
+        assert_eq!(config.feature_flag("time_as_time"), None);
+        cfg["advanced"] = json!({"feature_flags": "no_create_replication_slot,create_replication_slot"});
+        assert!(Config::parse(&cfg).unwrap().creates_replication_slot());
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 "check the server log: the slot may have been dropped or the server shut down",
             )),
             Some(ReplicationFrame::Keepalive { wal_end, reply_requested, .. }) => {
+                self.server_flushed = self.server_flushed.max(wal_end);
                 // An idle position: nothing of ours is in flight below `wal_end`, so it can
                 // become the cursor (and, once acknowledged, the slot's confirmed position).
                 if self.transaction.is_none()
@@ -61,6 +62,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
             Some(ReplicationFrame::XLogData { wal_start, wal_end, data, .. }) => {
                 self.server_wal_end = self.server_wal_end.max(wal_end);
+                self.server_flushed = self.server_flushed.max(wal_end);
                 self.last_message_start = wal_start;
                 let context = DecodeContext {
                     protocol_version: self.protocol_version,
@@ -148,7 +150,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             LogicalMessage::Truncate(truncate) => {
                 for oid in truncate.relation_oids {
                     if let Some(relation) = self.relations.get(&oid) {
-                        if relation.binding.is_some() {
+                        if let Some(binding) = relation.binding {
+                            if self.truncate_is_fatal(binding) {
+                                return Err(super::truncate_error(&relation.namespace, &relation.name, wal_start));
+                            }
                             tracing::warn!(
                                 table = %format!("{}.{}", relation.namespace, relation.name),
                                 "TRUNCATE is not captured: rows captured before it stay in the collection; increment the binding's backfill counter to re-backfill the table"
@@ -243,6 +248,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             key_positions,
             is_watermarks,
         };
+        self.check_publication_on_relation(relation.oid, binding, column_names.len()).await?;
         self.relations.insert(relation.oid, entry);
         Ok(())
     }
@@ -440,7 +446,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 stream: &mut *stream,
                 last_status: &mut self.last_status,
                 interval: self.status_interval,
-                flushed: self.acknowledged,
+                flushed: self.acknowledged.min(self.server_flushed),
             };
             keepalive.during(self.emitter.captured(index, &delete)).await?;
             self.documents_since_checkpoint += 1;

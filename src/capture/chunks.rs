@@ -497,7 +497,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 stream: &mut *stream,
                 last_status: &mut self.last_status,
                 interval: self.status_interval,
-                flushed: self.acknowledged,
+                flushed: self.acknowledged.min(self.server_flushed),
             };
             keepalive.during(self.emitter.captured(binding_number, &self.document)).await?;
             self.documents_since_checkpoint += 1;

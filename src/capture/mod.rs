@@ -45,7 +45,8 @@
 //! and the connection watchdog), [`changes`] (replication messages to documents) and
 //! [`chunks`] (running and reading backfill chunks); the pure parts they build on are
 //! [`backfill`] (chunk SQL), [`keys`] and [`order`] (resume keys), [`document`], [`spill`],
-//! [`state`] and [`visibility`].
+//! [`state`] and [`visibility`]. Which slot a session streams from, and from where (slot
+//! ownership, resume positions the server never reached), is decided in [`slot`].
 //!
 //! The replication connection is watched: every status update asks the walsender for a
 //! reply, and a connection that leaves replies unanswered for six status intervals is
@@ -58,6 +59,7 @@ mod chunks;
 pub mod document;
 pub mod keys;
 pub mod order;
+mod slot;
 pub mod slot_wait;
 pub mod spill;
 pub mod state;
@@ -223,12 +225,20 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// (`forget_visible_deliveries`): a chunk query sent before that may have an older
     /// snapshot that does not see them, so its rows are not used.
     forgotten_deliveries: u64,
-    /// When the bound tables were last checked to still be in the publication.
+    /// When the publication was last checked to still carry everything the capture reads
+    /// (see `check_publication`).
     publication_checked: Instant,
     server_version: i32,
     /// The server's WAL end as of the last XLogData, and where that message started.
     server_wal_end: Lsn,
     last_message_start: Lsn,
+    /// The furthest position the server has shown it has (its flush position at the start,
+    /// then every XLogData's and keepalive's WAL end): the slot is never confirmed beyond it,
+    /// whatever the state said.
+    server_flushed: Lsn,
+    /// The capture's task name, written into every watermark: what later proves that the
+    /// slot of this name is this capture's (see `start_without_cursor`).
+    owner: String,
     /// How often to send standby status updates (see [`STATUS_INTERVAL`]).
     status_interval: Duration,
     document: Vec<u8>,
@@ -279,6 +289,7 @@ where
     if !config.raw.advanced.skip_prerequisites {
         let mut problems = crate::validate::check_server(&client, &config).await?;
         problems.extend(crate::validate::check_tables(&client, &config, &wanted).await?);
+        problems.extend(crate::validate::check_publication_filters(&client, &config, &wanted).await?);
         if !problems.is_empty() {
             return Err(crate::validate::report(&problems));
         }
@@ -333,6 +344,9 @@ where
             patch_bindings.insert(key.clone(), Value::Null);
         }
     }
+    // A cursor in the state shows that this capture streamed from its slot before, even when
+    // every binding is new (all re-backfilled): see `start_without_cursor`.
+    let streamed_before = state.cursor.as_deref().is_some_and(|c| !c.is_empty());
     // With no binding carrying state, nothing in the stream is of value: start afresh.
     let mut cursor = if any_existing { state.cursor.clone() } else { None };
     if cursor.as_deref() == Some("") {
@@ -345,33 +359,21 @@ where
     let mut replication = ReplicationClient::connect(&config.connect_params()).await?;
     let server_version = replication.server_version_num();
     let slot = config.slot_name().to_string();
+    let owner = open.capture.name.as_str();
     let start = match &cursor {
-        None => {
-            // A new capture (or every binding re-backfilled): recreate the slot so that
-            // it starts now, without holding a snapshot while it waits for consistency.
-            match replication.drop_slot(&slot, false).await {
-                // Absent is the usual case; any other failure shows up when creating it.
-                Ok(()) | Err(PgError::SlotMissing { .. }) => {}
-                Err(PgError::SlotActive { .. }) => {
-                    return Err(Error::user(
-                        format!("replication slot {slot:?} is in use: another capture is already running against this database"),
-                        format!("stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?})"),
-                    ));
-                }
-                Err(err) => tracing::debug!(error = %err, "dropping the replication slot before recreating it failed"),
-            }
-            let consistent_point = create_slot(&mut replication, &client, &slot).await?;
-            tracing::info!(slot = %slot, lsn = %consistent_point, "created replication slot");
-            consistent_point
-        }
+        None => slot::start_without_cursor(&mut replication, &client, &config, owner, streamed_before).await?,
         Some(text) => {
             let lsn: Lsn = text.parse().map_err(|err: crate::lsn::ParseLsnError| {
                 Error::user(format!("the capture state's cursor is not an LSN: {err}"), "reset the capture's state")
             })?;
-            check_slot_for_resume(&client, &slot, lsn).await?;
+            slot::check_cursor_within_wal(&client, lsn).await?;
+            slot::check_slot_for_resume(&client, &config, lsn).await?;
             lsn
         }
     };
+    // What the server has written so far: the slot is never confirmed beyond what the server
+    // has sent (see `Session::send_status`). Every start position above is at most this.
+    let server_flushed = slot::server_wal_end(&client).await?.max(start);
     let protocol_version = if server_version >= 140_000 { 2 } else { 1 };
     let mut options: Vec<(&str, String)> = vec![
         ("proto_version", protocol_version.to_string()),
@@ -395,6 +397,7 @@ where
     })?;
 
     let source_tag = Some(config.raw.advanced.source_tag.clone()).filter(|t| !t.is_empty());
+    let publication_config = config.clone();
     let status_interval = status_interval(&client).await?;
     let backfill_client = crate::pg::connect_sql(&config.connect_params()).await?;
     configure_session(&backfill_client, &config).await?;
@@ -435,7 +438,9 @@ where
         publication_checked: Instant::now(),
         server_version: i32::try_from(server_version).unwrap_or(i32::MAX),
         server_wal_end: start,
+        server_flushed,
         last_message_start: start,
+        owner: owner.to_string(),
         status_interval,
         document: Vec::with_capacity(4096),
         row: EncodedRow::default(),
@@ -456,7 +461,23 @@ where
     let reader_task = tokio::spawn(read_input(reader, input_tx));
     let result = session.run(stream, input_rx, exit_when_idle).await;
     reader_task.abort();
-    result
+    result.map_err(|err| publication_stream_error(err, &publication_config))
+}
+
+/// pgoutput ends the stream with `publication "p" does not exist` when the publication was
+/// dropped (it checks when it next decodes a change): say so, and how to recover, instead of
+/// passing on a bare server error.
+fn publication_stream_error(err: Error, config: &Config) -> Error {
+    let Error::Pg(PgError::Server { code, message, .. }) = &err else { return err };
+    let expected = format!("publication {} does not exist", quote_identifier(config.publication_name()));
+    if code != "42704" || !message.starts_with(&expected) {
+        return err;
+    }
+    let gone = crate::validate::publication::PublicationShape::default();
+    match crate::validate::publication::running_problem(config, &gone) {
+        Some((message, hint)) => Error::user(message, hint),
+        None => err,
+    }
 }
 
 /// Reads acknowledgements from stdin for the whole session; anything else is an error.
@@ -514,45 +535,14 @@ async fn status_interval(client: &Client) -> Result<Duration, Error> {
     Ok(if third.is_zero() { STATUS_INTERVAL } else { third.min(STATUS_INTERVAL) }.max(Duration::from_millis(100)))
 }
 
-/// Refuse to resume from a slot that cannot deliver what follows the cursor.
-async fn check_slot_for_resume(client: &Client, slot: &str, cursor: Lsn) -> Result<(), Error> {
-    let row = client
-        .query_opt(
-            "SELECT confirmed_flush_lsn::text, wal_status::text, database FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(pg)?;
-    let hint = "the changes since the last checkpoint are lost: increment the backfill counter of every binding to re-backfill, which recreates the slot";
-    let Some(row) = row else {
-        return Err(Error::user(
-            format!("replication slot {slot:?} does not exist, but the capture has a resume position ({cursor})"),
-            hint,
-        ));
-    };
-    let wal_status: Option<String> = row.get(1);
-    if wal_status.as_deref() == Some("lost") {
-        return Err(Error::user(
-            format!("replication slot {slot:?} was invalidated by the server (wal_status = lost), usually because max_slot_wal_keep_size was exceeded"),
-            hint,
-        ));
-    }
-    let confirmed: Option<String> = row.get(0);
-    if let Some(confirmed) = confirmed.and_then(|c| c.parse::<Lsn>().ok()) {
-        if confirmed > cursor {
-            return Err(Error::user(
-                format!("replication slot {slot:?} has been confirmed up to {confirmed}, past the capture's resume position {cursor}: another consumer used the slot, or it was recreated"),
-                hint,
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Create the capture's slot, reporting while the server makes it wait for transactions
 /// that were running when it was requested (see [`slot_wait`]): first after
 /// [`SLOT_WAIT_FIRST_REPORT`], then every [`SLOT_WAIT_REPORT_EVERY`].
-async fn create_slot(replication: &mut ReplicationClient, client: &Client, slot: &str) -> Result<Lsn, Error> {
+pub(super) async fn create_slot(
+    replication: &mut ReplicationClient,
+    client: &Client,
+    slot: &str,
+) -> Result<Lsn, Error> {
     let requested = tokio::time::Instant::now();
     let create = replication.create_logical_slot(slot);
     tokio::pin!(create);
@@ -893,8 +883,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
     }
 
+    /// The position the slot may be confirmed to: acknowledged, and sent by the server.
+    fn confirmable(&self) -> Lsn {
+        self.acknowledged.min(self.server_flushed)
+    }
+
     async fn send_status(&mut self, stream: &mut ReplicationStream, reply: bool) -> Result<(), Error> {
-        let flushed = self.acknowledged;
+        let flushed = self.confirmable();
         stream.send_standby_status(flushed, flushed, flushed, reply).await?;
         self.last_status = Instant::now();
         if reply && self.reply_awaited_since.is_none() {
@@ -921,8 +916,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
             }
         }
-        // As often as the dead-connection limit: a minute by default.
-        if self.publication_checked.elapsed() >= dead_after {
+        // Every status interval: a publication change loses changes from the moment it
+        // commits, so the sooner the capture stops, the less there is to re-backfill. The
+        // catalog queries take a millisecond.
+        if self.publication_checked.elapsed() >= self.status_interval / 2 {
             self.publication_checked = Instant::now();
             let check = self.check_publication();
             // A stalled connection must not stall the dead-connection check itself.
@@ -990,11 +987,61 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         snapshot_of(&rows)
     }
 
+    /// Check the publication when a Relation message of a bound table suggests it changed,
+    /// before any change of the table is emitted: the message is sent again (the server
+    /// dropped what it knew of the table: a schema change, or any change of the publication,
+    /// which is announced no other way), or it carries fewer columns than the table has (a
+    /// column list; generated columns, which are never published, also count, at the price
+    /// of one extra check).
+    async fn check_publication_on_relation(
+        &self,
+        oid: u32,
+        binding: Option<usize>,
+        columns: usize,
+    ) -> Result<(), Error> {
+        let Some(binding) = binding else { return Ok(()) };
+        if !self.relations.contains_key(&oid) && columns >= self.bindings[binding].table.columns.len() {
+            return Ok(());
+        }
+        with_deadline(self.silence_limit(), "checking the publication", self.check_publication()).await?
+    }
+
+    /// Whether a TRUNCATE of the table of `binding` fails the capture: with
+    /// `advanced.fail_on_truncate`, unless the binding's backfill has not read anything yet
+    /// (after the re-backfill that the error asks for, the capture meets the same TRUNCATE
+    /// again while catching up, and the backfill that follows reads the table as it is now).
+    fn truncate_is_fatal(&self, binding: usize) -> bool {
+        let state = &self.bindings[binding].state;
+        let backfill_not_started = state.mode.is_backfilling() && state.scanned.is_none() && state.backfilled == 0;
+        self.config.raw.advanced.fail_on_truncate && !backfill_not_started
+    }
+
+    /// Fail if the publication no longer carries everything the capture needs: dropped,
+    /// narrowed to fewer actions, or (PostgreSQL 15+) filtering a bound table's columns or
+    /// rows (see [`crate::validate::publication`]). pgoutput applies such a change without a
+    /// word in the stream.
+    async fn check_publication_shape(&self) -> Result<(), Error> {
+        use crate::validate::publication::{running_problem, PublicationShape};
+        let tables: BTreeSet<(String, String)> = self
+            .bindings
+            .iter()
+            .filter(|b| !matches!(b.state.mode, TableMode::Ignore | TableMode::Missing))
+            .map(|b| (b.table.schema.clone(), b.table.name.clone()))
+            .collect();
+        let shape =
+            PublicationShape::load(&self.client, &self.config, self.server_version, &tables).await.map_err(pg)?;
+        match running_problem(&self.config, &shape) {
+            Some((message, hint)) => Err(Error::user(message, hint)),
+            None => Ok(()),
+        }
+    }
+
     /// Fail if a bound table has left the publication. pgoutput then simply stops sending
     /// its changes, with no message at all: without this check the capture would go on
     /// without them, silently. A table that no longer exists is left to the replication
     /// stream (a re-created table is captured again once it is published).
-    async fn check_publication(&mut self) -> Result<(), Error> {
+    async fn check_publication(&self) -> Result<(), Error> {
+        self.check_publication_shape().await?;
         let (schemas, names): (Vec<&str>, Vec<&str>) = self
             .bindings
             .iter()
@@ -1049,26 +1096,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Write a fresh watermark: its commit is the next fence.
     async fn write_watermark(&mut self) -> Result<(), Error> {
-        let watermark = new_watermark();
-        let table = format!(
-            "{}.{}",
-            quote_identifier(&self.config.watermarks_schema),
-            quote_identifier(&self.config.watermarks_table)
-        );
-        let sql = format!("INSERT INTO {table} (slot, watermark) VALUES ($1, $2) ON CONFLICT (slot) DO UPDATE SET watermark = excluded.watermark");
-        let slot = self.config.slot_name();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&slot, &watermark];
-        let write = self.client.execute(&sql, &params);
-        match self.sql_deadline("writing a watermark", write).await? {
-            Ok(_) => {}
-            Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-                return Err(Error::user(
-                    format!("writing a watermark to {table} failed: {}", PgError::from(err)),
-                    format!("GRANT INSERT, UPDATE ON {table} TO {};", quote_identifier(&self.config.raw.user)),
-                ));
-            }
-            Err(err) => return Err(pg(err)),
-        }
+        let watermark = slot::new_watermark(&self.owner);
+        let write = slot::upsert_watermark(&self.client, &self.config, &watermark);
+        self.sql_deadline("writing a watermark", write).await??;
         if failpoint::fires(Failpoint::AfterWatermark) {
             failpoint::exit(Failpoint::AfterWatermark);
         }
@@ -1193,7 +1223,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             stream,
             last_status: &mut self.last_status,
             interval: self.status_interval,
-            flushed: self.acknowledged,
+            flushed: self.acknowledged.min(self.server_flushed),
         };
         keepalive.during(self.emitter.checkpoint(&patch)).await?;
         if failpoint::fires(Failpoint::AfterCheckpoint) {
@@ -1212,7 +1242,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             stream,
             last_status: &mut self.last_status,
             interval: self.status_interval,
-            flushed: self.acknowledged,
+            flushed: self.acknowledged.min(self.server_flushed),
         };
         keepalive.during(self.emitter.captured(index, &self.document)).await?;
         self.documents_since_checkpoint += 1;
@@ -1278,6 +1308,17 @@ fn stalled_sql_error(what: &str, after: Duration) -> Error {
     )
 }
 
+/// A TRUNCATE of a bound table with `advanced.fail_on_truncate`.
+fn truncate_error(schema: &str, table: &str, at: Lsn) -> Error {
+    Error::user(
+        format!(
+            "table {} was truncated (at {at}), and advanced.fail_on_truncate is set: the rows captured before it would stay in the collection",
+            crate::validate::display_name(schema, table)
+        ),
+        "increment the binding's backfill counter to capture the table afresh (the capture then goes past the TRUNCATE; documents of rows it removed stay in the collection until its materializations are reset), or remove advanced.fail_on_truncate to only log a warning",
+    )
+}
+
 fn value_error(table: &str, err: value::ValueError) -> Error {
     Error::user(
         format!("a value of table {table:?} could not be encoded: {err}"),
@@ -1287,10 +1328,4 @@ fn value_error(table: &str, err: value::ValueError) -> Error {
 
 fn lsn_i64(lsn: Lsn) -> i64 {
     i64::try_from(lsn.0).unwrap_or(i64::MAX)
-}
-
-fn new_watermark() -> String {
-    use rand::Rng;
-    let bytes: [u8; 16] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

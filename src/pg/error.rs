@@ -283,7 +283,9 @@ impl PgError {
             (ErrorContext::Slot(slot), "55006") => {
                 return PgError::SlotActive { slot: slot.to_string(), message: error.message };
             }
-            (ErrorContext::Slot(slot), "42704") => {
+            // The same code reports any missing object: pgoutput raises it for a publication
+            // named in START_REPLICATION that does not exist (or was dropped while streaming).
+            (ErrorContext::Slot(slot), "42704") if error.message.starts_with("replication slot") => {
                 return PgError::SlotMissing { slot: slot.to_string() };
             }
             _ => {}
@@ -455,6 +457,12 @@ mod tests {
 
         let err = PgError::from_server(missing, ErrorContext::Query);
         assert!(matches!(err, PgError::Server { .. }));
+
+        // pgoutput's missing publication has the same SQLSTATE, on the slot's stream.
+        let publication = server_error("42704", "publication \"flow_publication\" does not exist");
+        let err = PgError::from_server(publication, ErrorContext::Slot("flow_slot"));
+        assert!(matches!(err, PgError::Server { .. }), "{err:?}");
+        assert!(err.to_string().starts_with("publication \"flow_publication\" does not exist"));
     }
 
     #[test]

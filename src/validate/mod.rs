@@ -36,10 +36,13 @@
 //!   watermarks table.
 //! - [`tables`]: per-table checks: existence, SELECT, publication membership, replica
 //!   identity, row-level security, UNLOGGED, partitioning, TOAST advice.
+//! - [`publication`]: what the publication lets through: its actions, and column lists and
+//!   row filters on the bound tables (PostgreSQL 15+).
 //! - [`objects`]: what `apply` and the capture create.
 
 pub mod objects;
 pub mod platform;
+pub mod publication;
 pub mod server;
 pub mod tables;
 
@@ -342,11 +345,24 @@ async fn check_all(
     let client = connect_for_checks(config).await?;
     let mut problems = check_server(&client, config).await?;
     problems.extend(check_tables(&client, config, tables).await?);
+    problems.extend(check_publication_filters(&client, config, tables).await?);
     problems.extend(check_meta_keys(&client, resources, bindings).await?);
     if problems.is_empty() {
         problems.extend(server::check_replication_connection(config).await);
     }
     Ok(problems)
+}
+
+/// Column lists and row filters of the publication on the bound tables (PostgreSQL 15+):
+/// with either, changes the capture needs never reach it.
+pub async fn check_publication_filters(
+    client: &Client,
+    config: &Config,
+    tables: &BTreeSet<(String, String)>,
+) -> Result<Vec<Problem>, Error> {
+    let ctx = Context::load(client, config).await?;
+    let shape = publication::PublicationShape::load(client, config, ctx.server_version, tables).await?;
+    Ok(publication::filter_problems(&ctx, config, &shape))
 }
 
 /// Collection keys that name a column `_meta`, `_meta_`, ... the way the Go connector (and

@@ -203,6 +203,9 @@ impl ServerFacts {
 pub async fn check_server(client: &Client, config: &Config) -> Result<Vec<Problem>, Error> {
     let ctx = Context::load(client, config).await?;
     let facts = ServerFacts::load(client, config, &ctx).await?;
+    for advice in server_advice(config, &facts) {
+        tracing::warn!(advice = %advice, "capture advice");
+    }
     Ok(server_problems(&ctx, config, &facts))
 }
 
@@ -295,6 +298,14 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
             ],
         )),
         Some(_) => {}
+        // As in the Go connector: the flag leaves the slot to the user, so it must exist.
+        None if !config.creates_replication_slot() => problems.push(ctx.problem(
+            format!("replication slot {slot:?} does not exist and the 'no_create_replication_slot' feature flag is set"),
+            vec![(
+                Step::Slot,
+                format!("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput');", crate::pg::quote_literal(slot)),
+            )],
+        )),
         None if facts.slot_count >= facts.max_replication_slots => {
             let wanted = i64::from(facts.slot_count) + 1;
             problems.push(ctx.problem(
@@ -352,16 +363,14 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
         )),
         Some(found) => {
             if !(found.insert && found.update && found.delete) {
-                let mut actions = vec!["insert", "update", "delete"];
-                if found.truncate {
-                    actions.push("truncate");
-                }
                 problems.push(ctx.problem(
                     format!("publication {publication:?} does not publish every insert, update and delete"),
-                    vec![(
-                        Step::AlterPublication,
-                        format!("ALTER PUBLICATION {quoted_publication} SET (publish = '{}');", actions.join(", ")),
-                    )],
+                    vec![(Step::AlterPublication, super::publication::publish_all_sql(publication))],
+                ));
+            } else if !found.truncate && config.raw.advanced.fail_on_truncate {
+                problems.push(ctx.problem(
+                    format!("publication {publication:?} does not publish TRUNCATE, so advanced.fail_on_truncate cannot notice one"),
+                    vec![(Step::AlterPublication, super::publication::publish_all_sql(publication))],
                 ));
             }
             if config.raw.advanced.capture_as_partitions && found.via_root {
@@ -375,6 +384,20 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
 
     problems.extend(watermarks_problems(ctx, config, facts));
     problems
+}
+
+/// Advice that does not stop the capture: a publication without TRUNCATE hides truncates
+/// even from the warning the capture logs for each one.
+pub fn server_advice(config: &Config, facts: &ServerFacts) -> Vec<String> {
+    let publication = config.publication_name();
+    match &facts.publication {
+        Some(found) if !found.truncate && !config.raw.advanced.fail_on_truncate => vec![format!(
+            "publication {publication:?} does not publish TRUNCATE: a truncated table's rows stay in the collection and nothing is logged. \
+             To be warned (or, with advanced.fail_on_truncate, stopped), run: {}",
+            super::publication::publish_all_sql(publication)
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// The watermarks table must be writable and published; the capture creates it (and adds
@@ -663,6 +686,24 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_slot_is_a_problem_only_when_the_user_manages_slots() {
+        let ctx = context(Platform::SelfHosted);
+        assert!(server_problems(&ctx, &config(), &ready()).is_empty());
+        let mut cfg = config();
+        cfg.raw.advanced.feature_flags = "no_create_replication_slot".into();
+        let problems = server_problems(&ctx, &cfg, &ready());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(
+            problems[0].message,
+            "replication slot \"flow_slot\" does not exist and the 'no_create_replication_slot' feature flag is set"
+        );
+        assert!(problems[0]
+            .fixes
+            .iter()
+            .any(|f| f.sql == "SELECT pg_catalog.pg_create_logical_replication_slot('flow_slot', 'pgoutput');"));
+    }
+
+    #[test]
     fn full_slots_and_senders_ask_for_one_more() {
         let facts =
             ServerFacts { slot_count: 4, max_replication_slots: 4, wal_sender_count: 4, max_wal_senders: 4, ..ready() };
@@ -709,6 +750,16 @@ mod tests {
             script[1],
             "ALTER PUBLICATION \"flow_publication\" SET (publish = 'insert, update, delete, truncate');"
         );
+        let no_truncate = PublicationFacts { truncate: false, ..ready().publication.unwrap() };
+        let facts = ServerFacts { publication: Some(no_truncate), ..ready() };
+        assert!(server_problems(&ctx, &config(), &facts).is_empty());
+        assert_eq!(server_advice(&config(), &facts).len(), 1);
+        let mut strict = config();
+        strict.raw.advanced.fail_on_truncate = true;
+        let problems = server_problems(&ctx, &strict, &facts);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("does not publish TRUNCATE"), "{}", problems[0].message);
+        assert!(server_advice(&strict, &facts).is_empty());
         let mut cfg = config();
         cfg.raw.advanced.capture_as_partitions = true;
         let problems = server_problems(&ctx, &cfg, &ready());

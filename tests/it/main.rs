@@ -15,6 +15,7 @@ mod faults_common;
 mod harness;
 mod names;
 mod pg_connect;
+mod publication_slot;
 mod transcript;
 mod types;
 mod validate;

@@ -1,0 +1,362 @@
+//! Which replication slot a session streams from, and from where: the checks that keep a
+//! capture from destroying a slot that is not its own, or from trusting a position the
+//! server never had.
+//!
+//! **Without a resume position** (a new capture, or every binding re-backfilled) the
+//! capture starts at the server's current position. By default it manages its slot (the Go
+//! connector's `create_replication_slot` flag): it creates one, replacing an existing slot
+//! of the configured name only when that slot is provably its own:
+//!
+//! ```text
+//!   slot of that name?  no ──► record ownership, create it
+//!        │ yes
+//!        ├─ physical, another database or another output plugin ──► refuse (never ours)
+//!        ├─ in use ──► refuse (another capture is running)
+//!        ├─ the watermarks table's row of the slot names this capture ──► drop, recreate
+//!        ├─ it names another capture ──► refuse
+//!        ├─ nothing recorded, but the state had a cursor ──► drop, recreate
+//!        └─ nothing recorded, empty state ──► refuse (a user's or unknown slot)
+//! ```
+//!
+//! The proof: every watermark this connector writes is `<random hex>:<capture task name>`,
+//! upserted into the watermarks table's row keyed by the slot name, and the first one is
+//! written *before* the slot is created. So a slot this connector created always has a row
+//! naming the capture that created it (until another capture with the same slot name and
+//! watermarks table overwrites it, in which case the slot is indeed that capture's now).
+//! A slot without such a row (a user's, another tool's, or one from the Go connector or an
+//! older version) is replaced only when the state has a cursor, i.e. this capture streamed
+//! from a slot of this name before: that is the documented "backfill every binding" way to
+//! recover from an invalidated slot, and it must keep working for captures that switched
+//! from the Go connector. With an empty state nothing shows whose the slot is, so it is
+//! left alone and the error says how to proceed.
+//!
+//! With `no_create_replication_slot` the slot belongs to the user, as in the Go connector:
+//! it must exist (validation says so too), it is never dropped or created, and the capture
+//! starts from the server's current position.
+//!
+//! **With a resume position** the position must lie within the server's WAL (a state
+//! written against another server, or one restored from a backup, would otherwise make the
+//! stream wait for WAL that never comes, and confirm the slot to a position the server has
+//! not reached), and the slot must exist, be usable, and not be confirmed past it.
+
+use tokio_postgres::Client;
+
+use super::pg;
+use crate::config::Config;
+use crate::error::Error;
+use crate::lsn::Lsn;
+use crate::pg::replication::ReplicationClient;
+use crate::pg::{quote_identifier, quote_literal, PgError};
+
+/// The slot of the configured name, as `pg_replication_slots` shows it.
+#[derive(Debug, Clone)]
+struct SlotRow {
+    slot_type: String,
+    plugin: Option<String>,
+    database: Option<String>,
+    active: bool,
+    wal_status: Option<String>,
+    confirmed_flush: Option<Lsn>,
+}
+
+async fn load_slot(client: &Client, slot: &str) -> Result<Option<SlotRow>, Error> {
+    let row = client
+        .query_opt(
+            "SELECT slot_type::text, plugin::text, database::text, active, wal_status::text, confirmed_flush_lsn::text
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(row.map(|row| SlotRow {
+        slot_type: row.get(0),
+        plugin: row.get(1),
+        database: row.get(2),
+        active: row.get(3),
+        wal_status: row.get(4),
+        confirmed_flush: row.get::<_, Option<String>>(5).and_then(|text| text.parse().ok()),
+    }))
+}
+
+/// `SELECT pg_catalog.pg_drop_replication_slot('slot');`
+fn drop_sql(slot: &str) -> String {
+    format!("SELECT pg_catalog.pg_drop_replication_slot({});", quote_literal(slot))
+}
+
+/// A slot this capture can never use: physical, of another database, or another plugin.
+fn refuse_foreign(slot: &str, found: &SlotRow, database: &str) -> Result<(), Error> {
+    let why = if found.slot_type != "logical" {
+        format!("replication slot {slot:?} is a {} slot, but the capture needs a logical one", found.slot_type)
+    } else if found.database.as_deref() != Some(database) {
+        format!(
+            "replication slot {slot:?} belongs to database {:?}, but this capture reads database {database:?}",
+            found.database.as_deref().unwrap_or_default()
+        )
+    } else if found.plugin.as_deref() != Some("pgoutput") {
+        format!(
+            "replication slot {slot:?} uses the output plugin {:?}, but the capture needs \"pgoutput\"",
+            found.plugin.as_deref().unwrap_or_default()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::user(
+        format!("{why}: it is not this capture's, and is left alone"),
+        format!(
+            "give this capture its own slot with advanced.slotName (currently {slot:?}); drop the existing slot only if nothing uses it: {}",
+            drop_sql(slot)
+        ),
+    ))
+}
+
+/// Who the watermarks table says the slot belongs to.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner {
+    /// A watermark of this capture.
+    This,
+    /// A watermark of another capture, by task name.
+    Other(String),
+    /// No row, or a watermark that names no capture (the Go connector's, or an older one).
+    Unknown,
+}
+
+/// A watermark: random, so each fence is recognised, and naming the capture that wrote it.
+pub(super) fn new_watermark(owner: &str) -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{random}:{owner}")
+}
+
+/// The owner a watermark names, if it names one.
+fn owner_of(watermark: &str) -> Option<&str> {
+    let (random, owner) = watermark.split_once(':')?;
+    (random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit())).then_some(owner)
+}
+
+fn watermarks_table(config: &Config) -> String {
+    format!("{}.{}", quote_identifier(&config.watermarks_schema), quote_identifier(&config.watermarks_table))
+}
+
+async fn slot_owner(client: &Client, config: &Config, owner: &str) -> Result<Owner, Error> {
+    let sql = format!("SELECT watermark FROM {} WHERE slot = $1", watermarks_table(config));
+    let row = client.query_opt(&sql, &[&config.slot_name()]).await.map_err(pg)?;
+    let watermark: Option<String> = row.and_then(|row| row.get(0));
+    Ok(match watermark.as_deref().and_then(owner_of) {
+        Some(found) if found == owner => Owner::This,
+        Some(found) => Owner::Other(found.to_string()),
+        None => Owner::Unknown,
+    })
+}
+
+/// Upsert `watermark` into the watermarks table's row of the slot.
+pub(super) async fn upsert_watermark(client: &Client, config: &Config, watermark: &str) -> Result<(), Error> {
+    let table = watermarks_table(config);
+    let sql = format!("INSERT INTO {table} (slot, watermark) VALUES ($1, $2) ON CONFLICT (slot) DO UPDATE SET watermark = excluded.watermark");
+    match client.execute(&sql, &[&config.slot_name(), &watermark]).await {
+        Ok(_) => Ok(()),
+        Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => Err(Error::user(
+            format!("writing a watermark to {table} failed: {}", PgError::from(err)),
+            format!("GRANT INSERT, UPDATE ON {table} TO {};", quote_identifier(&config.raw.user)),
+        )),
+        Err(err) => Err(pg(err)),
+    }
+}
+
+/// The server's current WAL position as the walsender sees it: the flush position, or on a
+/// standby the replay position.
+pub(super) async fn server_wal_end(client: &Client) -> Result<Lsn, Error> {
+    let row = client
+        .query_one(
+            "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()
+                     ELSE pg_catalog.pg_current_wal_flush_lsn() END)::text",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let text: Option<String> = row.get(0);
+    text.as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|err| Error::Internal(format!("the server's WAL position {text:?}: {err}")))
+}
+
+/// The start position of a capture without a resume position, with its slot ready (see the
+/// module docs). `streamed_before`: the state had a cursor.
+pub(super) async fn start_without_cursor(
+    replication: &mut ReplicationClient,
+    client: &Client,
+    config: &Config,
+    owner: &str,
+    streamed_before: bool,
+) -> Result<Lsn, Error> {
+    let slot = config.slot_name();
+    let database: String = client.query_one("SELECT current_database()::text", &[]).await.map_err(pg)?.get(0);
+    let found = load_slot(client, slot).await?;
+    if let Some(found) = &found {
+        refuse_foreign(slot, found, &database)?;
+    }
+    if !config.creates_replication_slot() {
+        // The Go connector's meaning: the user manages the slot; use it as it is.
+        let Some(found) = found else {
+            return Err(Error::user(
+                format!("replication slot {slot:?} does not exist and the 'no_create_replication_slot' feature flag is set"),
+                format!(
+                    "create it: SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput'); or remove no_create_replication_slot from advanced.feature_flags to let the capture create it",
+                    quote_literal(slot)
+                ),
+            ));
+        };
+        if found.wal_status.as_deref() == Some("lost") {
+            return Err(Error::user(
+                format!("replication slot {slot:?} was invalidated by the server (wal_status = lost), and the 'no_create_replication_slot' feature flag is set"),
+                format!(
+                    "drop and create it again: {} SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput');",
+                    drop_sql(slot),
+                    quote_literal(slot)
+                ),
+            ));
+        }
+        let start = server_wal_end(client).await?;
+        tracing::info!(slot = %slot, lsn = %start, "starting from the current position with the existing slot (no_create_replication_slot)");
+        return Ok(start);
+    }
+    if let Some(found) = &found {
+        if found.active {
+            return Err(slot_in_use(slot));
+        }
+        match slot_owner(client, config, owner).await? {
+            Owner::This => {}
+            Owner::Unknown if streamed_before => {}
+            Owner::Other(other) => {
+                return Err(Error::user(
+                    format!(
+                        "replication slot {slot:?} belongs to capture {other:?} (its last watermark in {} names it), not to this capture {owner:?}: it is left alone",
+                        watermarks_table(config)
+                    ),
+                    format!(
+                        "give this capture its own slot with advanced.slotName (currently {slot:?}); drop the other capture's slot only if that capture is deleted: {}",
+                        drop_sql(slot)
+                    ),
+                ));
+            }
+            Owner::Unknown => {
+                return Err(Error::user(
+                    format!(
+                        "replication slot {slot:?} already exists, and nothing shows that this capture created it: it may be another capture's or a user's, so it is left alone"
+                    ),
+                    format!(
+                        "give this capture its own slot with advanced.slotName (currently {slot:?}); or, if nothing uses the slot, drop it: {}; or, to capture from this slot as it is, add no_create_replication_slot to advanced.feature_flags",
+                        drop_sql(slot)
+                    ),
+                ));
+            }
+        }
+        // Recreate it so that it starts now, without the WAL the old one retained.
+        match replication.drop_slot(slot, false).await {
+            Ok(()) | Err(PgError::SlotMissing { .. }) => {}
+            Err(PgError::SlotActive { .. }) => return Err(slot_in_use(slot)),
+            Err(err) => return Err(Error::Pg(err)),
+        }
+        tracing::info!(slot = %slot, "dropped this capture's earlier replication slot to start afresh");
+    }
+    // Ownership is on record before the slot exists, so that a crash right after creating
+    // it still leaves a slot this capture recognises.
+    upsert_watermark(client, config, &new_watermark(owner)).await?;
+    let consistent_point = super::create_slot(replication, client, slot).await?;
+    tracing::info!(slot = %slot, lsn = %consistent_point, "created replication slot");
+    Ok(consistent_point)
+}
+
+fn slot_in_use(slot: &str) -> Error {
+    Error::user(
+        format!("replication slot {slot:?} is in use: another capture is already running against this database"),
+        format!("stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?})"),
+    )
+}
+
+/// Refuse a resume position beyond the server's WAL: the server has never written it, so the
+/// stream would wait for it (while a status update would confirm the slot to it, past WAL
+/// the slot must keep).
+pub(super) async fn check_cursor_within_wal(client: &Client, cursor: Lsn) -> Result<(), Error> {
+    let end = server_wal_end(client).await?;
+    if cursor > end {
+        return Err(Error::user(
+            format!(
+                "the capture state's resume position {cursor} is beyond the end of the server's WAL ({end}): the state was not written against this server (another server, or this one restored from a backup or rebuilt)"
+            ),
+            "the capture cannot resume from it: increment the backfill counter of every binding to re-backfill, which starts from the server's current position",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse to resume from a slot that cannot deliver what follows the cursor.
+pub(super) async fn check_slot_for_resume(client: &Client, config: &Config, cursor: Lsn) -> Result<(), Error> {
+    let slot = config.slot_name();
+    let hint = "the changes since the last checkpoint are lost: increment the backfill counter of every binding to re-backfill, which recreates the slot";
+    let Some(found) = load_slot(client, slot).await? else {
+        return Err(Error::user(
+            format!("replication slot {slot:?} does not exist, but the capture has a resume position ({cursor})"),
+            hint,
+        ));
+    };
+    let database: String = client.query_one("SELECT current_database()::text", &[]).await.map_err(pg)?.get(0);
+    refuse_foreign(slot, &found, &database)?;
+    if found.wal_status.as_deref() == Some("lost") {
+        return Err(Error::user(
+            format!("replication slot {slot:?} was invalidated by the server (wal_status = lost), usually because max_slot_wal_keep_size was exceeded"),
+            hint,
+        ));
+    }
+    if let Some(confirmed) = found.confirmed_flush {
+        if confirmed > cursor {
+            return Err(Error::user(
+                format!("replication slot {slot:?} has been confirmed up to {confirmed}, past the capture's resume position {cursor}: another consumer used the slot, or it was recreated"),
+                hint,
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watermarks_name_their_capture() {
+        let watermark = new_watermark("acmeCo/source-postgres");
+        assert_eq!(owner_of(&watermark), Some("acmeCo/source-postgres"));
+        assert_ne!(new_watermark("a"), new_watermark("a"));
+        assert_eq!(owner_of(&new_watermark("")), Some(""));
+        // Watermarks of the Go connector (a UUID) and of older versions (hex) name nobody.
+        assert_eq!(owner_of("3f2b8a4e-58c4-4b8e-9a3c-2b7f1d0e6c11"), None);
+        assert_eq!(owner_of("0123456789abcdef0123456789abcdef"), None);
+        assert_eq!(owner_of("not hex at all:someone"), None);
+    }
+
+    #[test]
+    fn foreign_slots_are_refused_with_the_reason() {
+        let ours = SlotRow {
+            slot_type: "logical".into(),
+            plugin: Some("pgoutput".into()),
+            database: Some("shop".into()),
+            active: false,
+            wal_status: None,
+            confirmed_flush: None,
+        };
+        assert!(refuse_foreign("s", &ours, "shop").is_ok());
+        let other_db = refuse_foreign("s", &ours, "sales").unwrap_err().to_string();
+        assert!(
+            other_db.contains("belongs to database \"shop\", but this capture reads database \"sales\""),
+            "{other_db}"
+        );
+        let wal2json = SlotRow { plugin: Some("wal2json".into()), ..ours.clone() };
+        let err = refuse_foreign("s", &wal2json, "shop").unwrap_err();
+        assert!(err.to_string().contains("uses the output plugin \"wal2json\""), "{err}");
+        assert!(err.hint().unwrap().contains("SELECT pg_catalog.pg_drop_replication_slot('s');"));
+        let physical = SlotRow { slot_type: "physical".into(), plugin: None, database: None, ..ours };
+        assert!(refuse_foreign("s", &physical, "shop").unwrap_err().to_string().contains("is a physical slot"));
+    }
+}
