@@ -12,6 +12,7 @@ mod discovery;
 mod driver;
 mod faults_common;
 mod harness;
+mod keyless_backfill;
 mod pg_connect;
 mod transcript;
 mod types;
