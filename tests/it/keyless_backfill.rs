@@ -464,3 +464,57 @@ async fn a_rewrite_between_sessions_restarts_the_keyless_backfill() {
         "a completed backfill keeps no file identity"
     );
 }
+
+/// Each window reads only its own pages: a keyless backfill reads every row about once,
+/// however many windows the table has. PostgreSQL 13 has no TID range scan, so a
+/// `ctid > $1 AND ctid <= $2` window was a sequential scan of the whole table there, every
+/// row read once per window (quadratic); it is a TID scan now (run this on 13 with
+/// `TEST_PG_BINDIR`). The server's own counter of rows read by sequential and TID range
+/// scans tells.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_backfill_reads_each_row_about_once() {
+    let db = TestDb::create("keyless_backfill_reads_once").await;
+    let rows = 20_000;
+    keyless_table(&db, "t", rows).await;
+    let admin = db.superuser_client().await;
+    let read = || async {
+        // A fresh look at the statistics, not this transaction's cached snapshot of them.
+        admin.batch_execute("SELECT pg_stat_clear_snapshot()").await.expect("clear the statistics snapshot");
+        let row = admin
+            .query_one("SELECT seq_tup_read FROM pg_stat_user_tables WHERE relid = 'test.t'::regclass", &[])
+            .await
+            .expect("read the table's statistics");
+        row.get::<_, i64>(0)
+    };
+    let before = read().await;
+    let mut collections = Collections::new();
+    capture_to_the_end(&config(&db, Some(100)), vec![keyless_binding("t")], &mut collections, Duration::from_secs(300))
+        .await;
+    assert_captured(&db, &collections, "t").await;
+    // The connector's sessions report their statistics as they end (PostgreSQL 13 and 14
+    // through the statistics collector, a moment later).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sessions: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'estuary_flow'",
+                &[],
+            )
+            .await
+            .expect("list sessions")
+            .get(0);
+        if sessions == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the connector's sessions are still open 30 s after it exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let windows = collections.checkpoints;
+    let read_rows = read().await - before;
+    eprintln!("{rows} rows, {windows} checkpoints: {read_rows} rows read by sequential or TID range scans");
+    assert!(
+        read_rows <= 2 * rows,
+        "the backfill of {rows} rows read {read_rows} rows: windows scan more than their own pages"
+    );
+}
