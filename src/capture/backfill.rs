@@ -4,9 +4,15 @@
 //! `SELECT .. FROM t WHERE (k1, k2) > ($1, $2) ORDER BY k1, k2 LIMIT n`, where the resume
 //! values are cast back to each key column's own type so that PostgreSQL, with its own
 //! operators and collations, does every comparison; this code never has to agree with the
-//! database about ordering. Keyless tables are read by CTID page ranges (a TID range scan),
-//! counting pages over every leaf partition so that partitioned roots of any depth are
-//! covered. Every column is selected as `::text`: the binary form of `text` is its UTF-8
+//! database about ordering. Keyless tables are read by windows of CTID pages: a TID range
+//! scan from PostgreSQL 14 on; PostgreSQL 13 has no TID range scan (a range condition on
+//! `ctid` is a sequential scan of the whole table, for every window), so there the window
+//! is a list of every possible TID of its pages (`ctid = ANY(..)`, a TID scan), capped at
+//! the relation's size. The same window applies to every leaf partition. A keyless
+//! backfill ends only when the next window would start past the relation's size, measured
+//! in the chunk's own transaction after its rows were read ([`RELATION_SQL`]); the same
+//! query names the relation's files, so that a rewrite (VACUUM FULL, CLUSTER, ...), which
+//! moves every row to another CTID, is noticed. Every column is selected as `::text`: the binary form of `text` is its UTF-8
 //! bytes, so rows stream in PostgreSQL's pinned text output — the same input the
 //! replication path gives the shared value encoder.
 //!
@@ -20,8 +26,29 @@ use crate::pg::quote_identifier;
 pub enum ChunkPlan {
     /// Keyset page: rows after `after` (None: from the start), at most `limit`.
     Keyed { after: Option<Vec<Option<String>>>, limit: i64 },
-    /// CTID page range `(after_block, 0) < ctid <= (until_block, 0)`.
+    /// Every row on pages `after_block..until_block` (`(after_block, 0) < ctid <= (until_block, 0)`).
     Keyless { after_block: u64, until_block: u64 },
+}
+
+/// How a keyless window is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeylessScan {
+    /// `ctid > $1 AND ctid <= $2`: a TID range scan (PostgreSQL 14 and later).
+    TidRange,
+    /// `ctid = ANY(<every TID of the window's pages>)`: a TID scan, for PostgreSQL 13,
+    /// which has no TID range scan.
+    TidList,
+}
+
+impl KeylessScan {
+    /// The form a server of this `server_version_num` reads efficiently.
+    pub fn for_server(server_version_num: i32) -> KeylessScan {
+        if server_version_num >= 140_000 {
+            KeylessScan::TidRange
+        } else {
+            KeylessScan::TidList
+        }
+    }
 }
 
 /// The columns a backfill emits: all but generated ones (which logical replication does
@@ -30,8 +57,8 @@ pub fn emitted_columns(table: &DiscoveredTable) -> Vec<usize> {
     (0..table.columns.len()).filter(|i| !table.columns[*i].generated).collect()
 }
 
-/// SQL of one chunk. Parameters: resume key values as text (keyed) or the two TIDs as
-/// text (keyless). `key_types` are `format_type` names of the key columns.
+/// SQL of one chunk. Parameters: resume key values as text (keyed), or [`keyless_params`].
+/// `key_types` are `format_type` names of the key columns.
 pub fn chunk_sql(
     table: &DiscoveredTable,
     key_columns: &[String],
@@ -39,6 +66,7 @@ pub fn chunk_sql(
     collate_c: &[bool],
     plan: &ChunkPlan,
     filter: Option<&str>,
+    scan: KeylessScan,
 ) -> String {
     // Precise backfills order text keys bytewise, as the capture compares them.
     // Key references are qualified with the table's alias: a bare name in ORDER BY would
@@ -70,9 +98,10 @@ pub fn chunk_sql(
                 conditions.push(format!("({}) > ({})", columns.join(", "), values.join(", ")));
             }
         }
-        ChunkPlan::Keyless { .. } => {
-            conditions.push("src.ctid > $1::text::tid AND src.ctid <= $2::text::tid".to_string())
-        }
+        ChunkPlan::Keyless { .. } => conditions.push(match scan {
+            KeylessScan::TidRange => "src.ctid > $1::text::tid AND src.ctid <= $2::text::tid".to_string(),
+            KeylessScan::TidList => TID_LIST_CONDITION.to_string(),
+        }),
     }
     if let Some(filter) = filter {
         conditions.push(format!("({filter})"));
@@ -87,6 +116,47 @@ pub fn chunk_sql(
     }
     sql
 }
+
+/// The parameters of a keyless chunk's SQL (all text): the window's bounds, and for
+/// [`KeylessScan::TidList`] the table's OID.
+pub fn keyless_params(plan: &ChunkPlan, scan: KeylessScan, table_oid: u32) -> Vec<Option<String>> {
+    let ChunkPlan::Keyless { after_block, until_block } = plan else { return Vec::new() };
+    match scan {
+        KeylessScan::TidRange => vec![Some(format!("({after_block},0)")), Some(format!("({until_block},0)"))],
+        KeylessScan::TidList => {
+            vec![Some(after_block.to_string()), Some(until_block.to_string()), Some(table_oid.to_string())]
+        }
+    }
+}
+
+/// The keyless window as a TID scan (`$1`, `$2`: first page and the page past the window;
+/// `$3`: the table's OID). The planner turns `ctid = ANY(<array>)` into a TID scan when the
+/// array does not depend on the row, which a sub-select (an init plan, evaluated once) does
+/// not. The array holds every TID the window's pages can hold: offsets 1 to
+/// MaxHeapTuplesPerPage (291 with 8 kB pages, derived from `block_size`), on the window's
+/// pages up to the relation's current size (so that the last window, or a small table,
+/// costs no more than its pages). TIDs are built as text from a page part and an offset
+/// part, each formatted once per page or offset: the concatenation and the `tid` input
+/// function are then the whole cost, about a third of formatting both numbers per TID.
+///
+/// Capping at the size read during the query is safe: the query's locks keep VACUUM from
+/// truncating the relation, and every row its snapshot sees was written before that
+/// snapshot was taken, so on a page that existed then.
+const TID_LIST_CONDITION: &str = "src.ctid = ANY (ARRAY(
+        SELECT (page.prefix || item.suffix)::tid
+        FROM unnest(ARRAY(
+                SELECT '(' || p || ','
+                FROM pg_catalog.generate_series($1::text::bigint, LEAST($2::text::bigint, (
+                    SELECT COALESCE(max(pg_catalog.pg_relation_size(l.relid)), 0)::bigint
+                           / current_setting('block_size')::bigint
+                    FROM (SELECT t.relid FROM pg_catalog.pg_partition_tree($3::text::oid::regclass) t WHERE t.isleaf
+                          UNION ALL
+                          SELECT $3::text::oid::regclass
+                          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree($3::text::oid::regclass))) l
+                )) - 1) AS p)) AS page(prefix),
+             unnest(ARRAY(
+                SELECT o || ')'
+                FROM pg_catalog.generate_series(1, (current_setting('block_size')::int - 24) / 28) AS o)) AS item(suffix)))";
 
 /// A column as PostgreSQL text. A `::text` cast is the type's output function for every
 /// type but the few with their own cast to text; the value encoder normalizes bool, char(n)
@@ -122,34 +192,63 @@ pub const COLUMN_TYPES_BATCH_SQL: &str = "
 pub const TABLE_ROWS_ESTIMATE_BATCH_SQL: &str = "
     SELECT r.oid,
            (SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::bigint
-            FROM pg_catalog.pg_partition_tree(r.oid::regclass) t
-            JOIN pg_catalog.pg_class c ON c.oid = t.relid)
+            FROM (SELECT t.relid FROM pg_catalog.pg_partition_tree(r.oid::regclass) t WHERE t.isleaf
+                  UNION ALL
+                  SELECT r.oid::regclass
+                  WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree(r.oid::regclass))) l
+            JOIN pg_catalog.pg_class c ON c.oid = l.relid)
     FROM unnest($1::oid[]) AS r(oid)";
 
-/// Largest page number over the table and all its partitions (any depth), and the leaf count.
-pub const TABLE_PAGES_SQL: &str = "
-    SELECT COALESCE(max(pg_catalog.pg_relation_size(t.relid) / current_setting('block_size')::bigint), 0)::bigint,
-           count(*) FILTER (WHERE t.isleaf)::bigint
-    FROM pg_catalog.pg_partition_tree($1::oid::regclass) t";
+/// How many heap relations hold a table's rows: its leaf partitions (any depth), or 1 for a
+/// table that is not partitioned (for which `pg_partition_tree` lists nothing at all).
+pub const TABLE_LEAVES_SQL: &str = "
+    SELECT count(*)::bigint
+    FROM (SELECT t.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) t WHERE t.isleaf
+          UNION ALL
+          SELECT $1::oid::regclass
+          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree($1::oid::regclass))) l";
 
-/// The planner's estimate of a table's rows, over all partitions (for progress reports).
+/// The planner's estimate of a table's rows, over all leaf partitions (for progress
+/// reports). A table never analyzed counts as empty.
 pub const TABLE_ROWS_ESTIMATE_SQL: &str = "
     SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::bigint
-    FROM pg_catalog.pg_partition_tree($1::oid::regclass) t
-    JOIN pg_catalog.pg_class c ON c.oid = t.relid";
+    FROM (SELECT t.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) t WHERE t.isleaf
+          UNION ALL
+          SELECT $1::oid::regclass
+          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree($1::oid::regclass))) l
+    JOIN pg_catalog.pg_class c ON c.oid = l.relid";
+
+/// The relation a keyless chunk just read (`$1`: the table's OID, as text): its size in
+/// pages (the largest leaf's) and the identity of its files, each leaf's `oid:filenode`.
+/// It runs in the chunk's transaction, after the chunk's query: the locks that query took
+/// are held until the transaction ends, so no rewrite can have happened in between, and
+/// both describe exactly the files the chunk read.
+pub const RELATION_SQL: &str = "
+    SELECT COALESCE(max(pg_catalog.pg_relation_size(l.relid)), 0)::bigint / current_setting('block_size')::bigint,
+           COALESCE(string_agg(l.relid::oid::text || ':' || COALESCE(pg_catalog.pg_relation_filenode(l.relid)::text, '-'),
+                               ',' ORDER BY l.relid::oid), '')
+    FROM (SELECT t.relid FROM pg_catalog.pg_partition_tree($1::text::oid::regclass) t WHERE t.isleaf
+          UNION ALL
+          SELECT $1::text::oid::regclass
+          WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree($1::text::oid::regclass))) l";
+
+/// The identity kept in the state for [`RELATION_SQL`]'s file list: the list itself while
+/// short (one leaf, or a few), else a digest of it.
+pub fn relation_identity(files: &str) -> String {
+    use sha2::Digest as _;
+    if files.len() <= 64 {
+        return files.to_string();
+    }
+    let digest = sha2::Sha256::digest(files.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
 
 /// Pages per keyless chunk: the Go connector's heuristic of ~100 rows per page, spread
 /// over the partitions (each chunk reads the same page window of every partition).
 pub fn pages_per_chunk(chunk_size: i64, partitions: i64) -> u64 {
     let rows_per_page = 100 * partitions.max(1);
     u64::try_from(chunk_size / rows_per_page).unwrap_or(0) + 1
-}
-
-/// The page beyond which a keyless backfill is complete: 5% headroom over the current
-/// size, since rows written meanwhile arrive through replication anyway.
-pub fn keyless_end_page(max_page: i64) -> u64 {
-    let pages = u64::try_from(max_page.max(0)).unwrap_or(0);
-    pages + pages / 20 + 1
 }
 
 /// Parse a keyless resume position `"(block,offset)"`.
@@ -197,6 +296,7 @@ mod tests {
             &[false],
             &ChunkPlan::Keyed { after: None, limit: 10 },
             None,
+            KeylessScan::TidRange,
         );
         assert_eq!(
             first,
@@ -209,6 +309,7 @@ mod tests {
             &[false],
             &ChunkPlan::Keyed { after: Some(vec![Some("5".into())]), limit: 10 },
             Some("id % 2 = 0"),
+            KeylessScan::TidRange,
         );
         assert_eq!(
             next,
@@ -225,21 +326,35 @@ mod tests {
             &[true, false],
             &ChunkPlan::Keyed { after: Some(vec![Some("a".into()), Some("1".into())]), limit: 2 },
             None,
+            KeylessScan::TidRange,
         );
         assert!(sql.ends_with(r#"WHERE (src."Data" COLLATE "C", src."id") > (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) ORDER BY src."Data" COLLATE "C", src."id" LIMIT 2"#), "{sql}");
     }
 
     #[test]
     fn keyless_chunks_use_tid_ranges() {
-        let sql = chunk_sql(&table(), &[], &[], &[], &ChunkPlan::Keyless { after_block: 0, until_block: 5 }, None);
+        let plan = ChunkPlan::Keyless { after_block: 0, until_block: 5 };
+        let sql = chunk_sql(&table(), &[], &[], &[], &plan, None, KeylessScan::TidRange);
         assert_eq!(
             sql,
             r#"SELECT "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE src.ctid > $1::text::tid AND src.ctid <= $2::text::tid"#
         );
+        assert_eq!(keyless_params(&plan, KeylessScan::TidRange, 7), [Some("(0,0)".into()), Some("(5,0)".into())]);
+        let listed = chunk_sql(&table(), &[], &[], &[], &plan, Some("true"), KeylessScan::TidList);
+        assert!(listed.contains("WHERE src.ctid = ANY (ARRAY("), "{listed}");
+        assert!(listed.ends_with(" AND (true)"), "{listed}");
+        assert_eq!(
+            keyless_params(&plan, KeylessScan::TidList, 7),
+            [Some("0".into()), Some("5".into()), Some("7".into())]
+        );
+        assert_eq!(KeylessScan::for_server(130_023), KeylessScan::TidList);
+        assert_eq!(KeylessScan::for_server(140_000), KeylessScan::TidRange);
         assert_eq!(parse_ctid("(12,0)"), Some((12, 0)));
         assert_eq!(parse_ctid("12,0"), None);
         assert_eq!(pages_per_chunk(50_000, 1), 501);
         assert_eq!(pages_per_chunk(1, 3), 1);
-        assert_eq!(keyless_end_page(100), 106);
+        assert_eq!(relation_identity("16384:16390"), "16384:16390");
+        let long = relation_identity(&"16384:16390,".repeat(10));
+        assert!(long.starts_with("sha256:") && long.len() == 39, "{long}");
     }
 }

@@ -107,7 +107,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             })
             .map(|b| b.table.oid)
             .collect();
-        if need_estimate.len() > 1 {
+        if !need_estimate.is_empty() {
             let rows = self
                 .sql_deadline(
                     "estimating table sizes",
@@ -164,16 +164,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if binding.keyless_pages.is_none() {
                 let row = with_deadline(
                     limit,
-                    "counting a table's pages",
-                    self.client.query_one(backfill::TABLE_PAGES_SQL, &[&binding.table.oid]),
+                    "counting a table's partitions",
+                    self.client.query_one(backfill::TABLE_LEAVES_SQL, &[&binding.table.oid]),
                 )
                 .await?
                 .map_err(pg)?;
-                let (max_page, partitions): (i64, i64) = (row.get(0), row.get(1));
-                binding.keyless_pages = Some((
-                    backfill::keyless_end_page(max_page),
-                    backfill::pages_per_chunk(self.config.chunk_size, partitions),
-                ));
+                binding.keyless_pages = Some(backfill::pages_per_chunk(self.config.chunk_size, row.get(0)));
             }
         } else if binding.key_types.is_none() {
             let rows = with_deadline(
@@ -204,7 +200,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let binding = &self.bindings[index];
         let keyless = binding.state.mode == TableMode::KeylessBackfill;
         let (plan, params): (backfill::ChunkPlan, Vec<Option<String>>) = if keyless {
-            let default_pages = binding.keyless_pages.map_or(1, |(_, pages)| pages);
+            let default_pages = binding.keyless_pages.unwrap_or(1);
             let per_chunk = binding.chunk_limit.and_then(|l| u64::try_from(l).ok()).unwrap_or(default_pages).max(1);
             let after = match binding.state.scanned.as_deref() {
                 Some(scanned) => {
@@ -218,11 +214,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
                 None => 0,
             };
-            let until = after + per_chunk;
-            (
-                backfill::ChunkPlan::Keyless { after_block: after, until_block: until },
-                vec![Some(format!("({after},0)")), Some(format!("({until},0)"))],
-            )
+            let plan = backfill::ChunkPlan::Keyless { after_block: after, until_block: after + per_chunk };
+            let params = backfill::keyless_params(&plan, self.keyless_scan(), binding.table.oid);
+            (plan, params)
         } else {
             let after = match binding.state.scanned.as_deref() {
                 Some(scanned) => {
@@ -270,9 +264,28 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             (Some(orders), TableMode::Backfill) => orders.iter().map(|o| *o == order::KeyOrder::Text).collect(),
             _ => vec![false; binding.key_columns.len()],
         };
-        let sql =
-            backfill::chunk_sql(&binding.table, &binding.key_columns, &key_types, &collate_c, &plan, filter.as_deref());
+        let sql = backfill::chunk_sql(
+            &binding.table,
+            &binding.key_columns,
+            &key_types,
+            &collate_c,
+            &plan,
+            filter.as_deref(),
+            self.keyless_scan(),
+        );
         Ok((plan, sql, params))
+    }
+
+    /// How this server reads a keyless window efficiently.
+    fn keyless_scan(&self) -> backfill::KeylessScan {
+        backfill::KeylessScan::for_server(self.server_version)
+    }
+
+    /// The table whose files a chunk query of binding `index` reports after its rows
+    /// (keyless backfills only: their resume position is a location in those files).
+    fn relation_to_check(&self, index: usize) -> Option<u32> {
+        let binding = &self.bindings[index];
+        (binding.state.mode == TableMode::KeylessBackfill).then_some(binding.table.oid)
     }
 
     /// Start the next chunk's query on the backfill connection, to run while the stream
@@ -290,7 +303,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.prepare_backfill(index).await?;
         let (plan, sql, params) = self.chunk_query(index)?;
         let client = self.backfill_client.clone();
-        let query = tokio::spawn(async move { run_chunk_query(&client, &sql, &params).await });
+        let relation = self.relation_to_check(index);
+        let query = tokio::spawn(async move { run_chunk_query(&client, &sql, &params, relation).await });
         Ok(Some(PrefetchedChunk { index, plan, forgotten_deliveries: self.forgotten_deliveries, query }))
     }
 
@@ -329,6 +343,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
         let started = Instant::now();
         let client = self.backfill_client.clone();
+        let relation = self.relation_to_check(index);
         let mut status_timer = tokio::time::interval(self.status_interval);
         status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         status_timer.tick().await;
@@ -336,7 +351,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut prefetched = prefetched;
         // Whether a wait for delivered commits to become visible was reported.
         let mut warned = false;
-        let row_stream = loop {
+        let (row_stream, relation_files) = loop {
             let attempt = prefetched.take();
             let result = {
                 let query = async {
@@ -344,7 +359,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         Some(prefetched) => prefetched.query.await.map_err(|err| {
                             Error::Internal(format!("the prefetched backfill query failed to run: {err}"))
                         }),
-                        None => Ok(run_chunk_query(&client, &sql, &params).await),
+                        None => Ok(run_chunk_query(&client, &sql, &params, relation).await),
                     }
                 };
                 tokio::pin!(query);
@@ -369,7 +384,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // delivered for a backfilling table (see the `visibility` module).
             let snapshot = Snapshot::parse(&chunk.snapshot)
                 .map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
-            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break chunk.rows };
+            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break (chunk.rows, chunk.relation) };
             drop(chunk);
             tracing::debug!(xid = unseen, snapshot = %snapshot, "a delivered commit is not visible to the backfill query yet: waiting");
             // Wait with a cheap snapshot query, not by repeating the chunk query: a
@@ -519,8 +534,63 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             ),
             _ => None,
         };
+        // A keyless chunk's rows are followed by the size and files of the relation it read.
+        let relation: Option<(u64, String)> = match relation_files {
+            None => None,
+            Some(files) => {
+                tokio::pin!(files);
+                let rows = loop {
+                    tokio::select! {
+                        rows = &mut files => break rows,
+                        _ = status_timer.tick() => {
+                            let flushed = self.acknowledged;
+                            stream.send_standby_status(flushed, flushed, flushed, false).await?;
+                        }
+                    }
+                };
+                let table = &self.bindings[index].table;
+                let rows = rows.map_err(|err| backfill_error(table, err))?;
+                let row = rows.first().ok_or_else(|| Error::Internal("the relation query returned no row".into()))?;
+                let pages: i64 = row.try_get(0).map_err(|err| backfill_error(table, err))?;
+                let files: String = row.try_get(1).map_err(|err| backfill_error(table, err))?;
+                Some((u64::try_from(pages).unwrap_or(0), files))
+            }
+        };
         let binding = &mut self.bindings[index];
         binding.state.backfilled += rows;
+        let mut keyless_identity = None;
+        if let backfill::ChunkPlan::Keyless { .. } = &plan {
+            let Some((_, files)) = &relation else {
+                return Err(Error::Internal("a keyless chunk did not report its relation".into()));
+            };
+            let identity = backfill::relation_identity(files);
+            // The resume position is a location in the files the previous chunks read. A
+            // rewrite (VACUUM FULL, CLUSTER, TRUNCATE, a table-rewriting ALTER TABLE) moved
+            // every row elsewhere, so positions before it mean nothing now: what this chunk
+            // read and what the next would read are no longer "the rest of the table". The
+            // only way to capture every row is to start over, as a new backfill of the table
+            // would (offsets from 0, the Go connector's locations for a new backfill).
+            let rewritten = binding.state.scanned.is_some()
+                && binding.state.keyless_relation().is_some_and(|recorded| recorded != identity);
+            if rewritten {
+                tracing::warn!(
+                    table = %format!("{}.{}", binding.table.schema, binding.table.name),
+                    rows_emitted = binding.state.backfilled,
+                    previous_files = binding.state.keyless_relation().unwrap_or_default(),
+                    files = %identity,
+                    "table \"{}.{}\" was rewritten during its keyless backfill (VACUUM FULL, CLUSTER, TRUNCATE or a table-rewriting ALTER TABLE), which moves every row to a new location: its backfill restarts from the beginning. The {} rows it already emitted are emitted again: documents of a keyless table are keyed by their position in the backfill (/_meta/source/loc), so in a collection reduced by its key the repeats replace the earlier documents, while the collection's history holds both",
+                    binding.table.schema,
+                    binding.table.name,
+                    binding.state.backfilled,
+                );
+                binding.state.scanned = None;
+                binding.state.backfilled = 0;
+                binding.state.set_keyless_relation(Some(identity));
+                self.changed_bindings.insert(index);
+                return Ok(());
+            }
+            keyless_identity = Some(identity);
+        }
         let elapsed = started.elapsed();
         if timed_out {
             let limit = match &plan {
@@ -533,7 +603,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // the timeout.
             if elapsed < timeout / 4 {
                 let ceiling = if binding.state.mode == TableMode::KeylessBackfill {
-                    binding.keyless_pages.map_or(1, |p| i64::try_from(p.1).unwrap_or(1))
+                    binding.keyless_pages.map_or(1, |p| i64::try_from(p).unwrap_or(1))
                 } else {
                     self.config.chunk_size
                 };
@@ -543,16 +613,25 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let done = !timed_out
             && match &plan {
                 backfill::ChunkPlan::Keyed { limit, .. } => i64::try_from(rows).unwrap_or(i64::MAX) < *limit,
+                // Done only once the next window would start past the relation's end, as
+                // measured after this chunk's rows were read: every row this chunk's snapshot
+                // sees lies on a page that existed then, and later rows arrive through
+                // replication.
                 backfill::ChunkPlan::Keyless { until_block, .. } => {
-                    *until_block >= binding.keyless_pages.map_or(0, |p| p.0)
+                    relation.as_ref().is_some_and(|(pages, _)| *until_block >= *pages)
                 }
             };
         if done {
+            // A completed backfill has no position left to check the files against.
+            binding.state.set_keyless_relation(None);
             binding.state.mode = TableMode::Active;
             binding.state.scanned = None;
             binding.scanned_key = None;
             tracing::info!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows = binding.state.backfilled, "backfill completed");
         } else {
+            if keyless_identity.is_some() {
+                binding.state.set_keyless_relation(keyless_identity);
+            }
             binding.state.scanned = Some(match &plan {
                 backfill::ChunkPlan::Keyless { until_block, .. } => {
                     use base64::Engine as _;
@@ -636,11 +715,18 @@ fn key_element(ty: Option<&PgType>, text: Option<&str>) -> keys::Element {
 }
 
 /// A chunk query's answer: the snapshot its rows were read with (`pg_current_snapshot()`'s
-/// text), and the rows.
+/// text), the rows, and for a keyless chunk the answer of [`backfill::RELATION_SQL`],
+/// which comes after the rows.
 pub(super) struct ChunkRows {
     snapshot: String,
     rows: tokio_postgres::RowStream,
+    relation: Option<RelationAnswer>,
 }
+
+/// The pending answer of a chunk's [`backfill::RELATION_SQL`] query.
+type RelationAnswer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>> + Send>,
+>;
 
 /// Opens the transaction of a chunk query and reads its snapshot, which the query that
 /// follows in the same `REPEATABLE READ` transaction then uses.
@@ -652,11 +738,14 @@ const CHUNK_SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ON
 /// one round trip, and the commit, queued behind the rows, ends the transaction as soon as
 /// they are sent. The query's parameters are all text (the SQL casts them to each key
 /// column's type), so it is parsed, bound and executed without a separate prepare round
-/// trip: with many small tables, round trips are most of a chunk's cost.
+/// trip: with many small tables, round trips are most of a chunk's cost. With `relation`
+/// (keyless chunks), [`backfill::RELATION_SQL`] goes between the query and the commit,
+/// still in the same round trip, so that it describes the files the query read.
 async fn run_chunk_query(
-    client: &Client,
+    client: &std::sync::Arc<Client>,
     sql: &str,
     params: &[Option<String>],
+    relation: Option<u32>,
 ) -> Result<ChunkRows, tokio_postgres::Error> {
     use std::future::Future;
     use std::task::Poll;
@@ -664,10 +753,26 @@ async fn run_chunk_query(
     // in the same call, so nothing can come between them.
     let snapshot = client.simple_query(CHUNK_SNAPSHOT_SQL);
     let rows = client.query_typed_raw(sql, params.iter().map(|p| (p.as_deref(), tokio_postgres::types::Type::TEXT)));
+    // Owned (its answer is read after the rows, once this function has returned), so it
+    // holds its own handle on the client.
+    let mut relation: Option<RelationAnswer> = relation.map(|oid| {
+        let client = std::sync::Arc::clone(client);
+        let answer: RelationAnswer = Box::pin(async move {
+            use futures::TryStreamExt;
+            let oid = oid.to_string();
+            let rows = client
+                .query_typed_raw(backfill::RELATION_SQL, [(Some(oid.as_str()), tokio_postgres::types::Type::TEXT)])
+                .await?;
+            rows.try_collect().await
+        });
+        answer
+    });
     let commit = client.batch_execute("COMMIT");
     tokio::pin!(snapshot, rows, commit);
     let mut snapshot_result = None;
     let mut rows_result = None;
+    let mut relation_sent = false;
+    let mut relation_early = None;
     let mut commit_sent = false;
     let answers = std::future::poll_fn(|cx| {
         if snapshot_result.is_none() {
@@ -678,6 +783,16 @@ async fn run_chunk_query(
         if rows_result.is_none() {
             if let Poll::Ready(result) = rows.as_mut().poll(cx) {
                 rows_result = Some(result);
+            }
+        }
+        if !relation_sent {
+            // Its first poll sends it; its answer follows the rows, so only a failure to send
+            // can complete it here (a completed future may not be polled again).
+            relation_sent = true;
+            if let Some(answer) = relation.as_mut() {
+                if let Poll::Ready(result) = answer.as_mut().poll(cx) {
+                    relation_early = Some(result);
+                }
             }
         }
         if !commit_sent {
@@ -698,7 +813,10 @@ async fn run_chunk_query(
     let (snapshot, rows) = answers;
     let snapshot = snapshot?;
     let rows = rows?;
-    Ok(ChunkRows { snapshot: first_text(&snapshot).unwrap_or_default(), rows })
+    if let Some(result) = relation_early {
+        relation = Some(Box::pin(std::future::ready(result)));
+    }
+    Ok(ChunkRows { snapshot: first_text(&snapshot).unwrap_or_default(), rows, relation })
 }
 
 /// Whether a query named a column that does not exist (SQLSTATE 42703): the table changed

@@ -128,7 +128,8 @@ struct Binding {
     keyed_by_location: bool,
     /// Backfill query details, prepared on first use.
     key_types: Option<Vec<String>>,
-    keyless_pages: Option<(u64, u64)>,
+    /// Pages per keyless chunk (the Go connector's heuristic, from the leaf count).
+    keyless_pages: Option<u64>,
     /// How each key column orders, when all can be compared exactly (precise backfills).
     key_orders: Option<Vec<order::KeyOrder>>,
     /// The precise backfill's resume key, as comparable values.
@@ -784,6 +785,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut prefetched: Option<PrefetchedChunk> = None;
         loop {
             if let Some(index) = self.next_backfill() {
+                // The size estimates first, so that even the first report has them.
+                self.prepare_backfills().await?;
                 self.report_backfill_status(false);
                 self.backfill_round(index, prefetched.take(), &mut stream).await?;
                 self.write_watermark().await?;

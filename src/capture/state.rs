@@ -42,6 +42,9 @@ impl TableMode {
     }
 }
 
+/// The `metadata` field naming the files of a keyless backfill's relation.
+const KEYLESS_RELATION: &str = "keyless_relation";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BindingState {
     pub mode: TableMode,
@@ -59,6 +62,31 @@ pub struct BindingState {
 impl BindingState {
     pub fn pending() -> Self {
         BindingState { mode: TableMode::Pending, key_columns: None, scanned: None, metadata: None, backfilled: 0 }
+    }
+
+    /// The files a keyless backfill's resume position refers to (see
+    /// [`crate::capture::backfill::RELATION_SQL`]), kept in `metadata`, which the Go
+    /// connector's PostgreSQL capture neither uses nor drops.
+    pub fn keyless_relation(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get(KEYLESS_RELATION)?.as_str()
+    }
+
+    /// Record (or with `None`, forget) [`BindingState::keyless_relation`]. Forgetting one
+    /// that was recorded leaves `metadata` as an explicit null, so that the next checkpoint
+    /// clears it from the merged state too.
+    pub fn set_keyless_relation(&mut self, relation: Option<String>) {
+        match relation {
+            Some(relation) => {
+                let mut metadata = match self.metadata.take() {
+                    Some(Value::Object(map)) => map,
+                    _ => serde_json::Map::new(),
+                };
+                metadata.insert(KEYLESS_RELATION.to_string(), Value::String(relation));
+                self.metadata = Some(Value::Object(metadata));
+            }
+            None if self.keyless_relation().is_some() => self.metadata = Some(Value::Null),
+            None => {}
+        }
     }
 
     /// This state as a merge-patch value: absent optional fields become explicit nulls so
@@ -146,6 +174,21 @@ mod tests {
         assert_eq!(state.bindings["test%2Fother"].mode, TableMode::Active);
         assert!(CaptureState::parse(&json!({"cursor": 5})).is_err());
         assert_eq!(CaptureState::parse(&Value::Null).unwrap(), CaptureState::default());
+    }
+
+    #[test]
+    fn keyless_relation_is_kept_in_metadata_and_cleared_by_the_patch() {
+        let mut state = BindingState::pending();
+        state.set_keyless_relation(None);
+        assert_eq!(state.metadata, None);
+        state.set_keyless_relation(Some("16384:16390".into()));
+        assert_eq!(state.keyless_relation(), Some("16384:16390"));
+        let mut merged = json!({"k": state.to_patch()});
+        assert_eq!(merged["k"]["metadata"], json!({"keyless_relation": "16384:16390"}));
+        state.set_keyless_relation(None);
+        assert_eq!(state.keyless_relation(), None);
+        merge_patch(&mut merged, &json!({"k": state.to_patch()}));
+        assert_eq!(merged["k"].get("metadata"), None);
     }
 
     #[test]

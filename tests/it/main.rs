@@ -13,6 +13,7 @@ mod discovery;
 mod driver;
 mod faults_common;
 mod harness;
+mod keyless_backfill;
 mod names;
 mod pg_connect;
 mod publication_slot;
