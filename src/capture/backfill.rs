@@ -75,7 +75,9 @@ pub fn chunk_sql(
         }
     }
     if let Some(filter) = filter {
-        conditions.push(format!("({filter})"));
+        // The newline ends a `--` comment that closes the filter (it is checked to be one
+        // expression when the configuration is read: config/backfill_filter.rs).
+        conditions.push(format!("({filter}\n)"));
     }
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
@@ -212,7 +214,8 @@ mod tests {
         );
         assert_eq!(
             next,
-            r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE (src."id") > (CAST($1::text AS integer)) AND (id % 2 = 0) ORDER BY src."id" LIMIT 10"#
+            r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE (src."id") > (CAST($1::text AS integer)) AND (id % 2 = 0
+) ORDER BY src."id" LIMIT 10"#
         );
     }
 
