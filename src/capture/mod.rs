@@ -339,6 +339,8 @@ where
         cursor = None;
     }
 
+    check_backfill_keys(&bindings, &config)?;
+
     emitter.opened().await.map_err(Error::Output)?;
 
     // Replication: slot and start position.
@@ -589,7 +591,7 @@ async fn create_slot(replication: &mut ReplicationClient, client: &Client, slot:
 
 /// Key columns for backfill order and key-change detection: the resource's legacy
 /// override, else the collection key when it names top-level columns, else the table's key.
-fn choose_key_columns(
+pub(crate) fn choose_key_columns(
     resource: &ResourceConfig,
     collection_key: &[String],
     table: &DiscoveredTable,
@@ -607,6 +609,63 @@ fn choose_key_columns(
         Some(columns) if !columns.is_empty() => columns,
         _ => table.key.clone(),
     }
+}
+
+/// Why a keyed backfill of `table` cannot page by `key_columns`, if it cannot: a column
+/// that may hold NULL, or one the table does not have. Chunks are read with
+/// `WHERE (k1, k2) > (..) ORDER BY k1, k2`, and a row-value comparison is never true for a
+/// row whose key has a NULL part: such rows would be skipped, and the backfill would end at
+/// the first chunk that ends on one (every later row compares as NULL). Several rows can
+/// also share a NULL key, even under a unique index, and keyset paging needs unique keys,
+/// so NULL keys cannot be paged correctly at all: the key must be NOT NULL. The table's own
+/// key never gets here (discovery keys tables only by NOT NULL columns); a `primary_key`
+/// override or a collection key chosen by the user can.
+pub(crate) fn unusable_backfill_key(table: &DiscoveredTable, key_columns: &[String]) -> Option<String> {
+    let name = format!("{}.{}", table.schema, table.name);
+    for column in key_columns {
+        match table.column(column) {
+            None => {
+                return Some(format!(
+                    "backfill key column {column:?} of table {name:?} does not exist (the binding's primary_key or collection key names it)"
+                ))
+            }
+            Some(c) if c.nullable => {
+                return Some(format!(
+                    "backfill key column {column:?} of table {name:?} is nullable, and a backfill in key order cannot page through NULL keys (rows would be missed)"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// How to fix [`unusable_backfill_key`].
+pub(crate) const UNUSABLE_KEY_HINT: &str = "declare the column NOT NULL (ALTER TABLE ... ALTER COLUMN ... SET NOT NULL), or key the binding by NOT NULL columns (its primary_key override or its collection key), or set the binding's mode to \"Without Primary Key\"";
+
+/// Refuse to start or continue a keyed backfill whose key columns may hold NULL (see
+/// [`unusable_backfill_key`]). Bindings whose backfill is done or skipped are not checked:
+/// streaming does not page by the key.
+fn check_backfill_keys(bindings: &[Binding], config: &Config) -> Result<(), Error> {
+    for binding in bindings {
+        let table = &binding.table;
+        let key_columns = match binding.state.mode {
+            TableMode::Backfill | TableMode::UnfilteredBackfill => {
+                binding.state.key_columns.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| binding.key_columns.clone())
+            }
+            TableMode::Pending
+                if binding.resource.mode != BackfillMode::OnlyChanges
+                    && !config.skips_backfill(&table.schema, &table.name) =>
+            {
+                binding.key_columns.clone()
+            }
+            _ => continue,
+        };
+        if let Some(problem) = unusable_backfill_key(table, &key_columns) {
+            return Err(Error::user(problem, UNUSABLE_KEY_HINT));
+        }
+    }
+    Ok(())
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {

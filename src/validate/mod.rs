@@ -36,8 +36,10 @@
 //!   watermarks table.
 //! - [`tables`]: per-table checks: existence, SELECT, publication membership, replica
 //!   identity, row-level security, UNLOGGED, partitioning, TOAST advice.
+//! - [`keys`]: backfill keys: a keyed backfill pages by NOT NULL columns that exist.
 //! - [`objects`]: what `apply` and the capture create.
 
+pub mod keys;
 pub mod objects;
 pub mod platform;
 pub mod server;
@@ -325,7 +327,7 @@ pub async fn validate(request: &Validate) -> Result<Vec<ValidatedBinding>, Error
     if !config.raw.advanced.skip_prerequisites {
         let tables: BTreeSet<(String, String)> =
             resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
-        problems.extend(with_deadline("validation", check_all(&config, &tables)).await?);
+        problems.extend(with_deadline("validation", check_all(&config, &tables, &resources, &request.bindings)).await?);
     }
     if !problems.is_empty() {
         return Err(report(&problems));
@@ -333,10 +335,16 @@ pub async fn validate(request: &Validate) -> Result<Vec<ValidatedBinding>, Error
     Ok(resources.iter().map(|r| ValidatedBinding { resource_path: r.resource_path() }).collect())
 }
 
-async fn check_all(config: &Config, tables: &BTreeSet<(String, String)>) -> Result<Vec<Problem>, Error> {
+async fn check_all(
+    config: &Config,
+    tables: &BTreeSet<(String, String)>,
+    resources: &[ResourceConfig],
+    bindings: &[crate::protocol::ValidateBinding],
+) -> Result<Vec<Problem>, Error> {
     let client = connect_for_checks(config).await?;
     let mut problems = check_server(&client, config).await?;
     problems.extend(check_tables(&client, config, tables).await?);
+    problems.extend(keys::check_backfill_keys(&client, config, resources, bindings).await?);
     if problems.is_empty() {
         problems.extend(server::check_replication_connection(config).await);
     }
