@@ -103,17 +103,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 )
                 .await?
                 .map_err(pg)?;
-            let mut types: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
+            let mut types: BTreeMap<u32, BTreeMap<String, (String, String)>> = BTreeMap::new();
             for row in &rows {
-                types.entry(row.get(0)).or_default().insert(row.get(1), row.get(2));
+                types.entry(row.get(0)).or_default().insert(row.get(1), (row.get(2), row.get(3)));
             }
             for binding in self.bindings.iter_mut().filter(|b| b.state.mode.is_backfilling() && b.key_types.is_none()) {
                 // A table missing here (dropped since) or a missing key column is left for
                 // `prepare_backfill`, which reports it.
                 let Some(columns) = types.get(&binding.table.oid) else { continue };
-                let key_types: Option<Vec<String>> =
+                let key_types: Option<Vec<(String, String)>> =
                     binding.key_columns.iter().map(|c| columns.get(c).cloned()).collect();
-                binding.key_types = key_types;
+                binding.key_signature = key_types.as_ref().map(|t| t.iter().map(|(_, s)| s.clone()).collect());
+                binding.key_types = key_types.map(|t| t.into_iter().map(|(name, _)| name).collect());
             }
         }
         Ok(())
@@ -156,7 +157,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             )
             .await?
             .map_err(pg)?;
-            let types: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let types: BTreeMap<String, (String, String)> =
+                rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
             let mut key_types = Vec::new();
             for column in &binding.key_columns {
                 key_types.push(types.get(column).cloned().ok_or_else(|| {
@@ -166,7 +168,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     )
                 })?);
             }
-            binding.key_types = Some(key_types);
+            binding.key_signature = Some(key_types.iter().map(|(_, signature)| signature.clone()).collect());
+            binding.key_types = Some(key_types.into_iter().map(|(name, _)| name).collect());
         }
         Ok(())
     }
@@ -518,6 +521,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     *until_block >= binding.keyless_pages.map_or(0, |p| p.0)
                 }
             };
+        // The order this chunk was read in, which its resume key is only valid in (checked
+        // against the catalog once the round's chunks are read: `Session::check_key_types`).
+        binding.state.key_types = if done { None } else { binding.key_signature.clone() };
         if done {
             binding.state.mode = TableMode::Active;
             binding.state.scanned = None;

@@ -44,8 +44,9 @@
 //! The session's code is in three files: this one (setup, the main loop, fences, checkpoints
 //! and the connection watchdog), [`changes`] (replication messages to documents) and
 //! [`chunks`] (running and reading backfill chunks); the pure parts they build on are
-//! [`backfill`] (chunk SQL), [`keys`] and [`order`] (resume keys), [`document`], [`spill`],
-//! [`state`] and [`visibility`].
+//! [`backfill`] (chunk SQL), [`keys`] and [`order`] (resume keys), [`retype`] (key columns
+//! whose type changes under a backfill), [`document`], [`spill`], [`state`] and
+//! [`visibility`].
 //!
 //! The replication connection is watched: every status update asks the walsender for a
 //! reply, and a connection that leaves replies unanswered for six status intervals is
@@ -58,6 +59,7 @@ mod chunks;
 pub mod document;
 pub mod keys;
 pub mod order;
+pub mod retype;
 pub mod slot_wait;
 pub mod spill;
 pub mod state;
@@ -126,6 +128,8 @@ struct Binding {
     keyed_by_location: bool,
     /// Backfill query details, prepared on first use.
     key_types: Option<Vec<String>>,
+    /// The key columns' order signatures, read with `key_types` (see [`retype`]).
+    key_signature: Option<Vec<String>>,
     keyless_pages: Option<(u64, u64)>,
     /// How each key column orders, when all can be compared exactly (precise backfills).
     key_orders: Option<Vec<order::KeyOrder>>,
@@ -321,6 +325,7 @@ where
             key_columns,
             keyed_by_location,
             key_types: None,
+            key_signature: None,
             keyless_pages: None,
             key_orders: None,
             scanned_key: None,
@@ -449,6 +454,7 @@ where
         rows_this_session: 0,
         last_progress_report: None,
     };
+    session.check_resume_key_types().await?;
     session.activate_pending();
     // The first checkpoint records the reconciled bindings (removed ones as null) and the
     // start position.
@@ -650,9 +656,12 @@ fn check_backfill_keys(bindings: &[Binding], config: &Config) -> Result<(), Erro
     for binding in bindings {
         let table = &binding.table;
         let key_columns = match binding.state.mode {
-            TableMode::Backfill | TableMode::UnfilteredBackfill => {
-                binding.state.key_columns.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| binding.key_columns.clone())
-            }
+            TableMode::Backfill | TableMode::UnfilteredBackfill => binding
+                .state
+                .key_columns
+                .clone()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| binding.key_columns.clone()),
             TableMode::Pending
                 if binding.resource.mode != BackfillMode::OnlyChanges
                     && !config.skips_backfill(&table.schema, &table.name) =>
@@ -712,6 +721,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     scanned: None,
                     metadata: None,
                     backfilled: 0,
+                    key_types: None,
                 };
                 tracing::info!(table = %table_name, mode = ?mode, observable = true, "backfill triggered");
                 self.changed_bindings.insert(index);
@@ -814,6 +824,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
             }
         }
+        // Before the round's resume keys are checkpointed: were they read in the key order
+        // the chunks were planned with?
+        self.check_key_types(&read).await?;
         if read.len() > 1 {
             tracing::debug!(
                 tables = read.len(),
