@@ -803,7 +803,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // wait for a round trip. Its snapshot still follows the previous fence; if the
             // round ends instead, it is dropped, never carried past the fence.
             let next = next_in_round(&self.bindings, &read, index).filter(|_| read.len() + 1 < MAX_TABLES_PER_FENCE);
-            self.backfill_chunk(index, current, next, stream).await?;
+            if let Err(err) = self.backfill_chunk(index, current, next, stream).await {
+                // A key column retyped under the backfill fails the chunk query when no
+                // operator compares its new type with the resume key's old one: that restarts
+                // the table's backfill (`check_key_types`, below), it does not fail the capture.
+                if !self.key_types_changed(index).await? {
+                    return Err(err);
+                }
+                if let Some(unused) = self.speculative.take() {
+                    unused.query.abort();
+                    let _ = unused.query.await;
+                }
+            }
             let speculative = self.speculative.take();
             read.insert(index);
             let next = next_in_round(&self.bindings, &read, index);

@@ -186,6 +186,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(current)
     }
 
+    /// Whether the key columns of binding `index` no longer have the types its chunks are
+    /// planned with.
+    pub(super) async fn key_types_changed(&self, index: usize) -> Result<bool, Error> {
+        let binding = &self.bindings[index];
+        let Some(expected) = &binding.key_signature else { return Ok(false) };
+        let current = self.current_key_types(&[(index, binding.key_columns.clone())]).await?;
+        Ok(current.get(&index).is_some_and(|(_, signatures)| signatures != expected))
+    }
+
     /// When the capture opens: restart every resumed keyed backfill whose key order changed
     /// since its resume key was read (see the module docs). Runs before `activate_pending`,
     /// which starts the restarted ones afresh.
