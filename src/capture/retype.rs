@@ -17,9 +17,12 @@
 //!   (by the Go connector or an earlier version) are judged by their resume key's tuple:
 //!   an integer element under what is now a text column (or the reverse) restarts;
 //! - while a capture runs, the signatures of the tables read in a backfill round are read
-//!   again after the round's chunks, before their resume keys are checkpointed, and a
-//!   change restarts (or, if it keeps the order, continues) the table's backfill in the
-//!   same way, with the table's columns discovered again.
+//!   again after the round's chunks, before their resume keys are checkpointed, and any
+//!   change restarts the table's backfill, with the table's columns discovered again: the
+//!   ALTER rewrote the table, and a chunk read with a snapshot older than the rewrite sees
+//!   it empty (see `Session::check_key_types`), so even an order-preserving change cannot
+//!   be trusted to have left the chunk complete. A chunk query that fails because of the
+//!   new type (no operator compares it with the resume key's old one) is one of these.
 //!
 //! The pure rules are [`order_preserved`] and [`element_fits`].
 
@@ -245,7 +248,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             };
             match change {
                 Some(change) => {
-                    restart_backfill(binding, &change);
+                    restart_backfill(binding, &change, REORDERED);
                     self.changed_bindings.insert(index);
                 }
                 None => {
@@ -259,9 +262,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// After a backfill round: the key columns of the tables it read must still have the
     /// types the chunks were planned with, or their resume keys may be wrong (see the
-    /// module docs). A change that keeps the key order continues; any other restarts the
-    /// table's backfill. Either way the table's columns are discovered again, so that rows
-    /// are encoded by their new types.
+    /// module docs). Here any change restarts the table's backfill, even one that keeps the
+    /// key order: `ALTER COLUMN .. TYPE` rewrites the table, and PostgreSQL's rewrites are
+    /// not MVCC-safe: a chunk query whose snapshot was taken before the rewrite committed
+    /// (one waiting behind the ALTER's lock, say) finds the rewritten table empty, so the
+    /// chunk would end the backfill early. The table's columns are discovered again, so
+    /// that rows are encoded by their new types.
     pub(super) async fn check_key_types(&mut self, read: &BTreeSet<usize>) -> Result<(), Error> {
         let planned: Vec<(usize, Vec<String>)> = read
             .iter()
@@ -274,15 +280,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let current = self.current_key_types(&planned).await?;
         let mut changed = false;
         for (index, columns) in planned {
-            let Some((names, signatures)) = current.get(&index).cloned() else { continue };
+            let Some((_, signatures)) = current.get(&index) else { continue };
             let expected = self.bindings[index].key_signature.clone().unwrap_or_default();
-            if expected == signatures {
-                continue;
-            }
             let Some(position) = (0..columns.len()).find(|i| expected.get(*i) != signatures.get(*i)) else { continue };
-            let preserved = expected.iter().zip(&signatures).all(|(old, new)| order_preserved(old, new));
-            let wanted =
-                BTreeSet::from([(self.bindings[index].table.schema.clone(), self.bindings[index].table.name.clone())]);
+            let table = &self.bindings[index].table;
+            let wanted = BTreeSet::from([(table.schema.clone(), table.name.clone())]);
             let rediscovered = crate::discovery::discover_tables(&self.client, &self.config, Some(&wanted)).await?;
             let binding = &mut self.bindings[index];
             if let Some(table) = rediscovered.into_iter().next() {
@@ -293,46 +295,32 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 from: expected.get(position).cloned().unwrap_or_default(),
                 to: signatures[position].clone(),
             };
-            if preserved {
-                tracing::info!(
-                    table = %format!("{}.{}", binding.table.schema, binding.table.name),
-                    column = %change.column,
-                    from = %change.from,
-                    to = %change.to,
-                    "a key column's type changed during the backfill without changing the key order: the backfill continues"
-                );
-                if binding.state.scanned.is_some() {
-                    binding.state.key_types = Some(signatures.clone());
-                }
-                binding.key_types = Some(names);
-                binding.key_signature = Some(signatures);
-            } else {
-                restart_backfill(binding, &change);
-            }
-            binding.key_orders = None;
-            binding.scanned_key = None;
-            binding.chunk_limit = None;
+            restart_backfill(binding, &change, REWRITTEN);
             self.changed_bindings.insert(index);
             changed = true;
         }
         if changed {
-            // Re-derives each binding's key order (and precise mode) from its columns' types,
-            // and starts the restarted backfills.
+            // Starts the restarted backfills, with key orders (and precise mode) derived
+            // from the columns' new types.
             self.activate_pending();
         }
         Ok(())
     }
 }
 
+/// Why a backfill restarts.
+const REORDERED: &str = "since the backfill's resume key was read, which can change the order of its keys";
+const REWRITTEN: &str = "while it was being backfilled, which rewrote the table (a chunk read with a snapshot from before the rewrite sees the table empty)";
+
 /// Start a binding's backfill over, from the start of the table.
-fn restart_backfill(binding: &mut Binding, change: &Change) {
+fn restart_backfill(binding: &mut Binding, change: &Change, why: &str) {
     let table = format!("{}.{}", binding.table.schema, binding.table.name);
     tracing::warn!(
         table = %table,
         column = %change.column,
         from = %change.from,
         to = %change.to,
-        "the type of key column {:?} of table {table:?} changed from {} to {} since the backfill's resume key was read, which can change the order of its keys: the backfill of {table:?} restarts from the start",
+        "the type of key column {:?} of table {table:?} changed from {} to {} {why}: the backfill of {table:?} restarts from the start",
         change.column,
         change.from,
         change.to

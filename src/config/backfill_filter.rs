@@ -20,7 +20,7 @@ pub fn check(filter: &str) -> Result<(), String> {
     let dialect = PostgreSqlDialect {};
     let tokens =
         Tokenizer::new(&dialect, filter).tokenize().map_err(|err| format!("it cannot be read as SQL: {err}"))?;
-    if tokens.iter().any(|token| *token == Token::SemiColon) {
+    if tokens.contains(&Token::SemiColon) {
         return Err("it contains a semicolon, which would end the backfill query".into());
     }
     // The newline ends a trailing `--` comment, as the backfill query does after the filter.

@@ -151,6 +151,8 @@ fn warned_restart(stderr: &[String], table: &str) -> bool {
 struct Retype {
     table: &'static str,
     create: &'static str,
+    /// The key of row `g`.
+    ids: &'static str,
     alters: &'static [&'static str],
     /// Whether the key order changes (the backfill must restart) or not (it continues).
     reorders: bool,
@@ -165,6 +167,7 @@ const RETYPES: &[Retype] = &[
     Retype {
         table: "int_to_text",
         create: "CREATE TABLE test.int_to_text (id integer PRIMARY KEY, v text NOT NULL)",
+        ids: "g",
         alters: &["ALTER TABLE test.int_to_text ALTER COLUMN id TYPE text"],
         reorders: true,
         old_state: false,
@@ -172,6 +175,7 @@ const RETYPES: &[Retype] = &[
     Retype {
         table: "int_to_text_old_state",
         create: "CREATE TABLE test.int_to_text_old_state (id integer PRIMARY KEY, v text NOT NULL)",
+        ids: "g",
         alters: &["ALTER TABLE test.int_to_text_old_state ALTER COLUMN id TYPE text"],
         reorders: true,
         old_state: true,
@@ -179,13 +183,25 @@ const RETYPES: &[Retype] = &[
     Retype {
         table: "text_to_int",
         create: "CREATE TABLE test.text_to_int (id text PRIMARY KEY, v text NOT NULL)",
+        ids: "g::text",
         alters: &["ALTER TABLE test.text_to_int ALTER COLUMN id TYPE integer USING id::integer"],
+        reorders: true,
+        old_state: false,
+    },
+    // The same type in another collation: mixed-case keys order differently under ICU's
+    // root collation ("a" < "B" < "b") and "C" ("B" < "a" < "b").
+    Retype {
+        table: "collation",
+        create: "CREATE TABLE test.collation (id text COLLATE \"und-x-icu\" PRIMARY KEY, v text NOT NULL)",
+        ids: "CASE WHEN g % 2 = 0 THEN upper(md5(g::text)) ELSE md5(g::text) END",
+        alters: &["ALTER TABLE test.collation ALTER COLUMN id TYPE text COLLATE \"C\""],
         reorders: true,
         old_state: false,
     },
     Retype {
         table: "int_bigint_numeric",
         create: "CREATE TABLE test.int_bigint_numeric (id integer PRIMARY KEY, v text NOT NULL)",
+        ids: "g",
         alters: &[
             "ALTER TABLE test.int_bigint_numeric ALTER COLUMN id TYPE bigint",
             "ALTER TABLE test.int_bigint_numeric ALTER COLUMN id TYPE numeric",
@@ -196,6 +212,7 @@ const RETYPES: &[Retype] = &[
     Retype {
         table: "int_bigint_text",
         create: "CREATE TABLE test.int_bigint_text (id integer PRIMARY KEY, v text NOT NULL)",
+        ids: "g",
         alters: &[
             "ALTER TABLE test.int_bigint_text ALTER COLUMN id TYPE bigint",
             "ALTER TABLE test.int_bigint_text ALTER COLUMN id TYPE text",
@@ -206,10 +223,9 @@ const RETYPES: &[Retype] = &[
 ];
 
 async fn create_table(db: &TestDb, retype: &Retype) {
-    let id = if retype.create.contains("(id text") { "g::text" } else { "g" };
     db.execute(&format!(
-        "{}; INSERT INTO test.{} SELECT {id}, 'v' || g FROM generate_series(1, {ROWS}) g",
-        retype.create, retype.table
+        "{}; INSERT INTO test.{} SELECT {}, 'v' || g FROM generate_series(1, {ROWS}) g",
+        retype.create, retype.table, retype.ids
     ))
     .await;
 }
@@ -275,12 +291,17 @@ async fn a_key_column_retyped_between_sessions_mid_backfill_loses_no_row() {
 }
 
 /// The same while the capture runs: the key column is retyped between two chunks of a
-/// running backfill (the connector is not restarted), at a random point.
+/// running backfill (the connector is not restarted), at a random point. Every retype
+/// restarts the backfill here, widening ones too (see `capture::retype`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_column_retyped_under_a_running_backfill_loses_no_row() {
     let seed: u64 = std::env::var("RETYPE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    for retype in RETYPES.iter().filter(|r| !r.old_state && r.alters.len() == 1).chain(&RETYPES[3..4]) {
+    for retype in RETYPES
+        .iter()
+        .filter(|r| !r.old_state && r.alters.len() == 1)
+        .chain(RETYPES.iter().filter(|r| r.table == "int_bigint_numeric"))
+    {
         let context = format!("{} while running (seed {seed})", retype.table);
         let db = TestDb::create(&format!("retype_live_{}", retype.table)).await;
         create_table(&db, retype).await;
@@ -303,7 +324,9 @@ async fn a_key_column_retyped_under_a_running_backfill_loses_no_row() {
         let stderr = session.stderr_lines().await;
         assert!(status.success(), "{context}: the session failed ({status}):\n{}", stderr.join("\n"));
         compare(&db, retype.table, &store, &context).await;
-        assert_eq!(warned_restart(&stderr, retype.table), retype.reorders, "{context}: restart warning");
+        // Even a widening retype restarts: the ALTER rewrote the table, and a chunk read
+        // with a snapshot from before the rewrite finds it empty.
+        assert!(warned_restart(&stderr, retype.table), "{context}: no warning that the backfill restarts");
         eprintln!("{context}: {:?} backfill documents", store.backfill_documents);
     }
 }
