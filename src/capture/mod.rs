@@ -626,24 +626,37 @@ pub(crate) fn choose_key_columns(
 /// so NULL keys cannot be paged correctly at all: the key must be NOT NULL. The table's own
 /// key never gets here (discovery keys tables only by NOT NULL columns); a `primary_key`
 /// override or a collection key chosen by the user can.
-pub(crate) fn unusable_backfill_key(table: &DiscoveredTable, key_columns: &[String]) -> Option<String> {
+pub(crate) fn unusable_backfill_key(table: &DiscoveredTable, key_columns: &[String]) -> Option<UnusableKey> {
     let name = format!("{}.{}", table.schema, table.name);
     for column in key_columns {
         match table.column(column) {
             None => {
-                return Some(format!(
-                    "backfill key column {column:?} of table {name:?} does not exist (the binding's primary_key or collection key names it)"
-                ))
+                return Some(UnusableKey {
+                    message: format!(
+                        "backfill key column {column:?} of table {name:?} does not exist (the binding's primary_key or collection key names it)"
+                    ),
+                    nullable: None,
+                })
             }
             Some(c) if c.nullable => {
-                return Some(format!(
-                    "backfill key column {column:?} of table {name:?} is nullable, and a backfill in key order cannot page through NULL keys (rows would be missed)"
-                ))
+                return Some(UnusableKey {
+                    message: format!(
+                        "backfill key column {column:?} of table {name:?} is nullable, and a backfill in key order cannot page through NULL keys (rows would be missed)"
+                    ),
+                    nullable: Some(column.clone()),
+                })
             }
             Some(_) => {}
         }
     }
     None
+}
+
+/// A key column a keyed backfill cannot page by (see [`unusable_backfill_key`]).
+pub(crate) struct UnusableKey {
+    pub message: String,
+    /// The column, when it exists but may hold NULL (`SET NOT NULL` fixes that).
+    pub nullable: Option<String>,
 }
 
 /// How to fix [`unusable_backfill_key`].
@@ -671,7 +684,7 @@ fn check_backfill_keys(bindings: &[Binding], config: &Config) -> Result<(), Erro
             _ => continue,
         };
         if let Some(problem) = unusable_backfill_key(table, &key_columns) {
-            return Err(Error::user(problem, UNUSABLE_KEY_HINT));
+            return Err(Error::user(problem.message, UNUSABLE_KEY_HINT));
         }
     }
     Ok(())
