@@ -312,7 +312,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut prefetched = prefetched;
         // Whether a wait for delivered commits to become visible was reported.
         let mut warned = false;
-        let row_stream = loop {
+        let (row_stream, chunk_snapshot) = loop {
             let attempt = prefetched.take();
             let result = {
                 let query = async {
@@ -344,7 +344,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // delivered for a backfilling table (see the `visibility` module).
             let snapshot = Snapshot::parse(&chunk.snapshot)
                 .map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
-            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break chunk.rows };
+            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break (chunk.rows, snapshot) };
             drop(chunk);
             tracing::debug!(xid = unseen, snapshot = %snapshot, "a delivered commit is not visible to the backfill query yet: waiting");
             // Wait with a cheap snapshot query, not by repeating the chunk query: a
@@ -494,6 +494,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             _ => None,
         };
         let binding = &mut self.bindings[index];
+        if key_count > 0 {
+            // Kept until the round's check (`Session::check_key_types`): a chunk read with a
+            // snapshot older than a change to its table's definition is taken back.
+            binding.chunk_undo = Some(super::ChunkUndo {
+                snapshot: chunk_snapshot,
+                state: binding.state.clone(),
+                scanned_key: binding.scanned_key.clone(),
+            });
+        }
         binding.state.backfilled += rows;
         let elapsed = started.elapsed();
         if timed_out {

@@ -130,6 +130,8 @@ struct Binding {
     key_types: Option<Vec<String>>,
     /// The key columns' order signatures, read with `key_types` (see [`retype`]).
     key_signature: Option<Vec<String>>,
+    /// The snapshot of this round's keyed chunk and the state before it (see [`retype`]).
+    chunk_undo: Option<ChunkUndo>,
     keyless_pages: Option<(u64, u64)>,
     /// How each key column orders, when all can be compared exactly (precise backfills).
     key_orders: Option<Vec<order::KeyOrder>>,
@@ -140,6 +142,13 @@ struct Binding {
     chunk_limit: Option<i64>,
     /// Planner estimate of the table's rows (all partitions), for progress reports.
     estimated_rows: Option<u64>,
+}
+
+/// How to take back a keyed chunk: the snapshot it read with, and what it changed.
+struct ChunkUndo {
+    snapshot: Snapshot,
+    state: BindingState,
+    scanned_key: Option<Vec<order::KeyValue>>,
 }
 
 /// A relation announced by a Relation message.
@@ -326,6 +335,7 @@ where
             keyed_by_location,
             key_types: None,
             key_signature: None,
+            chunk_undo: None,
             keyless_pages: None,
             key_orders: None,
             scanned_key: None,
@@ -816,6 +826,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // wait for a round trip. Its snapshot still follows the previous fence; if the
             // round ends instead, it is dropped, never carried past the fence.
             let next = next_in_round(&self.bindings, &read, index).filter(|_| read.len() + 1 < MAX_TABLES_PER_FENCE);
+            self.bindings[index].chunk_undo = None;
             if let Err(err) = self.backfill_chunk(index, current, next, stream).await {
                 // A key column retyped under the backfill fails the chunk query when no
                 // operator compares its new type with the resume key's old one: that restarts

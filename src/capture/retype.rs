@@ -17,12 +17,12 @@
 //!   (by the Go connector or an earlier version) are judged by their resume key's tuple:
 //!   an integer element under what is now a text column (or the reverse) restarts;
 //! - while a capture runs, the signatures of the tables read in a backfill round are read
-//!   again after the round's chunks, before their resume keys are checkpointed, and any
-//!   change restarts the table's backfill, with the table's columns discovered again: the
-//!   ALTER rewrote the table, and a chunk read with a snapshot older than the rewrite sees
-//!   it empty (see `Session::check_key_types`), so even an order-preserving change cannot
-//!   be trusted to have left the chunk complete. A chunk query that fails because of the
-//!   new type (no operator compares it with the resume key's old one) is one of these.
+//!   again after the round's chunks, before their resume keys are checkpointed, and a
+//!   change is handled the same way, with the table's columns discovered again. The ALTER
+//!   also rewrote the table, and a chunk read with a snapshot older than the rewrite sees
+//!   it empty: such a chunk (one whose snapshot does not see the table's last definition
+//!   change, whatever the change) is taken back and read again (see
+//!   `Session::check_key_types`).
 //!
 //! The pure rules are [`order_preserved`] and [`element_fits`].
 
@@ -260,14 +260,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(())
     }
 
-    /// After a backfill round: the key columns of the tables it read must still have the
-    /// types the chunks were planned with, or their resume keys may be wrong (see the
-    /// module docs). Here any change restarts the table's backfill, even one that keeps the
-    /// key order: `ALTER COLUMN .. TYPE` rewrites the table, and PostgreSQL's rewrites are
-    /// not MVCC-safe: a chunk query whose snapshot was taken before the rewrite committed
-    /// (one waiting behind the ALTER's lock, say) finds the rewritten table empty, so the
-    /// chunk would end the backfill early. The table's columns are discovered again, so
-    /// that rows are encoded by their new types.
+    /// After a backfill round, before its resume keys are checkpointed, for each keyed
+    /// table it read:
+    /// - a chunk whose snapshot does not see the last change to its table's definition (the
+    ///   `pg_class` rows of the table and its partitions) is taken back, to be read again:
+    ///   PostgreSQL's table rewrites (`ALTER COLUMN .. TYPE` of any column, `ADD COLUMN`
+    ///   with a volatile default, `TRUNCATE`) are not MVCC-safe, and a chunk query whose
+    ///   snapshot was taken before the rewrite committed (one queued behind the ALTER's
+    ///   lock, typically) finds the rewritten table empty, which would end the backfill;
+    /// - key columns whose types changed since the chunks were planned: a change that keeps
+    ///   the key order continues (the table's columns discovered again, so that rows are
+    ///   encoded by their new types), any other restarts the table's backfill (see the
+    ///   module docs). A chunk query that failed because of the new type (no operator
+    ///   compares it with the resume key's old one) is one of these.
     pub(super) async fn check_key_types(&mut self, read: &BTreeSet<usize>) -> Result<(), Error> {
         let planned: Vec<(usize, Vec<String>)> = read
             .iter()
@@ -278,39 +283,119 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             return Ok(());
         }
         let current = self.current_key_types(&planned).await?;
+        let definitions = self.definition_xids(&planned).await?;
         let mut changed = false;
         for (index, columns) in planned {
-            let Some((_, signatures)) = current.get(&index) else { continue };
-            let expected = self.bindings[index].key_signature.clone().unwrap_or_default();
-            let Some(position) = (0..columns.len()).find(|i| expected.get(*i) != signatures.get(*i)) else { continue };
-            let table = &self.bindings[index].table;
+            let binding = &mut self.bindings[index];
+            if let Some(undo) = binding.chunk_undo.take() {
+                let unseen = definitions.get(&index).and_then(|xids| {
+                    xids.iter().copied().find(|xid| *xid >= FIRST_NORMAL_XID && !undo.snapshot.sees_committed(*xid))
+                });
+                if let Some(xid) = unseen {
+                    tracing::info!(
+                        table = %format!("{}.{}", binding.table.schema, binding.table.name),
+                        xid,
+                        snapshot = %undo.snapshot,
+                        "the table's definition changed after its backfill chunk's snapshot was taken (a rewrite makes the table look empty to that snapshot): the chunk is read again"
+                    );
+                    binding.state = undo.state;
+                    binding.scanned_key = undo.scanned_key;
+                    self.changed_bindings.insert(index);
+                }
+            }
+            let Some((names, signatures)) = current.get(&index).cloned() else { continue };
+            let binding = &self.bindings[index];
+            let planned_signature = binding.key_signature.clone().unwrap_or_default();
+            if planned_signature == signatures {
+                continue;
+            }
+            // The order the resume key (if any) was read in.
+            let recorded = binding.state.key_types.clone().unwrap_or_else(|| planned_signature.clone());
+            let resuming = binding.state.scanned.is_some() && binding.state.mode.is_backfilling();
+            let reordered = (0..columns.len()).find(|i| {
+                resuming && recorded.get(*i).zip(signatures.get(*i)).is_none_or(|(old, new)| !order_preserved(old, new))
+            });
+            let position = (0..columns.len()).find(|i| planned_signature.get(*i) != signatures.get(*i)).unwrap_or(0);
+            let table = &binding.table;
             let wanted = BTreeSet::from([(table.schema.clone(), table.name.clone())]);
             let rediscovered = crate::discovery::discover_tables(&self.client, &self.config, Some(&wanted)).await?;
             let binding = &mut self.bindings[index];
             if let Some(table) = rediscovered.into_iter().next() {
                 binding.table = table;
             }
-            let change = Change {
-                column: columns[position].clone(),
-                from: expected.get(position).cloned().unwrap_or_default(),
-                to: signatures[position].clone(),
-            };
-            restart_backfill(binding, &change, REWRITTEN);
+            match reordered {
+                Some(i) => {
+                    let change = Change {
+                        column: columns[i].clone(),
+                        from: recorded.get(i).cloned().unwrap_or_default(),
+                        to: signatures.get(i).cloned().unwrap_or_default(),
+                    };
+                    restart_backfill(binding, &change, REORDERED);
+                }
+                None => {
+                    tracing::info!(
+                        table = %format!("{}.{}", binding.table.schema, binding.table.name),
+                        column = %columns[position],
+                        from = %planned_signature.get(position).cloned().unwrap_or_default(),
+                        to = %signatures.get(position).cloned().unwrap_or_default(),
+                        "a key column's type changed during the backfill without changing the key order: the backfill continues"
+                    );
+                    if resuming {
+                        binding.state.key_types = Some(signatures.clone());
+                    }
+                    binding.key_types = Some(names);
+                    binding.key_signature = Some(signatures);
+                    binding.key_orders = None;
+                    binding.scanned_key = None;
+                    binding.chunk_limit = None;
+                }
+            }
             self.changed_bindings.insert(index);
             changed = true;
         }
         if changed {
-            // Starts the restarted backfills, with key orders (and precise mode) derived
-            // from the columns' new types.
+            // Re-derives each binding's key order (and precise mode) from its columns' new
+            // types, and starts the restarted backfills.
             self.activate_pending();
         }
         Ok(())
     }
+
+    /// The transactions that last changed the definitions (`pg_class` rows) of each
+    /// binding's table and its partitions.
+    async fn definition_xids(&self, wanted: &[(usize, Vec<String>)]) -> Result<BTreeMap<usize, Vec<u32>>, Error> {
+        let oids: Vec<u32> = wanted.iter().map(|(index, _)| self.bindings[*index].table.oid).collect();
+        let rows = self
+            .sql_deadline("reading table definitions", self.client.query(DEFINITION_XIDS_SQL, &[&oids]))
+            .await?
+            .map_err(pg)?;
+        let by_oid: BTreeMap<u32, Vec<u32>> = rows
+            .iter()
+            .map(|row| {
+                let xids: Vec<String> = row.get(1);
+                (row.get(0), xids.iter().filter_map(|x| x.parse().ok()).collect())
+            })
+            .collect();
+        Ok(wanted
+            .iter()
+            .filter_map(|(index, _)| by_oid.get(&self.bindings[*index].table.oid).map(|x| (*index, x.clone())))
+            .collect())
+    }
 }
+
+/// Transaction ids below this one are permanent (bootstrap, frozen): every snapshot sees them.
+const FIRST_NORMAL_XID: u32 = 3;
+
+/// The `xmin` of the `pg_class` rows of each table (`$1`) and of its partitions at any depth.
+const DEFINITION_XIDS_SQL: &str = "
+    SELECT r.oid,
+           ARRAY(SELECT c.xmin::text FROM pg_catalog.pg_class c
+                 WHERE c.oid = r.oid
+                    OR c.oid IN (SELECT t.relid FROM pg_catalog.pg_partition_tree(r.oid::regclass) t))
+    FROM unnest($1::oid[]) AS r(oid)";
 
 /// Why a backfill restarts.
 const REORDERED: &str = "since the backfill's resume key was read, which can change the order of its keys";
-const REWRITTEN: &str = "while it was being backfilled, which rewrote the table (a chunk read with a snapshot from before the rewrite sees the table empty)";
 
 /// Start a binding's backfill over, from the start of the table.
 fn restart_backfill(binding: &mut Binding, change: &Change, why: &str) {
