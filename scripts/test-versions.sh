@@ -18,6 +18,9 @@
 #     network cuts and stalls, dropped slots, publications and tables; about 90 s each);
 #   * capture_faults:: (ten runs of the random-SIGKILL soak: six kills each under a writer
 #     of single- and multi-row transactions, the result equal to the table; about 60 s);
+#   * differential::seeds (the randomized differential harness, tests/it/differential.rs:
+#     DIFF_VERSION_SEEDS cases, default 6, from seed <major>000, so each version runs cases of
+#     its own);
 #   * pg_connect::slot_ (the replication client: slots, protocol versions, errors);
 #   * harness:: (the server starts, logical WAL, the capture role).
 # Not here: discovery and type tests (PostGIS is only installed for 15) and TLS (needs psql,
@@ -74,8 +77,10 @@ for major in "${majors[@]}"; do
     status=0
     # (TEST_PG_HOST would point the tests at an existing server instead.)
     env -u TEST_PG_HOST TEST_PG_BINDIR="$bindir" TRANSCRIPT="$transcripts" \
+        DIFF_SEEDS="${DIFF_VERSION_SEEDS:-6}" DIFF_SEED_BASE="${major}000" \
         cargo test "${locked[@]}" --test it -- \
         transcript::transcripts capture_stream:: capture_visibility:: capture_chaos:: capture_faults:: \
+        differential::seeds \
         pg_connect::slot_ harness::harness_ \
         "${skip[@]}" || status=$?
     outcome=ok

@@ -726,9 +726,12 @@ impl ResourceConfig {
                     "use the name exactly as the server shows it",
                 ));
             }
-            if name.chars().any(char::is_control) {
+            // PostgreSQL allows every character but NUL in a quoted name (newlines and other
+            // control characters included), and discovery offers every table it finds: refusing
+            // more here would reject bindings that discovery itself produced.
+            if name.contains('\0') {
                 return Err(fail(
-                    format!("{field:?} contains a control character"),
+                    format!("{field:?} contains a NUL character, which no PostgreSQL name can hold"),
                     "use the name exactly as the server shows it",
                 ));
             }
@@ -830,6 +833,11 @@ mod tests {
         assert!(err.to_string().contains("binding 3"));
         assert!(err.to_string().contains("Precise"));
         assert!(ResourceConfig::parse(0, &json!({"namespace": "public"})).is_err());
+        // Every name PostgreSQL allows is accepted, control characters included; NUL is not.
+        let odd = ResourceConfig::parse(0, &json!({"namespace": "s\u{1}\n", "stream": "t\t\u{7f}\u{85}"})).unwrap();
+        assert_eq!(odd.resource_path(), ["s\u{1}\n", "t\t\u{7f}\u{85}"]);
+        let err = ResourceConfig::parse(0, &json!({"namespace": "public", "stream": "a\u{0}b"})).unwrap_err();
+        assert!(err.to_string().contains("NUL"), "{err}");
         assert!(ResourceConfig::parse(0, &json!({"namespace": "public", "stream": "t", "mode": "Sometimes"})).is_err());
     }
 

@@ -12,7 +12,7 @@
 //! chunk cut by `statement_timeout` keeps the rows it read, or is retried at half the size
 //! when it read none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
@@ -60,6 +60,33 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             "backfill chunk hit the statement timeout: retrying with a smaller chunk"
         );
         Ok(())
+    }
+
+    /// A chunk query named a column the table no longer has: it was dropped or renamed
+    /// while the backfill ran (the columns were read when the session started). Read the
+    /// table's columns again and let the caller run the chunk again with them; the chunk
+    /// emitted nothing yet, and its resume key is unchanged. If the columns did not change,
+    /// the error stands.
+    async fn describe_again(&mut self, index: usize, err: tokio_postgres::Error) -> Result<(), Error> {
+        let binding = &self.bindings[index];
+        let name = (binding.table.schema.clone(), binding.table.name.clone());
+        let only = BTreeSet::from([name.clone()]);
+        let described = crate::discovery::discover_tables(&self.client, &self.config, Some(&only)).await?;
+        let fresh =
+            described.into_iter().find(|t| (t.schema.as_str(), t.name.as_str()) == (name.0.as_str(), name.1.as_str()));
+        let binding = &mut self.bindings[index];
+        match fresh {
+            Some(fresh) if fresh.oid == binding.table.oid && column_names(&fresh) != column_names(&binding.table) => {
+                tracing::info!(
+                    table = %format!("{}.{}", name.0, name.1),
+                    columns = ?column_names(&fresh),
+                    "the table's columns changed during its backfill: reading its chunk again with the current columns"
+                );
+                binding.table.columns = fresh.columns;
+                Ok(())
+            }
+            _ => Err(backfill_error(&binding.table, err)),
+        }
     }
 
     /// Prepare the backfill query details of every backfilling binding that lacks them, in
@@ -338,6 +365,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let chunk = match result {
                 Ok(chunk) => chunk,
                 Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(index, &plan, err),
+                Err(err) if is_column_gone(&err) => return self.describe_again(index, err).await,
                 Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
             };
             // Rows are read only with a snapshot that sees every change the stream has
@@ -434,6 +462,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     // location keys make the repeats replace the first copies.
                     return self.shrink_chunk(index, &plan, err);
                 }
+                Err(err) if is_column_gone(&err) && rows == 0 => return self.describe_again(index, err).await,
                 Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
             };
             let binding = &self.bindings[index];
@@ -685,6 +714,16 @@ async fn run_chunk_query(
     let snapshot = snapshot?;
     let rows = rows?;
     Ok(ChunkRows { snapshot: first_text(&snapshot).unwrap_or_default(), rows })
+}
+
+/// Whether a query named a column that does not exist (SQLSTATE 42703): the table changed
+/// since its columns were read.
+fn is_column_gone(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN)
+}
+
+fn column_names(table: &DiscoveredTable) -> Vec<&str> {
+    table.columns.iter().map(|c| c.name.as_str()).collect()
 }
 
 /// Whether a query was cancelled by `statement_timeout` (SQLSTATE 57014).

@@ -4,11 +4,15 @@
 //! (omitted values — unchanged TOAST, columns absent from a key-only old tuple — are left
 //! out, so the collection's merge reduction keeps the stored value), plus `_meta` with `op`,
 //! `source` and, for updates with an old tuple, `before`. Properties are in bytewise order of
-//! their names with `_meta` in its sorted place, so output is deterministic. Values arrive
-//! already encoded as JSON by [`crate::value`]; this module only places bytes, so it never
-//! builds a `serde_json::Value` on the hot path.
+//! their names with `_meta` in its sorted place, so output is deterministic. Columns named
+//! `_meta`, `_meta_`, ... get one more underscore ([`property_name`]), so no column collides
+//! with `_meta`. Values arrive already encoded as JSON by [`crate::value`]; this module only
+//! places bytes, so it never builds a `serde_json::Value` on the hot path.
 
+use std::borrow::Cow;
 use std::ops::Range;
+
+use crate::discovery::schema::{property_name, META_PROPERTY};
 
 /// Column order and pre-escaped property names of one relation.
 #[derive(Debug, Clone, Default)]
@@ -22,10 +26,14 @@ pub struct DocumentLayout {
 }
 
 impl DocumentLayout {
+    /// The layout of a relation with these column names. Columns become properties through
+    /// [`property_name`] (a column `_meta` is written as `_meta_`), the one mapping that
+    /// discovery's schemas and keys use too.
     pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
-        let mut order: Vec<usize> = (0..names.len()).collect();
-        order.sort_by(|a, b| names[*a].as_ref().as_bytes().cmp(names[*b].as_ref().as_bytes()));
-        let keys = names
+        let properties: Vec<Cow<'_, str>> = names.iter().map(|name| property_name(name.as_ref())).collect();
+        let mut order: Vec<usize> = (0..properties.len()).collect();
+        order.sort_by(|a, b| properties[*a].as_bytes().cmp(properties[*b].as_bytes()));
+        let keys = properties
             .iter()
             .map(|name| {
                 let mut key = serde_json::to_vec(name.as_ref()).unwrap_or_else(|_| b"\"\"".to_vec());
@@ -33,7 +41,7 @@ impl DocumentLayout {
                 key
             })
             .collect();
-        let meta_position = order.iter().take_while(|i| names[**i].as_ref().as_bytes() < b"_meta".as_slice()).count();
+        let meta_position = order.iter().take_while(|i| properties[**i].as_bytes() < META_PROPERTY.as_bytes()).count();
         DocumentLayout { order, keys, meta_position }
     }
 
@@ -254,6 +262,19 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"{"_meta":{"before":{"id":1},"op":"u","source":{"ts_ms":1700,"schema":"s","table":"q\"t","loc":[1,2,3],"txid":9,"tag":"tg"}},"id":5,"v":"x"}"#
+        );
+    }
+
+    #[test]
+    fn columns_named_like_meta_never_collide_with_it() {
+        let layout = DocumentLayout::new(&["_meta_", "id", "_meta", "_meta__x"]);
+        let mut out = Vec::new();
+        let values = row(&[Some("2"), Some("7"), Some("1"), Some("3")]);
+        write_document(&mut out, &layout, &values, Op::Update, &source(), Some((&layout, &values)));
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            r#"{"_meta":{"before":{"_meta_":1,"_meta__":2,"_meta__x":3,"id":7},"op":"u","source":{"schema":"test","snapshot":true,"table":"t","loc":[-1,0,0]}},"_meta_":1,"_meta__":2,"_meta__x":3,"id":7}"#
         );
     }
 

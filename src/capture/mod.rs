@@ -481,7 +481,9 @@ where
 async fn read_input<R: AsyncBufRead + Unpin>(mut reader: RequestReader<R>, tx: mpsc::UnboundedSender<Input>) {
     loop {
         let input = match reader.next().await {
-            Ok(Some(Request::Acknowledge(ack))) => Input::Acknowledge(ack.checkpoints.max(1)),
+            // The count as sent: an explicit 0 acknowledges nothing (the protocol reads an
+            // absent count as 1).
+            Ok(Some(Request::Acknowledge(ack))) => Input::Acknowledge(ack.checkpoints),
             Ok(Some(other)) => Input::Failed(Error::user(
                 format!("unexpected {} request during a capture session", request_name(&other)),
                 "only acknowledge requests may follow open",

@@ -6,6 +6,8 @@
 //! what fills unchanged TOAST values: an update that omits a column leaves the stored
 //! value in place.
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Value};
 
 use super::{DiscoveredTable, FALLBACK_KEY};
@@ -19,18 +21,54 @@ pub struct SchemaOptions {
     pub source_tag: bool,
 }
 
-/// RFC 6901 pointer to a top-level property.
-pub fn key_pointer(column: &str) -> String {
-    format!("/{}", column.replace('~', "~0").replace('/', "~1"))
+/// The document property the connector owns: `_meta`, with the operation and the source.
+pub const META_PROPERTY: &str = "_meta";
+
+/// Whether `name` is `_meta` followed by zero or more underscores: the names that
+/// [`property_name`] changes (as columns) or reads back (as properties).
+pub fn is_meta_like(name: &str) -> bool {
+    name.strip_prefix(META_PROPERTY).is_some_and(|rest| rest.bytes().all(|b| b == b'_'))
 }
 
-/// Inverse of [`key_pointer`] for top-level pointers; `None` for nested pointers.
+/// The document property of a column: its name, except that `_meta`, `_meta_`, `_meta__`,
+/// ... get one more trailing underscore. A column may be called `_meta`, which would collide
+/// with the connector's own property; shifting the whole `_meta_*` family by one underscore
+/// (rather than renaming `_meta` alone) keeps the mapping one-to-one, so a table with both
+/// `_meta` and `_meta_` columns still has two distinct properties, and depends on the name
+/// alone, so adding or dropping another column never renames a property.
+pub fn property_name(column: &str) -> Cow<'_, str> {
+    if is_meta_like(column) {
+        Cow::Owned(format!("{column}_"))
+    } else {
+        Cow::Borrowed(column)
+    }
+}
+
+/// Inverse of [`property_name`]; `None` for `_meta`, which is no column's property.
+pub fn column_of_property(property: &str) -> Option<&str> {
+    if property == META_PROPERTY {
+        None
+    } else if is_meta_like(property) {
+        property.strip_suffix('_')
+    } else {
+        Some(property)
+    }
+}
+
+/// RFC 6901 pointer to the top-level property of a column.
+pub fn key_pointer(column: &str) -> String {
+    format!("/{}", property_name(column).replace('~', "~0").replace('/', "~1"))
+}
+
+/// Inverse of [`key_pointer`]: the column a top-level pointer names; `None` for nested
+/// pointers and for `/_meta`.
 pub fn column_of_pointer(pointer: &str) -> Option<String> {
     let rest = pointer.strip_prefix('/')?;
     if rest.contains('/') {
         return None;
     }
-    Some(rest.replace("~1", "/").replace("~0", "~"))
+    let property = rest.replace("~1", "/").replace("~0", "~");
+    column_of_property(&property).map(str::to_string)
 }
 
 /// The collection name suggested for a table: lowercase `schema/table`, characters outside
@@ -153,9 +191,9 @@ pub fn document_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Valu
         if column.generated {
             continue;
         }
-        properties.insert(column.name.clone(), column_property(table, index));
+        properties.insert(property_name(&column.name).into_owned(), column_property(table, index));
     }
-    let mut required: Vec<&str> = table.key.iter().map(String::as_str).collect();
+    let mut required: Vec<String> = table.key.iter().map(|k| property_name(k).into_owned()).collect();
     required.sort_unstable();
     let row = json!({
         "type": "object",
@@ -238,6 +276,21 @@ mod tests {
         assert_eq!(key_pointer("Meta/\"wtf\"~ID"), "/Meta~1\"wtf\"~0ID");
         assert_eq!(column_of_pointer("/Meta~1\"wtf\"~0ID").as_deref(), Some("Meta/\"wtf\"~ID"));
         assert_eq!(column_of_pointer("/a/b"), None);
+    }
+
+    #[test]
+    fn columns_named_like_meta_map_one_to_one_onto_properties_other_than_meta() {
+        let columns = ["_meta", "_meta_", "_meta__", "_meta_x", "_META", "meta", "_met", "id", "a/~b", ""];
+        let properties: Vec<String> = columns.iter().map(|c| property_name(c).into_owned()).collect();
+        assert_eq!(properties, ["_meta_", "_meta__", "_meta___", "_meta_x", "_META", "meta", "_met", "id", "a/~b", ""]);
+        for (column, property) in columns.iter().zip(&properties) {
+            assert_eq!(column_of_property(property), Some(*column));
+            assert_eq!(column_of_pointer(&key_pointer(column)).as_deref(), Some(*column));
+        }
+        assert!(!properties.iter().any(|p| p == META_PROPERTY));
+        assert_eq!(column_of_property("_meta"), None);
+        assert_eq!(column_of_pointer("/_meta"), None);
+        assert_eq!(key_pointer("_meta"), "/_meta_");
     }
 
     #[test]

@@ -86,11 +86,21 @@ pub struct Open {
     pub state: Value,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `checkpoints` is how many of the preceding checkpoints the runtime has committed. An
+/// absent (or `null`) count means one, as the Go connector and older runtimes have it; an
+/// explicit `0` acknowledges none, so it must never release the slot past a checkpoint the
+/// runtime has not committed.
+#[derive(Debug, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Acknowledge {
-    #[serde(deserialize_with = "lenient_u32")]
+    #[serde(deserialize_with = "acknowledged_count")]
     pub checkpoints: u32,
+}
+
+impl Default for Acknowledge {
+    fn default() -> Self {
+        Acknowledge { checkpoints: 1 }
+    }
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -145,6 +155,15 @@ fn lenient_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Err
         Some(other) => {
             Err(serde::de::Error::custom(format!("expected a 32-bit unsigned integer, got {}", json_kind(&other))))
         }
+    }
+}
+
+/// The count of an acknowledgement: `null` is read as absent (one), anything else as a u32.
+fn acknowledged_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let value = Option::<Value>::deserialize(deserializer)?;
+    match value {
+        None | Some(Value::Null) => Ok(1),
+        Some(value) => lenient_u32(value).map_err(serde::de::Error::custom),
     }
 }
 
@@ -281,6 +300,21 @@ mod tests {
         assert_eq!(open.capture.bindings[0].state_key, "k");
         assert_eq!(open.capture.bindings[0].resource_config["stream"], "t");
         assert!(open.state.is_null());
+    }
+
+    #[test]
+    fn acknowledgements_count_zero_as_none_and_only_an_absent_count_as_one() {
+        let count = |line: &str| match parse_request(1, line.as_bytes()).unwrap() {
+            Request::Acknowledge(ack) => ack.checkpoints,
+            other => panic!("expected acknowledge, got {other:?}"),
+        };
+        assert_eq!(count(r#"{"acknowledge":{"checkpoints":0}}"#), 0);
+        assert_eq!(count(r#"{"acknowledge":{"checkpoints":"0"}}"#), 0);
+        assert_eq!(count(r#"{"acknowledge":{}}"#), 1);
+        assert_eq!(count(r#"{"acknowledge":{"checkpoints":null}}"#), 1);
+        assert_eq!(count(r#"{"acknowledge":{"checkpoints":2}}"#), 2);
+        let err = parse_request(1, br#"{"acknowledge":{"checkpoints":true}}"#).unwrap_err().to_string();
+        assert!(err.contains("expected a 32-bit unsigned integer, got a boolean"), "{err}");
     }
 
     #[test]

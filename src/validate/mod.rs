@@ -344,11 +344,63 @@ async fn check_all(
     let client = connect_for_checks(config).await?;
     let mut problems = check_server(&client, config).await?;
     problems.extend(check_tables(&client, config, tables).await?);
+    problems.extend(check_meta_keys(&client, resources, bindings).await?);
     problems.extend(keys::check_backfill_keys(&client, config, resources, bindings).await?);
     if problems.is_empty() {
         problems.extend(server::check_replication_connection(config).await);
     }
     Ok(problems)
+}
+
+/// Collection keys that name a column `_meta`, `_meta_`, ... the way the Go connector (and
+/// earlier versions) wrote it, rather than by its property: such columns get one more
+/// trailing underscore (see `docs/types.md`), so the key would point at the document's own
+/// `_meta`, or at a property no document carries, and the runtime would fail on the first
+/// document with a far less helpful message. Only keys of that family are looked up.
+async fn check_meta_keys(
+    client: &Client,
+    resources: &[ResourceConfig],
+    bindings: &[crate::protocol::ValidateBinding],
+) -> Result<Vec<Problem>, Error> {
+    use crate::discovery::schema::{column_of_property, is_meta_like, key_pointer, property_name};
+    let mut problems = Vec::new();
+    for (index, (resource, binding)) in resources.iter().zip(bindings).enumerate() {
+        let table = display_name(&resource.namespace, &resource.stream);
+        for pointer in &binding.collection.key {
+            let Some(property) = pointer.strip_prefix('/').filter(|p| is_meta_like(p)) else { continue };
+            let column_named_so = has_column(client, resource, property).await?;
+            let column_it_names = match column_of_property(property) {
+                Some(column) => has_column(client, resource, column).await?,
+                None => false,
+            };
+            if column_named_so && !column_it_names {
+                problems.push(Problem::without_fix(format!(
+                    "collection key {pointer:?} of binding {index} (table {table}) names the column {property:?}, which is captured as the property {:?}: columns named _meta, _meta_, ... get one more trailing underscore so that none collides with the document's own _meta; re-discover the binding, or change its collection key to {:?}",
+                    property_name(property),
+                    key_pointer(property),
+                )));
+            } else if column_of_property(property).is_none() {
+                problems.push(Problem::without_fix(format!(
+                    "collection key {pointer:?} of binding {index} (table {table}) points at the document's own _meta, not at a column: set the collection key to columns of the table (a column named _meta is the property \"_meta_\")"
+                )));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Whether the bound table has a column of this name (bound parameters: any name is safe).
+async fn has_column(client: &Client, resource: &ResourceConfig, column: &str) -> Result<bool, Error> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_attribute a
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&resource.namespace, &resource.stream, &column],
+        )
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Answer `apply`: create what the capture user may create (the publication, the

@@ -30,16 +30,13 @@ use rand::distributions::Alphanumeric;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use crate::driver::binding;
 use crate::faults_common::{
-    assert_matches_table, check_slot, final_run, table_rows, Admin, Capture, Committed, Conn, Ending, Runner,
+    assert_matches_table, check_slot, final_run, table_rows, Admin, Capture, Committed, Conn, Ending, Proxy, Runner,
 };
 use crate::harness::{cluster, describe_pg_error, run_connector, PrivateCluster, TestDb};
 
@@ -663,105 +660,6 @@ async fn postgres_immediate_restarts_during_backfill_and_streaming() {
 }
 
 // ---- Network faults, through a proxy ------------------------------------------------------
-
-/// What the proxy does with its connections.
-#[derive(Clone, Copy, Debug, Default)]
-struct ProxyState {
-    /// Forward nothing (in either direction), but keep the sockets open.
-    stalled: bool,
-    /// Bumped to reset every connection open at the time.
-    cuts: u64,
-}
-
-/// A TCP proxy in front of PostgreSQL that can cut every connection (a reset on both sides)
-/// or stall them (a blackhole: bytes are no longer forwarded, sockets stay open).
-struct Proxy {
-    address: String,
-    control: watch::Sender<ProxyState>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-        let address = listener.local_addr().expect("proxy address").to_string();
-        let (control, watcher) = watch::channel(ProxyState::default());
-        let accept = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, upstream.clone(), watcher.clone()));
-            }
-        });
-        Proxy { address, control, accept }
-    }
-
-    /// Reset every open connection; new ones are forwarded again.
-    fn cut(&self) {
-        self.control.send_modify(|s| {
-            s.cuts += 1;
-            s.stalled = false;
-        });
-    }
-
-    /// Stop forwarding bytes on every connection, old and new.
-    fn stall(&self) {
-        self.control.send_modify(|s| s.stalled = true);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
-
-async fn relay(mut client: TcpStream, upstream: String, control: watch::Receiver<ProxyState>) {
-    let cuts = control.borrow().cuts;
-    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
-    let _ = client.set_nodelay(true);
-    let _ = server.set_nodelay(true);
-    let mut cut = control.clone();
-    let was_cut = {
-        let (client_read, client_write) = client.split();
-        let (server_read, server_write) = server.split();
-        tokio::select! {
-            _ = async { tokio::join!(forward(client_read, server_write, control.clone()), forward(server_read, client_write, control.clone())) } => false,
-            _ = cut.wait_for(|s| s.cuts != cuts) => true,
-        }
-    };
-    if was_cut {
-        // Closing with a zero linger sends a reset: the connection dies abruptly.
-        let _ = client.set_zero_linger();
-        let _ = server.set_zero_linger();
-    }
-}
-
-async fn forward(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-    mut control: watch::Receiver<ProxyState>,
-) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        if control.wait_for(|s| !s.stalled).await.is_err() {
-            return;
-        }
-        tokio::select! {
-            read = from.read(&mut buffer) => match read {
-                Ok(0) | Err(_) => {
-                    let _ = to.shutdown().await;
-                    return;
-                }
-                Ok(n) => {
-                    if to.write_all(&buffer[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            },
-            _ = control.changed() => {}
-        }
-    }
-}
 
 /// A shared-cluster database with the chaos table, captured through a proxy.
 async fn proxied(test: &str, settings: &[(&str, &str)], seed: u64) -> (TestDb, Conn, Proxy, Capture) {

@@ -166,6 +166,17 @@ impl Session {
         }
     }
 
+    /// Acknowledge `count` checkpoints at once, as a runtime whose commits lag behind does
+    /// (ignored if the connector already exited).
+    pub async fn acknowledge_many(&mut self, count: u64) {
+        if let Some(stdin) = &mut self.stdin {
+            let line = format!("{}\n", json!({"acknowledge": {"checkpoints": count}}));
+            if stdin.write_all(line.as_bytes()).await.is_err() {
+                self.stdin = None;
+            }
+        }
+    }
+
     /// SIGKILL, as a crash or the runtime tearing the session down.
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();
