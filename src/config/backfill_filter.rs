@@ -23,6 +23,11 @@ pub fn check(filter: &str) -> Result<(), String> {
     if tokens.contains(&Token::SemiColon) {
         return Err("it contains a semicolon, which would end the backfill query".into());
     }
+    if let Some(Token::Placeholder(placeholder)) = tokens.iter().find(|t| matches!(t, Token::Placeholder(_))) {
+        return Err(format!(
+            "it contains the parameter {placeholder}, which would stand for one of the backfill query's own parameters"
+        ));
+    }
     // The newline ends a trailing `--` comment, as the backfill query does after the filter.
     let sql = format!("SELECT 1 WHERE {filter}\n");
     let statements = Parser::parse_sql(&dialect, &sql).map_err(|err| format!("it does not parse: {err}"))?;
@@ -66,6 +71,11 @@ mod tests {
             "x = 1 /* a ) comment */ AND y = 2",
             "\"Weird Column\" = E'\\x41'",
             "ts AT TIME ZONE 'UTC' > '2024-01-01'",
+            "x NOTNULL AND a = ANY('{1,2}'::int[]) AND EXISTS (SELECT 1 FROM o WHERE o.id = t.id)",
+            "(a, b) > (1, 2) AND x OPERATOR(pg_catalog.=) 1 AND d #>> '{a,b}' = 'x'",
+            "price::numeric(10,2) > 1.5 AND a[1] = 2 AND (c).f = 1 AND ts > CURRENT_DATE - 7",
+            "body = $tag$ it's ) $ $tag$",
+            "data ? 'k' AND data ?| array['a', 'b']",
         ] {
             assert_eq!(check(filter), Ok(()), "{filter}");
         }
@@ -85,6 +95,7 @@ mod tests {
             "true GROUP BY 1",
             "true FOR UPDATE",
             "true) --",
+            "id > $1",
             "'unterminated",
             "/* unterminated comment",
             "/* nested /* */ ) OR (true */",
@@ -97,5 +108,6 @@ mod tests {
         assert!(reason.starts_with("it does not parse"), "{reason}");
         assert!(check("true; DROP TABLE t").unwrap_err().contains("semicolon"));
         assert!(check("true LIMIT 1").unwrap_err().contains("clauses"));
+        assert!(check("id > $1").unwrap_err().contains("parameter $1"));
     }
 }
