@@ -16,6 +16,8 @@ use serde_json::Value;
 
 use crate::pg::{ConnectParams, SslMode};
 
+mod backfill_filter;
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -773,6 +775,15 @@ impl ResourceConfig {
                 return Err(fail(
                     "backfill filters cannot be used in the \"Precise\" backfill mode".into(),
                     "use mode \"Normal\" or remove the filter",
+                ));
+            }
+            if let Err(reason) = backfill_filter::check(filter) {
+                return Err(fail(
+                    format!(
+                        "\"advanced.additional_backfill_filter\" of table {:?} must be exactly one SQL boolean expression, but {reason}",
+                        format!("{}.{}", resource.namespace, resource.stream)
+                    ),
+                    "write one condition on the table's columns, such as \"created_at > '2024-01-01'\", with balanced parentheses and no semicolon",
                 ));
             }
         }

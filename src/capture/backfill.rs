@@ -104,7 +104,9 @@ pub fn chunk_sql(
         }),
     }
     if let Some(filter) = filter {
-        conditions.push(format!("({filter})"));
+        // The newline ends a `--` comment that closes the filter (it is checked to be one
+        // expression when the configuration is read: config/backfill_filter.rs).
+        conditions.push(format!("({filter}\n)"));
     }
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
@@ -176,16 +178,28 @@ fn column_text(column: &crate::discovery::Column) -> String {
     }
 }
 
-/// `format_type` names of a table's columns, by column name.
+/// `format_type` names of a table's columns, by column name, and each column's order
+/// signature: the type name plus its collation when that is not the type's default (see
+/// `retype`: a resume key is only valid under the signature it was read with).
 pub const COLUMN_TYPES_SQL: &str = "
-    SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+    SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+           pg_catalog.format_type(a.atttypid, a.atttypmod)
+             || CASE WHEN a.attcollation <> t.typcollation
+                     THEN ' COLLATE ' || COALESCE(pg_catalog.quote_ident(co.collname), a.attcollation::text) ELSE '' END
     FROM pg_catalog.pg_attribute a
+    JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
     WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped";
 
 /// [`COLUMN_TYPES_SQL`] for many tables at once (`$1`: their OIDs).
 pub const COLUMN_TYPES_BATCH_SQL: &str = "
-    SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+    SELECT a.attrelid, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+           pg_catalog.format_type(a.atttypid, a.atttypmod)
+             || CASE WHEN a.attcollation <> t.typcollation
+                     THEN ' COLLATE ' || COALESCE(pg_catalog.quote_ident(co.collname), a.attcollation::text) ELSE '' END
     FROM pg_catalog.pg_attribute a
+    JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
     WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped";
 
 /// [`TABLE_ROWS_ESTIMATE_SQL`] for many tables at once (`$1`: their OIDs).
@@ -313,7 +327,8 @@ mod tests {
         );
         assert_eq!(
             next,
-            r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE (src."id") > (CAST($1::text AS integer)) AND (id % 2 = 0) ORDER BY src."id" LIMIT 10"#
+            r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE (src."id") > (CAST($1::text AS integer)) AND (id % 2 = 0
+) ORDER BY src."id" LIMIT 10"#
         );
     }
 

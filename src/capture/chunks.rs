@@ -130,17 +130,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 )
                 .await?
                 .map_err(pg)?;
-            let mut types: BTreeMap<u32, BTreeMap<String, String>> = BTreeMap::new();
+            let mut types: BTreeMap<u32, BTreeMap<String, (String, String)>> = BTreeMap::new();
             for row in &rows {
-                types.entry(row.get(0)).or_default().insert(row.get(1), row.get(2));
+                types.entry(row.get(0)).or_default().insert(row.get(1), (row.get(2), row.get(3)));
             }
             for binding in self.bindings.iter_mut().filter(|b| b.state.mode.is_backfilling() && b.key_types.is_none()) {
                 // A table missing here (dropped since) or a missing key column is left for
                 // `prepare_backfill`, which reports it.
                 let Some(columns) = types.get(&binding.table.oid) else { continue };
-                let key_types: Option<Vec<String>> =
+                let key_types: Option<Vec<(String, String)>> =
                     binding.key_columns.iter().map(|c| columns.get(c).cloned()).collect();
-                binding.key_types = key_types;
+                binding.key_signature = key_types.as_ref().map(|t| t.iter().map(|(_, s)| s.clone()).collect());
+                binding.key_types = key_types.map(|t| t.into_iter().map(|(name, _)| name).collect());
             }
         }
         Ok(())
@@ -179,7 +180,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             )
             .await?
             .map_err(pg)?;
-            let types: BTreeMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            let types: BTreeMap<String, (String, String)> =
+                rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
             let mut key_types = Vec::new();
             for column in &binding.key_columns {
                 key_types.push(types.get(column).cloned().ok_or_else(|| {
@@ -189,7 +191,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     )
                 })?);
             }
-            binding.key_types = Some(key_types);
+            binding.key_signature = Some(key_types.iter().map(|(_, signature)| signature.clone()).collect());
+            binding.key_types = Some(key_types.into_iter().map(|(name, _)| name).collect());
         }
         Ok(())
     }
@@ -351,7 +354,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut prefetched = prefetched;
         // Whether a wait for delivered commits to become visible was reported.
         let mut warned = false;
-        let (row_stream, relation_files) = loop {
+        let (row_stream, relation_files, chunk_snapshot) = loop {
             let attempt = prefetched.take();
             let result = {
                 let query = async {
@@ -384,7 +387,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // delivered for a backfilling table (see the `visibility` module).
             let snapshot = Snapshot::parse(&chunk.snapshot)
                 .map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
-            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break (chunk.rows, chunk.relation) };
+            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break (chunk.rows, chunk.relation, snapshot) };
             drop(chunk);
             tracing::debug!(xid = unseen, snapshot = %snapshot, "a delivered commit is not visible to the backfill query yet: waiting");
             // Wait with a cheap snapshot query, not by repeating the chunk query: a
@@ -557,6 +560,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
         };
         let binding = &mut self.bindings[index];
+        if key_count > 0 {
+            // Kept until the round's check (`Session::check_key_types`): a chunk read with a
+            // snapshot older than a change to its table's definition is taken back.
+            binding.chunk_undo = Some(super::ChunkUndo {
+                snapshot: chunk_snapshot,
+                state: binding.state.clone(),
+                scanned_key: binding.scanned_key.clone(),
+            });
+        }
         binding.state.backfilled += rows;
         let mut keyless_identity = None;
         if let backfill::ChunkPlan::Keyless { .. } = &plan {
@@ -621,6 +633,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     relation.as_ref().is_some_and(|(pages, _)| *until_block >= *pages)
                 }
             };
+        // The order this chunk was read in, which its resume key is only valid in (checked
+        // against the catalog once the round's chunks are read: `Session::check_key_types`).
+        binding.state.key_types = if done { None } else { binding.key_signature.clone() };
         if done {
             // A completed backfill has no position left to check the files against.
             binding.state.set_keyless_relation(None);

@@ -44,9 +44,10 @@
 //! The session's code is in three files: this one (setup, the main loop, fences, checkpoints
 //! and the connection watchdog), [`changes`] (replication messages to documents) and
 //! [`chunks`] (running and reading backfill chunks); the pure parts they build on are
-//! [`backfill`] (chunk SQL), [`keys`] and [`order`] (resume keys), [`document`], [`spill`],
-//! [`state`] and [`visibility`]. Which slot a session streams from, and from where (slot
-//! ownership, resume positions the server never reached), is decided in [`slot`].
+//! [`backfill`] (chunk SQL), [`keys`] and [`order`] (resume keys), [`retype`] (key columns
+//! whose type changes under a backfill), [`document`], [`spill`], [`state`] and
+//! [`visibility`]. Which slot a session streams from, and from where (slot ownership, resume
+//! positions the server never reached), is decided in [`slot`].
 //!
 //! The replication connection is watched: every status update asks the walsender for a
 //! reply, and a connection that leaves replies unanswered for six status intervals is
@@ -59,6 +60,7 @@ mod chunks;
 pub mod document;
 pub mod keys;
 pub mod order;
+pub mod retype;
 mod slot;
 pub mod slot_wait;
 pub mod spill;
@@ -128,6 +130,10 @@ struct Binding {
     keyed_by_location: bool,
     /// Backfill query details, prepared on first use.
     key_types: Option<Vec<String>>,
+    /// The key columns' order signatures, read with `key_types` (see [`retype`]).
+    key_signature: Option<Vec<String>>,
+    /// The snapshot of this round's keyed chunk and the state before it (see [`retype`]).
+    chunk_undo: Option<ChunkUndo>,
     /// Pages per keyless chunk (the Go connector's heuristic, from the leaf count).
     keyless_pages: Option<u64>,
     /// How each key column orders, when all can be compared exactly (precise backfills).
@@ -139,6 +145,13 @@ struct Binding {
     chunk_limit: Option<i64>,
     /// Planner estimate of the table's rows (all partitions), for progress reports.
     estimated_rows: Option<u64>,
+}
+
+/// How to take back a keyed chunk: the snapshot it read with, and what it changed.
+struct ChunkUndo {
+    snapshot: Snapshot,
+    state: BindingState,
+    scanned_key: Option<Vec<order::KeyValue>>,
 }
 
 /// A relation announced by a Relation message.
@@ -333,6 +346,8 @@ where
             key_columns,
             keyed_by_location,
             key_types: None,
+            key_signature: None,
+            chunk_undo: None,
             keyless_pages: None,
             key_orders: None,
             scanned_key: None,
@@ -353,6 +368,8 @@ where
     if cursor.as_deref() == Some("") {
         cursor = None;
     }
+
+    check_backfill_keys(&bindings, &config)?;
 
     emitter.opened().await.map_err(Error::Output)?;
 
@@ -453,6 +470,7 @@ where
         rows_this_session: 0,
         last_progress_report: None,
     };
+    session.check_resume_key_types().await?;
     session.activate_pending();
     // The first checkpoint records the reconciled bindings (removed ones as null) and the
     // start position.
@@ -582,7 +600,7 @@ pub(super) async fn create_slot(
 
 /// Key columns for backfill order and key-change detection: the resource's legacy
 /// override, else the collection key when it names top-level columns, else the table's key.
-fn choose_key_columns(
+pub(crate) fn choose_key_columns(
     resource: &ResourceConfig,
     collection_key: &[String],
     table: &DiscoveredTable,
@@ -600,6 +618,79 @@ fn choose_key_columns(
         Some(columns) if !columns.is_empty() => columns,
         _ => table.key.clone(),
     }
+}
+
+/// Why a keyed backfill of `table` cannot page by `key_columns`, if it cannot: a column
+/// that may hold NULL, or one the table does not have. Chunks are read with
+/// `WHERE (k1, k2) > (..) ORDER BY k1, k2`, and a row-value comparison is never true for a
+/// row whose key has a NULL part: such rows would be skipped, and the backfill would end at
+/// the first chunk that ends on one (every later row compares as NULL). Several rows can
+/// also share a NULL key, even under a unique index, and keyset paging needs unique keys,
+/// so NULL keys cannot be paged correctly at all: the key must be NOT NULL. The table's own
+/// key never gets here (discovery keys tables only by NOT NULL columns); a `primary_key`
+/// override or a collection key chosen by the user can.
+pub(crate) fn unusable_backfill_key(table: &DiscoveredTable, key_columns: &[String]) -> Option<UnusableKey> {
+    let name = format!("{}.{}", table.schema, table.name);
+    for column in key_columns {
+        match table.column(column) {
+            None => {
+                return Some(UnusableKey {
+                    message: format!(
+                        "backfill key column {column:?} of table {name:?} does not exist (the binding's primary_key or collection key names it)"
+                    ),
+                    nullable: None,
+                })
+            }
+            Some(c) if c.nullable => {
+                return Some(UnusableKey {
+                    message: format!(
+                        "backfill key column {column:?} of table {name:?} is nullable, and a backfill in key order cannot page through NULL keys (rows would be missed)"
+                    ),
+                    nullable: Some(column.clone()),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// A key column a keyed backfill cannot page by (see [`unusable_backfill_key`]).
+pub(crate) struct UnusableKey {
+    pub message: String,
+    /// The column, when it exists but may hold NULL (`SET NOT NULL` fixes that).
+    pub nullable: Option<String>,
+}
+
+/// How to fix [`unusable_backfill_key`].
+pub(crate) const UNUSABLE_KEY_HINT: &str = "declare the column NOT NULL (ALTER TABLE ... ALTER COLUMN ... SET NOT NULL), or key the binding by NOT NULL columns (its primary_key override or its collection key), or set the binding's mode to \"Without Primary Key\"";
+
+/// Refuse to start or continue a keyed backfill whose key columns may hold NULL (see
+/// [`unusable_backfill_key`]). Bindings whose backfill is done or skipped are not checked:
+/// streaming does not page by the key.
+fn check_backfill_keys(bindings: &[Binding], config: &Config) -> Result<(), Error> {
+    for binding in bindings {
+        let table = &binding.table;
+        let key_columns = match binding.state.mode {
+            TableMode::Backfill | TableMode::UnfilteredBackfill => binding
+                .state
+                .key_columns
+                .clone()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| binding.key_columns.clone()),
+            TableMode::Pending
+                if binding.resource.mode != BackfillMode::OnlyChanges
+                    && !config.skips_backfill(&table.schema, &table.name) =>
+            {
+                binding.key_columns.clone()
+            }
+            _ => continue,
+        };
+        if let Some(problem) = unusable_backfill_key(table, &key_columns) {
+            return Err(Error::user(problem.message, UNUSABLE_KEY_HINT));
+        }
+    }
+    Ok(())
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
@@ -646,6 +737,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     scanned: None,
                     metadata: None,
                     backfilled: 0,
+                    key_types: None,
                 };
                 tracing::info!(table = %table_name, mode = ?mode, observable = true, "backfill triggered");
                 self.changed_bindings.insert(index);
@@ -727,7 +819,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // wait for a round trip. Its snapshot still follows the previous fence; if the
             // round ends instead, it is dropped, never carried past the fence.
             let next = next_in_round(&self.bindings, &read, index).filter(|_| read.len() + 1 < MAX_TABLES_PER_FENCE);
-            self.backfill_chunk(index, current, next, stream).await?;
+            self.bindings[index].chunk_undo = None;
+            if let Err(err) = self.backfill_chunk(index, current, next, stream).await {
+                // A key column retyped under the backfill fails the chunk query when no
+                // operator compares its new type with the resume key's old one: that restarts
+                // the table's backfill (`check_key_types`, below), it does not fail the capture.
+                if !self.key_types_changed(index).await? {
+                    return Err(err);
+                }
+                if let Some(unused) = self.speculative.take() {
+                    unused.query.abort();
+                    let _ = unused.query.await;
+                }
+            }
             let speculative = self.speculative.take();
             read.insert(index);
             let next = next_in_round(&self.bindings, &read, index);
@@ -748,6 +852,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
             }
         }
+        // Before the round's resume keys are checkpointed: were they read in the key order
+        // the chunks were planned with?
+        self.check_key_types(&read).await?;
         if read.len() > 1 {
             tracing::debug!(
                 tables = read.len(),

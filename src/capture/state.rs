@@ -57,11 +57,25 @@ pub struct BindingState {
     pub metadata: Option<Value>,
     #[serde(default)]
     pub backfilled: u64,
+    /// The key columns' types (`format_type`, plus ` COLLATE ..` when not the type's
+    /// default) under which `scanned` was read: a resume key is only meaningful in the order
+    /// it was read in, and `ALTER COLUMN .. TYPE` can change that order (integer to text,
+    /// another collation). Written with every resume key, meaningful only with one; absent
+    /// in states of the Go connector and of earlier versions (see `capture::retype`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_types: Option<Vec<String>>,
 }
 
 impl BindingState {
     pub fn pending() -> Self {
-        BindingState { mode: TableMode::Pending, key_columns: None, scanned: None, metadata: None, backfilled: 0 }
+        BindingState {
+            mode: TableMode::Pending,
+            key_columns: None,
+            scanned: None,
+            metadata: None,
+            backfilled: 0,
+            key_types: None,
+        }
     }
 
     /// The files a keyless backfill's resume position refers to (see
@@ -201,8 +215,14 @@ mod tests {
     #[test]
     fn patches_clear_absent_resume_keys() {
         let mut merged = json!({"bindingStateV1": {"k": {"mode": "Backfill", "scanned": "AA==", "backfilled": 1}}});
-        let done =
-            BindingState { mode: TableMode::Active, key_columns: None, scanned: None, metadata: None, backfilled: 9 };
+        let done = BindingState {
+            mode: TableMode::Active,
+            key_columns: None,
+            scanned: None,
+            metadata: None,
+            backfilled: 9,
+            key_types: None,
+        };
         merge_patch(&mut merged, &json!({"bindingStateV1": {"k": done.to_patch()}}));
         assert_eq!(merged, json!({"bindingStateV1": {"k": {"mode": "Active", "backfilled": 9}}}));
     }

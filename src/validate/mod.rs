@@ -38,8 +38,10 @@
 //!   identity, row-level security, UNLOGGED, partitioning, TOAST advice.
 //! - [`publication`]: what the publication lets through: its actions, and column lists and
 //!   row filters on the bound tables (PostgreSQL 15+).
+//! - [`keys`]: backfill keys: a keyed backfill pages by NOT NULL columns that exist.
 //! - [`objects`]: what `apply` and the capture create.
 
+pub mod keys;
 pub mod objects;
 pub mod platform;
 pub mod publication;
@@ -347,6 +349,7 @@ async fn check_all(
     problems.extend(check_tables(&client, config, tables).await?);
     problems.extend(check_publication_filters(&client, config, tables).await?);
     problems.extend(check_meta_keys(&client, resources, bindings).await?);
+    problems.extend(keys::check_backfill_keys(&client, config, resources, bindings).await?);
     if problems.is_empty() {
         problems.extend(server::check_replication_connection(config).await);
     }

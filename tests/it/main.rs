@@ -3,6 +3,7 @@
 //!
 //! One binary for all integration tests, so they share one server and one link step.
 
+mod backfill_keys;
 mod bad_input;
 mod capture_chaos;
 mod capture_faults;
