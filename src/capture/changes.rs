@@ -13,7 +13,20 @@
 //! filters out changes beyond its resume key (precise mode) and records the transaction
 //! for the chunk visibility check ([`visibility`]), a key change becomes a delete of the old
 //! key and a create of the new one, and unchanged TOAST values are omitted (the collection's
-//! merge reduction keeps the stored value) unless a full old row carries them.
+//! merge reduction keeps the stored value) unless the old tuple carries them: a full old row
+//! carries every column, an old key the unchanged out-of-line key columns.
+//!
+//! Every document carries its collection key. A change that arrives without it (a replica
+//! identity that leaves key columns out, an unchanged out-of-line key with no old key, a
+//! column list without the key) fails the capture with the cause and the fix, except while
+//! the binding's backfill has read nothing yet: that backfill reads every row's current
+//! state, so the change is dropped (which is how a re-backfill gets past such changes).
+//!
+//! A key change under `REPLICA IDENTITY DEFAULT` cannot carry the unchanged TOAST values
+//! over to the new key's document (merge works within a key), so they are read from the
+//! table with a point query by the replica identity ([`current_values`]); the row's current
+//! state may be newer than the change, which merge reductions absorb because every later
+//! change of the row follows in the stream.
 
 use std::time::Duration;
 
@@ -903,4 +916,135 @@ impl ToSql for TextParam<'_> {
     }
 
     to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::pgoutput::RelationColumn;
+    use crate::value::PgType;
+
+    fn text() -> PgType {
+        PgType::Builtin { name: "text".into(), typmod: -1 }
+    }
+
+    fn int4() -> PgType {
+        PgType::Builtin { name: "int4".into(), typmod: -1 }
+    }
+
+    /// Columns `id int4` (the key), `code text`, `big text`, `doc xml`; identity flags as given.
+    fn relation(identity: ReplicaIdentity, flagged: &[&str]) -> (pgoutput::Relation<'static>, RelationEntry) {
+        let names = ["id", "code", "big", "doc"];
+        let columns: Vec<RelationColumn<'static>> = names
+            .iter()
+            .map(|name| RelationColumn { is_key: flagged.contains(name), name, type_oid: 0, type_modifier: -1 })
+            .collect();
+        let message = pgoutput::Relation {
+            xid: None,
+            oid: 1,
+            namespace: "we\"ird",
+            name: "t",
+            replica_identity: identity,
+            columns,
+        };
+        let document_key_positions = vec![("id".to_string(), Some(0))];
+        let entry = RelationEntry {
+            namespace: "we\"ird".into(),
+            name: "t".into(),
+            types: vec![int4(), text(), text(), PgType::Builtin { name: "xml".into(), typmod: -1 }],
+            layout: DocumentLayout::new(&names),
+            binding: Some(0),
+            key_positions: vec![0],
+            columns: names.iter().map(|n| n.to_string()).collect(),
+            identity_gap: IdentityGap::of(&message, &document_key_positions),
+            document_key_positions,
+            identity_positions: (0..names.len()).filter(|i| flagged.contains(&names[*i])).collect(),
+            is_watermarks: false,
+            watermark_position: None,
+        };
+        (message, entry)
+    }
+
+    fn tuple(values: &[TupleValue<'static>]) -> TupleData<'static> {
+        TupleData { values: values.to_vec() }
+    }
+
+    #[test]
+    fn identities_that_leave_out_key_columns_are_gaps() {
+        let (_, entry) = relation(ReplicaIdentity::Index, &["code"]);
+        let gap = entry.identity_gap.clone().expect("a gap");
+        assert_eq!(gap.missing, ["id"]);
+        let error = gap.describe(&entry, Some("t_code"));
+        assert_eq!(
+            error.to_string(),
+            "table \"we\\\"ird.t\" has REPLICA IDENTITY USING INDEX \"t_code\" (columns \"code\"), which leaves out collection key column \"id\": its updates and deletes arrive without the key, so the capture cannot tell which document they change"
+        );
+        assert!(error.hint().unwrap().starts_with("run ALTER TABLE \"we\"\"ird\".\"t\" REPLICA IDENTITY FULL;"));
+        let (_, entry) = relation(ReplicaIdentity::Default, &["code"]);
+        assert!(entry.identity_gap.is_some());
+        // Identities holding the key, FULL, and tables without identity columns (whose
+        // updates and deletes the server refuses) are fine.
+        for (identity, flagged) in [
+            (ReplicaIdentity::Default, &["id"][..]),
+            (ReplicaIdentity::Index, &["code", "id"][..]),
+            (ReplicaIdentity::Full, &["id", "code", "big", "doc"][..]),
+            (ReplicaIdentity::Default, &[][..]),
+            (ReplicaIdentity::Nothing, &[][..]),
+        ] {
+            assert_eq!(relation(identity, flagged).1.identity_gap, None, "{identity:?} {flagged:?}");
+        }
+    }
+
+    #[test]
+    fn unchanged_toast_values_come_from_the_old_tuple_that_carries_them() {
+        let (_, entry) = relation(ReplicaIdentity::Default, &["id"]);
+        let new =
+            tuple(&[TupleValue::UnchangedToast, TupleValue::Text(b"c"), TupleValue::UnchangedToast, TupleValue::Null]);
+        let mut row = EncodedRow::default();
+        // No old tuple: the key is missing, and the document would lack it.
+        encode_tuple(&mut row, &entry, &new, None, TupleRole::New).unwrap();
+        assert_eq!(missing_key(&entry, &row), Some("id"));
+        assert_eq!(row.value(2), None);
+        // An old key carries the key (NULLs in it stand for "not in the key").
+        let old = OldTuple::Key(tuple(&[TupleValue::Text(b"7"), TupleValue::Null, TupleValue::Null, TupleValue::Null]));
+        encode_tuple(&mut row, &entry, &new, Some(&old), TupleRole::New).unwrap();
+        assert_eq!(missing_key(&entry, &row), None);
+        assert_eq!(
+            (row.value(0), row.value(1), row.value(2), row.value(3)),
+            (Some(&b"7"[..]), Some(&b"\"c\""[..]), None, Some(&b"null"[..]))
+        );
+        // A full old row carries everything, NULLs included.
+        let old = OldTuple::Full(tuple(&[
+            TupleValue::Text(b"7"),
+            TupleValue::Text(b"x"),
+            TupleValue::Null,
+            TupleValue::Null,
+        ]));
+        encode_tuple(&mut row, &entry, &new, Some(&old), TupleRole::New).unwrap();
+        assert_eq!((row.value(0), row.value(2)), (Some(&b"7"[..]), Some(&b"null"[..])));
+    }
+
+    #[test]
+    fn current_values_are_read_by_the_replica_identity_with_quoted_names_and_parameters() {
+        let (_, entry) = relation(ReplicaIdentity::Default, &["id", "code"]);
+        let new = tuple(&[
+            TupleValue::Text(b"8"),
+            TupleValue::UnchangedToast,
+            TupleValue::UnchangedToast,
+            TupleValue::UnchangedToast,
+        ]);
+        let old = tuple(&[TupleValue::Text(b"7"), TupleValue::Text(b"c'; --"), TupleValue::Null, TupleValue::Null]);
+        let (sql, params) = current_values_query(&entry, &new, Some(&old), &[2, 3]).expect("a query");
+        assert_eq!(
+            sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            "SELECT pg_catalog.pg_current_snapshot()::text, r.* FROM (SELECT 1) AS one LEFT JOIN LATERAL \
+             (SELECT true AS found, src.\"big\"::text AS v0, CASE WHEN src.\"doc\" IS NULL THEN NULL ELSE pg_catalog.format('%s', src.\"doc\") END AS v1 \
+             FROM \"we\"\"ird\".\"t\" AS src WHERE src.\"id\" = $1 AND src.\"code\" = $2 LIMIT 1) AS r ON true"
+        );
+        assert_eq!(params, [b"8".to_vec(), b"c'; --".to_vec()]);
+        // An identity value that is not known: no query.
+        assert_eq!(current_values_query(&entry, &new, None, &[2]), None);
+        let (_, keyless) = relation(ReplicaIdentity::Default, &[]);
+        assert_eq!(current_values_query(&keyless, &new, Some(&old), &[2]), None);
+    }
 }
