@@ -165,8 +165,12 @@ const TID_LIST_CONDITION: &str = "src.ctid = ANY (ARRAY(
 /// and inet, and xml (whose cast keeps the `<?xml ...?>` declaration the output function
 /// drops) goes through `format('%s')`, which calls the output function.
 fn column_text(column: &crate::discovery::Column) -> String {
-    let name = quote_identifier(&column.name);
-    let mut ty = &column.pg_type;
+    text_expression(&quote_identifier(&column.name), &column.pg_type)
+}
+
+/// [`column_text`] of a column reference (already quoted, perhaps qualified) of type `ty`.
+pub fn text_expression(name: &str, ty: &crate::value::PgType) -> String {
+    let mut ty = ty;
     while let crate::value::PgType::Domain { base, .. } = ty {
         ty = base;
     }

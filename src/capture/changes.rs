@@ -13,19 +13,43 @@
 //! filters out changes beyond its resume key (precise mode) and records the transaction
 //! for the chunk visibility check ([`visibility`]), a key change becomes a delete of the old
 //! key and a create of the new one, and unchanged TOAST values are omitted (the collection's
-//! merge reduction keeps the stored value) unless a full old row carries them.
+//! merge reduction keeps the stored value) unless the old tuple carries them: a full old row
+//! carries every column, an old key the unchanged out-of-line key columns.
+//!
+//! Every document carries its collection key. A change that arrives without it (a replica
+//! identity that leaves key columns out, an unchanged out-of-line key with no old key, a
+//! column list without the key) fails the capture with the cause and the fix, except while
+//! the binding's backfill has read nothing yet: that backfill reads every row's current
+//! state, so the change is dropped (which is how a re-backfill gets past such changes).
+//!
+//! A key change under `REPLICA IDENTITY DEFAULT` cannot carry the unchanged TOAST values
+//! over to the new key's document (merge works within a key), so they are read from the
+//! table with a point query by the replica identity ([`current_values`]); the row's current
+//! state may be newer than the change, which merge reductions absorb because every later
+//! change of the row follows in the stream.
 
+use std::time::Duration;
+
+use bytes::BytesMut;
 use tokio::io::AsyncWrite;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
+use tokio_postgres::Client;
 
 use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
 use super::spill::SpilledMessage;
 use super::state::TableMode;
-use super::{lsn_i64, order, pg, value_error, Keepalive, RelationEntry, Session, Transaction};
+use super::visibility::Snapshot;
+use super::{backfill, lsn_i64, order, pg, value_error, with_deadline, Keepalive, RelationEntry, Session, Transaction};
 use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
 use crate::lsn::Lsn;
+use crate::pg::quote_identifier;
 use crate::pg::replication::{ReplicationFrame, ReplicationStream};
-use crate::replication::pgoutput::{self, DecodeContext, LogicalMessage, OldTuple, TupleData, TupleValue};
+use crate::replication::pgoutput::{
+    self, DecodeContext, LogicalMessage, OldTuple, ReplicaIdentity, TupleData, TupleValue,
+};
+use crate::validate::{display_name, qualified};
 use crate::value;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -237,15 +261,31 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 self.bindings[b].key_columns.iter().filter_map(|k| column_names.iter().position(|c| c == k)).collect()
             })
             .unwrap_or_default();
+        let document_key_positions: Vec<(String, Option<usize>)> = binding
+            .map(|b| {
+                self.bindings[b]
+                    .document_key
+                    .iter()
+                    .map(|k| (k.clone(), column_names.iter().position(|c| c == k)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let identity_positions: Vec<usize> =
+            relation.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect();
+        let identity_gap = IdentityGap::of(&relation, &document_key_positions);
         let is_watermarks = namespace == self.config.watermarks_schema && name == self.config.watermarks_table;
         let entry = RelationEntry {
             types: relation.columns.iter().map(|c| self.registry.resolve(c.type_oid, c.type_modifier)).collect(),
             layout: DocumentLayout::new(&column_names),
             watermark_position: column_names.iter().position(|c| *c == "watermark"),
+            columns: column_names.iter().map(|c| c.to_string()).collect(),
             namespace,
             name,
             binding,
             key_positions,
+            document_key_positions,
+            identity_positions,
+            identity_gap,
             is_watermarks,
         };
         self.check_publication_on_relation(relation.oid, binding, column_names.len()).await?;
@@ -261,9 +301,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                  JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
                 &[&oid],
             )
-            .await;
-        // The relation may already be gone (dropped after the change was written).
-        let Ok(rows) = rows else { return Ok(None) };
+            .await
+            // A relation dropped since the change was written has no ancestors (no rows, no
+            // error). A failure is not "unbound": that would skip the partition's changes
+            // while the cursor moves past them. Failing restarts the capture from its last
+            // checkpoint, and the question is asked again.
+            .map_err(pg)?;
         Ok(rows.iter().find_map(|row| self.by_table.get(&(row.get::<_, String>(0), row.get::<_, String>(1))).copied()))
     }
 
@@ -311,6 +354,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if binding.state.mode.is_backfilling() {
             self.delivered.record(transaction.xid);
         }
+        // A backfill that has not read a row yet will read every row's current state, with
+        // a snapshot that sees this transaction (see `visibility`). A change that cannot be
+        // matched to its document (its key is missing) is then covered by the backfill and
+        // dropped; this is also how a capture gets past such changes once the table is fixed
+        // and its binding re-backfilled. Anywhere else the capture fails rather than emit a
+        // document without its key.
+        let backfill_covers = binding.state.mode.is_backfilling() && binding.state.scanned.is_none();
+        if let (Some(gap), false) = (&relation.identity_gap, matches!(change, ChangeKind::Insert { .. })) {
+            if backfill_covers {
+                return Ok(());
+            }
+            return Err(gap.error(&self.client, relation_oid, relation).await);
+        }
         // A precise backfill drops changes to rows it has not read yet: it will read their
         // current state later. Keys that cannot be computed are emitted (never lost).
         let backfilled = |tuple: &TupleData<'_>| -> bool {
@@ -353,12 +409,24 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             tag: self.source_tag.as_deref(),
         };
         let table_name = || format!("{}.{}", relation.namespace, relation.name);
+        // The change cannot be placed: covered by the backfill, or the capture fails.
+        macro_rules! key_missing {
+            ($column:expr, $cause:expr) => {{
+                if backfill_covers {
+                    return Ok(());
+                }
+                return Err(missing_key_error(relation, $column, $cause));
+            }};
+        }
         self.document.clear();
         let mut extra_delete: Option<Vec<u8>> = None;
         match change {
             ChangeKind::Insert { new } => {
                 encode_tuple(&mut self.row, relation, new, None, TupleRole::New)
                     .map_err(|e| value_error(&table_name(), e))?;
+                if let Some(column) = missing_key(relation, &self.row) {
+                    key_missing!(column, KeyLoss::NotPublished);
+                }
                 document::write_document(&mut self.document, &relation.layout, &self.row, Op::Create, &source, None);
             }
             ChangeKind::Update { old, new } => {
@@ -372,29 +440,25 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     encode_tuple(&mut self.old_row, relation, old_tuple, None, role)
                         .map_err(|e| value_error(&table_name(), e))?;
                 }
-                let full_old = if old_is_full { old_tuple } else { None };
-                encode_tuple(&mut self.row, relation, new, full_old, TupleRole::New)
+                encode_tuple(&mut self.row, relation, new, old, TupleRole::New)
                     .map_err(|e| value_error(&table_name(), e))?;
+                if let Some(column) = missing_key(relation, &self.row) {
+                    let unchanged_toast = relation.document_key_positions.iter().any(|(k, p)| {
+                        k == column && p.is_some_and(|p| new.values.get(p) == Some(&TupleValue::UnchangedToast))
+                    });
+                    key_missing!(column, if unchanged_toast { KeyLoss::UnchangedToast } else { KeyLoss::NotPublished });
+                }
                 let key_changed = old_tuple.is_some()
                     && !binding.keyed_by_location
                     && !relation.key_positions.is_empty()
                     && relation.key_positions.iter().any(|p| self.old_row.value(*p) != self.row.value(*p));
-                if key_changed
-                    && full_old.is_none()
-                    && new.values.iter().any(|v| matches!(v, TupleValue::UnchangedToast))
-                    && self.toast_warnings.insert(relation_oid)
-                {
-                    // The new key's document cannot be merged onto the old key's, so
-                    // unchanged TOAST values (which the server does not resend) are missing.
-                    tracing::warn!(
-                        table = %table_name(),
-                        "a primary-key change left unchanged TOAST columns without a value; set REPLICA IDENTITY FULL on the table so that the old row carries them"
-                    );
-                }
                 if key_changed {
                     // The row moved to a new key: delete the old key's document, then
                     // create the new one, so the old key does not linger in the collection.
                     if emit_old {
+                        if let Some(column) = missing_key(relation, &self.old_row) {
+                            key_missing!(column, KeyLoss::OldKey);
+                        }
                         let mut delete = Vec::new();
                         document::write_document(
                             &mut delete,
@@ -407,6 +471,45 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         extra_delete = Some(delete);
                     }
                     if emit_new {
+                        // The new key's document cannot be merged onto the old key's, so the
+                        // unchanged TOAST values the server did not resend would be missing
+                        // from it for good: read them from the table.
+                        let missing: Vec<usize> = new
+                            .values
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, v)| **v == TupleValue::UnchangedToast && self.row.value(*i).is_none())
+                            .map(|(i, _)| i)
+                            .collect();
+                        if !missing.is_empty() {
+                            match current_values_query(relation, new, old_tuple, &missing) {
+                                Some((sql, params)) => {
+                                    let limit = self.silence_limit();
+                                    let mut keepalive = Keepalive {
+                                        stream: &mut *stream,
+                                        last_status: &mut self.last_status,
+                                        interval: self.status_interval,
+                                        flushed: self.acknowledged,
+                                    };
+                                    let current = keepalive
+                                        .around(current_values(&self.client, &sql, &params, transaction.xid, limit))
+                                        .await?;
+                                    // Row gone (deleted or moved on since): the stream carries
+                                    // that change after this one, so the document needs nothing.
+                                    if let Some(values) = current {
+                                        fill_current_values(&mut self.row, relation, &missing, &values, &table_name());
+                                    }
+                                }
+                                None => {
+                                    if self.toast_warnings.insert(relation_oid) {
+                                        tracing::warn!(
+                                            table = %table_name(),
+                                            "a primary-key change left unchanged TOAST columns without a value, and the row cannot be looked up by its replica identity; set REPLICA IDENTITY FULL on the table so that the old row carries them"
+                                        );
+                                    }
+                                }
+                            }
+                        }
                         document::write_document(
                             &mut self.document,
                             &relation.layout,
@@ -436,6 +539,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     OldTuple::Full(t) => (t, TupleRole::OldFull),
                 };
                 encode_tuple(&mut self.row, relation, tuple, None, role).map_err(|e| value_error(&table_name(), e))?;
+                if let Some(column) = missing_key(relation, &self.row) {
+                    key_missing!(column, KeyLoss::OldKey);
+                }
                 document::write_document(&mut self.document, &relation.layout, &self.row, Op::Delete, &source, None);
             }
         }
@@ -488,21 +594,32 @@ enum TupleRole {
     OldFull,
 }
 
-/// Encode a tuple's values into `row`. Unchanged TOAST values are taken from the full old
-/// tuple when there is one, else omitted (the merge reduction keeps the stored value).
+/// Encode a tuple's values into `row`. An unchanged TOAST value (which the server does not
+/// send again) is taken from the old tuple when that carries it: a full old row carries
+/// every column, an old key its replica identity's columns, unchanged out-of-line key
+/// values included (PostgreSQL logs those since 13.7 and 14.3, so that the key is known).
+/// Otherwise it is omitted, and the merge reduction keeps the stored value.
 fn encode_tuple(
     row: &mut EncodedRow,
     relation: &RelationEntry,
     tuple: &TupleData<'_>,
-    full_old: Option<&TupleData<'_>>,
+    old: Option<&OldTuple<'_>>,
     role: TupleRole,
 ) -> Result<(), value::ValueError> {
     row.reset(relation.types.len());
     for (index, (value, ty)) in tuple.values.iter().zip(&relation.types).enumerate() {
         let value = match value {
-            TupleValue::UnchangedToast => match full_old.and_then(|old| old.values.get(index)) {
-                Some(old @ TupleValue::Text(_)) | Some(old @ TupleValue::Null) => old,
-                _ => continue,
+            TupleValue::UnchangedToast => match old {
+                Some(OldTuple::Full(old)) => match old.values.get(index) {
+                    Some(old @ (TupleValue::Text(_) | TupleValue::Null)) => old,
+                    _ => continue,
+                },
+                // In an old key, NULL stands for "not part of the key".
+                Some(OldTuple::Key(old)) => match old.values.get(index) {
+                    Some(old @ TupleValue::Text(_)) => old,
+                    _ => continue,
+                },
+                None => continue,
             },
             other => other,
         };
@@ -523,4 +640,411 @@ fn encode_tuple(
         }
     }
     Ok(())
+}
+
+/// The first collection key column that `row` has no value for.
+fn missing_key<'r>(relation: &'r RelationEntry, row: &EncodedRow) -> Option<&'r str> {
+    relation
+        .document_key_positions
+        .iter()
+        .find(|(_, position)| position.is_none_or(|p| row.value(p).is_none()))
+        .map(|(column, _)| column.as_str())
+}
+
+/// Why a change arrived without a collection key column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyLoss {
+    /// The relation does not carry the column at all (a publication column list).
+    NotPublished,
+    /// An update left an out-of-line key value unchanged and the server sent no old key.
+    UnchangedToast,
+    /// The old key of an update or delete lacks the column.
+    OldKey,
+}
+
+fn missing_key_error(relation: &RelationEntry, column: &str, cause: KeyLoss) -> Error {
+    let name = display_name(&relation.namespace, &relation.name);
+    let table = qualified(&relation.namespace, &relation.name);
+    let rebackfill = "then increment the binding's backfill counter: the changes already written lack the key, and the backfill reads the table again";
+    match cause {
+        KeyLoss::NotPublished => Error::user(
+            format!("changes of table {name} arrive without its collection key column {column:?}: the publication does not carry that column"),
+            format!("publish the column (drop the table's column list in the publication, or add the column to it), {rebackfill}"),
+        ),
+        KeyLoss::UnchangedToast => Error::user(
+            format!("an update of table {name} arrived without the value of its key column {column:?}: the value is stored out of line (TOAST) and did not change, and the server sent no old key (PostgreSQL sends one since 13.7 and 14.3), so the capture cannot tell which document the update changes"),
+            format!("run ALTER TABLE {table} REPLICA IDENTITY FULL; (or upgrade the server to its latest minor release), {rebackfill}"),
+        ),
+        KeyLoss::OldKey => Error::user(
+            format!("a change of table {name} arrived without its collection key column {column:?} in the old row, so the capture cannot tell which document it changes"),
+            format!("run ALTER TABLE {table} REPLICA IDENTITY FULL; {rebackfill}"),
+        ),
+    }
+}
+
+/// A replica identity whose old key leaves out collection key columns. Updates and deletes
+/// then arrive without the key: a delete cannot name its document, and a change of the key
+/// cannot be recognized, so the old key's document would linger in the collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct IdentityGap {
+    /// `USING INDEX` (else `DEFAULT`: the primary key).
+    using_index: bool,
+    /// The identity's columns.
+    identity: Vec<String>,
+    /// The collection key columns it leaves out.
+    missing: Vec<String>,
+}
+
+impl IdentityGap {
+    /// The gap of `relation`'s identity against the collection key, if any. A relation
+    /// without identity columns has none: the server refuses its updates and deletes.
+    pub(super) fn of(relation: &pgoutput::Relation<'_>, key: &[(String, Option<usize>)]) -> Option<IdentityGap> {
+        let using_index = match relation.replica_identity {
+            ReplicaIdentity::Index => true,
+            ReplicaIdentity::Default => false,
+            ReplicaIdentity::Full | ReplicaIdentity::Nothing => return None,
+        };
+        let identity: Vec<String> = relation.columns.iter().filter(|c| c.is_key).map(|c| c.name.to_string()).collect();
+        if identity.is_empty() {
+            return None;
+        }
+        let missing: Vec<String> = key
+            .iter()
+            .filter(|(_, position)| position.and_then(|p| relation.columns.get(p)).is_some_and(|c| !c.is_key))
+            .map(|(column, _)| column.clone())
+            .collect();
+        (!missing.is_empty()).then_some(IdentityGap { using_index, identity, missing })
+    }
+
+    /// The error that ends the capture, naming the identity's index (looked up now: the
+    /// replication stream names only its columns).
+    async fn error(&self, client: &Client, relation_oid: u32, relation: &RelationEntry) -> Error {
+        let index = if self.using_index {
+            let params: [&(dyn ToSql + Sync); 1] = [&relation_oid];
+            let lookup = client.query_opt(
+                "SELECT c.relname::text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+                 WHERE i.indrelid = $1 AND i.indisreplident",
+                &params,
+            );
+            match tokio::time::timeout(Duration::from_secs(10), lookup).await {
+                Ok(Ok(Some(row))) => row.try_get::<_, String>(0).ok(),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        self.describe(relation, index.as_deref())
+    }
+
+    fn describe(&self, relation: &RelationEntry, index: Option<&str>) -> Error {
+        let name = display_name(&relation.namespace, &relation.name);
+        let table = qualified(&relation.namespace, &relation.name);
+        let list = |columns: &[String]| columns.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+        let identity = match (self.using_index, index) {
+            (true, Some(index)) => {
+                format!("REPLICA IDENTITY USING INDEX {} (columns {})", quote_identifier(index), list(&self.identity))
+            }
+            (true, None) => format!("REPLICA IDENTITY USING INDEX on columns {}", list(&self.identity)),
+            (false, _) => format!("REPLICA IDENTITY DEFAULT, the primary key (columns {})", list(&self.identity)),
+        };
+        let plural = if self.missing.len() == 1 { "" } else { "s" };
+        Error::user(
+            format!(
+                "table {name} has {identity}, which leaves out collection key column{plural} {}: its updates and deletes arrive without the key, so the capture cannot tell which document they change",
+                list(&self.missing)
+            ),
+            format!("run ALTER TABLE {table} REPLICA IDENTITY FULL; (or REPLICA IDENTITY USING INDEX on a unique index of the key columns), then increment the binding's backfill counter: the changes already written lack the key, and the backfill reads the table again"),
+        )
+    }
+}
+
+/// The query that reads the current values of columns `missing` of the row a change left at
+/// its new key, by the relation's replica identity (unique, and always sent: changed
+/// values from the new row, unchanged ones from the old key), and its parameters. It always
+/// answers one row: the statement's snapshot, then `true` and the values if the row exists.
+/// `None` when the identity's values are not all known.
+fn current_values_query(
+    relation: &RelationEntry,
+    new: &TupleData<'_>,
+    old: Option<&TupleData<'_>>,
+    missing: &[usize],
+) -> Option<(String, Vec<Vec<u8>>)> {
+    if relation.identity_positions.is_empty() {
+        return None;
+    }
+    let mut params = Vec::with_capacity(relation.identity_positions.len());
+    let mut conditions = Vec::with_capacity(relation.identity_positions.len());
+    for (i, position) in relation.identity_positions.iter().enumerate() {
+        let value = match new.values.get(*position)? {
+            TupleValue::Text(text) => *text,
+            TupleValue::UnchangedToast => match old?.values.get(*position)? {
+                TupleValue::Text(text) => *text,
+                _ => return None,
+            },
+            TupleValue::Null | TupleValue::Binary(_) => return None,
+        };
+        params.push(value.to_vec());
+        conditions.push(format!("src.{} = ${}", quote_identifier(relation.columns.get(*position)?), i + 1));
+    }
+    let mut select = Vec::with_capacity(missing.len());
+    for (i, position) in missing.iter().enumerate() {
+        let column = format!("src.{}", quote_identifier(relation.columns.get(*position)?));
+        select.push(format!("{} AS v{i}", backfill::text_expression(&column, relation.types.get(*position)?)));
+    }
+    let sql = format!(
+        "SELECT pg_catalog.pg_current_snapshot()::text, r.* FROM (SELECT 1) AS one
+         LEFT JOIN LATERAL (SELECT true AS found, {} FROM {}.{} AS src WHERE {} LIMIT 1) AS r ON true",
+        select.join(", "),
+        quote_identifier(&relation.namespace),
+        quote_identifier(&relation.name),
+        conditions.join(" AND ")
+    );
+    Some((sql, params))
+}
+
+/// Run a [`current_values_query`] once its snapshot sees transaction `xid`, the change's own
+/// (it has committed, but PostgreSQL may make it visible a moment after the stream delivered
+/// it). `None`: the row is not there (any more).
+///
+/// The values are the row's current state, which may be newer than the change: a later
+/// transaction may have changed them already. That is safe under the collection's merge
+/// reduction: such a transaction touched this row after the change, so it follows it in the
+/// stream, and its own documents carry (or, unchanged TOAST again, keep) the values. Once
+/// the stream has passed it, the reduced document equals the row again. In between (and in
+/// history mode) the document can show a value from slightly later than its transaction.
+async fn current_values(
+    client: &Client,
+    sql: &str,
+    params: &[Vec<u8>],
+    xid: u32,
+    limit: Duration,
+) -> Result<Option<Vec<Option<String>>>, Error> {
+    let text: Vec<TextParam<'_>> = params.iter().map(|p| TextParam(p)).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = text.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    let started = std::time::Instant::now();
+    loop {
+        let rows = match with_deadline(
+            limit,
+            "reading the current values of a row whose key changed",
+            client.query(sql, &refs),
+        )
+        .await?
+        {
+            Ok(rows) => rows,
+            // Dropped since: the stream says so in its own time; nothing to read.
+            Err(err)
+                if err.code() == Some(&SqlState::UNDEFINED_TABLE)
+                    || err.code() == Some(&SqlState::UNDEFINED_COLUMN) =>
+            {
+                return Ok(None)
+            }
+            Err(err) => return Err(pg(err)),
+        };
+        let row = rows.first().ok_or_else(|| Error::Internal("the current values query answered no row".into()))?;
+        let bad = |err: tokio_postgres::Error| Error::Internal(format!("the current values query's answer: {err}"));
+        let snapshot: String = row.try_get(0).map_err(bad)?;
+        let snapshot =
+            Snapshot::parse(&snapshot).map_err(|err| Error::Internal(format!("the current snapshot: {err}")))?;
+        if snapshot.sees_committed(xid) {
+            if row.try_get::<_, Option<bool>>(1).map_err(bad)? != Some(true) {
+                return Ok(None);
+            }
+            return (2..row.len())
+                .map(|i| row.try_get::<_, Option<String>>(i).map_err(bad))
+                .collect::<Result<_, _>>()
+                .map(Some);
+        }
+        if started.elapsed() >= limit {
+            return Err(Error::user(
+                format!("transaction {xid} was delivered by the replication stream but is still not visible to queries after {} s", limit.as_secs()),
+                "a synchronous standby may be holding commits back: check synchronous_standby_names and the standby; the capture restarts from its last checkpoint",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Encode values read by [`current_values`] into `row` at `positions`. A value that does not
+/// encode (the column's type changed since the change was written) is left out, as the
+/// server left it out: the merge reduction keeps what the collection has.
+fn fill_current_values(
+    row: &mut EncodedRow,
+    relation: &RelationEntry,
+    positions: &[usize],
+    values: &[Option<String>],
+    table: &str,
+) {
+    for (position, value) in positions.iter().zip(values) {
+        let (Some(ty), Some(column)) = (relation.types.get(*position), relation.columns.get(*position)) else {
+            continue;
+        };
+        match value {
+            None => row.set_null(*position),
+            Some(text) => {
+                let start = row.bytes.len();
+                match value::encode_value(ty, text.as_bytes(), &mut row.bytes) {
+                    Ok(()) => row.finish_value(*position, start),
+                    Err(err) => {
+                        row.bytes.truncate(start);
+                        tracing::warn!(table = %table, column = %column, error = %err, "the current value of a column of a row whose key changed could not be encoded; it is left out");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A bind parameter sent in text format. The server reads it with the input function of
+/// the type it infers for the parameter (the column it is compared with), so a value taken
+/// from the replication stream, which is that type's output, round-trips exactly, and no
+/// type name has to go into the SQL text.
+#[derive(Debug)]
+struct TextParam<'a>(&'a [u8]);
+
+impl ToSql for TextParam<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    fn encode_format(&self, _: &Type) -> Format {
+        Format::Text
+    }
+
+    to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::pgoutput::RelationColumn;
+    use crate::value::PgType;
+
+    fn text() -> PgType {
+        PgType::Builtin { name: "text".into(), typmod: -1 }
+    }
+
+    fn int4() -> PgType {
+        PgType::Builtin { name: "int4".into(), typmod: -1 }
+    }
+
+    /// Columns `id int4` (the key), `code text`, `big text`, `doc xml`; identity flags as given.
+    fn relation(identity: ReplicaIdentity, flagged: &[&str]) -> (pgoutput::Relation<'static>, RelationEntry) {
+        let names = ["id", "code", "big", "doc"];
+        let columns: Vec<RelationColumn<'static>> = names
+            .iter()
+            .map(|name| RelationColumn { is_key: flagged.contains(name), name, type_oid: 0, type_modifier: -1 })
+            .collect();
+        let message = pgoutput::Relation {
+            xid: None,
+            oid: 1,
+            namespace: "we\"ird",
+            name: "t",
+            replica_identity: identity,
+            columns,
+        };
+        let document_key_positions = vec![("id".to_string(), Some(0))];
+        let entry = RelationEntry {
+            namespace: "we\"ird".into(),
+            name: "t".into(),
+            types: vec![int4(), text(), text(), PgType::Builtin { name: "xml".into(), typmod: -1 }],
+            layout: DocumentLayout::new(&names),
+            binding: Some(0),
+            key_positions: vec![0],
+            columns: names.iter().map(|n| n.to_string()).collect(),
+            identity_gap: IdentityGap::of(&message, &document_key_positions),
+            document_key_positions,
+            identity_positions: (0..names.len()).filter(|i| flagged.contains(&names[*i])).collect(),
+            is_watermarks: false,
+            watermark_position: None,
+        };
+        (message, entry)
+    }
+
+    fn tuple(values: &[TupleValue<'static>]) -> TupleData<'static> {
+        TupleData { values: values.to_vec() }
+    }
+
+    #[test]
+    fn identities_that_leave_out_key_columns_are_gaps() {
+        let (_, entry) = relation(ReplicaIdentity::Index, &["code"]);
+        let gap = entry.identity_gap.clone().expect("a gap");
+        assert_eq!(gap.missing, ["id"]);
+        let error = gap.describe(&entry, Some("t_code"));
+        assert_eq!(
+            error.to_string(),
+            "table \"we\\\"ird.t\" has REPLICA IDENTITY USING INDEX \"t_code\" (columns \"code\"), which leaves out collection key column \"id\": its updates and deletes arrive without the key, so the capture cannot tell which document they change"
+        );
+        assert!(error.hint().unwrap().starts_with("run ALTER TABLE \"we\"\"ird\".\"t\" REPLICA IDENTITY FULL;"));
+        let (_, entry) = relation(ReplicaIdentity::Default, &["code"]);
+        assert!(entry.identity_gap.is_some());
+        // Identities holding the key, FULL, and tables without identity columns (whose
+        // updates and deletes the server refuses) are fine.
+        for (identity, flagged) in [
+            (ReplicaIdentity::Default, &["id"][..]),
+            (ReplicaIdentity::Index, &["code", "id"][..]),
+            (ReplicaIdentity::Full, &["id", "code", "big", "doc"][..]),
+            (ReplicaIdentity::Default, &[][..]),
+            (ReplicaIdentity::Nothing, &[][..]),
+        ] {
+            assert_eq!(relation(identity, flagged).1.identity_gap, None, "{identity:?} {flagged:?}");
+        }
+    }
+
+    #[test]
+    fn unchanged_toast_values_come_from_the_old_tuple_that_carries_them() {
+        let (_, entry) = relation(ReplicaIdentity::Default, &["id"]);
+        let new =
+            tuple(&[TupleValue::UnchangedToast, TupleValue::Text(b"c"), TupleValue::UnchangedToast, TupleValue::Null]);
+        let mut row = EncodedRow::default();
+        // No old tuple: the key is missing, and the document would lack it.
+        encode_tuple(&mut row, &entry, &new, None, TupleRole::New).unwrap();
+        assert_eq!(missing_key(&entry, &row), Some("id"));
+        assert_eq!(row.value(2), None);
+        // An old key carries the key (NULLs in it stand for "not in the key").
+        let old = OldTuple::Key(tuple(&[TupleValue::Text(b"7"), TupleValue::Null, TupleValue::Null, TupleValue::Null]));
+        encode_tuple(&mut row, &entry, &new, Some(&old), TupleRole::New).unwrap();
+        assert_eq!(missing_key(&entry, &row), None);
+        assert_eq!(
+            (row.value(0), row.value(1), row.value(2), row.value(3)),
+            (Some(&b"7"[..]), Some(&b"\"c\""[..]), None, Some(&b"null"[..]))
+        );
+        // A full old row carries everything, NULLs included.
+        let old = OldTuple::Full(tuple(&[
+            TupleValue::Text(b"7"),
+            TupleValue::Text(b"x"),
+            TupleValue::Null,
+            TupleValue::Null,
+        ]));
+        encode_tuple(&mut row, &entry, &new, Some(&old), TupleRole::New).unwrap();
+        assert_eq!((row.value(0), row.value(2)), (Some(&b"7"[..]), Some(&b"null"[..])));
+    }
+
+    #[test]
+    fn current_values_are_read_by_the_replica_identity_with_quoted_names_and_parameters() {
+        let (_, entry) = relation(ReplicaIdentity::Default, &["id", "code"]);
+        let new = tuple(&[
+            TupleValue::Text(b"8"),
+            TupleValue::UnchangedToast,
+            TupleValue::UnchangedToast,
+            TupleValue::UnchangedToast,
+        ]);
+        let old = tuple(&[TupleValue::Text(b"7"), TupleValue::Text(b"c'; --"), TupleValue::Null, TupleValue::Null]);
+        let (sql, params) = current_values_query(&entry, &new, Some(&old), &[2, 3]).expect("a query");
+        assert_eq!(
+            sql.split_whitespace().collect::<Vec<_>>().join(" "),
+            "SELECT pg_catalog.pg_current_snapshot()::text, r.* FROM (SELECT 1) AS one LEFT JOIN LATERAL \
+             (SELECT true AS found, src.\"big\"::text AS v0, CASE WHEN src.\"doc\" IS NULL THEN NULL ELSE pg_catalog.format('%s', src.\"doc\") END AS v1 \
+             FROM \"we\"\"ird\".\"t\" AS src WHERE src.\"id\" = $1 AND src.\"code\" = $2 LIMIT 1) AS r ON true"
+        );
+        assert_eq!(params, [b"8".to_vec(), b"c'; --".to_vec()]);
+        // An identity value that is not known: no query.
+        assert_eq!(current_values_query(&entry, &new, None, &[2]), None);
+        let (_, keyless) = relation(ReplicaIdentity::Default, &[]);
+        assert_eq!(current_values_query(&keyless, &new, Some(&old), &[2]), None);
+    }
 }

@@ -128,6 +128,9 @@ struct Binding {
     key_columns: Vec<String>,
     /// Whether the collection is keyed by `/_meta/source/loc/*`.
     keyed_by_location: bool,
+    /// The columns of the collection key, when every key pointer names a column: every
+    /// document must carry them (empty: the key is not made of columns, nothing to check).
+    document_key: Vec<String>,
     /// Backfill query details, prepared on first use.
     key_types: Option<Vec<String>>,
     /// The key columns' order signatures, read with `key_types` (see [`retype`]).
@@ -163,6 +166,16 @@ struct RelationEntry {
     binding: Option<usize>,
     /// Positions of the binding's key columns among the relation's columns.
     key_positions: Vec<usize>,
+    /// Column names, in the order tuples list their values.
+    columns: Vec<String>,
+    /// Where each column of the binding's collection key is among the relation's columns
+    /// (`None`: the relation does not carry it).
+    document_key_positions: Vec<(String, Option<usize>)>,
+    /// Positions of the replica identity's columns (the old key of updates and deletes).
+    identity_positions: Vec<usize>,
+    /// The replica identity, when its old key leaves out collection key columns: updates
+    /// and deletes then cannot be matched to their documents (see `changes::IdentityGap`).
+    identity_gap: Option<changes::IdentityGap>,
     is_watermarks: bool,
     watermark_position: Option<usize>,
 }
@@ -301,8 +314,11 @@ where
     let wanted: BTreeSet<(String, String)> =
         resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
     if !config.raw.advanced.skip_prerequisites {
+        let keys = crate::validate::collection_key_columns(
+            resources.iter().zip(&open.capture.bindings).map(|(r, b)| (r, b.collection.key.as_slice())),
+        );
         let mut problems = crate::validate::check_server(&client, &config).await?;
-        problems.extend(crate::validate::check_tables(&client, &config, &wanted).await?);
+        problems.extend(crate::validate::check_tables(&client, &config, &wanted, &keys).await?);
         problems.extend(crate::validate::check_publication_filters(&client, &config, &wanted).await?);
         if !problems.is_empty() {
             return Err(crate::validate::report(&problems));
@@ -338,6 +354,16 @@ where
         });
         let keyed_by_location = spec.collection.key.iter().map(String::as_str).eq(FALLBACK_KEY);
         let key_columns = choose_key_columns(&resource, &spec.collection.key, &table, keyed_by_location);
+        let document_key = if keyed_by_location {
+            Vec::new()
+        } else {
+            spec.collection
+                .key
+                .iter()
+                .map(|pointer| column_of_pointer(pointer).filter(|c| table.column(c).is_some()))
+                .collect::<Option<Vec<String>>>()
+                .unwrap_or_default()
+        };
         bindings.push(Binding {
             state_key,
             resource,
@@ -345,6 +371,7 @@ where
             state: binding_state,
             key_columns,
             keyed_by_location,
+            document_key,
             key_types: None,
             key_signature: None,
             chunk_undo: None,
@@ -1371,6 +1398,22 @@ struct Keepalive<'a> {
 }
 
 impl Keepalive<'_> {
+    /// Drive `work` (a query the stream waits for) to completion, sending status updates
+    /// meanwhile.
+    async fn around<T, F: std::future::Future<Output = Result<T, Error>>>(&mut self, work: F) -> Result<T, Error> {
+        tokio::pin!(work);
+        loop {
+            let next_status = tokio::time::Instant::from_std(*self.last_status + self.interval);
+            tokio::select! {
+                result = &mut work => return result,
+                _ = tokio::time::sleep_until(next_status) => {
+                    self.stream.send_standby_status(self.flushed, self.flushed, self.flushed, false).await?;
+                    *self.last_status = Instant::now();
+                }
+            }
+        }
+    }
+
     /// Drive `write` to completion, sending status updates while it is blocked.
     async fn during<F: std::future::Future<Output = std::io::Result<()>>>(&mut self, write: F) -> Result<(), Error> {
         use futures::FutureExt;

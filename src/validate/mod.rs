@@ -48,7 +48,7 @@ pub mod publication;
 pub mod server;
 pub mod tables;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -267,6 +267,20 @@ fn parse_resources<'a>(bindings: impl Iterator<Item = &'a serde_json::Value>) ->
     Ok(resources)
 }
 
+/// The columns of each binding's collection key, by table: for the bindings whose key
+/// pointers all name top-level properties (a key like `/_meta/source/loc` has no columns).
+pub fn collection_key_columns<'a>(
+    bindings: impl Iterator<Item = (&'a ResourceConfig, &'a [String])>,
+) -> BTreeMap<(String, String), Vec<String>> {
+    bindings
+        .filter_map(|(resource, key)| {
+            let columns: Option<Vec<String>> =
+                key.iter().map(|pointer| crate::discovery::schema::column_of_pointer(pointer)).collect();
+            columns.filter(|c| !c.is_empty()).map(|c| ((resource.namespace.clone(), resource.stream.clone()), c))
+        })
+        .collect()
+}
+
 /// Rules about changing a binding between publications of the capture, and about keys.
 fn check_binding_rules(
     resources: &[ResourceConfig],
@@ -330,7 +344,11 @@ pub async fn validate(request: &Validate) -> Result<Vec<ValidatedBinding>, Error
     if !config.raw.advanced.skip_prerequisites {
         let tables: BTreeSet<(String, String)> =
             resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
-        problems.extend(with_deadline("validation", check_all(&config, &tables, &resources, &request.bindings)).await?);
+        let keys =
+            collection_key_columns(resources.iter().zip(request.bindings.iter().map(|b| b.collection.key.as_slice())));
+        problems.extend(
+            with_deadline("validation", check_all(&config, &tables, &keys, &resources, &request.bindings)).await?,
+        );
     }
     if !problems.is_empty() {
         return Err(report(&problems));
@@ -341,12 +359,13 @@ pub async fn validate(request: &Validate) -> Result<Vec<ValidatedBinding>, Error
 async fn check_all(
     config: &Config,
     tables: &BTreeSet<(String, String)>,
+    keys: &BTreeMap<(String, String), Vec<String>>,
     resources: &[ResourceConfig],
     bindings: &[crate::protocol::ValidateBinding],
 ) -> Result<Vec<Problem>, Error> {
     let client = connect_for_checks(config).await?;
     let mut problems = check_server(&client, config).await?;
-    problems.extend(check_tables(&client, config, tables).await?);
+    problems.extend(check_tables(&client, config, tables, keys).await?);
     problems.extend(check_publication_filters(&client, config, tables).await?);
     problems.extend(check_meta_keys(&client, resources, bindings).await?);
     problems.extend(keys::check_backfill_keys(&client, config, resources, bindings).await?);

@@ -1,13 +1,16 @@
 //! Per-table prerequisites of the bound tables: the table exists, the user can read it,
 //! the publication carries it (or the user may add it), its changes can be replicated
 //! (logged, with a replica identity), row-level security does not hide rows, and a
-//! partitioned table fits the publication's `publish_via_partition_root`. Tables that
-//! store TOASTed values get advice (a warning, not a failure) about `REPLICA IDENTITY FULL`.
+//! partitioned table fits the publication's `publish_via_partition_root`, and its replica
+//! identity carries the collection key (else deletes and key changes arrive without it).
+//! Tables that store TOASTed values get advice (a warning, not a failure) about
+//! `REPLICA IDENTITY FULL`, as do tables whose key can be stored out of line on a server
+//! that does not send such keys with updates.
 //!
 //! One query reads the facts of every bound table ([`TableFacts::load`]);
 //! [`table_problems`] applies the rules without IO.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio_postgres::Client;
 
@@ -49,6 +52,17 @@ pub struct TableFacts {
     /// The table's TOAST relation holds data.
     pub toasted: bool,
     pub published: bool,
+    /// The table's columns.
+    pub columns: Vec<String>,
+    /// The columns of the replica identity's index (the primary key under `DEFAULT`).
+    pub identity_columns: Vec<String>,
+    /// The name of that index.
+    pub identity_index: Option<String>,
+    /// Identity columns whose values can be stored out of line (variable-length, storage
+    /// other than `PLAIN`: even `MAIN` moves out of line as a last resort).
+    pub out_of_line_identity: Vec<String>,
+    /// The collection key's columns, from the binding (`None`: not made of columns).
+    pub key_columns: Option<Vec<String>>,
 }
 
 impl TableFacts {
@@ -93,7 +107,15 @@ impl TableFacts {
                                     WHERE i.indrelid = c.oid AND i.indisreplident AND i.indisvalid),
                             COALESCE(c.relrowsecurity, false), COALESCE(c.relforcerowsecurity, false),
                             COALESCE(c.reltoastrelid <> 0 AND pg_catalog.pg_relation_size(c.reltoastrelid) > 0, false),
-                            {published}
+                            {published},
+                            ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a
+                                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+                            ARRAY(SELECT a.attname::text FROM {IDENTITY_COLUMNS} ORDER BY a.attnum),
+                            (SELECT ic.relname::text FROM pg_catalog.pg_index i
+                             JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+                             WHERE i.indrelid = c.oid AND {IDENTITY_INDEX} LIMIT 1),
+                            ARRAY(SELECT a.attname::text FROM {IDENTITY_COLUMNS}
+                                  AND a.attlen = -1 AND a.attstorage <> 'p' ORDER BY a.attnum)
                      FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema_name, table_name, ord)
                      LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = w.schema_name
                      LEFT JOIN pg_catalog.pg_class c
@@ -123,21 +145,43 @@ impl TableFacts {
                 force_row_security: row.get(13),
                 toasted: row.get(14),
                 published: row.get(15),
+                columns: row.get(16),
+                identity_columns: row.get(17),
+                identity_index: row.get(18),
+                out_of_line_identity: row.get(19),
+                key_columns: None,
             })
             .collect();
         Ok((publication, facts))
     }
 }
 
-/// Per-table prerequisites of `tables`. Changes nothing; logs advice as warnings.
+/// The index of a table's replica identity (the primary key under `DEFAULT`), as a
+/// condition on `pg_index i` of the table `c`.
+const IDENTITY_INDEX: &str =
+    "CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END";
+
+/// The columns of that index, as a `FROM` clause over `pg_attribute a` ending in a `WHERE`
+/// condition (the same as [`IDENTITY_INDEX`]).
+const IDENTITY_COLUMNS: &str = "pg_catalog.pg_index i
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+      WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN i.indisprimary WHEN 'i' THEN i.indisreplident ELSE false END";
+
+/// Per-table prerequisites of `tables`, whose collection keys are made of `keys` (tables
+/// missing there have a key that is not made of columns). Changes nothing; logs advice as
+/// warnings.
 pub async fn check_tables(
     client: &Client,
     config: &Config,
     tables: &BTreeSet<(String, String)>,
+    keys: &BTreeMap<(String, String), Vec<String>>,
 ) -> Result<Vec<Problem>, Error> {
     let ctx = Context::load(client, config).await?;
-    let (publication, facts) = TableFacts::load(client, config, &ctx, tables).await?;
-    for advice in table_advice(&facts) {
+    let (publication, mut facts) = TableFacts::load(client, config, &ctx, tables).await?;
+    for table in &mut facts {
+        table.key_columns = keys.get(&(table.schema.clone(), table.name.clone())).cloned();
+    }
+    for advice in table_advice(&facts, ctx.server_version) {
         tracing::warn!(advice = %advice, "capture advice");
     }
     Ok(table_problems(&ctx, config, &publication, &facts))
@@ -194,6 +238,11 @@ pub fn table_problems(
                     format!("table {name} {why}: updates and deletes cannot be captured, and fail on the server once the table is published"),
                     vec![(Step::TableSetting, format!("ALTER TABLE {quoted} REPLICA IDENTITY FULL;"))],
                 ));
+            } else if let Some(gap) = identity_gap(table) {
+                problems.push(ctx.problem(
+                    format!("table {name} has {gap}: its updates and deletes would reach the capture without the key, so deleted rows would stay in the collection and a changed key would leave its old document behind. REPLICA IDENTITY FULL (below) or USING INDEX on a unique index of the key columns fixes it"),
+                    vec![(Step::TableSetting, format!("ALTER TABLE {quoted} REPLICA IDENTITY FULL;"))],
+                ));
             }
         }
         let rls_applies = table.row_security && !ctx.bypasses_rls && (table.force_row_security || !table.owned);
@@ -231,8 +280,8 @@ pub fn table_problems(
 }
 
 /// Advice that does not stop the capture.
-pub fn table_advice(tables: &[TableFacts]) -> Vec<String> {
-    tables
+pub fn table_advice(tables: &[TableFacts], server_version: i32) -> Vec<String> {
+    let mut advice: Vec<String> = tables
         .iter()
         .filter(|t| t.exists && t.relkind == 'r' && t.toasted && t.replica_identity != 'f')
         .map(|t| {
@@ -243,7 +292,66 @@ pub fn table_advice(tables: &[TableFacts]) -> Vec<String> {
                 qualified(&t.schema, &t.name)
             )
         })
-        .collect()
+        .collect();
+    // Servers with the fix send the old key of such an update, and the capture takes the
+    // key from it; without it, the capture has to fail at the first such update.
+    if !sends_unchanged_out_of_line_keys(server_version) {
+        advice.extend(
+            tables
+                .iter()
+                .filter(|t| t.exists && t.relkind == 'r' && t.replica_identity != 'f' && !t.out_of_line_identity.is_empty())
+                .map(|t| {
+                    format!(
+                        "table {}: key column{} {} can be stored out of line (TOAST), and this server (PostgreSQL {}) does not send such a key with an update \
+                         that leaves it unchanged: the capture would stop at the first such update, since it cannot tell which document the update changes. \
+                         Upgrade to the latest minor release (13.7 and 14.3 fixed this), or run: ALTER TABLE {} REPLICA IDENTITY FULL;",
+                        display_name(&t.schema, &t.name),
+                        if t.out_of_line_identity.len() == 1 { "" } else { "s" },
+                        t.out_of_line_identity.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
+                        version_text(server_version),
+                        qualified(&t.schema, &t.name)
+                    )
+                }),
+        );
+    }
+    advice
+}
+
+/// Whether the server sends an unchanged out-of-line replica identity value in the old key
+/// of an update (the new row only marks it as unchanged): fixed in 13.7 and 14.3, and in
+/// every release since.
+pub fn sends_unchanged_out_of_line_keys(server_version: i32) -> bool {
+    server_version >= 140_003 || (130_007..140_000).contains(&server_version)
+}
+
+fn version_text(server_version: i32) -> String {
+    format!("{}.{}", server_version / 10_000, server_version % 10_000)
+}
+
+/// The replica identity of `table`, described, when it leaves out collection key columns
+/// (which then never reach the capture with updates and deletes).
+fn identity_gap(table: &TableFacts) -> Option<String> {
+    let key = table.key_columns.as_ref()?;
+    let missing: Vec<&String> =
+        key.iter().filter(|k| table.columns.contains(k) && !table.identity_columns.contains(k)).collect();
+    if missing.is_empty() || table.identity_columns.is_empty() {
+        return None;
+    }
+    let list =
+        |columns: &mut dyn Iterator<Item = &String>| columns.map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
+    let index = table.identity_index.as_deref().map(quote_identifier).unwrap_or_default();
+    let identity = match table.replica_identity {
+        'i' => format!("REPLICA IDENTITY USING INDEX {index} (columns {})", list(&mut table.identity_columns.iter())),
+        _ => format!(
+            "REPLICA IDENTITY DEFAULT, the primary key {index} (columns {})",
+            list(&mut table.identity_columns.iter())
+        ),
+    };
+    Some(format!(
+        "{identity}, which leaves out collection key column{} {}",
+        if missing.len() == 1 { "" } else { "s" },
+        list(&mut missing.into_iter())
+    ))
 }
 
 #[cfg(test)]
@@ -387,9 +495,58 @@ mod tests {
     #[test]
     fn toasted_tables_get_advice_unless_identity_is_full() {
         let toasted = TableFacts { toasted: true, ..good("public", "docs") };
-        let advice = table_advice(std::slice::from_ref(&toasted));
+        let advice = table_advice(std::slice::from_ref(&toasted), 150_004);
         assert_eq!(advice.len(), 1);
         assert!(advice[0].ends_with("ALTER TABLE \"public\".\"docs\" REPLICA IDENTITY FULL;"));
-        assert!(table_advice(&[TableFacts { replica_identity: 'f', ..toasted }]).is_empty());
+        assert!(table_advice(&[TableFacts { replica_identity: 'f', ..toasted }], 150_004).is_empty());
+    }
+
+    fn keyed(identity: char, identity_columns: &[&str], key: &[&str]) -> TableFacts {
+        TableFacts {
+            replica_identity: identity,
+            has_identity_index: identity == 'i',
+            columns: ["id", "code", "v"].map(String::from).to_vec(),
+            identity_columns: identity_columns.iter().map(|c| c.to_string()).collect(),
+            identity_index: Some(if identity == 'i' { "t_code_key" } else { "t_pkey" }.into()),
+            key_columns: Some(key.iter().map(|c| c.to_string()).collect()),
+            ..good("public", "t")
+        }
+    }
+
+    #[test]
+    fn a_replica_identity_without_the_collection_key_is_refused() {
+        let (message, script) = run(&[keyed('i', &["code"], &["id"])]);
+        assert!(
+            message.contains("table \"public.t\" has REPLICA IDENTITY USING INDEX \"t_code_key\" (columns \"code\"), which leaves out collection key column \"id\": its updates and deletes would reach the capture without the key"),
+            "{message}"
+        );
+        assert_eq!(script[1], "ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL;");
+        // A primary key that is not the collection key is the same problem.
+        let (message, _) = run(&[keyed('d', &["code"], &["id", "code"])]);
+        assert!(message.contains("REPLICA IDENTITY DEFAULT, the primary key \"t_pkey\" (columns \"code\"), which leaves out collection key column \"id\""), "{message}");
+        // Identities holding every key column, FULL, keys that are not columns: fine.
+        assert_eq!(run(&[keyed('i', &["code", "id"], &["id"])]).1.len(), 0);
+        assert_eq!(run(&[keyed('d', &["id"], &["id"])]).1.len(), 0);
+        assert_eq!(run(&[keyed('f', &[], &["id"])]).1.len(), 0);
+        assert_eq!(run(&[TableFacts { key_columns: None, ..keyed('i', &["code"], &["id"]) }]).1.len(), 0);
+    }
+
+    #[test]
+    fn out_of_line_keys_get_advice_only_where_the_server_drops_them() {
+        let table = TableFacts { out_of_line_identity: vec!["id".into()], ..good("public", "t") };
+        for fixed in [130_007, 130_020, 140_003, 150_000, 170_002] {
+            assert!(table_advice(std::slice::from_ref(&table), fixed).is_empty(), "{fixed}");
+        }
+        for unfixed in [130_000, 130_006, 140_000, 140_002] {
+            let advice = table_advice(std::slice::from_ref(&table), unfixed);
+            assert_eq!(advice.len(), 1, "{unfixed}");
+            assert!(
+                advice[0].starts_with("table \"public.t\": key column \"id\" can be stored out of line (TOAST)"),
+                "{}",
+                advice[0]
+            );
+            assert!(advice[0].ends_with("ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL;"), "{}", advice[0]);
+        }
+        assert!(table_advice(&[TableFacts { replica_identity: 'f', ..table }], 140_000).is_empty());
     }
 }

@@ -18,6 +18,7 @@ mod keyless_backfill;
 mod names;
 mod pg_connect;
 mod publication_slot;
+mod stream_keys;
 mod transcript;
 mod types;
 mod validate;
