@@ -142,8 +142,15 @@ impl Session {
             Ok(line) => match line.expect("read connector output") {
                 None => Event::Exited(self.child.wait().await.expect("wait")),
                 Some(line) => {
-                    let response: Value =
-                        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
+                    let response: Value = match serde_json::from_str(&line) {
+                        Ok(response) => response,
+                        // A connector that dies (or fails) while its output buffer holds part
+                        // of a line leaves that part last: the runtime never commits it.
+                        Err(e) => match self.lines.next_line().await {
+                            Ok(None) => return Event::Exited(self.child.wait().await.expect("wait")),
+                            _ => panic!("bad output line {line:?}: {e}"),
+                        },
+                    };
                     if let Some(captured) = response.get("captured") {
                         Event::Captured { doc: captured["doc"].clone() }
                     } else if let Some(checkpoint) = response.get("checkpoint") {
