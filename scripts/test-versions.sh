@@ -21,6 +21,8 @@
 #   * differential::seeds (the randomized differential harness, tests/it/differential.rs:
 #     DIFF_VERSION_SEEDS cases, default 6, from seed <major>000, so each version runs cases of
 #     its own);
+#   * keyless_backfill::keyless_backfill_reads_each_row_about_once (each keyless window is a
+#     TID scan, also on 13, which has no TID range scan);
 #   * pg_connect::slot_ (the replication client: slots, protocol versions, errors);
 #   * harness:: (the server starts, logical WAL, the capture role).
 # Not here: discovery and type tests (PostGIS is only installed for 15) and TLS (needs psql,
@@ -80,7 +82,7 @@ for major in "${majors[@]}"; do
         DIFF_SEEDS="${DIFF_VERSION_SEEDS:-6}" DIFF_SEED_BASE="${major}000" \
         cargo test "${locked[@]}" --test it -- \
         transcript::transcripts capture_stream:: capture_visibility:: capture_chaos:: capture_faults:: \
-        differential::seeds \
+        differential::seeds keyless_backfill::keyless_backfill_reads_each_row_about_once \
         pg_connect::slot_ harness::harness_ \
         "${skip[@]}" || status=$?
     outcome=ok
