@@ -300,6 +300,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     );
                     binding.state = undo.state;
                     binding.scanned_key = undo.scanned_key;
+                    // The chunk's rows were emitted already, beyond the resume key it goes back
+                    // to: a precise backfill would now drop changes to them (a delete among
+                    // them would be lost for good), so the rest of this backfill emits every
+                    // change.
+                    if binding.state.mode == TableMode::Backfill {
+                        binding.state.mode = TableMode::UnfilteredBackfill;
+                        binding.scanned_key = None;
+                    }
                     self.changed_bindings.insert(index);
                 }
             }
@@ -410,7 +418,19 @@ fn restart_backfill(binding: &mut Binding, change: &Change, why: &str) {
         change.from,
         change.to
     );
-    binding.state = BindingState::pending();
+    // Not `Pending`, which could choose a precise backfill: rows of the first pass were
+    // emitted already, beyond the new resume key, and a precise backfill would drop changes
+    // to them (a delete among them would be lost for good). A restarted backfill emits every
+    // change.
+    let key_columns = (!binding.key_columns.is_empty()).then(|| binding.key_columns.clone());
+    binding.state = BindingState {
+        mode: TableMode::UnfilteredBackfill,
+        key_columns,
+        scanned: None,
+        metadata: None,
+        backfilled: 0,
+        key_types: None,
+    };
     binding.key_types = None;
     binding.key_signature = None;
     binding.key_orders = None;

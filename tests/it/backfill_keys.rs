@@ -387,7 +387,10 @@ fn open_request(config: &Value, resource: Value, key: &[&str]) -> String {
 async fn nullable_backfill_keys_are_refused_naming_the_column() {
     let db = TestDb::create("nullable_backfill_keys").await;
     db.execute(
+        // REPLICA IDENTITY FULL, so that a collection key other than the primary key is
+        // refused for its nullability alone (the identity would leave it out otherwise).
         "CREATE TABLE test.t (id integer PRIMARY KEY, maybe integer, v text NOT NULL);
+         ALTER TABLE test.t REPLICA IDENTITY FULL;
          INSERT INTO test.t SELECT g, CASE WHEN g % 3 = 0 THEN NULL ELSE g END, 'v' || g FROM generate_series(1, 300) g;",
     )
     .await;

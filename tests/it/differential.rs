@@ -1082,6 +1082,9 @@ impl Model {
                 ));
             }
             let key = collection.key_of(&doc)?;
+            if std::env::var("DIFF_TRACE").is_ok_and(|t| !t.is_empty() && key.contains(&t)) {
+                eprintln!("differential: trace {table} {key}: {}", cut(&doc.to_string()));
+            }
             let Value::Object(mut doc) = doc else { return Err("a document is not an object".into()) };
             let meta = doc.remove("_meta").unwrap_or(Value::Null);
             collection.documents += 1;
@@ -1116,6 +1119,9 @@ impl Model {
                     ));
                 }
             }
+        }
+        if std::env::var("DIFF_TRACE").is_ok_and(|t| !t.is_empty()) {
+            eprintln!("differential: trace checkpoint {}", cut(&patch.to_string()));
         }
         merge_patch(&mut self.state, patch);
         self.checkpoints += 1;
