@@ -256,6 +256,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             binding = self.bound_ancestor(relation.oid).await?;
         }
         let column_names: Vec<&str> = relation.columns.iter().map(|c| c.name).collect();
+        if let Some(b) = binding {
+            self.follow_columns_of_backfilling_table(b, &column_names).await?;
+        }
         let key_positions = binding
             .map(|b| {
                 self.bindings[b].key_columns.iter().filter_map(|k| column_names.iter().position(|c| c == k)).collect()
@@ -290,6 +293,37 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         };
         self.check_publication_on_relation(relation.oid, binding, column_names.len()).await?;
         self.relations.insert(relation.oid, entry);
+        Ok(())
+    }
+
+    /// A Relation message announces a table's columns after they changed. A backfilling
+    /// table's chunk queries name its columns as they were read when the session started: a
+    /// column added since would be missing from the rows the backfill reads after this, while
+    /// a precise backfill drops the changes (which carry it) of rows it has not read yet. So
+    /// the backfill follows: the table's columns are read again from the catalog (the current
+    /// ones, which a chunk query reads), and chunk queries built before are not used.
+    async fn follow_columns_of_backfilling_table(&mut self, index: usize, announced: &[&str]) -> Result<(), Error> {
+        let binding = &self.bindings[index];
+        if !binding.state.mode.is_backfilling() {
+            return Ok(());
+        }
+        let emitted: Vec<&str> =
+            binding.table.columns.iter().filter(|c| !c.generated).map(|c| c.name.as_str()).collect();
+        if emitted == announced {
+            return Ok(());
+        }
+        let name = (binding.table.schema.clone(), binding.table.name.clone());
+        let only = std::collections::BTreeSet::from([name.clone()]);
+        let described = crate::discovery::discover_tables(&self.client, &self.config, Some(&only)).await?;
+        let binding = &mut self.bindings[index];
+        if let Some(fresh) = described.into_iter().find(|t| t.oid == binding.table.oid) {
+            tracing::info!(
+                table = %format!("{}.{}", name.0, name.1),
+                columns = ?fresh.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+                "the table's columns changed during its backfill: the backfill reads the current columns"
+            );
+            binding.table.columns = fresh.columns;
+        }
         Ok(())
     }
 

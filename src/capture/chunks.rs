@@ -307,8 +307,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let (plan, sql, params) = self.chunk_query(index)?;
         let client = self.backfill_client.clone();
         let relation = self.relation_to_check(index);
-        let query = tokio::spawn(async move { run_chunk_query(&client, &sql, &params, relation).await });
-        Ok(Some(PrefetchedChunk { index, plan, forgotten_deliveries: self.forgotten_deliveries, query }))
+        let sent = sql.clone();
+        let query = tokio::spawn(async move { run_chunk_query(&client, &sent, &params, relation).await });
+        Ok(Some(PrefetchedChunk { index, plan, sql, forgotten_deliveries: self.forgotten_deliveries, query }))
     }
 
     /// Read and emit one chunk of binding `index` (its query possibly started already, as
@@ -327,7 +328,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         // changed since, after a statement timeout) and its snapshot can still be checked
         // against every delivered transaction.
         let prefetched = match prefetched {
-            Some(p) if p.index == index && p.plan == plan && p.forgotten_deliveries == self.forgotten_deliveries => {
+            Some(p)
+                if p.index == index
+                    && p.plan == plan
+                    && p.sql == sql
+                    && p.forgotten_deliveries == self.forgotten_deliveries =>
+            {
                 Some(p)
             }
             Some(stale) => {

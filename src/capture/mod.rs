@@ -192,6 +192,8 @@ struct Transaction {
 struct PrefetchedChunk {
     index: usize,
     plan: backfill::ChunkPlan,
+    /// The query text: the table's columns may have been read again since it was sent.
+    sql: String,
     /// `Session::forgotten_deliveries` when the query was sent.
     forgotten_deliveries: u64,
     query: tokio::task::JoinHandle<Result<ChunkRows, tokio_postgres::Error>>,

@@ -102,6 +102,9 @@ enum Identity {
     Full,
     /// `REPLICA IDENTITY USING INDEX` on a unique index of another column (`alt`).
     OtherIndex,
+    /// `REPLICA IDENTITY USING INDEX` on the unique index that is the table's key (tables
+    /// without a primary key have no identity otherwise, and validation rightly refuses them).
+    KeyIndex,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -328,8 +331,10 @@ impl Case {
             };
             let identity = match rng.gen_range(0..20) {
                 // A published table without a key needs FULL for updates and deletes to be
-                // allowed at all (validation says so).
+                // allowed at all (validation says so); one keyed by a unique index needs FULL or
+                // that index as its identity.
                 _ if key == KeyShape::Keyless => Identity::Full,
+                n if key == KeyShape::UniqueIndex => [Identity::Full, Identity::KeyIndex][n as usize % 2],
                 0..=11 => Identity::Default,
                 12..=17 => Identity::Full,
                 _ if partitioning == Partitioning::None && key != KeyShape::Keyless => Identity::OtherIndex,
@@ -652,7 +657,7 @@ impl TableSpec {
         }
         let _ = writeln!(sql, "CREATE INDEX ON {q} (seq);");
         if self.key == KeyShape::UniqueIndex {
-            let _ = writeln!(sql, "CREATE UNIQUE INDEX ON {q} (id);");
+            let _ = writeln!(sql, "CREATE UNIQUE INDEX {} ON {q} (id);", quote_ident(&format!("{}_id", self.name)));
         }
         if self.toast_key {
             let _ = writeln!(sql, "ALTER TABLE {q} ALTER COLUMN id SET STORAGE EXTERNAL;");
@@ -670,6 +675,10 @@ impl TableSpec {
                 for leaf in &leaves {
                     let _ = writeln!(sql, "ALTER TABLE {leaf} REPLICA IDENTITY FULL;");
                 }
+            }
+            Identity::KeyIndex => {
+                let index = quote_ident(&format!("{}_id", self.name));
+                let _ = writeln!(sql, "ALTER TABLE {q} REPLICA IDENTITY USING INDEX {index};");
             }
             Identity::OtherIndex => {
                 let index = quote_ident(&format!("{}_alt", self.name));
