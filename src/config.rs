@@ -891,7 +891,7 @@ impl Config {
 
 /// An error text cut to a readable length (serde quotes whole offending values).
 fn shorten(text: &str) -> String {
-    const LIMIT: usize = 400;
+    const LIMIT: usize = 600;
     if text.chars().count() <= LIMIT {
         return text.to_string();
     }
@@ -1300,6 +1300,42 @@ mod tests {
             err.to_string(),
             "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"no_date_as_date\", \"multidimensional_arrays\" are not applied by this connector, and would change the documents, their schemas or where the capture starts"
         );
+    }
+
+    /// Every example of tests/fixtures/go-configs parses, its bindings too, and exactly the
+    /// fields it names are refused as not supported yet.
+    #[test]
+    fn go_connector_examples_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go-configs");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for example in file["examples"].as_array().unwrap() {
+                let name = format!("{}: {}", path.display(), example["name"]);
+                count += 1;
+                let parsed = Config::parse(&example["config"]);
+                if let Some(field) = example["invalid"].as_str() {
+                    let err = parsed.expect_err(&name).to_string();
+                    assert!(err.contains(&format!("{field:?} is invalid")), "{name}: {err}");
+                    continue;
+                }
+                let config = parsed.unwrap_or_else(|err| panic!("{name}: {err}"));
+                for (index, binding) in example["bindings"].as_array().unwrap().iter().enumerate() {
+                    ResourceConfig::parse(index, binding).unwrap_or_else(|err| panic!("{name}: {err}"));
+                }
+                let expected: Vec<&str> =
+                    example["unsupported"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+                match config.check_supported(Purpose::Capture) {
+                    Ok(()) => assert!(expected.is_empty(), "{name}: accepted, expected {expected:?} to be refused"),
+                    Err(err) => assert_eq!(err.unsupported_fields(), expected, "{name}: {err}"),
+                }
+            }
+        }
+        assert!(count >= 20, "{count} examples");
     }
 
     #[test]
