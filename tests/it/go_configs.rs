@@ -376,3 +376,51 @@ fn min_backfill_xid_condition_is_the_circular_xid_order() {
         }
     });
 }
+
+/// The refusal happens wherever the configuration is used, not only in `validate`: `open`
+/// refuses read-only capture before it connects (so nothing is written), and `discover`
+/// refuses an SSH tunnel (it would otherwise connect to `address` directly) but not the
+/// capture-only settings.
+#[test]
+fn open_and_discover_refuse_unsupported_settings_by_name() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let db = runtime.block_on(TestDb::create("go_configs_open_refuses"));
+    runtime.block_on(db.execute("CREATE TABLE test.t (id int PRIMARY KEY); INSERT INTO test.t VALUES (1);"));
+    let mut config = db.endpoint_config();
+    config["advanced"]["read_only_capture"] = json!(true);
+    config["advanced"]["watermarksTable"] = json!("public.never_created");
+    let open = json!({"open": {"capture": {"name": "tests/capture", "config": config, "bindings": [binding("t", &["/id"])]}, "state": {}}});
+    let output =
+        run_connector(&[], &format!("{}\n{open}\n", json!({"spec": {}})), &[("SHUTDOWN_AFTER_POLLING", "yes")]);
+    assert_eq!(output.exit_code, 1, "{}", output.stderr);
+    let last = output.stderr.lines().rev().find(|l| !l.trim().is_empty()).expect("an error line");
+    let line: Value = serde_json::from_str(last).expect("JSON");
+    let message = line["msg"].as_str().expect("msg");
+    assert!(
+        message.starts_with("endpoint configuration field \"advanced.read_only_capture\" is not supported yet"),
+        "{message}"
+    );
+    assert!(!output.stdout.contains("\"captured\""), "{}", output.stdout);
+    let created: bool = runtime.block_on(async {
+        let client = db.superuser_client().await;
+        client
+            .query_one("SELECT to_regclass('public.never_created') IS NOT NULL", &[])
+            .await
+            .expect("look for the watermarks table")
+            .get(0)
+    });
+    assert!(!created, "a read-only capture created its watermarks table");
+
+    let discover = |config: &Value| {
+        run_connector(&[], &format!("{}\n", json!({"discover": {"connectorType": "IMAGE", "config": config}})), &[])
+    };
+    assert_eq!(discover(&config).exit_code, 0, "read_only_capture does not concern discovery");
+    let mut tunnelled = db.endpoint_config();
+    tunnelled["networkTunnel"] =
+        json!({"sshForwarding": {"sshEndpoint": "ssh://user@bastion.example.com", "privateKey": "KEY"}});
+    let message = failure(&discover(&tunnelled), "discover through a tunnel");
+    assert!(
+        message.starts_with("endpoint configuration field \"networkTunnel.sshForwarding\" is not supported yet"),
+        "{message}"
+    );
+}
