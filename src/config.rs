@@ -17,27 +17,70 @@ use serde_json::Value;
 use crate::pg::{ConnectParams, SslMode};
 
 mod backfill_filter;
+pub mod feature_flags;
+
+pub use feature_flags::FeatureFlags;
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("endpoint configuration is missing {field:?}")]
-    Missing { field: &'static str, hint: &'static str },
+    Missing { field: String, hint: String },
     #[error("endpoint configuration field {field:?} is invalid: {reason}")]
     Invalid { field: String, reason: String, hint: String },
     #[error("resource configuration of binding {binding} is invalid: {reason}")]
     Resource { binding: usize, reason: String, hint: String },
+    /// Settings of the Go connector that parse but are not implemented here yet.
+    #[error("{}", unsupported_message(items))]
+    Unsupported { items: Vec<Unsupported>, hint: String },
+}
+
+/// One setting that is accepted by the parser and refused because this connector does
+/// not implement it yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The field's path, like `advanced.read_only_capture`.
+    pub field: &'static str,
+    /// What is not supported, as the end of a sentence.
+    pub what: String,
+    pub hint: String,
+}
+
+fn unsupported_message(items: &[Unsupported]) -> String {
+    match items {
+        [one] => format!("endpoint configuration field {:?} is not supported yet: {}", one.field, one.what),
+        _ => {
+            let listed: Vec<String> = items.iter().map(|u| format!("{:?} ({})", u.field, u.what)).collect();
+            format!("endpoint configuration fields are not supported yet: {}", listed.join("; "))
+        }
+    }
 }
 
 impl ConfigError {
     pub fn hint(&self) -> Option<&str> {
         match self {
-            ConfigError::Missing { hint, .. } => Some(hint),
-            ConfigError::Invalid { hint, .. } | ConfigError::Resource { hint, .. } => {
-                (!hint.is_empty()).then_some(hint.as_str())
-            }
+            ConfigError::Missing { hint, .. }
+            | ConfigError::Invalid { hint, .. }
+            | ConfigError::Resource { hint, .. }
+            | ConfigError::Unsupported { hint, .. } => (!hint.is_empty()).then_some(hint.as_str()),
         }
     }
+
+    /// The settings of an [`ConfigError::Unsupported`] error (for tests and tools).
+    pub fn unsupported_fields(&self) -> Vec<&'static str> {
+        match self {
+            ConfigError::Unsupported { items, .. } => items.iter().map(|u| u.field).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What a configuration is about to be used for: discovery reads the catalog only, the
+/// other requests (validate, apply, open) set up or run a capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Discover,
+    Capture,
 }
 
 fn default_user() -> String {
@@ -73,7 +116,10 @@ pub struct EndpointConfig {
     pub history_mode: bool,
     /// How to authenticate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(title = "Authentication", extend("order" = 4))]
+    #[schemars(
+        title = "Authentication",
+        extend("order" = 4, "x-iam-auth" = true, "x-iam-azure-scope" = "https://ossrdbms-aad.database.windows.net/.default")
+    )]
     pub credentials: Option<Credentials>,
     /// Which tables discovery lists.
     #[serde(default, rename = "discoveryFilters")]
@@ -83,10 +129,44 @@ pub struct EndpointConfig {
     #[serde(default)]
     #[schemars(title = "Advanced Options", extend("advanced" = true, "order" = 6))]
     pub advanced: Advanced,
-    /// Accepted for compatibility; SSH tunnelling is not supported by this connector.
+    /// Connect through an SSH server that acts as a bastion host for the database's network. Not supported yet by this connector.
     #[serde(default, rename = "networkTunnel", skip_serializing_if = "Option::is_none")]
-    #[schemars(skip)]
-    pub network_tunnel: Option<Value>,
+    #[schemars(title = "Network Tunnel")]
+    pub network_tunnel: Option<NetworkTunnel>,
+}
+
+/// The Go connector's `networkTunnel`: parsed with its names, not implemented yet (a
+/// configured tunnel is refused by [`Config::check_supported`]).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkTunnel {
+    /// Forward the database connection through an SSH server.
+    #[serde(default, rename = "sshForwarding", skip_serializing_if = "Option::is_none")]
+    #[schemars(title = "SSH Forwarding")]
+    pub ssh_forwarding: Option<SshForwarding>,
+}
+
+/// An SSH server and the key to log in with.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshForwarding {
+    /// The SSH server that forwards the connection, as ssh://user@host[:port].
+    #[serde(default, rename = "sshEndpoint")]
+    #[schemars(title = "SSH Endpoint", extend("pattern" = "^ssh://.+@.+$"))]
+    pub ssh_endpoint: String,
+    /// The private key of the SSH user.
+    #[serde(default, rename = "privateKey")]
+    #[schemars(title = "SSH Private Key", extend("secret" = true, "multiline" = true))]
+    pub private_key: String,
+}
+
+impl EndpointConfig {
+    /// The SSH endpoint when a tunnel is configured (the Go connector starts a tunnel only
+    /// when `sshEndpoint` is set; an empty `networkTunnel` means none).
+    pub fn ssh_endpoint(&self) -> Option<&str> {
+        let endpoint = self.network_tunnel.as_ref()?.ssh_forwarding.as_ref()?.ssh_endpoint.as_str();
+        (!endpoint.trim().is_empty()).then_some(endpoint)
+    }
 }
 
 /// Authentication method.
@@ -102,6 +182,81 @@ pub enum Credentials {
         #[schemars(title = "Password", extend("secret" = true, "order" = 0))]
         password: String,
     },
+    // The runtime adds each IAM method's session credentials or token to the configuration
+    // (`aws_access_key_id`, `gcp_access_token`, `azure_access_token`, ...): unknown fields
+    // are ignored here, and the methods are refused as not supported yet
+    // (`Config::check_supported`). Required fields are marked in `spec::endpoint_config_schema`:
+    // they default to empty here so that a missing one is named by `Config::parse`.
+    /// An IAM token of an AWS role (RDS and Aurora). Not supported yet by this connector.
+    #[serde(rename = "AWSIAM")]
+    #[schemars(title = "AWS IAM")]
+    AwsIam {
+        /// The AWS region of the database.
+        #[serde(default)]
+        #[schemars(title = "AWS Region")]
+        aws_region: String,
+        /// The AWS role that may connect to the database, assumed by Flow.
+        #[serde(default)]
+        #[schemars(title = "AWS Role ARN")]
+        aws_role_arn: String,
+    },
+    /// A Google Cloud SQL IAM token of a service account. Not supported yet by this connector.
+    #[serde(rename = "GCPIAM")]
+    #[schemars(title = "Google Cloud IAM")]
+    GcpIam {
+        /// The service account's email, for Cloud SQL IAM authentication.
+        #[serde(default)]
+        #[schemars(title = "Service Account")]
+        gcp_service_account_to_impersonate: String,
+        /// The workload identity pool audience, like //iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/test-pool/providers/test-provider
+        #[serde(default)]
+        #[schemars(title = "Workload Identity Pool Audience")]
+        gcp_workload_identity_pool_audience: String,
+    },
+    /// A Microsoft Entra ID (Azure Active Directory) token of an app registration. Not supported yet by this connector.
+    #[serde(rename = "AzureIAM")]
+    #[schemars(title = "Azure IAM")]
+    AzureIam {
+        /// The client ID of the Azure app registration.
+        #[serde(default)]
+        #[schemars(title = "Azure Client ID")]
+        azure_client_id: String,
+        /// The Azure tenant ID.
+        #[serde(default)]
+        #[schemars(title = "Azure Tenant ID")]
+        azure_tenant_id: String,
+    },
+}
+
+impl Credentials {
+    /// The `auth_type` name.
+    pub fn auth_type(&self) -> &'static str {
+        match self {
+            Credentials::UserPassword { .. } => "UserPassword",
+            Credentials::AwsIam { .. } => "AWSIAM",
+            Credentials::GcpIam { .. } => "GCPIAM",
+            Credentials::AzureIam { .. } => "AzureIAM",
+        }
+    }
+
+    /// The required fields of an IAM method that are empty, in the Go connector's order
+    /// (it reports the first as "missing '<field>'").
+    fn missing_fields(&self) -> Vec<&'static str> {
+        let fields: Vec<(&'static str, &String)> = match self {
+            Credentials::UserPassword { .. } => Vec::new(),
+            Credentials::AwsIam { aws_region, aws_role_arn } => {
+                vec![("aws_region", aws_region), ("aws_role_arn", aws_role_arn)]
+            }
+            Credentials::GcpIam { gcp_service_account_to_impersonate, gcp_workload_identity_pool_audience } => vec![
+                ("gcp_service_account_to_impersonate", gcp_service_account_to_impersonate),
+                ("gcp_workload_identity_pool_audience", gcp_workload_identity_pool_audience),
+            ],
+            Credentials::AzureIam { azure_client_id, azure_tenant_id } => {
+                vec![("azure_client_id", azure_client_id), ("azure_tenant_id", azure_tenant_id)]
+            }
+        };
+        fields.into_iter().filter(|(_, value)| value.trim().is_empty()).map(|(name, _)| name).collect()
+    }
 }
 
 /// Filters applied when listing tables.
@@ -176,6 +331,14 @@ pub struct Advanced {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(title = "Discovery Schema Selection")]
     pub discover_schemas: Vec<String>,
+    /// Backfill only rows whose xmin is this transaction ID or newer (a 32-bit modular comparison, as PostgreSQL compares XIDs), to make a re-backfill read less.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(title = "Minimum Backfill XID", extend("pattern" = "^[0-9]+$"))]
+    pub min_backfill_xid: String,
+    /// Capture without writing to the database (no watermark writes). Not supported yet by this connector.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(title = "Read-Only Capture", extend("nonsensitive" = true))]
+    pub read_only_capture: bool,
     /// Discover leaf partitions of partitioned tables as separate bindings instead of their roots.
     #[serde(default)]
     #[schemars(title = "Capture Partitioned Tables As Partitions")]
@@ -188,6 +351,10 @@ pub struct Advanced {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(title = "Source Tag")]
     pub source_tag: String,
+    /// How often a running capture discovers its tables again, as a duration like 15m or 1h (1m to 8760h). Only the default, 15m, is supported yet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(title = "Rediscovery Interval", extend("default" = "15m", "pattern" = "^[0-9]+(ms|s|m|h)$"))]
+    pub rediscovery_interval: String,
     /// Comma-separated feature flags (`no_<flag>` disables a default flag).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(title = "Feature Flags")]
@@ -206,7 +373,7 @@ pub struct Advanced {
     pub skip_prerequisites: bool,
     /// Ignored; kept so that older configurations still parse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(skip)]
+    #[schemars(extend("x-hidden-field" = true, "nonsensitive" = true))]
     pub discover_only_published: Option<bool>,
 }
 
@@ -228,9 +395,12 @@ fn unreachable_default() -> Advanced {
         sslmode: None,
         sslrootcert: None,
         discover_schemas: Vec::new(),
+        min_backfill_xid: String::new(),
+        read_only_capture: false,
         capture_as_partitions: false,
         discover_unpublished_tables: false,
         source_tag: String::new(),
+        rediscovery_interval: String::new(),
         feature_flags: String::new(),
         fail_on_truncate: false,
         statement_timeout: String::new(),
@@ -340,6 +510,56 @@ pub struct Config {
     pub skip_all_backfills: bool,
     pub statement_timeout: Option<Duration>,
     pub chunk_size: i64,
+    /// `advanced.feature_flags`, parsed.
+    pub flags: FeatureFlags,
+    /// `advanced.min_backfill_xid` as a 32-bit XID (backfills read only rows whose xmin
+    /// is this XID or newer, modulo 2^32).
+    pub min_backfill_xid: Option<u32>,
+    /// `advanced.rediscovery_interval`, when set.
+    pub rediscovery_interval: Option<Duration>,
+}
+
+/// The Go connector's rediscovery interval when none is configured, and its bounds.
+pub const DEFAULT_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(15 * 60);
+const MIN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+const MAX_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `advanced.min_backfill_xid`: digits (Go's schema pattern), a 32-bit XID or a 64-bit
+/// one with its epoch (`pg_current_xact_id()`); only the low 32 bits count, as in the Go
+/// connector's comparison.
+fn parse_min_backfill_xid(text: &str) -> Result<Option<u32>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let xid = text.bytes().all(|b| b.is_ascii_digit()).then(|| text.parse::<u64>().ok()).flatten();
+    match xid {
+        Some(xid) => Ok(Some((xid & 0xFFFF_FFFF) as u32)),
+        None => Err(invalid(
+            "advanced.min_backfill_xid",
+            format!("{} is not a transaction ID", echo(text)),
+            "write the XID as digits only, for example the result of SELECT pg_current_xact_id()",
+        )),
+    }
+}
+
+/// `advanced.rediscovery_interval`: a Go duration from 1m to 8760h; blank means the default.
+fn parse_rediscovery_interval(text: &str) -> Result<Option<Duration>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bad = |reason: String| {
+        invalid("advanced.rediscovery_interval", reason, "write a duration like 15m or 1h, from 1m to 8760h")
+    };
+    let interval = parse_duration(text).ok_or_else(|| bad(format!("{} is not a duration", echo(text))))?;
+    if interval < MIN_REDISCOVERY_INTERVAL {
+        return Err(bad(format!("{} must be at least 1m", echo(text))));
+    }
+    if interval > MAX_REDISCOVERY_INTERVAL {
+        return Err(bad(format!("{} must not exceed 8760h", echo(text))));
+    }
+    Ok(Some(interval))
 }
 
 fn invalid(field: &str, reason: impl Into<String>, hint: impl Into<String>) -> ConfigError {
@@ -387,8 +607,8 @@ impl Config {
         let address = raw.address.trim();
         if address.is_empty() {
             return Err(ConfigError::Missing {
-                field: "address",
-                hint: "set \"address\" to the database host, or host:port (the port defaults to 5432)",
+                field: "address".into(),
+                hint: "set \"address\" to the database host, or host:port (the port defaults to 5432)".into(),
             });
         }
         check_address_text(address)?;
@@ -396,26 +616,39 @@ impl Config {
         check_pooler(address, &host, port)?;
         if raw.user.trim().is_empty() {
             return Err(ConfigError::Missing {
-                field: "user",
-                hint: "set \"user\" to the database user to connect as",
+                field: "user".into(),
+                hint: "set \"user\" to the database user to connect as".into(),
             });
         }
         if raw.database.trim().is_empty() {
             return Err(ConfigError::Missing {
-                field: "database",
-                hint: "set \"database\" to the logical database to capture from",
+                field: "database".into(),
+                hint: "set \"database\" to the logical database to capture from".into(),
             });
         }
         check_name("user", &raw.user)?;
         check_name("database", &raw.database)?;
+        // The IAM methods carry no password (the runtime adds a token); they are refused
+        // later as not supported yet, after the rest of the configuration was checked.
         let password = match &raw.credentials {
             Some(Credentials::UserPassword { password }) => Some(password.clone()),
+            Some(iam) => {
+                if let Some(field) = iam.missing_fields().first() {
+                    return Err(ConfigError::Missing {
+                        field: format!("credentials.{field}"),
+                        hint: format!("{} authentication needs \"{field}\"", iam.auth_type()),
+                    });
+                }
+                None
+            }
             None => raw.password.clone(),
         };
-        if password.as_deref().is_none_or(str::is_empty) {
+        if matches!(raw.credentials, None | Some(Credentials::UserPassword { .. }))
+            && password.as_deref().is_none_or(str::is_empty)
+        {
             return Err(ConfigError::Missing {
-                field: "credentials.password",
-                hint: "set credentials to {\"auth_type\": \"UserPassword\", \"password\": \"...\"}",
+                field: "credentials.password".into(),
+                hint: "set credentials to {\"auth_type\": \"UserPassword\", \"password\": \"...\"}".into(),
             });
         }
         if password.as_deref().is_some_and(|p| p.contains('\0')) {
@@ -425,16 +658,6 @@ impl Config {
                 "contains a NUL character, which cannot be sent to PostgreSQL",
                 "check the password",
             ));
-        }
-        if let Some(tunnel) = &raw.network_tunnel {
-            let endpoint = tunnel.pointer("/sshForwarding/sshEndpoint").and_then(Value::as_str).unwrap_or("");
-            if !endpoint.is_empty() {
-                return Err(invalid(
-                    "networkTunnel.sshForwarding",
-                    "SSH tunnels are not supported by this connector",
-                    "connect directly, or run an SSH tunnel next to the connector and point \"address\" at it",
-                ));
-            }
         }
         let adv = &raw.advanced;
         for (field, value) in
@@ -489,6 +712,24 @@ impl Config {
                 )
             })?),
         };
+        let flags = FeatureFlags::parse(&adv.feature_flags).map_err(|reason| {
+            invalid(
+                "advanced.feature_flags",
+                reason,
+                "feature flags are comma-separated names, no_<name> turns one off",
+            )
+        })?;
+        if !adv.feature_flags.trim().is_empty() {
+            tracing::info!(flags = %adv.feature_flags.trim(), "parsed feature flags");
+        }
+        if !flags.unknown.is_empty() {
+            tracing::warn!(
+                unknown = %flags.unknown.join(","),
+                "advanced.feature_flags names flags this connector does not know; they are ignored"
+            );
+        }
+        let min_backfill_xid = parse_min_backfill_xid(&adv.min_backfill_xid)?;
+        let rediscovery_interval = parse_rediscovery_interval(&adv.rediscovery_interval)?;
         for schema in adv.discover_schemas.iter().chain(&raw.discovery_filters.include_schemas) {
             if schema.trim().is_empty() {
                 return Err(invalid(
@@ -527,8 +768,88 @@ impl Config {
             skip_all_backfills,
             statement_timeout,
             chunk_size,
+            flags,
+            min_backfill_xid,
+            rediscovery_interval,
             raw,
         })
+    }
+
+    /// Refuse the settings of the Go connector that parse but are not implemented here yet,
+    /// all at once, each named with what to do instead. Discovery only reads the catalog, so
+    /// the settings that change what a capture does (read-only mode, rediscovery) are
+    /// checked only for the other requests.
+    pub fn check_supported(&self, purpose: Purpose) -> Result<(), ConfigError> {
+        let mut items = Vec::new();
+        if self.raw.ssh_endpoint().is_some() {
+            items.push(Unsupported {
+                field: "networkTunnel.sshForwarding",
+                what: "SSH tunnels are not implemented by this connector".into(),
+                hint: "connect directly, or run an SSH tunnel next to the connector (ssh -L) and point \"address\" at its local end".into(),
+            });
+        }
+        if let Some(iam) = self.raw.credentials.as_ref().filter(|c| !matches!(c, Credentials::UserPassword { .. })) {
+            items.push(Unsupported {
+                field: "credentials.auth_type",
+                what: format!("{} authentication is not implemented by this connector", iam.auth_type()),
+                hint: "authenticate with a password: {\"auth_type\": \"UserPassword\", \"password\": \"...\"}".into(),
+            });
+        }
+        let refused_flags = self.flags.not_applied();
+        if !refused_flags.is_empty() {
+            items.push(Unsupported {
+                field: "advanced.feature_flags",
+                what: format!(
+                    "{} {} not applied by this connector, and would change the documents, their schemas or where the capture starts",
+                    refused_flags.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", "),
+                    if refused_flags.len() == 1 { "is" } else { "are" }
+                ),
+                hint: "remove these flags (docs/setup.md lists what each flag does in the Go connector and which ones this connector applies)".into(),
+            });
+        }
+        if purpose == Purpose::Capture {
+            if self.raw.advanced.read_only_capture {
+                items.push(Unsupported {
+                    field: "advanced.read_only_capture",
+                    what: "read-only capture (without watermark writes) is not implemented by this connector".into(),
+                    hint: "remove advanced.read_only_capture: the capture then writes watermarks into advanced.watermarksTable, which needs a writable (primary) server".into(),
+                });
+            }
+            if self.rediscovery_interval.is_some_and(|interval| interval != DEFAULT_REDISCOVERY_INTERVAL) {
+                items.push(Unsupported {
+                    field: "advanced.rediscovery_interval",
+                    what: format!(
+                        "{} asks for periodic rediscovery, which a running capture of this connector does not do yet",
+                        echo(self.raw.advanced.rediscovery_interval.trim())
+                    ),
+                    hint: "remove advanced.rediscovery_interval, or set it to the default, 15m".into(),
+                });
+            }
+            let quiet = self.flags.accepted_not_applied();
+            if !quiet.is_empty() {
+                tracing::warn!(
+                    flags = %quiet.join(","),
+                    "advanced.feature_flags: accepted, not applied yet: this connector does not send SourcedSchema responses"
+                );
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let hint = items.iter().map(|u| u.hint.as_str()).collect::<Vec<_>>().join("; ");
+        Err(ConfigError::Unsupported { items, hint })
+    }
+
+    /// Whether all prerequisite checks are skipped: the `skip_prerequisites` feature flag,
+    /// or this connector's older `advanced.skip_prerequisites` field.
+    pub fn skips_prerequisites(&self) -> bool {
+        self.flags.skip_prerequisites || self.raw.advanced.skip_prerequisites
+    }
+
+    /// Whether per-table prerequisite checks are skipped (`skip_table_prerequisites`, or
+    /// [`Config::skips_prerequisites`]).
+    pub fn skips_table_prerequisites(&self) -> bool {
+        self.skips_prerequisites() || self.flags.skip_table_prerequisites
     }
 
     /// Connection parameters for both the SQL and the replication connection.
@@ -554,27 +875,12 @@ impl Config {
         &self.raw.advanced.publication_name
     }
 
-    /// A feature flag of `advanced.feature_flags`, parsed as the Go connector does: names
-    /// separated by commas, `no_<name>` turns a flag off; the last mention wins. `None`
-    /// when the flag is not mentioned (its default applies).
-    pub fn feature_flag(&self, name: &str) -> Option<bool> {
-        let mut value = None;
-        for flag in self.raw.advanced.feature_flags.split(',').map(str::trim) {
-            if flag == name {
-                value = Some(true);
-            } else if flag.strip_prefix("no_") == Some(name) {
-                value = Some(false);
-            }
-        }
-        value
-    }
-
     /// Whether the capture manages its replication slot (Go's `create_replication_slot`
     /// flag, on by default): it creates the slot when it starts without a resume position,
     /// and may replace a slot it can prove is its own. With `no_create_replication_slot`
     /// the slot is the user's: it must exist, and it is used as it is, never dropped.
     pub fn creates_replication_slot(&self) -> bool {
-        self.feature_flag("create_replication_slot").unwrap_or(true)
+        self.flags.create_replication_slot
     }
 
     /// Whether backfill of `schema.table` is skipped by `advanced.skip_backfills`.
@@ -585,7 +891,7 @@ impl Config {
 
 /// An error text cut to a readable length (serde quotes whole offending values).
 fn shorten(text: &str) -> String {
-    const LIMIT: usize = 400;
+    const LIMIT: usize = 600;
     if text.chars().count() <= LIMIT {
         return text.to_string();
     }
@@ -709,18 +1015,58 @@ fn parse_address(address: &str) -> Result<(String, u16), ConfigError> {
     }
 }
 
-/// Go-style durations limited to what the config allows: `<n>(ms|s|m|h)`.
+/// A duration as Go's `time.ParseDuration` reads it (the Go connector validates its
+/// duration settings with it): a sequence of decimal numbers, each with an optional
+/// fraction and a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), like `15m`, `1h30m`, `1.5h`;
+/// `0` alone needs no unit. Negative durations, and those beyond Go's 2^63-1 ns, are `None`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
+    let text = text.strip_prefix('+').unwrap_or(text);
+    if text == "0" {
+        return Some(Duration::ZERO);
     }
+    if text.is_empty() || text.starts_with('-') {
+        return None;
+    }
+    let mut rest = text;
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let whole_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let whole = &rest[..whole_len];
+        rest = &rest[whole_len..];
+        let mut fraction = "";
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let len = after_dot.find(|c: char| !c.is_ascii_digit()).unwrap_or(after_dot.len());
+            fraction = &after_dot[..len];
+            rest = &after_dot[len..];
+        }
+        if whole.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let nanos_per_unit: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+        // Fraction digits beyond nanosecond precision of the largest unit change nothing.
+        let fraction = &fraction[..fraction.len().min(20)];
+        let fraction_nanos = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse::<u128>().ok()? * nanos_per_unit / 10u128.pow(fraction.len() as u32)
+        };
+        total = total.checked_add(whole.checked_mul(nanos_per_unit)?.checked_add(fraction_nanos)?)?;
+        if total > i64::MAX as u128 {
+            return None;
+        }
+    }
+    Some(Duration::from_nanos(total as u64))
 }
 
 impl ResourceConfig {
@@ -876,10 +1222,183 @@ mod tests {
         cfg["advanced"] = json!({"feature_flags": "date_as_date, no_create_replication_slot"});
         let config = Config::parse(&cfg).unwrap();
         assert!(!config.creates_replication_slot());
-        assert_eq!(config.feature_flag("date_as_date"), Some(true));
-        assert_eq!(config.feature_flag("time_as_time"), None);
+        assert_eq!(config.flags.explicit.get("date_as_date"), Some(&true));
+        assert_eq!(config.flags.explicit.get("time_as_time"), None);
+        assert!(config.flags.time_as_time);
         cfg["advanced"] = json!({"feature_flags": "no_create_replication_slot,create_replication_slot"});
         assert!(Config::parse(&cfg).unwrap().creates_replication_slot());
+        // Unknown flags are not an error.
+        cfg["advanced"] = json!({"feature_flags": "some_future_flag,no_other"});
+        assert_eq!(Config::parse(&cfg).unwrap().flags.unknown, ["other", "some_future_flag"]);
+        // A malformed value of a valued flag names the flag.
+        cfg["advanced"] = json!({"feature_flags": "force_reset_cursor=soon"});
+        let err = Config::parse(&cfg).unwrap_err().to_string();
+        assert!(err.contains("advanced.feature_flags") && err.contains("force_reset_cursor"), "{err}");
+    }
+
+    #[test]
+    fn prerequisite_flags_follow_the_go_connector() {
+        let mut cfg = base();
+        let config = Config::parse(&cfg).unwrap();
+        assert!(!config.skips_prerequisites() && !config.skips_table_prerequisites());
+        cfg["advanced"] = json!({"feature_flags": "skip_table_prerequisites"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(!config.skips_prerequisites() && config.skips_table_prerequisites());
+        cfg["advanced"] = json!({"feature_flags": "skip_prerequisites"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(config.skips_prerequisites() && config.skips_table_prerequisites());
+        // This connector's older field still works.
+        cfg["advanced"] = json!({"skip_prerequisites": true});
+        assert!(Config::parse(&cfg).unwrap().skips_table_prerequisites());
+    }
+
+    #[test]
+    fn go_fields_parse_and_unimplemented_ones_are_refused_by_name() {
+        let mut cfg = base();
+        cfg["advanced"] = json!({
+            "min_backfill_xid": "4294967297",
+            "read_only_capture": true,
+            "rediscovery_interval": "1h30m",
+            "discover_only_published": true,
+        });
+        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@bastion:22", "privateKey": "KEY"}});
+        let config = Config::parse(&cfg).unwrap();
+        // The low 32 bits of an epoch-qualified XID.
+        assert_eq!(config.min_backfill_xid, Some(1));
+        assert_eq!(config.rediscovery_interval, Some(Duration::from_secs(5400)));
+        let err = config.check_supported(Purpose::Capture).unwrap_err();
+        assert_eq!(
+            err.unsupported_fields(),
+            ["networkTunnel.sshForwarding", "advanced.read_only_capture", "advanced.rediscovery_interval"]
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("endpoint configuration fields are not supported yet: \"networkTunnel.sshForwarding\""),
+            "{text}"
+        );
+        assert!(!text.contains("KEY") && !err.hint().unwrap().contains("KEY"), "{text}");
+        // Discovery reads the catalog only: the tunnel still matters there, the rest not.
+        let err = config.check_supported(Purpose::Discover).unwrap_err();
+        assert_eq!(err.unsupported_fields(), ["networkTunnel.sshForwarding"]);
+        assert_eq!(
+            err.to_string(),
+            "endpoint configuration field \"networkTunnel.sshForwarding\" is not supported yet: SSH tunnels are not implemented by this connector"
+        );
+
+        // Settings equal to what this connector does are accepted.
+        let mut cfg = base();
+        cfg["advanced"] = json!({"read_only_capture": false, "rediscovery_interval": "900s", "feature_flags": "date_as_date,emit_sourced_schemas"});
+        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "", "privateKey": ""}});
+        Config::parse(&cfg).unwrap().check_supported(Purpose::Capture).unwrap();
+        cfg["networkTunnel"] = json!({});
+        Config::parse(&cfg).unwrap().check_supported(Purpose::Capture).unwrap();
+
+        // Feature flags that change values are refused, named.
+        cfg["advanced"] = json!({"feature_flags": "no_date_as_date,multidimensional_arrays"});
+        let err = Config::parse(&cfg).unwrap().check_supported(Purpose::Discover).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"no_date_as_date\", \"multidimensional_arrays\" are not applied by this connector, and would change the documents, their schemas or where the capture starts"
+        );
+    }
+
+    /// Every example of tests/fixtures/go-configs parses, its bindings too, and exactly the
+    /// fields it names are refused as not supported yet.
+    #[test]
+    fn go_connector_examples_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go-configs");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for example in file["examples"].as_array().unwrap() {
+                let name = format!("{}: {}", path.display(), example["name"]);
+                count += 1;
+                let parsed = Config::parse(&example["config"]);
+                if let Some(field) = example["invalid"].as_str() {
+                    let err = parsed.expect_err(&name).to_string();
+                    assert!(err.contains(&format!("{field:?} is invalid")), "{name}: {err}");
+                    continue;
+                }
+                let config = parsed.unwrap_or_else(|err| panic!("{name}: {err}"));
+                for (index, binding) in example["bindings"].as_array().unwrap().iter().enumerate() {
+                    ResourceConfig::parse(index, binding).unwrap_or_else(|err| panic!("{name}: {err}"));
+                }
+                let expected: Vec<&str> =
+                    example["unsupported"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+                match config.check_supported(Purpose::Capture) {
+                    Ok(()) => assert!(expected.is_empty(), "{name}: accepted, expected {expected:?} to be refused"),
+                    Err(err) => assert_eq!(err.unsupported_fields(), expected, "{name}: {err}"),
+                }
+            }
+        }
+        assert!(count >= 20, "{count} examples");
+    }
+
+    #[test]
+    fn iam_credentials_parse_with_go_names_and_are_refused() {
+        let iam = [
+            json!({"auth_type": "AWSIAM", "aws_region": "us-east-1", "aws_role_arn": "arn:aws:iam::1:role/r",
+                   "aws_access_key_id": "AKIA", "aws_secret_access_key": "SECRET", "aws_session_token": "TOKEN"}),
+            json!({"auth_type": "GCPIAM", "gcp_service_account_to_impersonate": "sa@p.iam.gserviceaccount.com",
+                   "gcp_workload_identity_pool_audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+                   "gcp_access_token": "SECRET"}),
+            json!({"auth_type": "AzureIAM", "azure_client_id": "c", "azure_tenant_id": "t", "azure_access_token": "SECRET"}),
+        ];
+        for (credentials, name) in iam.into_iter().zip(["AWSIAM", "GCPIAM", "AzureIAM"]) {
+            let config = Config::parse(&json!({"address": "db", "credentials": credentials})).unwrap();
+            assert_eq!(config.password, None);
+            let err = config.check_supported(Purpose::Discover).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(
+                text,
+                format!("endpoint configuration field \"credentials.auth_type\" is not supported yet: {name} authentication is not implemented by this connector")
+            );
+            assert!(!text.contains("SECRET") && !err.hint().unwrap().contains("SECRET"));
+        }
+        // A required field of the method, named as the Go connector does.
+        let err = Config::parse(&json!({"address": "db", "credentials": {"auth_type": "AWSIAM", "aws_region": "x"}}))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "endpoint configuration is missing \"credentials.aws_role_arn\"");
+    }
+
+    #[test]
+    fn bad_values_of_the_new_fields_name_the_field() {
+        for (advanced, field) in [
+            (json!({"min_backfill_xid": "12a"}), "advanced.min_backfill_xid"),
+            (json!({"min_backfill_xid": "99999999999999999999999"}), "advanced.min_backfill_xid"),
+            (json!({"rediscovery_interval": "30s"}), "advanced.rediscovery_interval"),
+            (json!({"rediscovery_interval": "8761h"}), "advanced.rediscovery_interval"),
+            (json!({"rediscovery_interval": "often"}), "advanced.rediscovery_interval"),
+        ] {
+            let mut cfg = base();
+            cfg["advanced"] = advanced.clone();
+            let err = Config::parse(&cfg).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("endpoint configuration field {field:?} is invalid")),
+                "{advanced}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_are_read_like_go() {
+        let d = |text: &str| parse_duration(text);
+        assert_eq!(d("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(d("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(d(".5s"), Some(Duration::from_millis(500)));
+        assert_eq!(d("2us"), Some(Duration::from_micros(2)));
+        assert_eq!(d("2\u{b5}s"), Some(Duration::from_micros(2)));
+        assert_eq!(d("0"), Some(Duration::ZERO));
+        assert_eq!(d("+5s"), Some(Duration::from_secs(5)));
+        for bad in ["", "5", "-5m", "5x", ".s", "1h 30m", "3000000h"] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -33,13 +33,52 @@ pub fn endpoint_config_schema() -> Value {
     strip_null_options(&mut schema);
     if let Some(credentials) = schema.pointer_mut("/properties/credentials").and_then(Value::as_object_mut) {
         credentials.insert("default".into(), serde_json::json!({"auth_type": "UserPassword"}));
+        credentials.insert("type".into(), "object".into());
     }
-    if let Some(auth_type) =
-        schema.pointer_mut("/properties/credentials/oneOf/0/properties/auth_type").and_then(Value::as_object_mut)
-    {
-        auth_type.insert("default".into(), "UserPassword".into());
+    // Each method's `auth_type` defaults to its own name, as in the Go connector's form.
+    if let Some(Value::Array(methods)) = schema.pointer_mut("/properties/credentials/oneOf") {
+        for method in methods {
+            if let Some(auth_type) = method.pointer_mut("/properties/auth_type").and_then(Value::as_object_mut) {
+                if let Some(name) = auth_type.get("const").cloned() {
+                    auth_type.insert("default".into(), name);
+                }
+            }
+        }
+    }
+    // Fields that parse with an empty default (so that `Config::parse` names a missing one)
+    // but are required in the form, as in the Go connector.
+    for (object, fields) in [
+        ("/properties/credentials/oneOf/1", &["aws_region", "aws_role_arn"][..]),
+        (
+            "/properties/credentials/oneOf/2",
+            &["gcp_service_account_to_impersonate", "gcp_workload_identity_pool_audience"],
+        ),
+        ("/properties/credentials/oneOf/3", &["azure_client_id", "azure_tenant_id"]),
+        ("/properties/networkTunnel/properties/sshForwarding", &["sshEndpoint", "privateKey"]),
+    ] {
+        require(&mut schema, object, fields);
     }
     schema
+}
+
+/// Mark `fields` of the object schema at `pointer` as required, without a default.
+fn require(schema: &mut Value, pointer: &str, fields: &[&str]) {
+    let Some(object) = schema.pointer_mut(pointer).and_then(Value::as_object_mut) else { return };
+    if let Some(Value::Object(properties)) = object.get_mut("properties") {
+        for field in fields {
+            if let Some(Value::Object(property)) = properties.get_mut(*field) {
+                property.remove("default");
+            }
+        }
+    }
+    let required = object.entry("required").or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(required) = required {
+        for field in fields {
+            if !required.iter().any(|r| r == field) {
+                required.push(Value::String(field.to_string()));
+            }
+        }
+    }
 }
 
 /// Optional fields are modelled as `Option<T>`, which schemars renders as `[T, "null"]`
@@ -132,6 +171,41 @@ mod tests {
             committed("resource-config.schema.json"),
             "the resource config schema changed: review it and run `cargo run -- schemas --write`"
         );
+    }
+
+    /// Every property of a schema as `<kind> <path> <type>` lines, methods of a `oneOf`
+    /// as `path[auth_type].field` (the format of the Go connector's list in the fixture).
+    fn property_lines(kind: &str, schema: &Value, prefix: &str, lines: &mut Vec<String>) {
+        let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return };
+        for (name, property) in properties {
+            let path = format!("{prefix}{name}");
+            let ty = property.get("type").and_then(Value::as_str).unwrap_or("?");
+            lines.push(format!("{kind} {path} {ty}"));
+            if let Some(Value::Array(methods)) = property.get("oneOf") {
+                for method in methods {
+                    let tag = method.pointer("/properties/auth_type/const").and_then(Value::as_str).unwrap_or("?");
+                    property_lines(kind, method, &format!("{path}[{tag}]."), lines);
+                }
+            }
+            property_lines(kind, property, &format!("{path}."), lines);
+        }
+    }
+
+    #[test]
+    fn the_spec_has_every_property_of_the_go_connector_with_its_type() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go-configs/go-spec-properties.txt");
+        let text = std::fs::read_to_string(path).expect("the fixture of the Go connector's properties");
+        let go: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+        assert!(go.len() > 40, "{go:?}");
+        let mut ours = Vec::new();
+        property_lines("endpoint", &endpoint_config_schema(), "", &mut ours);
+        property_lines("resource", &resource_config_schema(), "", &mut ours);
+        let missing: Vec<&&str> = go.iter().filter(|line| !ours.iter().any(|o| o == **line)).collect();
+        assert!(missing.is_empty(), "properties of the Go connector missing here (or of another type): {missing:#?}");
+        // What this connector has beyond the Go connector's spec, on purpose.
+        let mut extra: Vec<&String> = ours.iter().filter(|o| !go.contains(&o.as_str())).collect();
+        extra.sort();
+        assert_eq!(extra, ["endpoint advanced.fail_on_truncate boolean", "endpoint advanced.sslrootcert string"]);
     }
 
     #[test]

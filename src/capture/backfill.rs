@@ -57,6 +57,33 @@ pub fn emitted_columns(table: &DiscoveredTable) -> Vec<usize> {
     (0..table.columns.len()).filter(|i| !table.columns[*i].generated).collect()
 }
 
+/// Which rows a backfill reads, besides its key or CTID window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RowFilter<'a> {
+    /// `advanced.min_backfill_xid`: only rows whose xmin is this XID or newer.
+    pub min_xid: Option<u32>,
+    /// The binding's `advanced.additional_backfill_filter`.
+    pub user: Option<&'a str>,
+}
+
+/// The condition of `advanced.min_backfill_xid`: the row's xmin is a normal XID (not
+/// bootstrap or frozen, 0 to 2), is `min_xid` or follows it, and does not follow the
+/// query's snapshot (an xmin "after" the snapshot is really from before a wraparound, more
+/// than 2^31 transactions ago). "Follows" is PostgreSQL's own circular XID order, the one
+/// the Go connector uses: `b` follows `a` when `(b - a) mod 2^32 < 2^31`, that is when
+/// bit 31 of the 64-bit difference is clear. xmin has no ordering operators, so it is
+/// compared as a number through its text; the snapshot's xmax is a 64-bit XID with its
+/// epoch, whose low 32 bits are the XID. Unlike the Go connector, no random sample of the
+/// skipped rows is read: the chunk reads exactly the rows the condition keeps (so a long
+/// run of skipped rows is one longer query, bounded by `advanced.statement_timeout`).
+pub fn min_xid_condition(min_xid: u32) -> String {
+    const XMIN: &str = "src.xmin::text::bigint";
+    format!(
+        "({XMIN} >= 3 AND (({XMIN} - {min_xid}) & 2147483648) = 0 AND \
+         ((pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::bigint - {XMIN}) & 2147483648) = 0)"
+    )
+}
+
 /// SQL of one chunk. Parameters: resume key values as text (keyed), or [`keyless_params`].
 /// `key_types` are `format_type` names of the key columns.
 pub fn chunk_sql(
@@ -65,7 +92,7 @@ pub fn chunk_sql(
     key_types: &[String],
     collate_c: &[bool],
     plan: &ChunkPlan,
-    filter: Option<&str>,
+    filter: RowFilter<'_>,
     scan: KeylessScan,
 ) -> String {
     // Precise backfills order text keys bytewise, as the capture compares them.
@@ -103,7 +130,10 @@ pub fn chunk_sql(
             KeylessScan::TidList => TID_LIST_CONDITION.to_string(),
         }),
     }
-    if let Some(filter) = filter {
+    if let Some(min_xid) = filter.min_xid {
+        conditions.push(min_xid_condition(min_xid));
+    }
+    if let Some(filter) = filter.user {
         // The newline ends a `--` comment that closes the filter (it is checked to be one
         // expression when the configuration is read: config/backfill_filter.rs).
         conditions.push(format!("({filter}\n)"));
@@ -313,7 +343,7 @@ mod tests {
             &["integer".into()],
             &[false],
             &ChunkPlan::Keyed { after: None, limit: 10 },
-            None,
+            RowFilter::default(),
             KeylessScan::TidRange,
         );
         assert_eq!(
@@ -326,13 +356,61 @@ mod tests {
             &["integer".into()],
             &[false],
             &ChunkPlan::Keyed { after: Some(vec![Some("5".into())]), limit: 10 },
-            Some("id % 2 = 0"),
+            RowFilter { user: Some("id % 2 = 0"), ..RowFilter::default() },
             KeylessScan::TidRange,
         );
         assert_eq!(
             next,
             r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE (src."id") > (CAST($1::text AS integer)) AND (id % 2 = 0
 ) ORDER BY src."id" LIMIT 10"#
+        );
+    }
+
+    #[test]
+    fn min_backfill_xid_is_one_more_condition_before_the_users_filter() {
+        let condition = min_xid_condition(12345);
+        assert_eq!(
+            condition,
+            "(src.xmin::text::bigint >= 3 AND ((src.xmin::text::bigint - 12345) & 2147483648) = 0 AND \
+             ((pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text::bigint - src.xmin::text::bigint) & 2147483648) = 0)"
+        );
+        let both = RowFilter { min_xid: Some(12345), user: Some("id > 123") };
+        let keyed = chunk_sql(
+            &table(),
+            &["id".into()],
+            &["integer".into()],
+            &[false],
+            &ChunkPlan::Keyed { after: Some(vec![Some("5".into())]), limit: 10 },
+            both,
+            KeylessScan::TidRange,
+        );
+        assert_eq!(
+            keyed,
+            format!(
+                r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE (src."id") > (CAST($1::text AS integer)) AND {condition} AND (id > 123
+) ORDER BY src."id" LIMIT 10"#
+            )
+        );
+        let first = chunk_sql(
+            &table(),
+            &["id".into()],
+            &["integer".into()],
+            &[false],
+            &ChunkPlan::Keyed { after: None, limit: 10 },
+            RowFilter { min_xid: Some(7), user: None },
+            KeylessScan::TidRange,
+        );
+        assert!(
+            first.ends_with(&format!(r#" AS src WHERE {} ORDER BY src."id" LIMIT 10"#, min_xid_condition(7))),
+            "{first}"
+        );
+        let plan = ChunkPlan::Keyless { after_block: 0, until_block: 5 };
+        let keyless = chunk_sql(&table(), &[], &[], &[], &plan, both, KeylessScan::TidRange);
+        assert!(
+            keyless.ends_with(&format!(
+                "WHERE src.ctid > $1::text::tid AND src.ctid <= $2::text::tid AND {condition} AND (id > 123\n)"
+            )),
+            "{keyless}"
         );
     }
 
@@ -344,7 +422,7 @@ mod tests {
             &["text".into(), "integer".into()],
             &[true, false],
             &ChunkPlan::Keyed { after: Some(vec![Some("a".into()), Some("1".into())]), limit: 2 },
-            None,
+            RowFilter::default(),
             KeylessScan::TidRange,
         );
         assert!(sql.ends_with(r#"WHERE (src."Data" COLLATE "C", src."id") > (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) ORDER BY src."Data" COLLATE "C", src."id" LIMIT 2"#), "{sql}");
@@ -353,13 +431,21 @@ mod tests {
     #[test]
     fn keyless_chunks_use_tid_ranges() {
         let plan = ChunkPlan::Keyless { after_block: 0, until_block: 5 };
-        let sql = chunk_sql(&table(), &[], &[], &[], &plan, None, KeylessScan::TidRange);
+        let sql = chunk_sql(&table(), &[], &[], &[], &plan, RowFilter::default(), KeylessScan::TidRange);
         assert_eq!(
             sql,
             r#"SELECT "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE src.ctid > $1::text::tid AND src.ctid <= $2::text::tid"#
         );
         assert_eq!(keyless_params(&plan, KeylessScan::TidRange, 7), [Some("(0,0)".into()), Some("(5,0)".into())]);
-        let listed = chunk_sql(&table(), &[], &[], &[], &plan, Some("true"), KeylessScan::TidList);
+        let listed = chunk_sql(
+            &table(),
+            &[],
+            &[],
+            &[],
+            &plan,
+            RowFilter { user: Some("true"), ..RowFilter::default() },
+            KeylessScan::TidList,
+        );
         assert!(listed.contains("WHERE src.ctid = ANY (ARRAY("), "{listed}");
         // The filter is followed by a newline, so that a trailing `--` comment ends there.
         assert!(listed.ends_with(" AND (true\n)"), "{listed}");

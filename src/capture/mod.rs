@@ -297,6 +297,7 @@ where
 {
     let exit_when_idle = std::env::var("SHUTDOWN_AFTER_POLLING").is_ok_and(|v| v == "yes" || v == "true");
     let config = Config::parse(&open.capture.config)?;
+    config.check_supported(crate::config::Purpose::Capture)?;
     let mut resources = Vec::with_capacity(open.capture.bindings.len());
     for (index, binding) in open.capture.bindings.iter().enumerate() {
         resources.push(ResourceConfig::parse(index, &binding.resource_config)?);
@@ -315,18 +316,20 @@ where
     crate::log::status("Verifying capture requirements");
     let wanted: BTreeSet<(String, String)> =
         resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
-    if !config.raw.advanced.skip_prerequisites {
+    if !config.skips_prerequisites() {
         let keys = crate::validate::collection_key_columns(
             resources.iter().zip(&open.capture.bindings).map(|(r, b)| (r, b.collection.key.as_slice())),
         );
         let mut problems = crate::validate::check_server(&client, &config).await?;
-        problems.extend(crate::validate::check_tables(&client, &config, &wanted, &keys).await?);
-        problems.extend(crate::validate::check_publication_filters(&client, &config, &wanted).await?);
+        if !config.skips_table_prerequisites() {
+            problems.extend(crate::validate::check_tables(&client, &config, &wanted, &keys).await?);
+            problems.extend(crate::validate::check_publication_filters(&client, &config, &wanted).await?);
+        }
         if !problems.is_empty() {
             return Err(crate::validate::report(&problems));
         }
     }
-    crate::validate::ensure_capture_objects(&client, &config, &wanted).await?;
+    crate::validate::ensure_objects_for(&client, &config, &wanted).await?;
 
     let tables = crate::discovery::discover_tables(&client, &config, Some(&wanted)).await?;
     let mut tables_by_name: BTreeMap<(String, String), DiscoveredTable> =

@@ -19,6 +19,9 @@ use crate::value;
 pub struct SchemaOptions {
     pub history_mode: bool,
     pub source_tag: bool,
+    /// Ask Flow to infer the schema too (`x-infer-schema`): the Go connector's
+    /// `use_schema_inference` feature flag, on by default.
+    pub schema_inference: bool,
 }
 
 /// The document property the connector owns: `_meta`, with the operation and the source.
@@ -202,7 +205,7 @@ pub fn document_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Valu
         "required": required,
     });
     let anchor_ref = format!("#{anchor}");
-    json!({
+    let mut schema = json!({
         "$defs": { anchor.clone(): row },
         "allOf": [
             {
@@ -232,8 +235,11 @@ pub fn document_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Valu
             },
             {"$ref": anchor_ref}
         ],
-        "x-infer-schema": true
-    })
+    });
+    if options.schema_inference {
+        schema["x-infer-schema"] = json!(true);
+    }
+    schema
 }
 
 /// The discovered binding of a table.

@@ -53,7 +53,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::{BackfillMode, Config, ResourceConfig};
+use crate::config::{BackfillMode, Config, Purpose, ResourceConfig};
 use crate::error::Error;
 use crate::pg::{quote_identifier, quote_literal};
 use crate::protocol::emitter::ValidatedBinding;
@@ -339,9 +339,12 @@ fn mode_name(mode: BackfillMode) -> &'static str {
 /// `resourcePath` of `[namespace, stream]`.
 pub async fn validate(request: &Validate) -> Result<Vec<ValidatedBinding>, Error> {
     let config = Config::parse(&request.config)?;
+    config.check_supported(Purpose::Capture)?;
     let resources = parse_resources(request.bindings.iter().map(|b| &b.resource_config))?;
     let mut problems = check_binding_rules(&resources, &request.bindings, request.last_capture.as_ref());
-    if !config.raw.advanced.skip_prerequisites {
+    if config.skips_prerequisites() {
+        tracing::warn!("skipping all prerequisite checks because the 'skip_prerequisites' feature flag is set");
+    } else {
         let tables: BTreeSet<(String, String)> =
             resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
         let keys =
@@ -365,8 +368,14 @@ async fn check_all(
 ) -> Result<Vec<Problem>, Error> {
     let client = connect_for_checks(config).await?;
     let mut problems = check_server(&client, config).await?;
-    problems.extend(check_tables(&client, config, tables, keys).await?);
-    problems.extend(check_publication_filters(&client, config, tables).await?);
+    if config.skips_table_prerequisites() {
+        tracing::warn!(
+            "skipping per-table prerequisite checks because the 'skip_table_prerequisites' feature flag is set"
+        );
+    } else {
+        problems.extend(check_tables(&client, config, tables, keys).await?);
+        problems.extend(check_publication_filters(&client, config, tables).await?);
+    }
     problems.extend(check_meta_keys(&client, resources, bindings).await?);
     problems.extend(keys::check_backfill_keys(&client, config, resources, bindings).await?);
     if problems.is_empty() {
@@ -438,6 +447,24 @@ async fn has_column(client: &Client, resource: &ResourceConfig, column: &str) ->
     Ok(row.is_some())
 }
 
+/// What `apply` and the capture create, as the prerequisite flags allow (the Go connector
+/// creates these objects in its prerequisite checks): nothing with `skip_prerequisites`,
+/// the publication and the watermarks table but no publication membership of the bound
+/// tables with `skip_table_prerequisites`.
+pub async fn ensure_objects_for(
+    client: &Client,
+    config: &Config,
+    tables: &BTreeSet<(String, String)>,
+) -> Result<Vec<String>, Error> {
+    if config.skips_prerequisites() {
+        Ok(Vec::new())
+    } else if config.skips_table_prerequisites() {
+        ensure_watermarks_table(client, config).await
+    } else {
+        ensure_capture_objects(client, config, tables).await
+    }
+}
+
 /// Answer `apply`: create what the capture user may create (the publication, the
 /// watermarks table, publication membership of the bound tables), and say what was done.
 /// Idempotent; never drops anything.
@@ -446,15 +473,16 @@ pub async fn apply(request: &Apply) -> Result<String, Error> {
         return Ok(String::new());
     }
     let config = Config::parse(&request.capture.config)?;
+    config.check_supported(Purpose::Capture)?;
     let resources = parse_resources(request.capture.bindings.iter().map(|b| &b.resource_config))?;
-    if config.raw.advanced.skip_prerequisites {
+    if config.skips_prerequisites() {
         return Ok(String::new());
     }
     let tables: BTreeSet<(String, String)> =
         resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
     let actions = with_deadline("apply", async {
         let client = connect_for_checks(&config).await?;
-        ensure_capture_objects(&client, &config, &tables).await
+        ensure_objects_for(&client, &config, &tables).await
     })
     .await?;
     Ok(actions.join("\n"))

@@ -690,7 +690,7 @@ mod tests {
         let ctx = context(Platform::SelfHosted);
         assert!(server_problems(&ctx, &config(), &ready()).is_empty());
         let mut cfg = config();
-        cfg.raw.advanced.feature_flags = "no_create_replication_slot".into();
+        cfg.flags.create_replication_slot = false;
         let problems = server_problems(&ctx, &cfg, &ready());
         assert_eq!(problems.len(), 1);
         assert_eq!(

@@ -13,6 +13,7 @@ mod differential;
 mod discovery;
 mod driver;
 mod faults_common;
+mod go_configs;
 mod harness;
 mod keyless_backfill;
 mod names;
