@@ -181,8 +181,7 @@ where
     if let Some(timeout) = config.statement_timeout {
         client.batch_execute(&format!("SET statement_timeout = {}", timeout.as_millis())).await?;
     }
-    let server_version: i32 =
-        client.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
+    let server_version: i32 = client.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
     emitter.opened().await.map_err(Error::Output)?;
 
     let (sender, input) = mpsc::unbounded_channel();
@@ -382,7 +381,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         } else if resource.template.trim().is_empty() {
             pg.hint().unwrap_or_else(|| "check the table and the user's privileges".into())
         } else {
-            "check the query template: it must render one SELECT statement, with $1, $2, ... for the cursor values".into()
+            "check the query template: it must render one SELECT statement, with $1, $2, ... for the cursor values"
+                .into()
         };
         Error::user(format!("polling resource {:?} failed: {pg} (query: {sql})", resource.name), hint)
     }
@@ -441,7 +441,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// Encode a row and write its document.
-    async fn emit_row(&mut self, index: usize, shape: &Shape, row: &SimpleQueryRow, meta: &Meta<'_>) -> Result<(), Error> {
+    async fn emit_row(
+        &mut self,
+        index: usize,
+        shape: &Shape,
+        row: &SimpleQueryRow,
+        meta: &Meta<'_>,
+    ) -> Result<(), Error> {
         let binding = &self.bindings[index];
         self.row.reset(shape.output.len());
         for (slot, column) in shape.output.iter().enumerate() {
@@ -458,7 +464,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     };
                     encoded.map_err(|err| {
                         Error::user(
-                            format!("a value of column {:?} of resource {:?} could not be encoded: {err}", shape.names[*column], binding.resource.name),
+                            format!(
+                                "a value of column {:?} of resource {:?} could not be encoded: {err}",
+                                shape.names[*column], binding.resource.name
+                            ),
                             "please report this with the column's type",
                         )
                     })?;
@@ -510,7 +519,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 data.insert(
                     "CursorFields".into(),
                     template::Value::List(
-                        state.cursor_names.iter().map(|c| template::Value::Str(crate::pg::quote_identifier(c))).collect(),
+                        state
+                            .cursor_names
+                            .iter()
+                            .map(|c| template::Value::Str(crate::pg::quote_identifier(c)))
+                            .collect(),
                     ),
                 );
                 data.insert("SchemaName".into(), template::Value::Str(binding.resource.schema.clone()));
@@ -543,11 +556,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Err(err) => return self.failed_query(index, &sql, err).await,
             };
             for row in &rows {
-                let cursor: Vec<Option<String>> = shape
-                    .cursor_positions
-                    .iter()
-                    .map(|p| row.try_get(*p).ok().flatten().map(str::to_string))
-                    .collect();
+                let cursor: Vec<Option<String>> =
+                    shape.cursor_positions.iter().map(|p| row.try_get(*p).ok().flatten().map(str::to_string)).collect();
                 if !full_refresh {
                     if cursor.iter().any(Option::is_none) {
                         null_cursors += 1;
@@ -589,7 +599,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     };
                     if safe {
                         let state = &mut self.bindings[index].state;
-                        state.cursor_values = before.into_iter().map(|v| v.map_or(Value::Null, Value::String)).collect();
+                        state.cursor_values =
+                            before.into_iter().map(|v| v.map_or(Value::Null, Value::String)).collect();
                         state.document_count = row_id;
                         self.checkpoint(index).await?;
                         since_checkpoint = 0;
@@ -678,13 +689,17 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let (max_page, partitions, relkind): (i64, i64, String) = (stats.get(0), stats.get(1), stats.get(2));
         if relkind == "v" {
             return Err(Error::user(
-                format!("{display} of resource {:?} is a view, which has no xmin to poll by", self.bindings[index].resource.name),
+                format!(
+                    "{display} of resource {:?} is a view, which has no xmin to poll by",
+                    self.bindings[index].resource.name
+                ),
                 "set the resource's \"cursor\" to [] (re-read at every poll) or to columns that grow",
             ));
         }
         if self.bindings[index].state.next_xid == 0 {
             let text: String = self.client.query_one(query::CURRENT_XID_SQL, &[]).await?.get(0);
-            let next = text.parse::<u64>().map_err(|_| Error::Internal(format!("the current transaction id {text:?}")))?;
+            let next =
+                text.parse::<u64>().map_err(|_| Error::Internal(format!("the current transaction id {text:?}")))?;
             self.bindings[index].state.next_xid = next;
         }
         if self.bindings[index].state.scan_tid.is_empty() {
@@ -707,7 +722,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let polled = format_rfc3339(SystemTime::now());
         while after_page < max_page {
             let until = after_page + pages_per_chunk;
-            let mut params = vec![TextParam(Some(format!("({after_page},0)"))), TextParam(Some(format!("({until},0)")))];
+            let mut params =
+                vec![TextParam(Some(format!("({after_page},0)"))), TextParam(Some(format!("({until},0)")))];
             if base != 0 {
                 params.push(TextParam(Some(base.to_string())));
                 params.push(TextParam(Some(next.to_string())));
@@ -806,7 +822,12 @@ mod tests {
     fn metadata_has_the_go_shape() {
         let resource = BatchResource { name: "r".into(), schema: "s".into(), table: "t".into(), ..Default::default() };
         let mut out = Vec::new();
-        write_meta(&mut out, &Meta { polled: "2024-01-01T00:00:00Z", index: 2, row_id: 7, op: Some("c") }, &resource, "");
+        write_meta(
+            &mut out,
+            &Meta { polled: "2024-01-01T00:00:00Z", index: 2, row_id: 7, op: Some("c") },
+            &resource,
+            "",
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#""_meta":{"polled":"2024-01-01T00:00:00Z","index":2,"row_id":7,"op":"c","source":{"resource":"r","schema":"s","table":"t"}}"#

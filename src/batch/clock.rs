@@ -34,12 +34,8 @@ pub fn format_rfc3339(time: SystemTime) -> String {
     let secs = since.as_secs() as i64;
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let of_day = secs.rem_euclid(86_400);
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    );
+    let mut text =
+        format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", of_day / 3600, of_day / 60 % 60, of_day % 60);
     let nanos = since.subsec_nanos();
     if nanos > 0 {
         let fraction = format!("{nanos:09}");

@@ -166,7 +166,11 @@ impl BatchConfig {
             } else {
                 shorten(&text)
             };
-            invalid(&path, reason, "see the connector's configuration schema (the `spec` response) for the expected type")
+            invalid(
+                &path,
+                reason,
+                "see the connector's configuration schema (the `spec` response) for the expected type",
+            )
         })?;
         let address = raw.address.trim();
         if address.is_empty() {
@@ -196,7 +200,11 @@ impl BatchConfig {
             }
         };
         if password.contains('\0') {
-            return Err(invalid("password", "contains a NUL character, which cannot be sent to PostgreSQL", "check the password"));
+            return Err(invalid(
+                "password",
+                "contains a NUL character, which cannot be sent to PostgreSQL",
+                "check the password",
+            ));
         }
         if let Some(tunnel) = &raw.network_tunnel {
             let endpoint = tunnel.pointer("/sshForwarding/sshEndpoint").and_then(Value::as_str).unwrap_or("");
@@ -283,7 +291,8 @@ impl BatchResource {
     /// Parse and validate the resource config of binding `index`.
     pub fn parse(index: usize, value: &Value) -> Result<BatchResource, ConfigError> {
         let example = "a resource looks like {\"name\": \"orders\", \"schema\": \"public\", \"table\": \"orders\", \"cursor\": [\"txid\"]}";
-        let fail = |reason: String, hint: &str| ConfigError::Resource { binding: index, reason, hint: hint.to_string() };
+        let fail =
+            |reason: String, hint: &str| ConfigError::Resource { binding: index, reason, hint: hint.to_string() };
         if !value.is_object() {
             return Err(fail(format!("expected an object, got {}", crate::protocol::json_kind(value)), example));
         }
@@ -295,14 +304,20 @@ impl BatchResource {
         }
         if resource.template.trim().is_empty() && (resource.schema.is_empty() || resource.table.is_empty()) {
             return Err(fail(
-                format!("resource {:?} names no table: \"schema\" and \"table\" are required unless \"template\" is set", resource.name),
+                format!(
+                    "resource {:?} names no table: \"schema\" and \"table\" are required unless \"template\" is set",
+                    resource.name
+                ),
                 "set \"schema\" and \"table\", or write a query template",
             ));
         }
         for (field, name) in [("schema", &resource.schema), ("table", &resource.table)] {
             if name.contains('\0') || name.len() > 63 {
                 return Err(fail(
-                    format!("{field:?} of resource {:?} is not a PostgreSQL name (longer than 63 bytes or containing NUL)", resource.name),
+                    format!(
+                        "{field:?} of resource {:?} is not a PostgreSQL name (longer than 63 bytes or containing NUL)",
+                        resource.name
+                    ),
                     "use the name exactly as the server shows it",
                 ));
             }

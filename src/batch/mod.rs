@@ -252,7 +252,9 @@ async fn validate_template(client: &Client, resource: &BatchResource) -> Result<
         data.insert("IsFirstQuery".into(), template::Value::Bool(*first));
         data.insert(
             "CursorFields".into(),
-            template::Value::List(resource.cursor.iter().map(|c| template::Value::Str(crate::pg::quote_identifier(c))).collect()),
+            template::Value::List(
+                resource.cursor.iter().map(|c| template::Value::Str(crate::pg::quote_identifier(c))).collect(),
+            ),
         );
         data.insert("SchemaName".into(), template::Value::Str(resource.schema.clone()));
         data.insert("TableName".into(), template::Value::Str(resource.table.clone()));
@@ -276,7 +278,10 @@ async fn validate_template(client: &Client, resource: &BatchResource) -> Result<
         let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
         if let Some(missing) = resource.cursor.iter().find(|c| !names.contains(&c.as_str())) {
             return Err(Error::user(
-                format!("cursor column {missing:?} of resource {:?} is not a column of its query's result", resource.name),
+                format!(
+                    "cursor column {missing:?} of resource {:?} is not a column of its query's result",
+                    resource.name
+                ),
                 format!("the query returns {}", names.join(", ")),
             ));
         }

@@ -59,18 +59,22 @@ impl BatchState {
         if value.is_null() || value.as_object().is_some_and(|o| o.is_empty()) {
             return Ok(BatchState::default());
         }
-        serde_path_to_error::deserialize(value)
-            .map_err(|err| {
-                let path = err.path().to_string();
-                format!("the capture state is not a batch capture's state: field {path}: {}", err.into_inner())
-            })
+        serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            format!("the capture state is not a batch capture's state: field {path}: {}", err.into_inner())
+        })
     }
 }
 
 impl StreamState {
     /// A fresh state for a binding in `mode` with these cursor columns.
     pub fn new(mode: &str, cursor: &[String]) -> StreamState {
-        StreamState { mode: mode.to_string(), last_polled: NEVER.to_string(), cursor_names: cursor.to_vec(), ..Default::default() }
+        StreamState {
+            mode: mode.to_string(),
+            last_polled: NEVER.to_string(),
+            cursor_names: cursor.to_vec(),
+            ..Default::default()
+        }
     }
 
     /// Carry a previous state over to a binding, or start afresh when its mode or cursor

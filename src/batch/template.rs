@@ -89,7 +89,10 @@ pub type Data = BTreeMap<String, Value>;
 #[derive(Debug, Clone)]
 enum Operand {
     /// `.` or `.A.B` (empty path: dot itself); `root` for `$.A`.
-    Field { root: bool, path: Vec<String> },
+    Field {
+        root: bool,
+        path: Vec<String>,
+    },
     Variable(String),
     Literal(Value),
     Pipeline(Box<Pipeline>),
@@ -117,8 +120,22 @@ enum Node {
     Range { index: Option<String>, element: Option<String>, over: Pipeline, body: Vec<Node>, otherwise: Vec<Node> },
 }
 
-const FUNCTIONS: &[&str] =
-    &["add", "quoteIdentifier", "quoteTableName", "eq", "ne", "lt", "le", "gt", "ge", "and", "or", "not", "len", "index"];
+const FUNCTIONS: &[&str] = &[
+    "add",
+    "quoteIdentifier",
+    "quoteTableName",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "and",
+    "or",
+    "not",
+    "len",
+    "index",
+];
 
 /// A parsed template.
 #[derive(Debug, Clone)]
@@ -149,7 +166,8 @@ fn split(source: &str) -> Result<Vec<Piece>, TemplateError> {
         let mut text = rest[..open].to_string();
         line += rest[..open].matches('\n').count();
         let after_open = &rest[open + 2..];
-        let trim_before = after_open.starts_with("- ") || after_open.starts_with("-\t") || after_open.starts_with("-\n");
+        let trim_before =
+            after_open.starts_with("- ") || after_open.starts_with("-\t") || after_open.starts_with("-\n");
         if trim_next {
             text = text.trim_start().to_string();
         }
@@ -333,7 +351,10 @@ impl PipelineParser<'_> {
         }
         for arg in &operands {
             if let Operand::Function(name) = arg {
-                return error(self.line, format!("function {name:?} used as an argument: wrap the call in parentheses"));
+                return error(
+                    self.line,
+                    format!("function {name:?} used as an argument: wrap the call in parentheses"),
+                );
             }
         }
         Ok(Command { head, args: operands })
@@ -416,7 +437,9 @@ impl Parser {
                 }
                 Some(Token::Ident(k)) if k == "if" => nodes.push(self.if_block(line, &tokens[1..])?),
                 Some(Token::Ident(k)) if k == "range" => nodes.push(self.range_block(line, &tokens[1..])?),
-                Some(Token::Ident(k)) if ["with", "define", "template", "block", "break", "continue"].contains(&k.as_str()) => {
+                Some(Token::Ident(k))
+                    if ["with", "define", "template", "block", "break", "continue"].contains(&k.as_str()) =>
+                {
                     return error(line, format!("\"{k}\" is not supported in query templates"));
                 }
                 Some(Token::Var(_)) if tokens.get(1) == Some(&Token::Declare) => {
@@ -509,7 +532,12 @@ impl Template {
     }
 }
 
-fn render_nodes(nodes: &[Node], dot: Option<&Value>, scope: &mut Scope<'_>, out: &mut String) -> Result<(), TemplateError> {
+fn render_nodes(
+    nodes: &[Node],
+    dot: Option<&Value>,
+    scope: &mut Scope<'_>,
+    out: &mut String,
+) -> Result<(), TemplateError> {
     for node in nodes {
         match node {
             Node::Text(text) => out.push_str(text),
@@ -578,7 +606,12 @@ fn eval_pipeline(pipeline: &Pipeline, dot: Option<&Value>, scope: &Scope<'_>) ->
     previous.map_or_else(|| error(pipeline.line, "empty pipeline"), Ok)
 }
 
-fn eval_operand(line: usize, operand: &Operand, dot: Option<&Value>, scope: &Scope<'_>) -> Result<Value, TemplateError> {
+fn eval_operand(
+    line: usize,
+    operand: &Operand,
+    dot: Option<&Value>,
+    scope: &Scope<'_>,
+) -> Result<Value, TemplateError> {
     match operand {
         Operand::Literal(value) => Ok(value.clone()),
         Operand::Pipeline(inner) => eval_pipeline(inner, dot, scope),
@@ -604,7 +637,15 @@ fn eval_operand(line: usize, operand: &Operand, dot: Option<&Value>, scope: &Sco
             }
             if !root {
                 if let Some(value) = dot {
-                    return error(line, format!("field .{} of a {} (inside range, use $.{} for the template's data)", path[0], value.kind(), path[0]));
+                    return error(
+                        line,
+                        format!(
+                            "field .{} of a {} (inside range, use $.{} for the template's data)",
+                            path[0],
+                            value.kind(),
+                            path[0]
+                        ),
+                    );
                 }
             }
             if path.len() > 1 {
@@ -764,9 +805,14 @@ mod tests {
             template.render(&data(false, &["a", "b"])).unwrap(),
             r#"SELECT * FROM "my schema"."Ta""ble" WHERE ("a" > $1) OR ("a" = $1 AND "b" > $2) ORDER BY "a", "b";"#
         );
-        let piped = Template::parse("{{/* c */}}x{{ .TableName | quoteIdentifier }}{{ len .CursorFields }}{{ index .CursorFields 0 }}").unwrap();
+        let piped = Template::parse(
+            "{{/* c */}}x{{ .TableName | quoteIdentifier }}{{ len .CursorFields }}{{ index .CursorFields 0 }}",
+        )
+        .unwrap();
         assert_eq!(piped.render(&data(false, &["c"])).unwrap(), r#"x"Ta""ble"1"c""#);
-        let branches = Template::parse("{{if not .IsFirstQuery}}a{{else if eq .TableName \"x\" \"Ta\\\"ble\"}}b{{else}}c{{end}}").unwrap();
+        let branches =
+            Template::parse("{{if not .IsFirstQuery}}a{{else if eq .TableName \"x\" \"Ta\\\"ble\"}}b{{else}}c{{end}}")
+                .unwrap();
         assert_eq!(branches.render(&data(true, &[])).unwrap(), "b");
         let empty = Template::parse("{{range .CursorFields}}{{.}}{{else}}none{{end}}").unwrap();
         assert_eq!(empty.render(&data(true, &[])).unwrap(), "none");
@@ -781,7 +827,8 @@ mod tests {
         assert!(parse_error("{{ .TableName ").contains("unclosed action"));
         assert!(parse_error("{{ (add 1 2 }}").contains("parenthesis"));
         assert!(parse_error("{{ with .X }}{{end}}").contains("not supported"));
-        let render_error = |source: &str| Template::parse(source).unwrap().render(&data(true, &["a"])).unwrap_err().to_string();
+        let render_error =
+            |source: &str| Template::parse(source).unwrap().render(&data(true, &["a"])).unwrap_err().to_string();
         assert!(render_error("{{ .Tablename }}").contains("unknown field .Tablename"));
         assert!(render_error("{{ add .TableName 1 }}").contains("integers"));
         assert!(render_error("{{ eq .IsFirstQuery 1 }}").contains("incompatible types"));

@@ -387,7 +387,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // delivered for a backfilling table (see the `visibility` module).
             let snapshot = Snapshot::parse(&chunk.snapshot)
                 .map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
-            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else { break (chunk.rows, chunk.relation, snapshot) };
+            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else {
+                break (chunk.rows, chunk.relation, snapshot);
+            };
             drop(chunk);
             tracing::debug!(xid = unseen, snapshot = %snapshot, "a delivered commit is not visible to the backfill query yet: waiting");
             // Wait with a cheap snapshot query, not by repeating the chunk query: a
