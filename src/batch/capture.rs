@@ -25,6 +25,7 @@
 //!   on from there with the same transaction-id window;
 //! - full refresh persists nothing mid-poll that a restart would skip: it polls again from
 //!   the start (its `DocumentCount` changes only once the poll completed).
+//!
 //! Documents emitted after the last committed checkpoint are emitted again: the collection
 //! key reduces them.
 
@@ -90,6 +91,12 @@ struct Shape {
     layout: DocumentLayout,
     cursor_positions: Vec<usize>,
 }
+
+/// Cursor values of a row, as text (`None`: NULL).
+type CursorText = Vec<Option<String>>;
+
+/// Where a group of equal cursors ends: its cursor, the next row's, and the next row id.
+type Boundary = (CursorText, CursorText, i64);
 
 /// A column of a query's result.
 struct ResultColumn {
@@ -334,24 +341,29 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         index: usize,
         sql: &str,
         params: &[TextParam],
-    ) -> Result<Vec<ResultColumn>, tokio_postgres::Error> {
+    ) -> Result<Result<Vec<ResultColumn>, Error>, tokio_postgres::Error> {
         self.client.batch_execute("BEGIN").await?;
         let statement = self.client.prepare(sql).await?;
         if statement.params().len() != params.len() {
-            tracing::warn!(
-                name = %self.bindings[index].resource.name,
-                expected = params.len(),
-                found = statement.params().len(),
-                "the query's parameters do not match its cursor values"
-            );
+            let resource = &self.bindings[index].resource;
+            return Ok(Err(Error::user(
+                format!(
+                    "the query of resource {:?} has {} parameter(s), but its cursor {:?} has {} value(s) (query: {sql})",
+                    resource.name,
+                    statement.params().len(),
+                    resource.cursor,
+                    params.len()
+                ),
+                "the query template must use $1, $2, ... for the cursor values after the first poll (when .IsFirstQuery is false), and none in the first",
+            )));
         }
         let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         self.client.execute(&format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {sql}"), &params).await?;
-        Ok(statement
+        Ok(Ok(statement
             .columns()
             .iter()
             .map(|c| ResultColumn { name: c.name().to_string(), ty: c.type_().clone(), typmod: c.type_modifier() })
-            .collect())
+            .collect()))
     }
 
     async fn fetch(&mut self) -> Result<Vec<SimpleQueryRow>, tokio_postgres::Error> {
@@ -537,7 +549,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         tracing::info!(name = %binding.resource.name, query = %sql, "executing query");
 
         let columns = match self.open_cursor(index, &sql, &params).await {
-            Ok(columns) => columns,
+            Ok(columns) => columns?,
             Err(err) => return self.failed_query(index, &sql, err).await,
         };
         let shape = self.shape(index, &columns, false).await?;
@@ -547,7 +559,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut last_complete: Option<Vec<Option<String>>> = None;
         // The end of the last complete group of equal cursors: its cursor, the next row's
         // cursor, and the row id after it.
-        let mut boundary: Option<(Vec<Option<String>>, Vec<Option<String>>, i64)> = None;
+        let mut boundary: Option<Boundary> = None;
         let mut since_checkpoint: u64 = 0;
         let mut null_cursors: u64 = 0;
         loop {
@@ -729,7 +741,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 params.push(TextParam(Some(next.to_string())));
             }
             let columns = match self.open_cursor(index, &sql, &params).await {
-                Ok(columns) => columns,
+                Ok(columns) => columns?,
                 Err(err) => return self.failed_query(index, &sql, err).await,
             };
             let shape = self.shape(index, &columns, true).await?;

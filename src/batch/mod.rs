@@ -275,6 +275,18 @@ async fn validate_template(client: &Client, resource: &BatchResource) -> Result<
                 "the template must render one SELECT statement, with $1, $2, ... standing for the cursor values",
             )
         })?;
+        let expected = if *first { 0 } else { resource.cursor.len() };
+        if statement.params().len() != expected {
+            return Err(Error::user(
+                format!(
+                    "the {which} query of resource {:?} has {} parameter(s), but it is given {expected} (its cursor's values{}) (query: {sql})",
+                    resource.name,
+                    statement.params().len(),
+                    if *first { ", none before the first poll" } else { "" }
+                ),
+                "use $1, $2, ... for the cursor columns' values only when .IsFirstQuery is false",
+            ));
+        }
         let names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
         if let Some(missing) = resource.cursor.iter().find(|c| !names.contains(&c.as_str())) {
             return Err(Error::user(

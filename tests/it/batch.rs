@@ -353,6 +353,10 @@ async fn batch_spec_discover_validate_and_apply_without_replication() {
             "line 1: \"if\" without a matching \"end\"",
         ),
         (json!({"name": "t", "template": "SELEC 1"}), "the first query of resource \"t\" is refused by the server"),
+        (
+            json!({"name": "t", "template": "SELECT id FROM test.items WHERE id > 0", "cursor": ["id"]}),
+            "the subsequent query of resource \"t\" has 0 parameter(s), but it is given 1",
+        ),
         (json!({"name": "p", "schema": "test", "table": "items", "poll": "sometimes"}), "\"poll\" of resource \"p\""),
     ] {
         let (_, stderr, code) = run_once(&validate(vec![resource.clone()])).await;
