@@ -300,3 +300,29 @@ async fn validate_template(client: &Client, resource: &BatchResource) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(path: &str) -> Value {
+        let text = std::fs::read_to_string(format!("{}/spec/{path}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap_or_else(|err| panic!("spec/{path} is missing ({err}): run `cargo run -- schemas --write`"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn batch_schemas_match_the_committed_spec_files_and_go_names() {
+        let endpoint = endpoint_config_schema();
+        assert_eq!(
+            endpoint,
+            committed("batch-endpoint-config.schema.json"),
+            "review and run `cargo run -- schemas --write`"
+        );
+        assert_eq!(resource_config_schema(), committed("batch-resource-config.schema.json"));
+        assert_eq!(endpoint["properties"]["password"]["secret"], true);
+        assert_eq!(endpoint["required"], serde_json::json!(["address", "user", "password"]));
+        assert!(endpoint.get("additionalProperties").is_none(), "the root must stay open for sops");
+        assert_eq!(resource_config_schema()["required"], serde_json::json!(["name"]));
+    }
+}
