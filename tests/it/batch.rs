@@ -607,3 +607,90 @@ async fn batch_xid_window_arithmetic_matches_the_server_at_the_wraparound() {
         assert_eq!(server.cmp(&0), ordering, "{x} vs {y}");
     }
 }
+
+/// Kill -9 at checkpoints chosen at random, several times, while a writer keeps updating and
+/// inserting rows (one statement at a time, so a sequence gives growing cursor values in commit order):
+/// after a last session has polled past the writer's end, the reduced collection equals the
+/// table, in both incremental modes.
+#[tokio::test]
+async fn batch_survives_repeated_kill_9_under_writes() {
+    use rand::{Rng, SeedableRng};
+    let (database, admin) = database("batch_kills").await;
+    execute(
+        &admin,
+        "CREATE SEQUENCE test.bump START 10000;
+         CREATE TABLE test.by_cursor (id int PRIMARY KEY, v text, seq bigint NOT NULL);
+         INSERT INTO test.by_cursor SELECT g, 'v' || g, g / 4 FROM generate_series(1, 4000) g;
+         CREATE TABLE test.by_xmin (id int PRIMARY KEY, v text, pad text);
+         INSERT INTO test.by_xmin SELECT g, 'v' || g, repeat('p', 200) FROM generate_series(1, 4000) g;",
+    )
+    .await;
+    let seed: u64 = std::env::var("BATCH_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(17);
+    eprintln!("batch_survives_repeated_kill_9_under_writes: BATCH_KILL_SEED={seed}");
+    let mut random = rand::rngs::StdRng::seed_from_u64(seed);
+    for (name, cursor) in [("by_cursor", json!(["seq"])), ("by_xmin", json!(["txid"]))] {
+        let resource = json!({"name": name, "schema": "test", "table": name, "cursor": cursor});
+        let bindings = [binding(resource, &["/id"])];
+        let config = config(&database, json!({"poll": "1s"}));
+        let env = [("FLOW_BATCH_FETCH_ROWS", "50"), ("FLOW_BATCH_PAGES_PER_CHUNK", "2")];
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            let writer_client = CLUSTER.get().unwrap().cluster.superuser_client(&database).await;
+            let statement = format!(
+                "UPDATE test.{name} SET v = 'w' || nextval('test.bump'), {} WHERE id = $1",
+                if name == "by_cursor" { "seq = currval('test.bump')" } else { "pad = pad" }
+            );
+            let insert = format!(
+                "INSERT INTO test.{name} VALUES ($1, 'i', {})",
+                if name == "by_cursor" { "nextval('test.bump')" } else { "'p'" }
+            );
+            let writer_seed = random.gen::<u64>();
+            tokio::spawn(async move {
+                let mut random = rand::rngs::StdRng::seed_from_u64(writer_seed);
+                let mut writes = 0;
+                let mut next_id = 4001;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if writes % 5 == 4 {
+                        writer_client.execute(&insert, &[&next_id]).await.expect("insert");
+                        next_id += 1;
+                    } else {
+                        let id: i32 = random.gen_range(1..next_id);
+                        writer_client.execute(&statement, &[&id]).await.expect("update");
+                    }
+                    writes += 1;
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+                writes
+            })
+        };
+
+        let mut state = json!({});
+        let mut committed = Vec::new();
+        for round in 0..4 {
+            let mut run = Run::open(&config, &bindings, &state, &env).await;
+            // An xmin scan checkpoints after every two pages: let its sessions span polls too.
+            let target = run.checkpoints + random.gen_range(1..=if name == "by_xmin" { 150 } else { 12 });
+            assert!(run.until(Duration::from_secs(60), |r| r.checkpoints >= target).await, "{name} round {round}: no checkpoints");
+            let (documents, next_state) = run.kill().await;
+            committed.extend(documents);
+            state = next_state;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let writes = writer.await.expect("writer");
+        // The last session: two complete polls after the last write (the first may have begun before it).
+        let mut run = Run::open(&config, &bindings, &state, &env).await;
+        let mut polls = 0;
+        let mut previous = last_polled(&run, name);
+        while polls < 2 {
+            assert!(run.until(Duration::from_secs(120), |r| last_polled(r, name) != previous).await, "{name}: no complete poll");
+            previous = last_polled(&run, name);
+            polls += 1;
+        }
+        let (documents, _) = run.kill().await;
+        committed.extend(documents);
+        eprintln!("{name}: {writes} writes, {} committed documents", committed.len());
+        assert_eq!(reduced_values(&reduce(&committed, "id")), table_values(&admin, &format!("test.{name}")).await, "{name}");
+    }
+}
