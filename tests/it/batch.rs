@@ -534,20 +534,27 @@ async fn batch_template_queries_render_with_cursor_parameters_and_bad_ones_fail_
 }
 
 /// Kill -9 in the middle of a poll, then resume from the committed state: the reduced
-/// collection equals the table, and the second session did not start over.
+/// collection equals the table, and the second session did not start over. Groups of equal
+/// cursor values (7 rows, which divides no fetch or checkpoint size) straddle the points
+/// where the poll checkpoints, so a resume point inside a group would lose rows.
 #[tokio::test]
 async fn batch_resumes_after_kill_9_in_cursor_and_xmin_modes() {
     let (database, admin) = database("batch_resume").await;
     execute(
         &admin,
         "CREATE TABLE test.by_cursor (id int PRIMARY KEY, v text, seq bigint NOT NULL);
-         INSERT INTO test.by_cursor SELECT g, 'v' || g, g / 3 FROM generate_series(1, 6000) g;
+         INSERT INTO test.by_cursor SELECT g, 'v' || g, g / 7 FROM generate_series(1, 6000) g;
+         CREATE TABLE test.by_numeric (id int PRIMARY KEY, v text, n numeric NOT NULL);
+         INSERT INTO test.by_numeric SELECT g, 'v' || g, trunc((g / 7)::numeric, g % 3) FROM generate_series(1, 6000) g;
          CREATE TABLE test.by_xmin (id int PRIMARY KEY, v text, pad text);
          INSERT INTO test.by_xmin SELECT g, 'v' || g, repeat('p', 300) FROM generate_series(1, 3000) g;",
     )
     .await;
     for (name, resource, poll) in [
         ("by_cursor", json!({"name": "by_cursor", "schema": "test", "table": "by_cursor", "cursor": ["seq"]}), "1h"),
+        // Equal cursor values with different text (5, 5.0, 5.00): a group is whole only when the
+        // server says the next value is greater, not when the text differs.
+        ("by_numeric", json!({"name": "by_numeric", "schema": "test", "table": "by_numeric", "cursor": ["n"]}), "1h"),
         ("by_xmin", json!({"name": "by_xmin", "schema": "test", "table": "by_xmin", "cursor": ["txid"]}), "1s"),
     ] {
         let env = [("FLOW_BATCH_FETCH_ROWS", "100"), ("FLOW_BATCH_PAGES_PER_CHUNK", "4")];
@@ -620,7 +627,7 @@ async fn batch_survives_repeated_kill_9_under_writes() {
         &admin,
         "CREATE SEQUENCE test.bump START 10000;
          CREATE TABLE test.by_cursor (id int PRIMARY KEY, v text, seq bigint NOT NULL);
-         INSERT INTO test.by_cursor SELECT g, 'v' || g, g / 4 FROM generate_series(1, 4000) g;
+         INSERT INTO test.by_cursor SELECT g, 'v' || g, g / 7 FROM generate_series(1, 4000) g;
          CREATE TABLE test.by_xmin (id int PRIMARY KEY, v text, pad text);
          INSERT INTO test.by_xmin SELECT g, 'v' || g, repeat('p', 200) FROM generate_series(1, 4000) g;",
     )
@@ -673,7 +680,10 @@ async fn batch_survives_repeated_kill_9_under_writes() {
             let mut run = Run::open(&config, &bindings, &state, &env).await;
             // An xmin scan checkpoints after every two pages: let its sessions span polls too.
             let target = run.checkpoints + random.gen_range(1..=if name == "by_xmin" { 150 } else { 12 });
-            assert!(run.until(Duration::from_secs(60), |r| r.checkpoints >= target).await, "{name} round {round}: no checkpoints");
+            assert!(
+                run.until(Duration::from_secs(60), |r| r.checkpoints >= target).await,
+                "{name} round {round}: no checkpoints"
+            );
             let (documents, next_state) = run.kill().await;
             committed.extend(documents);
             state = next_state;
@@ -685,13 +695,20 @@ async fn batch_survives_repeated_kill_9_under_writes() {
         let mut polls = 0;
         let mut previous = last_polled(&run, name);
         while polls < 2 {
-            assert!(run.until(Duration::from_secs(120), |r| last_polled(r, name) != previous).await, "{name}: no complete poll");
+            assert!(
+                run.until(Duration::from_secs(120), |r| last_polled(r, name) != previous).await,
+                "{name}: no complete poll"
+            );
             previous = last_polled(&run, name);
             polls += 1;
         }
         let (documents, _) = run.kill().await;
         committed.extend(documents);
         eprintln!("{name}: {writes} writes, {} committed documents", committed.len());
-        assert_eq!(reduced_values(&reduce(&committed, "id")), table_values(&admin, &format!("test.{name}")).await, "{name}");
+        assert_eq!(
+            reduced_values(&reduce(&committed, "id")),
+            table_values(&admin, &format!("test.{name}")).await,
+            "{name}"
+        );
     }
 }
