@@ -22,7 +22,10 @@
 //!   the last row's cursor is persisted (rows added later with that same cursor value are
 //!   not captured: a cursor must grow);
 //! - xmin mode scans the table in page ranges and persists the range done; a restart goes
-//!   on from there with the same transaction-id window;
+//!   on from there with the same transaction-id window. A table rewrite (`VACUUM FULL`,
+//!   `CLUSTER`) keeps rows' xmin but moves them, maybe into pages already read: when a
+//!   chunk finds the table's storage files changed since the session's scan began, the scan
+//!   starts again from the first page (a rewrite while no session runs is not noticed);
 //! - full refresh persists nothing mid-poll that a restart would skip: it polls again from
 //!   the start (its `DocumentCount` changes only once the poll completed).
 //!
@@ -683,6 +686,27 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Err(self.query_error(index, sql, err))
     }
 
+    /// The table's page count, partition count and oid; an error for a missing table or a view.
+    async fn table_pages(&self, index: usize, schema: &str, table: &str) -> Result<(i64, i64, u32), Error> {
+        let display = crate::validate::display_name(schema, table);
+        let name = &self.bindings[index].resource.name;
+        let stats = self.client.query_opt(query::TABLE_PAGES_SQL, &[&schema, &table]).await?.ok_or_else(|| {
+            Error::user(
+                format!("table {display} of resource {name:?} does not exist"),
+                "create the table, or remove the binding",
+            )
+        })?;
+        let (max_page, partitions, relkind, oid): (i64, i64, String, u32) =
+            (stats.get(0), stats.get(1), stats.get(2), stats.get(3));
+        if relkind == "v" {
+            return Err(Error::user(
+                format!("{display} of resource {name:?} is a view, which has no xmin to poll by"),
+                "set the resource's \"cursor\" to [] (re-read at every poll) or to columns that grow",
+            ));
+        }
+        Ok((max_page, partitions, oid))
+    }
+
     /// Poll a binding by xmin: scan the table in page ranges, emitting rows whose xmin lies
     /// in the scan's transaction-id window, and checkpoint after each range.
     async fn poll_xmin(&mut self, index: usize) -> Result<Polled, Error> {
@@ -690,24 +714,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let r = &self.bindings[index].resource;
             (r.schema.clone(), r.table.clone())
         };
-        let display = crate::validate::display_name(&schema, &table);
-        let stats = self.client.query_opt(query::TABLE_PAGES_SQL, &[&schema, &table]).await?;
-        let Some(stats) = stats else {
-            return Err(Error::user(
-                format!("table {display} of resource {:?} does not exist", self.bindings[index].resource.name),
-                "create the table, or remove the binding",
-            ));
-        };
-        let (max_page, partitions, relkind): (i64, i64, String) = (stats.get(0), stats.get(1), stats.get(2));
-        if relkind == "v" {
-            return Err(Error::user(
-                format!(
-                    "{display} of resource {:?} is a view, which has no xmin to poll by",
-                    self.bindings[index].resource.name
-                ),
-                "set the resource's \"cursor\" to [] (re-read at every poll) or to columns that grow",
-            ));
-        }
+        let table_name = crate::validate::display_name(&schema, &table);
+        let (mut max_page, partitions, oid) = self.table_pages(index, &schema, &table).await?;
         if self.bindings[index].state.next_xid == 0 {
             let text: String = self.client.query_one(query::CURRENT_XID_SQL, &[]).await?.get(0);
             let next =
@@ -724,14 +732,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             )
         })?;
         // Before PostgreSQL 14 a ctid range is not an index-like scan: one range covers all.
-        let pages_per_chunk = match self.pages_per_chunk {
+        let (configured, server_version) = (self.pages_per_chunk, self.server_version);
+        let chunk_pages = move |max_page: i64| match configured {
             Some(pages) => pages,
-            None if self.server_version < 140_000 => max_page.max(1),
+            None if server_version < 140_000 => max_page.max(1),
             None => 200_000 / (100 * partitions.max(1)) + 1,
         };
+        let mut pages_per_chunk = chunk_pages(max_page);
         let (base, next) = (self.bindings[index].state.base_xid, self.bindings[index].state.next_xid);
         let sql = query::xmin_chunk_query(&schema, &table, base != 0);
         let polled = format_rfc3339(SystemTime::now());
+        // The table's storage files when this session's part of the scan began.
+        let mut filenodes: Option<String> = None;
         while after_page < max_page {
             let until = after_page + pages_per_chunk;
             let mut params =
@@ -744,6 +756,31 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Ok(columns) => columns?,
                 Err(err) => return self.failed_query(index, &sql, err).await,
             };
+            // A rewrite of the table (VACUUM FULL, CLUSTER) keeps rows' xmin but moves them,
+            // possibly into pages this scan already read: scan again from the first page. The
+            // cursor's lock keeps the files as they are until this chunk is read.
+            let current: String = match self.client.query_one(query::FILENODES_SQL, &[&oid]).await {
+                Ok(row) => row.get(0),
+                Err(err) => return self.failed_query(index, &sql, err).await,
+            };
+            match &filenodes {
+                Some(previous) if *previous != current => {
+                    let _ = self.client.batch_execute("ROLLBACK").await;
+                    tracing::warn!(
+                        name = %self.bindings[index].resource.name,
+                        table = %table_name,
+                        "the table was rewritten (VACUUM FULL or CLUSTER) during its xmin scan: scanning it again from its first page"
+                    );
+                    filenodes = Some(current);
+                    (max_page, _, _) = self.table_pages(index, &schema, &table).await?;
+                    pages_per_chunk = chunk_pages(max_page);
+                    after_page = 0;
+                    self.bindings[index].state.scan_tid = "(0,0)".into();
+                    continue;
+                }
+                Some(_) => {}
+                None => filenodes = Some(current),
+            }
             let shape = self.shape(index, &columns, true).await?;
             let mut count: i64 = 0;
             loop {

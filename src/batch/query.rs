@@ -101,18 +101,26 @@ pub fn xmin_chunk_query(schema: &str, table: &str, bounded: bool) -> String {
 /// ended, so rows they wrote are visible to every query from now on (64-bit, epoch included).
 pub const CURRENT_XID_SQL: &str = "SELECT txid_snapshot_xmin(txid_current_snapshot())::text";
 
-/// The table's page count (its largest partition's, plus 5% for growth), its partition count
-/// and its `relkind`.
+/// The table's page count (its largest partition's, plus 5% for growth), its partition count,
+/// its `relkind` and its oid.
 pub const TABLE_PAGES_SQL: &str = "
     SELECT CEIL(1.05 * GREATEST(
              pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int,
              COALESCE((SELECT MAX(pg_catalog.pg_relation_size(i.inhrelid) / current_setting('block_size')::int)
                        FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid), 0)))::bigint,
            (SELECT COUNT(*) FROM pg_catalog.pg_inherits i WHERE i.inhparent = c.oid)::bigint + 1,
-           c.relkind::text
+           c.relkind::text, c.oid
     FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = $1 AND c.relname = $2";
+
+/// The storage files of a table and its partitions: a table rewrite (`VACUUM FULL`,
+/// `CLUSTER`) changes them, and moves rows to other pages. (`pg_partition_tree` lists nothing
+/// for a table that is not partitioned, hence the union with the table itself.)
+pub const FILENODES_SQL: &str = "
+    SELECT COALESCE(string_agg(COALESCE(pg_catalog.pg_relation_filenode(t.relid)::text, '-'), ',' ORDER BY t.relid), '')
+    FROM (SELECT $1::oid AS relid
+          UNION SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) p) t";
 
 /// Circular order of 32-bit transaction ids: `Less` when `b` lies in `(a, a + 2^31)`.
 pub fn compare_xid32(a: u32, b: u32) -> std::cmp::Ordering {

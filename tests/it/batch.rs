@@ -712,3 +712,44 @@ async fn batch_survives_repeated_kill_9_under_writes() {
         );
     }
 }
+
+/// A table rewrite (`VACUUM FULL`) in the middle of an xmin scan moves the rows not read
+/// yet into pages the scan already read: the scan starts again from the first page, and
+/// every row of the table is captured.
+#[tokio::test]
+async fn batch_xmin_scan_survives_a_table_rewrite_mid_scan() {
+    let (database, admin) = database("batch_rewrite").await;
+    execute(
+        &admin,
+        "CREATE TABLE test.rewritten (id int PRIMARY KEY, v text, pad text);
+         INSERT INTO test.rewritten SELECT g, 'v' || g, repeat('p', 300) FROM generate_series(1, 20000) g;",
+    )
+    .await;
+    let resource = json!({"name": "rewritten", "schema": "test", "table": "rewritten", "cursor": ["txid"]});
+    let env = [("FLOW_BATCH_PAGES_PER_CHUNK", "5"), ("FLOW_BATCH_FETCH_ROWS", "50")];
+    let mut run =
+        Run::open(&config(&database, json!({"poll": "1h"})), &[binding(resource, &["/id"])], &json!({}), &env).await;
+    assert!(run.until(Duration::from_secs(60), |r| r.checkpoints >= 3).await);
+    // Not reading its output, the connector soon blocks on a full pipe, mid-scan.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    execute(&admin, "DELETE FROM test.rewritten WHERE id <= 15000").await;
+    let vacuum = {
+        let client = CLUSTER.get().unwrap().cluster.superuser_client(&database).await;
+        tokio::spawn(async move { client.batch_execute("VACUUM FULL test.rewritten").await })
+    };
+    assert!(
+        run.until(Duration::from_secs(120), |r| !last_polled(r, "rewritten").starts_with("0001-")).await,
+        "the scan did not complete"
+    );
+    vacuum.await.expect("vacuum task").expect("VACUUM FULL");
+    let (committed, _) = run.kill().await;
+    let reduced = reduced_values(&reduce(&committed, "id"));
+    let table = table_values(&admin, "test.rewritten").await;
+    let missing: Vec<&String> = table.keys().filter(|id| reduced.get(*id) != table.get(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} rows of the table were not captured, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
