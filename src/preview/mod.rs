@@ -359,8 +359,9 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
     for (resource, target, backfill) in requested {
         let path = [resource.get("namespace"), resource.get("stream")]
             .map(|v| v.and_then(Value::as_str).unwrap_or("").to_string());
-        // The batch connector's resources are named (`name`); the CDC connector's are tables.
-        let name = resource.get("name").and_then(Value::as_str);
+        // The batch connector's resources are named (`name`); the CDC connector's are tables
+        // (`namespace`, `stream`).
+        let name = resource.get("name").and_then(Value::as_str).filter(|_| resource.get("stream").is_none());
         let found = discovered
             .iter()
             .find(|d| match name {
