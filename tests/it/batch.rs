@@ -19,7 +19,13 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use crate::harness::{describe_pg_error, PrivateCluster};
 use source_postgres::capture::state::merge_patch;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_source-postgres-batch");
+/// The batch binary built with the tests, or the one `TEST_BATCH_CONNECTOR_BIN` names.
+fn binary() -> String {
+    std::env::var("TEST_BATCH_CONNECTOR_BIN")
+        .ok()
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_source-postgres-batch").to_string())
+}
 const READER: &str = "batch_reader";
 const READER_PASSWORD: &str = "batch-secret-1";
 
@@ -94,7 +100,7 @@ fn binding(resource: Value, key: &[&str]) -> Value {
 
 /// Run the binary on `input` until it exits; (stdout lines as JSON, stderr, exit code).
 async fn run_once(input: &str) -> (Vec<Value>, String, i32) {
-    let mut child = Command::new(BINARY)
+    let mut child = Command::new(binary())
         .env("LOG_LEVEL", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -136,7 +142,7 @@ struct Run {
 
 impl Run {
     async fn open(config: &Value, bindings: &[Value], state: &Value, env: &[(&str, &str)]) -> Run {
-        let mut child = Command::new(BINARY)
+        let mut child = Command::new(binary())
             .env("LOG_LEVEL", "warn")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
