@@ -190,11 +190,24 @@ pub async fn validate(request: &Validate) -> Result<Vec<ValidatedBinding>, Error
         resources.push(BatchResource::parse(index, &binding.resource_config)?);
     }
     let client = crate::pg::connect_sql(&config.connect_params()).await?;
-    for resource in &resources {
-        if resource.template.trim().is_empty() {
-            validate_table(&client, resource).await?;
+    for (resource, binding) in resources.iter().zip(&request.bindings) {
+        let columns = if resource.template.trim().is_empty() {
+            validate_table(&client, resource).await?
         } else {
-            validate_template(&client, resource).await?;
+            validate_template(&client, resource).await?
+        };
+        // Every document must carry the collection key: its columns must be in the result.
+        let key_columns = binding.collection.key.iter().filter_map(|p| crate::discovery::schema::column_of_pointer(p));
+        for key in key_columns {
+            if !columns.contains(&key) {
+                return Err(Error::user(
+                    format!(
+                        "the collection key of resource {:?} needs column {key:?}, which its query does not return",
+                        resource.name
+                    ),
+                    "change the collection key to columns the table or query has (or /_meta/row_id)",
+                ));
+            }
         }
     }
     Ok(resources.into_iter().map(|r| ValidatedBinding { resource_path: vec![r.name] }).collect())
@@ -207,7 +220,8 @@ const RELATION_SQL: &str = "
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = $1 AND c.relname = $2";
 
-async fn validate_table(client: &Client, resource: &BatchResource) -> Result<(), Error> {
+/// Check a table binding; returns the table's columns (with `txid` in xmin mode).
+async fn validate_table(client: &Client, resource: &BatchResource) -> Result<Vec<String>, Error> {
     let display = crate::validate::display_name(&resource.schema, &resource.table);
     let row = client.query_opt(RELATION_SQL, &[&resource.schema, &resource.table]).await?.ok_or_else(|| {
         Error::user(
@@ -215,7 +229,7 @@ async fn validate_table(client: &Client, resource: &BatchResource) -> Result<(),
             "check \"schema\" and \"table\" (names are case-sensitive), and the user's USAGE privilege on the schema",
         )
     })?;
-    let (relkind, readable, columns): (String, bool, Vec<String>) = (row.get(0), row.get(1), row.get(2));
+    let (relkind, readable, mut columns): (String, bool, Vec<String>) = (row.get(0), row.get(1), row.get(2));
     if !readable {
         return Err(Error::user(
             format!("the user cannot read {display} of resource {:?}", resource.name),
@@ -229,7 +243,8 @@ async fn validate_table(client: &Client, resource: &BatchResource) -> Result<(),
                 "set the resource's \"cursor\" to [] (re-read at every poll) or to columns that grow",
             ));
         }
-        return Ok(());
+        columns.push("txid".into());
+        return Ok(columns);
     }
     for cursor in &resource.cursor {
         if !columns.contains(cursor) {
@@ -239,10 +254,13 @@ async fn validate_table(client: &Client, resource: &BatchResource) -> Result<(),
             ));
         }
     }
-    Ok(())
+    Ok(columns)
 }
 
-async fn validate_template(client: &Client, resource: &BatchResource) -> Result<(), Error> {
+/// Check a template binding by rendering and preparing its queries; returns the first
+/// query's result columns.
+async fn validate_template(client: &Client, resource: &BatchResource) -> Result<Vec<String>, Error> {
+    let mut result_columns = Vec::new();
     let parsed = template::Template::parse(&resource.template).map_err(|err| {
         Error::user(format!("the query template of resource {:?} is invalid: {err}", resource.name), "fix the template")
     })?;
@@ -297,8 +315,11 @@ async fn validate_template(client: &Client, resource: &BatchResource) -> Result<
                 format!("the query returns {}", names.join(", ")),
             ));
         }
+        if *first {
+            result_columns = names.iter().map(|n| n.to_string()).collect();
+        }
     }
-    Ok(())
+    Ok(result_columns)
 }
 
 #[cfg(test)]

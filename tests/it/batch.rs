@@ -371,6 +371,17 @@ async fn batch_spec_discover_validate_and_apply_without_replication() {
         assert!(message.contains(expected), "{resource}: expected {expected:?} in\n{message}");
     }
 
+    // The collection key's columns must come out of the query.
+    let keyed = json!({"validate": {"name": "tests/batch", "config": config(&database, json!({})), "bindings": [
+        binding(json!({"name": "k", "template": "SELECT v FROM test.items"}), &["/id"])]}});
+    let (_, stderr, code) = run_once(&format!("{keyed}\n")).await;
+    assert_eq!(code, 1);
+    let message = error_message(&stderr);
+    assert!(
+        message.contains("the collection key of resource \"k\" needs column \"id\", which its query does not return"),
+        "{message}"
+    );
+
     let apply = json!({"apply": {"capture": {"name": "tests/batch", "config": config(&database, json!({})), "bindings": []}, "version": "1"}});
     let (lines, stderr, code) = run_once(&format!("{apply}\n")).await;
     assert_eq!((code, lines[0].clone()), (0, json!({"applied": {}})), "{stderr}");
