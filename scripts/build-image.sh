@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Builds the connector's container image without a container engine.
+# Builds a connector's container image without a container engine.
 #
-#   scripts/build-image.sh [--smoke] [--tag NAME] [--archive FILE] [--stage-only]
+#   scripts/build-image.sh [--connector NAME] [--smoke] [--tag NAME] [--archive FILE] [--stage-only]
 #
-# 1. Builds a statically linked binary: glibc with crt-static, for x86_64-unknown-linux-gnu.
+# 1. Builds statically linked binaries of both connectors of the crate (source-postgres, the CDC
+#    connector, and source-postgres-batch): glibc with crt-static, for x86_64-unknown-linux-gnu.
 #    The explicit --target keeps build scripts and proc-macros dynamically linked.
-# 2. Stages it and the system CA bundle under target/image/ (see Dockerfile, .dockerignore).
-# 3. Builds the Dockerfile with buildah, using vfs storage and chroot isolation, which work as root
-#    without a daemon, overlayfs or user namespaces. The image stays in buildah's local storage
-#    under NAME (default localhost/source-postgres:dev).
+# 2. Stages them and the system CA bundle under target/image/ (see Dockerfile, .dockerignore).
+# 3. Builds the Dockerfile's stage of the chosen connector with buildah, using vfs storage and
+#    chroot isolation, which work as root without a daemon, overlayfs or user namespaces. The image
+#    stays in buildah's local storage under NAME (default localhost/<connector>:dev).
 #
+#   --connector C  source-postgres (the default) or source-postgres-batch: which image to build.
 #   --smoke        then check the image as the Flow runtime would use it: export it to an OCI
 #                  layout, read its config with skopeo (labels, entrypoint, platform), unpack it
 #                  with umoci and run the entrypoint in a chroot of the root filesystem with a spec
@@ -26,10 +28,12 @@ cd "$root"
 
 smoke=false
 stage_only=false
-tag="localhost/source-postgres:dev"
+connector="source-postgres"
+tag=""
 archive=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --connector) connector="${2:?--connector needs a value}"; shift ;;
         --smoke) smoke=true ;;
         --stage-only) stage_only=true ;;
         --tag) tag="${2:?--tag needs a value}"; shift ;;
@@ -44,6 +48,11 @@ die() {
     echo "build-image: error: $*" >&2
     exit 1
 }
+case "$connector" in
+    source-postgres | source-postgres-batch) ;;
+    *) die "--connector must be source-postgres or source-postgres-batch, not $connector" ;;
+esac
+tag="${tag:-localhost/$connector:dev}"
 step() {
     echo "==> $*"
 }
@@ -52,29 +61,36 @@ rust_target="x86_64-unknown-linux-gnu"
 ca_bundle="/etc/ssl/certs/ca-certificates.crt"
 stage="$root/target/image"
 
-# --- 1. the static binary -------------------------------------------------------------------
+# --- 1. the static binaries -----------------------------------------------------------------
+# Both, whichever image is built: the Dockerfile's stages all read the same staged context, and
+# one cargo invocation builds the crate once for both.
+binaries=(source-postgres source-postgres-batch)
 locked=()
 if [[ -f Cargo.lock ]]; then
     locked=(--locked)
 fi
-step "cargo build --release --target $rust_target (crt-static)"
+step "cargo build --release --target $rust_target (crt-static): ${binaries[*]}"
 RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release "${locked[@]}" --target "$rust_target" --bin source-postgres
+    cargo build --release "${locked[@]}" --target "$rust_target" --bin source-postgres --bin source-postgres-batch
 target_dir="$(cargo metadata --no-deps --format-version 1 |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-binary="$target_dir/$rust_target/release/source-postgres"
-[[ -x "$binary" ]] || die "the build did not produce $binary"
-linkage="$(ldd "$binary" 2>&1 || true)"
-if ! grep -Eq 'statically linked|not a dynamic executable' <<<"$linkage"; then
-    die "$binary is dynamically linked, it would not run in an empty image:"$'\n'"$linkage"
-fi
+for name in "${binaries[@]}"; do
+    binary="$target_dir/$rust_target/release/$name"
+    [[ -x "$binary" ]] || die "the build did not produce $binary"
+    linkage="$(ldd "$binary" 2>&1 || true)"
+    if ! grep -Eq 'statically linked|not a dynamic executable' <<<"$linkage"; then
+        die "$binary is dynamically linked, it would not run in an empty image:"$'\n'"$linkage"
+    fi
+done
 
 # --- 2. the build context -------------------------------------------------------------------
-step "staging the binary and the CA bundle in target/image/"
+step "staging the binaries and the CA bundle in target/image/"
 [[ -f "$ca_bundle" ]] || die "$ca_bundle is missing (install the ca-certificates package)"
 rm -rf "$stage"
 mkdir -p "$stage"
-install -m 0755 "$binary" "$stage/source-postgres"
+for name in "${binaries[@]}"; do
+    install -m 0755 "$target_dir/$rust_target/release/$name" "$stage/$name"
+done
 install -m 0644 "$ca_bundle" "$stage/ca-certificates.crt"
 ls -l "$stage"
 if $stage_only; then
@@ -93,12 +109,12 @@ fi
 buildah=(buildah --storage-driver vfs)
 step "$(buildah --version); $(umoci --version); $(skopeo --version)"
 
-step "building $tag"
+step "building $tag (Dockerfile target $connector)"
 # Replace an image left by an earlier run, so its layers do not pile up in the vfs storage.
 "${buildah[@]}" rmi --force "$tag" >/dev/null 2>&1 || true
 # --timestamp 0: a fixed creation time, so the same binary always gives the same image digest.
 "${buildah[@]}" bud --isolation chroot --platform linux/amd64 --timestamp 0 \
-    -f Dockerfile -t "$tag" .
+    --target "$connector" -f Dockerfile -t "$tag" .
 "${buildah[@]}" images --format '{{.Name}}:{{.Tag}} {{.ID}} {{.Size}}' "$tag"
 
 if [[ -n "$archive" ]]; then
@@ -122,10 +138,11 @@ step "smoke: exporting to an OCI layout"
 
 step "smoke: checking the image config"
 skopeo inspect --config "oci:$layout" >"$work/config.json"
-python3 - "$work/config.json" <<'PY'
+python3 - "$work/config.json" "$connector" <<'PY'
 import json, sys
 
 image = json.load(open(sys.argv[1]))
+connector = sys.argv[2]
 config = image.get("config") or {}
 labels = config.get("Labels") or {}
 problems = []
@@ -136,7 +153,7 @@ expected = {
 for key, value in expected.items():
     if labels.get(key) != value:
         problems.append(f"label {key} is {labels.get(key)!r}, expected {value!r}")
-if config.get("Entrypoint") != ["/connector/source-postgres"]:
+if config.get("Entrypoint") != [f"/connector/{connector}"]:
     problems.append(f"entrypoint is {config.get('Entrypoint')!r}")
 if config.get("Cmd"):
     problems.append(f"there are default arguments (Cmd {config['Cmd']!r}); the runtime passes none")
@@ -154,7 +171,7 @@ ls -lR "$work/bundle/rootfs"
 step "smoke: running the entrypoint in a chroot of the image"
 set +e
 printf '{"spec":{}}\n' |
-    timeout 60 chroot "$work/bundle/rootfs" /connector/source-postgres \
+    timeout 60 chroot "$work/bundle/rootfs" "/connector/$connector" \
         >"$work/stdout" 2>"$work/stderr"
 status=$?
 set -e

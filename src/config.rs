@@ -562,7 +562,7 @@ fn parse_rediscovery_interval(text: &str) -> Result<Option<Duration>, ConfigErro
     Ok(Some(interval))
 }
 
-fn invalid(field: &str, reason: impl Into<String>, hint: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: &str, reason: impl Into<String>, hint: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field: field.to_string(), reason: reason.into(), hint: hint.into() }
 }
 
@@ -890,7 +890,7 @@ impl Config {
 }
 
 /// An error text cut to a readable length (serde quotes whole offending values).
-fn shorten(text: &str) -> String {
+pub(crate) fn shorten(text: &str) -> String {
     const LIMIT: usize = 600;
     if text.chars().count() <= LIMIT {
         return text.to_string();
@@ -900,7 +900,7 @@ fn shorten(text: &str) -> String {
 }
 
 /// A configured value quoted for an error message, shortened when it is long.
-fn echo(value: &str) -> String {
+pub(crate) fn echo(value: &str) -> String {
     const LIMIT: usize = 80;
     if value.chars().count() <= LIMIT {
         return format!("{value:?}");
@@ -914,7 +914,7 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// A name that reaches the server as an identifier: at most 63 bytes, no control
 /// characters (a NUL cannot be sent at all). The name is echoed only when it is short.
-fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
     if name.len() > MAX_IDENTIFIER_BYTES {
         return Err(invalid(
             field,
@@ -933,7 +933,7 @@ fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 /// The address text before it is split: a host name, not a URL or a connection string.
-fn check_address_text(address: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_address_text(address: &str) -> Result<(), ConfigError> {
     if address.len() > 255 {
         return Err(invalid(
             "address",
@@ -980,7 +980,7 @@ fn check_pooler(address: &str, host: &str, port: u16) -> Result<(), ConfigError>
 }
 
 /// `host`, `host:port`, `[v6]:port` or a bare IPv6 address.
-fn parse_address(address: &str) -> Result<(String, u16), ConfigError> {
+pub(crate) fn parse_address(address: &str) -> Result<(String, u16), ConfigError> {
     let bad_port = |port: &str| {
         invalid(
             "address",

@@ -25,11 +25,14 @@
 //! - [`discovery`]: catalog queries and per-table collection schemas.
 //! - [`validate`]: prerequisite checks with remediation SQL; `apply`.
 //! - [`capture`]: the capture session: state, backfill, fences, checkpoints, acks.
+//! - [`batch`]: the `source-postgres-batch` connector (polling, no replication), built on
+//!   the same protocol, connection, discovery and value modules.
 //! - [`preview`]: the local runner that drives the binary from a catalog YAML file.
 //! - [`error`], [`lsn`], [`log`]: shared pieces; [`failpoint`]: crash points for fault tests.
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod batch;
 pub mod capture;
 pub mod config;
 pub mod discovery;

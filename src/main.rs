@@ -24,7 +24,8 @@ enum Command {
     Preview(source_postgres::preview::PreviewArgs),
     /// Print (or write under spec/) the generated configuration schemas.
     Schemas {
-        /// Write spec/endpoint-config.schema.json and spec/resource-config.schema.json.
+        /// Write spec/endpoint-config.schema.json and spec/resource-config.schema.json (and the
+        /// batch connector's, spec/batch-*.schema.json).
         #[arg(long)]
         write: bool,
         /// The directory to write into.
@@ -88,6 +89,8 @@ fn write_schemas(write: bool, dir: &std::path::Path) -> anyhow::Result<()> {
     let files = [
         ("endpoint-config.schema.json", source_postgres::spec::endpoint_config_schema()),
         ("resource-config.schema.json", source_postgres::spec::resource_config_schema()),
+        ("batch-endpoint-config.schema.json", source_postgres::batch::endpoint_config_schema()),
+        ("batch-resource-config.schema.json", source_postgres::batch::resource_config_schema()),
     ];
     for (name, schema) in files {
         let text = serde_json::to_string_pretty(&schema)? + "\n";

@@ -11,7 +11,7 @@ use crate::protocol::PROTOCOL_VERSION;
 
 pub const DOCUMENTATION_URL: &str = "https://go.estuary.dev/source-postgresql";
 
-fn generate<T: schemars::JsonSchema>() -> Value {
+pub(crate) fn generate<T: schemars::JsonSchema>() -> Value {
     let generator = schemars::generate::SchemaSettings::draft2020_12()
         .with(|settings| settings.inline_subschemas = true)
         .into_generator();
@@ -83,7 +83,7 @@ fn require(schema: &mut Value, pointer: &str, fields: &[&str]) {
 
 /// Optional fields are modelled as `Option<T>`, which schemars renders as `[T, "null"]`
 /// with `null` among enum values; the Flow UI wants the plain type (absence is the option).
-fn strip_null_options(schema: &mut Value) {
+pub(crate) fn strip_null_options(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
             // `anyOf: [X, {type: null}]` becomes X itself.

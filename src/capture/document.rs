@@ -155,6 +155,13 @@ fn write_object(out: &mut Vec<u8>, layout: &DocumentLayout, row: &EncodedRow, me
     out.push(b'}');
 }
 
+/// Append one document whose `_meta` member (`"_meta":{...}`) is written by `meta`, with the
+/// columns placed as [`write_document`] places them (used by the batch capture, whose
+/// metadata has another shape).
+pub fn write_document_with_meta(out: &mut Vec<u8>, layout: &DocumentLayout, row: &EncodedRow, meta: MetaWriter<'_>) {
+    write_object(out, layout, row, Some(meta));
+}
+
 /// Append one document to `out`.
 pub fn write_document(
     out: &mut Vec<u8>,

@@ -83,7 +83,7 @@ impl DiscoveredTable {
 }
 
 /// Whether a type (through domains) forbids NULL.
-fn domain_not_null(ty: &PgType) -> bool {
+pub(crate) fn domain_not_null(ty: &PgType) -> bool {
     match ty {
         PgType::Domain { base, not_null, .. } => *not_null || domain_not_null(base),
         _ => false,

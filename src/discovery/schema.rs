@@ -167,7 +167,7 @@ pub fn source_schema(options: &SchemaOptions) -> Value {
 }
 
 /// The property schema of one column, with Go's description convention.
-fn column_property(table: &DiscoveredTable, index: usize) -> Value {
+pub fn column_property(table: &DiscoveredTable, index: usize) -> Value {
     let column = &table.columns[index];
     let is_key = table.key.contains(&column.name);
     let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key);

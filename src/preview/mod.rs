@@ -359,18 +359,25 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
     for (resource, target, backfill) in requested {
         let path = [resource.get("namespace"), resource.get("stream")]
             .map(|v| v.and_then(Value::as_str).unwrap_or("").to_string());
+        // The batch connector's resources are named (`name`); the CDC connector's are tables
+        // (`namespace`, `stream`).
+        let name = resource.get("name").and_then(Value::as_str).filter(|_| resource.get("stream").is_none());
         let found = discovered
             .iter()
-            .find(|d| {
-                d["resourceConfig"]["namespace"] == path[0].as_str()
-                    && d["resourceConfig"]["stream"] == path[1].as_str()
+            .find(|d| match name {
+                Some(name) => d["resourceConfig"]["name"] == name,
+                None => {
+                    d["resourceConfig"]["namespace"] == path[0].as_str()
+                        && d["resourceConfig"]["stream"] == path[1].as_str()
+                }
             })
-            .ok_or_else(|| {
-                anyhow!(
+            .ok_or_else(|| match name {
+                Some(name) => anyhow!("resource {name:?} was not discovered: check its name and the user's privileges"),
+                None => anyhow!(
                     "table \"{}.{}\" was not discovered: check its name, the publication and the user's privileges",
                     path[0],
                     path[1]
-                )
+                ),
             })?;
         let collection =
             target.unwrap_or_else(|| format!("{prefix}/{}", found["recommendedName"].as_str().unwrap_or("")));

@@ -5,6 +5,7 @@
 
 mod backfill_keys;
 mod bad_input;
+mod batch;
 mod capture_chaos;
 mod capture_faults;
 mod capture_stream;
