@@ -246,7 +246,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     async fn on_relation(&mut self, relation: pgoutput::Relation<'_>) -> Result<(), Error> {
         let oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
         if !self.registry.knows_all(&oids) {
-            self.registry.extend(&self.client, &oids).await.map_err(pg)?;
+            let limit = self.silence_limit();
+            with_deadline(limit, "reading column types", self.registry.extend(&self.client, &oids))
+                .await?
+                .map_err(pg)?;
         }
         let namespace = relation.namespace.to_string();
         let name = relation.name.to_string();
@@ -314,7 +317,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         let name = (binding.table.schema.clone(), binding.table.name.clone());
         let only = std::collections::BTreeSet::from([name.clone()]);
-        let described = crate::discovery::discover_tables(&self.client, &self.config, Some(&only)).await?;
+        let described = self
+            .sql_deadline(
+                "reading a backfilling table's columns again",
+                crate::discovery::discover_tables(&self.client, &self.config, Some(&only)),
+            )
+            .await??;
         let binding = &mut self.bindings[index];
         if let Some(fresh) = described.into_iter().find(|t| t.oid == binding.table.oid) {
             tracing::info!(
@@ -329,13 +337,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     async fn bound_ancestor(&self, oid: u32) -> Result<Option<usize>, Error> {
         let rows = self
-            .client
-            .query(
-                "SELECT n.nspname, c.relname FROM pg_catalog.pg_partition_ancestors($1::oid::regclass) a
-                 JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
-                &[&oid],
+            .sql_deadline(
+                "looking up a partition's root",
+                self.client.query(
+                    "SELECT n.nspname, c.relname FROM pg_catalog.pg_partition_ancestors($1::oid::regclass) a
+                     JOIN pg_catalog.pg_class c ON c.oid = a.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
+                    &[&oid],
+                ),
             )
-            .await
+            .await?
             // A relation dropped since the change was written has no ancestors (no rows, no
             // error). A failure is not "unbound": that would skip the partition's changes
             // while the cursor moves past them. Failing restarts the capture from its last

@@ -71,7 +71,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let binding = &self.bindings[index];
         let name = (binding.table.schema.clone(), binding.table.name.clone());
         let only = BTreeSet::from([name.clone()]);
-        let described = crate::discovery::discover_tables(&self.client, &self.config, Some(&only)).await?;
+        let described = self
+            .sql_deadline(
+                "reading a table's columns again",
+                crate::discovery::discover_tables(&self.client, &self.config, Some(&only)),
+            )
+            .await??;
         let fresh =
             described.into_iter().find(|t| (t.schema.as_str(), t.name.as_str()) == (name.0.as_str(), name.1.as_str()));
         let binding = &mut self.bindings[index];

@@ -416,14 +416,27 @@ where
             let lsn: Lsn = text.parse().map_err(|err: crate::lsn::ParseLsnError| {
                 Error::user(format!("the capture state's cursor is not an LSN: {err}"), "reset the capture's state")
             })?;
-            slot::check_cursor_within_wal(&client, lsn).await?;
-            slot::check_slot_for_resume(&client, &config, lsn).await?;
+            with_deadline(
+                STARTUP_ANSWER_LIMIT,
+                "reading the server's WAL position",
+                slot::check_cursor_within_wal(&client, lsn),
+            )
+            .await??;
+            with_deadline(
+                STARTUP_ANSWER_LIMIT,
+                "reading the replication slot",
+                slot::check_slot_for_resume(&client, &config, lsn),
+            )
+            .await??;
             lsn
         }
     };
     // What the server has written so far: the slot is never confirmed beyond what the server
     // has sent (see `Session::send_status`). Every start position above is at most this.
-    let server_flushed = slot::server_wal_end(&client).await?.max(start);
+    let server_flushed =
+        with_deadline(STARTUP_ANSWER_LIMIT, "reading the server's WAL position", slot::server_wal_end(&client))
+            .await??
+            .max(start);
     let protocol_version = if server_version >= 140_000 { 2 } else { 1 };
     let mut options: Vec<(&str, String)> = vec![
         ("proto_version", protocol_version.to_string()),
@@ -432,7 +445,13 @@ where
     if protocol_version >= 2 {
         options.push(("streaming", "on".to_string()));
     }
-    let mut stream = replication.start_replication(&slot, start, &options).await.map_err(|err| {
+    let mut stream = with_deadline(
+        STARTUP_ANSWER_LIMIT,
+        "starting replication",
+        replication.start_replication(&slot, start, &options),
+    )
+    .await?
+    .map_err(|err| {
         let text = err.to_string();
         if text.contains("is active for PID") {
             Error::user(
@@ -448,9 +467,15 @@ where
 
     let source_tag = Some(config.raw.advanced.source_tag.clone()).filter(|t| !t.is_empty());
     let publication_config = config.clone();
-    let status_interval = status_interval(&client).await?;
+    let status_interval =
+        with_deadline(STARTUP_ANSWER_LIMIT, "reading wal_sender_timeout", status_interval(&client)).await??;
     let backfill_client = crate::pg::connect_sql(&config.connect_params()).await?;
-    configure_session(&backfill_client, &config).await?;
+    with_deadline(
+        STARTUP_ANSWER_LIMIT,
+        "configuring the backfill session",
+        configure_session(&backfill_client, &config),
+    )
+    .await??;
     let mut session = Session {
         config,
         emitter,
@@ -586,6 +611,14 @@ async fn status_interval(client: &Client) -> Result<Duration, Error> {
     Ok(if third.is_zero() { STATUS_INTERVAL } else { third.min(STATUS_INTERVAL) }.max(Duration::from_millis(100)))
 }
 
+/// How long a statement of the session's start may go unanswered before the server is taken
+/// for unreachable (the capture fails and is restarted rather than hang on a cut network path
+/// whose sockets stay open). Slot creation, which may rightly wait, is watched separately.
+const STARTUP_ANSWER_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long the query listing what a slot creation waits for may go unanswered.
+const SLOT_WAIT_ANSWER_LIMIT: Duration = Duration::from_secs(15);
+
 /// Create the capture's slot, reporting while the server makes it wait for transactions
 /// that were running when it was requested (see [`slot_wait`]): first after
 /// [`SLOT_WAIT_FIRST_REPORT`], then every [`SLOT_WAIT_REPORT_EVERY`].
@@ -603,19 +636,22 @@ pub(super) async fn create_slot(
             Ok(created) => return Ok(created?),
             Err(_) => {
                 let waited = i64::try_from(requested.elapsed().as_secs()).unwrap_or(i64::MAX);
+                // A server that does not answer this query within the silence limit is not
+                // busy making the slot: the network path or the server is gone (the slot
+                // request on the other connection would wait forever), so the capture fails
+                // and is restarted instead of hanging.
                 let blockers = match with_deadline(
-                    SLOT_WAIT_REPORT_EVERY,
-                    "listing running transactions",
+                    SLOT_WAIT_ANSWER_LIMIT,
+                    "listing the transactions a slot creation waits for",
                     slot_wait::blockers(client, waited),
                 )
-                .await
+                .await?
                 {
-                    Ok(Ok(blockers)) => Some(blockers),
-                    Ok(Err(err)) => {
+                    Ok(blockers) => Some(blockers),
+                    Err(err) => {
                         tracing::debug!(error = %PgError::from(err), "listing the transactions a slot creation waits for failed");
                         None
                     }
-                    Err(_) => None,
                 };
                 let (message, hint) = slot_wait::describe(slot, waited, blockers.as_ref());
                 tracing::warn!(slot = %slot, waited_s = waited, "{message}\nHINT: {hint}");

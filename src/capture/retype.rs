@@ -298,17 +298,25 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         snapshot = %undo.snapshot,
                         "the table's definition changed after its backfill chunk's snapshot was taken (a rewrite makes the table look empty to that snapshot): the chunk is read again"
                     );
+                    if undo.state.mode == TableMode::Backfill {
+                        // The chunk's rows were emitted already, beyond the resume key it would
+                        // go back to: a precise backfill would then drop changes to them (a
+                        // delete among them would be lost for good). Nor can it continue
+                        // unfiltered from there: text keys are read in another order then. So
+                        // the table's backfill starts over, unfiltered.
+                        tracing::warn!(
+                            table = %format!("{}.{}", binding.table.schema, binding.table.name),
+                            "a precise backfill read a chunk with a snapshot older than a change of its table's definition: the table's backfill starts over, emitting every change"
+                        );
+                        start_over_unfiltered(binding);
+                        self.changed_bindings.insert(index);
+                        changed = true;
+                        continue;
+                    }
                     binding.state = undo.state;
                     binding.scanned_key = undo.scanned_key;
-                    // The chunk's rows were emitted already, beyond the resume key it goes back
-                    // to: a precise backfill would now drop changes to them (a delete among
-                    // them would be lost for good), so the rest of this backfill emits every
-                    // change.
-                    if binding.state.mode == TableMode::Backfill {
-                        binding.state.mode = TableMode::UnfilteredBackfill;
-                        binding.scanned_key = None;
-                    }
                     self.changed_bindings.insert(index);
+                    changed = true;
                 }
             }
             let Some((names, signatures)) = current.get(&index).cloned() else { continue };
@@ -326,7 +334,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let position = (0..columns.len()).find(|i| planned_signature.get(*i) != signatures.get(*i)).unwrap_or(0);
             let table = &binding.table;
             let wanted = BTreeSet::from([(table.schema.clone(), table.name.clone())]);
-            let rediscovered = crate::discovery::discover_tables(&self.client, &self.config, Some(&wanted)).await?;
+            let rediscovered = self
+                .sql_deadline(
+                    "reading a retyped table's columns again",
+                    crate::discovery::discover_tables(&self.client, &self.config, Some(&wanted)),
+                )
+                .await??;
             let binding = &mut self.bindings[index];
             if let Some(table) = rediscovered.into_iter().next() {
                 binding.table = table;
@@ -418,10 +431,14 @@ fn restart_backfill(binding: &mut Binding, change: &Change, why: &str) {
         change.from,
         change.to
     );
-    // Not `Pending`, which could choose a precise backfill: rows of the first pass were
-    // emitted already, beyond the new resume key, and a precise backfill would drop changes
-    // to them (a delete among them would be lost for good). A restarted backfill emits every
-    // change.
+    start_over_unfiltered(binding);
+}
+
+/// Start a binding's backfill over from the start of the table, unfiltered. Not `Pending`,
+/// which could choose a precise backfill: rows of the first pass were emitted already, beyond
+/// the new resume key, and a precise backfill would drop changes to them (a delete among them
+/// would be lost for good). A restarted backfill emits every change.
+fn start_over_unfiltered(binding: &mut Binding) {
     let key_columns = (!binding.key_columns.is_empty()).then(|| binding.key_columns.clone());
     binding.state = BindingState {
         mode: TableMode::UnfilteredBackfill,

@@ -140,7 +140,13 @@ fn watermarks_table(config: &Config) -> String {
 
 async fn slot_owner(client: &Client, config: &Config, owner: &str) -> Result<Owner, Error> {
     let sql = format!("SELECT watermark FROM {} WHERE slot = $1", watermarks_table(config));
-    let row = client.query_opt(&sql, &[&config.slot_name()]).await.map_err(pg)?;
+    let row = super::with_deadline(
+        super::STARTUP_ANSWER_LIMIT,
+        "reading the watermarks table",
+        client.query_opt(&sql, &[&config.slot_name()]),
+    )
+    .await?
+    .map_err(pg)?;
     let watermark: Option<String> = row.and_then(|row| row.get(0));
     Ok(match watermark.as_deref().and_then(owner_of) {
         Some(found) if found == owner => Owner::This,
@@ -153,7 +159,13 @@ async fn slot_owner(client: &Client, config: &Config, owner: &str) -> Result<Own
 pub(super) async fn upsert_watermark(client: &Client, config: &Config, watermark: &str) -> Result<(), Error> {
     let table = watermarks_table(config);
     let sql = format!("INSERT INTO {table} (slot, watermark) VALUES ($1, $2) ON CONFLICT (slot) DO UPDATE SET watermark = excluded.watermark");
-    match client.execute(&sql, &[&config.slot_name(), &watermark]).await {
+    match super::with_deadline(
+        super::STARTUP_ANSWER_LIMIT,
+        "writing the watermarks table",
+        client.execute(&sql, &[&config.slot_name(), &watermark]),
+    )
+    .await?
+    {
         Ok(_) => Ok(()),
         Err(err) if err.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => Err(Error::user(
             format!("writing a watermark to {table} failed: {}", PgError::from(err)),
@@ -191,7 +203,14 @@ pub(super) async fn start_without_cursor(
     streamed_before: bool,
 ) -> Result<Lsn, Error> {
     let slot = config.slot_name();
-    let database: String = client.query_one("SELECT current_database()::text", &[]).await.map_err(pg)?.get(0);
+    let database: String = super::with_deadline(
+        super::STARTUP_ANSWER_LIMIT,
+        "reading the database name",
+        client.query_one("SELECT current_database()::text", &[]),
+    )
+    .await?
+    .map_err(pg)?
+    .get(0);
     let found = load_slot(client, slot).await?;
     if let Some(found) = &found {
         refuse_foreign(slot, found, &database)?;
@@ -253,7 +272,13 @@ pub(super) async fn start_without_cursor(
             }
         }
         // Recreate it so that it starts now, without the WAL the old one retained.
-        match replication.drop_slot(slot, false).await {
+        match super::with_deadline(
+            super::STARTUP_ANSWER_LIMIT,
+            "dropping the replication slot",
+            replication.drop_slot(slot, false),
+        )
+        .await?
+        {
             Ok(()) | Err(PgError::SlotMissing { .. }) => {}
             Err(PgError::SlotActive { .. }) => return Err(slot_in_use(slot)),
             Err(err) => return Err(Error::Pg(err)),
@@ -301,7 +326,14 @@ pub(super) async fn check_slot_for_resume(client: &Client, config: &Config, curs
             hint,
         ));
     };
-    let database: String = client.query_one("SELECT current_database()::text", &[]).await.map_err(pg)?.get(0);
+    let database: String = super::with_deadline(
+        super::STARTUP_ANSWER_LIMIT,
+        "reading the database name",
+        client.query_one("SELECT current_database()::text", &[]),
+    )
+    .await?
+    .map_err(pg)?
+    .get(0);
     refuse_foreign(slot, &found, &database)?;
     if found.wal_status.as_deref() == Some("lost") {
         return Err(Error::user(

@@ -1092,7 +1092,15 @@ impl Model {
             }
             let key = collection.key_of(&doc)?;
             if std::env::var("DIFF_TRACE").is_ok_and(|t| !t.is_empty() && key.contains(&t)) {
-                eprintln!("differential: trace {table} {key}: {}", cut(&doc.to_string()));
+                eprintln!(
+                    "differential: trace {table} {}: op {} snapshot {} loc {} seq {} n {}",
+                    cut(&key),
+                    doc["_meta"]["op"],
+                    doc["_meta"]["source"]["snapshot"],
+                    doc["_meta"]["source"]["loc"],
+                    doc["seq"],
+                    doc["n"]
+                );
             }
             let Value::Object(mut doc) = doc else { return Err("a document is not an object".into()) };
             let meta = doc.remove("_meta").unwrap_or(Value::Null);
@@ -1359,7 +1367,12 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
         }
         let last = faults.is_empty() && finished_workload.is_some();
         sessions += 1;
-        let env: Vec<(&str, &str)> = if last { vec![("SHUTDOWN_AFTER_POLLING", "yes")] } else { vec![] };
+        let mut env: Vec<(&str, &str)> = if last { vec![("SHUTDOWN_AFTER_POLLING", "yes")] } else { vec![] };
+        // `DIFF_LOG_LEVEL` (e.g. `debug`) overrides the sessions' `LOG_LEVEL=warn`.
+        let level = std::env::var("DIFF_LOG_LEVEL").unwrap_or_default();
+        if !level.is_empty() {
+            env.push(("LOG_LEVEL", level.as_str()));
+        }
         wait_slot_released(&mut admin, &cluster, &database, &slot).await?;
         // What a session is opened with is durable: the connector may confirm up to it.
         model.acknowledged = model.cursor();

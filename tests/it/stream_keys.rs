@@ -366,7 +366,14 @@ async fn a_replica_identity_index_without_the_collection_key_is_refused() {
     assert!(!output.stdout.contains("\"opened\""), "the capture opened:\n{}", output.stdout);
     let mut collection = Collection::new(&["id"]);
 
-    // Told to skip its prerequisites, it stops at the first delete, with the fix.
+    // Told to skip its prerequisites, it stops at the first delete, with the fix. Skipping
+    // them also means creating nothing (as in the Go connector): the user made the
+    // watermarks table.
+    db.execute(
+        "CREATE TABLE public.flow_watermarks (slot TEXT PRIMARY KEY, watermark TEXT);
+         GRANT SELECT, INSERT, UPDATE ON public.flow_watermarks TO flow_capture;",
+    )
+    .await;
     let mut skipping = config.clone();
     skipping["advanced"]["skip_prerequisites"] = json!(true);
     run_to_idle_ok(&db, &skipping, &bindings, &mut collection, "the backfill").await;
