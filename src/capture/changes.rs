@@ -412,16 +412,25 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             return Err(gap.error(&self.client, relation_oid, relation).await);
         }
         // A precise backfill drops changes to rows it has not read yet: it will read their
-        // current state later. Keys that cannot be computed are emitted (never lost).
-        let backfilled = |tuple: &TupleData<'_>| -> bool {
+        // current state later. Keys that cannot be computed are emitted (never lost). An
+        // update's new row leaves an unchanged out-of-line key value out; the old row (a FULL
+        // identity's) carries it, and the filter must see the same key there that a later
+        // delete of the row will carry, or the update is emitted and the delete dropped.
+        let backfilled = |tuple: &TupleData<'_>, old: Option<&TupleData<'_>>| -> bool {
             let (TableMode::Backfill, Some(orders)) = (binding.state.mode, &binding.key_orders) else { return true };
             let key: Option<Vec<order::KeyValue>> = relation
                 .key_positions
                 .iter()
                 .zip(orders)
-                .map(|(position, key_order)| match tuple.values.get(*position) {
-                    Some(TupleValue::Text(text)) => order::key_value(*key_order, text),
-                    _ => None,
+                .map(|(position, key_order)| {
+                    let value = match tuple.values.get(*position) {
+                        Some(TupleValue::UnchangedToast) => old.and_then(|old| old.values.get(*position)),
+                        value => value,
+                    };
+                    match value {
+                        Some(TupleValue::Text(text)) => order::key_value(*key_order, text),
+                        _ => None,
+                    }
                 })
                 .collect();
             match key {
@@ -430,15 +439,16 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
         };
         let (emit_new, emit_old) = match &change {
-            ChangeKind::Insert { new } => (backfilled(new), false),
+            ChangeKind::Insert { new } => (backfilled(new, None), false),
             ChangeKind::Update { old, new } => {
-                let old_emitted = match old {
-                    Some(OldTuple::Key(t) | OldTuple::Full(t)) => backfilled(t),
-                    None => backfilled(new),
+                let old = match old {
+                    Some(OldTuple::Key(t) | OldTuple::Full(t)) => Some(t),
+                    None => None,
                 };
-                (backfilled(new), old_emitted)
+                let new_emitted = backfilled(new, old);
+                (new_emitted, old.map_or(new_emitted, |old| backfilled(old, None)))
             }
-            ChangeKind::Delete { old: OldTuple::Key(t) | OldTuple::Full(t) } => (false, backfilled(t)),
+            ChangeKind::Delete { old: OldTuple::Key(t) | OldTuple::Full(t) } => (false, backfilled(t, None)),
         };
         if !emit_new && !emit_old {
             return Ok(());

@@ -814,7 +814,7 @@ async fn run_workload(
     ops: usize,
     seed: u64,
 ) -> Result<(WorkloadStats, Vec<Live>), String> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_0F_10AD);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5E_ED0F_10AD);
     let mut stats = WorkloadStats::default();
     let mut client = connect(&cluster, &database).await?;
     let mut done = 0;
@@ -1169,7 +1169,10 @@ struct Passed {
     summary: String,
 }
 
-struct Aborting(Option<JoinHandle<Result<(WorkloadStats, Vec<Live>), String>>>);
+/// What the workload task returns: its figures and the rows it left live.
+type WorkloadResult = Result<(WorkloadStats, Vec<Live>), String>;
+
+struct Aborting(Option<JoinHandle<WorkloadResult>>);
 
 impl Drop for Aborting {
     fn drop(&mut self) {
@@ -1507,7 +1510,7 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
     drop(proxy);
     // Clean up a passing case: its slot, then its database.
     let _ = oracle.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await;
-    let _ = admin.batch_execute(&format!("DROP TABLE IF EXISTS public.flow_watermarks")).await;
+    let _ = admin.batch_execute("DROP TABLE IF EXISTS public.flow_watermarks").await;
     drop(admin);
     drop(oracle);
     if let Ok(postgres) = connect(&cluster, "postgres").await {

@@ -1,5 +1,6 @@
 //! Streaming keys: every document carries its collection key, and the reduced collection
-//! follows the table when keys are stored out of line (TOAST), when a key changes while
+//! follows the table when keys are stored out of line (TOAST, also under a precise
+//! backfill that filters changes by key), when a key changes while
 //! other columns are TOASTed and unchanged, when the replica identity does not carry the
 //! key, and when the lookup of a partition's root fails.
 //!
@@ -307,6 +308,56 @@ async fn a_key_change_keeps_the_unchanged_toast_columns_of_its_row() {
     .await;
     run_to_idle_ok(&db, &config, &bindings, &mut collection, "streaming the key changes").await;
     collection.assert_matches("moving", &table_rows(&admin, "moving", &collection).await, "after the key changes");
+}
+
+/// Found by the differential harness: a precise backfill of a table with an out-of-line text
+/// key under `REPLICA IDENTITY FULL`. An update that leaves the key unchanged marks it so in
+/// the new row; the filter that drops changes to rows the backfill has not read yet must take
+/// the key from the old row, as the row's later delete carries it. It took the update for
+/// one whose key cannot be computed and emitted it, then dropped the delete: the collection
+/// kept rows the table no longer had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_precise_backfill_filters_updates_of_unread_rows_with_out_of_line_keys() {
+    let db = TestDb::create("stream_keys_precise_toasted_key").await;
+    db.execute(
+        "CREATE TABLE test.toasted_full (id text PRIMARY KEY, v int NOT NULL);
+         ALTER TABLE test.toasted_full ALTER COLUMN id SET STORAGE EXTERNAL;
+         ALTER TABLE test.toasted_full REPLICA IDENTITY FULL;
+         INSERT INTO test.toasted_full SELECT lpad(g::text, 4, '0') || repeat(md5(g::text), 75), g
+           FROM generate_series(1, 60) g;",
+    )
+    .await;
+    let admin = db.superuser_client().await;
+    let mut config = db.endpoint_config();
+    config["advanced"]["backfill_chunk_size"] = json!(5);
+    let mut table = binding("toasted_full", &["/id"]);
+    table["resourceConfig"]["mode"] = json!("Precise");
+    let bindings = [table];
+    let mut collection = Collection::new(&["id"]);
+
+    // A first session reads a few chunks and is stopped mid-backfill.
+    let mut session = Session::open(&config, bindings.to_vec(), &json!({}), &[]).await;
+    let partway = |c: &Collection| {
+        let state = &c.state["bindingStateV1"]["test%2Ftoasted_full"];
+        state["mode"] == "Backfill" && state["backfilled"].as_u64().is_some_and(|n| (10..40).contains(&n))
+    };
+    let end = drive(&mut session, &mut collection, Duration::from_secs(60), partway).await;
+    assert!(end.is_none(), "the first session ended before its backfill was partway: {end:?}");
+    session.kill().await;
+
+    // Every row changes without its key, and the last rows (not read yet) are deleted: the
+    // next session meets these changes in the stream while the backfill is still short of them.
+    db.execute(
+        "UPDATE test.toasted_full SET v = v + 1000;
+         DELETE FROM test.toasted_full WHERE v > 1050;",
+    )
+    .await;
+    run_to_idle_ok(&db, &config, &bindings, &mut collection, "resuming the backfill").await;
+    collection.assert_matches(
+        "toasted_full",
+        &table_rows(&admin, "toasted_full", &collection).await,
+        "after the backfill",
+    );
 }
 
 /// A `validate` request for `tables`, each keyed by `/id`.
