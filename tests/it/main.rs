@@ -11,6 +11,7 @@ mod capture_faults;
 mod capture_stream;
 mod capture_visibility;
 mod differential;
+mod differential_batch;
 mod discovery;
 mod driver;
 mod faults_common;
