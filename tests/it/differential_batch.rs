@@ -366,7 +366,7 @@ impl Case {
         }
         // Every draw happens whatever the overrides, so that a shrunk case is the same case
         // with less in it.
-        let ops = rng.gen_range(30..250);
+        let ops = rng.gen_range(40..350);
         let ops = shrink.ops.unwrap_or(ops);
         let fault_count = *[0, 1, 1, 2, 3].choose(&mut rng).expect("counts");
         let mut faults: Vec<Fault> = (0..fault_count)
@@ -1077,7 +1077,8 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
     let admin = connect(&cluster, &database).await?;
     admin
         .batch_execute(&format!(
-            "GRANT USAGE ON SCHEMA test TO {READER};
+            "DROP PUBLICATION IF EXISTS flow_publication;
+             GRANT USAGE ON SCHEMA test TO {READER};
              ALTER DEFAULT PRIVILEGES IN SCHEMA test GRANT SELECT ON TABLES TO {READER};"
         ))
         .await
