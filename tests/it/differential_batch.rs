@@ -271,6 +271,9 @@ struct TableSpec {
 struct Fault {
     after_checkpoints: u64,
     after_ms: u64,
+    /// Strike instead right after the first mid-poll checkpoint of a cursor or full-refresh
+    /// binding (one whose poll goes on after it), if one comes before `after_ms`.
+    mid_poll: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -371,7 +374,14 @@ impl Case {
         let ops = shrink.ops.unwrap_or(ops);
         let fault_count = *[0, 1, 1, 2, 3].choose(&mut rng).expect("counts");
         let mut faults: Vec<Fault> = (0..fault_count)
-            .map(|_| Fault { after_checkpoints: rng.gen_range(1..40), after_ms: rng.gen_range(100..2_500) })
+            .map(|_| {
+                let mid_poll = rng.gen_bool(0.35);
+                Fault {
+                    after_checkpoints: rng.gen_range(1..40),
+                    after_ms: rng.gen_range(100..2_500) * if mid_poll { 3 } else { 1 },
+                    mid_poll,
+                }
+            })
             .collect();
         faults.truncate(shrink.faults.unwrap_or(fault_count));
         Case {
@@ -409,7 +419,16 @@ impl Case {
             })
             .collect();
         let faults: Vec<String> =
-            self.faults.iter().map(|f| format!("kill@{}cp/{}ms", f.after_checkpoints, f.after_ms)).collect();
+            self.faults
+                .iter()
+                .map(|f| {
+                    if f.mid_poll {
+                        format!("kill@midpoll/{}ms", f.after_ms)
+                    } else {
+                        format!("kill@{}cp/{}ms", f.after_checkpoints, f.after_ms)
+                    }
+                })
+                .collect();
         format!(
             "seed {} fetch {} pages {} ops {} pause {}ms{} faults [{}] tables [{}]",
             self.seed,
@@ -630,9 +649,10 @@ impl TableSpec {
         )
     }
 
+    /// `DELETE` of `rows` (deletes happen only where the key, or the plain column, is `id int4`).
     fn delete_sql(&self, rows: &[i64]) -> String {
-        let condition: Vec<String> = rows.iter().map(|&i| format!("({})", self.key_condition(i))).collect();
-        format!("DELETE FROM {} WHERE {}", qualified(&self.table()), condition.join(" OR "))
+        let ids: Vec<String> = rows.iter().map(i64::to_string).collect();
+        format!("DELETE FROM {} WHERE id IN ({})", qualified(&self.table()), ids.join(", "))
     }
 }
 
@@ -713,7 +733,8 @@ async fn run_workload(
         let live = &mut tables[t];
         let spec = live.spec.clone();
         let delete_weight = if spec.deletes() { spec.delete_weight } else { 0 };
-        let choice = [(0, 4), (1, 6), (2, delete_weight), (3, 1), (4, if case.rewrites { 1 } else { 0 })]
+        let mass_delete = u32::from(delete_weight > 0);
+        let choice = [(0, 4), (1, 6), (2, delete_weight), (3, 1), (4, if case.rewrites { 1 } else { 0 }), (5, mass_delete)]
             .choose_weighted(&mut rng, |(_, w)| *w)
             .map(|(c, _)| *c)
             .expect("operations");
@@ -748,8 +769,15 @@ async fn run_workload(
                     stats.updates += count as u64;
                 }
             }
-            2 if !live.rows.is_empty() => {
-                let count = if rng.gen_bool(0.3) { rng.gen_range(2..60).min(live.rows.len()) } else { 1 };
+            2 | 5 if !live.rows.is_empty() => {
+                let count = if choice == 5 {
+                    // A large part of the table at once: it shrinks below what earlier polls read.
+                    (live.rows.len() as f64 * rng.gen_range(0.2..0.7)).ceil() as usize
+                } else if rng.gen_bool(0.3) {
+                    rng.gen_range(2..60).min(live.rows.len())
+                } else {
+                    1
+                };
                 live.rows.shuffle(&mut rng);
                 let gone: Vec<i64> = live.rows.split_off(live.rows.len() - count);
                 execute(spec.delete_sql(&gone)).await?;
@@ -1192,6 +1220,7 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
         let opened = Instant::now();
         let mut pending = Vec::new();
         let mut session_checkpoints = 0u64;
+        let mut mid_poll_seen = false;
         let mut closing = false;
         let deadline = opened + Duration::from_secs(if last { 180 } else { 120 });
         enum Ending {
@@ -1201,7 +1230,10 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
         let ending = loop {
             if !closing && !last {
                 let due = match fault {
-                    Some(f) => session_checkpoints >= f.after_checkpoints || opened.elapsed() >= Duration::from_millis(f.after_ms),
+                    Some(f) => {
+                        (if f.mid_poll { mid_poll_seen } else { session_checkpoints >= f.after_checkpoints })
+                            || opened.elapsed() >= Duration::from_millis(f.after_ms)
+                    }
                     None => workload.0.as_ref().is_none_or(|h| h.is_finished()),
                 };
                 if due && gate.lock().expect("gate").may_end_session() {
@@ -1225,7 +1257,13 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
                 Event::Exited(status) => break Ending::Exited(status),
                 Event::Captured { doc } => pending.push(doc),
                 Event::Checkpoint { patch } => {
+                    let before: Vec<String> = case.tables.iter().map(|t| model.last_polled(&t.name)).collect();
                     model.commit(std::mem::take(&mut pending), &patch)?;
+                    mid_poll_seen |= case.tables.iter().zip(&before).any(|(t, before)| {
+                        t.mode != Mode::Xmin
+                            && patch["bindingStateV1"].get(&t.name).is_some()
+                            && model.last_polled(&t.name) == *before
+                    });
                     session_checkpoints += 1;
                     if let Some(bindings) = patch["bindingStateV1"].as_object() {
                         let mut g = gate.lock().expect("gate");
