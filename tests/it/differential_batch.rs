@@ -331,9 +331,16 @@ impl Case {
             let key = match mode {
                 Mode::FullKeyless => KeyShape::Keyless,
                 Mode::View => KeyShape::Int,
-                _ => *[KeyShape::Int, KeyShape::Int, KeyShape::Bigint, KeyShape::Text, KeyShape::Uuid, KeyShape::Composite]
-                    .choose(&mut rng)
-                    .expect("keys"),
+                _ => *[
+                    KeyShape::Int,
+                    KeyShape::Int,
+                    KeyShape::Bigint,
+                    KeyShape::Text,
+                    KeyShape::Uuid,
+                    KeyShape::Composite,
+                ]
+                .choose(&mut rng)
+                .expect("keys"),
             };
             let f = fetch_rows;
             let rows: i64 = match rng.gen_range(0..10) {
@@ -418,17 +425,17 @@ impl Case {
                 )
             })
             .collect();
-        let faults: Vec<String> =
-            self.faults
-                .iter()
-                .map(|f| {
-                    if f.mid_poll {
-                        format!("kill@midpoll/{}ms", f.after_ms)
-                    } else {
-                        format!("kill@{}cp/{}ms", f.after_checkpoints, f.after_ms)
-                    }
-                })
-                .collect();
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|f| {
+                if f.mid_poll {
+                    format!("kill@midpoll/{}ms", f.after_ms)
+                } else {
+                    format!("kill@{}cp/{}ms", f.after_checkpoints, f.after_ms)
+                }
+            })
+            .collect();
         format!(
             "seed {} fetch {} pages {} ops {} pause {}ms{} faults [{}] tables [{}]",
             self.seed,
@@ -529,7 +536,14 @@ impl TableSpec {
             })],
             KeyShape::Uuid => {
                 let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                vec![format!("'{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}'", h >> 32, (h >> 16) & 0xffff, h & 0xfff, (h >> 4) & 0xfff, i)]
+                vec![format!(
+                    "'{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}'",
+                    h >> 32,
+                    (h >> 16) & 0xffff,
+                    h & 0xfff,
+                    (h >> 4) & 0xfff,
+                    i
+                )]
             }
             KeyShape::Composite => vec![(i % 13).to_string(), format!("'b{i}'")],
         }
@@ -687,6 +701,9 @@ struct GateState {
     /// Per table: the committed `LastPolled` when a rewrite finished; kills wait until it changes.
     unnoticed: Vec<Option<String>>,
     last_polled: Vec<String>,
+    /// Per table: the committed state is in the middle of an xmin scan (a rewrite now is what
+    /// the connector must notice; the workload prefers it then).
+    scanning: Vec<bool>,
     in_flight: bool,
 }
 
@@ -705,8 +722,7 @@ impl GateState {
 
 async fn connect(cluster: &PrivateCluster, database: &str) -> Result<Client, String> {
     let c = &cluster.cluster;
-    let client =
-        c.connect(database, &c.superuser, &c.superuser_password).await.map_err(|e| describe_pg_error(&e))?;
+    let client = c.connect(database, &c.superuser, &c.superuser_password).await.map_err(|e| describe_pg_error(&e))?;
     client
         .batch_execute(
             "SET DateStyle = 'ISO, MDY'; SET TimeZone = 'UTC'; SET IntervalStyle = 'iso_8601';
@@ -734,7 +750,19 @@ async fn run_workload(
         let spec = live.spec.clone();
         let delete_weight = if spec.deletes() { spec.delete_weight } else { 0 };
         let mass_delete = u32::from(delete_weight > 0);
-        let choice = [(0, 4), (1, 6), (2, delete_weight), (3, 1), (4, if case.rewrites { 1 } else { 0 }), (5, mass_delete)]
+        let rewrite_weight = match spec.mode {
+            _ if !case.rewrites => 0,
+            Mode::Xmin => {
+                let g = gate.lock().expect("gate");
+                if g.scanning[t] && g.safe[t] && g.session_live {
+                    30
+                } else {
+                    2
+                }
+            }
+            _ => 1,
+        };
+        let choice = [(0, 4), (1, 6), (2, delete_weight), (3, 1), (4, rewrite_weight), (5, mass_delete)]
             .choose_weighted(&mut rng, |(_, w)| *w)
             .map(|(c, _)| *c)
             .expect("operations");
@@ -863,7 +891,8 @@ impl BatchSession {
             Ok(Err(e)) => panic!("read connector output: {e}"),
             Ok(Ok(None)) => Event::Exited(self.child.wait().await.expect("wait")),
             Ok(Ok(Some(line))) => {
-                let response: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
+                let response: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad output line {line:?}: {e}"));
                 if let Some(captured) = response.get("captured") {
                     Event::Captured { doc: captured["doc"].clone() }
                 } else if let Some(checkpoint) = response.get("checkpoint") {
@@ -892,6 +921,11 @@ impl BatchSession {
         lines[lines.len().saturating_sub(8)..].iter().map(|l| cut(l)).collect::<Vec<_>>().join("\n")
     }
 
+    /// How many times the connector said it scans a rewritten table again.
+    fn rewrites_noticed(&self) -> usize {
+        self.stderr.lock().expect("stderr").iter().filter(|l| l.contains("was rewritten")).count()
+    }
+
     async fn kill(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
@@ -916,8 +950,15 @@ impl Collection {
     fn key_of(&self, doc: &Value) -> Result<String, String> {
         let values: Option<Vec<&Value>> = self.key.iter().map(|p| doc.pointer(p)).collect();
         match values {
-            Some(v) if v.iter().all(|v| !v.is_null()) => Ok(Value::from(v.into_iter().cloned().collect::<Vec<_>>()).to_string()),
-            _ => Err(format!("a document of {} has no value at its key {:?}: {}", self.name, self.key, cut(&doc.to_string()))),
+            Some(v) if v.iter().all(|v| !v.is_null()) => {
+                Ok(Value::from(v.into_iter().cloned().collect::<Vec<_>>()).to_string())
+            }
+            _ => Err(format!(
+                "a document of {} has no value at its key {:?}: {}",
+                self.name,
+                self.key,
+                cut(&doc.to_string())
+            )),
         }
     }
 }
@@ -931,12 +972,12 @@ struct Model {
 impl Model {
     fn commit(&mut self, documents: Vec<Value>, patch: &Value) -> Result<(), String> {
         for doc in documents {
-            let resource = doc.pointer("/_meta/source/resource").and_then(Value::as_str).unwrap_or_default().to_string();
-            let collection = self
-                .collections
-                .iter_mut()
-                .find(|c| c.name == resource)
-                .ok_or_else(|| format!("a document of no bound resource ({resource:?}): {}", cut(&doc.to_string())))?;
+            let resource =
+                doc.pointer("/_meta/source/resource").and_then(Value::as_str).unwrap_or_default().to_string();
+            let collection =
+                self.collections.iter_mut().find(|c| c.name == resource).ok_or_else(|| {
+                    format!("a document of no bound resource ({resource:?}): {}", cut(&doc.to_string()))
+                })?;
             if let Some(error) = collection.validator.iter_errors(&doc).next() {
                 return Err(format!(
                     "a document of {resource} does not validate against its discovered schema: {} at {}: {}",
@@ -973,7 +1014,9 @@ impl Model {
                 let new = doc.get("n").and_then(Value::as_i64);
                 if let (Some(old), Some(new)) = (old, new) {
                     if new < old {
-                        return Err(format!("history went backwards: key {key} of {resource} committed n = {new} after n = {old}"));
+                        return Err(format!(
+                            "history went backwards: key {key} of {resource} committed n = {new} after n = {old}"
+                        ));
                     }
                 }
             }
@@ -1058,7 +1101,10 @@ fn bindings_for(case: &Case, discovered: &[Value]) -> Result<Vec<Value>, String>
         match (table.mode, table.cursor()) {
             (Mode::Xmin, _) => {
                 if found["resourceConfig"]["cursor"] != json!(["txid"]) {
-                    return Err(format!("{}: discovered without the xmin cursor: {}", table.name, found["resourceConfig"]));
+                    return Err(format!(
+                        "{}: discovered without the xmin cursor: {}",
+                        table.name, found["resourceConfig"]
+                    ));
                 }
             }
             (_, Some(cursor)) => {
@@ -1069,7 +1115,10 @@ fn bindings_for(case: &Case, discovered: &[Value]) -> Result<Vec<Value>, String>
             }
         }
         if table.template {
-            object.insert("template".into(), json!(if table.cursor().is_some() { CURSOR_TEMPLATE } else { FULL_TEMPLATE }));
+            object.insert(
+                "template".into(),
+                json!(if table.cursor().is_some() { CURSOR_TEMPLATE } else { FULL_TEMPLATE }),
+            );
         }
         let expected_key = if table.row_id_key() {
             json!(["/_meta/row_id"])
@@ -1100,6 +1149,10 @@ fn error_line(stderr: &str) -> String {
         .unwrap_or_else(|| cut(stderr))
 }
 
+fn t_is_xmin(case: &Case, t: usize) -> bool {
+    case.tables[t].mode == Mode::Xmin
+}
+
 async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, String> {
     let started = Instant::now();
     let database = cluster.create_db(&format!("batchdiff_{}", case.seed)).await;
@@ -1118,7 +1171,10 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
     let mut lives = Vec::new();
     for table in &case.tables {
         let sql = table.create_sql();
-        admin.batch_execute(&sql).await.map_err(|e| format!("create {}: {}\n{sql}", table.name, describe_pg_error(&e)))?;
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| format!("create {}: {}\n{sql}", table.name, describe_pg_error(&e)))?;
         let mut order: Vec<i64> = (0..table.rows.max(0)).collect();
         order.shuffle(&mut rng);
         for batch in order.chunks(200) {
@@ -1145,7 +1201,8 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
         .map_err(|e| format!("no discover response ({e}): {}", cut(&stdout)))?;
     let discovered = discovered["discovered"]["bindings"].as_array().cloned().unwrap_or_default();
     let bindings = bindings_for(&case, &discovered)?;
-    let validate = json!({"validate": {"name": "diff/batch", "connectorType": "IMAGE", "config": config, "bindings": bindings}});
+    let validate =
+        json!({"validate": {"name": "diff/batch", "connectorType": "IMAGE", "config": config, "bindings": bindings}});
     let (_, stderr, code) = run_once(format!("{validate}\n")).await?;
     if code != 0 {
         return Err(format!("validation refused the case: {}", error_line(&stderr)));
@@ -1172,6 +1229,7 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
         safe: vec![true; case.tables.len()],
         unnoticed: vec![None; case.tables.len()],
         last_polled: vec![String::new(); case.tables.len()],
+        scanning: vec![false; case.tables.len()],
         ..GateState::default()
     }));
     let mut workload = Aborting(Some(tokio::spawn(run_workload(
@@ -1186,6 +1244,7 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
     let mut sessions = 0;
     let mut kills = 0;
     let mut final_sessions = 0;
+    let mut rewrites_noticed = 0;
     let mut endings = Vec::new();
     loop {
         if workload.0.as_ref().is_some_and(|h| h.is_finished()) {
@@ -1195,8 +1254,7 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
         let last = faults.is_empty() && finished_workload.is_some();
         // A final session whose xmin scan resumes a window fixed before the workload stopped
         // may end before that scan's successor reads the last writes: one more then.
-        let resumed_scan = last
-            && case.tables.iter().any(|t| t.mode == Mode::Xmin && model.mid_scan(&t.name));
+        let resumed_scan = last && case.tables.iter().any(|t| t.mode == Mode::Xmin && model.mid_scan(&t.name));
         sessions += 1;
         let mut env = vec![
             ("FLOW_BATCH_FETCH_ROWS", case.fetch_rows.to_string()),
@@ -1275,6 +1333,7 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
                                     g.unnoticed[t] = None;
                                 }
                                 g.last_polled[t] = polled;
+                                g.scanning[t] = t_is_xmin(&case, t) && model.mid_scan(name);
                             }
                         }
                     }
@@ -1282,6 +1341,10 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
                 }
             }
         };
+        if matches!(ending, Ending::Exited(_)) {
+            let _ = session.stderr_tail().await;
+        }
+        rewrites_noticed += session.rewrites_noticed();
         match ending {
             Ending::Killed => {
                 kills += usize::from(fault.is_some());
@@ -1289,7 +1352,11 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
                 session.kill().await;
             }
             Ending::Exited(status) if status.success() && (last || closing) => {
-                endings.push(if last { format!("final@{session_checkpoints}cp") } else { format!("eof@{session_checkpoints}cp") });
+                endings.push(if last {
+                    format!("final@{session_checkpoints}cp")
+                } else {
+                    format!("eof@{session_checkpoints}cp")
+                });
                 if last {
                     if !pending.is_empty() {
                         return Err(format!(
@@ -1324,13 +1391,14 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
     drop(admin);
     drop(oracle);
     if let Ok(postgres) = connect(&cluster, "postgres").await {
-        let _ = postgres.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&database))).await;
+        let _ =
+            postgres.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&database))).await;
     }
     let documents: u64 = model.collections.iter().map(|c| c.documents).sum();
     Ok(Passed {
         summary: format!(
             "ok in {:.1}s: {sessions} sessions [{}], {kills} kills, {} checkpoints, {documents} documents, {compared} rows compared, \
-             workload {} inserts, {} updates, {} deletes, {} rollbacks, {} VACUUM FULL ({} held back by the gate)",
+             workload {} inserts, {} updates, {} deletes, {} rollbacks, {} VACUUM FULL ({} held back by the gate, {rewrites_noticed} noticed mid-scan)",
             started.elapsed().as_secs_f64(),
             endings.join(" "),
             model.checkpoints,
@@ -1367,7 +1435,8 @@ async fn relation_rows(client: &Client, spec: &TableSpec) -> Result<Vec<Map<Stri
     } else {
         format!("SELECT * FROM {relation}")
     };
-    let key_columns: BTreeSet<&str> = if spec.row_id_key() { BTreeSet::new() } else { spec.key_columns().into_iter().collect() };
+    let key_columns: BTreeSet<&str> =
+        if spec.row_id_key() { BTreeSet::new() } else { spec.key_columns().into_iter().collect() };
     let messages = client.simple_query(&sql).await.map_err(|e| describe_pg_error(&e))?;
     let mut rows = Vec::new();
     for message in messages {
@@ -1618,7 +1687,12 @@ async fn seeds() {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
-    assert!(failures.is_empty(), "{} of {cases} batch differential cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {cases} batch differential cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// A full refresh keyed by `/_meta/row_id`, killed after its mid-poll checkpoint (1000
