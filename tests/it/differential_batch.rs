@@ -370,7 +370,7 @@ impl Case {
                 columns,
                 rows,
                 group: *[1, 1, 3, 7].choose(&mut rng).expect("groups"),
-                poll: *["200ms", "500ms", "1s"].choose(&mut rng).expect("polls"),
+                poll: ["200ms", "500ms", "1s"].choose(&mut rng).expect("polls"),
                 template,
                 delete_weight: *[0, 1, 3, 8].choose(&mut rng).expect("weights"),
             });
@@ -1049,7 +1049,10 @@ struct Passed {
     summary: String,
 }
 
-struct Aborting(Option<JoinHandle<Result<(WorkloadStats, Vec<Live>), String>>>);
+/// What the workload task returns: its figures and the rows it left live.
+type WorkloadResult = Result<(WorkloadStats, Vec<Live>), String>;
+
+struct Aborting(Option<JoinHandle<WorkloadResult>>);
 
 impl Drop for Aborting {
     fn drop(&mut self) {
@@ -1145,7 +1148,7 @@ fn error_line(stderr: &str) -> String {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["level"] == "error")
         .map(|l| l["msg"].as_str().unwrap_or_default().to_string())
-        .last()
+        .next_back()
         .unwrap_or_else(|| cut(stderr))
 }
 
