@@ -32,8 +32,9 @@
 //! - full refresh of a view over a table of its own, keyed by `/_meta/row_id`: the same;
 //!
 //! and now and then a `template` instead of the built-in query. Kills (`SIGKILL`) strike a
-//! session after a random number of checkpoints or milliseconds; the next session resumes from
-//! the committed state while the workload goes on.
+//! session after a random number of checkpoints or milliseconds (or right after a mid-poll
+//! checkpoint); the next session starts a random moment later and resumes from the committed
+//! state, while the workload goes on.
 //!
 //! `VACUUM FULL` of an xmin-mode table is gated: the connector notices a rewrite only when a
 //! later page range of the same scan, in the same session, opens (`src/batch/capture.rs`: "a
@@ -274,6 +275,8 @@ struct Fault {
     /// Strike instead right after the first mid-poll checkpoint of a cursor or full-refresh
     /// binding (one whose poll goes on after it), if one comes before `after_ms`.
     mid_poll: bool,
+    /// How long the runtime waits before it starts the next session (the workload goes on).
+    restart_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -387,6 +390,7 @@ impl Case {
                     after_checkpoints: rng.gen_range(1..40),
                     after_ms: rng.gen_range(100..2_500) * if mid_poll { 3 } else { 1 },
                     mid_poll,
+                    restart_ms: rng.gen_range(0..1_200),
                 }
             })
             .collect();
@@ -430,9 +434,9 @@ impl Case {
             .iter()
             .map(|f| {
                 if f.mid_poll {
-                    format!("kill@midpoll/{}ms", f.after_ms)
+                    format!("kill@midpoll/{}ms+{}ms", f.after_ms, f.restart_ms)
                 } else {
-                    format!("kill@{}cp/{}ms", f.after_checkpoints, f.after_ms)
+                    format!("kill@{}cp/{}ms+{}ms", f.after_checkpoints, f.after_ms, f.restart_ms)
                 }
             })
             .collect();
@@ -1353,6 +1357,9 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
                 kills += usize::from(fault.is_some());
                 endings.push(format!("kill@{session_checkpoints}cp"));
                 session.kill().await;
+                if let Some(f) = fault {
+                    tokio::time::sleep(Duration::from_millis(f.restart_ms)).await;
+                }
             }
             Ending::Exited(status) if status.success() && (last || closing) => {
                 endings.push(if last {
