@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::schedule::Schedule;
-use crate::config::{check_address_text, check_name, echo, invalid, parse_address, shorten, ConfigError, SslModeName};
+use crate::config::{
+    check_address_text, check_name, echo, invalid, parse_address, shorten, ConfigError, Secret, SslModeName,
+};
 use crate::pg::{ConnectParams, SslMode};
 
 fn default_user() -> String {
@@ -43,7 +45,7 @@ pub struct BatchEndpointConfig {
     /// Password for the specified database user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(title = "Password", extend("secret" = true, "order" = 2))]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Logical database name to capture from.
     #[serde(default = "default_database")]
     #[schemars(title = "Database", extend("order" = 3))]
@@ -141,7 +143,7 @@ pub struct BatchConfig {
     pub raw: BatchEndpointConfig,
     pub host: String,
     pub port: u16,
-    pub password: String,
+    pub password: Secret,
     pub sslmode: SslMode,
     pub poll: Schedule,
     pub statement_timeout: Option<Duration>,
@@ -202,7 +204,7 @@ impl BatchConfig {
                 })
             }
         };
-        if password.contains('\0') {
+        if password.expose().contains('\0') {
             return Err(invalid(
                 "password",
                 "contains a NUL character, which cannot be sent to PostgreSQL",
@@ -243,15 +245,7 @@ impl BatchConfig {
                 ));
             }
         }
-        let sslmode = match adv.sslmode {
-            None => SslMode::Prefer,
-            Some(SslModeName::Disable) => SslMode::Disable,
-            Some(SslModeName::Allow) => SslMode::Allow,
-            Some(SslModeName::Prefer) => SslMode::Prefer,
-            Some(SslModeName::Require) => SslMode::Require,
-            Some(SslModeName::VerifyCa) => SslMode::VerifyCa,
-            Some(SslModeName::VerifyFull) => SslMode::VerifyFull,
-        };
+        let sslmode = SslModeName::mode_or_default(adv.sslmode);
         Ok(BatchConfig { host, port, password, sslmode, poll, statement_timeout, raw })
     }
 
@@ -260,7 +254,7 @@ impl BatchConfig {
             host: self.host.clone(),
             port: self.port,
             user: self.raw.user.clone(),
-            password: Some(self.password.clone()),
+            password: Some(self.password.expose().to_string()),
             database: self.raw.database.clone(),
             sslmode: self.sslmode,
             sslrootcert: self.raw.advanced.sslrootcert.clone(),
@@ -400,7 +394,7 @@ mod tests {
         assert!(err.contains("advanced.poll"), "{err}");
         // The CDC connector's credentials object works too.
         let cdc = json!({"address": "db", "credentials": {"auth_type": "UserPassword", "password": "pw"}});
-        assert_eq!(BatchConfig::parse(&cdc).unwrap().password, "pw");
+        assert_eq!(BatchConfig::parse(&cdc).unwrap().password.expose(), "pw");
     }
 
     #[test]
