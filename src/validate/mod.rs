@@ -47,6 +47,7 @@ pub mod platform;
 pub mod publication;
 pub mod server;
 pub mod tables;
+pub mod watermarks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

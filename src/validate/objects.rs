@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 
 use tokio_postgres::Client;
 
-use super::server::{watermarks_problems, ServerFacts};
+use super::server::ServerFacts;
 use super::tables::TableFacts;
+use super::watermarks::watermarks_problems;
 use super::{qualified, report, Context};
 use crate::config::Config;
 use crate::error::Error;
