@@ -17,7 +17,8 @@
 //! - `unsupported`: the Go settings that parse but are refused as not implemented yet;
 //! - `values`: readers and checks of single values (addresses, names, durations),
 //!   shared with the batch connector's configuration;
-//! - [`secret`]: the [`Secret`] type that keeps passwords out of `Debug` output.
+//! - [`secret`]: the [`Secret`] type that keeps passwords out of `Debug` output;
+//! - [`table_name`]: [`TableName`], a schema-qualified name in its SQL and message forms.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub mod feature_flags;
 mod parse;
 pub mod resource;
 pub mod secret;
+pub mod table_name;
 mod unsupported;
 mod values;
 
@@ -40,6 +42,7 @@ pub use feature_flags::FeatureFlags;
 pub use parse::DEFAULT_REDISCOVERY_INTERVAL;
 pub use resource::{BackfillMode, ResourceAdvanced, ResourceConfig};
 pub use secret::Secret;
+pub use table_name::TableName;
 pub use unsupported::Unsupported;
 pub use values::parse_duration;
 pub(crate) use values::{check_address_text, check_name, echo, invalid, parse_address, shorten};
@@ -96,7 +99,8 @@ pub struct Config {
     pub sslmode: SslMode,
     pub watermarks_schema: String,
     pub watermarks_table: String,
-    pub skip_backfills: BTreeSet<(String, String)>,
+    /// `advanced.skip_backfills`, lower-cased.
+    pub skip_backfills: BTreeSet<TableName>,
     pub skip_all_backfills: bool,
     pub statement_timeout: Option<Duration>,
     pub chunk_size: i64,
@@ -137,6 +141,11 @@ impl Config {
         }
     }
 
+    /// The watermarks table (`advanced.watermarksTable`).
+    pub fn watermarks(&self) -> TableName {
+        TableName::new(&self.watermarks_schema, &self.watermarks_table)
+    }
+
     pub fn slot_name(&self) -> &str {
         &self.raw.advanced.slot_name
     }
@@ -155,7 +164,7 @@ impl Config {
 
     /// Whether backfill of `schema.table` is skipped by `advanced.skip_backfills`.
     pub fn skips_backfill(&self, schema: &str, table: &str) -> bool {
-        self.skip_all_backfills || self.skip_backfills.contains(&(schema.to_lowercase(), table.to_lowercase()))
+        self.skip_all_backfills || self.skip_backfills.contains(&TableName::new(schema, table).to_lowercase())
     }
 }
 

@@ -16,7 +16,7 @@ use super::advanced::default_chunk_size;
 use super::values::{
     check_address_text, check_name, check_pooler, echo, invalid, parse_address, parse_duration, shorten,
 };
-use super::{Advanced, Config, ConfigError, Credentials, EndpointConfig, FeatureFlags, Secret, SslModeName};
+use super::{Advanced, Config, ConfigError, Credentials, EndpointConfig, FeatureFlags, Secret, SslModeName, TableName};
 
 /// The Go connector's rediscovery interval when none is configured, and its bounds.
 pub const DEFAULT_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -174,7 +174,7 @@ fn check_replication_names(adv: &Advanced) -> Result<(), ConfigError> {
 
 /// `advanced.watermarksTable` as (schema, table): fully qualified, both identifiers.
 fn parse_watermarks_table(text: &str) -> Result<(String, String), ConfigError> {
-    let (schema, table) = split_qualified(text).ok_or_else(|| {
+    let TableName { schema, name: table } = split_qualified(text).ok_or_else(|| {
         invalid(
             "advanced.watermarksTable",
             format!("{} must be fully-qualified as \"<schema>.<table>\"", echo(text)),
@@ -187,7 +187,7 @@ fn parse_watermarks_table(text: &str) -> Result<(String, String), ConfigError> {
 }
 
 /// `advanced.skip_backfills`: lower-cased (schema, table) pairs, and whether `*.*` skips all.
-fn parse_skip_backfills(text: &str) -> Result<(BTreeSet<(String, String)>, bool), ConfigError> {
+fn parse_skip_backfills(text: &str) -> Result<(BTreeSet<TableName>, bool), ConfigError> {
     let mut tables = BTreeSet::new();
     let mut all = false;
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -195,14 +195,14 @@ fn parse_skip_backfills(text: &str) -> Result<(BTreeSet<(String, String)>, bool)
             all = true;
             continue;
         }
-        let (schema, table) = split_qualified(entry).ok_or_else(|| {
+        let table = split_qualified(entry).ok_or_else(|| {
             invalid(
                 "advanced.skip_backfills",
                 format!("{} must be fully-qualified as \"<schema>.<table>\"", echo(entry)),
                 "list tables as comma-separated schema.table names, or *.* for all",
             )
         })?;
-        tables.insert((schema.to_lowercase(), table.to_lowercase()));
+        tables.insert(table.to_lowercase());
     }
     Ok((tables, all))
 }
@@ -300,11 +300,11 @@ fn parse_rediscovery_interval(text: &str) -> Result<Option<Duration>, ConfigErro
     Ok(Some(interval))
 }
 
-/// Split `schema.table` at the first unquoted dot; both parts non-empty.
-fn split_qualified(name: &str) -> Option<(String, String)> {
+/// Split `schema.table` at the first dot; both parts non-empty.
+fn split_qualified(name: &str) -> Option<TableName> {
     let (schema, table) = name.split_once('.')?;
     let (schema, table) = (schema.trim(), table.trim());
-    (!schema.is_empty() && !table.is_empty()).then(|| (schema.to_string(), table.to_string()))
+    (!schema.is_empty() && !table.is_empty()).then(|| TableName::new(schema, table))
 }
 
 #[cfg(test)]

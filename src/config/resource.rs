@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::values::{shorten, MAX_IDENTIFIER_BYTES};
-use super::{backfill_filter, ConfigError};
+use super::{backfill_filter, ConfigError, TableName};
 
 /// How a binding is backfilled.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -153,6 +153,11 @@ impl ResourceConfig {
             }
         }
         Ok(resource)
+    }
+
+    /// The captured table.
+    pub fn table_name(&self) -> TableName {
+        TableName::new(&self.namespace, &self.stream)
     }
 
     /// The resource path `[namespace, stream]`.

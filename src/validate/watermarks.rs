@@ -9,7 +9,7 @@
 //! problem; what it cannot comes with the statements an administrator runs, in order.
 
 use super::server::ServerFacts;
-use super::{display_name, qualified, Context, Problem, Step};
+use super::{Context, Problem, Step};
 use crate::config::Config;
 use crate::pg::quote_identifier;
 
@@ -34,9 +34,8 @@ pub struct WatermarksFacts {
 pub(super) fn watermarks_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> Vec<Problem> {
     let mut problems = Vec::new();
     let wm = &facts.watermarks;
-    let (schema, table) = (&config.watermarks_schema, &config.watermarks_table);
-    let name = display_name(schema, table);
-    let quoted = qualified(schema, table);
+    let table = config.watermarks();
+    let (schema, name, quoted) = (&table.schema, table.to_string(), table.quoted());
     let user = ctx.quoted_user();
     let grant_usage = (Step::SchemaGrant, format!("GRANT USAGE ON SCHEMA {} TO {user};", quote_identifier(schema)));
     let grant_write = (Step::TableGrant, format!("GRANT SELECT, INSERT, UPDATE ON TABLE {quoted} TO {user};"));
