@@ -136,29 +136,7 @@ pub(super) fn tokenize(line: usize, body: &str) -> Result<Vec<Token>, TemplateEr
                     tokens.push(Token::Var(format!("${}", word(&mut i))));
                 }
             }
-            '"' => {
-                i += 1;
-                let mut text = String::new();
-                loop {
-                    match chars.get(i) {
-                        None => return error(line, "unterminated string literal"),
-                        Some('"') => break,
-                        Some('\\') => {
-                            i += 1;
-                            match chars.get(i) {
-                                Some('n') => text.push('\n'),
-                                Some('t') => text.push('\t'),
-                                Some(c @ ('\\' | '"' | '\'')) => text.push(*c),
-                                _ => return error(line, "unsupported escape in a string literal"),
-                            }
-                        }
-                        Some(c) => text.push(*c),
-                    }
-                    i += 1;
-                }
-                i += 1;
-                tokens.push(Token::Str(text));
-            }
+            '"' => tokens.push(Token::Str(string_literal(line, &chars, &mut i)?)),
             '`' => {
                 let start = i + 1;
                 let Some(end) = chars[start..].iter().position(|c| *c == '`') else {
@@ -182,6 +160,32 @@ pub(super) fn tokenize(line: usize, body: &str) -> Result<Vec<Token>, TemplateEr
         }
     }
     Ok(tokens)
+}
+
+/// The interpreted string literal starting at `chars[*i]` (a `"`); `*i` ends after its
+/// closing quote.
+fn string_literal(line: usize, chars: &[char], i: &mut usize) -> Result<String, TemplateError> {
+    *i += 1;
+    let mut text = String::new();
+    loop {
+        match chars.get(*i) {
+            None => return error(line, "unterminated string literal"),
+            Some('"') => break,
+            Some('\\') => {
+                *i += 1;
+                match chars.get(*i) {
+                    Some('n') => text.push('\n'),
+                    Some('t') => text.push('\t'),
+                    Some(c @ ('\\' | '"' | '\'')) => text.push(*c),
+                    _ => return error(line, "unsupported escape in a string literal"),
+                }
+            }
+            Some(c) => text.push(*c),
+        }
+        *i += 1;
+    }
+    *i += 1;
+    Ok(text)
 }
 
 #[cfg(test)]
