@@ -144,42 +144,7 @@ impl ServerFacts {
                 truncate: row.get(5),
                 owned: row.get(6),
             });
-        let published = published_sql(ctx.server_version, "c.oid", "$3");
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT n.oid IS NOT NULL,
-                            COALESCE(pg_catalog.has_schema_privilege(n.oid, 'USAGE'), false),
-                            COALESCE(pg_catalog.has_schema_privilege(n.oid, 'CREATE'), false),
-                            c.oid IS NOT NULL,
-                            COALESCE(pg_catalog.pg_has_role(c.relowner, 'USAGE'), false),
-                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'SELECT'), false),
-                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'INSERT'), false),
-                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'UPDATE'), false),
-                            EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                                    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                                    WHERE i.indrelid = c.oid AND i.indisunique AND i.indnatts = 1
-                                      AND i.indpred IS NULL AND a.attname = 'slot'),
-                            {published}
-                     FROM (SELECT 1) AS one
-                     LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1
-                     LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind IN ('r', 'p')"
-                ),
-                &[&config.watermarks_schema, &config.watermarks_table, &config.publication_name()],
-            )
-            .await?;
-        facts.watermarks = WatermarksFacts {
-            schema_exists: row.get(0),
-            schema_usage: row.get(1),
-            schema_create: row.get(2),
-            exists: row.get(3),
-            owned: row.get(4),
-            select: row.get(5),
-            insert: row.get(6),
-            update: row.get(7),
-            unique_slot: row.get(8),
-            published: row.get(9),
-        };
+        facts.watermarks = WatermarksFacts::load(client, config, ctx.server_version).await?;
         Ok(facts)
     }
 }

@@ -1,5 +1,8 @@
-//! Pure: the rules for the watermarks table, the table the capture writes a watermark
-//! into at each backfill chunk and reads back from the replication stream.
+//! The watermarks table, which the capture writes a watermark into at each backfill chunk
+//! and reads back from the replication stream: [`WatermarksFacts::load`] reads what the
+//! catalog says about it (one query, names passed as parameters), and
+//! [`watermarks_problems`] turns the facts into problems and fixes without IO, so that
+//! every rule is unit-tested.
 //!
 //! The table must exist (or be creatable by the user, who then owns it), be writable,
 //! have a unique key on `slot` (the watermark upsert's `ON CONFLICT (slot)`), and be in
@@ -8,9 +11,12 @@
 //! capture can do itself (create the table, add it to a publication it owns) is not a
 //! problem; what it cannot comes with the statements an administrator runs, in order.
 
-use super::server::ServerFacts;
+use tokio_postgres::Client;
+
+use super::server::{published_sql, ServerFacts};
 use super::{Context, Problem, Step};
 use crate::config::Config;
+use crate::error::Error;
 use crate::pg::quote_identifier;
 
 /// The watermarks table and the user's rights on it and its schema.
@@ -27,6 +33,49 @@ pub struct WatermarksFacts {
     /// A unique index on `slot` alone, which the watermark upsert's `ON CONFLICT (slot)` needs.
     pub unique_slot: bool,
     pub published: bool,
+}
+
+impl WatermarksFacts {
+    /// What the catalog says about the configured watermarks table (one query; the names
+    /// are parameters).
+    pub async fn load(client: &Client, config: &Config, server_version: i32) -> Result<WatermarksFacts, Error> {
+        let published = published_sql(server_version, "c.oid", "$3");
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT n.oid IS NOT NULL,
+                            COALESCE(pg_catalog.has_schema_privilege(n.oid, 'USAGE'), false),
+                            COALESCE(pg_catalog.has_schema_privilege(n.oid, 'CREATE'), false),
+                            c.oid IS NOT NULL,
+                            COALESCE(pg_catalog.pg_has_role(c.relowner, 'USAGE'), false),
+                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'SELECT'), false),
+                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'INSERT'), false),
+                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'UPDATE'), false),
+                            EXISTS (SELECT 1 FROM pg_catalog.pg_index i
+                                    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                                    WHERE i.indrelid = c.oid AND i.indisunique AND i.indnatts = 1
+                                      AND i.indpred IS NULL AND a.attname = 'slot'),
+                            {published}
+                     FROM (SELECT 1) AS one
+                     LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1
+                     LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind IN ('r', 'p')"
+                ),
+                &[&config.watermarks_schema, &config.watermarks_table, &config.publication_name()],
+            )
+            .await?;
+        Ok(WatermarksFacts {
+            schema_exists: row.get(0),
+            schema_usage: row.get(1),
+            schema_create: row.get(2),
+            exists: row.get(3),
+            owned: row.get(4),
+            select: row.get(5),
+            insert: row.get(6),
+            update: row.get(7),
+            unique_slot: row.get(8),
+            published: row.get(9),
+        })
+    }
 }
 
 /// The watermarks table must be writable and published; the capture creates it (and adds
