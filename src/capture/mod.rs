@@ -56,8 +56,11 @@
 
 pub mod backfill;
 mod changes;
+mod checkpoints;
+mod chunk_plan;
 mod chunks;
 pub mod document;
+mod fence;
 pub mod keys;
 pub mod order;
 pub mod retype;
@@ -65,9 +68,10 @@ mod slot;
 pub mod slot_wait;
 pub mod spill;
 pub mod state;
+mod status;
 pub mod visibility;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -86,24 +90,14 @@ use crate::pg::{quote_identifier, PgError};
 use crate::protocol::emitter::Emitter;
 use crate::protocol::{Open, Request, RequestReader};
 use crate::value::{self, PgType};
+use checkpoints::{Checkpoints, Timing};
 use chunks::ChunkRows;
 use document::{DocumentLayout, EncodedRow};
+use fence::Fence;
 use spill::Spill;
 use state::{BindingState, CaptureState, TableMode};
+use status::StatusReporter;
 use visibility::{DeliveredXids, Snapshot};
-
-/// Longest interval between standby status updates. The walsender closes a connection
-/// that sends nothing for `wal_sender_timeout` (60 s by default), so the interval actually
-/// used is a third of the server's setting when that is shorter (see [`status_interval`]).
-const STATUS_INTERVAL: Duration = Duration::from_secs(10);
-/// Coalescing bounds: a checkpoint is written when the stream has nothing ready, or after
-/// this many transactions or documents.
-const MAX_TRANSACTIONS_PER_CHECKPOINT: u64 = 1_000;
-const MAX_DOCUMENTS_PER_CHECKPOINT: u64 = 20_000;
-/// How far the server's WAL end may be ahead of the message being read before the stream
-/// counts as draining a backlog, and how long to wait for the next frame then.
-const BACKLOG_BYTES: u64 = 64 * 1024;
-const BACKLOG_WAIT: Duration = Duration::from_millis(5);
 
 /// Bounds of a backfill round (chunks of several tables sharing one fence).
 const MAX_TABLES_PER_FENCE: usize = 100;
@@ -116,8 +110,6 @@ const DELIVERED_XIDS_CHECK_AT: usize = 4_096;
 const SLOT_WAIT_FIRST_REPORT: Duration = Duration::from_secs(5);
 const SLOT_WAIT_REPORT_EVERY: Duration = Duration::from_secs(30);
 
-/// The shortest silence after a reply request that counts as a dead connection.
-const MIN_UNANSWERED: Duration = Duration::from_secs(5);
 /// A binding of this session.
 struct Binding {
     state_key: String,
@@ -219,30 +211,15 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     by_table: BTreeMap<(String, String), usize>,
     relations: BTreeMap<u32, RelationEntry>,
     protocol_version: u32,
-    /// End LSN of the last transaction whose changes were emitted.
-    cursor: Lsn,
-    /// Cursor of every checkpoint written and not yet acknowledged, oldest first.
-    unacknowledged: VecDeque<Lsn>,
-    /// Highest acknowledged cursor: the only position reported to the server as flushed.
-    acknowledged: Lsn,
+    /// The cursor, when a checkpoint is due, and the acknowledgement queue.
+    checkpoints: Checkpoints,
     transaction: Option<Transaction>,
     streamed_block: Option<u32>,
     spill: Spill,
-    changed_bindings: BTreeSet<usize>,
-    documents_since_checkpoint: u64,
-    transactions_since_checkpoint: u64,
-    /// Whether a transaction committed since the last checkpoint (or the cursor moved).
-    checkpoint_due: bool,
-    /// Per-commit checkpoints are held back while streaming to a backfill fence.
-    hold_checkpoints: bool,
-    /// The watermark we are streaming towards, and whether its write has been seen.
-    pending_watermark: Option<String>,
-    watermark_seen: bool,
-    fence_reached: bool,
-    last_status: Instant,
-    /// When a status update asked the server for a reply that has not come yet (any frame
-    /// counts as the answer): the dead-connection detector of `stream_until`.
-    reply_awaited_since: Option<Instant>,
+    /// The watermark we are streaming towards, and whether it was reached.
+    fence: Fence,
+    /// Standby status updates and the dead-connection watchdog.
+    status: StatusReporter,
     /// The chunk query a backfill round sent ahead for its next table.
     speculative: Option<PrefetchedChunk>,
     /// Transactions the stream delivered that changed a backfilling table, until a chunk
@@ -258,18 +235,9 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// (see `check_publication`).
     publication_checked: Instant,
     server_version: i32,
-    /// The server's WAL end as of the last XLogData, and where that message started.
-    server_wal_end: Lsn,
-    last_message_start: Lsn,
-    /// The furthest position the server has shown it has (its flush position at the start,
-    /// then every XLogData's and keepalive's WAL end): the slot is never confirmed beyond it,
-    /// whatever the state said.
-    server_flushed: Lsn,
     /// The capture's task name, written into every watermark: what later proves that the
     /// slot of this name is this capture's (see `start_without_cursor`).
     owner: String,
-    /// How often to send standby status updates (see [`STATUS_INTERVAL`]).
-    status_interval: Duration,
     document: Vec<u8>,
     row: EncodedRow,
     old_row: EncodedRow,
@@ -490,33 +458,19 @@ where
         bindings,
         relations: BTreeMap::new(),
         protocol_version,
-        cursor: start,
-        unacknowledged: VecDeque::new(),
-        acknowledged: start,
+        checkpoints: Checkpoints::new(start, server_flushed),
         transaction: None,
         streamed_block: None,
         spill: Spill::default(),
-        changed_bindings: BTreeSet::new(),
-        documents_since_checkpoint: 0,
-        transactions_since_checkpoint: 0,
-        checkpoint_due: false,
-        hold_checkpoints: false,
-        pending_watermark: None,
-        watermark_seen: false,
-        fence_reached: false,
-        last_status: Instant::now(),
-        reply_awaited_since: None,
+        fence: Fence::default(),
+        status: StatusReporter::new(status_interval, Instant::now()),
         speculative: None,
         delivered: DeliveredXids::default(),
         delivered_check_at: DELIVERED_XIDS_CHECK_AT,
         forgotten_deliveries: 0,
         publication_checked: Instant::now(),
         server_version: i32::try_from(server_version).unwrap_or(i32::MAX),
-        server_wal_end: start,
-        server_flushed,
-        last_message_start: start,
         owner: owner.to_string(),
-        status_interval,
         document: Vec::with_capacity(4096),
         row: EncodedRow::default(),
         old_row: EncodedRow::default(),
@@ -599,16 +553,14 @@ async fn configure_session(client: &Client, config: &Config) -> Result<(), Error
         .map_err(pg)
 }
 
-/// The standby status interval for this server: [`STATUS_INTERVAL`], or a third of
-/// `wal_sender_timeout` when that is shorter (it is 0 when the timeout is disabled).
+/// The standby status interval for this server (see [`status::interval_for`]).
 async fn status_interval(client: &Client) -> Result<Duration, Error> {
     let timeout_ms: i64 = client
         .query_one("SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_sender_timeout'", &[])
         .await
         .map_err(pg)?
         .get(0);
-    let third = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0) / 3);
-    Ok(if third.is_zero() { STATUS_INTERVAL } else { third.min(STATUS_INTERVAL) }.max(Duration::from_millis(100)))
+    Ok(status::interval_for(timeout_ms))
 }
 
 /// How long a statement of the session's start may go unanswered before the server is taken
@@ -808,11 +760,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     key_types: None,
                 };
                 tracing::info!(table = %table_name, mode = ?mode, observable = true, "backfill triggered");
-                self.changed_bindings.insert(index);
+                self.checkpoints.binding_changed(index);
             } else if skip && binding.state.mode.is_backfilling() {
                 binding.state.mode = TableMode::Active;
                 binding.state.scanned = None;
-                self.changed_bindings.insert(index);
+                self.checkpoints.binding_changed(index);
             } else if binding.state.mode == TableMode::Backfill {
                 // A precise backfill (perhaps started by the Go connector) continues precisely
                 // when its resume key can be compared here, and normally otherwise.
@@ -827,7 +779,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 };
                 if !resumable {
                     binding.state.mode = TableMode::UnfilteredBackfill;
-                    self.changed_bindings.insert(index);
+                    self.checkpoints.binding_changed(index);
                 }
             }
         }
@@ -1039,16 +991,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     async fn on_input(&mut self, event: Option<Input>, stream: &mut ReplicationStream) -> Result<bool, Error> {
         match event {
             Some(Input::Acknowledge(count)) => {
-                for _ in 0..count {
-                    let Some(lsn) = self.unacknowledged.pop_front() else {
-                        return Err(Error::Internal(format!(
-                            "the runtime acknowledged {count} checkpoints, more than were written"
-                        )));
-                    };
-                    self.acknowledged = self.acknowledged.max(lsn);
-                }
+                self.checkpoints.acknowledge(count).map_err(|err| Error::Internal(err.to_string()))?;
                 // Report promptly so the server can release WAL.
-                if self.last_status.elapsed() >= Duration::from_secs(1) {
+                if self.status.after_acknowledgement(Instant::now()) == status::Action::Send {
                     self.send_status(stream, false).await?;
                 }
                 Ok(true)
@@ -1061,19 +1006,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
     }
 
-    /// The position the slot may be confirmed to: acknowledged, and sent by the server.
-    fn confirmable(&self) -> Lsn {
-        self.acknowledged.min(self.server_flushed)
-    }
-
+    /// Send a status update with the position the slot may be confirmed to.
     async fn send_status(&mut self, stream: &mut ReplicationStream, reply: bool) -> Result<(), Error> {
-        let flushed = self.confirmable();
-        stream.send_standby_status(flushed, flushed, flushed, reply).await?;
-        self.last_status = Instant::now();
-        if reply && self.reply_awaited_since.is_none() {
-            self.reply_awaited_since = Some(self.last_status);
-        }
-        Ok(())
+        self.status.send(stream, self.checkpoints.confirmable(), reply).await
     }
 
     /// A status tick of the streaming loop: ask the server for a reply, unless an earlier
@@ -1083,21 +1018,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// runtime restarts the capture from its last checkpoint, rather than hang.
     async fn on_status_tick(&mut self, stream: &mut ReplicationStream) -> Result<(), Error> {
         let dead_after = self.silence_limit();
-        if let Some(since) = self.reply_awaited_since {
-            if since.elapsed() >= dead_after {
-                // Frames may be queued behind a long stdout write: drain one before deciding.
-                match tokio::time::timeout(Duration::from_secs(1), stream.recv()).await {
-                    Ok(frame) => return self.on_frame(frame?, stream).await,
-                    Err(_) => {
-                        return Err(stalled_sql_error("a status update on the replication connection", since.elapsed()))
-                    }
+        if let status::Action::DeclareDead { since } = self.status.on_tick(Instant::now()) {
+            // Frames may be queued behind a long stdout write: drain one before deciding.
+            match tokio::time::timeout(Duration::from_secs(1), stream.recv()).await {
+                Ok(frame) => return self.on_frame(frame?, stream).await,
+                Err(_) => {
+                    return Err(stalled_sql_error("a status update on the replication connection", since.elapsed()))
                 }
             }
         }
         // Every status interval: a publication change loses changes from the moment it
         // commits, so the sooner the capture stops, the less there is to re-backfill. The
         // catalog queries take a millisecond.
-        if self.publication_checked.elapsed() >= self.status_interval / 2 {
+        if self.publication_checked.elapsed() >= self.status.interval() / 2 {
             self.publication_checked = Instant::now();
             let check = self.check_publication();
             // A stalled connection must not stall the dead-connection check itself.
@@ -1109,13 +1042,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.send_status(stream, true).await
     }
 
-    /// How long the server may stay silent before it counts as gone: an unanswered reply
-    /// request on the replication connection (see `on_status_tick`), or a short statement (a
-    /// watermark write, a catalog query) that takes milliseconds when all is well. Six
-    /// status intervals: at least the server's own `wal_sender_timeout` (the interval is at
-    /// most a third of it), so a walsender busy reading WAL is not mistaken for a dead one.
+    /// How long the server may stay silent before it counts as gone (see
+    /// [`StatusReporter::silence_limit`]).
     fn silence_limit(&self) -> Duration {
-        (self.status_interval * 6).max(MIN_UNANSWERED)
+        self.status.silence_limit()
     }
 
     async fn sql_deadline<T>(&self, what: &str, work: impl std::future::Future<Output = T>) -> Result<T, Error> {
@@ -1274,15 +1204,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Write a fresh watermark: its commit is the next fence.
     async fn write_watermark(&mut self) -> Result<(), Error> {
-        let watermark = slot::new_watermark(&self.owner);
+        let watermark = fence::new_watermark(&self.owner);
         let write = slot::upsert_watermark(&self.client, &self.config, &watermark);
         self.sql_deadline("writing a watermark", write).await??;
         if failpoint::fires(Failpoint::AfterWatermark) {
             failpoint::exit(Failpoint::AfterWatermark);
         }
-        self.pending_watermark = Some(watermark);
-        self.watermark_seen = false;
-        self.fence_reached = false;
+        self.fence.written(watermark);
         Ok(())
     }
 
@@ -1294,10 +1222,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         input: &mut mpsc::UnboundedReceiver<Input>,
         hold: bool,
     ) -> Result<bool, Error> {
-        self.hold_checkpoints = hold;
+        self.checkpoints.hold(hold);
         let running = self.stream_until(stream, input, true).await;
-        self.hold_checkpoints = false;
-        self.pending_watermark = None;
+        self.checkpoints.hold(false);
+        self.fence.finish();
         running
     }
 
@@ -1320,34 +1248,24 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         input: &mut mpsc::UnboundedReceiver<Input>,
         to_fence: bool,
     ) -> Result<bool, Error> {
-        let mut status_timer = tokio::time::interval(self.status_interval);
+        let mut status_timer = tokio::time::interval(self.status.interval());
         status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if to_fence && self.fence_reached {
+            if to_fence && self.fence.reached() {
                 return Ok(true);
             }
             // Checkpoints fall between transactions only: with one open, keep reading
             // until its commit.
-            if self.checkpoint_due && !self.hold_checkpoints && self.transaction.is_none() {
-                let bounds_hit = self.transactions_since_checkpoint >= MAX_TRANSACTIONS_PER_CHECKPOINT
-                    || self.documents_since_checkpoint >= MAX_DOCUMENTS_PER_CHECKPOINT;
-                if bounds_hit {
-                    self.checkpoint_if_due(false, stream).await?;
-                } else {
-                    // While draining a backlog (the server's WAL end is well ahead of what
-                    // we are reading) the next frame is in flight: wait for it briefly rather
-                    // than paying a checkpoint per small transaction. Caught up, checkpoint
-                    // at once, which keeps latency low.
-                    let lagging = self.server_wal_end.0.saturating_sub(self.last_message_start.0) > BACKLOG_BYTES;
-                    let wait = if lagging { BACKLOG_WAIT } else { Duration::ZERO };
-                    match tokio::time::timeout(wait, stream.recv()).await {
-                        Ok(frame) => {
-                            self.on_frame(frame?, stream).await?;
-                            continue;
-                        }
-                        Err(_) => self.checkpoint_if_due(false, stream).await?,
+            match self.checkpoints.timing(self.transaction.is_none()) {
+                Timing::NotDue => {}
+                Timing::Now => self.checkpoint_if_due(false, stream).await?,
+                Timing::UnlessFrameWithin(wait) => match tokio::time::timeout(wait, stream.recv()).await {
+                    Ok(frame) => {
+                        self.on_frame(frame?, stream).await?;
+                        continue;
                     }
-                }
+                    Err(_) => self.checkpoint_if_due(false, stream).await?,
+                },
             }
             tokio::select! {
                 biased;
@@ -1369,8 +1287,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Write a checkpoint if a transaction committed (or the cursor moved) since the last.
     async fn checkpoint_if_due(&mut self, force_bindings: bool, stream: &mut ReplicationStream) -> Result<(), Error> {
-        let bindings_changed = force_bindings && !self.changed_bindings.is_empty();
-        if !(self.checkpoint_due || bindings_changed || self.documents_since_checkpoint > 0) {
+        if !self.checkpoints.pending(force_bindings) {
             return Ok(());
         }
         self.checkpoint_with(Map::new(), stream).await
@@ -1385,94 +1302,34 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if let Some(transaction) = self.transaction {
             return Err(Error::Internal(format!("a checkpoint was requested inside transaction {}", transaction.xid)));
         }
-        for index in std::mem::take(&mut self.changed_bindings) {
+        // Taken before it is written: a write that fails ends the session.
+        let checkpoint = self.checkpoints.take();
+        for index in checkpoint.bindings {
             let binding = &self.bindings[index];
             binding_patches.insert(binding.state_key.clone(), binding.state.to_patch());
         }
-        let mut patch = json!({"cursor": self.cursor.to_string()});
+        let mut patch = json!({"cursor": checkpoint.cursor.to_string()});
         if !binding_patches.is_empty() {
             patch["bindingStateV1"] = Value::Object(binding_patches);
         }
-        if self.documents_since_checkpoint > 0 && failpoint::fires(Failpoint::AfterDocuments) {
+        if checkpoint.documents > 0 && failpoint::fires(Failpoint::AfterDocuments) {
             let _ = self.emitter.flush().await;
             failpoint::exit(Failpoint::AfterDocuments);
         }
-        let mut keepalive = Keepalive {
-            stream,
-            last_status: &mut self.last_status,
-            interval: self.status_interval,
-            flushed: self.acknowledged.min(self.server_flushed),
-        };
-        keepalive.during(self.emitter.checkpoint(&patch)).await?;
+        let confirmable = self.checkpoints.confirmable();
+        self.status.during(stream, confirmable, self.emitter.checkpoint(&patch)).await?;
         if failpoint::fires(Failpoint::AfterCheckpoint) {
             failpoint::exit(Failpoint::AfterCheckpoint);
         }
-        self.unacknowledged.push_back(self.cursor);
-        self.checkpoint_due = false;
-        self.documents_since_checkpoint = 0;
-        self.transactions_since_checkpoint = 0;
         Ok(())
     }
 
     async fn emit(&mut self, binding: usize, stream: &mut ReplicationStream) -> Result<(), Error> {
         let index = u32::try_from(binding).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-        let mut keepalive = Keepalive {
-            stream,
-            last_status: &mut self.last_status,
-            interval: self.status_interval,
-            flushed: self.acknowledged.min(self.server_flushed),
-        };
-        keepalive.during(self.emitter.captured(index, &self.document)).await?;
-        self.documents_since_checkpoint += 1;
+        let confirmable = self.checkpoints.confirmable();
+        self.status.during(stream, confirmable, self.emitter.captured(index, &self.document)).await?;
+        self.checkpoints.on_document();
         Ok(())
-    }
-}
-
-/// What the connector must keep doing while stdout is blocked: the runtime applies
-/// backpressure by not reading, and meanwhile the walsender still expects a status update
-/// within `wal_sender_timeout`, or it closes the connection.
-struct Keepalive<'a> {
-    stream: &'a mut ReplicationStream,
-    last_status: &'a mut Instant,
-    interval: Duration,
-    flushed: Lsn,
-}
-
-impl Keepalive<'_> {
-    /// Drive `work` (a query the stream waits for) to completion, sending status updates
-    /// meanwhile.
-    async fn around<T, F: std::future::Future<Output = Result<T, Error>>>(&mut self, work: F) -> Result<T, Error> {
-        tokio::pin!(work);
-        loop {
-            let next_status = tokio::time::Instant::from_std(*self.last_status + self.interval);
-            tokio::select! {
-                result = &mut work => return result,
-                _ = tokio::time::sleep_until(next_status) => {
-                    self.stream.send_standby_status(self.flushed, self.flushed, self.flushed, false).await?;
-                    *self.last_status = Instant::now();
-                }
-            }
-        }
-    }
-
-    /// Drive `write` to completion, sending status updates while it is blocked.
-    async fn during<F: std::future::Future<Output = std::io::Result<()>>>(&mut self, write: F) -> Result<(), Error> {
-        use futures::FutureExt;
-        tokio::pin!(write);
-        // Almost every write lands in the buffer at once; only a blocked one needs a timer.
-        if let Some(result) = (&mut write).now_or_never() {
-            return result.map_err(Error::Output);
-        }
-        loop {
-            let next_status = tokio::time::Instant::from_std(*self.last_status + self.interval);
-            tokio::select! {
-                result = &mut write => return result.map_err(Error::Output),
-                _ = tokio::time::sleep_until(next_status) => {
-                    self.stream.send_standby_status(self.flushed, self.flushed, self.flushed, false).await?;
-                    *self.last_status = Instant::now();
-                }
-            }
-        }
     }
 }
 

@@ -41,6 +41,7 @@
 
 use tokio_postgres::Client;
 
+use super::fence::{new_watermark, owner_of};
 use super::pg;
 use crate::config::Config;
 use crate::error::Error;
@@ -118,20 +119,6 @@ enum Owner {
     Other(String),
     /// No row, or a watermark that names no capture (the Go connector's, or an older one).
     Unknown,
-}
-
-/// A watermark: random, so each fence is recognised, and naming the capture that wrote it.
-pub(super) fn new_watermark(owner: &str) -> String {
-    use rand::Rng;
-    let bytes: [u8; 16] = rand::thread_rng().gen();
-    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{random}:{owner}")
-}
-
-/// The owner a watermark names, if it names one.
-fn owner_of(watermark: &str) -> Option<&str> {
-    let (random, owner) = watermark.split_once(':')?;
-    (random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit())).then_some(owner)
 }
 
 fn watermarks_table(config: &Config) -> String {
@@ -355,18 +342,6 @@ pub(super) async fn check_slot_for_resume(client: &Client, config: &Config, curs
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn watermarks_name_their_capture() {
-        let watermark = new_watermark("acmeCo/source-postgres");
-        assert_eq!(owner_of(&watermark), Some("acmeCo/source-postgres"));
-        assert_ne!(new_watermark("a"), new_watermark("a"));
-        assert_eq!(owner_of(&new_watermark("")), Some(""));
-        // Watermarks of the Go connector (a UUID) and of older versions (hex) name nobody.
-        assert_eq!(owner_of("3f2b8a4e-58c4-4b8e-9a3c-2b7f1d0e6c11"), None);
-        assert_eq!(owner_of("0123456789abcdef0123456789abcdef"), None);
-        assert_eq!(owner_of("not hex at all:someone"), None);
-    }
 
     #[test]
     fn foreign_slots_are_refused_with_the_reason() {
