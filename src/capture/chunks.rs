@@ -12,7 +12,7 @@
 //! chunk cut by `statement_timeout` keeps the rows it read, or is retried at half the size
 //! when it read none.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
@@ -21,9 +21,7 @@ use tokio_postgres::Client;
 use super::document::{self, DocumentLayout, Op, Source};
 use super::state::TableMode;
 use super::visibility::Snapshot;
-use super::{
-    backfill, chunk_plan, first_text, order, pg, value_error, with_deadline, Binding, PrefetchedChunk, Session,
-};
+use super::{backfill, chunk_plan, first_text, order, pg, value_error, Binding, PrefetchedChunk, Session};
 use crate::discovery::DiscoveredTable;
 use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
@@ -59,6 +57,21 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(None)
     }
 
+    /// While a chunk query is silent (no row yet, or none for a while): it may be working,
+    /// or its connection may be gone with the socket still open. A `SELECT 1` on the other
+    /// connection tells the two apart: a server that answers it is alive and busy; one that
+    /// does not within the deadline is not, and the capture fails rather than hang.
+    pub(super) async fn probe_if_quiet(&self, quiet_since: &mut Instant) -> Result<(), Error> {
+        if quiet_since.elapsed() < self.silence_limit() {
+            return Ok(());
+        }
+        self.sql_deadline("a liveness probe while a backfill query was silent", self.client.simple_query("SELECT 1"))
+            .await?
+            .map_err(pg)?;
+        *quiet_since = Instant::now();
+        Ok(())
+    }
+
     /// A chunk query named a column the table no longer has: it was dropped or renamed
     /// while the backfill ran (the columns were read when the session started). Read the
     /// table's columns again and let the caller run the chunk again with them; the chunk
@@ -91,116 +104,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
     }
 
-    /// Prepare the backfill query details of every backfilling binding that lacks them, in
-    /// two catalog queries rather than two per table (which dominated the backfill of many
-    /// small tables). `prepare_backfill` then finds them ready.
-    pub(super) async fn prepare_backfills(&mut self) -> Result<(), Error> {
-        let need_estimate: Vec<u32> = self
-            .bindings
-            .iter()
-            .filter(|b| b.state.mode.is_backfilling() && b.estimated_rows.is_none())
-            .map(|b| b.table.oid)
-            .collect();
-        let need_types: Vec<u32> = self
-            .bindings
-            .iter()
-            .filter(|b| {
-                b.state.mode.is_backfilling() && b.state.mode != TableMode::KeylessBackfill && b.key_types.is_none()
-            })
-            .map(|b| b.table.oid)
-            .collect();
-        if !need_estimate.is_empty() {
-            let rows = self
-                .sql_deadline(
-                    "estimating table sizes",
-                    self.client.query(backfill::TABLE_ROWS_ESTIMATE_BATCH_SQL, &[&need_estimate]),
-                )
-                .await?
-                .map_err(pg)?;
-            let estimates: BTreeMap<u32, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            for binding in self.bindings.iter_mut().filter(|b| b.estimated_rows.is_none()) {
-                if let Some(estimate) = estimates.get(&binding.table.oid) {
-                    binding.estimated_rows = Some(u64::try_from(*estimate).unwrap_or(0));
-                }
-            }
-        }
-        if need_types.len() > 1 {
-            let rows = self
-                .sql_deadline(
-                    "reading key column types",
-                    self.client.query(backfill::COLUMN_TYPES_BATCH_SQL, &[&need_types]),
-                )
-                .await?
-                .map_err(pg)?;
-            let mut types: BTreeMap<u32, BTreeMap<String, (String, String)>> = BTreeMap::new();
-            for row in &rows {
-                types.entry(row.get(0)).or_default().insert(row.get(1), (row.get(2), row.get(3)));
-            }
-            for binding in self.bindings.iter_mut().filter(|b| b.state.mode.is_backfilling() && b.key_types.is_none()) {
-                // A table missing here (dropped since) or a missing key column is left for
-                // `prepare_backfill`, which reports it.
-                let Some(columns) = types.get(&binding.table.oid) else { continue };
-                let key_types: Option<Vec<(String, String)>> =
-                    binding.key_columns.iter().map(|c| columns.get(c).cloned()).collect();
-                binding.key_signature = key_types.as_ref().map(|t| t.iter().map(|(_, s)| s.clone()).collect());
-                binding.key_types = key_types.map(|t| t.into_iter().map(|(name, _)| name).collect());
-            }
-        }
-        Ok(())
-    }
-
-    /// Prepare backfill query details of a binding.
-    async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
-        let limit = self.silence_limit();
-        let binding = &mut self.bindings[index];
-        if binding.estimated_rows.is_none() {
-            let row = with_deadline(
-                limit,
-                "estimating a table's size",
-                self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid]),
-            )
-            .await?
-            .map_err(pg)?;
-            binding.estimated_rows = Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
-        }
-        if binding.state.mode == TableMode::KeylessBackfill {
-            if binding.keyless_pages.is_none() {
-                let row = with_deadline(
-                    limit,
-                    "counting a table's partitions",
-                    self.client.query_one(backfill::TABLE_LEAVES_SQL, &[&binding.table.oid]),
-                )
-                .await?
-                .map_err(pg)?;
-                binding.keyless_pages = Some(backfill::pages_per_chunk(self.config.chunk_size, row.get(0)));
-            }
-        } else if binding.key_types.is_none() {
-            let rows = with_deadline(
-                limit,
-                "reading key column types",
-                self.client.query(backfill::COLUMN_TYPES_SQL, &[&binding.table.oid]),
-            )
-            .await?
-            .map_err(pg)?;
-            let types: BTreeMap<String, (String, String)> =
-                rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
-            let mut key_types = Vec::new();
-            for column in &binding.key_columns {
-                key_types.push(types.get(column).cloned().ok_or_else(|| {
-                    Error::user(
-                        format!("key column {column:?} of table \"{}.{}\" does not exist", binding.table.schema, binding.table.name),
-                        "the table changed since discovery: re-discover the capture and increment the binding's backfill counter",
-                    )
-                })?);
-            }
-            binding.key_signature = Some(key_types.iter().map(|(_, signature)| signature.clone()).collect());
-            binding.key_types = Some(key_types.into_iter().map(|(name, _)| name).collect());
-        }
-        Ok(())
-    }
-
     /// The next chunk of a binding: its plan, SQL and parameters (after `prepare_backfill`).
-    fn chunk_query(&self, index: usize) -> Result<(backfill::ChunkPlan, String, Vec<Option<String>>), Error> {
+    pub(super) fn chunk_query(
+        &self,
+        index: usize,
+    ) -> Result<(backfill::ChunkPlan, String, Vec<Option<String>>), Error> {
         let binding = &self.bindings[index];
         let keyless = binding.state.mode == TableMode::KeylessBackfill;
         let table = format!("{}.{}", binding.table.schema, binding.table.name);
@@ -242,30 +150,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// The table whose files a chunk query of binding `index` reports after its rows
     /// (keyless backfills only: their resume position is a location in those files).
-    fn relation_to_check(&self, index: usize) -> Option<u32> {
+    pub(super) fn relation_to_check(&self, index: usize) -> Option<u32> {
         let binding = &self.bindings[index];
         (binding.state.mode == TableMode::KeylessBackfill).then_some(binding.table.oid)
-    }
-
-    /// Start the next chunk's query on the backfill connection, to run while the stream
-    /// catches up to the current fence. Must be called after that fence's watermark is
-    /// written: the chunk's snapshot then follows the watermark, so every change to its
-    /// rows that the fence does not emit (they are beyond the current resume key) is either
-    /// in the chunk or arrives after it.
-    pub(super) async fn prefetch_next_chunk(&mut self) -> Result<Option<PrefetchedChunk>, Error> {
-        let Some(index) = self.next_backfill() else { return Ok(None) };
-        self.start_chunk_query(index).await
-    }
-
-    /// Start the next chunk query of binding `index` on the backfill connection.
-    pub(super) async fn start_chunk_query(&mut self, index: usize) -> Result<Option<PrefetchedChunk>, Error> {
-        self.prepare_backfill(index).await?;
-        let (plan, sql, params) = self.chunk_query(index)?;
-        let client = self.backfill_client.clone();
-        let relation = self.relation_to_check(index);
-        let sent = sql.clone();
-        let query = tokio::spawn(async move { run_chunk_query(&client, &sent, &params, relation).await });
-        Ok(Some(PrefetchedChunk { index, plan, sql, forgotten_deliveries: self.forgotten_deliveries, query }))
     }
 
     /// Read and emit one chunk of binding `index` (its query possibly started already, as
@@ -758,7 +645,7 @@ const CHUNK_SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ON
 /// trip: with many small tables, round trips are most of a chunk's cost. With `relation`
 /// (keyless chunks), [`backfill::RELATION_SQL`] goes between the query and the commit,
 /// still in the same round trip, so that it describes the files the query read.
-async fn run_chunk_query(
+pub(super) async fn run_chunk_query(
     client: &std::sync::Arc<Client>,
     sql: &str,
     params: &[Option<String>],
