@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWrite;
 use tokio_postgres::Client;
 
-use super::document::{self, DocumentLayout, Op, Source};
+use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
 use super::state::TableMode;
 use super::visibility::Snapshot;
 use super::{backfill, chunk_plan, first_text, order, pg, value_error, Binding, PrefetchedChunk, Session};
@@ -372,21 +372,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
             };
             let binding = &self.bindings[index];
-            self.row.reset(emitted.len());
-            for (position, encoder) in encoders.iter().enumerate() {
-                let cell: Option<RawText<'_>> =
-                    row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
-                match cell {
-                    None => self.row.set_null(position),
-                    Some(RawText(text)) => {
-                        let start = self.row.bytes.len();
-                        encoder.encode(text, &mut self.row.bytes).map_err(|err| {
-                            value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err)
-                        })?;
-                        self.row.finish_value(position, start);
-                    }
-                }
-            }
+            encode_row(&mut self.row, &encoders, &row, key_count, &binding.table)?;
             let offset = i64::try_from(binding.state.backfilled + rows).unwrap_or(i64::MAX);
             let source = Source {
                 ts_ms: None,
@@ -598,6 +584,32 @@ struct RowsRead {
     timed_out: bool,
     /// The last row's key columns as text (keyed chunks).
     last_key: Option<Vec<Option<String>>>,
+}
+
+/// Encode the emitted columns of a chunk row (they follow its `key_count` key columns)
+/// into `encoded`.
+fn encode_row(
+    encoded: &mut EncodedRow,
+    encoders: &[value::ColumnEncoder<'_>],
+    row: &tokio_postgres::Row,
+    key_count: usize,
+    table: &DiscoveredTable,
+) -> Result<(), Error> {
+    encoded.reset(encoders.len());
+    for (position, encoder) in encoders.iter().enumerate() {
+        let cell: Option<RawText<'_>> = row.try_get(key_count + position).map_err(|err| backfill_error(table, err))?;
+        match cell {
+            None => encoded.set_null(position),
+            Some(RawText(text)) => {
+                let start = encoded.bytes.len();
+                encoder
+                    .encode(text, &mut encoded.bytes)
+                    .map_err(|err| value_error(&format!("{}.{}", table.schema, table.name), err))?;
+                encoded.finish_value(position, start);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A result cell as the raw bytes the server sent. Every backfill column is selected as
