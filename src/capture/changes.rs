@@ -212,7 +212,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     // Replaying a huge transaction takes a while: keep the walsender, which
                     // waits for our replies, from timing the connection out meanwhile.
                     let confirmable = self.checkpoints.confirmable();
-                    self.status.keep_alive(stream, confirmable).await?;
+                    self.status.send_if_due(stream, confirmable).await?;
                 }
                 self.transaction = None;
                 self.on_commit(commit.end_lsn);

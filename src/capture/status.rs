@@ -15,7 +15,7 @@
 //! than hang. Six intervals is at least the server's own `wal_sender_timeout` (the interval
 //! is at most a third of it), so a walsender busy reading WAL is not mistaken for a dead one.
 //!
-//! The timing decisions are pure ([`StatusReporter::on_tick`], [`StatusReporter::keepalive`],
+//! The timing decisions are pure ([`StatusReporter::on_tick`], [`StatusReporter::while_blocked`],
 //! [`StatusReporter::after_acknowledgement`]); the IO methods only act on them. The position
 //! reported as written, flushed and applied is always the one the caller says the slot may be
 //! confirmed to (see [`super::checkpoints::Checkpoints::confirmable`]).
@@ -93,7 +93,7 @@ impl StatusReporter {
 
     /// While something blocks (a stdout write, a query, a long replay): send once the
     /// interval has passed since the last update.
-    pub fn keepalive(&self, now: Instant) -> Action {
+    pub fn while_blocked(&self, now: Instant) -> Action {
         if now >= self.next_keepalive() {
             Action::Send
         } else {
@@ -136,8 +136,8 @@ impl StatusReporter {
     }
 
     /// Send a keep-alive update if one is due.
-    pub async fn keep_alive(&mut self, stream: &mut ReplicationStream, confirmable: Lsn) -> Result<(), Error> {
-        if self.keepalive(Instant::now()) == Action::Send {
+    pub async fn send_if_due(&mut self, stream: &mut ReplicationStream, confirmable: Lsn) -> Result<(), Error> {
+        if self.while_blocked(Instant::now()) == Action::Send {
             self.send(stream, confirmable, false).await?;
         }
         Ok(())
@@ -221,11 +221,11 @@ mod tests {
     fn keepalives_go_out_once_per_interval_since_the_last_update() {
         let start = Instant::now();
         let mut status = StatusReporter::new(INTERVAL, start);
-        assert_eq!(status.keepalive(start + INTERVAL / 2), Action::Nothing);
-        assert_eq!(status.keepalive(start + INTERVAL), Action::Send);
+        assert_eq!(status.while_blocked(start + INTERVAL / 2), Action::Nothing);
+        assert_eq!(status.while_blocked(start + INTERVAL), Action::Send);
         // Any update, a reply request or an acknowledgement report, restarts the interval.
         status.sent(start + INTERVAL, false);
-        assert_eq!(status.keepalive(start + INTERVAL * 3 / 2), Action::Nothing);
+        assert_eq!(status.while_blocked(start + INTERVAL * 3 / 2), Action::Nothing);
         assert_eq!(status.next_keepalive(), start + INTERVAL * 2);
     }
 
