@@ -40,7 +40,7 @@ use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
 use super::spill::SpilledMessage;
 use super::state::TableMode;
 use super::visibility::Snapshot;
-use super::{backfill, lsn_i64, order, pg, value_error, with_deadline, Keepalive, RelationEntry, Session, Transaction};
+use super::{backfill, lsn_i64, order, pg, value_error, with_deadline, RelationEntry, Session, Transaction};
 use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
 use crate::lsn::Lsn;
@@ -61,33 +61,24 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         frame: Option<ReplicationFrame>,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        self.reply_awaited_since = None;
+        self.status.answered();
         match frame {
             None => Err(Error::user(
                 "the server ended the replication stream",
                 "check the server log: the slot may have been dropped or the server shut down",
             )),
             Some(ReplicationFrame::Keepalive { wal_end, reply_requested, .. }) => {
-                self.server_flushed = self.server_flushed.max(wal_end);
                 // An idle position: nothing of ours is in flight below `wal_end`, so it can
                 // become the cursor (and, once acknowledged, the slot's confirmed position).
-                if self.transaction.is_none()
-                    && self.streamed_block.is_none()
-                    && wal_end > self.cursor
-                    && !self.hold_checkpoints
-                {
-                    self.cursor = wal_end;
-                    self.checkpoint_due = true;
-                }
+                let between_transactions = self.transaction.is_none() && self.streamed_block.is_none();
+                self.checkpoints.on_keepalive(wal_end, between_transactions);
                 if reply_requested {
                     self.send_status(stream, false).await?;
                 }
                 Ok(())
             }
             Some(ReplicationFrame::XLogData { wal_start, wal_end, data, .. }) => {
-                self.server_wal_end = self.server_wal_end.max(wal_end);
-                self.server_flushed = self.server_flushed.max(wal_end);
-                self.last_message_start = wal_start;
+                self.checkpoints.on_data(wal_start, wal_end);
                 let context = DecodeContext {
                     protocol_version: self.protocol_version,
                     in_streamed_block: self.streamed_block.is_some(),
@@ -220,9 +211,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     Box::pin(self.on_message(message, spilled.wal_start, stream)).await?;
                     // Replaying a huge transaction takes a while: keep the walsender, which
                     // waits for our replies, from timing the connection out meanwhile.
-                    if self.last_status.elapsed() >= self.status_interval {
-                        self.send_status(stream, false).await?;
-                    }
+                    let confirmable = self.checkpoints.confirmable();
+                    self.status.send_if_due(stream, confirmable).await?;
                 }
                 self.transaction = None;
                 self.on_commit(commit.end_lsn);
@@ -234,13 +224,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     fn on_commit(&mut self, end_lsn: Lsn) {
-        self.cursor = self.cursor.max(end_lsn);
-        self.checkpoint_due = true;
-        self.transactions_since_checkpoint += 1;
-        if self.watermark_seen {
-            self.fence_reached = true;
-            self.watermark_seen = false;
-        }
+        self.checkpoints.on_commit(end_lsn);
+        self.fence.on_commit();
     }
 
     async fn on_relation(&mut self, relation: pgoutput::Relation<'_>) -> Result<(), Error> {
@@ -375,12 +360,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if let (ChangeKind::Insert { new } | ChangeKind::Update { new, .. }, Some(position)) =
                 (&change, relation.watermark_position)
             {
-                if let (Some(TupleValue::Text(value)), Some(expected)) =
-                    (new.values.get(position), &self.pending_watermark)
-                {
-                    if *value == expected.as_bytes() {
-                        self.watermark_seen = true;
-                    }
+                if let Some(TupleValue::Text(value)) = new.values.get(position) {
+                    self.fence.saw(value);
                 }
             }
             return Ok(());
@@ -458,7 +439,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             schema: &binding.table.schema,
             table: &binding.table.name,
             snapshot: false,
-            loc: [lsn_i64(self.cursor), lsn_i64(wal_start), lsn_i64(transaction.final_lsn)],
+            loc: [lsn_i64(self.checkpoints.cursor()), lsn_i64(wal_start), lsn_i64(transaction.final_lsn)],
             txid: Some(transaction.xid),
             tag: self.source_tag.as_deref(),
         };
@@ -539,15 +520,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                             match current_values_query(relation, new, old_tuple, &missing) {
                                 Some((sql, params)) => {
                                     let limit = self.silence_limit();
-                                    let mut keepalive = Keepalive {
-                                        stream: &mut *stream,
-                                        last_status: &mut self.last_status,
-                                        interval: self.status_interval,
-                                        flushed: self.acknowledged,
-                                    };
-                                    let current = keepalive
-                                        .around(current_values(&self.client, &sql, &params, transaction.xid, limit))
-                                        .await?;
+                                    let confirmable = self.checkpoints.confirmable();
+                                    let lookup = current_values(&self.client, &sql, &params, transaction.xid, limit);
+                                    let current = self.status.around(stream, confirmable, lookup).await?;
                                     // Row gone (deleted or moved on since): the stream carries
                                     // that change after this one, so the document needs nothing.
                                     if let Some(values) = current {
@@ -602,14 +577,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if let Some(delete) = extra_delete {
             let index =
                 u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            let mut keepalive = Keepalive {
-                stream: &mut *stream,
-                last_status: &mut self.last_status,
-                interval: self.status_interval,
-                flushed: self.acknowledged.min(self.server_flushed),
-            };
-            keepalive.during(self.emitter.captured(index, &delete)).await?;
-            self.documents_since_checkpoint += 1;
+            let confirmable = self.checkpoints.confirmable();
+            self.status.during(stream, confirmable, self.emitter.captured(index, &delete)).await?;
+            self.checkpoints.on_document();
         }
         if self.document.is_empty() {
             return Ok(());
