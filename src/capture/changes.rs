@@ -39,16 +39,15 @@ use tokio_postgres::Client;
 use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
 use super::spill::SpilledMessage;
 use super::state::TableMode;
+use super::transactions::{Step, Transaction, TransactionAssembler};
 use super::visibility::Snapshot;
-use super::{backfill, lsn_i64, order, pg, value_error, with_deadline, Keepalive, RelationEntry, Session, Transaction};
+use super::{backfill, lsn_i64, order, pg, value_error, with_deadline, Keepalive, RelationEntry, Session};
 use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
 use crate::lsn::Lsn;
 use crate::pg::quote_identifier;
 use crate::pg::replication::{ReplicationFrame, ReplicationStream};
-use crate::replication::pgoutput::{
-    self, DecodeContext, LogicalMessage, OldTuple, ReplicaIdentity, TupleData, TupleValue,
-};
+use crate::replication::pgoutput::{self, LogicalMessage, OldTuple, ReplicaIdentity, TupleData, TupleValue};
 use crate::validate::{display_name, qualified};
 use crate::value;
 
@@ -71,11 +70,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 self.server_flushed = self.server_flushed.max(wal_end);
                 // An idle position: nothing of ours is in flight below `wal_end`, so it can
                 // become the cursor (and, once acknowledged, the slot's confirmed position).
-                if self.transaction.is_none()
-                    && self.streamed_block.is_none()
-                    && wal_end > self.cursor
-                    && !self.hold_checkpoints
-                {
+                if self.transactions.is_idle() && wal_end > self.cursor && !self.hold_checkpoints {
                     self.cursor = wal_end;
                     self.checkpoint_due = true;
                 }
@@ -88,149 +83,100 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 self.server_wal_end = self.server_wal_end.max(wal_end);
                 self.server_flushed = self.server_flushed.max(wal_end);
                 self.last_message_start = wal_start;
-                let context = DecodeContext {
-                    protocol_version: self.protocol_version,
-                    in_streamed_block: self.streamed_block.is_some(),
-                };
+                let context = self.transactions.decode_context(self.protocol_version);
                 let message = pgoutput::decode_message(&data, &context).map_err(|err| {
                     Error::Internal(format!("cannot decode a pgoutput message at {wal_start}: {err}"))
                 })?;
-                if let Some(top_xid) = self.streamed_block {
-                    match &message {
-                        LogicalMessage::StreamStop => {
-                            self.streamed_block = None;
-                            return Ok(());
-                        }
-                        LogicalMessage::Relation(_)
-                        | LogicalMessage::Insert(_)
-                        | LogicalMessage::Update(_)
-                        | LogicalMessage::Delete(_)
-                        | LogicalMessage::Truncate(_) => {
-                            let xid = message_xid(&message).unwrap_or(top_xid);
-                            self.spill
-                                .push(top_xid, &SpilledMessage { wal_start, xid, payload: data.to_vec() })
-                                .map_err(|err| {
-                                    Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}"))
-                                })?;
-                            return Ok(());
-                        }
-                        _ => {}
+                match self.transactions.step(&message)? {
+                    Step::Spill { top_xid, xid } => {
+                        self.spill.push(top_xid, &SpilledMessage { wal_start, xid, payload: data.to_vec() }).map_err(
+                            |err| Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}")),
+                        )
+                    }
+                    Step::Nothing => Ok(()),
+                    Step::Discard { xid, subxid } => {
+                        self.spill.abort(xid, subxid);
+                        Ok(())
+                    }
+                    Step::Commit { end_lsn } => {
+                        self.on_commit(end_lsn);
+                        Ok(())
+                    }
+                    Step::Replay(transaction) => self.replay_streamed(transaction, stream).await,
+                    step @ (Step::Relation | Step::Truncate | Step::Change(_)) => {
+                        self.apply(step, message, wal_start, stream).await
                     }
                 }
-                self.on_message(message, wal_start, stream).await
             }
         }
     }
 
-    async fn on_message(
+    /// Replay a committed streamed transaction from the spill, then commit it.
+    async fn replay_streamed(&mut self, transaction: Transaction, stream: &mut ReplicationStream) -> Result<(), Error> {
+        let xid = transaction.xid;
+        let failed = |err: std::io::Error| Error::Internal(format!("reading streamed transaction {xid} failed: {err}"));
+        let mut replay = self.spill.take(xid).map_err(failed)?;
+        let context = TransactionAssembler::replay_context(self.protocol_version);
+        while let Some(spilled) = replay.next_message().map_err(failed)? {
+            let message = pgoutput::decode_message(&spilled.payload, &context)
+                .map_err(|err| Error::Internal(format!("cannot decode a buffered pgoutput message: {err}")))?;
+            let step = self.transactions.step(&message)?;
+            self.apply(step, message, spilled.wal_start, stream).await?;
+            // Replaying a huge transaction takes a while: keep the walsender, which
+            // waits for our replies, from timing the connection out meanwhile.
+            if self.last_status.elapsed() >= self.status_interval {
+                self.send_status(stream, false).await?;
+            }
+        }
+        let end_lsn = self.transactions.finish_replay()?;
+        self.on_commit(end_lsn);
+        Ok(())
+    }
+
+    /// Apply a Relation message, a TRUNCATE or a change (live, or replayed from the spill).
+    async fn apply(
         &mut self,
+        step: Step,
         message: LogicalMessage<'_>,
         wal_start: Lsn,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        match message {
-            LogicalMessage::Begin(begin) => {
-                if self.transaction.is_some() {
-                    return Err(Error::Internal(format!(
-                        "BEGIN of transaction {} inside another transaction",
-                        begin.xid
-                    )));
-                }
-                self.transaction = Some(Transaction {
-                    final_lsn: begin.final_lsn,
-                    commit_time_us: begin.commit_time_us,
-                    xid: begin.xid,
-                });
-                Ok(())
+        match (step, message) {
+            (Step::Relation, LogicalMessage::Relation(relation)) => self.on_relation(relation).await,
+            (Step::Truncate, LogicalMessage::Truncate(truncate)) => {
+                self.on_truncate(&truncate.relation_oids, wal_start)
             }
-            LogicalMessage::Commit(commit) => {
-                let transaction =
-                    self.transaction.take().ok_or_else(|| Error::Internal("COMMIT without BEGIN".into()))?;
-                if transaction.final_lsn != commit.commit_lsn {
-                    return Err(Error::Internal(format!(
-                        "COMMIT at {} does not match BEGIN's {}",
-                        commit.commit_lsn, transaction.final_lsn
-                    )));
-                }
-                self.on_commit(commit.end_lsn);
-                Ok(())
+            (Step::Change(transaction), LogicalMessage::Insert(insert)) => {
+                let change = ChangeKind::Insert { new: &insert.new };
+                self.on_change(transaction, insert.relation_oid, wal_start, change, stream).await
             }
-            LogicalMessage::Relation(relation) => self.on_relation(relation).await,
-            LogicalMessage::Insert(insert) => {
-                self.on_change(insert.relation_oid, wal_start, ChangeKind::Insert { new: &insert.new }, stream).await
+            (Step::Change(transaction), LogicalMessage::Update(update)) => {
+                let change = ChangeKind::Update { old: update.old.as_ref(), new: &update.new };
+                self.on_change(transaction, update.relation_oid, wal_start, change, stream).await
             }
-            LogicalMessage::Update(update) => {
-                self.on_change(
-                    update.relation_oid,
-                    wal_start,
-                    ChangeKind::Update { old: update.old.as_ref(), new: &update.new },
-                    stream,
-                )
-                .await
+            (Step::Change(transaction), LogicalMessage::Delete(delete)) => {
+                let change = ChangeKind::Delete { old: &delete.old };
+                self.on_change(transaction, delete.relation_oid, wal_start, change, stream).await
             }
-            LogicalMessage::Delete(delete) => {
-                self.on_change(delete.relation_oid, wal_start, ChangeKind::Delete { old: &delete.old }, stream).await
-            }
-            LogicalMessage::Truncate(truncate) => {
-                for oid in truncate.relation_oids {
-                    if let Some(relation) = self.relations.get(&oid) {
-                        if let Some(binding) = relation.binding {
-                            if self.truncate_is_fatal(binding) {
-                                return Err(super::truncate_error(&relation.namespace, &relation.name, wal_start));
-                            }
-                            tracing::warn!(
-                                table = %format!("{}.{}", relation.namespace, relation.name),
-                                "TRUNCATE is not captured: rows captured before it stay in the collection; increment the binding's backfill counter to re-backfill the table"
-                            );
-                        }
-                    }
-                }
-                Ok(())
-            }
-            LogicalMessage::StreamStart { xid, .. } => {
-                self.streamed_block = Some(xid);
-                Ok(())
-            }
-            LogicalMessage::StreamStop => {
-                self.streamed_block = None;
-                Ok(())
-            }
-            LogicalMessage::StreamAbort(abort) => {
-                self.spill.abort(abort.xid, abort.subxid);
-                Ok(())
-            }
-            LogicalMessage::StreamCommit(commit) => {
-                if self.transaction.is_some() {
-                    return Err(Error::Internal("STREAM COMMIT inside a transaction".into()));
-                }
-                let mut replay = self.spill.take(commit.xid).map_err(|err| {
-                    Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid))
-                })?;
-                self.transaction = Some(Transaction {
-                    final_lsn: commit.commit_lsn,
-                    commit_time_us: commit.commit_time_us,
-                    xid: commit.xid,
-                });
-                let context = DecodeContext { protocol_version: self.protocol_version, in_streamed_block: true };
-                while let Some(spilled) = replay.next_message().map_err(|err| {
-                    Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid))
-                })? {
-                    let message = pgoutput::decode_message(&spilled.payload, &context)
-                        .map_err(|err| Error::Internal(format!("cannot decode a buffered pgoutput message: {err}")))?;
-                    Box::pin(self.on_message(message, spilled.wal_start, stream)).await?;
-                    // Replaying a huge transaction takes a while: keep the walsender, which
-                    // waits for our replies, from timing the connection out meanwhile.
-                    if self.last_status.elapsed() >= self.status_interval {
-                        self.send_status(stream, false).await?;
-                    }
-                }
-                self.transaction = None;
-                self.on_commit(commit.end_lsn);
-                Ok(())
-            }
-            LogicalMessage::Type(_) | LogicalMessage::Origin { .. } | LogicalMessage::Message(_) => Ok(()),
-            other => Err(Error::Internal(format!("unexpected pgoutput message {other:?}"))),
+            (step, message) => Err(Error::Internal(format!("cannot apply {message:?} as {step:?}"))),
         }
+    }
+
+    fn on_truncate(&self, relation_oids: &[u32], wal_start: Lsn) -> Result<(), Error> {
+        for oid in relation_oids {
+            if let Some(relation) = self.relations.get(oid) {
+                if let Some(binding) = relation.binding {
+                    if self.truncate_is_fatal(binding) {
+                        return Err(super::truncate_error(&relation.namespace, &relation.name, wal_start));
+                    }
+                    tracing::warn!(
+                        table = %format!("{}.{}", relation.namespace, relation.name),
+                        "TRUNCATE is not captured: rows captured before it stay in the collection; increment the binding's backfill counter to re-backfill the table"
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     fn on_commit(&mut self, end_lsn: Lsn) {
@@ -356,13 +302,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     async fn on_change(
         &mut self,
+        transaction: Transaction,
         relation_oid: u32,
         wal_start: Lsn,
         change: ChangeKind<'_, '_>,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        let transaction =
-            self.transaction.ok_or_else(|| Error::Internal("a change arrived outside of a transaction".into()))?;
         if self.delivered.len() >= self.delivered_check_at {
             self.forget_visible_deliveries().await?;
         }
@@ -620,17 +565,6 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             failpoint::exit(Failpoint::MidTransaction);
         }
         Ok(())
-    }
-}
-
-fn message_xid(message: &LogicalMessage<'_>) -> Option<u32> {
-    match message {
-        LogicalMessage::Relation(r) => r.xid,
-        LogicalMessage::Insert(m) => m.xid,
-        LogicalMessage::Update(m) => m.xid,
-        LogicalMessage::Delete(m) => m.xid,
-        LogicalMessage::Truncate(m) => m.xid,
-        _ => None,
     }
 }
 

@@ -65,6 +65,7 @@ mod slot;
 pub mod slot_wait;
 pub mod spill;
 pub mod state;
+mod transactions;
 pub mod visibility;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -90,6 +91,7 @@ use chunks::ChunkRows;
 use document::{DocumentLayout, EncodedRow};
 use spill::Spill;
 use state::{BindingState, CaptureState, TableMode};
+use transactions::TransactionAssembler;
 use visibility::{DeliveredXids, Snapshot};
 
 /// Longest interval between standby status updates. The walsender closes a connection
@@ -180,14 +182,6 @@ struct RelationEntry {
     watermark_position: Option<usize>,
 }
 
-/// The transaction being received.
-#[derive(Clone, Copy)]
-struct Transaction {
-    final_lsn: Lsn,
-    commit_time_us: i64,
-    xid: u32,
-}
-
 /// A chunk query started ahead of time (see `Session::prefetch_next_chunk`).
 struct PrefetchedChunk {
     index: usize,
@@ -225,8 +219,7 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     unacknowledged: VecDeque<Lsn>,
     /// Highest acknowledged cursor: the only position reported to the server as flushed.
     acknowledged: Lsn,
-    transaction: Option<Transaction>,
-    streamed_block: Option<u32>,
+    transactions: TransactionAssembler,
     spill: Spill,
     changed_bindings: BTreeSet<usize>,
     documents_since_checkpoint: u64,
@@ -493,8 +486,7 @@ where
         cursor: start,
         unacknowledged: VecDeque::new(),
         acknowledged: start,
-        transaction: None,
-        streamed_block: None,
+        transactions: TransactionAssembler::default(),
         spill: Spill::default(),
         changed_bindings: BTreeSet::new(),
         documents_since_checkpoint: 0,
@@ -1328,7 +1320,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
             // Checkpoints fall between transactions only: with one open, keep reading
             // until its commit.
-            if self.checkpoint_due && !self.hold_checkpoints && self.transaction.is_none() {
+            if self.checkpoint_due && !self.hold_checkpoints && self.transactions.current().is_none() {
                 let bounds_hit = self.transactions_since_checkpoint >= MAX_TRANSACTIONS_PER_CHECKPOINT
                     || self.documents_since_checkpoint >= MAX_DOCUMENTS_PER_CHECKPOINT;
                 if bounds_hit {
@@ -1382,7 +1374,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         mut binding_patches: Map<String, Value>,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        if let Some(transaction) = self.transaction {
+        if let Some(transaction) = self.transactions.current() {
             return Err(Error::Internal(format!("a checkpoint was requested inside transaction {}", transaction.xid)));
         }
         for index in std::mem::take(&mut self.changed_bindings) {
