@@ -36,18 +36,19 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
-use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
+use super::document::{self, EncodedRow, Op, Source};
+use super::relations::{BoundKeys, IdentityGap, RelationEntry};
 use super::spill::SpilledMessage;
 use super::state::TableMode;
 use super::transactions::{Step, Transaction, TransactionAssembler};
 use super::visibility::Snapshot;
-use super::{backfill, lsn_i64, order, pg, value_error, with_deadline, Keepalive, RelationEntry, Session};
+use super::{backfill, lsn_i64, order, pg, value_error, with_deadline, Keepalive, Session};
 use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
 use crate::lsn::Lsn;
 use crate::pg::quote_identifier;
 use crate::pg::replication::{ReplicationFrame, ReplicationStream};
-use crate::replication::pgoutput::{self, LogicalMessage, OldTuple, ReplicaIdentity, TupleData, TupleValue};
+use crate::replication::pgoutput::{self, LogicalMessage, OldTuple, TupleData, TupleValue};
 use crate::validate::{display_name, qualified};
 use crate::value;
 
@@ -197,9 +198,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 .await?
                 .map_err(pg)?;
         }
-        let namespace = relation.namespace.to_string();
-        let name = relation.name.to_string();
-        let mut binding = self.by_table.get(&(namespace.clone(), name.clone())).copied();
+        let mut binding = self.by_table.get(&(relation.namespace.to_string(), relation.name.to_string())).copied();
         if binding.is_none() {
             // A partition published on its own while its root is captured.
             binding = self.bound_ancestor(relation.oid).await?;
@@ -208,38 +207,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if let Some(b) = binding {
             self.follow_columns_of_backfilling_table(b, &column_names).await?;
         }
-        let key_positions = binding
-            .map(|b| {
-                self.bindings[b].key_columns.iter().filter_map(|k| column_names.iter().position(|c| c == k)).collect()
-            })
-            .unwrap_or_default();
-        let document_key_positions: Vec<(String, Option<usize>)> = binding
-            .map(|b| {
-                self.bindings[b]
-                    .document_key
-                    .iter()
-                    .map(|k| (k.clone(), column_names.iter().position(|c| c == k)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let identity_positions: Vec<usize> =
-            relation.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect();
-        let identity_gap = IdentityGap::of(&relation, &document_key_positions);
-        let is_watermarks = namespace == self.config.watermarks_schema && name == self.config.watermarks_table;
-        let entry = RelationEntry {
-            types: relation.columns.iter().map(|c| self.registry.resolve(c.type_oid, c.type_modifier)).collect(),
-            layout: DocumentLayout::new(&column_names),
-            watermark_position: column_names.iter().position(|c| *c == "watermark"),
-            columns: column_names.iter().map(|c| c.to_string()).collect(),
-            namespace,
-            name,
-            binding,
-            key_positions,
-            document_key_positions,
-            identity_positions,
-            identity_gap,
-            is_watermarks,
-        };
+        let types = relation.columns.iter().map(|c| self.registry.resolve(c.type_oid, c.type_modifier)).collect();
+        let bound = binding.map(|index| {
+            let binding = &self.bindings[index];
+            BoundKeys { index, key_columns: &binding.key_columns, document_key: &binding.document_key }
+        });
+        let watermarks = (self.config.watermarks_schema.as_str(), self.config.watermarks_table.as_str());
+        let entry = RelationEntry::new(&relation, types, bound, watermarks);
         self.check_publication_on_relation(relation.oid, binding, column_names.len()).await?;
         self.relations.insert(relation.oid, entry);
         Ok(())
@@ -354,7 +328,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if backfill_covers {
                 return Ok(());
             }
-            return Err(gap.error(&self.client, relation_oid, relation).await);
+            return Err(identity_gap_error(gap, &self.client, relation_oid, relation).await);
         }
         // A precise backfill drops changes to rows it has not read yet: it will read their
         // current state later. Keys that cannot be computed are emitted (never lost). An
@@ -670,80 +644,25 @@ fn missing_key_error(relation: &RelationEntry, column: &str, cause: KeyLoss) -> 
     }
 }
 
-/// A replica identity whose old key leaves out collection key columns. Updates and deletes
-/// then arrive without the key: a delete cannot name its document, and a change of the key
-/// cannot be recognized, so the old key's document would linger in the collection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct IdentityGap {
-    /// `USING INDEX` (else `DEFAULT`: the primary key).
-    using_index: bool,
-    /// The identity's columns.
-    identity: Vec<String>,
-    /// The collection key columns it leaves out.
-    missing: Vec<String>,
-}
-
-impl IdentityGap {
-    /// The gap of `relation`'s identity against the collection key, if any. A relation
-    /// without identity columns has none: the server refuses its updates and deletes.
-    pub(super) fn of(relation: &pgoutput::Relation<'_>, key: &[(String, Option<usize>)]) -> Option<IdentityGap> {
-        let using_index = match relation.replica_identity {
-            ReplicaIdentity::Index => true,
-            ReplicaIdentity::Default => false,
-            ReplicaIdentity::Full | ReplicaIdentity::Nothing => return None,
-        };
-        let identity: Vec<String> = relation.columns.iter().filter(|c| c.is_key).map(|c| c.name.to_string()).collect();
-        if identity.is_empty() {
-            return None;
+/// The error that ends the capture when `relation`'s replica identity leaves out key
+/// columns, naming the identity's index (looked up now: the replication stream names only
+/// its columns).
+async fn identity_gap_error(gap: &IdentityGap, client: &Client, relation_oid: u32, relation: &RelationEntry) -> Error {
+    let index = if gap.using_index {
+        let params: [&(dyn ToSql + Sync); 1] = [&relation_oid];
+        let lookup = client.query_opt(
+            "SELECT c.relname::text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = $1 AND i.indisreplident",
+            &params,
+        );
+        match tokio::time::timeout(Duration::from_secs(10), lookup).await {
+            Ok(Ok(Some(row))) => row.try_get::<_, String>(0).ok(),
+            _ => None,
         }
-        let missing: Vec<String> = key
-            .iter()
-            .filter(|(_, position)| position.and_then(|p| relation.columns.get(p)).is_some_and(|c| !c.is_key))
-            .map(|(column, _)| column.clone())
-            .collect();
-        (!missing.is_empty()).then_some(IdentityGap { using_index, identity, missing })
-    }
-
-    /// The error that ends the capture, naming the identity's index (looked up now: the
-    /// replication stream names only its columns).
-    async fn error(&self, client: &Client, relation_oid: u32, relation: &RelationEntry) -> Error {
-        let index = if self.using_index {
-            let params: [&(dyn ToSql + Sync); 1] = [&relation_oid];
-            let lookup = client.query_opt(
-                "SELECT c.relname::text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-                 WHERE i.indrelid = $1 AND i.indisreplident",
-                &params,
-            );
-            match tokio::time::timeout(Duration::from_secs(10), lookup).await {
-                Ok(Ok(Some(row))) => row.try_get::<_, String>(0).ok(),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        self.describe(relation, index.as_deref())
-    }
-
-    fn describe(&self, relation: &RelationEntry, index: Option<&str>) -> Error {
-        let name = display_name(&relation.namespace, &relation.name);
-        let table = qualified(&relation.namespace, &relation.name);
-        let list = |columns: &[String]| columns.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
-        let identity = match (self.using_index, index) {
-            (true, Some(index)) => {
-                format!("REPLICA IDENTITY USING INDEX {} (columns {})", quote_identifier(index), list(&self.identity))
-            }
-            (true, None) => format!("REPLICA IDENTITY USING INDEX on columns {}", list(&self.identity)),
-            (false, _) => format!("REPLICA IDENTITY DEFAULT, the primary key (columns {})", list(&self.identity)),
-        };
-        let plural = if self.missing.len() == 1 { "" } else { "s" };
-        Error::user(
-            format!(
-                "table {name} has {identity}, which leaves out collection key column{plural} {}: its updates and deletes arrive without the key, so the capture cannot tell which document they change",
-                list(&self.missing)
-            ),
-            format!("run ALTER TABLE {table} REPLICA IDENTITY FULL; (or REPLICA IDENTITY USING INDEX on a unique index of the key columns), then increment the binding's backfill counter: the changes already written lack the key, and the backfill reads the table again"),
-        )
-    }
+    } else {
+        None
+    };
+    gap.describe(relation, index.as_deref())
 }
 
 /// The query that reads the current values of columns `missing` of the row a change left at
@@ -909,7 +828,7 @@ impl ToSql for TextParam<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::pgoutput::RelationColumn;
+    use crate::replication::pgoutput::{RelationColumn, ReplicaIdentity};
     use crate::value::PgType;
 
     fn text() -> PgType {
@@ -921,7 +840,7 @@ mod tests {
     }
 
     /// Columns `id int4` (the key), `code text`, `big text`, `doc xml`; identity flags as given.
-    fn relation(identity: ReplicaIdentity, flagged: &[&str]) -> (pgoutput::Relation<'static>, RelationEntry) {
+    fn relation(identity: ReplicaIdentity, flagged: &[&str]) -> RelationEntry {
         let names = ["id", "code", "big", "doc"];
         let columns: Vec<RelationColumn<'static>> = names
             .iter()
@@ -935,22 +854,10 @@ mod tests {
             replica_identity: identity,
             columns,
         };
-        let document_key_positions = vec![("id".to_string(), Some(0))];
-        let entry = RelationEntry {
-            namespace: "we\"ird".into(),
-            name: "t".into(),
-            types: vec![int4(), text(), text(), PgType::Builtin { name: "xml".into(), typmod: -1 }],
-            layout: DocumentLayout::new(&names),
-            binding: Some(0),
-            key_positions: vec![0],
-            columns: names.iter().map(|n| n.to_string()).collect(),
-            identity_gap: IdentityGap::of(&message, &document_key_positions),
-            document_key_positions,
-            identity_positions: (0..names.len()).filter(|i| flagged.contains(&names[*i])).collect(),
-            is_watermarks: false,
-            watermark_position: None,
-        };
-        (message, entry)
+        let types = vec![int4(), text(), text(), PgType::Builtin { name: "xml".into(), typmod: -1 }];
+        let key = ["id".to_string()];
+        let bound = BoundKeys { index: 0, key_columns: &key, document_key: &key };
+        RelationEntry::new(&message, types, Some(bound), ("flow", "watermarks"))
     }
 
     fn tuple(values: &[TupleValue<'static>]) -> TupleData<'static> {
@@ -958,34 +865,8 @@ mod tests {
     }
 
     #[test]
-    fn identities_that_leave_out_key_columns_are_gaps() {
-        let (_, entry) = relation(ReplicaIdentity::Index, &["code"]);
-        let gap = entry.identity_gap.clone().expect("a gap");
-        assert_eq!(gap.missing, ["id"]);
-        let error = gap.describe(&entry, Some("t_code"));
-        assert_eq!(
-            error.to_string(),
-            "table \"we\\\"ird.t\" has REPLICA IDENTITY USING INDEX \"t_code\" (columns \"code\"), which leaves out collection key column \"id\": its updates and deletes arrive without the key, so the capture cannot tell which document they change"
-        );
-        assert!(error.hint().unwrap().starts_with("run ALTER TABLE \"we\"\"ird\".\"t\" REPLICA IDENTITY FULL;"));
-        let (_, entry) = relation(ReplicaIdentity::Default, &["code"]);
-        assert!(entry.identity_gap.is_some());
-        // Identities holding the key, FULL, and tables without identity columns (whose
-        // updates and deletes the server refuses) are fine.
-        for (identity, flagged) in [
-            (ReplicaIdentity::Default, &["id"][..]),
-            (ReplicaIdentity::Index, &["code", "id"][..]),
-            (ReplicaIdentity::Full, &["id", "code", "big", "doc"][..]),
-            (ReplicaIdentity::Default, &[][..]),
-            (ReplicaIdentity::Nothing, &[][..]),
-        ] {
-            assert_eq!(relation(identity, flagged).1.identity_gap, None, "{identity:?} {flagged:?}");
-        }
-    }
-
-    #[test]
     fn unchanged_toast_values_come_from_the_old_tuple_that_carries_them() {
-        let (_, entry) = relation(ReplicaIdentity::Default, &["id"]);
+        let entry = relation(ReplicaIdentity::Default, &["id"]);
         let new =
             tuple(&[TupleValue::UnchangedToast, TupleValue::Text(b"c"), TupleValue::UnchangedToast, TupleValue::Null]);
         let mut row = EncodedRow::default();
@@ -1014,7 +895,7 @@ mod tests {
 
     #[test]
     fn current_values_are_read_by_the_replica_identity_with_quoted_names_and_parameters() {
-        let (_, entry) = relation(ReplicaIdentity::Default, &["id", "code"]);
+        let entry = relation(ReplicaIdentity::Default, &["id", "code"]);
         let new = tuple(&[
             TupleValue::Text(b"8"),
             TupleValue::UnchangedToast,
@@ -1032,7 +913,7 @@ mod tests {
         assert_eq!(params, [b"8".to_vec(), b"c'; --".to_vec()]);
         // An identity value that is not known: no query.
         assert_eq!(current_values_query(&entry, &new, None, &[2]), None);
-        let (_, keyless) = relation(ReplicaIdentity::Default, &[]);
+        let keyless = relation(ReplicaIdentity::Default, &[]);
         assert_eq!(current_values_query(&keyless, &new, Some(&old), &[2]), None);
     }
 }

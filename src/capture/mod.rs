@@ -60,6 +60,7 @@ mod chunks;
 pub mod document;
 pub mod keys;
 pub mod order;
+mod relations;
 pub mod retype;
 mod slot;
 pub mod slot_wait;
@@ -86,9 +87,10 @@ use crate::pg::replication::{ReplicationClient, ReplicationStream};
 use crate::pg::{quote_identifier, PgError};
 use crate::protocol::emitter::Emitter;
 use crate::protocol::{Open, Request, RequestReader};
-use crate::value::{self, PgType};
+use crate::value;
 use chunks::ChunkRows;
-use document::{DocumentLayout, EncodedRow};
+use document::EncodedRow;
+use relations::Relations;
 use spill::Spill;
 use state::{BindingState, CaptureState, TableMode};
 use transactions::TransactionAssembler;
@@ -159,29 +161,6 @@ struct ChunkUndo {
     scanned_key: Option<Vec<order::KeyValue>>,
 }
 
-/// A relation announced by a Relation message.
-struct RelationEntry {
-    namespace: String,
-    name: String,
-    types: Vec<PgType>,
-    layout: DocumentLayout,
-    binding: Option<usize>,
-    /// Positions of the binding's key columns among the relation's columns.
-    key_positions: Vec<usize>,
-    /// Column names, in the order tuples list their values.
-    columns: Vec<String>,
-    /// Where each column of the binding's collection key is among the relation's columns
-    /// (`None`: the relation does not carry it).
-    document_key_positions: Vec<(String, Option<usize>)>,
-    /// Positions of the replica identity's columns (the old key of updates and deletes).
-    identity_positions: Vec<usize>,
-    /// The replica identity, when its old key leaves out collection key columns: updates
-    /// and deletes then cannot be matched to their documents (see `changes::IdentityGap`).
-    identity_gap: Option<changes::IdentityGap>,
-    is_watermarks: bool,
-    watermark_position: Option<usize>,
-}
-
 /// A chunk query started ahead of time (see `Session::prefetch_next_chunk`).
 struct PrefetchedChunk {
     index: usize,
@@ -211,7 +190,7 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     registry: TypeRegistry,
     bindings: Vec<Binding>,
     by_table: BTreeMap<(String, String), usize>,
-    relations: BTreeMap<u32, RelationEntry>,
+    relations: Relations,
     protocol_version: u32,
     /// End LSN of the last transaction whose changes were emitted.
     cursor: Lsn,
@@ -481,7 +460,7 @@ where
             .map(|(i, b)| ((b.table.schema.clone(), b.table.name.clone()), i))
             .collect(),
         bindings,
-        relations: BTreeMap::new(),
+        relations: Relations::default(),
         protocol_version,
         cursor: start,
         unacknowledged: VecDeque::new(),
