@@ -55,6 +55,7 @@
 //! hanging on a socket whose network path was cut.
 
 pub mod backfill;
+mod change_plan;
 mod changes;
 mod chunks;
 pub mod document;

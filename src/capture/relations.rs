@@ -110,6 +110,13 @@ impl Relations {
         self.by_oid.get(oid)
     }
 
+    /// The relation a change refers to: its Relation message always comes first.
+    pub(super) fn of_change(&self, oid: u32) -> Result<&RelationEntry, Error> {
+        self.by_oid
+            .get(&oid)
+            .ok_or_else(|| Error::Internal(format!("a change arrived for relation {oid} before its Relation message")))
+    }
+
     /// Whether a Relation message of `oid` arrived before (a second one announces a change).
     pub(super) fn contains_key(&self, oid: &u32) -> bool {
         self.by_oid.contains_key(oid)
@@ -304,5 +311,7 @@ mod tests {
         assert!(relations.contains_key(&1));
         assert_eq!(relations.get(&1).map(|r| r.key_positions.clone()), Some(vec![1]));
         assert!(relations.get(&2).is_none());
+        let error = relations.of_change(2).expect_err("not announced").to_string();
+        assert_eq!(error, "internal error: a change arrived for relation 2 before its Relation message");
     }
 }
