@@ -53,9 +53,11 @@ pub(super) enum Step {
     /// Nothing: a BEGIN opened a transaction, a streamed block started or stopped, or the
     /// message carries nothing the capture uses (Type, Origin, a logical decoding message).
     Nothing,
-    /// A Relation message outside a streamed block: update the relation cache.
+    /// A Relation message, live outside a streamed block or replayed: update the relation
+    /// cache.
     Relation,
-    /// A TRUNCATE outside a streamed block (not captured: the session warns or fails).
+    /// A TRUNCATE, live outside a streamed block or replayed (not captured: the session
+    /// warns or fails).
     Truncate,
     /// An insert, update or delete of this transaction: apply it now.
     Change(Transaction),
