@@ -65,17 +65,22 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
     };
-    let result: anyhow::Result<()> = runtime.block_on(async move {
+    let result: anyhow::Result<Result<(), source_postgres::error::Error>> = runtime.block_on(async move {
         match cli.command {
-            None => source_postgres::run_connector().await.map_err(|err| anyhow::anyhow!(err.to_user_text())),
-            Some(Command::Preview(args)) => source_postgres::preview::run(args).await,
-            Some(Command::Schemas { write, dir }) => write_schemas(write, &dir),
+            None => Ok(source_postgres::run_connector().await),
+            Some(Command::Preview(args)) => source_postgres::preview::run(args).await.map(Ok),
+            Some(Command::Schemas { write, dir }) => write_schemas(write, &dir).map(Ok),
         }
     });
     // Requests may leave replication or stdin tasks parked; don't wait for them.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            let fields = BTreeMap::from([("error_class", serde_json::Value::from(err.class().as_str()))]);
+            source_postgres::log::log_fatal(&err.to_user_text(), fields);
+            ExitCode::from(1)
+        }
         Err(err) => fail(&format!("{err:#}")),
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::config::{EndpointConfig, ResourceConfig};
-use crate::protocol::emitter::SpecResponse;
+use crate::protocol::responses::SpecResponse;
 use crate::protocol::PROTOCOL_VERSION;
 
 pub const DOCUMENTATION_URL: &str = "https://go.estuary.dev/source-postgresql";

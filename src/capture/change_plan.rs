@@ -109,14 +109,18 @@ pub(super) fn sides_to_emit(
     }
 }
 
-/// Whether `change` of the watermarks table writes the watermark the session waits for.
-pub(super) fn carries_watermark(relation: &RelationEntry, change: &ChangeKind<'_, '_>, expected: Option<&str>) -> bool {
-    let (ChangeKind::Insert { new } | ChangeKind::Update { new, .. }, Some(position), Some(expected)) =
-        (change, relation.watermark_position, expected)
+/// The watermark a `change` of the watermarks table writes (its text in the watermark
+/// column of an inserted or updated row); the fence decides whether it is the awaited one.
+pub(super) fn written_watermark<'a>(relation: &RelationEntry, change: &ChangeKind<'a, '_>) -> Option<&'a [u8]> {
+    let (ChangeKind::Insert { new } | ChangeKind::Update { new, .. }, Some(position)) =
+        (change, relation.watermark_position)
     else {
-        return false;
+        return None;
     };
-    matches!(new.values.get(position), Some(TupleValue::Text(value)) if *value == expected.as_bytes())
+    match new.values.get(position) {
+        Some(TupleValue::Text(value)) => Some(*value),
+        _ => None,
+    }
 }
 
 /// The documents a change becomes, its rows being encoded (see [`plan_documents`]).
@@ -572,20 +576,18 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn the_awaited_watermark_is_recognized_in_inserts_and_updates() {
+    fn the_written_watermark_is_read_from_inserts_and_updates() {
         let mut entry = relation(ReplicaIdentity::Default, &["id"]);
         entry.watermark_position = Some(1);
         let written = row(Text(b"1"), [Text(b"w-42"), Null, Null]);
-        assert!(carries_watermark(&entry, &ChangeKind::Insert { new: &written }, Some("w-42")));
-        assert!(carries_watermark(&entry, &ChangeKind::Update { old: None, new: &written }, Some("w-42")));
-        assert!(!carries_watermark(&entry, &ChangeKind::Insert { new: &written }, Some("w-41")));
-        assert!(!carries_watermark(&entry, &ChangeKind::Insert { new: &written }, None));
-        assert!(!carries_watermark(
-            &entry,
-            &ChangeKind::Delete { old: &OldTuple::Full(written.clone()) },
-            Some("w-42")
-        ));
+        let watermark = Some(&b"w-42"[..]);
+        assert_eq!(written_watermark(&entry, &ChangeKind::Insert { new: &written }), watermark);
+        assert_eq!(written_watermark(&entry, &ChangeKind::Update { old: None, new: &written }), watermark);
+        let deleted = OldTuple::Full(written.clone());
+        assert_eq!(written_watermark(&entry, &ChangeKind::Delete { old: &deleted }), None, "a delete writes none");
+        let cleared = row(Text(b"1"), [Null, Null, Null]);
+        assert_eq!(written_watermark(&entry, &ChangeKind::Insert { new: &cleared }), None);
         entry.watermark_position = None;
-        assert!(!carries_watermark(&entry, &ChangeKind::Insert { new: &written }, Some("w-42")));
+        assert_eq!(written_watermark(&entry, &ChangeKind::Insert { new: &written }), None);
     }
 }

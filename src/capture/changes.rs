@@ -44,16 +44,17 @@ use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
 use super::change_plan::{
-    carries_watermark, missing_key_error, plan_documents, sides_to_emit, unresent_toast_positions, write_documents,
+    missing_key_error, plan_documents, sides_to_emit, unresent_toast_positions, write_documents, written_watermark,
     ChangeKind, Plan, PreciseBackfill,
 };
 use super::document::{EncodedRow, Source};
 use super::relations::{BoundKeys, IdentityGap, RelationEntry};
 use super::spill::SpilledMessage;
 use super::state::TableMode;
+use super::status::StatusReporter;
 use super::transactions::{Step, Transaction, TransactionAssembler};
 use super::visibility::Snapshot;
-use super::{backfill, lsn_i64, pg, value_error, with_deadline, Binding, Keepalive, Session};
+use super::{backfill, lsn_i64, pg, value_error, with_deadline, Binding, Session};
 use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
 use crate::lsn::Lsn;
@@ -71,29 +72,23 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         frame: Option<ReplicationFrame>,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        self.reply_awaited_since = None;
+        self.status.answered();
         match frame {
             None => Err(Error::user(
                 "the server ended the replication stream",
                 "check the server log: the slot may have been dropped or the server shut down",
             )),
             Some(ReplicationFrame::Keepalive { wal_end, reply_requested, .. }) => {
-                self.server_flushed = self.server_flushed.max(wal_end);
                 // An idle position: nothing of ours is in flight below `wal_end`, so it can
                 // become the cursor (and, once acknowledged, the slot's confirmed position).
-                if self.transactions.is_idle() && wal_end > self.cursor && !self.hold_checkpoints {
-                    self.cursor = wal_end;
-                    self.checkpoint_due = true;
-                }
+                self.checkpoints.on_keepalive(wal_end, self.transactions.is_idle());
                 if reply_requested {
                     self.send_status(stream, false).await?;
                 }
                 Ok(())
             }
             Some(ReplicationFrame::XLogData { wal_start, wal_end, data, .. }) => {
-                self.server_wal_end = self.server_wal_end.max(wal_end);
-                self.server_flushed = self.server_flushed.max(wal_end);
-                self.last_message_start = wal_start;
+                self.checkpoints.on_data(wal_start, wal_end);
                 let context = self.transactions.decode_context(self.protocol_version);
                 let message = pgoutput::decode_message(&data, &context).map_err(|err| {
                     Error::Internal(format!("cannot decode a pgoutput message at {wal_start}: {err}"))
@@ -135,9 +130,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             self.apply(step, message, spilled.wal_start, stream).await?;
             // Replaying a huge transaction takes a while: keep the walsender, which
             // waits for our replies, from timing the connection out meanwhile.
-            if self.last_status.elapsed() >= self.status_interval {
-                self.send_status(stream, false).await?;
-            }
+            let confirmable = self.checkpoints.confirmable();
+            self.status.send_if_due(stream, confirmable).await?;
         }
         let end_lsn = self.transactions.finish_replay()?;
         self.on_commit(end_lsn);
@@ -191,13 +185,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     fn on_commit(&mut self, end_lsn: Lsn) {
-        self.cursor = self.cursor.max(end_lsn);
-        self.checkpoint_due = true;
-        self.transactions_since_checkpoint += 1;
-        if self.watermark_seen {
-            self.fence_reached = true;
-            self.watermark_seen = false;
-        }
+        self.checkpoints.on_commit(end_lsn);
+        self.fence.on_commit();
     }
 
     async fn on_relation(&mut self, relation: pgoutput::Relation<'_>) -> Result<(), Error> {
@@ -330,12 +319,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     let moved = MovedRow { relation, relation_oid, new, old, xid: transaction.xid };
                     let mut lookup = RowLookup {
                         client: &self.client,
-                        keepalive: Keepalive {
-                            stream: &mut *stream,
-                            last_status: &mut self.last_status,
-                            interval: self.status_interval,
-                            flushed: self.acknowledged,
-                        },
+                        status: &mut self.status,
+                        stream: &mut *stream,
+                        confirmable: self.checkpoints.confirmable(),
                         limit,
                         toast_warnings: &mut self.toast_warnings,
                     };
@@ -344,7 +330,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
             Plan::Create | Plan::Update { .. } | Plan::Delete | Plan::KeyChange { .. } => {}
         }
-        let loc = [lsn_i64(self.cursor), lsn_i64(wal_start), lsn_i64(transaction.final_lsn)];
+        let loc = [lsn_i64(self.checkpoints.cursor()), lsn_i64(wal_start), lsn_i64(transaction.final_lsn)];
         let source = change_source(binding, transaction, loc, self.source_tag.as_deref());
         let old_key_delete = write_documents(&mut self.document, relation, (&self.row, &self.old_row), plan, &source);
         if let Some(delete) = old_key_delete {
@@ -374,8 +360,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     ) -> Result<Option<usize>, Error> {
         let relation = self.relations.of_change(relation_oid)?;
         if relation.is_watermarks {
-            if carries_watermark(relation, change, self.pending_watermark.as_deref()) {
-                self.watermark_seen = true;
+            if let Some(value) = written_watermark(relation, change) {
+                self.fence.saw(value);
             }
             return Ok(None);
         }
@@ -402,14 +388,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
         let index = u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-        let mut keepalive = Keepalive {
-            stream: &mut *stream,
-            last_status: &mut self.last_status,
-            interval: self.status_interval,
-            flushed: self.acknowledged.min(self.server_flushed),
-        };
-        keepalive.during(self.emitter.captured(index, delete)).await?;
-        self.documents_since_checkpoint += 1;
+        let confirmable = self.checkpoints.confirmable();
+        self.status.during(stream, confirmable, self.emitter.captured(index, delete)).await?;
+        self.checkpoints.on_document();
         Ok(())
     }
 }
@@ -457,7 +438,10 @@ struct MovedRow<'a> {
 /// What reading a moved row's current values needs of the session.
 struct RowLookup<'a> {
     client: &'a Client,
-    keepalive: Keepalive<'a>,
+    /// Keep-alive updates while the lookup runs, reporting `confirmable`.
+    status: &'a mut StatusReporter,
+    stream: &'a mut ReplicationStream,
+    confirmable: Lsn,
     limit: Duration,
     /// Tables already warned about key changes that lost unchanged TOAST values.
     toast_warnings: &'a mut BTreeSet<u32>,
@@ -475,8 +459,8 @@ impl RowLookup<'_> {
         let table = format!("{}.{}", moved.relation.namespace, moved.relation.name);
         match current_values_query(moved.relation, moved.new, moved.old, &missing) {
             Some((sql, params)) => {
-                let current =
-                    self.keepalive.around(current_values(self.client, &sql, &params, moved.xid, self.limit)).await?;
+                let lookup = current_values(self.client, &sql, &params, moved.xid, self.limit);
+                let current = self.status.around(self.stream, self.confirmable, lookup).await?;
                 // Row gone (deleted or moved on since): the stream carries that change after
                 // this one, so the document needs nothing.
                 if let Some(values) = current {

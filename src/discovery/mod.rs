@@ -29,7 +29,7 @@ use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::protocol::emitter::DiscoveredBinding;
+use crate::protocol::responses::DiscoveredBinding;
 use crate::value::{self, PgType};
 use catalog::TypeRegistry;
 use filter::TablePattern;

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use serde_json::{json, Map, Value};
 
 use super::{DiscoveredTable, FALLBACK_KEY};
-use crate::protocol::emitter::DiscoveredBinding;
+use crate::protocol::responses::DiscoveredBinding;
 use crate::value;
 
 /// Settings that change the generated schemas.

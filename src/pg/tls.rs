@@ -29,6 +29,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -175,7 +176,7 @@ fn load_root_certs(sslrootcert: &str) -> Result<RootCertStore, PgError> {
         std::fs::read(sslrootcert.trim())
             .map_err(|err| invalid(format!("reading file \"{}\": {err}", sslrootcert.trim())))?
     };
-    let certificates = rustls_pemfile::certs(&mut pem.as_slice())
+    let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| invalid(format!("parsing PEM: {err}")))?;
     let mut store = RootCertStore::empty();
@@ -309,7 +310,7 @@ b3vYQGsk+h+2vx/PegIgBGbdxsDNUgtBl3Otc9FhzcUKccHgjrEuM8tASNTuuos=
 ";
 
     fn test_ca_der() -> Vec<u8> {
-        rustls_pemfile::certs(&mut TEST_CA_PEM.as_bytes()).next().unwrap().unwrap().to_vec()
+        CertificateDer::pem_slice_iter(TEST_CA_PEM.as_bytes()).next().unwrap().unwrap().to_vec()
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! belong to that checkpoint; a checkpoint is never written in the middle of a source
 //! transaction (the capture decides when to call [`Emitter::checkpoint`]).
 
-use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+
+use super::responses::Response;
+pub use super::responses::{DiscoveredBinding, SpecResponse, ValidatedBinding};
 
 /// Capacity of the stdout buffer: documents are flushed in blocks of this size.
 const BUFFER_BYTES: usize = 1 << 20;
@@ -20,63 +22,6 @@ pub struct Emitter<W: AsyncWrite + Unpin> {
     out: BufWriter<W>,
     /// Documents written since the last checkpoint.
     pending_documents: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SpecResponse {
-    pub protocol: u32,
-    pub config_schema: Value,
-    pub resource_config_schema: Value,
-    pub documentation_url: String,
-    pub resource_path_pointers: Vec<String>,
-}
-
-#[derive(Serialize, Debug, Clone, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DiscoveredBinding {
-    pub recommended_name: String,
-    pub resource_config: Value,
-    pub document_schema: Value,
-    pub key: Vec<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub is_fallback_key: bool,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ValidatedBinding {
-    pub resource_path: Vec<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-enum Response<'a> {
-    Spec(&'a SpecResponse),
-    Discovered {
-        bindings: &'a [DiscoveredBinding],
-    },
-    Validated {
-        bindings: &'a [ValidatedBinding],
-    },
-    Applied {
-        #[serde(rename = "actionDescription", skip_serializing_if = "str::is_empty")]
-        action_description: &'a str,
-    },
-    Opened {
-        #[serde(rename = "explicitAcknowledgements", skip_serializing_if = "std::ops::Not::not")]
-        explicit_acknowledgements: bool,
-    },
-    SourcedSchema {
-        #[serde(skip_serializing_if = "is_zero")]
-        binding: u32,
-        #[serde(rename = "documentSchema")]
-        document_schema: &'a Value,
-    },
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 impl<W: AsyncWrite + Unpin> Emitter<W> {

@@ -4,9 +4,11 @@
 //! optional with a default, unknown fields are ignored (newer runtimes add fields), both
 //! camelCase and snake_case names are accepted, and 32-bit numbers may arrive as strings.
 //! Responses are written strictly: only the protocol's camelCase keys, defaults omitted,
-//! because the runtime rejects unknown keys. Responses are written only by [`emitter`].
+//! because the runtime rejects unknown keys. Their types are in [`responses`]; they are
+//! written only by [`emitter`], the one writer of stdout.
 
 pub mod emitter;
+pub mod responses;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;

@@ -32,13 +32,11 @@
 //!
 //! # Running
 //!
-//! `cargo test --test it transcripts` runs every transcript, several at a time;
-//! `TRANSCRIPT=spec,discover_simple` picks some. `INSTA_UPDATE=always` writes new snapshots;
-//! review them before committing.
+//! Each transcript is a test of its own: `cargo test --test it transcript::` runs them all,
+//! `cargo test --test it transcript::capture_modes` one. `INSTA_UPDATE=always` writes new
+//! snapshots; review them before committing.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
@@ -50,52 +48,67 @@ const TRANSCRIPT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transcr
 const SPEC_REQUEST: &str = r#"{"spec":{"connectorType":"IMAGE","config":{}}}"#;
 const CAPTURE_NAME: &str = "tests/source-postgres";
 
+/// One test per transcript, so that one can be filtered and rerun
+/// (`cargo test --test it transcript::capture_modes`).
+macro_rules! transcripts {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check_transcript(stringify!($name));
+            }
+        )*
+
+        /// The transcripts the tests above run, which must be every file of the directory.
+        const LISTED: &[&str] = &[$(stringify!($name)),*];
+    };
+}
+
+transcripts! {
+    capture_backfill_scheduling,
+    capture_key_types,
+    capture_modes,
+    capture_replica_identity,
+    capture_table_lifecycle,
+    capture_toast_and_key_changes,
+    discover_history_mode,
+    discover_keys,
+    discover_partitions,
+    discover_simple,
+    discover_types,
+    spec,
+    validate_apply,
+    validate_binding_rules,
+    validate_keyless_table,
+    validate_missing_publication,
+    validate_unreadable_table,
+}
+
+/// A transcript added to the directory but not to the list above would never run.
 #[test]
-fn transcripts() {
-    let filter: Option<Vec<String>> =
-        std::env::var("TRANSCRIPT").ok().map(|names| names.split(',').map(|name| name.trim().to_string()).collect());
-    let mut files: Vec<PathBuf> = std::fs::read_dir(TRANSCRIPT_DIR)
+fn every_transcript_file_has_its_test() {
+    let mut files: Vec<String> = std::fs::read_dir(TRANSCRIPT_DIR)
         .unwrap_or_else(|e| panic!("read {TRANSCRIPT_DIR}: {e}"))
         .map(|entry| entry.expect("directory entry").path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "txt"))
-        .filter(|path| filter.as_ref().is_none_or(|names| names.iter().any(|name| *name == transcript_name(path))))
+        .map(|path| transcript_name(&path))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no transcripts to run (TRANSCRIPT={filter:?})");
-
-    // Transcripts mostly wait on the server and the binary: run a few at once.
-    let workers =
-        std::env::var("TRANSCRIPT_JOBS").ok().and_then(|jobs| jobs.parse().ok()).unwrap_or(4).clamp(1, files.len());
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let Some(path) = files.get(next.fetch_add(1, Ordering::SeqCst)) else {
-                    return;
-                };
-                let name = transcript_name(path);
-                let outcome = std::panic::catch_unwind(|| check_transcript(path, &name));
-                if outcome.is_err() {
-                    failures.lock().unwrap().push(name);
-                }
-            });
-        }
-    });
-    let mut failures = failures.into_inner().unwrap();
-    failures.sort();
-    assert!(failures.is_empty(), "transcripts failed or differ from their snapshots (details above): {failures:?}");
+    let mut listed: Vec<String> = LISTED.iter().map(|name| name.to_string()).collect();
+    listed.sort();
+    assert_eq!(files, listed, "every tests/transcripts/*.txt needs a line in the `transcripts!` list");
 }
 
 fn transcript_name(path: &Path) -> String {
     path.file_stem().and_then(|stem| stem.to_str()).expect("transcript file name is UTF-8").to_string()
 }
 
-fn check_transcript(path: &Path, name: &str) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+fn check_transcript(name: &str) {
+    let path = Path::new(TRANSCRIPT_DIR).join(format!("{name}.txt"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let output = run_transcript(name, &text);
     let mut settings = insta::Settings::clone_current();
-    settings.set_input_file(path);
+    settings.set_input_file(&path);
     settings.set_omit_expression(true);
     settings.bind(|| insta::assert_snapshot!(name, output));
 }
@@ -350,18 +363,56 @@ fn push_line(out: &mut String, text: &str) {
     }
 }
 
-/// Checks the line is one JSON value and, if `pretty`, indents it.
+/// Checks the line is one JSON value and, if `pretty` (a response), indents it; otherwise
+/// (a captured document or checkpoint) summarises its long strings.
 fn render_stdout_line(line: &str, pretty: bool) -> String {
     if serde_json::from_str::<Value>(line).is_err() {
         return format!("!! not JSON: {line}");
     }
     if !pretty {
-        return line.to_string();
+        return summarise_long_strings(line);
     }
     let mut parser = JsonParser { text: line, at: 0 };
     let tree = parser.value();
     let mut out = String::new();
     render(&tree, 0, &mut out);
+    out
+}
+
+/// String literals longer than this (as written, escapes included) are summarised.
+const LONG_STRING: usize = 1024;
+
+/// Replaces each string literal of a JSON text longer than [`LONG_STRING`] by its length and
+/// the start of its SHA-256 (of the literal as written), so that a snapshot of a document
+/// with a TOASTed value stays readable and still changes when the value does.
+fn summarise_long_strings(json: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = json.as_bytes();
+    let mut out = String::with_capacity(json.len().min(4096));
+    let mut copied = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'"' {
+            at += 1;
+            continue;
+        }
+        let start = at;
+        at += 1;
+        while at < bytes.len() && bytes[at] != b'"' {
+            at += if bytes[at] == b'\\' { 2 } else { 1 };
+        }
+        let end = at.min(bytes.len() - 1);
+        at += 1;
+        let content = &json[start + 1..end];
+        if content.len() > LONG_STRING {
+            let digest = Sha256::digest(content.as_bytes());
+            let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+            out.push_str(&json[copied..start]);
+            out.push_str(&format!("\"<{} bytes, sha256 {hex}…>\"", content.len()));
+            copied = end + 1;
+        }
+    }
+    out.push_str(&json[copied..]);
     out
 }
 
@@ -542,4 +593,21 @@ fn transcript_merge_patch_follows_rfc_7396() {
     let mut config = json!({"a": 1, "advanced": {"slotName": "s", "sslmode": "disable"}});
     merge_patch(&mut config, &json!({"a": null, "advanced": {"sslmode": "require"}, "b": [1]}));
     assert_eq!(config, json!({"advanced": {"slotName": "s", "sslmode": "require"}, "b": [1]}));
+}
+
+#[test]
+fn long_strings_are_summarised_by_length_and_hash() {
+    let long = "x".repeat(LONG_STRING + 1);
+    let escaped = format!("{}\\\"", "y".repeat(LONG_STRING));
+    let line = format!(r#"{{"short":"a\"b","long":"{long}","{long}":["{escaped}",1]}}"#);
+    let out = summarise_long_strings(&line);
+    let value: Value = serde_json::from_str(&out).expect("still JSON");
+    assert_eq!(value["short"], "a\"b");
+    let summary = value["long"].as_str().expect("a string");
+    assert!(summary.starts_with(&format!("<{} bytes, sha256 ", LONG_STRING + 1)), "{summary}");
+    // Keys are strings too; equal values give equal summaries, other values other ones.
+    assert!(value.get(summary).is_some(), "{out}");
+    let other = value[summary][0].as_str().expect("a string");
+    assert!(other.starts_with(&format!("<{} bytes, sha256 ", LONG_STRING + 2)) && other != summary, "{out}");
+    assert_eq!(summarise_long_strings(r#"{"a":"b"}"#), r#"{"a":"b"}"#);
 }
