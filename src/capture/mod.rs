@@ -44,7 +44,10 @@
 //! The session keeps the IO handles and the main loop (this file). It drives `open` (setup
 //! up to the first checkpoint), `changes` (replication messages to documents), `rounds` and
 //! `chunks` (backfill chunks), `publication` (checks while running), `slot` (which slot, from
-//! where) and `input` (acknowledgements), and these pure, unit-tested state machines:
+//! where) and `input` (acknowledgements), and these pure, unit-tested parts:
+//! `transactions` (Begin/Commit/Stream* messages into apply, spill, discard and replay
+//! steps), `relations` (the relation cache: layouts, key positions, identity gaps),
+//! `change_plan` (the precise-backfill filter and the documents of one change),
 //! `checkpoints` (checkpoint policy, acknowledgement queue, how far the slot may be
 //! confirmed), `fence` (the watermark fence), `status` (status updates, the reply watchdog,
 //! keep-alive while stdout blocks), `chunk_plan` (chunk windows, sizes, outcomes) and
@@ -56,6 +59,7 @@
 //! from its last checkpoint) instead of hanging on a socket whose network path was cut.
 
 pub mod backfill;
+mod change_plan;
 mod changes;
 mod checkpoints;
 mod chunk_plan;
@@ -68,6 +72,7 @@ mod open;
 pub mod order;
 mod publication;
 mod reconcile;
+mod relations;
 pub mod retype;
 mod rounds;
 mod slot;
@@ -75,6 +80,7 @@ pub mod slot_wait;
 pub mod spill;
 pub mod state;
 mod status;
+mod transactions;
 pub mod visibility;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,15 +101,17 @@ use crate::pg::replication::ReplicationStream;
 use crate::pg::PgError;
 use crate::protocol::emitter::Emitter;
 use crate::protocol::{Open, RequestReader};
-use crate::value::{self, PgType};
+use crate::value;
 use checkpoints::{Checkpoints, Timing};
 use chunks::ChunkRows;
-use document::{DocumentLayout, EncodedRow};
+use document::EncodedRow;
 use fence::Fence;
 use input::{read_input, Input};
+use relations::Relations;
 use spill::Spill;
 use state::BindingState;
 use status::StatusReporter;
+use transactions::TransactionAssembler;
 use visibility::{DeliveredXids, Snapshot};
 
 pub(crate) use reconcile::{choose_key_columns, unusable_backfill_key, UNUSABLE_KEY_HINT};
@@ -156,37 +164,6 @@ struct ChunkUndo {
     scanned_key: Option<Vec<order::KeyValue>>,
 }
 
-/// A relation announced by a Relation message.
-struct RelationEntry {
-    namespace: String,
-    name: String,
-    types: Vec<PgType>,
-    layout: DocumentLayout,
-    binding: Option<usize>,
-    /// Positions of the binding's key columns among the relation's columns.
-    key_positions: Vec<usize>,
-    /// Column names, in the order tuples list their values.
-    columns: Vec<String>,
-    /// Where each column of the binding's collection key is among the relation's columns
-    /// (`None`: the relation does not carry it).
-    document_key_positions: Vec<(String, Option<usize>)>,
-    /// Positions of the replica identity's columns (the old key of updates and deletes).
-    identity_positions: Vec<usize>,
-    /// The replica identity, when its old key leaves out collection key columns: updates
-    /// and deletes then cannot be matched to their documents (see `changes::IdentityGap`).
-    identity_gap: Option<changes::IdentityGap>,
-    is_watermarks: bool,
-    watermark_position: Option<usize>,
-}
-
-/// The transaction being received.
-#[derive(Clone, Copy)]
-struct Transaction {
-    final_lsn: Lsn,
-    commit_time_us: i64,
-    xid: u32,
-}
-
 /// A chunk query started ahead of time (see `Session::prefetch_next_chunk`).
 struct PrefetchedChunk {
     index: usize,
@@ -209,12 +186,11 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     registry: TypeRegistry,
     bindings: Vec<Binding>,
     by_table: BTreeMap<(String, String), usize>,
-    relations: BTreeMap<u32, RelationEntry>,
+    relations: Relations,
     protocol_version: u32,
     /// The cursor, when a checkpoint is due, and the acknowledgement queue.
     checkpoints: Checkpoints,
-    transaction: Option<Transaction>,
-    streamed_block: Option<u32>,
+    transactions: TransactionAssembler,
     spill: Spill,
     /// The watermark we are streaming towards, and whether it was reached.
     fence: Fence,
@@ -464,7 +440,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
             // Checkpoints fall between transactions only: with one open, keep reading
             // until its commit.
-            match self.checkpoints.timing(self.transaction.is_none()) {
+            match self.checkpoints.timing(self.transactions.current().is_none()) {
                 Timing::NotDue => {}
                 Timing::Now => self.checkpoint_if_due(false, stream).await?,
                 Timing::UnlessFrameWithin(wait) => match tokio::time::timeout(wait, stream.recv()).await {
@@ -507,7 +483,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         mut binding_patches: Map<String, Value>,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        if let Some(transaction) = self.transaction {
+        if let Some(transaction) = self.transactions.current() {
             return Err(Error::Internal(format!("a checkpoint was requested inside transaction {}", transaction.xid)));
         }
         // Taken before it is written: a write that fails ends the session.

@@ -20,9 +20,11 @@ use super::checkpoints::Checkpoints;
 use super::document::EncodedRow;
 use super::fence::Fence;
 use super::reconcile::{self, Reconciled};
+use super::relations::Relations;
 use super::spill::Spill;
 use super::state::CaptureState;
 use super::status::{self, StatusReporter};
+use super::transactions::TransactionAssembler;
 use super::visibility::DeliveredXids;
 use super::{pg, slot, with_deadline, Session, DELIVERED_XIDS_CHECK_AT, STARTUP_ANSWER_LIMIT};
 use crate::config::{Config, ResourceConfig};
@@ -91,11 +93,10 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
             .map(|(i, b)| ((b.table.schema.clone(), b.table.name.clone()), i))
             .collect(),
         bindings,
-        relations: BTreeMap::new(),
+        relations: Relations::default(),
         protocol_version,
         checkpoints: Checkpoints::new(start, server_flushed),
-        transaction: None,
-        streamed_block: None,
+        transactions: TransactionAssembler::default(),
         spill: Spill::default(),
         fence: Fence::default(),
         status: StatusReporter::new(status_interval, Instant::now()),
