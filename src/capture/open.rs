@@ -245,11 +245,17 @@ async fn start_replication(
 }
 
 /// Session settings of the SQL connection used for backfills and watermarks.
+///
+/// `synchronous_commit = local`: a watermark's commit is flushed before it returns, so the
+/// walsender (which sends only flushed WAL) delivers the fence at once. Under a server
+/// default of `off` (common tuning) every fence would otherwise wait for the WAL writer
+/// (`wal_writer_delay`, 200 ms by default); `local` does not wait for synchronous standbys.
 async fn configure_session(client: &Client, config: &Config) -> Result<(), Error> {
     let timeout_ms = config.statement_timeout.map_or(0, |d| d.as_millis());
     client
         .batch_execute(&format!(
-            "SET statement_timeout = {timeout_ms}; SET max_parallel_workers_per_gather = 0; SET lock_timeout = 60000"
+            "SET statement_timeout = {timeout_ms}; SET max_parallel_workers_per_gather = 0; SET lock_timeout = 60000; \
+             SET synchronous_commit = local"
         ))
         .await
         .map_err(pg)

@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::capture::state::merge_patch;
+use source_postgres::capture::state::{encode_state_key, merge_patch};
 
 /// Arguments of `source-postgres preview`.
 #[derive(Debug, Clone, clap::Args)]
@@ -126,27 +126,6 @@ fn read_capture(args: &PreviewArgs) -> anyhow::Result<CaptureDefinition> {
     };
     let bindings = capture.get("bindings").and_then(Value::as_array).cloned().unwrap_or_default();
     Ok(CaptureDefinition { name, command, env, config, bindings })
-}
-
-/// The runtime's state key: the resource path joined by `/`, percent-encoded except
-/// letters, digits and `-_+.=`, plus `.v<N>` when the backfill counter is non-zero.
-pub fn encode_state_key(resource_path: &[String], backfill: u32) -> String {
-    let joined = resource_path.join("/");
-    let mut key = String::with_capacity(joined.len());
-    for c in joined.chars() {
-        if c.is_alphanumeric() || matches!(c, '-' | '_' | '+' | '.' | '=') {
-            key.push(c);
-        } else {
-            let mut buf = [0u8; 4];
-            for byte in c.encode_utf8(&mut buf).bytes() {
-                key.push_str(&format!("%{byte:02X}"));
-            }
-        }
-    }
-    if backfill != 0 {
-        key.push_str(&format!(".v{backfill}"));
-    }
-    key
 }
 
 /// One connector process speaking the protocol over pipes.
@@ -632,12 +611,5 @@ mod tests {
             &json!({"rows_backfilled": 50, "rows_estimated": 200, "rows_per_second": 10, "tables_backfilling": 1, "tables_total": 3}),
         );
         assert_eq!(bar, "[########......................]  25%  50 of ~200 rows  10 rows/s  1 of 3 tables left");
-    }
-
-    #[test]
-    fn state_keys_match_the_runtime_encoding() {
-        assert_eq!(encode_state_key(&["test".into(), "USERS".into()], 0), "test%2FUSERS");
-        assert_eq!(encode_state_key(&["a/cdc".into(), "table+baz".into()], 3), "a%2Fcdc%2Ftable+baz.v3");
-        assert_eq!(encode_state_key(&["public".into(), "my table".into()], 0), "public%2Fmy%20table");
     }
 }

@@ -57,7 +57,7 @@ use tokio_postgres::Client;
 use crate::config::{BackfillMode, Config, Purpose, ResourceConfig};
 use crate::error::Error;
 use crate::pg::{quote_identifier, quote_literal};
-use crate::protocol::emitter::ValidatedBinding;
+use crate::protocol::responses::ValidatedBinding;
 use crate::protocol::{Apply, CaptureSpec, Validate};
 use platform::{Platform, PlatformHints};
 

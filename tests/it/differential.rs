@@ -825,7 +825,7 @@ async fn run_workload(
         if let Ok(trace) = std::env::var("DIFF_TRACE") {
             // The workload's side of a traced key's story, and every change of definition.
             if !trace.is_empty() && (sql.contains(&trace) || sql.contains("ALTER TABLE")) {
-                let result = outcome.as_ref().map_or_else(|e| describe_pg_error(e), |()| "ok".to_string());
+                let result = outcome.as_ref().map_or_else(describe_pg_error, |()| "ok".to_string());
                 eprintln!("differential: trace workload: {}: {}", cut(&sql), cut(&result));
             }
         }

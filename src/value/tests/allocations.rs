@@ -2,7 +2,11 @@
 //! (`realloc` counts as an allocation of its new size): the deterministic measure of the
 //! encoders' work that `encoding_work_grows_linearly_with_the_value` relies on.
 //!
-//! Installed as the global allocator of the library's unit-test binary only.
+//! Installed as the global allocator of the library's unit-test binary only. A global
+//! allocator is unsafe code by nature: this is the crate's one exception to its
+//! `unsafe_code` lint, and it only forwards to the system allocator.
+
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
