@@ -61,13 +61,23 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// or its connection may be gone with the socket still open. A `SELECT 1` on the other
     /// connection tells the two apart: a server that answers it is alive and busy; one that
     /// does not within the deadline is not, and the capture fails rather than hang.
+    ///
+    /// The replication connection's watchdog does not run while a chunk is read (its frames
+    /// are not read then), so this probe is what notices a cut network path: it starts after
+    /// one status interval of silence and allows half the silence limit for the answer, so
+    /// that a dead server is noticed within about the same time as on the stream.
     pub(super) async fn probe_if_quiet(&self, quiet_since: &mut Instant) -> Result<(), Error> {
-        if quiet_since.elapsed() < self.silence_limit() {
+        if quiet_since.elapsed() < self.status.interval() {
             return Ok(());
         }
-        self.sql_deadline("a liveness probe while a backfill query was silent", self.client.simple_query("SELECT 1"))
-            .await?
-            .map_err(pg)?;
+        let limit = (self.silence_limit() / 2).max(super::MIN_PROBE_ANSWER);
+        super::with_deadline(
+            limit,
+            "a liveness probe while a backfill query was silent",
+            self.client.simple_query("SELECT 1"),
+        )
+        .await?
+        .map_err(pg)?;
         *quiet_since = Instant::now();
         Ok(())
     }

@@ -121,6 +121,9 @@ pub(crate) use reconcile::{choose_key_columns, unusable_backfill_key, UNUSABLE_K
 /// whose sockets stay open). Slot creation, which may rightly wait, is watched separately.
 const STARTUP_ANSWER_LIMIT: Duration = Duration::from_secs(30);
 
+/// The least time a liveness probe of a silent backfill query is given to answer.
+const MIN_PROBE_ANSWER: Duration = Duration::from_secs(5);
+
 /// Delivered transactions to remember before asking the server which of them every new
 /// snapshot sees (see [`visibility`]); this bounds the set during a long catch-up.
 const DELIVERED_XIDS_CHECK_AT: usize = 4_096;
