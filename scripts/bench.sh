@@ -3,7 +3,7 @@
 # starts its own throwaway PostgreSQL (wal_level=logical) on a free port, prints a table of
 # figures, and removes everything. Targets and measured figures: docs/performance.md.
 #
-#   scripts/bench.sh                          # all: backfill streaming largetx latency
+#   scripts/bench.sh                          # all: backfill tables streaming largetx latency encode
 #   scripts/bench.sh backfill streaming       # some
 #   BENCH_ROWS=200000 BENCH_REPS=1 scripts/bench.sh    # a quick pass
 #   scripts/bench.sh --write-docs [names...]  # also record the figures in docs/performance.md
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all=(backfill tables streaming largetx latency)
+all=(backfill tables streaming largetx latency encode)
 write_docs=0
 if [ "${1:-}" = "--write-docs" ]; then
   write_docs=1

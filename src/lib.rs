@@ -27,10 +27,7 @@
 //! - [`capture`]: the capture session: state, backfill, fences, checkpoints, acks.
 //! - [`batch`]: the `source-postgres-batch` connector (polling, no replication), built on
 //!   the same protocol, connection, discovery and value modules.
-//! - [`preview`]: the local runner that drives the binary from a catalog YAML file.
 //! - [`error`], [`lsn`], [`log`]: shared pieces; [`failpoint`]: crash points for fault tests.
-
-#![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod batch;
 pub mod capture;
@@ -41,7 +38,6 @@ pub mod failpoint;
 pub mod log;
 pub mod lsn;
 pub mod pg;
-pub mod preview;
 pub mod protocol;
 pub mod replication;
 pub mod spec;

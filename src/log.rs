@@ -34,6 +34,32 @@ pub fn init() {
     let _ = tracing_subscriber::registry().with(JsonLines.with_filter(filter)).try_init();
 }
 
+/// The final line of a run that failed: the error's message and hint, and its class
+/// (transient or definite, see [`crate::error`]) in the fields.
+pub fn log_error(err: &crate::error::Error) {
+    let fields = BTreeMap::from([("error_class", serde_json::Value::from(err.class().as_str()))]);
+    log_fatal(&err.to_user_text(), fields);
+}
+
+/// A panic is a bug; it still ends with one JSON error line and exit code 1 (the runtime
+/// shows the last stderr line), never a stack trace, and never a task dying silently.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".to_string());
+        log_fatal(
+            &format!("internal error: {payload}{location}\nHINT: this is a bug in the connector; please report it with this message"),
+            BTreeMap::new(),
+        );
+        std::process::exit(1);
+    }));
+}
+
 /// Write the final error line and nothing else; used right before exiting with code 1.
 pub fn log_fatal(message: &str, fields: BTreeMap<&'static str, serde_json::Value>) {
     write_line("error", message, fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());

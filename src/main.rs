@@ -11,6 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The local runner lives in the binary, not in the connector library: it spawns processes,
+// reads catalog YAML and reports with anyhow, none of which the connector itself needs.
+#[allow(clippy::disallowed_macros)] // anyhow is the binary's error type, allowed outside the library
+mod preview;
+
 #[derive(Parser)]
 #[command(name = "source-postgres", version, about = "PostgreSQL change-data-capture connector for Flow")]
 struct Cli {
@@ -21,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a capture from a catalog YAML file, printing documents as ["collection", doc] lines.
-    Preview(source_postgres::preview::PreviewArgs),
+    Preview(preview::PreviewArgs),
     /// Print (or write under spec/) the generated configuration schemas.
     Schemas {
         /// Write spec/endpoint-config.schema.json and spec/resource-config.schema.json (and the
@@ -36,22 +41,7 @@ enum Command {
 
 fn main() -> ExitCode {
     source_postgres::log::init();
-    // A panic is a bug; it still ends with one JSON error line and exit code 1 (the runtime
-    // shows the last stderr line), never a stack trace, and never a task dying silently.
-    std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        let payload = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown cause".to_string());
-        source_postgres::log::log_fatal(
-            &format!("internal error: {payload}{location}\nHINT: this is a bug in the connector; please report it with this message"),
-            BTreeMap::new(),
-        );
-        std::process::exit(1);
-    }));
+    source_postgres::log::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -68,7 +58,7 @@ fn main() -> ExitCode {
     let result: anyhow::Result<Result<(), source_postgres::error::Error>> = runtime.block_on(async move {
         match cli.command {
             None => Ok(source_postgres::run_connector().await),
-            Some(Command::Preview(args)) => source_postgres::preview::run(args).await.map(Ok),
+            Some(Command::Preview(args)) => preview::run(args).await.map(Ok),
             Some(Command::Schemas { write, dir }) => write_schemas(write, &dir).map(Ok),
         }
     });
@@ -77,8 +67,7 @@ fn main() -> ExitCode {
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
-            let fields = BTreeMap::from([("error_class", serde_json::Value::from(err.class().as_str()))]);
-            source_postgres::log::log_fatal(&err.to_user_text(), fields);
+            source_postgres::log::log_error(&err);
             ExitCode::from(1)
         }
         Err(err) => fail(&format!("{err:#}")),

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::schedule::Schedule;
-use crate::config::{check_address_text, check_name, echo, invalid, parse_address, shorten, ConfigError, SslModeName};
+use crate::config::{
+    check_address_text, check_name, echo, invalid, parse_address, shorten, ConfigError, Secret, SslModeName,
+};
 use crate::pg::{ConnectParams, SslMode};
 
 fn default_user() -> String {
@@ -43,7 +45,7 @@ pub struct BatchEndpointConfig {
     /// Password for the specified database user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(title = "Password", extend("secret" = true, "order" = 2))]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Logical database name to capture from.
     #[serde(default = "default_database")]
     #[schemars(title = "Database", extend("order" = 3))]
@@ -141,7 +143,7 @@ pub struct BatchConfig {
     pub raw: BatchEndpointConfig,
     pub host: String,
     pub port: u16,
-    pub password: String,
+    pub password: Secret,
     pub sslmode: SslMode,
     pub poll: Schedule,
     pub statement_timeout: Option<Duration>,
@@ -157,21 +159,7 @@ impl BatchConfig {
                 "pass the endpoint configuration as a JSON object with at least \"address\" and \"password\"",
             ));
         }
-        let raw: BatchEndpointConfig = serde_path_to_error::deserialize(value).map_err(|err| {
-            let path = err.path().to_string();
-            let text = err.into_inner().to_string();
-            let secret = path.contains("password") || path.contains("credentials");
-            let reason = if secret && (text.starts_with("invalid type") || text.starts_with("invalid value")) {
-                "has a value of the wrong type (the password must be a string)".to_string()
-            } else {
-                shorten(&text)
-            };
-            invalid(
-                &path,
-                reason,
-                "see the connector's configuration schema (the `spec` response) for the expected type",
-            )
-        })?;
+        let raw = deserialize(value)?;
         let address = raw.address.trim();
         if address.is_empty() {
             return Err(ConfigError::Missing {
@@ -190,25 +178,7 @@ impl BatchConfig {
             }
             check_name(field, value)?;
         }
-        let password = match (&raw.password, &raw.credentials) {
-            (Some(password), _) if !password.is_empty() => password.clone(),
-            (_, Some(crate::config::Credentials::UserPassword { password })) if !password.is_empty() => {
-                password.clone()
-            }
-            _ => {
-                return Err(ConfigError::Missing {
-                    field: "password".into(),
-                    hint: "set \"password\" to the password of the database user".into(),
-                })
-            }
-        };
-        if password.contains('\0') {
-            return Err(invalid(
-                "password",
-                "contains a NUL character, which cannot be sent to PostgreSQL",
-                "check the password",
-            ));
-        }
+        let password = check_password(&raw)?;
         if let Some(tunnel) = &raw.network_tunnel {
             let endpoint = tunnel.pointer("/sshForwarding/sshEndpoint").and_then(Value::as_str).unwrap_or("");
             if !endpoint.is_empty() {
@@ -224,16 +194,7 @@ impl BatchConfig {
         let poll = Schedule::parse(poll_text).map_err(|reason| {
             invalid("advanced.poll", reason, "use a duration such as \"5m\" or \"6h\", or \"daily at 12:34Z\"")
         })?;
-        let statement_timeout = match adv.statement_timeout.trim() {
-            "" | "0" => None,
-            text => Some(super::schedule::parse_go_duration(text).map_err(|_| {
-                invalid(
-                    "advanced.statement_timeout",
-                    format!("{} is not a duration", echo(text)),
-                    "use one of 30s, 1m, 5m, 30m, or leave it empty for the server's setting",
-                )
-            })?),
-        };
+        let statement_timeout = parse_statement_timeout(&adv.statement_timeout)?;
         for schema in &adv.discover_schemas {
             if schema.trim().is_empty() {
                 return Err(invalid(
@@ -243,15 +204,7 @@ impl BatchConfig {
                 ));
             }
         }
-        let sslmode = match adv.sslmode {
-            None => SslMode::Prefer,
-            Some(SslModeName::Disable) => SslMode::Disable,
-            Some(SslModeName::Allow) => SslMode::Allow,
-            Some(SslModeName::Prefer) => SslMode::Prefer,
-            Some(SslModeName::Require) => SslMode::Require,
-            Some(SslModeName::VerifyCa) => SslMode::VerifyCa,
-            Some(SslModeName::VerifyFull) => SslMode::VerifyFull,
-        };
+        let sslmode = SslModeName::mode_or_default(adv.sslmode);
         Ok(BatchConfig { host, port, password, sslmode, poll, statement_timeout, raw })
     }
 
@@ -260,7 +213,7 @@ impl BatchConfig {
             host: self.host.clone(),
             port: self.port,
             user: self.raw.user.clone(),
-            password: Some(self.password.clone()),
+            password: Some(self.password.expose().to_string()),
             database: self.raw.database.clone(),
             sslmode: self.sslmode,
             sslrootcert: self.raw.advanced.sslrootcert.clone(),
@@ -287,6 +240,58 @@ impl BatchConfig {
     /// default) rather than by `/_meta/polled` and `/_meta/index`.
     pub fn keyless_row_id(&self) -> bool {
         self.feature_flag("keyless_row_id", true)
+    }
+}
+
+/// The stored configuration; serde's messages never quote a value under `password` or
+/// `credentials`.
+fn deserialize(value: &Value) -> Result<BatchEndpointConfig, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let text = err.into_inner().to_string();
+        let secret = path.contains("password") || path.contains("credentials");
+        let reason = if secret && (text.starts_with("invalid type") || text.starts_with("invalid value")) {
+            "has a value of the wrong type (the password must be a string)".to_string()
+        } else {
+            shorten(&text)
+        };
+        invalid(&path, reason, "see the connector's configuration schema (the `spec` response) for the expected type")
+    })
+}
+
+/// The top-level password, else the CDC-style `credentials` one: present, and free of NUL.
+fn check_password(raw: &BatchEndpointConfig) -> Result<Secret, ConfigError> {
+    let password = match (&raw.password, &raw.credentials) {
+        (Some(password), _) if !password.is_empty() => password.clone(),
+        (_, Some(crate::config::Credentials::UserPassword { password })) if !password.is_empty() => password.clone(),
+        _ => {
+            return Err(ConfigError::Missing {
+                field: "password".into(),
+                hint: "set \"password\" to the password of the database user".into(),
+            })
+        }
+    };
+    if password.expose().contains('\0') {
+        return Err(invalid(
+            "password",
+            "contains a NUL character, which cannot be sent to PostgreSQL",
+            "check the password",
+        ));
+    }
+    Ok(password)
+}
+
+/// `advanced.statement_timeout`: blank or `0` leaves the server's setting, else a Go duration.
+fn parse_statement_timeout(text: &str) -> Result<Option<Duration>, ConfigError> {
+    match text.trim() {
+        "" | "0" => Ok(None),
+        text => Ok(Some(super::schedule::parse_go_duration(text).map_err(|_| {
+            invalid(
+                "advanced.statement_timeout",
+                format!("{} is not a duration", echo(text)),
+                "use one of 30s, 1m, 5m, 30m, or leave it empty for the server's setting",
+            )
+        })?)),
     }
 }
 
@@ -400,7 +405,7 @@ mod tests {
         assert!(err.contains("advanced.poll"), "{err}");
         // The CDC connector's credentials object works too.
         let cdc = json!({"address": "db", "credentials": {"auth_type": "UserPassword", "password": "pw"}});
-        assert_eq!(BatchConfig::parse(&cdc).unwrap().password, "pw");
+        assert_eq!(BatchConfig::parse(&cdc).unwrap().password.expose(), "pw");
     }
 
     #[test]

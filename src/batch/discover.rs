@@ -17,7 +17,7 @@ use crate::discovery::catalog::{self, TypeRegistry, SYSTEM_SCHEMAS};
 use crate::discovery::schema::{column_property, key_pointer, property_name, recommended_name};
 use crate::discovery::{Column, DiscoveredTable};
 use crate::error::Error;
-use crate::protocol::emitter::DiscoveredBinding;
+use crate::protocol::responses::DiscoveredBinding;
 
 /// The collection key of relations without a primary key.
 pub const ROW_ID_KEY: &str = "/_meta/row_id";

@@ -52,7 +52,8 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::protocol::emitter::{Emitter, SpecResponse, ValidatedBinding};
+use crate::protocol::emitter::Emitter;
+use crate::protocol::responses::{SpecResponse, ValidatedBinding};
 use crate::protocol::{Request, RequestReader, Validate, PROTOCOL_VERSION};
 use config::{BatchConfig, BatchEndpointConfig, BatchResource};
 
@@ -100,20 +101,7 @@ pub fn spec_response() -> SpecResponse {
 /// stdout, JSON logs on stderr, exit 1 with one error line on failure.
 pub fn main() -> ExitCode {
     crate::log::init();
-    std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        let payload = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown cause".to_string());
-        crate::log::log_fatal(
-            &format!("internal error: {payload}{location}\nHINT: this is a bug in the connector; please report it with this message"),
-            BTreeMap::new(),
-        );
-        std::process::exit(1);
-    }));
+    crate::log::install_panic_hook();
     let mut args = std::env::args().skip(1);
     if let Some(arg) = args.next() {
         let (text, code) = match arg.as_str() {
@@ -132,7 +120,10 @@ pub fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&err.to_user_text()),
+        Err(err) => {
+            crate::log::log_error(&err);
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -27,7 +27,14 @@
 //! table with a point query by the replica identity ([`current_values`]); the row's current
 //! state may be newer than the change, which merge reductions absorb because every later
 //! change of the row follows in the stream.
+//!
+//! The decisions are pure and live apart, each with its unit tests: [`transactions`] says
+//! which transaction a message belongs to (and what to spill, replay or discard),
+//! [`relations`] builds the relation cache's entries, and [`change_plan`] filters changes
+//! for a precise backfill and says which documents a change becomes. This file does the IO
+//! around them: catalog reads, the spill, the current-values lookup, emitting.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -36,20 +43,24 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
-use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
+use super::change_plan::{
+    missing_key_error, plan_documents, sides_to_emit, unresent_toast_positions, write_documents, written_watermark,
+    ChangeKind, Plan, PreciseBackfill,
+};
+use super::document::{EncodedRow, Source};
+use super::relations::{BoundKeys, IdentityGap, RelationEntry};
 use super::spill::SpilledMessage;
 use super::state::TableMode;
+use super::status::StatusReporter;
+use super::transactions::{Step, Transaction, TransactionAssembler};
 use super::visibility::Snapshot;
-use super::{backfill, lsn_i64, order, pg, value_error, with_deadline, Keepalive, RelationEntry, Session, Transaction};
+use super::{backfill, lsn_i64, pg, value_error, with_deadline, Binding, Session};
 use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
 use crate::lsn::Lsn;
 use crate::pg::quote_identifier;
 use crate::pg::replication::{ReplicationFrame, ReplicationStream};
-use crate::replication::pgoutput::{
-    self, DecodeContext, LogicalMessage, OldTuple, ReplicaIdentity, TupleData, TupleValue,
-};
-use crate::validate::{display_name, qualified};
+use crate::replication::pgoutput::{self, LogicalMessage, OldTuple, TupleData, TupleValue};
 use crate::value;
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -61,186 +72,121 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         frame: Option<ReplicationFrame>,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        self.reply_awaited_since = None;
+        self.status.answered();
         match frame {
             None => Err(Error::user(
                 "the server ended the replication stream",
                 "check the server log: the slot may have been dropped or the server shut down",
             )),
             Some(ReplicationFrame::Keepalive { wal_end, reply_requested, .. }) => {
-                self.server_flushed = self.server_flushed.max(wal_end);
                 // An idle position: nothing of ours is in flight below `wal_end`, so it can
                 // become the cursor (and, once acknowledged, the slot's confirmed position).
-                if self.transaction.is_none()
-                    && self.streamed_block.is_none()
-                    && wal_end > self.cursor
-                    && !self.hold_checkpoints
-                {
-                    self.cursor = wal_end;
-                    self.checkpoint_due = true;
-                }
+                self.checkpoints.on_keepalive(wal_end, self.transactions.is_idle());
                 if reply_requested {
                     self.send_status(stream, false).await?;
                 }
                 Ok(())
             }
             Some(ReplicationFrame::XLogData { wal_start, wal_end, data, .. }) => {
-                self.server_wal_end = self.server_wal_end.max(wal_end);
-                self.server_flushed = self.server_flushed.max(wal_end);
-                self.last_message_start = wal_start;
-                let context = DecodeContext {
-                    protocol_version: self.protocol_version,
-                    in_streamed_block: self.streamed_block.is_some(),
-                };
+                self.checkpoints.on_data(wal_start, wal_end);
+                let context = self.transactions.decode_context(self.protocol_version);
                 let message = pgoutput::decode_message(&data, &context).map_err(|err| {
                     Error::Internal(format!("cannot decode a pgoutput message at {wal_start}: {err}"))
                 })?;
-                if let Some(top_xid) = self.streamed_block {
-                    match &message {
-                        LogicalMessage::StreamStop => {
-                            self.streamed_block = None;
-                            return Ok(());
-                        }
-                        LogicalMessage::Relation(_)
-                        | LogicalMessage::Insert(_)
-                        | LogicalMessage::Update(_)
-                        | LogicalMessage::Delete(_)
-                        | LogicalMessage::Truncate(_) => {
-                            let xid = message_xid(&message).unwrap_or(top_xid);
-                            self.spill
-                                .push(top_xid, &SpilledMessage { wal_start, xid, payload: data.to_vec() })
-                                .map_err(|err| {
-                                    Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}"))
-                                })?;
-                            return Ok(());
-                        }
-                        _ => {}
+                match self.transactions.step(&message)? {
+                    Step::Spill { top_xid, xid } => {
+                        self.spill.push(top_xid, &SpilledMessage { wal_start, xid, payload: data.to_vec() }).map_err(
+                            |err| Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}")),
+                        )
+                    }
+                    Step::Nothing => Ok(()),
+                    Step::Discard { xid, subxid } => {
+                        self.spill.abort(xid, subxid);
+                        Ok(())
+                    }
+                    Step::Commit { end_lsn } => {
+                        self.on_commit(end_lsn);
+                        Ok(())
+                    }
+                    Step::Replay(transaction) => self.replay_streamed(transaction, stream).await,
+                    step @ (Step::Relation | Step::Truncate | Step::Change(_)) => {
+                        self.apply(step, message, wal_start, stream).await
                     }
                 }
-                self.on_message(message, wal_start, stream).await
             }
         }
     }
 
-    async fn on_message(
+    /// Replay a committed streamed transaction from the spill, then commit it.
+    async fn replay_streamed(&mut self, transaction: Transaction, stream: &mut ReplicationStream) -> Result<(), Error> {
+        let xid = transaction.xid;
+        let failed = |err: std::io::Error| Error::Internal(format!("reading streamed transaction {xid} failed: {err}"));
+        let mut replay = self.spill.take(xid).map_err(failed)?;
+        let context = TransactionAssembler::replay_context(self.protocol_version);
+        while let Some(spilled) = replay.next_message().map_err(failed)? {
+            let message = pgoutput::decode_message(&spilled.payload, &context)
+                .map_err(|err| Error::Internal(format!("cannot decode a buffered pgoutput message: {err}")))?;
+            let step = self.transactions.step(&message)?;
+            self.apply(step, message, spilled.wal_start, stream).await?;
+            // Replaying a huge transaction takes a while: keep the walsender, which
+            // waits for our replies, from timing the connection out meanwhile.
+            let confirmable = self.checkpoints.confirmable();
+            self.status.send_if_due(stream, confirmable).await?;
+        }
+        let end_lsn = self.transactions.finish_replay()?;
+        self.on_commit(end_lsn);
+        Ok(())
+    }
+
+    /// Apply a Relation message, a TRUNCATE or a change (live, or replayed from the spill).
+    async fn apply(
         &mut self,
+        step: Step,
         message: LogicalMessage<'_>,
         wal_start: Lsn,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        match message {
-            LogicalMessage::Begin(begin) => {
-                if self.transaction.is_some() {
-                    return Err(Error::Internal(format!(
-                        "BEGIN of transaction {} inside another transaction",
-                        begin.xid
-                    )));
-                }
-                self.transaction = Some(Transaction {
-                    final_lsn: begin.final_lsn,
-                    commit_time_us: begin.commit_time_us,
-                    xid: begin.xid,
-                });
-                Ok(())
+        match (step, message) {
+            (Step::Relation, LogicalMessage::Relation(relation)) => self.on_relation(relation).await,
+            (Step::Truncate, LogicalMessage::Truncate(truncate)) => {
+                self.on_truncate(&truncate.relation_oids, wal_start)
             }
-            LogicalMessage::Commit(commit) => {
-                let transaction =
-                    self.transaction.take().ok_or_else(|| Error::Internal("COMMIT without BEGIN".into()))?;
-                if transaction.final_lsn != commit.commit_lsn {
-                    return Err(Error::Internal(format!(
-                        "COMMIT at {} does not match BEGIN's {}",
-                        commit.commit_lsn, transaction.final_lsn
-                    )));
-                }
-                self.on_commit(commit.end_lsn);
-                Ok(())
+            (Step::Change(transaction), LogicalMessage::Insert(insert)) => {
+                let change = ChangeKind::Insert { new: &insert.new };
+                self.on_change(transaction, insert.relation_oid, wal_start, change, stream).await
             }
-            LogicalMessage::Relation(relation) => self.on_relation(relation).await,
-            LogicalMessage::Insert(insert) => {
-                self.on_change(insert.relation_oid, wal_start, ChangeKind::Insert { new: &insert.new }, stream).await
+            (Step::Change(transaction), LogicalMessage::Update(update)) => {
+                let change = ChangeKind::Update { old: update.old.as_ref(), new: &update.new };
+                self.on_change(transaction, update.relation_oid, wal_start, change, stream).await
             }
-            LogicalMessage::Update(update) => {
-                self.on_change(
-                    update.relation_oid,
-                    wal_start,
-                    ChangeKind::Update { old: update.old.as_ref(), new: &update.new },
-                    stream,
-                )
-                .await
+            (Step::Change(transaction), LogicalMessage::Delete(delete)) => {
+                let change = ChangeKind::Delete { old: &delete.old };
+                self.on_change(transaction, delete.relation_oid, wal_start, change, stream).await
             }
-            LogicalMessage::Delete(delete) => {
-                self.on_change(delete.relation_oid, wal_start, ChangeKind::Delete { old: &delete.old }, stream).await
-            }
-            LogicalMessage::Truncate(truncate) => {
-                for oid in truncate.relation_oids {
-                    if let Some(relation) = self.relations.get(&oid) {
-                        if let Some(binding) = relation.binding {
-                            if self.truncate_is_fatal(binding) {
-                                return Err(super::truncate_error(&relation.namespace, &relation.name, wal_start));
-                            }
-                            tracing::warn!(
-                                table = %format!("{}.{}", relation.namespace, relation.name),
-                                "TRUNCATE is not captured: rows captured before it stay in the collection; increment the binding's backfill counter to re-backfill the table"
-                            );
-                        }
-                    }
-                }
-                Ok(())
-            }
-            LogicalMessage::StreamStart { xid, .. } => {
-                self.streamed_block = Some(xid);
-                Ok(())
-            }
-            LogicalMessage::StreamStop => {
-                self.streamed_block = None;
-                Ok(())
-            }
-            LogicalMessage::StreamAbort(abort) => {
-                self.spill.abort(abort.xid, abort.subxid);
-                Ok(())
-            }
-            LogicalMessage::StreamCommit(commit) => {
-                if self.transaction.is_some() {
-                    return Err(Error::Internal("STREAM COMMIT inside a transaction".into()));
-                }
-                let mut replay = self.spill.take(commit.xid).map_err(|err| {
-                    Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid))
-                })?;
-                self.transaction = Some(Transaction {
-                    final_lsn: commit.commit_lsn,
-                    commit_time_us: commit.commit_time_us,
-                    xid: commit.xid,
-                });
-                let context = DecodeContext { protocol_version: self.protocol_version, in_streamed_block: true };
-                while let Some(spilled) = replay.next_message().map_err(|err| {
-                    Error::Internal(format!("reading streamed transaction {} failed: {err}", commit.xid))
-                })? {
-                    let message = pgoutput::decode_message(&spilled.payload, &context)
-                        .map_err(|err| Error::Internal(format!("cannot decode a buffered pgoutput message: {err}")))?;
-                    Box::pin(self.on_message(message, spilled.wal_start, stream)).await?;
-                    // Replaying a huge transaction takes a while: keep the walsender, which
-                    // waits for our replies, from timing the connection out meanwhile.
-                    if self.last_status.elapsed() >= self.status_interval {
-                        self.send_status(stream, false).await?;
-                    }
-                }
-                self.transaction = None;
-                self.on_commit(commit.end_lsn);
-                Ok(())
-            }
-            LogicalMessage::Type(_) | LogicalMessage::Origin { .. } | LogicalMessage::Message(_) => Ok(()),
-            other => Err(Error::Internal(format!("unexpected pgoutput message {other:?}"))),
+            (step, message) => Err(Error::Internal(format!("cannot apply {message:?} as {step:?}"))),
         }
     }
 
-    fn on_commit(&mut self, end_lsn: Lsn) {
-        self.cursor = self.cursor.max(end_lsn);
-        self.checkpoint_due = true;
-        self.transactions_since_checkpoint += 1;
-        if self.watermark_seen {
-            self.fence_reached = true;
-            self.watermark_seen = false;
+    fn on_truncate(&self, relation_oids: &[u32], wal_start: Lsn) -> Result<(), Error> {
+        for oid in relation_oids {
+            if let Some(relation) = self.relations.get(oid) {
+                if let Some(binding) = relation.binding {
+                    if self.truncate_is_fatal(binding) {
+                        return Err(super::truncate_error(&relation.namespace, &relation.name, wal_start));
+                    }
+                    tracing::warn!(
+                        table = %format!("{}.{}", relation.namespace, relation.name),
+                        "TRUNCATE is not captured: rows captured before it stay in the collection; increment the binding's backfill counter to re-backfill the table"
+                    );
+                }
+            }
         }
+        Ok(())
+    }
+
+    fn on_commit(&mut self, end_lsn: Lsn) {
+        self.checkpoints.on_commit(end_lsn);
+        self.fence.on_commit();
     }
 
     async fn on_relation(&mut self, relation: pgoutput::Relation<'_>) -> Result<(), Error> {
@@ -251,9 +197,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 .await?
                 .map_err(pg)?;
         }
-        let namespace = relation.namespace.to_string();
-        let name = relation.name.to_string();
-        let mut binding = self.by_table.get(&(namespace.clone(), name.clone())).copied();
+        let mut binding = self.by_table.get(&(relation.namespace.to_string(), relation.name.to_string())).copied();
         if binding.is_none() {
             // A partition published on its own while its root is captured.
             binding = self.bound_ancestor(relation.oid).await?;
@@ -262,38 +206,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if let Some(b) = binding {
             self.follow_columns_of_backfilling_table(b, &column_names).await?;
         }
-        let key_positions = binding
-            .map(|b| {
-                self.bindings[b].key_columns.iter().filter_map(|k| column_names.iter().position(|c| c == k)).collect()
-            })
-            .unwrap_or_default();
-        let document_key_positions: Vec<(String, Option<usize>)> = binding
-            .map(|b| {
-                self.bindings[b]
-                    .document_key
-                    .iter()
-                    .map(|k| (k.clone(), column_names.iter().position(|c| c == k)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let identity_positions: Vec<usize> =
-            relation.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect();
-        let identity_gap = IdentityGap::of(&relation, &document_key_positions);
-        let is_watermarks = namespace == self.config.watermarks_schema && name == self.config.watermarks_table;
-        let entry = RelationEntry {
-            types: relation.columns.iter().map(|c| self.registry.resolve(c.type_oid, c.type_modifier)).collect(),
-            layout: DocumentLayout::new(&column_names),
-            watermark_position: column_names.iter().position(|c| *c == "watermark"),
-            columns: column_names.iter().map(|c| c.to_string()).collect(),
-            namespace,
-            name,
-            binding,
-            key_positions,
-            document_key_positions,
-            identity_positions,
-            identity_gap,
-            is_watermarks,
-        };
+        let types = relation.columns.iter().map(|c| self.registry.resolve(c.type_oid, c.type_modifier)).collect();
+        let bound = binding.map(|index| {
+            let binding = &self.bindings[index];
+            BoundKeys { index, key_columns: &binding.key_columns, document_key: &binding.document_key }
+        });
+        let watermarks = (self.config.watermarks_schema.as_str(), self.config.watermarks_table.as_str());
+        let entry = RelationEntry::new(&relation, types, bound, watermarks);
         self.check_publication_on_relation(relation.oid, binding, column_names.len()).await?;
         self.relations.insert(relation.oid, entry);
         Ok(())
@@ -356,48 +275,21 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     async fn on_change(
         &mut self,
+        transaction: Transaction,
         relation_oid: u32,
         wal_start: Lsn,
         change: ChangeKind<'_, '_>,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        let transaction =
-            self.transaction.ok_or_else(|| Error::Internal("a change arrived outside of a transaction".into()))?;
         if self.delivered.len() >= self.delivered_check_at {
             self.forget_visible_deliveries().await?;
         }
-        let Some(relation) = self.relations.get(&relation_oid) else {
-            return Err(Error::Internal(format!(
-                "a change arrived for relation {relation_oid} before its Relation message"
-            )));
-        };
-        if relation.is_watermarks {
-            if let (ChangeKind::Insert { new } | ChangeKind::Update { new, .. }, Some(position)) =
-                (&change, relation.watermark_position)
-            {
-                if let (Some(TupleValue::Text(value)), Some(expected)) =
-                    (new.values.get(position), &self.pending_watermark)
-                {
-                    if *value == expected.as_bytes() {
-                        self.watermark_seen = true;
-                    }
-                }
-            }
-            return Ok(());
-        }
-        let Some(binding_index) = relation.binding else {
-            *self.skipped_changes.entry(format!("{}.{}", relation.namespace, relation.name)).or_default() += 1;
+        let Some(binding_index) = self.route_change(relation_oid, &change, transaction.xid)? else {
             return Ok(());
         };
+        let limit = self.silence_limit();
+        let relation = self.relations.of_change(relation_oid)?;
         let binding = &self.bindings[binding_index];
-        if matches!(binding.state.mode, TableMode::Pending | TableMode::Ignore | TableMode::Missing) {
-            return Ok(());
-        }
-        // Whether this change is dropped (beyond a precise backfill's resume key) or emitted
-        // (a normal backfill), the chunk that reads its row later must see it.
-        if binding.state.mode.is_backfilling() {
-            self.delivered.record(transaction.xid);
-        }
         // A backfill that has not read a row yet will read every row's current state, with
         // a snapshot that sees this transaction (see `visibility`). A change that cannot be
         // matched to its document (its key is missing) is then covered by the backfill and
@@ -409,207 +301,40 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if backfill_covers {
                 return Ok(());
             }
-            return Err(gap.error(&self.client, relation_oid, relation).await);
+            return Err(identity_gap_error(gap, &self.client, relation_oid, relation).await);
         }
-        // A precise backfill drops changes to rows it has not read yet: it will read their
-        // current state later. Keys that cannot be computed are emitted (never lost). An
-        // update's new row leaves an unchanged out-of-line key value out; the old row (a FULL
-        // identity's) carries it, and the filter must see the same key there that a later
-        // delete of the row will carry, or the update is emitted and the delete dropped.
-        let backfilled = |tuple: &TupleData<'_>, old: Option<&TupleData<'_>>| -> bool {
-            let (TableMode::Backfill, Some(orders)) = (binding.state.mode, &binding.key_orders) else { return true };
-            let key: Option<Vec<order::KeyValue>> = relation
-                .key_positions
-                .iter()
-                .zip(orders)
-                .map(|(position, key_order)| {
-                    let value = match tuple.values.get(*position) {
-                        Some(TupleValue::UnchangedToast) => old.and_then(|old| old.values.get(*position)),
-                        value => value,
-                    };
-                    match value {
-                        Some(TupleValue::Text(text)) => order::key_value(*key_order, text),
-                        _ => None,
-                    }
-                })
-                .collect();
-            match key {
-                Some(key) if key.len() == orders.len() => order::is_backfilled(&key, binding.scanned_key.as_deref()),
-                _ => true,
-            }
-        };
-        let (emit_new, emit_old) = match &change {
-            ChangeKind::Insert { new } => (backfilled(new, None), false),
-            ChangeKind::Update { old, new } => {
-                let old = match old {
-                    Some(OldTuple::Key(t) | OldTuple::Full(t)) => Some(t),
-                    None => None,
-                };
-                let new_emitted = backfilled(new, old);
-                (new_emitted, old.map_or(new_emitted, |old| backfilled(old, None)))
-            }
-            ChangeKind::Delete { old: OldTuple::Key(t) | OldTuple::Full(t) } => (false, backfilled(t, None)),
-        };
-        if !emit_new && !emit_old {
-            return Ok(());
-        }
-        let source = Source {
-            ts_ms: Some((transaction.commit_time_us + POSTGRES_EPOCH_MICROS) / 1000),
-            schema: &binding.table.schema,
-            table: &binding.table.name,
-            snapshot: false,
-            loc: [lsn_i64(self.cursor), lsn_i64(wal_start), lsn_i64(transaction.final_lsn)],
-            txid: Some(transaction.xid),
-            tag: self.source_tag.as_deref(),
-        };
+        let sides = sides_to_emit(precise_backfill(binding), &relation.key_positions, &change);
         let table_name = || format!("{}.{}", relation.namespace, relation.name);
-        // The change cannot be placed: covered by the backfill, or the capture fails.
-        macro_rules! key_missing {
-            ($column:expr, $cause:expr) => {{
-                if backfill_covers {
-                    return Ok(());
+        let plan =
+            plan_documents(&mut self.row, &mut self.old_row, relation, binding.keyed_by_location, &change, sides)
+                .map_err(|e| value_error(&table_name(), e))?;
+        match plan {
+            Plan::Skip => return Ok(()),
+            // The change cannot be placed: covered by the backfill, or the capture fails.
+            Plan::KeyMissing { .. } if backfill_covers => return Ok(()),
+            Plan::KeyMissing { column, cause } => return Err(missing_key_error(relation, column, cause)),
+            Plan::KeyChange { create_new: true, .. } => {
+                if let ChangeKind::Update { old, new } = change {
+                    let old = old.map(|(OldTuple::Key(t) | OldTuple::Full(t))| t);
+                    let moved = MovedRow { relation, relation_oid, new, old, xid: transaction.xid };
+                    let mut lookup = RowLookup {
+                        client: &self.client,
+                        status: &mut self.status,
+                        stream: &mut *stream,
+                        confirmable: self.checkpoints.confirmable(),
+                        limit,
+                        toast_warnings: &mut self.toast_warnings,
+                    };
+                    lookup.fill_unresent_toast(&moved, &mut self.row).await?;
                 }
-                return Err(missing_key_error(relation, $column, $cause));
-            }};
+            }
+            Plan::Create | Plan::Update { .. } | Plan::Delete | Plan::KeyChange { .. } => {}
         }
-        self.document.clear();
-        let mut extra_delete: Option<Vec<u8>> = None;
-        match change {
-            ChangeKind::Insert { new } => {
-                encode_tuple(&mut self.row, relation, new, None, TupleRole::New)
-                    .map_err(|e| value_error(&table_name(), e))?;
-                if let Some(column) = missing_key(relation, &self.row) {
-                    key_missing!(column, KeyLoss::NotPublished);
-                }
-                document::write_document(&mut self.document, &relation.layout, &self.row, Op::Create, &source, None);
-            }
-            ChangeKind::Update { old, new } => {
-                let (old_tuple, old_is_full) = match old {
-                    Some(OldTuple::Key(t)) => (Some(t), false),
-                    Some(OldTuple::Full(t)) => (Some(t), true),
-                    None => (None, false),
-                };
-                if let Some(old_tuple) = old_tuple {
-                    let role = if old_is_full { TupleRole::OldFull } else { TupleRole::OldKey };
-                    encode_tuple(&mut self.old_row, relation, old_tuple, None, role)
-                        .map_err(|e| value_error(&table_name(), e))?;
-                }
-                encode_tuple(&mut self.row, relation, new, old, TupleRole::New)
-                    .map_err(|e| value_error(&table_name(), e))?;
-                if let Some(column) = missing_key(relation, &self.row) {
-                    let unchanged_toast = relation.document_key_positions.iter().any(|(k, p)| {
-                        k == column && p.is_some_and(|p| new.values.get(p) == Some(&TupleValue::UnchangedToast))
-                    });
-                    key_missing!(column, if unchanged_toast { KeyLoss::UnchangedToast } else { KeyLoss::NotPublished });
-                }
-                let key_changed = old_tuple.is_some()
-                    && !binding.keyed_by_location
-                    && !relation.key_positions.is_empty()
-                    && relation.key_positions.iter().any(|p| self.old_row.value(*p) != self.row.value(*p));
-                if key_changed {
-                    // The row moved to a new key: delete the old key's document, then
-                    // create the new one, so the old key does not linger in the collection.
-                    if emit_old {
-                        if let Some(column) = missing_key(relation, &self.old_row) {
-                            key_missing!(column, KeyLoss::OldKey);
-                        }
-                        let mut delete = Vec::new();
-                        document::write_document(
-                            &mut delete,
-                            &relation.layout,
-                            &self.old_row,
-                            Op::Delete,
-                            &source,
-                            None,
-                        );
-                        extra_delete = Some(delete);
-                    }
-                    if emit_new {
-                        // The new key's document cannot be merged onto the old key's, so the
-                        // unchanged TOAST values the server did not resend would be missing
-                        // from it for good: read them from the table.
-                        let missing: Vec<usize> = new
-                            .values
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, v)| **v == TupleValue::UnchangedToast && self.row.value(*i).is_none())
-                            .map(|(i, _)| i)
-                            .collect();
-                        if !missing.is_empty() {
-                            match current_values_query(relation, new, old_tuple, &missing) {
-                                Some((sql, params)) => {
-                                    let limit = self.silence_limit();
-                                    let mut keepalive = Keepalive {
-                                        stream: &mut *stream,
-                                        last_status: &mut self.last_status,
-                                        interval: self.status_interval,
-                                        flushed: self.acknowledged,
-                                    };
-                                    let current = keepalive
-                                        .around(current_values(&self.client, &sql, &params, transaction.xid, limit))
-                                        .await?;
-                                    // Row gone (deleted or moved on since): the stream carries
-                                    // that change after this one, so the document needs nothing.
-                                    if let Some(values) = current {
-                                        fill_current_values(&mut self.row, relation, &missing, &values, &table_name());
-                                    }
-                                }
-                                None => {
-                                    if self.toast_warnings.insert(relation_oid) {
-                                        tracing::warn!(
-                                            table = %table_name(),
-                                            "a primary-key change left unchanged TOAST columns without a value, and the row cannot be looked up by its replica identity; set REPLICA IDENTITY FULL on the table so that the old row carries them"
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                        document::write_document(
-                            &mut self.document,
-                            &relation.layout,
-                            &self.row,
-                            Op::Create,
-                            &source,
-                            None,
-                        );
-                    }
-                } else if !emit_new {
-                    return Ok(());
-                } else {
-                    let before = old_tuple.map(|_| (&relation.layout, &self.old_row));
-                    document::write_document(
-                        &mut self.document,
-                        &relation.layout,
-                        &self.row,
-                        Op::Update,
-                        &source,
-                        before,
-                    );
-                }
-            }
-            ChangeKind::Delete { old } => {
-                let (tuple, role) = match old {
-                    OldTuple::Key(t) => (t, TupleRole::OldKey),
-                    OldTuple::Full(t) => (t, TupleRole::OldFull),
-                };
-                encode_tuple(&mut self.row, relation, tuple, None, role).map_err(|e| value_error(&table_name(), e))?;
-                if let Some(column) = missing_key(relation, &self.row) {
-                    key_missing!(column, KeyLoss::OldKey);
-                }
-                document::write_document(&mut self.document, &relation.layout, &self.row, Op::Delete, &source, None);
-            }
-        }
-        if let Some(delete) = extra_delete {
-            let index =
-                u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            let mut keepalive = Keepalive {
-                stream: &mut *stream,
-                last_status: &mut self.last_status,
-                interval: self.status_interval,
-                flushed: self.acknowledged.min(self.server_flushed),
-            };
-            keepalive.during(self.emitter.captured(index, &delete)).await?;
-            self.documents_since_checkpoint += 1;
+        let loc = [lsn_i64(self.checkpoints.cursor()), lsn_i64(wal_start), lsn_i64(transaction.final_lsn)];
+        let source = change_source(binding, transaction, loc, self.source_tag.as_deref());
+        let old_key_delete = write_documents(&mut self.document, relation, (&self.row, &self.old_row), plan, &source);
+        if let Some(delete) = old_key_delete {
+            self.emit_old_key_delete(binding_index, &delete, stream).await?;
         }
         if self.document.is_empty() {
             return Ok(());
@@ -621,195 +346,159 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         Ok(())
     }
+
+    /// The binding whose collection a change of `relation_oid` goes to, if it is captured:
+    /// not for the watermarks table (whose change may be the awaited watermark), a table
+    /// without a binding (counted), or a binding not (yet) captured. A backfilling binding
+    /// records the change's transaction, whether the change is emitted or dropped: the
+    /// chunk that reads its row later must see it (see `visibility`).
+    fn route_change(
+        &mut self,
+        relation_oid: u32,
+        change: &ChangeKind<'_, '_>,
+        xid: u32,
+    ) -> Result<Option<usize>, Error> {
+        let relation = self.relations.of_change(relation_oid)?;
+        if relation.is_watermarks {
+            if let Some(value) = written_watermark(relation, change) {
+                self.fence.saw(value);
+            }
+            return Ok(None);
+        }
+        let Some(binding_index) = relation.binding else {
+            *self.skipped_changes.entry(format!("{}.{}", relation.namespace, relation.name)).or_default() += 1;
+            return Ok(None);
+        };
+        let mode = self.bindings[binding_index].state.mode;
+        if matches!(mode, TableMode::Pending | TableMode::Ignore | TableMode::Missing) {
+            return Ok(None);
+        }
+        if mode.is_backfilling() {
+            self.delivered.record(xid);
+        }
+        Ok(Some(binding_index))
+    }
+
+    /// Emit the delete of the old key's document of a row whose key changed (before the
+    /// new key's create).
+    async fn emit_old_key_delete(
+        &mut self,
+        binding_index: usize,
+        delete: &[u8],
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
+        let index = u32::try_from(binding_index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
+        let confirmable = self.checkpoints.confirmable();
+        self.status.during(stream, confirmable, self.emitter.captured(index, delete)).await?;
+        self.checkpoints.on_document();
+        Ok(())
+    }
 }
 
-fn message_xid(message: &LogicalMessage<'_>) -> Option<u32> {
-    match message {
-        LogicalMessage::Relation(r) => r.xid,
-        LogicalMessage::Insert(m) => m.xid,
-        LogicalMessage::Update(m) => m.xid,
-        LogicalMessage::Delete(m) => m.xid,
-        LogicalMessage::Truncate(m) => m.xid,
+/// The precise backfill of `binding`, when it is one (and its keys compare exactly).
+fn precise_backfill(binding: &Binding) -> Option<PreciseBackfill<'_>> {
+    match (binding.state.mode, &binding.key_orders) {
+        (TableMode::Backfill, Some(orders)) => {
+            Some(PreciseBackfill { orders, scanned: binding.scanned_key.as_deref() })
+        }
         _ => None,
     }
 }
 
-enum ChangeKind<'a, 'b> {
-    Insert { new: &'b TupleData<'a> },
-    Update { old: Option<&'b OldTuple<'a>>, new: &'b TupleData<'a> },
-    Delete { old: &'b OldTuple<'a> },
+/// The `_meta/source` of a change of `binding`'s table in `transaction`, at `loc` (the
+/// cursor, the change's LSN, the commit's).
+fn change_source<'a>(
+    binding: &'a Binding,
+    transaction: Transaction,
+    loc: [i64; 3],
+    tag: Option<&'a str>,
+) -> Source<'a> {
+    Source {
+        ts_ms: Some((transaction.commit_time_us + POSTGRES_EPOCH_MICROS) / 1000),
+        schema: &binding.table.schema,
+        table: &binding.table.name,
+        snapshot: false,
+        loc,
+        txid: Some(transaction.xid),
+        tag,
+    }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TupleRole {
-    New,
-    /// A key-only old tuple: NULLs stand for "not part of the key" and are omitted.
-    OldKey,
-    OldFull,
+/// A row whose key changed, whose new key's document needs the values the server did not
+/// resend (see [`unresent_toast_positions`]).
+struct MovedRow<'a> {
+    relation: &'a RelationEntry,
+    relation_oid: u32,
+    new: &'a TupleData<'a>,
+    old: Option<&'a TupleData<'a>>,
+    /// The change's transaction: the lookup waits until queries see it.
+    xid: u32,
 }
 
-/// Encode a tuple's values into `row`. An unchanged TOAST value (which the server does not
-/// send again) is taken from the old tuple when that carries it: a full old row carries
-/// every column, an old key its replica identity's columns, unchanged out-of-line key
-/// values included (PostgreSQL logs those since 13.7 and 14.3, so that the key is known).
-/// Otherwise it is omitted, and the merge reduction keeps the stored value.
-fn encode_tuple(
-    row: &mut EncodedRow,
-    relation: &RelationEntry,
-    tuple: &TupleData<'_>,
-    old: Option<&OldTuple<'_>>,
-    role: TupleRole,
-) -> Result<(), value::ValueError> {
-    row.reset(relation.types.len());
-    for (index, (value, ty)) in tuple.values.iter().zip(&relation.types).enumerate() {
-        let value = match value {
-            TupleValue::UnchangedToast => match old {
-                Some(OldTuple::Full(old)) => match old.values.get(index) {
-                    Some(old @ (TupleValue::Text(_) | TupleValue::Null)) => old,
-                    _ => continue,
-                },
-                // In an old key, NULL stands for "not part of the key".
-                Some(OldTuple::Key(old)) => match old.values.get(index) {
-                    Some(old @ TupleValue::Text(_)) => old,
-                    _ => continue,
-                },
-                None => continue,
-            },
-            other => other,
-        };
-        match value {
-            TupleValue::Null if role == TupleRole::OldKey => {}
-            TupleValue::Null => row.set_null(index),
-            TupleValue::Text(text) => {
-                let start = row.bytes.len();
-                let is_key = relation.key_positions.contains(&index);
-                if is_key {
-                    value::encode_key_value(ty, text, &mut row.bytes)?;
-                } else {
-                    value::encode_value(ty, text, &mut row.bytes)?;
+/// What reading a moved row's current values needs of the session.
+struct RowLookup<'a> {
+    client: &'a Client,
+    /// Keep-alive updates while the lookup runs, reporting `confirmable`.
+    status: &'a mut StatusReporter,
+    stream: &'a mut ReplicationStream,
+    confirmable: Lsn,
+    limit: Duration,
+    /// Tables already warned about key changes that lost unchanged TOAST values.
+    toast_warnings: &'a mut BTreeSet<u32>,
+}
+
+impl RowLookup<'_> {
+    /// Fill `row` (the new key's) with the current values of the columns the server did not
+    /// resend, read from the table by the replica identity; warn once per table when the
+    /// row cannot be looked up.
+    async fn fill_unresent_toast(&mut self, moved: &MovedRow<'_>, row: &mut EncodedRow) -> Result<(), Error> {
+        let missing = unresent_toast_positions(moved.new, row);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let table = format!("{}.{}", moved.relation.namespace, moved.relation.name);
+        match current_values_query(moved.relation, moved.new, moved.old, &missing) {
+            Some((sql, params)) => {
+                let lookup = current_values(self.client, &sql, &params, moved.xid, self.limit);
+                let current = self.status.around(self.stream, self.confirmable, lookup).await?;
+                // Row gone (deleted or moved on since): the stream carries that change after
+                // this one, so the document needs nothing.
+                if let Some(values) = current {
+                    fill_current_values(row, moved.relation, &missing, &values, &table);
                 }
-                row.finish_value(index, start);
             }
-            TupleValue::UnchangedToast | TupleValue::Binary(_) => {}
+            None => {
+                if self.toast_warnings.insert(moved.relation_oid) {
+                    tracing::warn!(
+                        table = %table,
+                        "a primary-key change left unchanged TOAST columns without a value, and the row cannot be looked up by its replica identity; set REPLICA IDENTITY FULL on the table so that the old row carries them"
+                    );
+                }
+            }
         }
-    }
-    Ok(())
-}
-
-/// The first collection key column that `row` has no value for.
-fn missing_key<'r>(relation: &'r RelationEntry, row: &EncodedRow) -> Option<&'r str> {
-    relation
-        .document_key_positions
-        .iter()
-        .find(|(_, position)| position.is_none_or(|p| row.value(p).is_none()))
-        .map(|(column, _)| column.as_str())
-}
-
-/// Why a change arrived without a collection key column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyLoss {
-    /// The relation does not carry the column at all (a publication column list).
-    NotPublished,
-    /// An update left an out-of-line key value unchanged and the server sent no old key.
-    UnchangedToast,
-    /// The old key of an update or delete lacks the column.
-    OldKey,
-}
-
-fn missing_key_error(relation: &RelationEntry, column: &str, cause: KeyLoss) -> Error {
-    let name = display_name(&relation.namespace, &relation.name);
-    let table = qualified(&relation.namespace, &relation.name);
-    let rebackfill = "then increment the binding's backfill counter: the changes already written lack the key, and the backfill reads the table again";
-    match cause {
-        KeyLoss::NotPublished => Error::user(
-            format!("changes of table {name} arrive without its collection key column {column:?}: the publication does not carry that column"),
-            format!("publish the column (drop the table's column list in the publication, or add the column to it), {rebackfill}"),
-        ),
-        KeyLoss::UnchangedToast => Error::user(
-            format!("an update of table {name} arrived without the value of its key column {column:?}: the value is stored out of line (TOAST) and did not change, and the server sent no old key (PostgreSQL sends one since 13.7 and 14.3), so the capture cannot tell which document the update changes"),
-            format!("run ALTER TABLE {table} REPLICA IDENTITY FULL; (or upgrade the server to its latest minor release), {rebackfill}"),
-        ),
-        KeyLoss::OldKey => Error::user(
-            format!("a change of table {name} arrived without its collection key column {column:?} in the old row, so the capture cannot tell which document it changes"),
-            format!("run ALTER TABLE {table} REPLICA IDENTITY FULL; {rebackfill}"),
-        ),
+        Ok(())
     }
 }
 
-/// A replica identity whose old key leaves out collection key columns. Updates and deletes
-/// then arrive without the key: a delete cannot name its document, and a change of the key
-/// cannot be recognized, so the old key's document would linger in the collection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct IdentityGap {
-    /// `USING INDEX` (else `DEFAULT`: the primary key).
-    using_index: bool,
-    /// The identity's columns.
-    identity: Vec<String>,
-    /// The collection key columns it leaves out.
-    missing: Vec<String>,
-}
-
-impl IdentityGap {
-    /// The gap of `relation`'s identity against the collection key, if any. A relation
-    /// without identity columns has none: the server refuses its updates and deletes.
-    pub(super) fn of(relation: &pgoutput::Relation<'_>, key: &[(String, Option<usize>)]) -> Option<IdentityGap> {
-        let using_index = match relation.replica_identity {
-            ReplicaIdentity::Index => true,
-            ReplicaIdentity::Default => false,
-            ReplicaIdentity::Full | ReplicaIdentity::Nothing => return None,
-        };
-        let identity: Vec<String> = relation.columns.iter().filter(|c| c.is_key).map(|c| c.name.to_string()).collect();
-        if identity.is_empty() {
-            return None;
+/// The error that ends the capture when `relation`'s replica identity leaves out key
+/// columns, naming the identity's index (looked up now: the replication stream names only
+/// its columns).
+async fn identity_gap_error(gap: &IdentityGap, client: &Client, relation_oid: u32, relation: &RelationEntry) -> Error {
+    let index = if gap.using_index {
+        let params: [&(dyn ToSql + Sync); 1] = [&relation_oid];
+        let lookup = client.query_opt(
+            "SELECT c.relname::text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = $1 AND i.indisreplident",
+            &params,
+        );
+        match tokio::time::timeout(Duration::from_secs(10), lookup).await {
+            Ok(Ok(Some(row))) => row.try_get::<_, String>(0).ok(),
+            _ => None,
         }
-        let missing: Vec<String> = key
-            .iter()
-            .filter(|(_, position)| position.and_then(|p| relation.columns.get(p)).is_some_and(|c| !c.is_key))
-            .map(|(column, _)| column.clone())
-            .collect();
-        (!missing.is_empty()).then_some(IdentityGap { using_index, identity, missing })
-    }
-
-    /// The error that ends the capture, naming the identity's index (looked up now: the
-    /// replication stream names only its columns).
-    async fn error(&self, client: &Client, relation_oid: u32, relation: &RelationEntry) -> Error {
-        let index = if self.using_index {
-            let params: [&(dyn ToSql + Sync); 1] = [&relation_oid];
-            let lookup = client.query_opt(
-                "SELECT c.relname::text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
-                 WHERE i.indrelid = $1 AND i.indisreplident",
-                &params,
-            );
-            match tokio::time::timeout(Duration::from_secs(10), lookup).await {
-                Ok(Ok(Some(row))) => row.try_get::<_, String>(0).ok(),
-                _ => None,
-            }
-        } else {
-            None
-        };
-        self.describe(relation, index.as_deref())
-    }
-
-    fn describe(&self, relation: &RelationEntry, index: Option<&str>) -> Error {
-        let name = display_name(&relation.namespace, &relation.name);
-        let table = qualified(&relation.namespace, &relation.name);
-        let list = |columns: &[String]| columns.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ");
-        let identity = match (self.using_index, index) {
-            (true, Some(index)) => {
-                format!("REPLICA IDENTITY USING INDEX {} (columns {})", quote_identifier(index), list(&self.identity))
-            }
-            (true, None) => format!("REPLICA IDENTITY USING INDEX on columns {}", list(&self.identity)),
-            (false, _) => format!("REPLICA IDENTITY DEFAULT, the primary key (columns {})", list(&self.identity)),
-        };
-        let plural = if self.missing.len() == 1 { "" } else { "s" };
-        Error::user(
-            format!(
-                "table {name} has {identity}, which leaves out collection key column{plural} {}: its updates and deletes arrive without the key, so the capture cannot tell which document they change",
-                list(&self.missing)
-            ),
-            format!("run ALTER TABLE {table} REPLICA IDENTITY FULL; (or REPLICA IDENTITY USING INDEX on a unique index of the key columns), then increment the binding's backfill counter: the changes already written lack the key, and the backfill reads the table again"),
-        )
-    }
+    } else {
+        None
+    };
+    gap.describe(relation, index.as_deref())
 }
 
 /// The query that reads the current values of columns `missing` of the row a change left at
@@ -975,112 +664,12 @@ impl ToSql for TextParam<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::pgoutput::RelationColumn;
-    use crate::value::PgType;
-
-    fn text() -> PgType {
-        PgType::Builtin { name: "text".into(), typmod: -1 }
-    }
-
-    fn int4() -> PgType {
-        PgType::Builtin { name: "int4".into(), typmod: -1 }
-    }
-
-    /// Columns `id int4` (the key), `code text`, `big text`, `doc xml`; identity flags as given.
-    fn relation(identity: ReplicaIdentity, flagged: &[&str]) -> (pgoutput::Relation<'static>, RelationEntry) {
-        let names = ["id", "code", "big", "doc"];
-        let columns: Vec<RelationColumn<'static>> = names
-            .iter()
-            .map(|name| RelationColumn { is_key: flagged.contains(name), name, type_oid: 0, type_modifier: -1 })
-            .collect();
-        let message = pgoutput::Relation {
-            xid: None,
-            oid: 1,
-            namespace: "we\"ird",
-            name: "t",
-            replica_identity: identity,
-            columns,
-        };
-        let document_key_positions = vec![("id".to_string(), Some(0))];
-        let entry = RelationEntry {
-            namespace: "we\"ird".into(),
-            name: "t".into(),
-            types: vec![int4(), text(), text(), PgType::Builtin { name: "xml".into(), typmod: -1 }],
-            layout: DocumentLayout::new(&names),
-            binding: Some(0),
-            key_positions: vec![0],
-            columns: names.iter().map(|n| n.to_string()).collect(),
-            identity_gap: IdentityGap::of(&message, &document_key_positions),
-            document_key_positions,
-            identity_positions: (0..names.len()).filter(|i| flagged.contains(&names[*i])).collect(),
-            is_watermarks: false,
-            watermark_position: None,
-        };
-        (message, entry)
-    }
-
-    fn tuple(values: &[TupleValue<'static>]) -> TupleData<'static> {
-        TupleData { values: values.to_vec() }
-    }
-
-    #[test]
-    fn identities_that_leave_out_key_columns_are_gaps() {
-        let (_, entry) = relation(ReplicaIdentity::Index, &["code"]);
-        let gap = entry.identity_gap.clone().expect("a gap");
-        assert_eq!(gap.missing, ["id"]);
-        let error = gap.describe(&entry, Some("t_code"));
-        assert_eq!(
-            error.to_string(),
-            "table \"we\\\"ird.t\" has REPLICA IDENTITY USING INDEX \"t_code\" (columns \"code\"), which leaves out collection key column \"id\": its updates and deletes arrive without the key, so the capture cannot tell which document they change"
-        );
-        assert!(error.hint().unwrap().starts_with("run ALTER TABLE \"we\"\"ird\".\"t\" REPLICA IDENTITY FULL;"));
-        let (_, entry) = relation(ReplicaIdentity::Default, &["code"]);
-        assert!(entry.identity_gap.is_some());
-        // Identities holding the key, FULL, and tables without identity columns (whose
-        // updates and deletes the server refuses) are fine.
-        for (identity, flagged) in [
-            (ReplicaIdentity::Default, &["id"][..]),
-            (ReplicaIdentity::Index, &["code", "id"][..]),
-            (ReplicaIdentity::Full, &["id", "code", "big", "doc"][..]),
-            (ReplicaIdentity::Default, &[][..]),
-            (ReplicaIdentity::Nothing, &[][..]),
-        ] {
-            assert_eq!(relation(identity, flagged).1.identity_gap, None, "{identity:?} {flagged:?}");
-        }
-    }
-
-    #[test]
-    fn unchanged_toast_values_come_from_the_old_tuple_that_carries_them() {
-        let (_, entry) = relation(ReplicaIdentity::Default, &["id"]);
-        let new =
-            tuple(&[TupleValue::UnchangedToast, TupleValue::Text(b"c"), TupleValue::UnchangedToast, TupleValue::Null]);
-        let mut row = EncodedRow::default();
-        // No old tuple: the key is missing, and the document would lack it.
-        encode_tuple(&mut row, &entry, &new, None, TupleRole::New).unwrap();
-        assert_eq!(missing_key(&entry, &row), Some("id"));
-        assert_eq!(row.value(2), None);
-        // An old key carries the key (NULLs in it stand for "not in the key").
-        let old = OldTuple::Key(tuple(&[TupleValue::Text(b"7"), TupleValue::Null, TupleValue::Null, TupleValue::Null]));
-        encode_tuple(&mut row, &entry, &new, Some(&old), TupleRole::New).unwrap();
-        assert_eq!(missing_key(&entry, &row), None);
-        assert_eq!(
-            (row.value(0), row.value(1), row.value(2), row.value(3)),
-            (Some(&b"7"[..]), Some(&b"\"c\""[..]), None, Some(&b"null"[..]))
-        );
-        // A full old row carries everything, NULLs included.
-        let old = OldTuple::Full(tuple(&[
-            TupleValue::Text(b"7"),
-            TupleValue::Text(b"x"),
-            TupleValue::Null,
-            TupleValue::Null,
-        ]));
-        encode_tuple(&mut row, &entry, &new, Some(&old), TupleRole::New).unwrap();
-        assert_eq!((row.value(0), row.value(2)), (Some(&b"7"[..]), Some(&b"null"[..])));
-    }
+    use crate::capture::change_plan::tests::{relation, tuple};
+    use crate::replication::pgoutput::ReplicaIdentity;
 
     #[test]
     fn current_values_are_read_by_the_replica_identity_with_quoted_names_and_parameters() {
-        let (_, entry) = relation(ReplicaIdentity::Default, &["id", "code"]);
+        let entry = relation(ReplicaIdentity::Default, &["id", "code"]);
         let new = tuple(&[
             TupleValue::Text(b"8"),
             TupleValue::UnchangedToast,
@@ -1098,7 +687,7 @@ mod tests {
         assert_eq!(params, [b"8".to_vec(), b"c'; --".to_vec()]);
         // An identity value that is not known: no query.
         assert_eq!(current_values_query(&entry, &new, None, &[2]), None);
-        let (_, keyless) = relation(ReplicaIdentity::Default, &[]);
+        let keyless = relation(ReplicaIdentity::Default, &[]);
         assert_eq!(current_values_query(&keyless, &new, Some(&old), &[2]), None);
     }
 }

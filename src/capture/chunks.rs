@@ -12,16 +12,16 @@
 //! chunk cut by `statement_timeout` keeps the rows it read, or is retried at half the size
 //! when it read none.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 use tokio_postgres::Client;
 
-use super::document::{self, DocumentLayout, Op, Source};
+use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
 use super::state::TableMode;
 use super::visibility::Snapshot;
-use super::{backfill, first_text, keys, order, pg, value_error, with_deadline, Keepalive, PrefetchedChunk, Session};
+use super::{backfill, chunk_plan, first_text, order, pg, value_error, Binding, PrefetchedChunk, Session};
 use crate::discovery::DiscoveredTable;
 use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
@@ -36,29 +36,49 @@ const VISIBILITY_WAIT_WARNING: Duration = Duration::from_secs(5);
 const VISIBILITY_RETRY_MAX: Duration = Duration::from_millis(100);
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
-    /// A chunk query hit the statement timeout before yielding progress: retry smaller.
-    fn shrink_chunk(
+    /// A chunk query hit the statement timeout before yielding progress: retry smaller
+    /// (the chunk is read again, so nothing is returned).
+    fn shrink_chunk<T>(
         &mut self,
         index: usize,
         plan: &backfill::ChunkPlan,
         err: tokio_postgres::Error,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<T>, Error> {
         let binding = &mut self.bindings[index];
-        let current = match plan {
-            backfill::ChunkPlan::Keyed { limit, .. } => *limit,
-            backfill::ChunkPlan::Keyless { after_block, until_block } => {
-                i64::try_from(until_block - after_block).unwrap_or(1)
-            }
-        };
-        if current <= 1 {
+        let Some(smaller) = chunk_plan::shrunk(plan) else {
             return Err(backfill_error(&binding.table, err));
-        }
-        binding.chunk_limit = Some((current / 2).max(1));
+        };
+        binding.chunk_limit = Some(smaller);
         tracing::info!(
             table = %format!("{}.{}", binding.table.schema, binding.table.name),
-            chunk = current / 2,
+            chunk = smaller,
             "backfill chunk hit the statement timeout: retrying with a smaller chunk"
         );
+        Ok(None)
+    }
+
+    /// While a chunk query is silent (no row yet, or none for a while): it may be working,
+    /// or its connection may be gone with the socket still open. A `SELECT 1` on the other
+    /// connection tells the two apart: a server that answers it is alive and busy; one that
+    /// does not within the deadline is not, and the capture fails rather than hang.
+    ///
+    /// The replication connection's watchdog does not run while a chunk is read (its frames
+    /// are not read then), so this probe is what notices a cut network path: it starts after
+    /// one status interval of silence and allows half the silence limit for the answer, so
+    /// that a dead server is noticed within about the same time as on the stream.
+    pub(super) async fn probe_if_quiet(&self, quiet_since: &mut Instant) -> Result<(), Error> {
+        if quiet_since.elapsed() < self.status.interval() {
+            return Ok(());
+        }
+        let limit = (self.silence_limit() / 2).max(super::MIN_PROBE_ANSWER);
+        super::with_deadline(
+            limit,
+            "a liveness probe while a backfill query was silent",
+            self.client.simple_query("SELECT 1"),
+        )
+        .await?
+        .map_err(pg)?;
+        *quiet_since = Instant::now();
         Ok(())
     }
 
@@ -67,7 +87,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// table's columns again and let the caller run the chunk again with them; the chunk
     /// emitted nothing yet, and its resume key is unchanged. If the columns did not change,
     /// the error stands.
-    async fn describe_again(&mut self, index: usize, err: tokio_postgres::Error) -> Result<(), Error> {
+    async fn describe_again<T>(&mut self, index: usize, err: tokio_postgres::Error) -> Result<Option<T>, Error> {
         let binding = &self.bindings[index];
         let name = (binding.table.schema.clone(), binding.table.name.clone());
         let only = BTreeSet::from([name.clone()]);
@@ -88,183 +108,32 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     "the table's columns changed during its backfill: reading its chunk again with the current columns"
                 );
                 binding.table.columns = fresh.columns;
-                Ok(())
+                Ok(None)
             }
             _ => Err(backfill_error(&binding.table, err)),
         }
     }
 
-    /// Prepare the backfill query details of every backfilling binding that lacks them, in
-    /// two catalog queries rather than two per table (which dominated the backfill of many
-    /// small tables). `prepare_backfill` then finds them ready.
-    pub(super) async fn prepare_backfills(&mut self) -> Result<(), Error> {
-        let need_estimate: Vec<u32> = self
-            .bindings
-            .iter()
-            .filter(|b| b.state.mode.is_backfilling() && b.estimated_rows.is_none())
-            .map(|b| b.table.oid)
-            .collect();
-        let need_types: Vec<u32> = self
-            .bindings
-            .iter()
-            .filter(|b| {
-                b.state.mode.is_backfilling() && b.state.mode != TableMode::KeylessBackfill && b.key_types.is_none()
-            })
-            .map(|b| b.table.oid)
-            .collect();
-        if !need_estimate.is_empty() {
-            let rows = self
-                .sql_deadline(
-                    "estimating table sizes",
-                    self.client.query(backfill::TABLE_ROWS_ESTIMATE_BATCH_SQL, &[&need_estimate]),
-                )
-                .await?
-                .map_err(pg)?;
-            let estimates: BTreeMap<u32, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            for binding in self.bindings.iter_mut().filter(|b| b.estimated_rows.is_none()) {
-                if let Some(estimate) = estimates.get(&binding.table.oid) {
-                    binding.estimated_rows = Some(u64::try_from(*estimate).unwrap_or(0));
-                }
-            }
-        }
-        if need_types.len() > 1 {
-            let rows = self
-                .sql_deadline(
-                    "reading key column types",
-                    self.client.query(backfill::COLUMN_TYPES_BATCH_SQL, &[&need_types]),
-                )
-                .await?
-                .map_err(pg)?;
-            let mut types: BTreeMap<u32, BTreeMap<String, (String, String)>> = BTreeMap::new();
-            for row in &rows {
-                types.entry(row.get(0)).or_default().insert(row.get(1), (row.get(2), row.get(3)));
-            }
-            for binding in self.bindings.iter_mut().filter(|b| b.state.mode.is_backfilling() && b.key_types.is_none()) {
-                // A table missing here (dropped since) or a missing key column is left for
-                // `prepare_backfill`, which reports it.
-                let Some(columns) = types.get(&binding.table.oid) else { continue };
-                let key_types: Option<Vec<(String, String)>> =
-                    binding.key_columns.iter().map(|c| columns.get(c).cloned()).collect();
-                binding.key_signature = key_types.as_ref().map(|t| t.iter().map(|(_, s)| s.clone()).collect());
-                binding.key_types = key_types.map(|t| t.into_iter().map(|(name, _)| name).collect());
-            }
-        }
-        Ok(())
-    }
-
-    /// Prepare backfill query details of a binding.
-    async fn prepare_backfill(&mut self, index: usize) -> Result<(), Error> {
-        let limit = self.silence_limit();
-        let binding = &mut self.bindings[index];
-        if binding.estimated_rows.is_none() {
-            let row = with_deadline(
-                limit,
-                "estimating a table's size",
-                self.client.query_one(backfill::TABLE_ROWS_ESTIMATE_SQL, &[&binding.table.oid]),
-            )
-            .await?
-            .map_err(pg)?;
-            binding.estimated_rows = Some(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
-        }
-        if binding.state.mode == TableMode::KeylessBackfill {
-            if binding.keyless_pages.is_none() {
-                let row = with_deadline(
-                    limit,
-                    "counting a table's partitions",
-                    self.client.query_one(backfill::TABLE_LEAVES_SQL, &[&binding.table.oid]),
-                )
-                .await?
-                .map_err(pg)?;
-                binding.keyless_pages = Some(backfill::pages_per_chunk(self.config.chunk_size, row.get(0)));
-            }
-        } else if binding.key_types.is_none() {
-            let rows = with_deadline(
-                limit,
-                "reading key column types",
-                self.client.query(backfill::COLUMN_TYPES_SQL, &[&binding.table.oid]),
-            )
-            .await?
-            .map_err(pg)?;
-            let types: BTreeMap<String, (String, String)> =
-                rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
-            let mut key_types = Vec::new();
-            for column in &binding.key_columns {
-                key_types.push(types.get(column).cloned().ok_or_else(|| {
-                    Error::user(
-                        format!("key column {column:?} of table \"{}.{}\" does not exist", binding.table.schema, binding.table.name),
-                        "the table changed since discovery: re-discover the capture and increment the binding's backfill counter",
-                    )
-                })?);
-            }
-            binding.key_signature = Some(key_types.iter().map(|(_, signature)| signature.clone()).collect());
-            binding.key_types = Some(key_types.into_iter().map(|(name, _)| name).collect());
-        }
-        Ok(())
-    }
-
-    /// Read and emit one backfill chunk, keeping the replication connection alive meanwhile.
     /// The next chunk of a binding: its plan, SQL and parameters (after `prepare_backfill`).
-    fn chunk_query(&self, index: usize) -> Result<(backfill::ChunkPlan, String, Vec<Option<String>>), Error> {
+    pub(super) fn chunk_query(
+        &self,
+        index: usize,
+    ) -> Result<(backfill::ChunkPlan, String, Vec<Option<String>>), Error> {
         let binding = &self.bindings[index];
         let keyless = binding.state.mode == TableMode::KeylessBackfill;
-        let (plan, params): (backfill::ChunkPlan, Vec<Option<String>>) = if keyless {
-            let default_pages = binding.keyless_pages.unwrap_or(1);
-            let per_chunk = binding.chunk_limit.and_then(|l| u64::try_from(l).ok()).unwrap_or(default_pages).max(1);
-            let after = match binding.state.scanned.as_deref() {
-                Some(scanned) => {
-                    let text = keys_base64_text(scanned)?;
-                    backfill::parse_ctid(&text).map(|(block, _)| block).ok_or_else(|| {
-                        Error::user(
-                            format!("the keyless resume position {text:?} is not a CTID"),
-                            "increment the binding's backfill counter to restart its backfill",
-                        )
-                    })?
-                }
-                None => 0,
-            };
-            let plan = backfill::ChunkPlan::Keyless { after_block: after, until_block: after + per_chunk };
-            let params = backfill::keyless_params(&plan, self.keyless_scan(), binding.table.oid);
-            (plan, params)
+        let table = format!("{}.{}", binding.table.schema, binding.table.name);
+        let scanned = binding.state.scanned.as_deref();
+        let plan = if keyless {
+            chunk_plan::keyless_window(scanned, binding.chunk_limit, binding.keyless_pages)
         } else {
-            let after = match binding.state.scanned.as_deref() {
-                Some(scanned) => {
-                    let elements = keys::decode_base64(scanned).map_err(|err| {
-                        Error::user(
-                            format!(
-                                "the resume key of table \"{}.{}\" is invalid: {err}",
-                                binding.table.schema, binding.table.name
-                            ),
-                            "increment the binding's backfill counter to restart its backfill",
-                        )
-                    })?;
-                    if elements.len() != binding.key_columns.len() {
-                        return Err(Error::user(
-                            keys::KeyError::Arity { found: elements.len(), expected: binding.key_columns.len() }
-                                .to_string(),
-                            "the table's key changed: increment the binding's backfill counter to restart its backfill",
-                        ));
-                    }
-                    let mut values = Vec::new();
-                    for (element, column) in elements.iter().zip(&binding.key_columns) {
-                        values.push(keys::element_to_text(element, column).map_err(|err| {
-                            Error::user(
-                                err.to_string(),
-                                "increment the binding's backfill counter to restart its backfill",
-                            )
-                        })?);
-                    }
-                    Some(values)
-                }
-                None => None,
-            };
-            let params = after.clone().unwrap_or_default();
-            (
-                backfill::ChunkPlan::Keyed {
-                    after,
-                    limit: binding.chunk_limit.unwrap_or(self.config.chunk_size).max(1),
-                },
-                params,
-            )
+            chunk_plan::keyed_page(scanned, &binding.key_columns, &table, binding.chunk_limit, self.config.chunk_size)
+        }
+        .map_err(|err| Error::user(err.message, err.hint))?;
+        let params = match &plan {
+            backfill::ChunkPlan::Keyless { .. } => {
+                backfill::keyless_params(&plan, self.keyless_scan(), binding.table.oid)
+            }
+            backfill::ChunkPlan::Keyed { after, .. } => after.clone().unwrap_or_default(),
         };
         let key_types = binding.key_types.clone().unwrap_or_default();
         let filter = binding.resource.advanced.additional_backfill_filter.clone();
@@ -291,30 +160,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// The table whose files a chunk query of binding `index` reports after its rows
     /// (keyless backfills only: their resume position is a location in those files).
-    fn relation_to_check(&self, index: usize) -> Option<u32> {
+    pub(super) fn relation_to_check(&self, index: usize) -> Option<u32> {
         let binding = &self.bindings[index];
         (binding.state.mode == TableMode::KeylessBackfill).then_some(binding.table.oid)
-    }
-
-    /// Start the next chunk's query on the backfill connection, to run while the stream
-    /// catches up to the current fence. Must be called after that fence's watermark is
-    /// written: the chunk's snapshot then follows the watermark, so every change to its
-    /// rows that the fence does not emit (they are beyond the current resume key) is either
-    /// in the chunk or arrives after it.
-    pub(super) async fn prefetch_next_chunk(&mut self) -> Result<Option<PrefetchedChunk>, Error> {
-        let Some(index) = self.next_backfill() else { return Ok(None) };
-        self.start_chunk_query(index).await
-    }
-
-    /// Start the next chunk query of binding `index` on the backfill connection.
-    pub(super) async fn start_chunk_query(&mut self, index: usize) -> Result<Option<PrefetchedChunk>, Error> {
-        self.prepare_backfill(index).await?;
-        let (plan, sql, params) = self.chunk_query(index)?;
-        let client = self.backfill_client.clone();
-        let relation = self.relation_to_check(index);
-        let sent = sql.clone();
-        let query = tokio::spawn(async move { run_chunk_query(&client, &sent, &params, relation).await });
-        Ok(Some(PrefetchedChunk { index, plan, sql, forgotten_deliveries: self.forgotten_deliveries, query }))
     }
 
     /// Read and emit one chunk of binding `index` (its query possibly started already, as
@@ -329,13 +177,40 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     ) -> Result<(), Error> {
         self.prepare_backfill(index).await?;
         let (plan, sql, params) = self.chunk_query(index)?;
-        // Use the prefetched query only if it is exactly this chunk (the chunk size may have
-        // changed since, after a statement timeout) and its snapshot can still be checked
-        // against every delivered transaction.
-        let prefetched = match prefetched {
+        let prefetched = self.usable_prefetch(index, prefetched, &plan, &sql).await;
+        let started = Instant::now();
+        let mut watch = ChunkWatch::start(self.status.interval()).await;
+        let query = ChunkQuery { index, plan: &plan, sql: &sql, params: &params };
+        let Some(chunk) = self.visible_chunk(&query, prefetched, &mut watch, stream).await? else {
+            return Ok(());
+        };
+        // This chunk's query has been executed (its rows are on their way), so a query sent
+        // now is answered after it: it cannot block this one.
+        if let Some(next) = next {
+            self.speculative = self.start_chunk_query(next).await?;
+        }
+        let Some(read) = self.emit_chunk_rows(index, &plan, chunk.rows, &mut watch, stream).await? else {
+            return Ok(());
+        };
+        self.rows_this_session += read.rows;
+        let relation = self.chunk_relation(index, chunk.relation, &mut watch, stream).await?;
+        self.finish_chunk(index, &plan, chunk.snapshot, read, relation, started.elapsed())
+    }
+
+    /// The prefetched query, if it is exactly this chunk (the chunk size may have changed
+    /// since, after a statement timeout) and its snapshot can still be checked against every
+    /// delivered transaction.
+    async fn usable_prefetch(
+        &self,
+        index: usize,
+        prefetched: Option<PrefetchedChunk>,
+        plan: &backfill::ChunkPlan,
+        sql: &str,
+    ) -> Option<PrefetchedChunk> {
+        match prefetched {
             Some(p)
                 if p.index == index
-                    && p.plan == plan
+                    && p.plan == *plan
                     && p.sql == sql
                     && p.forgotten_deliveries == self.forgotten_deliveries =>
             {
@@ -349,130 +224,143 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 None
             }
             None => None,
-        };
-        let binding = &self.bindings[index];
-        let keyless = binding.state.mode == TableMode::KeylessBackfill;
-        let emitted = backfill::emitted_columns(&binding.table);
-        let key_count = if keyless { 0 } else { binding.key_columns.len() };
+        }
+    }
 
-        let started = Instant::now();
+    /// Run the chunk query (or take the prefetched one's answer) until its snapshot sees
+    /// every transaction the stream has delivered for a backfilling table (see the
+    /// `visibility` module). None: the query failed in a way that retries the chunk (see
+    /// `shrink_chunk` and `describe_again`).
+    async fn visible_chunk(
+        &mut self,
+        query: &ChunkQuery<'_>,
+        mut prefetched: Option<PrefetchedChunk>,
+        watch: &mut ChunkWatch,
+        stream: &mut ReplicationStream,
+    ) -> Result<Option<VisibleChunk>, Error> {
         let client = self.backfill_client.clone();
-        let relation = self.relation_to_check(index);
-        let mut status_timer = tokio::time::interval(self.status_interval);
-        status_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        status_timer.tick().await;
-        let mut quiet_since = Instant::now();
-        let mut prefetched = prefetched;
+        let relation = self.relation_to_check(query.index);
         // Whether a wait for delivered commits to become visible was reported.
         let mut warned = false;
-        let (row_stream, relation_files, chunk_snapshot) = loop {
+        loop {
             let attempt = prefetched.take();
-            let result = {
-                let query = async {
-                    match attempt {
-                        Some(prefetched) => prefetched.query.await.map_err(|err| {
-                            Error::Internal(format!("the prefetched backfill query failed to run: {err}"))
-                        }),
-                        None => Ok(run_chunk_query(&client, &sql, &params, relation).await),
-                    }
-                };
-                tokio::pin!(query);
-                loop {
-                    tokio::select! {
-                        result = &mut query => break result?,
-                        _ = status_timer.tick() => {
-                            let flushed = self.acknowledged;
-                            stream.send_standby_status(flushed, flushed, flushed, false).await?;
-                            self.probe_if_quiet(&mut quiet_since).await?;
-                        }
+            let work = async {
+                match attempt {
+                    Some(prefetched) => prefetched
+                        .query
+                        .await
+                        .map_err(|err| Error::Internal(format!("the prefetched backfill query failed to run: {err}"))),
+                    None => Ok(run_chunk_query(&client, query.sql, query.params, relation).await),
+                }
+            };
+            tokio::pin!(work);
+            let result = loop {
+                tokio::select! {
+                    result = &mut work => break result?,
+                    _ = watch.timer.tick() => {
+                        self.send_status(stream, false).await?;
+                        self.probe_if_quiet(&mut watch.quiet_since).await?;
                     }
                 }
             };
             let chunk = match result {
                 Ok(chunk) => chunk,
-                Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(index, &plan, err),
-                Err(err) if is_column_gone(&err) => return self.describe_again(index, err).await,
-                Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
+                Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(query.index, query.plan, err),
+                Err(err) if is_column_gone(&err) => return self.describe_again(query.index, err).await,
+                Err(err) => return Err(backfill_error(&self.bindings[query.index].table, err)),
             };
-            // Rows are read only with a snapshot that sees every change the stream has
-            // delivered for a backfilling table (see the `visibility` module).
             let snapshot = Snapshot::parse(&chunk.snapshot)
                 .map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
-            let Some(mut unseen) = self.delivered.forget_seen(&snapshot) else {
-                break (chunk.rows, chunk.relation, snapshot);
+            let Some(unseen) = self.delivered.forget_seen(&snapshot) else {
+                return Ok(Some(VisibleChunk { rows: chunk.rows, relation: chunk.relation, snapshot }));
             };
             drop(chunk);
             tracing::debug!(xid = unseen, snapshot = %snapshot, "a delivered commit is not visible to the backfill query yet: waiting");
-            // Wait with a cheap snapshot query, not by repeating the chunk query: a
-            // synchronous standby can hold commits back for as long as it is unreachable.
-            let since = Instant::now();
-            let mut pause = Duration::from_millis(1);
+            self.wait_until_visible(query.index, unseen, &mut warned, watch, stream).await?;
+            watch.quiet_since = Instant::now();
+        }
+    }
+
+    /// Wait until a fresh snapshot sees every delivered transaction, starting with
+    /// `unseen`. Waits with a cheap snapshot query, not by repeating the chunk query: a
+    /// synchronous standby can hold commits back for as long as it is unreachable.
+    async fn wait_until_visible(
+        &mut self,
+        index: usize,
+        mut unseen: u32,
+        warned: &mut bool,
+        watch: &mut ChunkWatch,
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
+        let since = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if !*warned && since.elapsed() >= VISIBILITY_WAIT_WARNING {
+                let binding = &self.bindings[index];
+                tracing::warn!(
+                    table = %format!("{}.{}", binding.table.schema, binding.table.name),
+                    xid = unseen,
+                    "the backfill waits for transaction {unseen}: the replication stream delivered its commit, but queries do not see it yet. PostgreSQL makes a commit visible only after synchronous standbys confirm it: check synchronous_standby_names and the health of the standbys"
+                );
+                *warned = true;
+            }
+            let sleep = tokio::time::sleep(pause);
+            pause = (pause * 2).min(VISIBILITY_RETRY_MAX);
+            tokio::pin!(sleep);
             loop {
-                if !warned && since.elapsed() >= VISIBILITY_WAIT_WARNING {
-                    let binding = &self.bindings[index];
-                    tracing::warn!(
-                        table = %format!("{}.{}", binding.table.schema, binding.table.name),
-                        xid = unseen,
-                        "the backfill waits for transaction {unseen}: the replication stream delivered its commit, but queries do not see it yet. PostgreSQL makes a commit visible only after synchronous standbys confirm it: check synchronous_standby_names and the health of the standbys"
-                    );
-                    warned = true;
-                }
-                let sleep = tokio::time::sleep(pause);
-                pause = (pause * 2).min(VISIBILITY_RETRY_MAX);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        () = &mut sleep => break,
-                        _ = status_timer.tick() => {
-                            let flushed = self.acknowledged;
-                            stream.send_standby_status(flushed, flushed, flushed, false).await?;
-                        }
-                    }
-                }
-                // No chunk query is in flight, so forgetting what a fresh snapshot sees is
-                // safe: the chunk query sent next has a later snapshot still.
-                let snapshot = self.current_snapshot().await?;
-                match self.delivered.forget_seen(&snapshot) {
-                    Some(still) => unseen = still,
-                    None => break,
+                tokio::select! {
+                    () = &mut sleep => break,
+                    _ = watch.timer.tick() => self.send_status(stream, false).await?,
                 }
             }
-            quiet_since = Instant::now();
-        };
-        // This chunk's query has been executed (its rows are on their way), so a query sent
-        // now is answered after it: it cannot block this one.
-        if let Some(next) = next {
-            self.speculative = self.start_chunk_query(next).await?;
+            // No chunk query is in flight, so forgetting what a fresh snapshot sees is
+            // safe: the chunk query sent next has a later snapshot still.
+            let snapshot = self.current_snapshot().await?;
+            match self.delivered.forget_seen(&snapshot) {
+                Some(still) => unseen = still,
+                None => return Ok(()),
+            }
         }
+    }
+
+    /// Encode and emit a chunk's rows as they arrive. None: the query failed in a way that
+    /// retries the chunk (see `shrink_chunk` and `describe_again`).
+    async fn emit_chunk_rows(
+        &mut self,
+        index: usize,
+        plan: &backfill::ChunkPlan,
+        row_stream: tokio_postgres::RowStream,
+        watch: &mut ChunkWatch,
+        stream: &mut ReplicationStream,
+    ) -> Result<Option<RowsRead>, Error> {
+        let binding = &self.bindings[index];
+        let emitted = backfill::emitted_columns(&binding.table);
+        let key_count = if binding.state.mode == TableMode::KeylessBackfill { 0 } else { binding.key_columns.len() };
+        let encoders: Vec<value::ColumnEncoder<'_>> = emitted
+            .iter()
+            .map(|i| {
+                let column = &binding.table.columns[*i];
+                value::ColumnEncoder::new(&column.pg_type, binding.key_columns.contains(&column.name))
+            })
+            .collect();
+        let layout =
+            DocumentLayout::new(&emitted.iter().map(|i| binding.table.columns[*i].name.as_str()).collect::<Vec<_>>());
+        let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
         tokio::pin!(row_stream);
         let mut rows: u64 = 0;
         let mut timed_out = false;
         let mut last_row: Option<tokio_postgres::Row> = None;
-        let encoders: Vec<value::ColumnEncoder<'_>> = {
-            let binding = &self.bindings[index];
-            emitted
-                .iter()
-                .map(|i| {
-                    let column = &binding.table.columns[*i];
-                    value::ColumnEncoder::new(&column.pg_type, binding.key_columns.contains(&column.name))
-                })
-                .collect()
-        };
-        let layout = DocumentLayout::new(
-            &emitted.iter().map(|i| self.bindings[index].table.columns[*i].name.as_str()).collect::<Vec<_>>(),
-        );
         loop {
             use futures::StreamExt;
             let next = tokio::select! {
                 next = row_stream.next() => next,
-                _ = status_timer.tick() => {
-                    let flushed = self.acknowledged;
-                    stream.send_standby_status(flushed, flushed, flushed, false).await?;
-                    self.probe_if_quiet(&mut quiet_since).await?;
+                _ = watch.timer.tick() => {
+                    self.status.send(stream, self.checkpoints.confirmable(), false).await?;
+                    self.probe_if_quiet(&mut watch.quiet_since).await?;
                     continue;
                 }
             };
-            quiet_since = Instant::now();
+            watch.quiet_since = Instant::now();
             let Some(row) = next else { break };
             let row = match row {
                 Ok(row) => row,
@@ -488,27 +376,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     // range. Rows it already emitted are re-read first, in the same CTID
                     // order and so at the same offsets, within the same checkpoint: their
                     // location keys make the repeats replace the first copies.
-                    return self.shrink_chunk(index, &plan, err);
+                    return self.shrink_chunk(index, plan, err);
                 }
                 Err(err) if is_column_gone(&err) && rows == 0 => return self.describe_again(index, err).await,
                 Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
             };
             let binding = &self.bindings[index];
-            self.row.reset(emitted.len());
-            for (position, encoder) in encoders.iter().enumerate() {
-                let cell: Option<RawText<'_>> =
-                    row.try_get(key_count + position).map_err(|err| backfill_error(&binding.table, err))?;
-                match cell {
-                    None => self.row.set_null(position),
-                    Some(RawText(text)) => {
-                        let start = self.row.bytes.len();
-                        encoder.encode(text, &mut self.row.bytes).map_err(|err| {
-                            value_error(&format!("{}.{}", binding.table.schema, binding.table.name), err)
-                        })?;
-                        self.row.finish_value(position, start);
-                    }
-                }
-            }
+            encode_row(&mut self.row, &encoders, &row, key_count, &binding.table)?;
             let offset = i64::try_from(binding.state.backfilled + rows).unwrap_or(i64::MAX);
             let source = Source {
                 ts_ms: None,
@@ -521,17 +395,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             };
             self.document.clear();
             document::write_document(&mut self.document, &layout, &self.row, Op::Create, &source, None);
-            // Fields are used directly (not `self.emit`) because `row_stream` borrows the client.
-            let binding_number =
-                u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
-            let mut keepalive = Keepalive {
-                stream: &mut *stream,
-                last_status: &mut self.last_status,
-                interval: self.status_interval,
-                flushed: self.acknowledged.min(self.server_flushed),
-            };
-            keepalive.during(self.emitter.captured(binding_number, &self.document)).await?;
-            self.documents_since_checkpoint += 1;
+            // Fields are used directly (not `self.emit`): the encoders borrow the binding.
+            let confirmable = self.checkpoints.confirmable();
+            self.status.during(stream, confirmable, self.emitter.captured(binding_number, &self.document)).await?;
+            self.checkpoints.on_document();
             rows += 1;
             if failpoint::fires(Failpoint::MidChunk) {
                 let _ = self.emitter.flush().await;
@@ -540,7 +407,6 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // Only the last row's key is needed (the resume key): keep the row, not its text.
             last_row = Some(row);
         }
-        self.rows_this_session += rows;
         let last_key: Option<Vec<Option<String>>> = match (&last_row, key_count) {
             (Some(row), 1..) => Some(
                 (0..key_count)
@@ -550,106 +416,88 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             ),
             _ => None,
         };
-        // A keyless chunk's rows are followed by the size and files of the relation it read.
-        let relation: Option<(u64, String)> = match relation_files {
-            None => None,
-            Some(files) => {
-                tokio::pin!(files);
-                let rows = loop {
-                    tokio::select! {
-                        rows = &mut files => break rows,
-                        _ = status_timer.tick() => {
-                            let flushed = self.acknowledged;
-                            stream.send_standby_status(flushed, flushed, flushed, false).await?;
-                        }
-                    }
-                };
-                let table = &self.bindings[index].table;
-                let rows = rows.map_err(|err| backfill_error(table, err))?;
-                let row = rows.first().ok_or_else(|| Error::Internal("the relation query returned no row".into()))?;
-                let pages: i64 = row.try_get(0).map_err(|err| backfill_error(table, err))?;
-                let files: String = row.try_get(1).map_err(|err| backfill_error(table, err))?;
-                Some((u64::try_from(pages).unwrap_or(0), files))
+        Ok(Some(RowsRead { rows, timed_out, last_key }))
+    }
+
+    /// A keyless chunk's rows are followed by the size (in pages) and files of the relation
+    /// it read.
+    async fn chunk_relation(
+        &mut self,
+        index: usize,
+        answer: Option<RelationAnswer>,
+        watch: &mut ChunkWatch,
+        stream: &mut ReplicationStream,
+    ) -> Result<Option<(u64, String)>, Error> {
+        let Some(answer) = answer else { return Ok(None) };
+        tokio::pin!(answer);
+        let rows = loop {
+            tokio::select! {
+                rows = &mut answer => break rows,
+                _ = watch.timer.tick() => self.send_status(stream, false).await?,
             }
         };
+        let table = &self.bindings[index].table;
+        let rows = rows.map_err(|err| backfill_error(table, err))?;
+        let row = rows.first().ok_or_else(|| Error::Internal("the relation query returned no row".into()))?;
+        let pages: i64 = row.try_get(0).map_err(|err| backfill_error(table, err))?;
+        let files: String = row.try_get(1).map_err(|err| backfill_error(table, err))?;
+        Ok(Some((u64::try_from(pages).unwrap_or(0), files)))
+    }
+
+    /// Record a chunk that was read in the binding's state: rows, resume position or
+    /// completion, and the next chunk's size.
+    fn finish_chunk(
+        &mut self,
+        index: usize,
+        plan: &backfill::ChunkPlan,
+        snapshot: Snapshot,
+        read: RowsRead,
+        relation: Option<(u64, String)>,
+        elapsed: Duration,
+    ) -> Result<(), Error> {
+        if matches!(plan, backfill::ChunkPlan::Keyless { .. }) && relation.is_none() {
+            return Err(Error::Internal("a keyless chunk did not report its relation".into()));
+        }
         let binding = &mut self.bindings[index];
-        if key_count > 0 {
+        if binding.state.mode != TableMode::KeylessBackfill && !binding.key_columns.is_empty() {
             // Kept until the round's check (`Session::check_key_types`): a chunk read with a
             // snapshot older than a change to its table's definition is taken back.
             binding.chunk_undo = Some(super::ChunkUndo {
-                snapshot: chunk_snapshot,
+                snapshot,
                 state: binding.state.clone(),
                 scanned_key: binding.scanned_key.clone(),
             });
         }
-        binding.state.backfilled += rows;
-        let mut keyless_identity = None;
-        if let backfill::ChunkPlan::Keyless { .. } = &plan {
-            let Some((_, files)) = &relation else {
-                return Err(Error::Internal("a keyless chunk did not report its relation".into()));
-            };
-            let identity = backfill::relation_identity(files);
-            // The resume position is a location in the files the previous chunks read. A
-            // rewrite (VACUUM FULL, CLUSTER, TRUNCATE, a table-rewriting ALTER TABLE) moved
-            // every row elsewhere, so positions before it mean nothing now: what this chunk
-            // read and what the next would read are no longer "the rest of the table". The
-            // only way to capture every row is to start over, as a new backfill of the table
-            // would (offsets from 0, the Go connector's locations for a new backfill).
-            let rewritten = binding.state.scanned.is_some()
-                && binding.state.keyless_relation().is_some_and(|recorded| recorded != identity);
-            if rewritten {
-                tracing::warn!(
-                    table = %format!("{}.{}", binding.table.schema, binding.table.name),
-                    rows_emitted = binding.state.backfilled,
-                    previous_files = binding.state.keyless_relation().unwrap_or_default(),
-                    files = %identity,
-                    "table \"{}.{}\" was rewritten during its keyless backfill (VACUUM FULL, CLUSTER, TRUNCATE or a table-rewriting ALTER TABLE), which moves every row to a new location: its backfill restarts from the beginning. The {} rows it already emitted are emitted again: documents of a keyless table are keyed by their position in the backfill (/_meta/source/loc), so in a collection reduced by its key the repeats replace the earlier documents, while the collection's history holds both",
-                    binding.table.schema,
-                    binding.table.name,
-                    binding.state.backfilled,
-                );
-                binding.state.scanned = None;
-                binding.state.backfilled = 0;
-                binding.state.set_keyless_relation(Some(identity));
-                self.changed_bindings.insert(index);
+        binding.state.backfilled += read.rows;
+        let keyless_identity = relation.as_ref().map(|(_, files)| backfill::relation_identity(files));
+        if let Some(identity) = &keyless_identity {
+            if restart_if_rewritten(binding, identity) {
+                self.checkpoints.binding_changed(index);
                 return Ok(());
             }
-            keyless_identity = Some(identity);
         }
-        let elapsed = started.elapsed();
-        if timed_out {
-            let limit = match &plan {
-                backfill::ChunkPlan::Keyed { limit, .. } => *limit,
-                backfill::ChunkPlan::Keyless { .. } => 1,
-            };
-            binding.chunk_limit = Some((i64::try_from(rows).unwrap_or(limit) / 2).max(1));
-        } else if let (Some(limit), Some(timeout)) = (binding.chunk_limit, self.config.statement_timeout) {
-            // Grow back towards the configured size while chunks take under a quarter of
-            // the timeout.
-            if elapsed < timeout / 4 {
-                let ceiling = if binding.state.mode == TableMode::KeylessBackfill {
-                    binding.keyless_pages.map_or(1, |p| i64::try_from(p).unwrap_or(1))
-                } else {
-                    self.config.chunk_size
-                };
-                binding.chunk_limit = Some(limit.saturating_mul(2).min(ceiling));
-            }
-        }
-        let done = !timed_out
-            && match &plan {
-                backfill::ChunkPlan::Keyed { limit, .. } => i64::try_from(rows).unwrap_or(i64::MAX) < *limit,
-                // Done only once the next window would start past the relation's end, as
-                // measured after this chunk's rows were read: every row this chunk's snapshot
-                // sees lies on a page that existed then, and later rows arrive through
-                // replication.
-                backfill::ChunkPlan::Keyless { until_block, .. } => {
-                    relation.as_ref().is_some_and(|(pages, _)| *until_block >= *pages)
-                }
-            };
+        let ceiling = if binding.state.mode == TableMode::KeylessBackfill {
+            binding.keyless_pages.map_or(1, |p| i64::try_from(p).unwrap_or(1))
+        } else {
+            self.config.chunk_size
+        };
+        let sizing = chunk_plan::Sizing {
+            limit: binding.chunk_limit,
+            statement_timeout: self.config.statement_timeout,
+            ceiling,
+        };
+        let chunk = chunk_plan::ChunkRead {
+            rows: read.rows,
+            timed_out: read.timed_out,
+            elapsed,
+            relation_pages: relation.as_ref().map(|(pages, _)| *pages),
+        };
+        let outcome = chunk_plan::outcome(plan, &chunk, &sizing);
+        binding.chunk_limit = outcome.limit;
         // The order this chunk was read in, which its resume key is only valid in (checked
         // against the catalog once the round's chunks are read: `Session::check_key_types`).
-        binding.state.key_types = if done { None } else { binding.key_signature.clone() };
-        if done {
+        binding.state.key_types = if outcome.done { None } else { binding.key_signature.clone() };
+        if outcome.done {
             // A completed backfill has no position left to check the files against.
             binding.state.set_keyless_relation(None);
             binding.state.mode = TableMode::Active;
@@ -660,35 +508,118 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if keyless_identity.is_some() {
                 binding.state.set_keyless_relation(keyless_identity);
             }
-            binding.state.scanned = Some(match &plan {
-                backfill::ChunkPlan::Keyless { until_block, .. } => {
-                    use base64::Engine as _;
-                    base64::engine::general_purpose::STANDARD.encode(format!("({until_block},0)"))
-                }
+            binding.state.scanned = Some(match plan {
+                backfill::ChunkPlan::Keyless { until_block, .. } => chunk_plan::keyless_resume(*until_block),
                 backfill::ChunkPlan::Keyed { .. } => {
-                    let key = last_key.unwrap_or_default();
+                    let key = read.last_key.unwrap_or_default();
                     if let Some(orders) = &binding.key_orders {
-                        binding.scanned_key = orders
-                            .iter()
-                            .zip(&key)
-                            .map(|(order, text)| text.as_deref().and_then(|t| order::key_value(*order, t.as_bytes())))
-                            .collect();
+                        binding.scanned_key = chunk_plan::comparable_key(orders, &key);
                     }
-                    let elements: Vec<keys::Element> = key
-                        .iter()
-                        .zip(&binding.key_columns)
-                        .map(|(value, column)| {
-                            key_element(binding.table.column(column).map(|c| &c.pg_type), value.as_deref())
-                        })
-                        .collect();
-                    keys::encode_base64(&elements)
+                    let types: Vec<Option<&PgType>> =
+                        binding.key_columns.iter().map(|c| binding.table.column(c).map(|c| &c.pg_type)).collect();
+                    chunk_plan::keyed_resume(&key, &types)
                 }
             });
         }
-        self.changed_bindings.insert(index);
-        tracing::debug!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows, elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "backfill chunk");
+        self.checkpoints.binding_changed(index);
+        tracing::debug!(table = %format!("{}.{}", binding.table.schema, binding.table.name), rows = read.rows, elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX), "backfill chunk");
         Ok(())
     }
+}
+
+/// A keyless backfill's resume position is a location in the files the previous chunks
+/// read. A rewrite (VACUUM FULL, CLUSTER, TRUNCATE, a table-rewriting ALTER TABLE) moved
+/// every row elsewhere, so positions before it mean nothing now: what this chunk read and
+/// what the next would read are no longer "the rest of the table". The only way to capture
+/// every row is to start over, as a new backfill of the table would (offsets from 0, the Go
+/// connector's locations for a new backfill). True: the backfill was restarted.
+fn restart_if_rewritten(binding: &mut Binding, identity: &str) -> bool {
+    let rewritten = binding.state.scanned.is_some()
+        && binding.state.keyless_relation().is_some_and(|recorded| recorded != identity);
+    if !rewritten {
+        return false;
+    }
+    tracing::warn!(
+        table = %format!("{}.{}", binding.table.schema, binding.table.name),
+        rows_emitted = binding.state.backfilled,
+        previous_files = binding.state.keyless_relation().unwrap_or_default(),
+        files = %identity,
+        "table \"{}.{}\" was rewritten during its keyless backfill (VACUUM FULL, CLUSTER, TRUNCATE or a table-rewriting ALTER TABLE), which moves every row to a new location: its backfill restarts from the beginning. The {} rows it already emitted are emitted again: documents of a keyless table are keyed by their position in the backfill (/_meta/source/loc), so in a collection reduced by its key the repeats replace the earlier documents, while the collection's history holds both",
+        binding.table.schema,
+        binding.table.name,
+        binding.state.backfilled,
+    );
+    binding.state.scanned = None;
+    binding.state.backfilled = 0;
+    binding.state.set_keyless_relation(Some(identity.to_string()));
+    true
+}
+
+/// The chunk being read: its binding, plan, and query.
+struct ChunkQuery<'a> {
+    index: usize,
+    plan: &'a backfill::ChunkPlan,
+    sql: &'a str,
+    params: &'a [Option<String>],
+}
+
+/// While a chunk is read: the status timer that keeps the replication connection alive,
+/// and when the chunk query last gave a sign of life (see `Session::probe_if_quiet`).
+struct ChunkWatch {
+    timer: tokio::time::Interval,
+    quiet_since: Instant,
+}
+
+impl ChunkWatch {
+    async fn start(interval: Duration) -> ChunkWatch {
+        let mut timer = tokio::time::interval(interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: the first update is due an interval from now.
+        timer.tick().await;
+        ChunkWatch { timer, quiet_since: Instant::now() }
+    }
+}
+
+/// A chunk query's answer whose snapshot sees every delivered transaction.
+struct VisibleChunk {
+    rows: tokio_postgres::RowStream,
+    relation: Option<RelationAnswer>,
+    snapshot: Snapshot,
+}
+
+/// What reading a chunk's rows found.
+struct RowsRead {
+    rows: u64,
+    /// Cut by the statement timeout after some rows: the rest is the next chunk.
+    timed_out: bool,
+    /// The last row's key columns as text (keyed chunks).
+    last_key: Option<Vec<Option<String>>>,
+}
+
+/// Encode the emitted columns of a chunk row (they follow its `key_count` key columns)
+/// into `encoded`.
+fn encode_row(
+    encoded: &mut EncodedRow,
+    encoders: &[value::ColumnEncoder<'_>],
+    row: &tokio_postgres::Row,
+    key_count: usize,
+    table: &DiscoveredTable,
+) -> Result<(), Error> {
+    encoded.reset(encoders.len());
+    for (position, encoder) in encoders.iter().enumerate() {
+        let cell: Option<RawText<'_>> = row.try_get(key_count + position).map_err(|err| backfill_error(table, err))?;
+        match cell {
+            None => encoded.set_null(position),
+            Some(RawText(text)) => {
+                let start = encoded.bytes.len();
+                encoder
+                    .encode(text, &mut encoded.bytes)
+                    .map_err(|err| value_error(&format!("{}.{}", table.schema, table.name), err))?;
+                encoded.finish_value(position, start);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A result cell as the raw bytes the server sent. Every backfill column is selected as
@@ -707,39 +638,6 @@ impl<'a> tokio_postgres::types::FromSql<'a> for RawText<'a> {
     fn accepts(_: &tokio_postgres::types::Type) -> bool {
         true
     }
-}
-
-/// Decode base64 text of a keyless resume position.
-fn keys_base64_text(scanned: &str) -> Result<String, Error> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(scanned)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(|| {
-            Error::user(
-                "the keyless resume position is not valid base64 text",
-                "increment the binding's backfill counter to restart its backfill",
-            )
-        })
-}
-
-/// A key value as a tuple element: integers as integers (as the Go connector writes them),
-/// everything else as its PostgreSQL text (the resume query casts it back).
-fn key_element(ty: Option<&PgType>, text: Option<&str>) -> keys::Element {
-    let Some(text) = text else { return keys::Element::Null };
-    let mut base = ty;
-    while let Some(PgType::Domain { base: inner, .. }) = base {
-        base = Some(inner);
-    }
-    if let Some(PgType::Builtin { name, .. }) = base {
-        if matches!(name.as_str(), "int2" | "int4" | "int8" | "oid") {
-            if let Ok(value) = text.parse::<i64>() {
-                return keys::Element::Int(value.into());
-            }
-        }
-    }
-    keys::Element::String(text.to_string())
 }
 
 /// A chunk query's answer: the snapshot its rows were read with (`pg_current_snapshot()`'s
@@ -769,7 +667,7 @@ const CHUNK_SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ON
 /// trip: with many small tables, round trips are most of a chunk's cost. With `relation`
 /// (keyless chunks), [`backfill::RELATION_SQL`] goes between the query and the commit,
 /// still in the same round trip, so that it describes the files the query read.
-async fn run_chunk_query(
+pub(super) async fn run_chunk_query(
     client: &std::sync::Arc<Client>,
     sql: &str,
     params: &[Option<String>],

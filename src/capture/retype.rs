@@ -249,7 +249,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             match change {
                 Some(change) => {
                     restart_backfill(binding, &change, REORDERED);
-                    self.changed_bindings.insert(index);
+                    self.checkpoints.binding_changed(index);
                 }
                 None => {
                     binding.key_types = Some(names);
@@ -309,13 +309,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                             "a precise backfill read a chunk with a snapshot older than a change of its table's definition: the table's backfill starts over, emitting every change"
                         );
                         start_over_unfiltered(binding);
-                        self.changed_bindings.insert(index);
+                        self.checkpoints.binding_changed(index);
                         changed = true;
                         continue;
                     }
                     binding.state = undo.state;
                     binding.scanned_key = undo.scanned_key;
-                    self.changed_bindings.insert(index);
+                    self.checkpoints.binding_changed(index);
                     changed = true;
                 }
             }
@@ -371,7 +371,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     binding.chunk_limit = None;
                 }
             }
-            self.changed_bindings.insert(index);
+            self.checkpoints.binding_changed(index);
             changed = true;
         }
         if changed {

@@ -39,9 +39,12 @@
 //! stream wait for WAL that never comes, and confirm the slot to a position the server has
 //! not reached), and the slot must exist, be usable, and not be confirmed past it.
 
+use std::time::Duration;
+
 use tokio_postgres::Client;
 
-use super::pg;
+use super::fence::{new_watermark, owner_of};
+use super::{pg, slot_wait, with_deadline};
 use crate::config::Config;
 use crate::error::Error;
 use crate::lsn::Lsn;
@@ -118,20 +121,6 @@ enum Owner {
     Other(String),
     /// No row, or a watermark that names no capture (the Go connector's, or an older one).
     Unknown,
-}
-
-/// A watermark: random, so each fence is recognised, and naming the capture that wrote it.
-pub(super) fn new_watermark(owner: &str) -> String {
-    use rand::Rng;
-    let bytes: [u8; 16] = rand::thread_rng().gen();
-    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{random}:{owner}")
-}
-
-/// The owner a watermark names, if it names one.
-fn owner_of(watermark: &str) -> Option<&str> {
-    let (random, owner) = watermark.split_once(':')?;
-    (random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit())).then_some(owner)
 }
 
 fn watermarks_table(config: &Config) -> String {
@@ -288,7 +277,7 @@ pub(super) async fn start_without_cursor(
     // Ownership is on record before the slot exists, so that a crash right after creating
     // it still leaves a slot this capture recognises.
     upsert_watermark(client, config, &new_watermark(owner)).await?;
-    let consistent_point = super::create_slot(replication, client, slot).await?;
+    let consistent_point = create_slot(replication, client, slot).await?;
     tracing::info!(slot = %slot, lsn = %consistent_point, "created replication slot");
     Ok(consistent_point)
 }
@@ -352,21 +341,58 @@ pub(super) async fn check_slot_for_resume(client: &Client, config: &Config, curs
     Ok(())
 }
 
+/// When a slot creation that is still waiting is first reported, and how often after that.
+const SLOT_WAIT_FIRST_REPORT: Duration = Duration::from_secs(5);
+const SLOT_WAIT_REPORT_EVERY: Duration = Duration::from_secs(30);
+/// How long the query listing what a slot creation waits for may go unanswered.
+const SLOT_WAIT_ANSWER_LIMIT: Duration = Duration::from_secs(15);
+
+/// Create the capture's slot, reporting while the server makes it wait for transactions
+/// that were running when it was requested (see [`super::slot_wait`]): first after
+/// [`SLOT_WAIT_FIRST_REPORT`], then every [`SLOT_WAIT_REPORT_EVERY`].
+async fn create_slot(replication: &mut ReplicationClient, client: &Client, slot: &str) -> Result<Lsn, Error> {
+    let requested = tokio::time::Instant::now();
+    let create = replication.create_logical_slot(slot);
+    tokio::pin!(create);
+    let mut report_at = requested + SLOT_WAIT_FIRST_REPORT;
+    loop {
+        match tokio::time::timeout_at(report_at, create.as_mut()).await {
+            Ok(created) => return Ok(created?),
+            Err(_) => {
+                let waited = i64::try_from(requested.elapsed().as_secs()).unwrap_or(i64::MAX);
+                // A server that does not answer this query within the silence limit is not
+                // busy making the slot: the network path or the server is gone (the slot
+                // request on the other connection would wait forever), so the capture fails
+                // and is restarted instead of hanging.
+                let blockers = match with_deadline(
+                    SLOT_WAIT_ANSWER_LIMIT,
+                    "listing the transactions a slot creation waits for",
+                    slot_wait::blockers(client, waited),
+                )
+                .await?
+                {
+                    Ok(blockers) => Some(blockers),
+                    Err(err) => {
+                        tracing::debug!(error = %PgError::from(err), "listing the transactions a slot creation waits for failed");
+                        None
+                    }
+                };
+                let (message, hint) = slot_wait::describe(slot, waited, blockers.as_ref());
+                tracing::warn!(slot = %slot, waited_s = waited, "{message}\nHINT: {hint}");
+                if report_at == requested + SLOT_WAIT_FIRST_REPORT {
+                    crate::log::status(
+                        "Waiting for running transactions to end before the replication slot can be created",
+                    );
+                }
+                report_at += SLOT_WAIT_REPORT_EVERY;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn watermarks_name_their_capture() {
-        let watermark = new_watermark("acmeCo/source-postgres");
-        assert_eq!(owner_of(&watermark), Some("acmeCo/source-postgres"));
-        assert_ne!(new_watermark("a"), new_watermark("a"));
-        assert_eq!(owner_of(&new_watermark("")), Some(""));
-        // Watermarks of the Go connector (a UUID) and of older versions (hex) name nobody.
-        assert_eq!(owner_of("3f2b8a4e-58c4-4b8e-9a3c-2b7f1d0e6c11"), None);
-        assert_eq!(owner_of("0123456789abcdef0123456789abcdef"), None);
-        assert_eq!(owner_of("not hex at all:someone"), None);
-    }
 
     #[test]
     fn foreign_slots_are_refused_with_the_reason() {

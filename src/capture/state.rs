@@ -166,6 +166,27 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The runtime's state key: the resource path joined by `/`, percent-encoded except
+/// letters, digits and `-_+.=`, plus `.v<N>` when the backfill counter is non-zero.
+pub fn encode_state_key(resource_path: &[String], backfill: u32) -> String {
+    let joined = resource_path.join("/");
+    let mut key = String::with_capacity(joined.len());
+    for c in joined.chars() {
+        if c.is_alphanumeric() || matches!(c, '-' | '_' | '+' | '.' | '=') {
+            key.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                key.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    if backfill != 0 {
+        key.push_str(&format!(".v{backfill}"));
+    }
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +246,12 @@ mod tests {
         };
         merge_patch(&mut merged, &json!({"bindingStateV1": {"k": done.to_patch()}}));
         assert_eq!(merged, json!({"bindingStateV1": {"k": {"mode": "Active", "backfilled": 9}}}));
+    }
+
+    #[test]
+    fn state_keys_are_the_runtimes_percent_encoded_resource_paths() {
+        assert_eq!(encode_state_key(&["test".into(), "USERS".into()], 0), "test%2FUSERS");
+        assert_eq!(encode_state_key(&["a/cdc".into(), "table+baz".into()], 3), "a%2Fcdc%2Ftable+baz.v3");
+        assert_eq!(encode_state_key(&["public".into(), "my table".into()], 0), "public%2Fmy%20table");
     }
 }

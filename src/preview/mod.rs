@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::capture::state::merge_patch;
+use source_postgres::capture::state::{encode_state_key, merge_patch};
 
 /// Arguments of `source-postgres preview`.
 #[derive(Debug, Clone, clap::Args)]
@@ -126,27 +126,6 @@ fn read_capture(args: &PreviewArgs) -> anyhow::Result<CaptureDefinition> {
     };
     let bindings = capture.get("bindings").and_then(Value::as_array).cloned().unwrap_or_default();
     Ok(CaptureDefinition { name, command, env, config, bindings })
-}
-
-/// The runtime's state key: the resource path joined by `/`, percent-encoded except
-/// letters, digits and `-_+.=`, plus `.v<N>` when the backfill counter is non-zero.
-pub fn encode_state_key(resource_path: &[String], backfill: u32) -> String {
-    let joined = resource_path.join("/");
-    let mut key = String::with_capacity(joined.len());
-    for c in joined.chars() {
-        if c.is_alphanumeric() || matches!(c, '-' | '_' | '+' | '.' | '=') {
-            key.push(c);
-        } else {
-            let mut buf = [0u8; 4];
-            for byte in c.encode_utf8(&mut buf).bytes() {
-                key.push_str(&format!("%{byte:02X}"));
-            }
-        }
-    }
-    if backfill != 0 {
-        key.push_str(&format!(".v{backfill}"));
-    }
-    key
 }
 
 /// One connector process speaking the protocol over pipes.
@@ -331,13 +310,25 @@ fn write_state(path: &Path, state: &Value) -> anyhow::Result<()> {
 /// Run a preview.
 pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
     let definition = read_capture(&args)?;
+    let mut bindings = discover_bindings(&definition).await?;
+    validate_bindings(&definition, &mut bindings).await?;
+    let capture_spec = apply(&definition, &bindings).await?;
+    let state = match &args.state_file {
+        Some(path) if path.exists() => serde_json::from_slice(&std::fs::read(path)?)
+            .with_context(|| format!("{} is not a JSON state", path.display()))?,
+        _ => json!({}),
+    };
+    capture(&args, &definition, bindings, capture_spec, state).await
+}
+
+/// Discover, and pick the requested bindings (all discovered ones when the catalog lists
+/// none) with their collections, keys and schemas.
+async fn discover_bindings(definition: &CaptureDefinition) -> anyhow::Result<Vec<PreviewBinding>> {
     let discovered =
-        unary(&definition, json!({"discover": {"connectorType": "IMAGE", "config": definition.config}}), "discovered")
+        unary(definition, json!({"discover": {"connectorType": "IMAGE", "config": definition.config}}), "discovered")
             .await?;
     let discovered: Vec<Value> = discovered.get("bindings").and_then(Value::as_array).cloned().unwrap_or_default();
     let prefix = collection_prefix(&definition.name);
-
-    let mut bindings = Vec::new();
     let requested: Vec<(Value, Option<String>, u32)> = if definition.bindings.is_empty() {
         discovered.iter().map(|d| (d["resourceConfig"].clone(), None, 0)).collect()
     } else {
@@ -356,29 +347,11 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
             })
             .collect()
     };
+    let mut bindings = Vec::new();
     for (resource, target, backfill) in requested {
         let path = [resource.get("namespace"), resource.get("stream")]
             .map(|v| v.and_then(Value::as_str).unwrap_or("").to_string());
-        // The batch connector's resources are named (`name`); the CDC connector's are tables
-        // (`namespace`, `stream`).
-        let name = resource.get("name").and_then(Value::as_str).filter(|_| resource.get("stream").is_none());
-        let found = discovered
-            .iter()
-            .find(|d| match name {
-                Some(name) => d["resourceConfig"]["name"] == name,
-                None => {
-                    d["resourceConfig"]["namespace"] == path[0].as_str()
-                        && d["resourceConfig"]["stream"] == path[1].as_str()
-                }
-            })
-            .ok_or_else(|| match name {
-                Some(name) => anyhow!("resource {name:?} was not discovered: check its name and the user's privileges"),
-                None => anyhow!(
-                    "table \"{}.{}\" was not discovered: check its name, the publication and the user's privileges",
-                    path[0],
-                    path[1]
-                ),
-            })?;
+        let found = find_discovered(&discovered, &resource, &path)?;
         let collection =
             target.unwrap_or_else(|| format!("{prefix}/{}", found["recommendedName"].as_str().unwrap_or("")));
         let key: Vec<String> = serde_json::from_value(found["key"].clone()).unwrap_or_default();
@@ -391,14 +364,45 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
             resource_path: path.to_vec(),
         });
     }
+    Ok(bindings)
+}
 
-    let collection_spec = |b: &PreviewBinding| json!({"name": b.collection, "key": b.key, "writeSchema": b.schema});
+/// The discovered binding of a requested resource.
+fn find_discovered<'d>(discovered: &'d [Value], resource: &Value, path: &[String; 2]) -> anyhow::Result<&'d Value> {
+    // The batch connector's resources are named (`name`); the CDC connector's are tables
+    // (`namespace`, `stream`).
+    let name = resource.get("name").and_then(Value::as_str).filter(|_| resource.get("stream").is_none());
+    discovered
+        .iter()
+        .find(|d| match name {
+            Some(name) => d["resourceConfig"]["name"] == name,
+            None => {
+                d["resourceConfig"]["namespace"] == path[0].as_str()
+                    && d["resourceConfig"]["stream"] == path[1].as_str()
+            }
+        })
+        .ok_or_else(|| match name {
+            Some(name) => anyhow!("resource {name:?} was not discovered: check its name and the user's privileges"),
+            None => anyhow!(
+                "table \"{}.{}\" was not discovered: check its name, the publication and the user's privileges",
+                path[0],
+                path[1]
+            ),
+        })
+}
+
+fn collection_spec(binding: &PreviewBinding) -> Value {
+    json!({"name": binding.collection, "key": binding.key, "writeSchema": binding.schema})
+}
+
+/// Validate the bindings; the connector's resource paths replace the guessed ones.
+async fn validate_bindings(definition: &CaptureDefinition, bindings: &mut [PreviewBinding]) -> anyhow::Result<()> {
     let validate_bindings: Vec<Value> = bindings
         .iter()
         .map(|b| json!({"resourceConfig": b.resource, "collection": collection_spec(b), "backfill": b.backfill}))
         .collect();
     let validated = unary(
-        &definition,
+        definition,
         json!({"validate": {"name": definition.name, "connectorType": "IMAGE", "config": definition.config, "bindings": validate_bindings}}),
         "validated",
     )
@@ -414,6 +418,11 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
     for (binding, path) in bindings.iter_mut().zip(paths) {
         binding.resource_path = path;
     }
+    Ok(())
+}
+
+/// Apply the capture; its spec, as the `open` request carries it.
+async fn apply(definition: &CaptureDefinition, bindings: &[PreviewBinding]) -> anyhow::Result<Value> {
     let capture_bindings: Vec<Value> = bindings
         .iter()
         .map(|b| {
@@ -434,21 +443,27 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
         "intervalSeconds": 300,
     });
     let applied =
-        unary(&definition, json!({"apply": {"capture": capture_spec, "version": "preview"}}), "applied").await?;
+        unary(definition, json!({"apply": {"capture": capture_spec, "version": "preview"}}), "applied").await?;
     if let Some(description) = applied.get("actionDescription").and_then(Value::as_str).filter(|d| !d.is_empty()) {
         tracing::info!(actions = description, "apply");
     }
+    Ok(capture_spec)
+}
 
-    let mut state = match &args.state_file {
-        Some(path) if path.exists() => serde_json::from_slice(&std::fs::read(path)?)
-            .with_context(|| format!("{} is not a JSON state", path.display()))?,
-        _ => json!({}),
-    };
+/// Run the capture session: open, then commit each checkpoint's documents until the
+/// connector ends, the input ends or the timeout is reached.
+async fn capture(
+    args: &PreviewArgs,
+    definition: &CaptureDefinition,
+    bindings: Vec<PreviewBinding>,
+    capture_spec: Value,
+    state: Value,
+) -> anyhow::Result<()> {
     let mut env = Vec::new();
     if args.until_idle {
         env.push(("SHUTDOWN_AFTER_POLLING", "yes"));
     }
-    let mut connector = Connector::start(&definition, &env)?;
+    let mut connector = Connector::start(definition, &env)?;
     connector.send(&json!({"spec": {"connectorType": "IMAGE", "config": {}}})).await?;
     connector.expect("spec").await?;
     connector
@@ -457,13 +472,8 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
     let opened = connector.expect("opened").await?;
     let explicit_acks = opened.get("explicitAcknowledgements").and_then(Value::as_bool).unwrap_or(false);
 
-    let reducers: Vec<reduce::Reducer> = bindings.iter().map(|b| reduce::Reducer::new(&b.schema, &b.key)).collect();
-    let mut transaction: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new(); bindings.len()];
-    let mut totals: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new(); bindings.len()];
-    let mut printer = Printer { out: std::io::BufWriter::new(std::io::stdout()) };
+    let mut commits = Commits::new(args, bindings, state);
     let deadline = args.timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    let mut open_documents = 0u64;
-
     loop {
         let response = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, connector.receive()).await {
@@ -477,41 +487,9 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
         };
         let Some(response) = response else { break };
         if let Some(captured) = response.get("captured") {
-            let binding = captured.get("binding").and_then(Value::as_u64).unwrap_or(0);
-            let index = usize::try_from(binding)
-                .ok()
-                .filter(|i| *i < bindings.len())
-                .ok_or_else(|| anyhow!("captured document for unknown binding {binding}"))?;
-            let doc = captured.get("doc").cloned().ok_or_else(|| anyhow!("captured response without doc"))?;
-            reducers[index].add(&mut transaction[index], doc)?;
-            open_documents += 1;
+            commits.captured(captured)?;
         } else if let Some(checkpoint) = response.get("checkpoint") {
-            let updated = checkpoint
-                .pointer("/state/updated")
-                .cloned()
-                .ok_or_else(|| anyhow!("checkpoint without state.updated"))?;
-            let merge = checkpoint.pointer("/state/mergePatch").and_then(Value::as_bool).unwrap_or(false);
-            if merge {
-                merge_patch(&mut state, &updated);
-            } else {
-                state = updated.clone();
-            }
-            for (index, documents) in transaction.iter_mut().enumerate() {
-                for (key, doc) in std::mem::take(documents) {
-                    if !args.final_only {
-                        printer.line(&bindings[index].collection, &doc)?;
-                    }
-                    reducers[index].combine_into(&mut totals[index], key, doc);
-                }
-            }
-            if args.output_state {
-                printer.line("connectorState", &json!({"updated": updated, "mergePatch": merge}))?;
-            }
-            printer.flush()?;
-            if let Some(path) = &args.state_file {
-                write_state(path, &state)?;
-            }
-            open_documents = 0;
+            commits.checkpoint(checkpoint)?;
             // A connector that ended after its final checkpoint no longer reads acknowledgements.
             if explicit_acks && connector.send(&json!({"acknowledge": {"checkpoints": 1}})).await.is_err() {
                 connector.close_input();
@@ -522,24 +500,105 @@ pub async fn run(args: PreviewArgs) -> anyhow::Result<()> {
             bail!("unexpected response during the capture: {response}");
         }
     }
-    if open_documents > 0 {
-        tracing::warn!(documents = open_documents, "documents after the last checkpoint were not committed");
-    }
+    commits.warn_uncommitted();
     connector.close_input();
     let status = connector.child.wait().await?;
-    if args.final_only {
-        for (index, documents) in totals.iter().enumerate() {
-            for doc in documents.values() {
-                printer.line(&bindings[index].collection, doc)?;
-            }
-        }
-        printer.flush()?;
-    }
+    commits.print_final()?;
     // Closing the connector's input ends a session cleanly; anything else is its failure.
     if !status.success() && deadline.is_none() {
         bail!("the connector failed ({status}): see its error above");
     }
     Ok(())
+}
+
+/// Commits a session's documents like runtime transactions: combined per key until a
+/// checkpoint, then printed, with the state patch merged into the state (and its file).
+struct Commits<'a> {
+    args: &'a PreviewArgs,
+    bindings: Vec<PreviewBinding>,
+    reducers: Vec<reduce::Reducer>,
+    /// The documents since the last checkpoint, per binding and key.
+    transaction: Vec<BTreeMap<String, Value>>,
+    /// Every key's document so far (for `--final-only`).
+    totals: Vec<BTreeMap<String, Value>>,
+    printer: Printer,
+    state: Value,
+    open_documents: u64,
+}
+
+impl<'a> Commits<'a> {
+    fn new(args: &'a PreviewArgs, bindings: Vec<PreviewBinding>, state: Value) -> Commits<'a> {
+        let reducers: Vec<reduce::Reducer> = bindings.iter().map(|b| reduce::Reducer::new(&b.schema, &b.key)).collect();
+        Commits {
+            args,
+            transaction: vec![BTreeMap::new(); bindings.len()],
+            totals: vec![BTreeMap::new(); bindings.len()],
+            bindings,
+            reducers,
+            printer: Printer { out: std::io::BufWriter::new(std::io::stdout()) },
+            state,
+            open_documents: 0,
+        }
+    }
+
+    fn captured(&mut self, captured: &Value) -> anyhow::Result<()> {
+        let binding = captured.get("binding").and_then(Value::as_u64).unwrap_or(0);
+        let index = usize::try_from(binding)
+            .ok()
+            .filter(|i| *i < self.bindings.len())
+            .ok_or_else(|| anyhow!("captured document for unknown binding {binding}"))?;
+        let doc = captured.get("doc").cloned().ok_or_else(|| anyhow!("captured response without doc"))?;
+        self.reducers[index].add(&mut self.transaction[index], doc)?;
+        self.open_documents += 1;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, checkpoint: &Value) -> anyhow::Result<()> {
+        let updated =
+            checkpoint.pointer("/state/updated").cloned().ok_or_else(|| anyhow!("checkpoint without state.updated"))?;
+        let merge = checkpoint.pointer("/state/mergePatch").and_then(Value::as_bool).unwrap_or(false);
+        if merge {
+            merge_patch(&mut self.state, &updated);
+        } else {
+            self.state = updated.clone();
+        }
+        for (index, documents) in self.transaction.iter_mut().enumerate() {
+            for (key, doc) in std::mem::take(documents) {
+                if !self.args.final_only {
+                    self.printer.line(&self.bindings[index].collection, &doc)?;
+                }
+                self.reducers[index].combine_into(&mut self.totals[index], key, doc);
+            }
+        }
+        if self.args.output_state {
+            self.printer.line("connectorState", &json!({"updated": updated, "mergePatch": merge}))?;
+        }
+        self.printer.flush()?;
+        if let Some(path) = &self.args.state_file {
+            write_state(path, &self.state)?;
+        }
+        self.open_documents = 0;
+        Ok(())
+    }
+
+    fn warn_uncommitted(&self) {
+        if self.open_documents > 0 {
+            tracing::warn!(documents = self.open_documents, "documents after the last checkpoint were not committed");
+        }
+    }
+
+    /// With `--final-only`, each key's final document.
+    fn print_final(&mut self) -> anyhow::Result<()> {
+        if !self.args.final_only {
+            return Ok(());
+        }
+        for (index, documents) in self.totals.iter().enumerate() {
+            for doc in documents.values() {
+                self.printer.line(&self.bindings[index].collection, doc)?;
+            }
+        }
+        self.printer.flush()
+    }
 }
 
 #[cfg(test)]
@@ -552,12 +611,5 @@ mod tests {
             &json!({"rows_backfilled": 50, "rows_estimated": 200, "rows_per_second": 10, "tables_backfilling": 1, "tables_total": 3}),
         );
         assert_eq!(bar, "[########......................]  25%  50 of ~200 rows  10 rows/s  1 of 3 tables left");
-    }
-
-    #[test]
-    fn state_keys_match_the_runtime_encoding() {
-        assert_eq!(encode_state_key(&["test".into(), "USERS".into()], 0), "test%2FUSERS");
-        assert_eq!(encode_state_key(&["a/cdc".into(), "table+baz".into()], 3), "a%2Fcdc%2Ftable+baz.v3");
-        assert_eq!(encode_state_key(&["public".into(), "my table".into()], 0), "public%2Fmy%20table");
     }
 }

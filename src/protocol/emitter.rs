@@ -12,8 +12,7 @@
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 
-use super::responses::Response;
-pub use super::responses::{DiscoveredBinding, SpecResponse, ValidatedBinding};
+use super::responses::{DiscoveredBinding, Response, SpecResponse, ValidatedBinding};
 
 /// Capacity of the stdout buffer: documents are flushed in blocks of this size.
 const BUFFER_BYTES: usize = 1 << 20;

@@ -1122,47 +1122,82 @@ mod tests {
         }
     }
 
-    /// One fixture per message kind (and per interesting variant of it) that the server
-    /// can send in `ctx`, with the message it must decode to.
-    fn fixtures(ctx: DecodeContext) -> Vec<Fixture> {
-        let mut out = Vec::new();
-        let mut add = |name: &str, frame: Frame, expected: LogicalMessage<'static>| {
-            out.push(Fixture {
-                name: format!("{name} (v{}, streamed {})", ctx.protocol_version, ctx.in_streamed_block),
+    const LSN: Lsn = Lsn(0x16_B374_D848);
+    const END_LSN: Lsn = Lsn(0x16_B374_D900);
+    /// 2024-01-01 00:00:00.123456 UTC
+    const TIME: i64 = 757_382_400_123_456;
+
+    /// The fixtures of one decode context, collected by the builders below (one per kind
+    /// of message).
+    struct Fixtures {
+        ctx: DecodeContext,
+        /// The transaction id that messages inside a streamed block carry.
+        xid: Option<u32>,
+        out: Vec<Fixture>,
+    }
+
+    impl Fixtures {
+        fn add(&mut self, name: &str, frame: Frame, expected: LogicalMessage<'static>) {
+            self.out.push(Fixture {
+                name: format!("{name} (v{}, streamed {})", self.ctx.protocol_version, self.ctx.in_streamed_block),
                 bytes: frame.0,
                 expected,
             });
-        };
-        let xid = ctx.in_streamed_block.then_some(0x2e7);
-        let lsn = Lsn(0x16_B374_D848);
-        let end_lsn = Lsn(0x16_B374_D900);
-        let time = 757_382_400_123_456; // 2024-01-01 00:00:00.123456 UTC
-
-        if !ctx.in_streamed_block {
-            add(
-                "begin",
-                Frame::new(b'B').lsn(lsn).i64(time).u32(731),
-                LogicalMessage::Begin(Begin { final_lsn: lsn, commit_time_us: time, xid: 731 }),
-            );
-            add(
-                "commit",
-                Frame::new(b'C').u8(0).lsn(lsn).lsn(end_lsn).i64(time),
-                LogicalMessage::Commit(Commit { flags: 0, commit_lsn: lsn, end_lsn, commit_time_us: time }),
-            );
-            add(
-                "origin",
-                Frame::new(b'O').lsn(Lsn(0xAB)).str("upstream"),
-                LogicalMessage::Origin { commit_lsn: Lsn(0xAB), name: "upstream" },
-            );
         }
+    }
 
+    /// One fixture per message kind (and per interesting variant of it) that the server
+    /// can send in `ctx`, with the message it must decode to.
+    fn fixtures(ctx: DecodeContext) -> Vec<Fixture> {
+        let mut f = Fixtures { ctx, xid: ctx.in_streamed_block.then_some(0x2e7), out: Vec::new() };
+        if !ctx.in_streamed_block {
+            transaction_fixtures(&mut f);
+        }
+        relation_fixtures(&mut f);
+        row_fixtures(&mut f);
+        truncate_fixtures(&mut f);
+        message_fixtures(&mut f);
+        if ctx.protocol_version >= STREAMING_PROTOCOL_VERSION {
+            streaming_fixtures(&mut f);
+        }
+        if ctx.protocol_version >= PARALLEL_STREAMING_PROTOCOL_VERSION {
+            parallel_streaming_fixtures(&mut f);
+        }
+        if ctx.protocol_version >= TWO_PHASE_PROTOCOL_VERSION {
+            two_phase_fixtures(&mut f);
+        }
+        f.out
+    }
+
+    /// Begin, Commit and Origin (never inside a streamed block).
+    fn transaction_fixtures(f: &mut Fixtures) {
+        f.add(
+            "begin",
+            Frame::new(b'B').lsn(LSN).i64(TIME).u32(731),
+            LogicalMessage::Begin(Begin { final_lsn: LSN, commit_time_us: TIME, xid: 731 }),
+        );
+        f.add(
+            "commit",
+            Frame::new(b'C').u8(0).lsn(LSN).lsn(END_LSN).i64(TIME),
+            LogicalMessage::Commit(Commit { flags: 0, commit_lsn: LSN, end_lsn: END_LSN, commit_time_us: TIME }),
+        );
+        f.add(
+            "origin",
+            Frame::new(b'O').lsn(Lsn(0xAB)).str("upstream"),
+            LogicalMessage::Origin { commit_lsn: Lsn(0xAB), name: "upstream" },
+        );
+    }
+
+    /// Relation (each replica identity, and one without columns) and Type.
+    fn relation_fixtures(f: &mut Fixtures) {
+        let xid = f.xid;
         for (byte, replica_identity) in [
             (b'd', ReplicaIdentity::Default),
             (b'n', ReplicaIdentity::Nothing),
             (b'f', ReplicaIdentity::Full),
             (b'i', ReplicaIdentity::Index),
         ] {
-            add(
+            f.add(
                 &format!("relation with replica identity {}", char::from(byte)),
                 Frame::new(b'R')
                     .xid(xid)
@@ -1197,7 +1232,7 @@ mod tests {
                 }),
             );
         }
-        add(
+        f.add(
             "relation without columns in pg_catalog",
             Frame::new(b'R').xid(xid).u32(1).str("").str("empty").u8(b'n').i16(0),
             LogicalMessage::Relation(Relation {
@@ -1209,17 +1244,22 @@ mod tests {
                 columns: vec![],
             }),
         );
-        add(
+        f.add(
             "type",
             Frame::new(b'Y').xid(xid).u32(16385).str("public").str("mood"),
             LogicalMessage::Type(TypeMessage { xid, oid: 16385, namespace: "public", name: "mood" }),
         );
-        add(
+    }
+
+    /// Insert, Update and Delete, with each kind of old tuple.
+    fn row_fixtures(f: &mut Fixtures) {
+        let xid = f.xid;
+        f.add(
             "insert",
             Frame::new(b'I').xid(xid).u32(16389).u8(b'N').tuple(&sample_tuple()),
             LogicalMessage::Insert(Insert { xid, relation_oid: 16389, new: sample_tuple() }),
         );
-        add(
+        f.add(
             "insert of an empty tuple",
             Frame::new(b'I').xid(xid).u32(16389).u8(b'N').i16(0),
             LogicalMessage::Insert(Insert { xid, relation_oid: 16389, new: TupleData { values: vec![] } }),
@@ -1234,7 +1274,7 @@ mod tests {
             if let Some(old) = &old {
                 frame = frame.old_tuple(old);
             }
-            add(
+            f.add(
                 name,
                 frame.u8(b'N').tuple(&sample_tuple()),
                 LogicalMessage::Update(Update { xid, relation_oid: 16389, old, new: sample_tuple() }),
@@ -1245,13 +1285,18 @@ mod tests {
                 OldTuple::Key(_) => "delete with old key",
                 OldTuple::Full(_) => "delete with old row",
             };
-            add(
+            f.add(
                 name,
                 Frame::new(b'D').xid(xid).u32(16389).old_tuple(&old),
                 LogicalMessage::Delete(Delete { xid, relation_oid: 16389, old }),
             );
         }
-        add(
+    }
+
+    /// Truncate with each combination of options.
+    fn truncate_fixtures(f: &mut Fixtures) {
+        let xid = f.xid;
+        f.add(
             "truncate with cascade and restart identity",
             Frame::new(b'T').xid(xid).i32(2).u8(3).u32(16389).u32(16396),
             LogicalMessage::Truncate(Truncate {
@@ -1261,7 +1306,7 @@ mod tests {
                 relation_oids: vec![16389, 16396],
             }),
         );
-        add(
+        f.add(
             "truncate with restart identity only",
             Frame::new(b'T').xid(xid).i32(1).u8(2).u32(16389),
             LogicalMessage::Truncate(Truncate {
@@ -1271,7 +1316,7 @@ mod tests {
                 relation_oids: vec![16389],
             }),
         );
-        add(
+        f.add(
             "truncate without options",
             Frame::new(b'T').xid(xid).i32(1).u8(0).u32(16389),
             LogicalMessage::Truncate(Truncate {
@@ -1281,129 +1326,132 @@ mod tests {
                 relation_oids: vec![16389],
             }),
         );
+    }
+
+    /// Logical decoding messages, transactional or not.
+    fn message_fixtures(f: &mut Fixtures) {
+        let xid = f.xid;
         for (flags, content) in [(1, b"in a transaction".as_slice()), (0, b"".as_slice())] {
-            add(
+            f.add(
                 &format!("message with flags {flags}"),
-                Frame::new(b'M').xid(xid).u8(flags).lsn(lsn).str("flow").length(content.len()).raw(content),
+                Frame::new(b'M').xid(xid).u8(flags).lsn(LSN).str("flow").length(content.len()).raw(content),
                 LogicalMessage::Message(LogicalDecodingMessage {
                     xid,
                     transactional: flags == 1,
-                    lsn,
+                    lsn: LSN,
                     prefix: "flow",
                     content,
                 }),
             );
         }
+    }
 
-        if ctx.protocol_version >= STREAMING_PROTOCOL_VERSION {
-            for first_segment in [true, false] {
-                add(
-                    &format!("stream start, first segment {first_segment}"),
-                    Frame::new(b'S').u32(741).u8(u8::from(first_segment)),
-                    LogicalMessage::StreamStart { xid: 741, first_segment },
-                );
-            }
-            add("stream stop", Frame::new(b'E'), LogicalMessage::StreamStop);
-            add(
-                "stream commit",
-                Frame::new(b'c').u32(741).u8(0).lsn(lsn).lsn(end_lsn).i64(time),
-                LogicalMessage::StreamCommit(StreamCommit {
-                    xid: 741,
-                    flags: 0,
-                    commit_lsn: lsn,
-                    end_lsn,
-                    commit_time_us: time,
-                }),
-            );
-            add(
-                "stream abort",
-                Frame::new(b'A').u32(741).u32(743),
-                LogicalMessage::StreamAbort(StreamAbort {
-                    xid: 741,
-                    subxid: 743,
-                    abort_lsn: None,
-                    abort_time_us: None,
-                }),
+    /// Stream Start, Stop, Commit and Abort (protocol 2 on).
+    fn streaming_fixtures(f: &mut Fixtures) {
+        for first_segment in [true, false] {
+            f.add(
+                &format!("stream start, first segment {first_segment}"),
+                Frame::new(b'S').u32(741).u8(u8::from(first_segment)),
+                LogicalMessage::StreamStart { xid: 741, first_segment },
             );
         }
-        if ctx.protocol_version >= PARALLEL_STREAMING_PROTOCOL_VERSION {
-            add(
-                "stream abort with abort LSN and time",
-                Frame::new(b'A').u32(741).u32(741).lsn(lsn).i64(time),
-                LogicalMessage::StreamAbort(StreamAbort {
-                    xid: 741,
-                    subxid: 741,
-                    abort_lsn: Some(lsn),
-                    abort_time_us: Some(time),
-                }),
-            );
-        }
+        f.add("stream stop", Frame::new(b'E'), LogicalMessage::StreamStop);
+        f.add(
+            "stream commit",
+            Frame::new(b'c').u32(741).u8(0).lsn(LSN).lsn(END_LSN).i64(TIME),
+            LogicalMessage::StreamCommit(StreamCommit {
+                xid: 741,
+                flags: 0,
+                commit_lsn: LSN,
+                end_lsn: END_LSN,
+                commit_time_us: TIME,
+            }),
+        );
+        f.add(
+            "stream abort",
+            Frame::new(b'A').u32(741).u32(743),
+            LogicalMessage::StreamAbort(StreamAbort { xid: 741, subxid: 743, abort_lsn: None, abort_time_us: None }),
+        );
+    }
 
-        if ctx.protocol_version >= TWO_PHASE_PROTOCOL_VERSION {
-            if !ctx.in_streamed_block {
-                add(
-                    "begin prepare",
-                    Frame::new(b'b').lsn(lsn).lsn(end_lsn).i64(time).u32(739).str("gid-commit"),
-                    LogicalMessage::BeginPrepare(BeginPrepare {
-                        prepare_lsn: lsn,
-                        end_lsn,
-                        prepare_time_us: time,
-                        xid: 739,
-                        gid: "gid-commit",
-                    }),
-                );
-                add(
-                    "prepare",
-                    Frame::new(b'P').u8(0).lsn(lsn).lsn(end_lsn).i64(time).u32(739).str("gid-commit"),
-                    LogicalMessage::Prepare(Prepare {
-                        flags: 0,
-                        prepare_lsn: lsn,
-                        end_lsn,
-                        prepare_time_us: time,
-                        xid: 739,
-                        gid: "gid-commit",
-                    }),
-                );
-                add(
-                    "commit prepared",
-                    Frame::new(b'K').u8(0).lsn(lsn).lsn(end_lsn).i64(time).u32(739).str("gid-commit"),
-                    LogicalMessage::CommitPrepared(CommitPrepared {
-                        flags: 0,
-                        commit_lsn: lsn,
-                        end_lsn,
-                        commit_time_us: time,
-                        xid: 739,
-                        gid: "gid-commit",
-                    }),
-                );
-                add(
-                    "rollback prepared",
-                    Frame::new(b'r').u8(0).lsn(lsn).lsn(end_lsn).i64(time).i64(time + 1).u32(740).str(""),
-                    LogicalMessage::RollbackPrepared(RollbackPrepared {
-                        flags: 0,
-                        prepare_end_lsn: lsn,
-                        rollback_end_lsn: end_lsn,
-                        prepare_time_us: time,
-                        rollback_time_us: time + 1,
-                        xid: 740,
-                        gid: "",
-                    }),
-                );
-            }
-            add(
-                "stream prepare",
-                Frame::new(b'p').u8(0).lsn(lsn).lsn(end_lsn).i64(time).u32(741).str("gid-stream"),
-                LogicalMessage::StreamPrepare(Prepare {
+    /// Stream Abort with its LSN and time (protocol 4 on).
+    fn parallel_streaming_fixtures(f: &mut Fixtures) {
+        f.add(
+            "stream abort with abort LSN and time",
+            Frame::new(b'A').u32(741).u32(741).lsn(LSN).i64(TIME),
+            LogicalMessage::StreamAbort(StreamAbort {
+                xid: 741,
+                subxid: 741,
+                abort_lsn: Some(LSN),
+                abort_time_us: Some(TIME),
+            }),
+        );
+    }
+
+    /// Two-phase commit messages (protocol 3 on); only Stream Prepare inside a streamed block.
+    fn two_phase_fixtures(f: &mut Fixtures) {
+        if !f.ctx.in_streamed_block {
+            f.add(
+                "begin prepare",
+                Frame::new(b'b').lsn(LSN).lsn(END_LSN).i64(TIME).u32(739).str("gid-commit"),
+                LogicalMessage::BeginPrepare(BeginPrepare {
+                    prepare_lsn: LSN,
+                    end_lsn: END_LSN,
+                    prepare_time_us: TIME,
+                    xid: 739,
+                    gid: "gid-commit",
+                }),
+            );
+            f.add(
+                "prepare",
+                Frame::new(b'P').u8(0).lsn(LSN).lsn(END_LSN).i64(TIME).u32(739).str("gid-commit"),
+                LogicalMessage::Prepare(Prepare {
                     flags: 0,
-                    prepare_lsn: lsn,
-                    end_lsn,
-                    prepare_time_us: time,
-                    xid: 741,
-                    gid: "gid-stream",
+                    prepare_lsn: LSN,
+                    end_lsn: END_LSN,
+                    prepare_time_us: TIME,
+                    xid: 739,
+                    gid: "gid-commit",
+                }),
+            );
+            f.add(
+                "commit prepared",
+                Frame::new(b'K').u8(0).lsn(LSN).lsn(END_LSN).i64(TIME).u32(739).str("gid-commit"),
+                LogicalMessage::CommitPrepared(CommitPrepared {
+                    flags: 0,
+                    commit_lsn: LSN,
+                    end_lsn: END_LSN,
+                    commit_time_us: TIME,
+                    xid: 739,
+                    gid: "gid-commit",
+                }),
+            );
+            f.add(
+                "rollback prepared",
+                Frame::new(b'r').u8(0).lsn(LSN).lsn(END_LSN).i64(TIME).i64(TIME + 1).u32(740).str(""),
+                LogicalMessage::RollbackPrepared(RollbackPrepared {
+                    flags: 0,
+                    prepare_end_lsn: LSN,
+                    rollback_end_lsn: END_LSN,
+                    prepare_time_us: TIME,
+                    rollback_time_us: TIME + 1,
+                    xid: 740,
+                    gid: "",
                 }),
             );
         }
-        out
+        f.add(
+            "stream prepare",
+            Frame::new(b'p').u8(0).lsn(LSN).lsn(END_LSN).i64(TIME).u32(741).str("gid-stream"),
+            LogicalMessage::StreamPrepare(Prepare {
+                flags: 0,
+                prepare_lsn: LSN,
+                end_lsn: END_LSN,
+                prepare_time_us: TIME,
+                xid: 741,
+                gid: "gid-stream",
+            }),
+        );
     }
 
     fn decode(bytes: &[u8], protocol_version: u32, in_streamed_block: bool) -> Result<LogicalMessage<'_>, DecodeError> {

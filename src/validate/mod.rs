@@ -47,6 +47,7 @@ pub mod platform;
 pub mod publication;
 pub mod server;
 pub mod tables;
+pub mod watermarks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -56,7 +57,7 @@ use tokio_postgres::Client;
 use crate::config::{BackfillMode, Config, Purpose, ResourceConfig};
 use crate::error::Error;
 use crate::pg::{quote_identifier, quote_literal};
-use crate::protocol::emitter::ValidatedBinding;
+use crate::protocol::responses::ValidatedBinding;
 use crate::protocol::{Apply, CaptureSpec, Validate};
 use platform::{Platform, PlatformHints};
 
@@ -215,12 +216,12 @@ impl Context {
 
 /// `"schema"."table"`.
 pub fn qualified(schema: &str, table: &str) -> String {
-    format!("{}.{}", quote_identifier(schema), quote_identifier(table))
+    crate::config::table_name::quoted_table(schema, table)
 }
 
 /// `schema.table` for messages, in double quotes like the Go connector (`"public.t"`).
 pub fn display_name(schema: &str, table: &str) -> String {
-    format!("{:?}", format!("{schema}.{table}"))
+    crate::config::table_name::display_table(schema, table)
 }
 
 /// `SELECT pg_drop_replication_slot('slot');`
@@ -258,7 +259,7 @@ fn parse_resources<'a>(bindings: impl Iterator<Item = &'a serde_json::Value>) ->
         let resource = ResourceConfig::parse(index, value)?;
         if !seen.insert(resource.resource_path()) {
             return Err(Error::user(
-                format!("binding {index} captures table {} again", display_name(&resource.namespace, &resource.stream)),
+                format!("binding {index} captures table {} again", resource.table_name()),
                 "each table may be bound once per capture: remove the duplicate binding",
             ));
         }
@@ -289,7 +290,7 @@ fn check_binding_rules(
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (index, (resource, binding)) in resources.iter().zip(bindings).enumerate() {
-        let table = display_name(&resource.namespace, &resource.stream);
+        let table = resource.table_name();
         let keyless = binding.collection.key.iter().map(String::as_str).eq(crate::discovery::FALLBACK_KEY);
         let scans_by_key = !matches!(resource.mode, BackfillMode::WithoutPrimaryKey | BackfillMode::OnlyChanges);
         if keyless && scans_by_key && resource.primary_key.is_none() {
@@ -409,7 +410,7 @@ async fn check_meta_keys(
     use crate::discovery::schema::{column_of_property, is_meta_like, key_pointer, property_name};
     let mut problems = Vec::new();
     for (index, (resource, binding)) in resources.iter().zip(bindings).enumerate() {
-        let table = display_name(&resource.namespace, &resource.stream);
+        let table = resource.table_name();
         for pointer in &binding.collection.key {
             let Some(property) = pointer.strip_prefix('/').filter(|p| is_meta_like(p)) else { continue };
             let column_named_so = has_column(client, resource, property).await?;

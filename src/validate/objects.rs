@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 
 use tokio_postgres::Client;
 
-use super::server::{watermarks_problems, ServerFacts};
+use super::server::ServerFacts;
 use super::tables::TableFacts;
+use super::watermarks::watermarks_problems;
 use super::{qualified, report, Context};
 use crate::config::Config;
 use crate::error::Error;
@@ -74,7 +75,7 @@ pub async fn ensure_watermarks_table(client: &Client, config: &Config) -> Result
     if !problems.is_empty() {
         return Err(report(&problems));
     }
-    let table = qualified(&config.watermarks_schema, &config.watermarks_table);
+    let table = config.watermarks().quoted();
     if !facts.watermarks.exists {
         let statement = format!("CREATE TABLE IF NOT EXISTS {table} (slot TEXT PRIMARY KEY, watermark TEXT)");
         if run(client, &statement, &format!("creating the watermarks table {table}")).await? {

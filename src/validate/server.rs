@@ -7,7 +7,9 @@
 
 use tokio_postgres::Client;
 
-use super::{display_name, drop_slot_sql, qualified, Context, Problem, Step};
+use super::watermarks::watermarks_problems;
+pub use super::watermarks::WatermarksFacts;
+use super::{drop_slot_sql, Context, Problem, Step};
 use crate::config::Config;
 use crate::error::Error;
 use crate::pg::quote_identifier;
@@ -36,22 +38,6 @@ pub struct PublicationFacts {
     pub truncate: bool,
     /// The user is (a member of) its owner.
     pub owned: bool,
-}
-
-/// The watermarks table and the user's rights on it and its schema.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WatermarksFacts {
-    pub schema_exists: bool,
-    pub schema_usage: bool,
-    pub schema_create: bool,
-    pub exists: bool,
-    pub owned: bool,
-    pub select: bool,
-    pub insert: bool,
-    pub update: bool,
-    /// A unique index on `slot` alone, which the watermark upsert's `ON CONFLICT (slot)` needs.
-    pub unique_slot: bool,
-    pub published: bool,
 }
 
 /// What the server says about itself and the capture user.
@@ -158,42 +144,7 @@ impl ServerFacts {
                 truncate: row.get(5),
                 owned: row.get(6),
             });
-        let published = published_sql(ctx.server_version, "c.oid", "$3");
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT n.oid IS NOT NULL,
-                            COALESCE(pg_catalog.has_schema_privilege(n.oid, 'USAGE'), false),
-                            COALESCE(pg_catalog.has_schema_privilege(n.oid, 'CREATE'), false),
-                            c.oid IS NOT NULL,
-                            COALESCE(pg_catalog.pg_has_role(c.relowner, 'USAGE'), false),
-                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'SELECT'), false),
-                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'INSERT'), false),
-                            COALESCE(pg_catalog.has_table_privilege(c.oid, 'UPDATE'), false),
-                            EXISTS (SELECT 1 FROM pg_catalog.pg_index i
-                                    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                                    WHERE i.indrelid = c.oid AND i.indisunique AND i.indnatts = 1
-                                      AND i.indpred IS NULL AND a.attname = 'slot'),
-                            {published}
-                     FROM (SELECT 1) AS one
-                     LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1
-                     LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind IN ('r', 'p')"
-                ),
-                &[&config.watermarks_schema, &config.watermarks_table, &config.publication_name()],
-            )
-            .await?;
-        facts.watermarks = WatermarksFacts {
-            schema_exists: row.get(0),
-            schema_usage: row.get(1),
-            schema_create: row.get(2),
-            exists: row.get(3),
-            owned: row.get(4),
-            select: row.get(5),
-            insert: row.get(6),
-            update: row.get(7),
-            unique_slot: row.get(8),
-            published: row.get(9),
-        };
+        facts.watermarks = WatermarksFacts::load(client, config, ctx.server_version).await?;
         Ok(facts)
     }
 }
@@ -220,53 +171,78 @@ fn version_text(version: i32) -> String {
 
 /// The rules, without IO.
 pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> Vec<Problem> {
-    let mut problems = Vec::new();
     if facts.version < MIN_SERVER_VERSION {
-        problems.push(Problem::without_fix(format!(
+        return vec![Problem::without_fix(format!(
             "PostgreSQL {} is not supported: the minimum version is 13",
             version_text(facts.version)
-        )));
-        return problems;
+        ))];
     }
-    let mut restart_needed = false;
-    let mut settings = |statements: (Vec<String>, bool)| {
-        restart_needed |= statements.1;
-        statements.0.into_iter().map(|sql| (Step::ServerSetting, sql)).collect::<Vec<_>>()
+    let mut settings = SettingFixes::default();
+    let mut problems = Vec::new();
+    problems.extend(wal_level_problem(ctx, facts, &mut settings));
+    problems.extend(replication_role_problem(ctx, facts));
+    problems.extend(slot_problem(ctx, config, facts, &mut settings));
+    problems.extend(wal_sender_problem(ctx, facts, &mut settings));
+    if settings.restart_needed {
+        attach_restart(&mut problems);
+    }
+    problems.extend(publication_problems(ctx, config, facts));
+    problems.extend(watermarks_problems(ctx, config, facts));
+    problems
+}
+
+/// Fixes that change server settings, remembering whether one needs a server restart.
+#[derive(Default)]
+struct SettingFixes {
+    restart_needed: bool,
+}
+
+impl SettingFixes {
+    fn fixes(&mut self, (statements, restart): (Vec<String>, bool)) -> Vec<(Step, String)> {
+        self.restart_needed |= restart;
+        statements.into_iter().map(|sql| (Step::ServerSetting, sql)).collect()
+    }
+}
+
+/// `wal_level` must be `logical`.
+fn wal_level_problem(ctx: &Context, facts: &ServerFacts, settings: &mut SettingFixes) -> Option<Problem> {
+    if facts.wal_level == "logical" {
+        return None;
+    }
+    let message = if facts.wal_level_pending_restart {
+        format!(
+            "logical replication isn't enabled: current wal_level = {:?} (a changed setting is waiting for a server restart)",
+            facts.wal_level
+        )
+    } else {
+        format!("logical replication isn't enabled: current wal_level = {:?}", facts.wal_level)
     };
+    Some(ctx.problem(message, settings.fixes(ctx.platform.enable_logical_replication())))
+}
 
-    // wal_level
-    if facts.wal_level != "logical" {
-        let message = if facts.wal_level_pending_restart {
-            format!(
-                "logical replication isn't enabled: current wal_level = {:?} (a changed setting is waiting for a server restart)",
-                facts.wal_level
-            )
-        } else {
-            format!("logical replication isn't enabled: current wal_level = {:?}", facts.wal_level)
-        };
-        problems.push(ctx.problem(message, settings(ctx.platform.enable_logical_replication())));
-    }
-
-    // The replication privilege.
+/// The replication privilege (a superuser, or `rds_replication` on RDS, is enough).
+fn replication_role_problem(ctx: &Context, facts: &ServerFacts) -> Option<Problem> {
     let can_replicate = ctx.is_superuser || facts.has_replication || facts.in_rds_replication;
-    if !can_replicate {
-        problems.push(ctx.problem(
+    (!can_replicate).then(|| {
+        ctx.problem(
             format!("user {:?} must have the REPLICATION role (or 'rds_replication' on RDS)", ctx.user),
             vec![(Step::Role, ctx.platform.grant_replication(&ctx.quoted_user()))],
-        ));
-    }
+        )
+    })
+}
 
-    // The slot: present in this database with pgoutput, or creatable.
+/// The slot: present in this database with pgoutput, or creatable.
+fn slot_problem(ctx: &Context, config: &Config, facts: &ServerFacts, settings: &mut SettingFixes) -> Option<Problem> {
     let slot = config.slot_name();
-    match &facts.slot {
-        Some(found) if found.slot_type != "logical" => problems.push(ctx.problem(
+    let problem = match &facts.slot {
+        Some(found) if found.slot_type != "logical" => ctx.problem(
             format!("replication slot {slot:?} is a {} slot, but the capture needs a logical one: use a different slot name or remove the existing slot", found.slot_type),
             vec![
                 (Step::Slot, "-- drop the slot only if no standby uses it, or set advanced.slotName to another name instead".to_string()),
                 (Step::Slot, drop_slot_sql(slot)),
             ],
-        )),
-        Some(found) if found.database.as_deref() != Some(ctx.database.as_str()) => problems.push(ctx.problem(
+        ),
+        Some(found) if found.database.as_deref() != Some(ctx.database.as_str()) => ctx.problem(
             format!(
                 "replication slot {slot:?} exists in database {:?}, but the configured database is {:?}: consider using a different slot name or removing the existing slot",
                 found.database.clone().unwrap_or_default(),
@@ -279,8 +255,8 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
                 )),
                 (Step::Slot, drop_slot_sql(slot)),
             ],
-        )),
-        Some(found) if found.plugin.as_deref() != Some("pgoutput") => problems.push(ctx.problem(
+        ),
+        Some(found) if found.plugin.as_deref() != Some("pgoutput") => ctx.problem(
             format!(
                 "replication slot {slot:?} uses the output plugin {:?}, but the capture needs \"pgoutput\": use a different slot name or remove the existing slot",
                 found.plugin.clone().unwrap_or_default()
@@ -289,62 +265,70 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
                 (Step::Slot, "-- drop the slot only if nothing else reads from it, or set advanced.slotName to another name instead".to_string()),
                 (Step::Slot, drop_slot_sql(slot)),
             ],
-        )),
-        Some(found) if found.wal_status.as_deref() == Some("lost") => problems.push(ctx.problem(
+        ),
+        Some(found) if found.wal_status.as_deref() == Some("lost") => ctx.problem(
             format!("replication slot {slot:?} was invalidated: the server removed WAL it still needed (wal_status = \"lost\")"),
             vec![
                 (Step::Slot, "-- after dropping it, re-backfill every binding (increment each binding's backfill counter): the capture recreates the slot".to_string()),
                 (Step::Slot, drop_slot_sql(slot)),
             ],
-        )),
-        Some(_) => {}
+        ),
+        Some(_) => return None,
         // As in the Go connector: the flag leaves the slot to the user, so it must exist.
-        None if !config.creates_replication_slot() => problems.push(ctx.problem(
+        None if !config.creates_replication_slot() => ctx.problem(
             format!("replication slot {slot:?} does not exist and the 'no_create_replication_slot' feature flag is set"),
             vec![(
                 Step::Slot,
                 format!("SELECT pg_catalog.pg_create_logical_replication_slot({}, 'pgoutput');", crate::pg::quote_literal(slot)),
             )],
-        )),
+        ),
         None if facts.slot_count >= facts.max_replication_slots => {
             let wanted = i64::from(facts.slot_count) + 1;
-            problems.push(ctx.problem(
+            ctx.problem(
                 format!(
                     "replication slot {slot:?} does not exist and cannot be created: all {} replication slots are in use (max_replication_slots = {})",
                     facts.slot_count, facts.max_replication_slots
                 ),
-                settings(ctx.platform.raise_setting("max_replication_slots", wanted)),
-            ));
+                settings.fixes(ctx.platform.raise_setting("max_replication_slots", wanted)),
+            )
         }
-        None => {}
-    }
+        None => return None,
+    };
+    Some(problem)
+}
 
-    // A WAL sender for the replication connection (a running instance of this capture
-    // holds one already, which its replacement takes over).
+/// A WAL sender for the replication connection (a running instance of this capture holds
+/// one already, which its replacement takes over).
+fn wal_sender_problem(ctx: &Context, facts: &ServerFacts, settings: &mut SettingFixes) -> Option<Problem> {
     let slot_in_use = facts.slot.as_ref().is_some_and(|s| s.active);
-    if !slot_in_use && facts.wal_sender_count >= facts.max_wal_senders {
-        let wanted = i64::from(facts.wal_sender_count) + 1;
-        problems.push(ctx.problem(
-            format!(
-                "no WAL sender is free for the replication connection: {} of max_wal_senders = {} are in use",
-                facts.wal_sender_count, facts.max_wal_senders
-            ),
-            settings(ctx.platform.raise_setting("max_wal_senders", wanted)),
-        ));
+    if slot_in_use || facts.wal_sender_count < facts.max_wal_senders {
+        return None;
     }
-    if restart_needed {
-        // Attached to the first problem that needs it; `report` keeps one copy.
-        let restart =
-            (Step::Restart, "-- now restart PostgreSQL: these settings take effect only at server start".to_string());
-        if let Some(problem) = problems
-            .iter_mut()
-            .find(|p| p.fixes.iter().any(|f| f.step == Step::ServerSetting && f.sql.starts_with("ALTER SYSTEM")))
-        {
-            problem.fixes.push(super::Fix { step: restart.0, sql: restart.1 });
-        }
-    }
+    let wanted = i64::from(facts.wal_sender_count) + 1;
+    Some(ctx.problem(
+        format!(
+            "no WAL sender is free for the replication connection: {} of max_wal_senders = {} are in use",
+            facts.wal_sender_count, facts.max_wal_senders
+        ),
+        settings.fixes(ctx.platform.raise_setting("max_wal_senders", wanted)),
+    ))
+}
 
-    // The publication.
+/// The restart line, attached to the first problem whose fix is an `ALTER SYSTEM`
+/// (`report` keeps one copy).
+fn attach_restart(problems: &mut [Problem]) {
+    let restart = "-- now restart PostgreSQL: these settings take effect only at server start".to_string();
+    if let Some(problem) = problems
+        .iter_mut()
+        .find(|p| p.fixes.iter().any(|f| f.step == Step::ServerSetting && f.sql.starts_with("ALTER SYSTEM")))
+    {
+        problem.fixes.push(super::Fix { step: Step::Restart, sql: restart });
+    }
+}
+
+/// The publication: present with every kind of change the capture needs, or creatable.
+fn publication_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> Vec<Problem> {
+    let mut problems = Vec::new();
     let publication = config.publication_name();
     let quoted_publication = quote_identifier(publication);
     let via_root = !config.raw.advanced.capture_as_partitions;
@@ -381,8 +365,6 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
             }
         }
     }
-
-    problems.extend(watermarks_problems(ctx, config, facts));
     problems
 }
 
@@ -398,88 +380,6 @@ pub fn server_advice(config: &Config, facts: &ServerFacts) -> Vec<String> {
         )],
         _ => Vec::new(),
     }
-}
-
-/// The watermarks table must be writable and published; the capture creates it (and adds
-/// it to the publication) when the user may.
-pub(super) fn watermarks_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let wm = &facts.watermarks;
-    let (schema, table) = (&config.watermarks_schema, &config.watermarks_table);
-    let name = display_name(schema, table);
-    let quoted = qualified(schema, table);
-    let user = ctx.quoted_user();
-    let grant_usage = (Step::SchemaGrant, format!("GRANT USAGE ON SCHEMA {} TO {user};", quote_identifier(schema)));
-    let grant_write = (Step::TableGrant, format!("GRANT SELECT, INSERT, UPDATE ON TABLE {quoted} TO {user};"));
-    // Whether the user will own the table: it exists and is owned, or the user creates it.
-    let user_creates = !wm.exists && wm.schema_exists && wm.schema_usage && wm.schema_create;
-    if !wm.exists && !user_creates {
-        let mut fixes = Vec::new();
-        if !wm.schema_exists {
-            fixes.push((Step::CreateSchema, format!("CREATE SCHEMA IF NOT EXISTS {};", quote_identifier(schema))));
-        }
-        if !wm.schema_usage {
-            fixes.push(grant_usage.clone());
-        }
-        fixes.push((
-            Step::CreateTable,
-            format!("CREATE TABLE IF NOT EXISTS {quoted} (slot TEXT PRIMARY KEY, watermark TEXT);"),
-        ));
-        fixes.push(grant_write.clone());
-        problems.push(ctx.problem(format!("user {:?} cannot create the watermarks table {name}", ctx.user), fixes));
-    } else if wm.exists {
-        if !(wm.schema_usage && wm.select && wm.insert && wm.update) {
-            let mut fixes = vec![grant_write.clone()];
-            if !wm.schema_usage {
-                fixes.push(grant_usage.clone());
-            }
-            problems
-                .push(ctx.problem(format!("user {:?} cannot write to the watermarks table {name}", ctx.user), fixes));
-        }
-        if !wm.unique_slot {
-            problems.push(ctx.problem(
-                format!("the watermarks table {name} has no primary key or unique index on its \"slot\" column"),
-                vec![(Step::TableSetting, format!("ALTER TABLE {quoted} ADD PRIMARY KEY (slot);"))],
-            ));
-        }
-    }
-    // Publication membership (since PostgreSQL 15 pgoutput skips transactions that change
-    // no published table, so an unpublished watermark write never reaches the stream).
-    let will_own = user_creates || (wm.exists && wm.owned);
-    let may_add = will_own
-        && match &facts.publication {
-            Some(publication) => publication.owned,
-            None => ctx.can_create_publication,
-        };
-    let published = wm.published || facts.publication.as_ref().is_some_and(|p| p.all_tables);
-    if !published && !may_add {
-        let publication = config.publication_name();
-        let mut fixes = vec![(
-            Step::PublicationAddTable,
-            format!("ALTER PUBLICATION {} ADD TABLE {quoted};", quote_identifier(publication)),
-        )];
-        if !wm.exists {
-            // The table must exist before it can be added: the admin creates it too.
-            fixes.push((
-                Step::CreateTable,
-                format!("CREATE TABLE IF NOT EXISTS {quoted} (slot TEXT PRIMARY KEY, watermark TEXT);"),
-            ));
-            fixes.push(grant_write.clone());
-            if wm.schema_exists && !wm.schema_usage {
-                fixes.push(grant_usage.clone());
-            }
-            if !wm.schema_exists {
-                fixes.push((Step::CreateSchema, format!("CREATE SCHEMA IF NOT EXISTS {};", quote_identifier(schema))));
-            }
-        }
-        problems.push(ctx.problem(
-            format!(
-                "the watermarks table {name} is not in publication {publication:?} and couldn't be added automatically"
-            ),
-            fixes,
-        ));
-    }
-    problems
 }
 
 /// Open a replication connection and run `IDENTIFY_SYSTEM`, the way the capture will.
@@ -519,7 +419,7 @@ pub async fn check_replication_connection(config: &Config) -> Vec<Problem> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::validate::platform::Platform;
     use crate::validate::{report, script_of};
@@ -537,12 +437,12 @@ mod tests {
         }
     }
 
-    fn config() -> Config {
+    pub(crate) fn config() -> Config {
         Config::parse(&json!({"address": "db.example.com", "database": "shop", "credentials": {"auth_type": "UserPassword", "password": "pw"}})).unwrap()
     }
 
     /// A server where everything is in place.
-    fn ready() -> ServerFacts {
+    pub(crate) fn ready() -> ServerFacts {
         ServerFacts {
             version: 150_004,
             wal_level: "logical".into(),
@@ -577,7 +477,7 @@ mod tests {
         }
     }
 
-    fn outcome(ctx: &Context, facts: &ServerFacts) -> (String, Vec<String>) {
+    pub(crate) fn outcome(ctx: &Context, facts: &ServerFacts) -> (String, Vec<String>) {
         let problems = server_problems(ctx, &config(), facts);
         if problems.is_empty() {
             return (String::new(), Vec::new());
@@ -769,47 +669,6 @@ mod tests {
             .fixes
             .iter()
             .any(|f| f.sql == "ALTER PUBLICATION \"flow_publication\" SET (publish_via_partition_root = false);"));
-    }
-
-    #[test]
-    fn watermarks_table_rights_and_shape() {
-        let ctx = context(Platform::SelfHosted);
-        let read_only = WatermarksFacts { insert: false, update: false, ..ready().watermarks };
-        let (message, script) = outcome(&ctx, &ServerFacts { watermarks: read_only, ..ready() });
-        assert!(message.contains("cannot write to the watermarks table \"public.flow_watermarks\""), "{message}");
-        assert_eq!(
-            script[1],
-            "GRANT SELECT, INSERT, UPDATE ON TABLE \"public\".\"flow_watermarks\" TO \"flow_capture\";"
-        );
-        let no_key = WatermarksFacts { unique_slot: false, ..ready().watermarks };
-        let (_, script) = outcome(&ctx, &ServerFacts { watermarks: no_key, ..ready() });
-        assert_eq!(script[1], "ALTER TABLE \"public\".\"flow_watermarks\" ADD PRIMARY KEY (slot);");
-        // Creatable by the user, publication owned by the user: apply does both.
-        let creatable =
-            WatermarksFacts { schema_exists: true, schema_usage: true, schema_create: true, ..Default::default() };
-        let owned = PublicationFacts { owned: true, ..ready().publication.unwrap() };
-        let facts = ServerFacts { watermarks: creatable.clone(), publication: Some(owned), ..ready() };
-        assert!(server_problems(&ctx, &config(), &facts).is_empty());
-        // Creatable by the user, but the publication is someone else's: the admin creates
-        // the table too, since it must exist to be added.
-        let facts = ServerFacts { watermarks: creatable, ..ready() };
-        let (message, script) = outcome(&ctx, &facts);
-        assert!(
-            message.contains("is not in publication \"flow_publication\" and couldn't be added automatically"),
-            "{message}"
-        );
-        assert_eq!(
-            script[1..],
-            [
-                "CREATE TABLE IF NOT EXISTS \"public\".\"flow_watermarks\" (slot TEXT PRIMARY KEY, watermark TEXT);",
-                "GRANT SELECT, INSERT, UPDATE ON TABLE \"public\".\"flow_watermarks\" TO \"flow_capture\";",
-                "ALTER PUBLICATION \"flow_publication\" ADD TABLE \"public\".\"flow_watermarks\";",
-            ]
-        );
-        // A missing schema is created first.
-        let (_, script) = outcome(&ctx, &ServerFacts { watermarks: WatermarksFacts::default(), ..ready() });
-        assert_eq!(script[1], "CREATE SCHEMA IF NOT EXISTS \"public\";");
-        assert_eq!(script[2], "GRANT USAGE ON SCHEMA \"public\" TO \"flow_capture\";");
     }
 
     #[test]

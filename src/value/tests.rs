@@ -2,8 +2,6 @@
 //! the pinned settings prints it) → JSON, and that JSON validates against the column's
 //! schema with format checking on.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
 use super::*;
@@ -693,40 +691,44 @@ fn random_input_never_panics_and_success_is_always_valid_json() {
     }
 }
 
-/// The faster of two runs of encoding `text` as `ty`.
-fn best_time(ty: &PgType, text: &[u8]) -> Duration {
-    let mut out = Vec::with_capacity(text.len() * 2);
-    (0..2)
-        .map(|_| {
-            out.clear();
-            let start = Instant::now();
-            encode_value(ty, text, &mut out).unwrap();
-            start.elapsed()
-        })
-        .min()
-        .unwrap()
+mod allocations;
+
+/// The values of [`encoding_work_grows_linearly_with_the_value`], about `size` bytes each.
+fn large_values(size: usize) -> [(PgType, Vec<u8>); 4] {
+    [
+        (builtin("text"), "a\"é\n".repeat(size / 5).into_bytes()),
+        (builtin("bytea"), format!("\\x{}", "0f".repeat(size / 2)).into_bytes()),
+        (builtin("json"), format!("[{}1]", "{\"k\": \"\\ud83d v\"}, ".repeat(size / 20)).into_bytes()),
+        (array(builtin("text")), format!("{{{}x}}", "\"a b\",NULL,".repeat(size / 11)).into_bytes()),
+    ]
 }
 
+const MEGABYTE: usize = 1 << 20;
+
+/// Encoding a value costs work in proportion to its size: the allocations stay few (no
+/// allocation per character or element) and the bytes allocated stay a small multiple of
+/// the value's size (no copy of the output so far per piece). A quadratic encoder of a
+/// 10 MB value would allocate terabytes. Counted, not timed, so a busy machine cannot make
+/// it fail.
 #[test]
-fn ten_megabyte_values_encode_in_linear_time() {
-    const MEGABYTE: usize = 1 << 20;
-    let text_value = |size: usize| "a\"é\n".repeat(size / 5).into_bytes();
-    let bytea_value = |size: usize| format!("\\x{}", "0f".repeat(size / 2)).into_bytes();
-    let json_value = |size: usize| format!("[{}1]", "{\"k\": \"\\ud83d v\"}, ".repeat(size / 20)).into_bytes();
-    let array_value = |size: usize| format!("{{{}x}}", "\"a b\",NULL,".repeat(size / 11)).into_bytes();
-    type MakeValue = dyn Fn(usize) -> Vec<u8>;
-    let cases: [(PgType, &MakeValue); 4] = [
-        (builtin("text"), &text_value),
-        (builtin("bytea"), &bytea_value),
-        (builtin("json"), &json_value),
-        (array(builtin("text")), &array_value),
-    ];
-    for (ty, make) in cases {
-        let small = best_time(&ty, &make(MEGABYTE));
-        let large = best_time(&ty, &make(10 * MEGABYTE));
-        // Linear is about 10x; quadratic would be about 100x. Allow for noise on a busy machine.
-        let ratio = large.as_secs_f64() / small.as_secs_f64().max(1e-6);
-        assert!(ratio < 30.0, "{ty}: 1 MB took {small:?}, 10 MB took {large:?}");
-        assert!(large < Duration::from_secs(10), "{ty}: 10 MB took {large:?}");
+fn encoding_work_grows_linearly_with_the_value() {
+    let small = large_values(MEGABYTE);
+    let large = large_values(10 * MEGABYTE);
+    for ((ty, small), (_, large)) in small.iter().zip(&large) {
+        let work = |text: &[u8]| {
+            let mut out = Vec::new();
+            let counted = allocations::during(|| encode_value(ty, text, &mut out).unwrap());
+            assert!(out.len() <= 2 * text.len(), "{ty}: {} bytes of JSON from {} bytes", out.len(), text.len());
+            counted
+        };
+        let (small_calls, small_bytes) = work(small);
+        let (large_calls, large_bytes) = work(large);
+        // Growing the output by doubling makes a few more allocations per tenfold size.
+        assert!(large_calls <= small_calls + 16, "{ty}: {small_calls} allocations for 1 MB, {large_calls} for 10 MB");
+        // Ten times the value, about ten times the bytes (quadratic would be a hundred).
+        assert!(large_bytes <= 12 * small_bytes, "{ty}: {small_bytes} bytes for 1 MB, {large_bytes} for 10 MB");
+        for (text, bytes) in [(small, small_bytes), (large, large_bytes)] {
+            assert!(bytes <= 8 * text.len() as u64, "{ty}: {bytes} bytes allocated for a value of {}", text.len());
+        }
     }
 }

@@ -821,7 +821,15 @@ async fn run_workload(
     while done < ops {
         let t = rng.gen_range(0..tables.len());
         let (sql, effect) = next_operation(&mut tables[t], &mut rng, &mut stats);
-        match client.batch_execute(&sql).await {
+        let outcome = client.batch_execute(&sql).await;
+        if let Ok(trace) = std::env::var("DIFF_TRACE") {
+            // The workload's side of a traced key's story, and every change of definition.
+            if !trace.is_empty() && (sql.contains(&trace) || sql.contains("ALTER TABLE")) {
+                let result = outcome.as_ref().map_or_else(describe_pg_error, |()| "ok".to_string());
+                eprintln!("differential: trace workload: {}: {}", cut(&sql), cut(&result));
+            }
+        }
+        match outcome {
             Ok(()) => {
                 effect.apply(&mut tables[t]);
                 stats.transactions += 1;
@@ -1092,8 +1100,10 @@ impl Model {
             }
             let key = collection.key_of(&doc)?;
             if std::env::var("DIFF_TRACE").is_ok_and(|t| !t.is_empty() && key.contains(&t)) {
+                let properties: Vec<&String> =
+                    doc.as_object().map(|o| o.keys().filter(|k| *k != "_meta").collect()).unwrap_or_default();
                 eprintln!(
-                    "differential: trace {table} {}: op {} snapshot {} loc {} seq {} n {}",
+                    "differential: trace {table} {}: op {} snapshot {} loc {} seq {} n {} properties {properties:?}",
                     cut(&key),
                     doc["_meta"]["op"],
                     doc["_meta"]["source"]["snapshot"],

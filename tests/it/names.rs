@@ -22,8 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::time::Instant;
 
+use source_postgres::capture::state::encode_state_key;
 use source_postgres::lsn::Lsn;
-use source_postgres::preview::encode_state_key;
 
 use crate::driver::{backfills_done, binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
 use crate::harness::{connector_path, describe_pg_error, run_connector, TestDb, CAPTURE_USER};

@@ -56,6 +56,12 @@ use crate::pg::PgError;
 use crate::protocol::emitter::Emitter;
 use crate::protocol::{Open, Request, RequestReader};
 use crate::value::{self, PgType};
+use cursor_groups::{CursorGroups, CursorText};
+use meta::{write_meta, Meta};
+
+mod cursor_groups;
+mod meta;
+mod xmin;
 
 /// Rows per FETCH (override: `FLOW_BATCH_FETCH_ROWS`, for tests and tuning).
 const FETCH_ROWS: usize = 2_000;
@@ -95,25 +101,11 @@ struct Shape {
     cursor_positions: Vec<usize>,
 }
 
-/// Cursor values of a row, as text (`None`: NULL).
-type CursorText = Vec<Option<String>>;
-
-/// Where a group of equal cursors ends: its cursor, the next row's, and the next row id.
-type Boundary = (CursorText, CursorText, i64);
-
 /// A column of a query's result.
 struct ResultColumn {
     name: String,
     ty: Type,
     typmod: i32,
-}
-
-/// `_meta` of one document.
-struct Meta<'a> {
-    polled: &'a str,
-    index: i64,
-    row_id: i64,
-    op: Option<&'static str>,
 }
 
 enum Input {
@@ -129,6 +121,22 @@ enum Polled {
     Cancelled,
     /// The input ended during the poll.
     Stopped,
+}
+
+/// Where a query poll is in its result.
+struct QueryPoll {
+    sql: String,
+    /// When the poll started, as `_meta/polled`.
+    polled: String,
+    /// No cursor columns: every poll reads the whole result again.
+    full_refresh: bool,
+    /// The binding's document count before this poll.
+    old_count: i64,
+    next_row_id: i64,
+    /// The next row's position in this poll's result (`_meta/index`).
+    result_index: i64,
+    since_checkpoint: u64,
+    cursors: CursorGroups,
 }
 
 struct Session<'e, W: AsyncWrite + Unpin> {
@@ -522,32 +530,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Poll a binding with its built-in query (cursor or full refresh) or its template.
     async fn poll_query(&mut self, index: usize) -> Result<Polled, Error> {
+        let sql = self.query_text(index)?;
         let binding = &self.bindings[index];
         let state = &binding.state;
-        let first = state.cursor_values.is_empty();
-        let full_refresh = state.cursor_names.is_empty();
-        let sql = match &binding.template {
-            None => query::builtin_query(&binding.resource.schema, &binding.resource.table, &state.cursor_names, first),
-            Some(template) => {
-                let mut data = template::Data::new();
-                data.insert("IsFirstQuery".into(), template::Value::Bool(first));
-                data.insert(
-                    "CursorFields".into(),
-                    template::Value::List(
-                        state
-                            .cursor_names
-                            .iter()
-                            .map(|c| template::Value::Str(crate::pg::quote_identifier(c)))
-                            .collect(),
-                    ),
-                );
-                data.insert("SchemaName".into(), template::Value::Str(binding.resource.schema.clone()));
-                data.insert("TableName".into(), template::Value::Str(binding.resource.table.clone()));
-                template.render(&data).map_err(|err| template_error(&binding.resource, err))?
-            }
-        };
         let params: Vec<TextParam> = state.cursor_values.iter().map(|v| TextParam(cursor_param(v))).collect();
+        let first = state.cursor_values.is_empty();
         let old_count = state.document_count;
+        let full_refresh = state.cursor_names.is_empty();
         let polled = format_rfc3339(SystemTime::now());
         tracing::info!(name = %binding.resource.name, query = %sql, "executing query");
 
@@ -556,46 +545,22 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             Err(err) => return self.failed_query(index, &sql, err).await,
         };
         let shape = self.shape(index, &columns, false).await?;
-        let mut next_row_id = if first { 0 } else { old_count };
-        let mut result_index: i64 = 0;
-        let mut previous: Option<Vec<Option<String>>> = None;
-        let mut last_complete: Option<Vec<Option<String>>> = None;
-        // The end of the last complete group of equal cursors: its cursor, the next row's
-        // cursor, and the row id after it.
-        let mut boundary: Option<Boundary> = None;
-        let mut since_checkpoint: u64 = 0;
-        let mut null_cursors: u64 = 0;
+        let mut poll = QueryPoll {
+            sql,
+            polled,
+            full_refresh,
+            old_count,
+            next_row_id: if first { 0 } else { old_count },
+            result_index: 0,
+            since_checkpoint: 0,
+            cursors: CursorGroups::default(),
+        };
         loop {
             let rows = match self.fetch().await {
                 Ok(rows) => rows,
-                Err(err) => return self.failed_query(index, &sql, err).await,
+                Err(err) => return self.failed_query(index, &poll.sql, err).await,
             };
-            for row in &rows {
-                let cursor: Vec<Option<String>> =
-                    shape.cursor_positions.iter().map(|p| row.try_get(*p).ok().flatten().map(str::to_string)).collect();
-                if !full_refresh {
-                    if cursor.iter().any(Option::is_none) {
-                        null_cursors += 1;
-                    }
-                    if let Some(previous) = &previous {
-                        if *previous != cursor && previous.iter().all(Option::is_some) {
-                            boundary = Some((previous.clone(), cursor.clone(), next_row_id));
-                        }
-                    }
-                }
-                let op = self.bindings[index]
-                    .row_id_key
-                    .then_some(if next_row_id < self.bindings[index].state.document_count { "u" } else { "c" });
-                let meta = Meta { polled: &polled, index: result_index, row_id: next_row_id, op };
-                self.emit_row(index, &shape, row, &meta).await?;
-                if cursor.iter().all(Option::is_some) && !full_refresh {
-                    last_complete = Some(cursor.clone());
-                }
-                previous = Some(cursor);
-                next_row_id += 1;
-                result_index += 1;
-                since_checkpoint += 1;
-            }
+            self.emit_query_rows(index, &shape, &mut poll, &rows).await?;
             if rows.len() < self.fetch_rows {
                 break;
             }
@@ -603,30 +568,101 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 let _ = self.client.batch_execute("ROLLBACK").await;
                 return Ok(Polled::Stopped);
             }
-            if since_checkpoint >= DOCUMENTS_PER_CHECKPOINT {
-                if full_refresh {
-                    self.checkpoint(index).await?;
-                    since_checkpoint = 0;
-                } else if let Some((before, after, row_id)) = boundary.take() {
-                    let safe = match self.strictly_before(&shape, &before, &after).await {
-                        Ok(safe) => safe,
-                        Err(err) => return self.failed_query(index, &sql, err).await,
-                    };
-                    if safe {
-                        let state = &mut self.bindings[index].state;
-                        state.cursor_values =
-                            before.into_iter().map(|v| v.map_or(Value::Null, Value::String)).collect();
-                        state.document_count = row_id;
-                        self.checkpoint(index).await?;
-                        since_checkpoint = 0;
-                    }
-                }
+            if let Some(ended) = self.checkpoint_within_poll(index, &shape, &mut poll).await? {
+                return Ok(ended);
             }
         }
         if let Err(err) = self.close_cursor().await {
-            return self.failed_query(index, &sql, err).await;
+            return self.failed_query(index, &poll.sql, err).await;
         }
+        self.finish_query_poll(index, poll).await
+    }
+
+    /// The query of a binding's poll: the built-in one, or its template rendered with the
+    /// poll's data.
+    fn query_text(&self, index: usize) -> Result<String, Error> {
         let binding = &self.bindings[index];
+        let state = &binding.state;
+        let first = state.cursor_values.is_empty();
+        let Some(template) = &binding.template else {
+            return Ok(query::builtin_query(
+                &binding.resource.schema,
+                &binding.resource.table,
+                &state.cursor_names,
+                first,
+            ));
+        };
+        let mut data = template::Data::new();
+        data.insert("IsFirstQuery".into(), template::Value::Bool(first));
+        let quoted = state.cursor_names.iter().map(|c| template::Value::Str(crate::pg::quote_identifier(c)));
+        data.insert("CursorFields".into(), template::Value::List(quoted.collect()));
+        data.insert("SchemaName".into(), template::Value::Str(binding.resource.schema.clone()));
+        data.insert("TableName".into(), template::Value::Str(binding.resource.table.clone()));
+        template.render(&data).map_err(|err| template_error(&binding.resource, err))
+    }
+
+    /// Emit one fetched batch of a query poll.
+    async fn emit_query_rows(
+        &mut self,
+        index: usize,
+        shape: &Shape,
+        poll: &mut QueryPoll,
+        rows: &[SimpleQueryRow],
+    ) -> Result<(), Error> {
+        for row in rows {
+            if !poll.full_refresh {
+                let cursor: CursorText =
+                    shape.cursor_positions.iter().map(|p| row.try_get(*p).ok().flatten().map(str::to_string)).collect();
+                poll.cursors.observe(cursor, poll.next_row_id);
+            }
+            let binding = &self.bindings[index];
+            let op =
+                binding.row_id_key.then_some(if poll.next_row_id < binding.state.document_count { "u" } else { "c" });
+            let meta = Meta { polled: &poll.polled, index: poll.result_index, row_id: poll.next_row_id, op };
+            self.emit_row(index, shape, row, &meta).await?;
+            poll.next_row_id += 1;
+            poll.result_index += 1;
+            poll.since_checkpoint += 1;
+        }
+        Ok(())
+    }
+
+    /// Checkpoint in the middle of a poll once enough documents were written, where it is
+    /// safe: anywhere in a full refresh (a restart polls again from the start), at a group
+    /// boundary the server confirms in cursor mode. `Some` when the poll ended instead.
+    async fn checkpoint_within_poll(
+        &mut self,
+        index: usize,
+        shape: &Shape,
+        poll: &mut QueryPoll,
+    ) -> Result<Option<Polled>, Error> {
+        if poll.since_checkpoint < DOCUMENTS_PER_CHECKPOINT {
+            return Ok(None);
+        }
+        if poll.full_refresh {
+            self.checkpoint(index).await?;
+            poll.since_checkpoint = 0;
+        } else if let Some((before, after, row_id)) = poll.cursors.take_boundary() {
+            let safe = match self.strictly_before(shape, &before, &after).await {
+                Ok(safe) => safe,
+                Err(err) => return self.failed_query(index, &poll.sql, err).await.map(Some),
+            };
+            if safe {
+                let state = &mut self.bindings[index].state;
+                state.cursor_values = before.into_iter().map(|v| v.map_or(Value::Null, Value::String)).collect();
+                state.document_count = row_id;
+                self.checkpoint(index).await?;
+                poll.since_checkpoint = 0;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The end of a complete query poll: deletions of the rows a full refresh no longer
+    /// saw, and the state to persist.
+    async fn finish_query_poll(&mut self, index: usize, poll: QueryPoll) -> Result<Polled, Error> {
+        let binding = &self.bindings[index];
+        let null_cursors = poll.cursors.null_cursors();
         if null_cursors > 0 {
             tracing::warn!(
                 name = %binding.resource.name,
@@ -634,9 +670,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 "rows with a NULL cursor value were captured, but a NULL cursor never advances the resume point: such rows are not captured again when they change"
             );
         }
+        let mut result_index = poll.result_index;
         // A full refresh of a collection keyed by row id removes the documents of rows that
         // are no longer there: the row ids past this refresh's last.
-        if full_refresh && binding.row_id_key && old_count > next_row_id {
+        if poll.full_refresh && binding.row_id_key && poll.old_count > poll.next_row_id {
             let empty = Shape {
                 names: Vec::new(),
                 types: Vec::new(),
@@ -645,15 +682,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 layout: DocumentLayout::new::<&str>(&[]),
                 cursor_positions: Vec::new(),
             };
-            for row_id in next_row_id..old_count {
-                let meta = Meta { polled: &polled, index: result_index, row_id, op: Some("d") };
+            for row_id in poll.next_row_id..poll.old_count {
+                let meta = Meta { polled: &poll.polled, index: result_index, row_id, op: Some("d") };
                 self.emit_meta_only(index, &empty, &meta).await?;
                 result_index += 1;
             }
         }
         let state = &mut self.bindings[index].state;
-        state.document_count = next_row_id;
-        if let Some(last) = last_complete {
+        state.document_count = poll.next_row_id;
+        if let Some(last) = poll.cursors.into_last_complete() {
             state.cursor_values = last.into_iter().map(|v| v.map_or(Value::Null, Value::String)).collect();
         }
         tracing::info!(name = %self.bindings[index].resource.name, count = result_index, "polling complete");
@@ -684,204 +721,5 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             return Ok(Polled::Cancelled);
         }
         Err(self.query_error(index, sql, err))
-    }
-
-    /// The table's page count, partition count and oid; an error for a missing table or a view.
-    async fn table_pages(&self, index: usize, schema: &str, table: &str) -> Result<(i64, i64, u32), Error> {
-        let display = crate::validate::display_name(schema, table);
-        let name = &self.bindings[index].resource.name;
-        let stats = self.client.query_opt(query::TABLE_PAGES_SQL, &[&schema, &table]).await?.ok_or_else(|| {
-            Error::user(
-                format!("table {display} of resource {name:?} does not exist"),
-                "create the table, or remove the binding",
-            )
-        })?;
-        let (max_page, partitions, relkind, oid): (i64, i64, String, u32) =
-            (stats.get(0), stats.get(1), stats.get(2), stats.get(3));
-        if relkind == "v" {
-            return Err(Error::user(
-                format!("{display} of resource {name:?} is a view, which has no xmin to poll by"),
-                "set the resource's \"cursor\" to [] (re-read at every poll) or to columns that grow",
-            ));
-        }
-        Ok((max_page, partitions, oid))
-    }
-
-    /// Poll a binding by xmin: scan the table in page ranges, emitting rows whose xmin lies
-    /// in the scan's transaction-id window, and checkpoint after each range.
-    async fn poll_xmin(&mut self, index: usize) -> Result<Polled, Error> {
-        let (schema, table) = {
-            let r = &self.bindings[index].resource;
-            (r.schema.clone(), r.table.clone())
-        };
-        let table_name = crate::validate::display_name(&schema, &table);
-        let (mut max_page, partitions, oid) = self.table_pages(index, &schema, &table).await?;
-        if self.bindings[index].state.next_xid == 0 {
-            let text: String = self.client.query_one(query::CURRENT_XID_SQL, &[]).await?.get(0);
-            let next =
-                text.parse::<u64>().map_err(|_| Error::Internal(format!("the current transaction id {text:?}")))?;
-            self.bindings[index].state.next_xid = next;
-        }
-        if self.bindings[index].state.scan_tid.is_empty() {
-            self.bindings[index].state.scan_tid = "(0,0)".into();
-        }
-        let mut after_page = parse_tid_page(&self.bindings[index].state.scan_tid).ok_or_else(|| {
-            Error::user(
-                format!("the state's scan position {:?} is not a tuple id", self.bindings[index].state.scan_tid),
-                "reset the binding's state by incrementing its backfill counter",
-            )
-        })?;
-        // Before PostgreSQL 14 a ctid range is not an index-like scan: one range covers all.
-        let (configured, server_version) = (self.pages_per_chunk, self.server_version);
-        let chunk_pages = move |max_page: i64| match configured {
-            Some(pages) => pages,
-            None if server_version < 140_000 => max_page.max(1),
-            None => 200_000 / (100 * partitions.max(1)) + 1,
-        };
-        let mut pages_per_chunk = chunk_pages(max_page);
-        let (base, next) = (self.bindings[index].state.base_xid, self.bindings[index].state.next_xid);
-        let sql = query::xmin_chunk_query(&schema, &table, base != 0);
-        let polled = format_rfc3339(SystemTime::now());
-        // The table's storage files when this session's part of the scan began.
-        let mut filenodes: Option<String> = None;
-        while after_page < max_page {
-            let until = after_page + pages_per_chunk;
-            let mut params =
-                vec![TextParam(Some(format!("({after_page},0)"))), TextParam(Some(format!("({until},0)")))];
-            if base != 0 {
-                params.push(TextParam(Some(base.to_string())));
-                params.push(TextParam(Some(next.to_string())));
-            }
-            let columns = match self.open_cursor(index, &sql, &params).await {
-                Ok(columns) => columns?,
-                Err(err) => return self.failed_query(index, &sql, err).await,
-            };
-            // A rewrite of the table (VACUUM FULL, CLUSTER) keeps rows' xmin but moves them,
-            // possibly into pages this scan already read: scan again from the first page. The
-            // cursor's lock keeps the files as they are until this chunk is read.
-            let current: String = match self.client.query_one(query::FILENODES_SQL, &[&oid]).await {
-                Ok(row) => row.get(0),
-                Err(err) => return self.failed_query(index, &sql, err).await,
-            };
-            match &filenodes {
-                Some(previous) if *previous != current => {
-                    let _ = self.client.batch_execute("ROLLBACK").await;
-                    tracing::warn!(
-                        name = %self.bindings[index].resource.name,
-                        table = %table_name,
-                        "the table was rewritten (VACUUM FULL or CLUSTER) during its xmin scan: scanning it again from its first page"
-                    );
-                    filenodes = Some(current);
-                    (max_page, _, _) = self.table_pages(index, &schema, &table).await?;
-                    pages_per_chunk = chunk_pages(max_page);
-                    after_page = 0;
-                    self.bindings[index].state.scan_tid = "(0,0)".into();
-                    continue;
-                }
-                Some(_) => {}
-                None => filenodes = Some(current),
-            }
-            let shape = self.shape(index, &columns, true).await?;
-            let mut count: i64 = 0;
-            loop {
-                let rows = match self.fetch().await {
-                    Ok(rows) => rows,
-                    Err(err) => return self.failed_query(index, &sql, err).await,
-                };
-                for row in &rows {
-                    let xmin = row.try_get(0).ok().flatten().and_then(|t| t.parse::<u32>().ok()).unwrap_or(0);
-                    if !query::xmin_in_window(xmin, base, next) {
-                        continue;
-                    }
-                    let binding = &self.bindings[index];
-                    let row_id = binding.state.document_count + count;
-                    let meta = Meta { polled: &polled, index: count, row_id, op: binding.row_id_key.then_some("c") };
-                    self.emit_row(index, &shape, row, &meta).await?;
-                    count += 1;
-                }
-                if rows.len() < self.fetch_rows {
-                    break;
-                }
-                if self.stopping()? {
-                    let _ = self.client.batch_execute("ROLLBACK").await;
-                    return Ok(Polled::Stopped);
-                }
-            }
-            if let Err(err) = self.close_cursor().await {
-                return self.failed_query(index, &sql, err).await;
-            }
-            after_page = until;
-            let state = &mut self.bindings[index].state;
-            state.scan_tid = format!("({until},0)");
-            state.document_count += count;
-            self.checkpoint(index).await?;
-        }
-        let state = &mut self.bindings[index].state;
-        state.scan_tid = String::new();
-        state.base_xid = state.next_xid;
-        state.next_xid = 0;
-        Ok(Polled::Done)
-    }
-}
-
-/// The page of a `(page,offset)` tuple id.
-fn parse_tid_page(tid: &str) -> Option<i64> {
-    let inner = tid.trim().strip_prefix('(')?.strip_suffix(')')?;
-    let (page, offset) = inner.split_once(',')?;
-    offset.trim().parse::<u32>().ok()?;
-    page.trim().parse::<i64>().ok().filter(|p| *p >= 0)
-}
-
-fn write_json_string(out: &mut Vec<u8>, text: &str) {
-    let _ = serde_json::to_writer(&mut *out, text);
-}
-
-/// `"_meta":{"polled":...,"index":...,"row_id":...,"op":...,"source":{...}}`, in the Go
-/// connector's field order.
-fn write_meta(out: &mut Vec<u8>, meta: &Meta<'_>, resource: &BatchResource, tag: &str) {
-    let mut number = itoa::Buffer::new();
-    out.extend_from_slice(b"\"_meta\":{\"polled\":");
-    write_json_string(out, meta.polled);
-    out.extend_from_slice(b",\"index\":");
-    out.extend_from_slice(number.format(meta.index).as_bytes());
-    out.extend_from_slice(b",\"row_id\":");
-    out.extend_from_slice(number.format(meta.row_id).as_bytes());
-    if let Some(op) = meta.op {
-        out.extend_from_slice(b",\"op\":");
-        write_json_string(out, op);
-    }
-    out.extend_from_slice(b",\"source\":{\"resource\":");
-    write_json_string(out, &resource.name);
-    for (key, value) in [("schema", resource.schema.as_str()), ("table", resource.table.as_str()), ("tag", tag)] {
-        if !value.is_empty() {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(key.as_bytes());
-            out.extend_from_slice(b"\":");
-            write_json_string(out, value);
-        }
-    }
-    out.extend_from_slice(b"}}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metadata_has_the_go_shape() {
-        let resource = BatchResource { name: "r".into(), schema: "s".into(), table: "t".into(), ..Default::default() };
-        let mut out = Vec::new();
-        write_meta(
-            &mut out,
-            &Meta { polled: "2024-01-01T00:00:00Z", index: 2, row_id: 7, op: Some("c") },
-            &resource,
-            "",
-        );
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#""_meta":{"polled":"2024-01-01T00:00:00Z","index":2,"row_id":7,"op":"c","source":{"resource":"r","schema":"s","table":"t"}}"#
-        );
-        assert_eq!(parse_tid_page("(12,0)"), Some(12));
-        assert_eq!(parse_tid_page("12"), None);
     }
 }

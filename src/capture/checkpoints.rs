@@ -1,0 +1,370 @@
+//! The checkpoint policy and the acknowledgement queue: when the session writes a
+//! checkpoint, what it records, and how far the replication slot may be confirmed.
+//!
+//! Pure bookkeeping, driven by the session: it reports commits, documents and the
+//! positions the server shows; it asks whether a checkpoint is due, takes one, and passes
+//! on the runtime's acknowledgements. The invariants:
+//!
+//! - The cursor only moves forward: to the end of each committed transaction, or, between
+//!   transactions and while checkpoints are not held, to an idle position the server
+//!   reports in a keepalive (a document-less checkpoint then lets an idle capture release
+//!   WAL).
+//! - A checkpoint falls between transactions only (the caller says whether one is open),
+//!   never while checkpoints are held (streaming to a backfill fence: the chunk and every
+//!   change up to its fence share one checkpoint), and is coalesced: written when the
+//!   stream has nothing ready, or at once after [`MAX_TRANSACTIONS_PER_CHECKPOINT`]
+//!   transactions or [`MAX_DOCUMENTS_PER_CHECKPOINT`] documents.
+//! - Every checkpoint's cursor is queued until the runtime acknowledges it; one
+//!   acknowledgement may cover several checkpoints, and acknowledging more than were written
+//!   is an error (the runtime and the connector disagree about what is durable).
+//! - The slot is confirmed only up to [`Checkpoints::confirmable`]: the highest acknowledged
+//!   cursor, and never beyond what the server has shown it has written (a cursor from the
+//!   state, or a commit's end, may lie past it), so the server never discards WAL a restart
+//!   from the last committed checkpoint would need.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use crate::lsn::Lsn;
+
+/// Coalescing bounds: a checkpoint is written when the stream has nothing ready, or after
+/// this many transactions or documents.
+pub(super) const MAX_TRANSACTIONS_PER_CHECKPOINT: u64 = 1_000;
+pub(super) const MAX_DOCUMENTS_PER_CHECKPOINT: u64 = 20_000;
+/// How far the server's WAL end may be ahead of the message being read before the stream
+/// counts as draining a backlog, and how long to wait for the next frame then.
+const BACKLOG_BYTES: u64 = 64 * 1024;
+const BACKLOG_WAIT: Duration = Duration::from_millis(5);
+
+/// When the next checkpoint should be written (see [`Checkpoints::timing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Timing {
+    /// Nothing to checkpoint, a transaction is open, or checkpoints are held.
+    NotDue,
+    /// A coalescing bound was hit: write it without looking at the stream.
+    Now,
+    /// Write it unless a frame arrives within this time (zero: unless one is ready now);
+    /// such a frame is handled first, and the question asked again.
+    UnlessFrameWithin(Duration),
+}
+
+/// What a checkpoint records: taken by [`Checkpoints::take`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Checkpoint {
+    pub cursor: Lsn,
+    /// Indices of the bindings whose state changed since the last checkpoint, ascending.
+    pub bindings: Vec<usize>,
+    /// Documents emitted since the last checkpoint (that this one makes durable).
+    pub documents: u64,
+}
+
+/// The runtime acknowledged more checkpoints than were written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the runtime acknowledged {acknowledged} checkpoints, more than were written")]
+pub(super) struct ExcessAcknowledgement {
+    pub acknowledged: u32,
+    pub outstanding: usize,
+}
+
+/// Checkpoint and acknowledgement bookkeeping of one capture session.
+#[derive(Debug)]
+pub(super) struct Checkpoints {
+    /// End LSN of the last transaction whose changes were emitted (or an idle position).
+    cursor: Lsn,
+    /// Cursor of every checkpoint written and not yet acknowledged, oldest first.
+    unacknowledged: VecDeque<Lsn>,
+    /// Highest acknowledged cursor.
+    acknowledged: Lsn,
+    /// The furthest position the server has shown it has (its WAL end at the start, then
+    /// every XLogData's and keepalive's WAL end).
+    server_flushed: Lsn,
+    /// The server's WAL end as of the last XLogData, and where that message started.
+    server_wal_end: Lsn,
+    last_message_start: Lsn,
+    documents: u64,
+    transactions: u64,
+    /// Whether a transaction committed since the last checkpoint (or the cursor moved).
+    due: bool,
+    /// Per-commit checkpoints are held back while streaming to a backfill fence.
+    held: bool,
+    changed_bindings: BTreeSet<usize>,
+}
+
+impl Checkpoints {
+    /// Bookkeeping of a session streaming from `start`, whose server has written up to
+    /// `server_flushed`.
+    pub fn new(start: Lsn, server_flushed: Lsn) -> Checkpoints {
+        Checkpoints {
+            cursor: start,
+            unacknowledged: VecDeque::new(),
+            acknowledged: start,
+            server_flushed,
+            server_wal_end: start,
+            last_message_start: start,
+            documents: 0,
+            transactions: 0,
+            due: false,
+            held: false,
+            changed_bindings: BTreeSet::new(),
+        }
+    }
+
+    /// The cursor the next checkpoint records.
+    pub fn cursor(&self) -> Lsn {
+        self.cursor
+    }
+
+    /// The position the slot may be confirmed to: acknowledged, and shown by the server.
+    pub fn confirmable(&self) -> Lsn {
+        self.acknowledged.min(self.server_flushed)
+    }
+
+    /// An XLogData message that starts at `wal_start`, sent when the server's WAL ended at
+    /// `wal_end`.
+    pub fn on_data(&mut self, wal_start: Lsn, wal_end: Lsn) {
+        self.server_wal_end = self.server_wal_end.max(wal_end);
+        self.server_flushed = self.server_flushed.max(wal_end);
+        self.last_message_start = wal_start;
+    }
+
+    /// A keepalive showing the server's WAL end. Between transactions nothing of ours is in
+    /// flight below it, so it can become the cursor (and, once acknowledged, the slot's
+    /// confirmed position), unless checkpoints are held.
+    pub fn on_keepalive(&mut self, wal_end: Lsn, between_transactions: bool) {
+        self.server_flushed = self.server_flushed.max(wal_end);
+        if between_transactions && wal_end > self.cursor && !self.held {
+            self.cursor = wal_end;
+            self.due = true;
+        }
+    }
+
+    /// A source transaction committed, ending at `end_lsn`: its documents were emitted.
+    pub fn on_commit(&mut self, end_lsn: Lsn) {
+        self.cursor = self.cursor.max(end_lsn);
+        self.due = true;
+        self.transactions += 1;
+    }
+
+    /// A document was emitted (it is made durable by the next checkpoint).
+    pub fn on_document(&mut self) {
+        self.documents += 1;
+    }
+
+    /// The state of binding `index` changed: the next checkpoint records it.
+    pub fn binding_changed(&mut self, index: usize) {
+        self.changed_bindings.insert(index);
+    }
+
+    /// Hold back (or release) per-commit checkpoints.
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
+    }
+
+    /// When to write a checkpoint of what streamed since the last one.
+    pub fn timing(&self, between_transactions: bool) -> Timing {
+        if !self.due || self.held || !between_transactions {
+            return Timing::NotDue;
+        }
+        if self.transactions >= MAX_TRANSACTIONS_PER_CHECKPOINT || self.documents >= MAX_DOCUMENTS_PER_CHECKPOINT {
+            return Timing::Now;
+        }
+        // While draining a backlog (the server's WAL end is well ahead of what we are
+        // reading) the next frame is in flight: wait for it briefly rather than paying a
+        // checkpoint per small transaction. Caught up, checkpoint at once, which keeps
+        // latency low.
+        let lagging = self.server_wal_end.0.saturating_sub(self.last_message_start.0) > BACKLOG_BYTES;
+        Timing::UnlessFrameWithin(if lagging { BACKLOG_WAIT } else { Duration::ZERO })
+    }
+
+    /// Whether there is anything to checkpoint: a commit or a moved cursor, documents, or
+    /// (with `with_bindings`) changed binding states.
+    pub fn pending(&self, with_bindings: bool) -> bool {
+        self.due || (with_bindings && !self.changed_bindings.is_empty()) || self.documents > 0
+    }
+
+    /// Take a checkpoint: what it records, queued until acknowledged, with the counters
+    /// started afresh.
+    pub fn take(&mut self) -> Checkpoint {
+        let checkpoint = Checkpoint {
+            cursor: self.cursor,
+            bindings: std::mem::take(&mut self.changed_bindings).into_iter().collect(),
+            documents: self.documents,
+        };
+        self.unacknowledged.push_back(self.cursor);
+        self.due = false;
+        self.documents = 0;
+        self.transactions = 0;
+        checkpoint
+    }
+
+    /// The runtime acknowledged the `count` oldest unacknowledged checkpoints.
+    pub fn acknowledge(&mut self, count: u32) -> Result<(), ExcessAcknowledgement> {
+        let outstanding = self.unacknowledged.len();
+        let covered = usize::try_from(count).unwrap_or(usize::MAX);
+        if covered > outstanding {
+            return Err(ExcessAcknowledgement { acknowledged: count, outstanding });
+        }
+        for lsn in self.unacknowledged.drain(..covered) {
+            self.acknowledged = self.acknowledged.max(lsn);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: Lsn = Lsn(100);
+
+    /// A session whose server has written far ahead of the start.
+    fn session() -> Checkpoints {
+        Checkpoints::new(START, Lsn(10_000))
+    }
+
+    #[test]
+    fn the_slot_is_confirmed_only_up_to_acknowledged_cursors() {
+        let mut c = session();
+        for end in [200, 300, 400] {
+            c.on_commit(Lsn(end));
+            assert_eq!(c.take().cursor, Lsn(end));
+        }
+        assert_eq!(c.confirmable(), START, "nothing acknowledged yet");
+        c.acknowledge(1).unwrap();
+        assert_eq!(c.confirmable(), Lsn(200));
+        // One acknowledgement covering the two others.
+        c.acknowledge(2).unwrap();
+        assert_eq!(c.confirmable(), Lsn(400));
+    }
+
+    #[test]
+    fn acknowledgements_arriving_after_more_checkpoints_apply_oldest_first() {
+        let mut c = session();
+        c.on_commit(Lsn(200));
+        c.take();
+        c.acknowledge(1).unwrap();
+        c.on_commit(Lsn(300));
+        c.take();
+        c.on_commit(Lsn(350));
+        c.take();
+        c.acknowledge(1).unwrap();
+        assert_eq!(c.confirmable(), Lsn(300), "the later checkpoint is not acknowledged yet");
+    }
+
+    #[test]
+    fn more_acknowledgements_than_checkpoints_is_an_error_that_changes_nothing() {
+        let mut c = session();
+        assert_eq!(c.acknowledge(0), Ok(()), "an explicit zero acknowledges nothing");
+        assert_eq!(c.acknowledge(1), Err(ExcessAcknowledgement { acknowledged: 1, outstanding: 0 }));
+        c.on_commit(Lsn(200));
+        c.take();
+        assert!(c.acknowledge(2).is_err());
+        assert_eq!(c.confirmable(), START);
+        c.acknowledge(1).unwrap();
+        assert_eq!(c.confirmable(), Lsn(200));
+        assert!(c.acknowledge(1).is_err());
+    }
+
+    #[test]
+    fn the_slot_is_never_confirmed_past_what_the_server_has_shown() {
+        let mut c = Checkpoints::new(START, Lsn(150));
+        c.on_commit(Lsn(500));
+        c.take();
+        c.acknowledge(1).unwrap();
+        assert_eq!(c.confirmable(), Lsn(150));
+        c.on_data(Lsn(450), Lsn(480));
+        assert_eq!(c.confirmable(), Lsn(480));
+        c.on_keepalive(Lsn(600), false);
+        assert_eq!(c.confirmable(), Lsn(500), "then the acknowledged cursor bounds it");
+    }
+
+    #[test]
+    fn an_idle_keepalive_makes_a_document_less_checkpoint() {
+        let mut c = session();
+        assert_eq!(c.timing(true), Timing::NotDue);
+        assert!(!c.pending(true));
+        c.on_keepalive(Lsn(900), true);
+        assert_eq!(c.timing(true), Timing::UnlessFrameWithin(Duration::ZERO));
+        let checkpoint = c.take();
+        assert_eq!(checkpoint, Checkpoint { cursor: Lsn(900), bindings: vec![], documents: 0 });
+        c.acknowledge(1).unwrap();
+        assert_eq!(c.confirmable(), Lsn(900));
+        assert!(!c.pending(true));
+    }
+
+    #[test]
+    fn keepalives_never_move_the_cursor_back_or_inside_a_transaction() {
+        let mut c = session();
+        c.on_commit(Lsn(500));
+        c.take();
+        c.on_keepalive(Lsn(400), true);
+        assert_eq!(c.cursor(), Lsn(500));
+        c.on_keepalive(Lsn(700), false);
+        assert_eq!(c.cursor(), Lsn(500), "a transaction is open: its documents precede the position");
+        assert_eq!(c.timing(true), Timing::NotDue);
+        c.on_commit(Lsn(450));
+        assert_eq!(c.cursor(), Lsn(500), "commits never move the cursor back");
+    }
+
+    #[test]
+    fn held_checkpoints_wait_for_the_fence() {
+        let mut c = session();
+        c.hold(true);
+        c.on_commit(Lsn(200));
+        c.on_document();
+        c.on_keepalive(Lsn(900), true);
+        assert_eq!(c.cursor(), Lsn(200), "an idle position does not move a held cursor");
+        assert_eq!(c.timing(true), Timing::NotDue);
+        for _ in 0..MAX_TRANSACTIONS_PER_CHECKPOINT {
+            c.on_commit(Lsn(300));
+        }
+        assert_eq!(c.timing(true), Timing::NotDue, "not even past the coalescing bounds");
+        c.hold(false);
+        assert_eq!(c.timing(true), Timing::Now);
+        let checkpoint = c.take();
+        assert_eq!((checkpoint.cursor, checkpoint.documents), (Lsn(300), 1));
+    }
+
+    #[test]
+    fn checkpoints_fall_between_transactions_and_coalesce_within_bounds() {
+        let mut c = session();
+        c.on_commit(Lsn(200));
+        assert_eq!(c.timing(false), Timing::NotDue, "a transaction is open");
+        c.on_data(Lsn(300), Lsn(300 + BACKLOG_BYTES + 1));
+        assert_eq!(c.timing(true), Timing::UnlessFrameWithin(BACKLOG_WAIT), "draining a backlog");
+        for _ in 0..MAX_DOCUMENTS_PER_CHECKPOINT {
+            c.on_document();
+        }
+        assert_eq!(c.timing(true), Timing::Now);
+        c.take();
+        assert_eq!(c.timing(true), Timing::NotDue);
+        for end in 0..MAX_TRANSACTIONS_PER_CHECKPOINT - 1 {
+            c.on_commit(Lsn(400 + end));
+        }
+        assert_ne!(c.timing(true), Timing::Now);
+        c.on_commit(Lsn(5_000));
+        assert_eq!(c.timing(true), Timing::Now);
+    }
+
+    #[test]
+    fn changed_bindings_are_recorded_once_and_only_when_asked_for() {
+        let mut c = session();
+        c.binding_changed(3);
+        c.binding_changed(1);
+        c.binding_changed(3);
+        assert!(!c.pending(false), "binding changes alone wait for a checkpoint that records them");
+        assert!(c.pending(true));
+        assert_eq!(c.take().bindings, vec![1, 3]);
+        assert!(!c.pending(true));
+        assert_eq!(c.take().bindings, Vec::<usize>::new());
+    }
+
+    #[test]
+    fn documents_alone_make_a_checkpoint_pending() {
+        let mut c = session();
+        c.on_document();
+        assert!(c.pending(false));
+        assert_eq!(c.timing(true), Timing::NotDue, "only commits and cursor moves make it due");
+        assert_eq!(c.take(), Checkpoint { cursor: START, bindings: vec![], documents: 1 });
+    }
+}

@@ -1,0 +1,247 @@
+//! Endpoint and resource configuration.
+//!
+//! Property names, defaults and meanings follow Estuary's Go `source-postgres`, so an
+//! existing capture's configuration works unchanged. The `spec` schemas are generated from
+//! these types (see [`crate::spec`]) and carry the Flow UI annotations (`order`, `secret`,
+//! `advanced`). Parsing is lenient about unknown keys (the stored config may carry a `sops`
+//! block and fields of newer connector versions) and strict about values: every error
+//! names the field and says what is expected, and never echoes a secret.
+
+//!
+//! The module is split by concern:
+//! - [`endpoint`]: the stored endpoint configuration (connection, credentials, discovery
+//!   filters, the Go connector's network tunnel);
+//! - [`advanced`]: the `advanced` options and their defaults;
+//! - [`resource`]: the per-binding resource configuration and its checks;
+//! - `parse`: from the stored configuration to a validated [`Config`];
+//! - `unsupported`: the Go settings that parse but are refused as not implemented yet;
+//! - `values`: readers and checks of single values (addresses, names, durations),
+//!   shared with the batch connector's configuration;
+//! - [`secret`]: the [`Secret`] type that keeps passwords out of `Debug` output;
+//! - [`table_name`]: [`TableName`], a schema-qualified name in its SQL and message forms.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::pg::{ConnectParams, SslMode};
+
+pub mod advanced;
+mod backfill_filter;
+pub mod endpoint;
+pub mod feature_flags;
+mod parse;
+pub mod resource;
+pub mod secret;
+pub mod table_name;
+mod unsupported;
+mod values;
+
+pub use advanced::{Advanced, SslModeName};
+pub use endpoint::{Credentials, DiscoveryFilters, EndpointConfig, NetworkTunnel, SshForwarding};
+pub use feature_flags::FeatureFlags;
+pub use parse::DEFAULT_REDISCOVERY_INTERVAL;
+pub use resource::{BackfillMode, ResourceAdvanced, ResourceConfig};
+pub use secret::Secret;
+pub use table_name::TableName;
+pub use unsupported::Unsupported;
+pub use values::parse_duration;
+pub(crate) use values::{check_address_text, check_name, echo, invalid, parse_address, shorten};
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("endpoint configuration is missing {field:?}")]
+    Missing { field: String, hint: String },
+    #[error("endpoint configuration field {field:?} is invalid: {reason}")]
+    Invalid { field: String, reason: String, hint: String },
+    #[error("resource configuration of binding {binding} is invalid: {reason}")]
+    Resource { binding: usize, reason: String, hint: String },
+    /// Settings of the Go connector that parse but are not implemented here yet.
+    #[error("{}", unsupported::unsupported_message(items))]
+    Unsupported { items: Vec<Unsupported>, hint: String },
+}
+
+impl ConfigError {
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ConfigError::Missing { hint, .. }
+            | ConfigError::Invalid { hint, .. }
+            | ConfigError::Resource { hint, .. }
+            | ConfigError::Unsupported { hint, .. } => (!hint.is_empty()).then_some(hint.as_str()),
+        }
+    }
+
+    /// The settings of an [`ConfigError::Unsupported`] error (for tests and tools).
+    pub fn unsupported_fields(&self) -> Vec<&'static str> {
+        match self {
+            ConfigError::Unsupported { items, .. } => items.iter().map(|u| u.field).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What a configuration is about to be used for: discovery reads the catalog only, the
+/// other requests (validate, apply, open) set up or run a capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Discover,
+    Capture,
+}
+
+/// A validated endpoint configuration with defaults applied.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub raw: EndpointConfig,
+    pub host: String,
+    pub port: u16,
+    /// The password of password authentication (none for the IAM methods).
+    pub password: Option<Secret>,
+    pub sslmode: SslMode,
+    pub watermarks_schema: String,
+    pub watermarks_table: String,
+    /// `advanced.skip_backfills`, lower-cased.
+    pub skip_backfills: BTreeSet<TableName>,
+    pub skip_all_backfills: bool,
+    pub statement_timeout: Option<Duration>,
+    pub chunk_size: i64,
+    /// `advanced.feature_flags`, parsed.
+    pub flags: FeatureFlags,
+    /// `advanced.min_backfill_xid` as a 32-bit XID (backfills read only rows whose xmin
+    /// is this XID or newer, modulo 2^32).
+    pub min_backfill_xid: Option<u32>,
+    /// `advanced.rediscovery_interval`, when set.
+    pub rediscovery_interval: Option<Duration>,
+}
+
+impl Config {
+    /// Whether all prerequisite checks are skipped: the `skip_prerequisites` feature flag,
+    /// or this connector's older `advanced.skip_prerequisites` field.
+    pub fn skips_prerequisites(&self) -> bool {
+        self.flags.skip_prerequisites || self.raw.advanced.skip_prerequisites
+    }
+
+    /// Whether per-table prerequisite checks are skipped (`skip_table_prerequisites`, or
+    /// [`Config::skips_prerequisites`]).
+    pub fn skips_table_prerequisites(&self) -> bool {
+        self.skips_prerequisites() || self.flags.skip_table_prerequisites
+    }
+
+    /// Connection parameters for both the SQL and the replication connection.
+    pub fn connect_params(&self) -> ConnectParams {
+        ConnectParams {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.raw.user.clone(),
+            password: self.password.as_ref().map(|secret| secret.expose().to_string()),
+            database: self.raw.database.clone(),
+            sslmode: self.sslmode,
+            sslrootcert: self.raw.advanced.sslrootcert.clone(),
+            application_name: "estuary_flow".to_string(),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The watermarks table (`advanced.watermarksTable`).
+    pub fn watermarks(&self) -> TableName {
+        TableName::new(&self.watermarks_schema, &self.watermarks_table)
+    }
+
+    pub fn slot_name(&self) -> &str {
+        &self.raw.advanced.slot_name
+    }
+
+    pub fn publication_name(&self) -> &str {
+        &self.raw.advanced.publication_name
+    }
+
+    /// Whether the capture manages its replication slot (Go's `create_replication_slot`
+    /// flag, on by default): it creates the slot when it starts without a resume position,
+    /// and may replace a slot it can prove is its own. With `no_create_replication_slot`
+    /// the slot is the user's: it must exist, and it is used as it is, never dropped.
+    pub fn creates_replication_slot(&self) -> bool {
+        self.flags.create_replication_slot
+    }
+
+    /// Whether backfill of `schema.table` is skipped by `advanced.skip_backfills`.
+    pub fn skips_backfill(&self, schema: &str, table: &str) -> bool {
+        self.skip_all_backfills || self.skip_backfills.contains(&TableName::new(schema, table).to_lowercase())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use serde_json::Value;
+
+    fn base() -> Value {
+        json!({"address": "db.example.com", "credentials": {"auth_type": "UserPassword", "password": "pw"}})
+    }
+
+    #[test]
+    fn defaults_match_the_go_connector() {
+        let config = Config::parse(&base()).unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("db.example.com", 5432));
+        assert_eq!(config.raw.user, "flow_capture");
+        assert_eq!(config.raw.database, "postgres");
+        assert_eq!(config.slot_name(), "flow_slot");
+        assert_eq!(config.publication_name(), "flow_publication");
+        assert_eq!(
+            (config.watermarks_schema.as_str(), config.watermarks_table.as_str()),
+            ("public", "flow_watermarks")
+        );
+        assert_eq!(config.chunk_size, 50_000);
+        assert_eq!(config.statement_timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn feature_flags_parse_like_the_go_connector() {
+        let mut cfg = base();
+        assert!(Config::parse(&cfg).unwrap().creates_replication_slot());
+        cfg["advanced"] = json!({"feature_flags": "date_as_date, no_create_replication_slot"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(!config.creates_replication_slot());
+        assert_eq!(config.flags.explicit.get("date_as_date"), Some(&true));
+        assert_eq!(config.flags.explicit.get("time_as_time"), None);
+        assert!(config.flags.time_as_time);
+        cfg["advanced"] = json!({"feature_flags": "no_create_replication_slot,create_replication_slot"});
+        assert!(Config::parse(&cfg).unwrap().creates_replication_slot());
+        // Unknown flags are not an error.
+        cfg["advanced"] = json!({"feature_flags": "some_future_flag,no_other"});
+        assert_eq!(Config::parse(&cfg).unwrap().flags.unknown, ["other", "some_future_flag"]);
+        // A malformed value of a valued flag names the flag.
+        cfg["advanced"] = json!({"feature_flags": "force_reset_cursor=soon"});
+        let err = Config::parse(&cfg).unwrap_err().to_string();
+        assert!(err.contains("advanced.feature_flags") && err.contains("force_reset_cursor"), "{err}");
+    }
+
+    #[test]
+    fn prerequisite_flags_follow_the_go_connector() {
+        let mut cfg = base();
+        let config = Config::parse(&cfg).unwrap();
+        assert!(!config.skips_prerequisites() && !config.skips_table_prerequisites());
+        cfg["advanced"] = json!({"feature_flags": "skip_table_prerequisites"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(!config.skips_prerequisites() && config.skips_table_prerequisites());
+        cfg["advanced"] = json!({"feature_flags": "skip_prerequisites"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(config.skips_prerequisites() && config.skips_table_prerequisites());
+        // This connector's older field still works.
+        cfg["advanced"] = json!({"skip_prerequisites": true});
+        assert!(Config::parse(&cfg).unwrap().skips_table_prerequisites());
+    }
+
+    #[test]
+    fn debug_of_a_config_never_shows_a_secret() {
+        let mut cfg = base();
+        cfg["credentials"]["password"] = json!("hunter2");
+        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@b", "privateKey": "PRIVATE-KEY"}});
+        let config = Config::parse(&cfg).unwrap();
+        assert_eq!(config.password.as_ref().map(Secret::expose), Some("hunter2"));
+        let text = format!("{config:?}");
+        assert!(!text.contains("hunter2") && !text.contains("PRIVATE-KEY"), "{text}");
+        let legacy = Config::parse(&json!({"address": "db", "password": "hunter2"})).unwrap();
+        assert!(!format!("{legacy:?}").contains("hunter2"));
+        assert_eq!(legacy.connect_params().password.as_deref(), Some("hunter2"));
+    }
+}

@@ -1,0 +1,225 @@
+//! The Go connector's settings that parse but are not implemented here yet, refused all
+//! at once with what to do instead.
+//!
+//! Invariants: a setting equal to what this connector does anyway (an empty tunnel, the
+//! default rediscovery interval, `read_only_capture: false`) is accepted; discovery, which
+//! only reads the catalog, is refused only for the settings that change what it reads (the
+//! tunnel, the authentication, value-changing feature flags); no message or hint ever
+//! includes a secret (a private key, an IAM token).
+
+use super::values::echo;
+use super::{Config, ConfigError, Credentials, Purpose, DEFAULT_REDISCOVERY_INTERVAL};
+
+/// One setting that is accepted by the parser and refused because this connector does
+/// not implement it yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The field's path, like `advanced.read_only_capture`.
+    pub field: &'static str,
+    /// What is not supported, as the end of a sentence.
+    pub what: String,
+    pub hint: String,
+}
+
+pub(super) fn unsupported_message(items: &[Unsupported]) -> String {
+    match items {
+        [one] => format!("endpoint configuration field {:?} is not supported yet: {}", one.field, one.what),
+        _ => {
+            let listed: Vec<String> = items.iter().map(|u| format!("{:?} ({})", u.field, u.what)).collect();
+            format!("endpoint configuration fields are not supported yet: {}", listed.join("; "))
+        }
+    }
+}
+
+impl Config {
+    /// Refuse the settings of the Go connector that parse but are not implemented here yet,
+    /// all at once, each named with what to do instead. Discovery only reads the catalog, so
+    /// the settings that change what a capture does (read-only mode, rediscovery) are
+    /// checked only for the other requests.
+    pub fn check_supported(&self, purpose: Purpose) -> Result<(), ConfigError> {
+        let mut items = Vec::new();
+        if self.raw.ssh_endpoint().is_some() {
+            items.push(Unsupported {
+                field: "networkTunnel.sshForwarding",
+                what: "SSH tunnels are not implemented by this connector".into(),
+                hint: "connect directly, or run an SSH tunnel next to the connector (ssh -L) and point \"address\" at its local end".into(),
+            });
+        }
+        if let Some(iam) = self.raw.credentials.as_ref().filter(|c| !matches!(c, Credentials::UserPassword { .. })) {
+            items.push(Unsupported {
+                field: "credentials.auth_type",
+                what: format!("{} authentication is not implemented by this connector", iam.auth_type()),
+                hint: "authenticate with a password: {\"auth_type\": \"UserPassword\", \"password\": \"...\"}".into(),
+            });
+        }
+        let refused_flags = self.flags.not_applied();
+        if !refused_flags.is_empty() {
+            items.push(Unsupported {
+                field: "advanced.feature_flags",
+                what: format!(
+                    "{} {} not applied by this connector, and would change the documents, their schemas or where the capture starts",
+                    refused_flags.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", "),
+                    if refused_flags.len() == 1 { "is" } else { "are" }
+                ),
+                hint: "remove these flags (docs/setup.md lists what each flag does in the Go connector and which ones this connector applies)".into(),
+            });
+        }
+        if purpose == Purpose::Capture {
+            if self.raw.advanced.read_only_capture {
+                items.push(Unsupported {
+                    field: "advanced.read_only_capture",
+                    what: "read-only capture (without watermark writes) is not implemented by this connector".into(),
+                    hint: "remove advanced.read_only_capture: the capture then writes watermarks into advanced.watermarksTable, which needs a writable (primary) server".into(),
+                });
+            }
+            if self.rediscovery_interval.is_some_and(|interval| interval != DEFAULT_REDISCOVERY_INTERVAL) {
+                items.push(Unsupported {
+                    field: "advanced.rediscovery_interval",
+                    what: format!(
+                        "{} asks for periodic rediscovery, which a running capture of this connector does not do yet",
+                        echo(self.raw.advanced.rediscovery_interval.trim())
+                    ),
+                    hint: "remove advanced.rediscovery_interval, or set it to the default, 15m".into(),
+                });
+            }
+            let quiet = self.flags.accepted_not_applied();
+            if !quiet.is_empty() {
+                tracing::warn!(
+                    flags = %quiet.join(","),
+                    "advanced.feature_flags: accepted, not applied yet: this connector does not send SourcedSchema responses"
+                );
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let hint = items.iter().map(|u| u.hint.as_str()).collect::<Vec<_>>().join("; ");
+        Err(ConfigError::Unsupported { items, hint })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ResourceConfig;
+    use serde_json::json;
+    use serde_json::Value;
+    use std::time::Duration;
+
+    fn base() -> Value {
+        json!({"address": "db.example.com", "credentials": {"auth_type": "UserPassword", "password": "pw"}})
+    }
+
+    #[test]
+    fn go_fields_parse_and_unimplemented_ones_are_refused_by_name() {
+        let mut cfg = base();
+        cfg["advanced"] = json!({
+            "min_backfill_xid": "4294967297",
+            "read_only_capture": true,
+            "rediscovery_interval": "1h30m",
+            "discover_only_published": true,
+        });
+        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@bastion:22", "privateKey": "KEY"}});
+        let config = Config::parse(&cfg).unwrap();
+        // The low 32 bits of an epoch-qualified XID.
+        assert_eq!(config.min_backfill_xid, Some(1));
+        assert_eq!(config.rediscovery_interval, Some(Duration::from_secs(5400)));
+        let err = config.check_supported(Purpose::Capture).unwrap_err();
+        assert_eq!(
+            err.unsupported_fields(),
+            ["networkTunnel.sshForwarding", "advanced.read_only_capture", "advanced.rediscovery_interval"]
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("endpoint configuration fields are not supported yet: \"networkTunnel.sshForwarding\""),
+            "{text}"
+        );
+        assert!(!text.contains("KEY") && !err.hint().unwrap().contains("KEY"), "{text}");
+        // Discovery reads the catalog only: the tunnel still matters there, the rest not.
+        let err = config.check_supported(Purpose::Discover).unwrap_err();
+        assert_eq!(err.unsupported_fields(), ["networkTunnel.sshForwarding"]);
+        assert_eq!(
+            err.to_string(),
+            "endpoint configuration field \"networkTunnel.sshForwarding\" is not supported yet: SSH tunnels are not implemented by this connector"
+        );
+
+        // Settings equal to what this connector does are accepted.
+        let mut cfg = base();
+        cfg["advanced"] = json!({"read_only_capture": false, "rediscovery_interval": "900s", "feature_flags": "date_as_date,emit_sourced_schemas"});
+        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "", "privateKey": ""}});
+        Config::parse(&cfg).unwrap().check_supported(Purpose::Capture).unwrap();
+        cfg["networkTunnel"] = json!({});
+        Config::parse(&cfg).unwrap().check_supported(Purpose::Capture).unwrap();
+
+        // Feature flags that change values are refused, named.
+        cfg["advanced"] = json!({"feature_flags": "no_date_as_date,multidimensional_arrays"});
+        let err = Config::parse(&cfg).unwrap().check_supported(Purpose::Discover).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"no_date_as_date\", \"multidimensional_arrays\" are not applied by this connector, and would change the documents, their schemas or where the capture starts"
+        );
+    }
+
+    /// Every example of tests/fixtures/go-configs parses, its bindings too, and exactly the
+    /// fields it names are refused as not supported yet.
+    #[test]
+    fn go_connector_examples_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go-configs");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            for example in file["examples"].as_array().unwrap() {
+                let name = format!("{}: {}", path.display(), example["name"]);
+                count += 1;
+                let parsed = Config::parse(&example["config"]);
+                if let Some(field) = example["invalid"].as_str() {
+                    let err = parsed.expect_err(&name).to_string();
+                    assert!(err.contains(&format!("{field:?} is invalid")), "{name}: {err}");
+                    continue;
+                }
+                let config = parsed.unwrap_or_else(|err| panic!("{name}: {err}"));
+                for (index, binding) in example["bindings"].as_array().unwrap().iter().enumerate() {
+                    ResourceConfig::parse(index, binding).unwrap_or_else(|err| panic!("{name}: {err}"));
+                }
+                let expected: Vec<&str> =
+                    example["unsupported"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+                match config.check_supported(Purpose::Capture) {
+                    Ok(()) => assert!(expected.is_empty(), "{name}: accepted, expected {expected:?} to be refused"),
+                    Err(err) => assert_eq!(err.unsupported_fields(), expected, "{name}: {err}"),
+                }
+            }
+        }
+        assert!(count >= 20, "{count} examples");
+    }
+
+    #[test]
+    fn iam_credentials_parse_with_go_names_and_are_refused() {
+        let iam = [
+            json!({"auth_type": "AWSIAM", "aws_region": "us-east-1", "aws_role_arn": "arn:aws:iam::1:role/r",
+                   "aws_access_key_id": "AKIA", "aws_secret_access_key": "SECRET", "aws_session_token": "TOKEN"}),
+            json!({"auth_type": "GCPIAM", "gcp_service_account_to_impersonate": "sa@p.iam.gserviceaccount.com",
+                   "gcp_workload_identity_pool_audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+                   "gcp_access_token": "SECRET"}),
+            json!({"auth_type": "AzureIAM", "azure_client_id": "c", "azure_tenant_id": "t", "azure_access_token": "SECRET"}),
+        ];
+        for (credentials, name) in iam.into_iter().zip(["AWSIAM", "GCPIAM", "AzureIAM"]) {
+            let config = Config::parse(&json!({"address": "db", "credentials": credentials})).unwrap();
+            assert_eq!(config.password, None);
+            let err = config.check_supported(Purpose::Discover).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(
+                text,
+                format!("endpoint configuration field \"credentials.auth_type\" is not supported yet: {name} authentication is not implemented by this connector")
+            );
+            assert!(!text.contains("SECRET") && !err.hint().unwrap().contains("SECRET"));
+        }
+        // A required field of the method, named as the Go connector does.
+        let err = Config::parse(&json!({"address": "db", "credentials": {"auth_type": "AWSIAM", "aws_region": "x"}}))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "endpoint configuration is missing \"credentials.aws_role_arn\"");
+    }
+}
