@@ -6,14 +6,25 @@
 //! fences written into the replication stream, and streams pgoutput logical replication.
 //!
 //! ```text
-//!   stdin ──► protocol::read ──► dispatch ─┬─► spec / discover / validate / apply
-//!                                          └─► capture::run ──┬─► backfill chunks (SQL)
-//!                                                             └─► replication stream
-//!                                                                   (pg::replication +
-//!                                                                    replication::pgoutput)
-//!                                                  documents + checkpoints
-//!   stdout ◄── protocol::emitter (the only writer) ◄───────────┘
+//!   stdin ──► protocol (RequestReader) ──► serve ─┬─► spec / discover / validate / apply
+//!                                                 └─► capture::run (open)
+//!
+//!   streaming:  socket ─► pg::replication ─► pg::wire (frames) ─► pg::xlog (XLogData)
+//!               ─► replication::pgoutput (messages) ─► capture::transactions (Begin … Commit)
+//!               ─► capture::relations + capture::change_plan ─► capture::document (documents)
+//!               ─► capture::checkpoints (cursor, acknowledgements) ─► protocol::emitter ─► stdout
+//!
+//!   backfill:   capture::chunk_plan ─► capture::backfill (chunk SQL) ─► rows ─► value encoders
+//!               ─► capture::document ─► capture::fence (watermark, stream to it)
+//!               ─► capture::checkpoints ─► protocol::emitter ─► stdout
+//!
+//!   acknowledgements (stdin) ─► capture::checkpoints ─► capture::status (slot confirmed
+//!   only up to acknowledged cursors)
 //! ```
+//!
+//! Pure parts (codecs, the capture core's state machines, config, validation rules) take
+//! values and return decisions; only `pg` and `protocol` do IO, and only
+//! `protocol::emitter` writes to stdout. `docs/architecture.md` draws the layers.
 //!
 //! # Layout
 //! - [`protocol`]: request/response types, the stdin reader and the single stdout writer.
@@ -24,7 +35,9 @@
 //! - [`replication`]: pgoutput decoding (pure) and the change-event stream.
 //! - [`discovery`]: catalog queries and per-table collection schemas.
 //! - [`validate`]: prerequisite checks with remediation SQL; `apply`.
-//! - [`capture`]: the capture session: state, backfill, fences, checkpoints, acks.
+//! - [`capture`]: the capture session (IO and its `select!` loop) and the pure machines it
+//!   drives: transactions, relations, change plans, fence, checkpoints, status, chunk plans,
+//!   reconciliation of state and bindings.
 //! - [`batch`]: the `source-postgres-batch` connector (polling, no replication), built on
 //!   the same protocol, connection, discovery and value modules.
 //! - [`error`], [`lsn`], [`log`]: shared pieces; [`failpoint`]: crash points for fault tests.

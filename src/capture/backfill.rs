@@ -198,7 +198,7 @@ fn column_text(column: &crate::discovery::Column) -> String {
     text_expression(&quote_identifier(&column.name), &column.pg_type)
 }
 
-/// [`column_text`] of a column reference (already quoted, perhaps qualified) of type `ty`.
+/// `column_text` of a column reference (already quoted, perhaps qualified) of type `ty`.
 pub fn text_expression(name: &str, ty: &crate::value::PgType) -> String {
     let mut ty = ty;
     while let crate::value::PgType::Domain { base, .. } = ty {

@@ -289,6 +289,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         };
         let limit = self.silence_limit();
         let relation = self.relations.of_change(relation_oid)?;
+        check_tuple_widths(relation, &change)?;
         let binding = &self.bindings[binding_index];
         // A backfill that has not read a row yet will read every row's current state, with
         // a snapshot that sees this transaction (see `visibility`). A change that cannot be
@@ -478,6 +479,31 @@ impl RowLookup<'_> {
         }
         Ok(())
     }
+}
+
+/// Every tuple of a change carries one value per column of the Relation message that
+/// announced its relation. Encoding pairs values with columns by position, so a tuple of
+/// another width would silently lose (or misplace) values: that is a stream the relation
+/// cache does not describe, and the capture fails (and restarts from its last checkpoint,
+/// with a fresh cache) rather than emit such documents.
+fn check_tuple_widths(relation: &RelationEntry, change: &ChangeKind<'_, '_>) -> Result<(), Error> {
+    let tuples: [Option<&TupleData<'_>>; 2] = match change {
+        ChangeKind::Insert { new } => [Some(new), None],
+        ChangeKind::Update { old, new } => [Some(new), old.map(|(OldTuple::Key(t) | OldTuple::Full(t))| t)],
+        ChangeKind::Delete { old: OldTuple::Key(t) | OldTuple::Full(t) } => [Some(t), None],
+    };
+    for tuple in tuples.into_iter().flatten() {
+        if tuple.values.len() != relation.types.len() {
+            return Err(Error::Internal(format!(
+                "a change of table \"{}.{}\" carries {} values, but its Relation message announced {} columns",
+                relation.namespace,
+                relation.name,
+                tuple.values.len(),
+                relation.types.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The error that ends the capture when `relation`'s replica identity leaves out key

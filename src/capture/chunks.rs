@@ -88,6 +88,16 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// emitted nothing yet, and its resume key is unchanged. If the columns did not change,
     /// the error stands.
     async fn describe_again<T>(&mut self, index: usize, err: tokio_postgres::Error) -> Result<Option<T>, Error> {
+        if self.read_columns_again(index).await? {
+            Ok(None)
+        } else {
+            Err(backfill_error(&self.bindings[index].table, err))
+        }
+    }
+
+    /// Read binding `index`'s table columns again; true if they changed (its chunks are then
+    /// built with the new ones).
+    async fn read_columns_again(&mut self, index: usize) -> Result<bool, Error> {
         let binding = &self.bindings[index];
         let name = (binding.table.schema.clone(), binding.table.name.clone());
         let only = BTreeSet::from([name.clone()]);
@@ -108,9 +118,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     "the table's columns changed during its backfill: reading its chunk again with the current columns"
                 );
                 binding.table.columns = fresh.columns;
-                Ok(None)
+                Ok(true)
             }
-            _ => Err(backfill_error(&binding.table, err)),
+            _ => Ok(false),
         }
     }
 
@@ -240,6 +250,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     ) -> Result<Option<VisibleChunk>, Error> {
         let client = self.backfill_client.clone();
         let relation = self.relation_to_check(query.index);
+        let table_oid = self.bindings[query.index].table.oid;
         // Whether a wait for delivered commits to become visible was reported.
         let mut warned = false;
         loop {
@@ -250,7 +261,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         .query
                         .await
                         .map_err(|err| Error::Internal(format!("the prefetched backfill query failed to run: {err}"))),
-                    None => Ok(run_chunk_query(&client, query.sql, query.params, relation).await),
+                    None => Ok(run_chunk_query(&client, table_oid, query.sql, query.params, relation).await),
                 }
             };
             tokio::pin!(work);
@@ -269,6 +280,17 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Err(err) if is_column_gone(&err) => return self.describe_again(query.index, err).await,
                 Err(err) => return Err(backfill_error(&self.bindings[query.index].table, err)),
             };
+            let described = column_names(&self.bindings[query.index].table);
+            if chunk.columns.as_ref().is_some_and(|seen| *seen != described)
+                && self.read_columns_again(query.index).await?
+            {
+                // The table's columns changed since it was described: its rows would be
+                // read without the new ones. The chunk is read again with the current ones.
+                // (If they read the same as before, the change was undone meanwhile and
+                // this chunk stands.)
+                drop(chunk);
+                return Ok(None);
+            }
             let snapshot = Snapshot::parse(&chunk.snapshot)
                 .map_err(|err| Error::Internal(format!("the backfill query's snapshot: {err}")))?;
             let Some(unseen) = self.delivered.forget_seen(&snapshot) else {
@@ -645,6 +667,8 @@ impl<'a> tokio_postgres::types::FromSql<'a> for RawText<'a> {
 /// which comes after the rows.
 pub(super) struct ChunkRows {
     snapshot: String,
+    /// The table's columns as the chunk's snapshot sees them.
+    columns: Option<Vec<String>>,
     rows: tokio_postgres::RowStream,
     relation: Option<RelationAnswer>,
 }
@@ -655,8 +679,30 @@ type RelationAnswer = std::pin::Pin<
 >;
 
 /// Opens the transaction of a chunk query and reads its snapshot, which the query that
-/// follows in the same `REPEATABLE READ` transaction then uses.
-const CHUNK_SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT pg_current_snapshot()::text";
+/// follows in the same `REPEATABLE READ` transaction then uses, and the table's columns as
+/// that snapshot sees them (a JSON array of names in column order, as discovery reads
+/// them). A chunk query names the columns read when the table was described: a column added
+/// since (before the stream's start position, or with a default that no change carries)
+/// would be missing from every row read, with no Relation message to tell. The table's OID
+/// is a number, not a name.
+fn chunk_snapshot_sql(table_oid: u32) -> String {
+    format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+         SELECT pg_current_snapshot()::text, \
+         (SELECT json_agg(a.attname ORDER BY a.attnum)::text FROM pg_catalog.pg_attribute a \
+          WHERE a.attrelid = {table_oid} AND a.attnum > 0 AND NOT a.attisdropped)"
+    )
+}
+
+/// The column names a chunk's snapshot query answered (None: the table is gone, or the
+/// answer is not what the query returns).
+fn columns_of(messages: &[tokio_postgres::SimpleQueryMessage]) -> Option<Vec<String>> {
+    let text = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(1).map(str::to_string),
+        _ => None,
+    })?;
+    serde_json::from_str(&text).ok()
+}
 
 /// Send a chunk query, in a transaction that also reports its snapshot. The transaction's
 /// three requests (begin and snapshot, the query, commit) are pipelined: sent together, in
@@ -669,6 +715,7 @@ const CHUNK_SNAPSHOT_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ON
 /// still in the same round trip, so that it describes the files the query read.
 pub(super) async fn run_chunk_query(
     client: &std::sync::Arc<Client>,
+    table_oid: u32,
     sql: &str,
     params: &[Option<String>],
     relation: Option<u32>,
@@ -677,7 +724,8 @@ pub(super) async fn run_chunk_query(
     use std::task::Poll;
     // Each request is sent when its future is first polled: the three are polled in order
     // in the same call, so nothing can come between them.
-    let snapshot = client.simple_query(CHUNK_SNAPSHOT_SQL);
+    let snapshot_sql = chunk_snapshot_sql(table_oid);
+    let snapshot = client.simple_query(&snapshot_sql);
     let rows = client.query_typed_raw(sql, params.iter().map(|p| (p.as_deref(), tokio_postgres::types::Type::TEXT)));
     // Owned (its answer is read after the rows, once this function has returned), so it
     // holds its own handle on the client.
@@ -742,7 +790,12 @@ pub(super) async fn run_chunk_query(
     if let Some(result) = relation_early {
         relation = Some(Box::pin(std::future::ready(result)));
     }
-    Ok(ChunkRows { snapshot: first_text(&snapshot).unwrap_or_default(), rows, relation })
+    Ok(ChunkRows {
+        snapshot: first_text(&snapshot).unwrap_or_default(),
+        columns: columns_of(&snapshot),
+        rows,
+        relation,
+    })
 }
 
 /// Whether a query named a column that does not exist (SQLSTATE 42703): the table changed

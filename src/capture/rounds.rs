@@ -322,7 +322,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let client = self.backfill_client.clone();
         let relation = self.relation_to_check(index);
         let sent = sql.clone();
-        let query = tokio::spawn(async move { run_chunk_query(&client, &sent, &params, relation).await });
+        let table_oid = self.bindings[index].table.oid;
+        let query = tokio::spawn(async move { run_chunk_query(&client, table_oid, &sent, &params, relation).await });
         Ok(Some(PrefetchedChunk { index, plan, sql, forgotten_deliveries: self.forgotten_deliveries, query }))
     }
 }

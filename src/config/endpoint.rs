@@ -63,7 +63,7 @@ pub struct EndpointConfig {
 }
 
 /// The Go connector's `networkTunnel`: parsed with its names, not implemented yet (a
-/// configured tunnel is refused by [`Config::check_supported`]).
+/// configured tunnel is refused by [`super::Config::check_supported`]).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkTunnel {

@@ -1,7 +1,7 @@
 //! The watermarks table, which the capture writes a watermark into at each backfill chunk
 //! and reads back from the replication stream: [`WatermarksFacts::load`] reads what the
 //! catalog says about it (one query, names passed as parameters), and
-//! [`watermarks_problems`] turns the facts into problems and fixes without IO, so that
+//! `watermarks_problems` turns the facts into problems and fixes without IO, so that
 //! every rule is unit-tested.
 //!
 //! The table must exist (or be creatable by the user, who then owns it), be writable,
