@@ -24,7 +24,9 @@ pub struct StreamState {
     /// When the last completed poll started (RFC 3339), or Go's zero time.
     #[serde(rename = "LastPolled")]
     pub last_polled: String,
-    /// Documents emitted since the last full refresh started (the next `row_id`).
+    /// Documents emitted since the last full refresh started (the next `row_id`). In the
+    /// middle of a full refresh it is at least the row ids that refresh has emitted, so a
+    /// resumed refresh deletes every row id past its new end.
     #[serde(rename = "DocumentCount")]
     pub document_count: i64,
     #[serde(rename = "CursorNames", skip_serializing_if = "Vec::is_empty")]

@@ -1709,10 +1709,10 @@ async fn seeds() {
 /// documents) while the table was larger than at the previous complete poll, and resumed after
 /// the table shrank: the resumed poll deletes only the row ids between its own end and the
 /// previous complete poll's count, so the documents the interrupted poll committed past both
-/// stay in the collection for good (found while writing this harness). Replay: `cargo test --locked --test it
-/// differential_batch::full_refresh_row_ids -- --ignored --nocapture`.
+/// stayed in the collection for good (found while writing this harness; fixed: a mid-poll
+/// checkpoint raises `DocumentCount` to the row ids emitted so far). Replay: `cargo test
+/// --locked --test it differential_batch::full_refresh_row_ids -- --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "connector defect: a full refresh resumed after a kill mid-poll leaves stale /_meta/row_id documents"]
 async fn full_refresh_row_ids_survive_a_kill_mid_poll_and_a_shrink() {
     let cluster = Arc::new(PrivateCluster::start(&["wal_level=replica"]).await);
     let admin = cluster.cluster.superuser_client("postgres").await;

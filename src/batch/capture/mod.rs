@@ -27,7 +27,9 @@
 //!   chunk finds the table's storage files changed since the session's scan began, the scan
 //!   starts again from the first page (a rewrite while no session runs is not noticed);
 //! - full refresh persists nothing mid-poll that a restart would skip: it polls again from
-//!   the start (its `DocumentCount` changes only once the poll completed).
+//!   the start. Its mid-poll checkpoints raise `DocumentCount` to the row ids emitted so far
+//!   (never lower it), so with the key `/_meta/row_id` the resumed poll deletes every row id
+//!   past its new end, including those only the interrupted poll had reached.
 //!
 //! Documents emitted after the last committed checkpoint are emitted again: the collection
 //! key reduces them.
@@ -640,6 +642,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             return Ok(None);
         }
         if poll.full_refresh {
+            // The documents written so far carry row ids below `next_row_id`: the count keeps
+            // them, so that a refresh resumed from this checkpoint deletes every row id past
+            // its own end, also when the table shrank meanwhile below both this point and the
+            // last complete refresh. (This poll's `op`s do not change: its later row ids are
+            // at least `next_row_id`.)
+            let state = &mut self.bindings[index].state;
+            state.document_count = state.document_count.max(poll.next_row_id);
             self.checkpoint(index).await?;
             poll.since_checkpoint = 0;
         } else if let Some((before, after, row_id)) = poll.cursors.take_boundary() {
