@@ -19,6 +19,12 @@
 //!   stays right across the wraparound ([`query`]). `NextXID` is taken when a scan starts
 //!   (every transaction before it has ended) and becomes the next scan's `BaseXID`: every
 //!   insert and update is captured once, by the scan that follows it. Deletes are not seen.
+//!   A table rewrite (`VACUUM FULL`, `CLUSTER`, ...) moves rows between pages: the state
+//!   records the storage files a scan in progress has read (`ScanFilenodes`), and a scan
+//!   that finds other files, in the same session or a later one, starts again from its first
+//!   page, so no rewrite loses rows (rows read again are emitted again). With
+//!   `SHUTDOWN_AFTER_POLLING`, a session that resumes a scan mid-table ends once that scan
+//!   (whose window was fixed before) completes: later writes are left for the next run.
 //! - **cursor** (`cursor: ["col", ...]`): `SELECT * ... WHERE cursor > last ORDER BY cursor`,
 //!   resumed from the last cursor value in the state; rows must get growing cursor values.
 //! - **full refresh** (no cursor, the default for views): the whole result at every poll;

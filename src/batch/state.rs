@@ -1,7 +1,8 @@
 //! The checkpoint state of the batch capture, in the Go connector's shape:
 //! `{"bindingStateV1": {"<stateKey>": {"Mode", "LastPolled", "DocumentCount", "CursorNames",
 //! "CursorValues", "BaseXID", "NextXID", "ScanTID"}}}`, so a capture can move between the
-//! two connectors. Cursor values are kept as the server's text output of each cursor column
+//! two connectors; an xmin scan in progress also records `ScanFilenodes` (an extra field
+//! the Go connector ignores). Cursor values are kept as the server's text output of each cursor column
 //! (they go back to the server as text parameters, which every type's input function reads);
 //! values the Go connector wrote (numbers, booleans, RFC 3339 strings) are read the same way.
 
@@ -43,6 +44,13 @@ pub struct StreamState {
     /// xmin mode: the scan's progress, `(page,0)`; empty between scans.
     #[serde(rename = "ScanTID")]
     pub scan_tid: String,
+    /// xmin mode: the storage files (relfilenodes, with the partitions') that the pages
+    /// before `ScanTID` were read from; a scan that finds other files starts again from its
+    /// first page. Empty between scans, and in states the Go connector (which ignores the
+    /// field) or an earlier version wrote: a scan resumed mid-table without it starts again
+    /// too.
+    #[serde(rename = "ScanFilenodes", skip_serializing_if = "String::is_empty")]
+    pub scan_filenodes: String,
 }
 
 /// Go's zero `time.Time`, which it writes for a binding that never polled.
@@ -135,5 +143,21 @@ mod tests {
         assert_eq!(cursor_param(&json!(null)), None);
         assert!(BatchState::parse(&json!({"bindingStateV1": {"t": {"DocumentCount": "x"}}})).is_err());
         assert_eq!(BatchState::parse(&json!({})).unwrap(), BatchState::default());
+    }
+
+    #[test]
+    fn scan_filenodes_are_optional_and_written_only_during_a_scan() {
+        // A state written before the field existed (or by Go, mid-scan) loads with none.
+        let old = json!({"bindingStateV1": {"x": {
+            "Mode": MODE_XMIN, "LastPolled": NEVER, "DocumentCount": 3,
+            "BaseXID": 0, "NextXID": 900, "ScanTID": "(40,0)"}}});
+        let state = BatchState::parse(&old).unwrap();
+        assert_eq!(state.streams["x"].scan_filenodes, "");
+        assert_eq!(serde_json::to_value(&state).unwrap(), old);
+        let mut scanning = state.streams["x"].clone();
+        scanning.scan_filenodes = "16384".into();
+        let value = serde_json::to_value(&scanning).unwrap();
+        assert_eq!(value["ScanFilenodes"], "16384");
+        assert_eq!(serde_json::from_value::<StreamState>(value).unwrap(), scanning);
     }
 }

@@ -23,9 +23,17 @@
 //!   not captured: a cursor must grow);
 //! - xmin mode scans the table in page ranges and persists the range done; a restart goes
 //!   on from there with the same transaction-id window. A table rewrite (`VACUUM FULL`,
-//!   `CLUSTER`) keeps rows' xmin but moves them, maybe into pages already read: when a
-//!   chunk finds the table's storage files changed since the session's scan began, the scan
-//!   starts again from the first page (a rewrite while no session runs is not noticed);
+//!   `CLUSTER`, `TRUNCATE`, a rewriting `ALTER TABLE`) keeps rows' xmin but moves them, maybe
+//!   into pages already read. So each checkpoint also persists the storage files
+//!   (relfilenodes) the scan's pages were read from (`ScanFilenodes`), and every range, the
+//!   first one of a resumed scan included (even when the table is now shorter than the page
+//!   reached), compares them with the files it reads under its lock: on a difference the
+//!   scan starts again from the first page, with the same window. A rewrite is therefore
+//!   noticed wherever it happened: during a session, after the last range a killed session
+//!   read, or while no session ran. A scan resumed mid-table from a state without the field
+//!   (the Go connector's, or an earlier version's) starts again from the first page too.
+//!   Rows read again are emitted again: a keyed collection reduces them, while a collection
+//!   keyed by `/_meta/row_id` gets them under new row ids;
 //! - full refresh persists nothing mid-poll that a restart would skip: it polls again from
 //!   the start. Its mid-poll checkpoints raise `DocumentCount` to the row ids emitted so far
 //!   (never lower it), so with the key `/_meta/row_id` the resumed poll deletes every row id
@@ -339,7 +347,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let binding = &self.bindings[index];
         let mut stream = serde_json::to_value(&binding.state).map_err(|e| Error::Internal(e.to_string()))?;
         if let Value::Object(map) = &mut stream {
-            for field in ["CursorNames", "CursorValues"] {
+            for field in ["CursorNames", "CursorValues", "ScanFilenodes"] {
                 map.entry(field).or_insert(Value::Null);
             }
         }

@@ -4,8 +4,9 @@
 //! The window is `(base_xid, next_xid]` in 32-bit modular order: `next_xid` is fixed when
 //! a scan starts and becomes the next scan's `base_xid` when it completes, so every row
 //! written or updated in between is read by exactly one scan (rows may be read twice after
-//! a restart, never missed). A table rewrite during the scan restarts it from page 0
-//! (see the session's module doc).
+//! a restart, never missed). A table rewrite restarts the scan from page 0, whenever it
+//! happened: each checkpoint records the storage files the scan has read (`ScanFilenodes`),
+//! and each range checks them (see the session's module doc).
 
 use std::ops::ControlFlow;
 use std::time::SystemTime;
@@ -61,9 +62,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let (base, next) = (self.bindings[index].state.base_xid, self.bindings[index].state.next_xid);
         let sql = query::xmin_chunk_query(&schema, &table, base != 0);
         let polled = format_rfc3339(SystemTime::now());
-        // The table's storage files when this session's part of the scan began.
-        let mut filenodes: Option<String> = None;
-        while after_page < max_page {
+        // A scan resumed mid-table reads at least one range, even past the table's current
+        // end, so that the storage its earlier ranges were read from is checked.
+        let mut unverified = after_page > 0;
+        while after_page < max_page || unverified {
             let until = after_page + pages_per_chunk;
             let mut params =
                 vec![TextParam(Some(format!("({after_page},0)"))), TextParam(Some(format!("({until},0)")))];
@@ -75,31 +77,21 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Ok(columns) => columns?,
                 Err(err) => return self.failed_query(index, &sql, err).await,
             };
-            // A rewrite of the table (VACUUM FULL, CLUSTER) keeps rows' xmin but moves them,
-            // possibly into pages this scan already read: scan again from the first page. The
-            // cursor's lock keeps the files as they are until this chunk is read.
+            // The cursor's lock keeps the storage files as they are until this range is read.
             let current: String = match self.client.query_one(query::FILENODES_SQL, &[&oid]).await {
                 Ok(row) => row.get(0),
                 Err(err) => return self.failed_query(index, &sql, err).await,
             };
-            match &filenodes {
-                Some(previous) if *previous != current => {
-                    let _ = self.client.batch_execute("ROLLBACK").await;
-                    tracing::warn!(
-                        name = %self.bindings[index].resource.name,
-                        table = %table_name,
-                        "the table was rewritten (VACUUM FULL or CLUSTER) during its xmin scan: scanning it again from its first page"
-                    );
-                    filenodes = Some(current);
-                    (max_page, _, _) = self.table_pages(index, &schema, &table).await?;
-                    pages_per_chunk = chunk_pages(max_page);
-                    after_page = 0;
-                    self.bindings[index].state.scan_tid = "(0,0)".into();
-                    continue;
-                }
-                Some(_) => {}
-                None => filenodes = Some(current),
+            if !self.same_storage(index, after_page, current, &table_name) {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                (max_page, _, _) = self.table_pages(index, &schema, &table).await?;
+                pages_per_chunk = chunk_pages(max_page);
+                after_page = 0;
+                unverified = false;
+                self.bindings[index].state.scan_tid = "(0,0)".into();
+                continue;
             }
+            unverified = false;
             let shape = self.shape(index, &columns, true).await?;
             let count = match self.read_xmin_chunk(index, &shape, &sql, &polled, (base, next)).await? {
                 ControlFlow::Continue(count) => count,
@@ -116,9 +108,40 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         let state = &mut self.bindings[index].state;
         state.scan_tid = String::new();
+        state.scan_filenodes = String::new();
         state.base_xid = state.next_xid;
         state.next_xid = 0;
         Ok(Polled::Done)
+    }
+
+    /// Whether the pages before `after_page` were read from the table's `current` storage
+    /// files. A rewrite (`VACUUM FULL`, `CLUSTER`, `TRUNCATE`) keeps rows' xmin but moves
+    /// them, maybe into pages the scan already read, and the files the earlier ranges were
+    /// read from are in the state (checkpointed with each range), so a rewrite at any moment
+    /// (during this session, after the last range a killed session read, while no session
+    /// ran) is seen here: `false`, and the scan must start again from its first page. At
+    /// the first page the current files become the scan's.
+    fn same_storage(&mut self, index: usize, after_page: i64, current: String, table_name: &str) -> bool {
+        let binding = &mut self.bindings[index];
+        let recorded = std::mem::replace(&mut binding.state.scan_filenodes, current);
+        if after_page == 0 || recorded == binding.state.scan_filenodes {
+            return true;
+        }
+        let name = &binding.resource.name;
+        if recorded.is_empty() {
+            tracing::warn!(
+                name = %name,
+                table = %table_name,
+                "the state does not say which storage files this xmin scan has read (written by the Go connector or an earlier version), so the table may have been rewritten meanwhile: scanning it again from its first page"
+            );
+        } else {
+            tracing::warn!(
+                name = %name,
+                table = %table_name,
+                "the table was rewritten (VACUUM FULL, CLUSTER or TRUNCATE) during its xmin scan: scanning it again from its first page"
+            );
+        }
+        false
     }
 
     /// Where this binding's xmin scan goes on: the transaction-id window's end is fixed
