@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 
-use super::chunks::run_chunk_query;
+use super::chunk_query::run_chunk_query;
 use super::state::TableMode;
 use super::visibility::Snapshot;
 use super::{backfill, pg, snapshot_of, with_deadline, Binding, PrefetchedChunk, Session, DELIVERED_XIDS_CHECK_AT};
