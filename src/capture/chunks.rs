@@ -493,6 +493,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 snapshot,
                 state: binding.state.clone(),
                 scanned_key: binding.scanned_key.clone(),
+                rows: read.rows,
             });
         }
         binding.state.backfilled += read.rows;

@@ -166,6 +166,9 @@ struct ChunkUndo {
     snapshot: Snapshot,
     state: BindingState,
     scanned_key: Option<Vec<order::KeyValue>>,
+    /// Rows the chunk emitted: none (a rewritten table looks empty to an older snapshot)
+    /// means taking it back is exact whatever the backfill's mode.
+    rows: u64,
 }
 
 /// A chunk query started ahead of time (see `Session::prefetch_next_chunk`).

@@ -20,8 +20,9 @@
 //!   again after the round's chunks, before their resume keys are checkpointed, and a
 //!   change is handled the same way, with the table's columns discovered again. The ALTER
 //!   also rewrote the table, and a chunk read with a snapshot older than the rewrite sees
-//!   it empty: such a chunk (one whose snapshot does not see the table's last definition
-//!   change, whatever the change) is taken back and read again (see
+//!   it empty: such a chunk (one that saw no row, and whose snapshot does not see the
+//!   table's last definition change, whatever the change) is taken back and read again;
+//!   a chunk that saw rows read the table as of its snapshot and stands (see
 //!   `Session::check_key_types`).
 //!
 //! The pure rules are [`order_preserved`] and [`element_fits`].
@@ -262,8 +263,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// After a backfill round, before its resume keys are checkpointed, for each keyed
     /// table it read:
-    /// - a chunk whose snapshot does not see the last change to its table's definition (the
-    ///   `pg_class` rows of the table and its partitions) is taken back, to be read again:
+    /// - a chunk that saw no row, and whose snapshot does not see the last change to its
+    ///   table's definition (the `pg_class` rows of the table and its partitions), is taken
+    ///   back, to be read again:
     ///   PostgreSQL's table rewrites (`ALTER COLUMN .. TYPE` of any column, `ADD COLUMN`
     ///   with a volatile default, `TRUNCATE`) are not MVCC-safe, and a chunk query whose
     ///   snapshot was taken before the rewrite committed (one queued behind the ALTER's
@@ -292,31 +294,31 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     xids.iter().copied().find(|xid| *xid >= FIRST_NORMAL_XID && !undo.snapshot.sees_committed(*xid))
                 });
                 if let Some(xid) = unseen {
-                    tracing::info!(
-                        table = %format!("{}.{}", binding.table.schema, binding.table.name),
-                        xid,
-                        snapshot = %undo.snapshot,
-                        "the table's definition changed after its backfill chunk's snapshot was taken (a rewrite makes the table look empty to that snapshot): the chunk is read again"
-                    );
-                    if undo.state.mode == TableMode::Backfill {
-                        // The chunk's rows were emitted already, beyond the resume key it would
-                        // go back to: a precise backfill would then drop changes to them (a
-                        // delete among them would be lost for good). Nor can it continue
-                        // unfiltered from there: text keys are read in another order then. So
-                        // the table's backfill starts over, unfiltered.
-                        tracing::warn!(
-                            table = %format!("{}.{}", binding.table.schema, binding.table.name),
-                            "a precise backfill read a chunk with a snapshot older than a change of its table's definition: the table's backfill starts over, emitting every change"
+                    let table = format!("{}.{}", binding.table.schema, binding.table.name);
+                    if undo.rows > 0 {
+                        // The query held its lock while it read, so a change that took the
+                        // table's lock ran wholly before or after it; a rewrite gives every row
+                        // a new xmin, invisible to an older snapshot. Rows seen therefore mean
+                        // the table was read as of the chunk's snapshot, which the fence covers:
+                        // the chunk stands. (Taking it back would also be wrong for a precise
+                        // backfill, which dropped changes to the rows it emitted.)
+                        tracing::debug!(table = %table, xid, snapshot = %undo.snapshot, rows = undo.rows,
+                            "the table's definition changed after its backfill chunk's snapshot was taken, and the chunk saw rows: it stands");
+                    } else {
+                        // An empty chunk would end the backfill: it may be a rewritten table
+                        // seen through the older snapshot. It emitted nothing, so taking it back
+                        // is exact in every mode, the precise one included.
+                        tracing::info!(
+                            table = %table,
+                            xid,
+                            snapshot = %undo.snapshot,
+                            "the table's definition changed after its backfill chunk's snapshot was taken (a rewrite makes the table look empty to that snapshot): the chunk is read again"
                         );
-                        start_over_unfiltered(binding);
+                        binding.state = undo.state;
+                        binding.scanned_key = undo.scanned_key;
                         self.checkpoints.binding_changed(index);
                         changed = true;
-                        continue;
                     }
-                    binding.state = undo.state;
-                    binding.scanned_key = undo.scanned_key;
-                    self.checkpoints.binding_changed(index);
-                    changed = true;
                 }
             }
             let Some((names, signatures)) = current.get(&index).cloned() else { continue };
