@@ -13,29 +13,16 @@ cd "$(dirname "$0")/.."
 
 PORT=55433
 ROOT=$(pwd)/.local/quickstart-batch
-BIN=$(pg_config --bindir)
-
-as_postgres() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-cleanup() {
-  as_postgres "$BIN/pg_ctl" -D "$ROOT/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$ROOT"
-}
+WAL_LEVEL=replica
+# shellcheck source=lib/local-server.sh
+source scripts/lib/local-server.sh
 trap cleanup EXIT
 
 echo "==> building the connectors"
 cargo build --release --locked --quiet --bin source-postgres --bin source-postgres-batch
 
 echo "==> starting PostgreSQL on port $PORT (wal_level=replica: no logical replication)"
-cleanup
-mkdir -p "$ROOT"
-[ "$(id -u)" = 0 ] && chown postgres "$ROOT"
-as_postgres "$BIN/initdb" -D "$ROOT/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >/dev/null
-as_postgres "$BIN/pg_ctl" -D "$ROOT/data" -l "$ROOT/server.log" -w \
-  -o "-p $PORT -c wal_level=replica -c listen_addresses=127.0.0.1 -k $ROOT" start >/dev/null
-psql_as() { psql -X -q -v ON_ERROR_STOP=1 -h "$ROOT" -p "$PORT" -U postgres "$@"; }
+start_server
 
 echo "==> creating sample data"
 psql_as -c "CREATE ROLE flow_batch WITH LOGIN NOREPLICATION PASSWORD 'secret1234'" -c "CREATE DATABASE demo"

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::driver::{backfills_done, binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
+use crate::driver::{backfills_done, binding, confirmed_flush, lsn_value, merge_patch, settle, Event, Session};
 use crate::faults_common::Conn;
 use crate::harness::{cluster, PrivateCluster, TestDb};
 
@@ -33,26 +33,6 @@ async fn until_checkpoint(session: &mut Session, state: &mut Value, wait: Durati
             }
             Event::Timeout => panic!("no checkpoint within {wait:?} ({} documents so far)", documents.len()),
             Event::Exited(status) => panic!("the connector exited: {status}"),
-        }
-    }
-}
-
-/// Drain checkpoints that carry no documents (startup, catch-up) until every binding's
-/// backfill is done and nothing has arrived for a while. Quiet alone is not enough: on a
-/// busy shared server the connector can spend longer than the quiet period creating its slot
-/// (which waits for every running transaction), and a test's changes would then race the
-/// backfill instead of following it.
-async fn settle(session: &mut Session, state: &mut Value) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match session.next(Duration::from_secs(2)).await {
-            Event::Checkpoint { patch } => {
-                merge_patch(state, &patch);
-                session.acknowledge().await;
-            }
-            Event::Timeout if backfills_done(state) => return,
-            Event::Timeout if Instant::now() < deadline => {}
-            other => panic!("unexpected event while settling (state {state}): {other:?}"),
         }
     }
 }

@@ -65,6 +65,9 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::driver::{lsn_value, merge_patch, Event, Session};
 use crate::faults_common::{error_message, Proxy};
+use crate::gen_common::{
+    self, cut, env_parse, qualified, quote_ident, quote_literal, random_hex, random_text, seed_plan,
+};
 use crate::harness::{describe_pg_error, run_connector, PrivateCluster};
 use crate::types::validator;
 
@@ -293,10 +296,6 @@ impl Shrink {
     }
 }
 
-fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 const WEIRD_TABLE_NAMES: [&str; 6] = ["Mixed Case", "with space", "quote\"d", "ünï/~", "select", "dot.ted"];
 const WEIRD_COLUMN_NAMES: [&str; 7] = ["Mixed Col", "with space", "quote\"d", "sl/ash~", "select", "_meta", "_meta_"];
 
@@ -480,31 +479,6 @@ impl Case {
             tables.join("; ")
         )
     }
-}
-
-fn random_text(rng: &mut StdRng, len: usize) -> String {
-    const ALPHABET: &[char] =
-        &['a', 'b', 'Z', ' ', '\'', '"', '\\', '/', '~', 'é', 'ß', '中', '😀', '\n', '\t', '%', '_', '0', '9', '-'];
-    (0..len).map(|_| *ALPHABET.choose(rng).expect("alphabet")).collect()
-}
-
-fn random_hex(rng: &mut StdRng, bytes: usize) -> String {
-    (0..bytes).fold(String::new(), |mut s, _| {
-        let _ = write!(s, "{:02x}", rng.gen::<u8>());
-        s
-    })
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn qualified(table: &str) -> String {
-    format!("test.{}", quote_ident(table))
 }
 
 // ---- Keys and rows -------------------------------------------------------------------------
@@ -1160,17 +1134,6 @@ impl Model {
     }
 }
 
-fn cut(text: &str) -> String {
-    if text.len() <= 300 {
-        return text.to_string();
-    }
-    let mut end = 300;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…({} bytes)", &text[..end], text.len())
-}
-
 // ---- Running a case ------------------------------------------------------------------------
 
 /// How a case ended, when it passed.
@@ -1781,23 +1744,9 @@ fn property_of(column: &str) -> String {
 
 // ---- The test ------------------------------------------------------------------------------
 
-/// Runs a case in its own task (a panic anywhere in it is its failure), within a time limit.
+/// Runs a case in its own task (a panic anywhere in it is its failure), within 600 s.
 async fn run_guarded(cluster: &Arc<PrivateCluster>, case: &Case) -> Result<Passed, String> {
-    let task = tokio::spawn(run_case(cluster.clone(), case.clone()));
-    match tokio::time::timeout(Duration::from_secs(600), task).await {
-        Err(_) => Err("the case did not finish within 600 s".into()),
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) if join.is_panic() => {
-            let panic = join.into_panic();
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "(a panic without a message)".into());
-            Err(format!("panicked: {message}"))
-        }
-        Ok(Err(join)) => Err(format!("the case's task ended: {join}")),
-    }
+    gen_common::run_guarded(run_case(cluster.clone(), case.clone()), Duration::from_secs(600)).await
 }
 
 fn replay_command(seed: u64, shrink: Shrink) -> String {
@@ -1812,21 +1761,6 @@ fn replay_command(seed: u64, shrink: Shrink) -> String {
         let _ = write!(command, " DIFF_FAULTS={faults}");
     }
     format!("{command} cargo test --locked --test it differential::seeds -- --nocapture")
-}
-
-/// The seeds to run: one (`DIFF_SEED`), a fixed range, or fresh ones for `DIFF_MINUTES`.
-fn seed_plan() -> (Vec<u64>, Option<Duration>) {
-    if let Some(seed) = env_parse::<u64>("DIFF_SEED") {
-        return (vec![seed], None);
-    }
-    if let Some(minutes) = env_parse::<f64>("DIFF_MINUTES") {
-        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_secs());
-        let seeds = (0..100_000u64).map(|i| start.wrapping_mul(1_000).wrapping_add(i)).collect();
-        return (seeds, Some(Duration::from_secs_f64(minutes * 60.0)));
-    }
-    let base = env_parse("DIFF_SEED_BASE").unwrap_or(1);
-    let count = env_parse("DIFF_SEEDS").unwrap_or(24);
-    ((base..base + count).collect(), None)
 }
 
 async fn collation(cluster: &PrivateCluster) -> String {
@@ -1847,7 +1781,7 @@ async fn seeds() {
             .await,
     );
     let collation = collation(&cluster).await;
-    let (seeds, budget) = seed_plan();
+    let (seeds, budget) = seed_plan("DIFF", 24);
     let started = Instant::now();
     let report = std::env::var("DIFF_REPORT").ok();
     let mut failures = Vec::new();

@@ -87,6 +87,9 @@ use tokio::time::Instant;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::driver::{merge_patch, Event};
+use crate::gen_common::{
+    self, cut, env_parse, qualified, quote_ident, quote_literal, random_hex, random_text, seed_plan,
+};
 use crate::harness::{describe_pg_error, PrivateCluster};
 use crate::types::validator;
 
@@ -98,10 +101,6 @@ fn binary() -> String {
         .ok()
         .filter(|path| !path.is_empty())
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_source-postgres-batch").to_string())
-}
-
-fn env_parse<T: std::str::FromStr>(name: &str) -> Option<T> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
 // ---- Cases ---------------------------------------------------------------------------------
@@ -453,42 +452,6 @@ impl Case {
             tables.join("; ")
         )
     }
-}
-
-fn random_text(rng: &mut StdRng, len: usize) -> String {
-    const ALPHABET: &[char] =
-        &['a', 'b', 'Z', ' ', '\'', '"', '\\', '/', '~', 'é', 'ß', '中', '😀', '\n', '\t', '%', '_', '0', '9', '-'];
-    (0..len).map(|_| *ALPHABET.choose(rng).expect("alphabet")).collect()
-}
-
-fn random_hex(rng: &mut StdRng, bytes: usize) -> String {
-    (0..bytes).fold(String::new(), |mut s, _| {
-        let _ = write!(s, "{:02x}", rng.gen::<u8>());
-        s
-    })
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn qualified(table: &str) -> String {
-    format!("test.{}", quote_ident(table))
-}
-
-fn cut(text: &str) -> String {
-    if text.len() <= 300 {
-        return text.to_string();
-    }
-    let mut end = 300;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…({} bytes)", &text[..end], text.len())
 }
 
 // ---- Tables and rows -----------------------------------------------------------------------
@@ -1572,22 +1535,9 @@ async fn compare(client: &Client, collection: &Collection, spec: &TableSpec) -> 
 
 // ---- The test ------------------------------------------------------------------------------
 
+/// Runs a case in its own task (a panic anywhere in it is its failure), within 600 s.
 async fn run_guarded(cluster: &Arc<PrivateCluster>, case: &Case) -> Result<Passed, String> {
-    let task = tokio::spawn(run_case(cluster.clone(), case.clone()));
-    match tokio::time::timeout(Duration::from_secs(600), task).await {
-        Err(_) => Err("the case did not finish within 600 s".into()),
-        Ok(Ok(result)) => result,
-        Ok(Err(join)) if join.is_panic() => {
-            let panic = join.into_panic();
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "(a panic without a message)".into());
-            Err(format!("panicked: {message}"))
-        }
-        Ok(Err(join)) => Err(format!("the case's task ended: {join}")),
-    }
+    gen_common::run_guarded(run_case(cluster.clone(), case.clone()), Duration::from_secs(600)).await
 }
 
 fn replay_command(seed: u64, shrink: Shrink) -> String {
@@ -1605,20 +1555,6 @@ fn replay_command(seed: u64, shrink: Shrink) -> String {
         command.push_str(" DIFF_BATCH_GATED=1");
     }
     format!("{command} cargo test --locked --test it differential_batch:: -- --nocapture")
-}
-
-fn seed_plan() -> (Vec<u64>, Option<Duration>) {
-    if let Some(seed) = env_parse::<u64>("DIFF_BATCH_SEED") {
-        return (vec![seed], None);
-    }
-    if let Some(minutes) = env_parse::<f64>("DIFF_BATCH_MINUTES") {
-        let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_secs());
-        let seeds = (0..100_000u64).map(|i| start.wrapping_mul(1_000).wrapping_add(i)).collect();
-        return (seeds, Some(Duration::from_secs_f64(minutes * 60.0)));
-    }
-    let base = env_parse("DIFF_BATCH_SEED_BASE").unwrap_or(1);
-    let count = env_parse("DIFF_BATCH_SEEDS").unwrap_or(8);
-    ((base..base + count).collect(), None)
 }
 
 /// Shrink a failing case (no faults, then fewer operations and rows) while it still fails.
@@ -1672,7 +1608,7 @@ async fn seeds() {
             .expect("settings");
         assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, bool>(1)), ("replica", false));
     }
-    let (seeds, budget) = seed_plan();
+    let (seeds, budget) = seed_plan("DIFF_BATCH", 8);
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut cases = 0;

@@ -5,6 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -212,4 +214,24 @@ pub fn backfills_done(state: &Value) -> bool {
         .get("bindingStateV1")
         .and_then(Value::as_object)
         .is_some_and(|bindings| !bindings.is_empty() && bindings.values().all(|b| b["mode"] == "Active"))
+}
+
+/// Drain checkpoints that carry no documents (startup, catch-up) until every binding's
+/// backfill is done and nothing has arrived for a while. Quiet alone is not enough: on a
+/// busy shared server the connector can spend longer than the quiet period creating its slot
+/// (which waits for every running transaction), and a test's changes would then race the
+/// backfill instead of following it.
+pub async fn settle(session: &mut Session, state: &mut Value) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match session.next(Duration::from_secs(2)).await {
+            Event::Checkpoint { patch } => {
+                merge_patch(state, &patch);
+                session.acknowledge().await;
+            }
+            Event::Timeout if backfills_done(state) => return,
+            Event::Timeout if Instant::now() < deadline => {}
+            other => panic!("unexpected event while settling (state {state}): {other:?}"),
+        }
+    }
 }

@@ -491,9 +491,9 @@ pub async fn final_run(capture: &Capture, committed: &mut Committed, admin: &mut
     }
 }
 
-/// Every row of `table` as its JSON document (`to_jsonb`, which encodes these tests' column
-/// types as the connector does), by `id`.
-pub async fn table_rows(client: &Client, table: &str) -> BTreeMap<i64, Map<String, Value>> {
+/// Every row of `table` (a qualified, quoted name) as its JSON document (`to_jsonb`, which
+/// encodes these tests' column types as the connector does).
+pub async fn table_documents(client: &Client, table: &str) -> Vec<Map<String, Value>> {
     client
         .query(&format!("SELECT to_jsonb(t)::text FROM {table} t"), &[])
         .await
@@ -503,9 +503,15 @@ pub async fn table_rows(client: &Client, table: &str) -> BTreeMap<i64, Map<Strin
             let Ok(Value::Object(doc)) = serde_json::from_str(row.get::<_, &str>(0)) else {
                 panic!("to_jsonb did not give an object")
             };
-            (doc["id"].as_i64().expect("an integer id"), doc)
+            doc
         })
         .collect()
+}
+
+/// [`table_documents`] by `id`.
+pub async fn table_rows(client: &Client, table: &str) -> BTreeMap<i64, Map<String, Value>> {
+    let documents = table_documents(client, table).await;
+    documents.into_iter().map(|doc| (doc["id"].as_i64().expect("an integer id"), doc)).collect()
 }
 
 /// The committed documents equal `expected` (the table, usually), row for row.

@@ -19,6 +19,7 @@ mod differential_batch;
 mod discovery;
 mod driver;
 mod faults_common;
+mod gen_common;
 mod go_configs;
 mod harness;
 mod keyless_backfill;

@@ -25,28 +25,12 @@ use tokio::time::Instant;
 use source_postgres::capture::state::encode_state_key;
 use source_postgres::lsn::Lsn;
 
-use crate::driver::{backfills_done, binding, confirmed_flush, lsn_value, merge_patch, Event, Session};
+use crate::driver::{binding, confirmed_flush, lsn_value, merge_patch, settle, Event, Session};
 use crate::harness::{connector_path, describe_pg_error, run_connector, TestDb, CAPTURE_USER};
 use crate::types::{discover, validate_documents};
 
 // ---------------------------------------------------------------------------------------------
 // Acknowledgement counts
-
-/// Acknowledge every checkpoint until every backfill is done and nothing arrives for a while.
-async fn settle(session: &mut Session, state: &mut Value) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match session.next(Duration::from_secs(2)).await {
-            Event::Checkpoint { patch } => {
-                merge_patch(state, &patch);
-                session.acknowledge().await;
-            }
-            Event::Timeout if backfills_done(state) => return,
-            Event::Timeout if Instant::now() < deadline => {}
-            other => panic!("unexpected event while settling (state {state}): {other:?}"),
-        }
-    }
-}
 
 /// Poll the slot until its confirmed position reaches `target` (never past it).
 async fn wait_confirmed(admin: &tokio_postgres::Client, slot: &str, target: u64, within: Duration) -> u64 {

@@ -17,7 +17,7 @@ use tokio_postgres::Client;
 
 use crate::driver::{backfills_done, binding, merge_patch, Event, Session};
 use crate::faults_common::{error_message, short, Admin, Conn};
-use crate::harness::{cluster, describe_pg_error, run_connector, TestDb, CAPTURE_USER};
+use crate::harness::{cluster, run_connector, TestDb, CAPTURE_USER};
 
 /// The collections the runtime would hold, reduced with `merge`.
 struct Collection {
@@ -127,21 +127,10 @@ fn cut(key: &str) -> String {
     }
 }
 
-/// Every row of `test.<table>` as its JSON document (`to_jsonb`, which encodes these
-/// tests' column types as the connector does), by the collection's key.
+/// Every row of `test.<table>` as its JSON document, by the collection's key.
 async fn table_rows(client: &Client, table: &str, collection: &Collection) -> BTreeMap<String, Map<String, Value>> {
-    client
-        .query(&format!("SELECT to_jsonb(t)::text FROM test.{table} t"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("read {table}: {}", describe_pg_error(&e)))
-        .iter()
-        .map(|row| {
-            let Ok(Value::Object(doc)) = serde_json::from_str(row.get::<_, &str>(0)) else {
-                panic!("to_jsonb did not give an object")
-            };
-            (collection.key_of(&doc).expect("a row has its key"), doc)
-        })
-        .collect()
+    let documents = crate::faults_common::table_documents(client, &format!("test.{table}")).await;
+    documents.into_iter().map(|doc| (collection.key_of(&doc).expect("a row has its key"), doc)).collect()
 }
 
 /// How a session ended.
