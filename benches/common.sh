@@ -81,7 +81,10 @@ pg_start() {
   opts+=" -c max_wal_senders=10 -c max_replication_slots=10"
   opts+=" -c shared_buffers=${BENCH_SHARED_BUFFERS:-1GB} -c max_wal_size=16GB -c checkpoint_timeout=30min"
   local setting
-  for setting in "$@"; do opts+=" -c $setting"; done
+  # BENCH_SERVER_SETTINGS: more settings for every benchmark's server, space-separated
+  # (say "synchronous_commit=off", a common tuning the fences must not depend on).
+  # shellcheck disable=SC2086
+  for setting in "$@" ${BENCH_SERVER_SETTINGS:-}; do opts+=" -c $setting"; done
   as_postgres "$PG_BINDIR/pg_ctl" -D "$PG_DATA" -l "$WORK/server.log" -w -o "$opts" start >/dev/null
   log "PostgreSQL $(pg_config --version | awk '{print $2}') on port $PG_PORT"
 }
