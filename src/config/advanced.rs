@@ -37,6 +37,9 @@ pub struct Advanced {
     #[schemars(title = "Slot Name")]
     pub slot_name: String,
     /// The name of the table used for watermark writes during backfills. Must be fully-qualified in '<schema>.<table>' form.
+    // The description is the Go connector's text, verbatim (spec parity); rustdoc reads
+    // `<schema>` as an HTML tag.
+    #[allow(rustdoc::invalid_html_tags)]
     #[serde(default = "default_watermarks", rename = "watermarksTable")]
     #[schemars(title = "Watermarks Table")]
     pub watermarks_table: String,
