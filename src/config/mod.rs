@@ -111,6 +111,9 @@ pub struct Config {
     pub min_backfill_xid: Option<u32>,
     /// `advanced.rediscovery_interval`, when set.
     pub rediscovery_interval: Option<Duration>,
+    /// The SSH tunnel of `networkTunnel.sshForwarding`, with its key parsed, when one is
+    /// configured (an empty `sshEndpoint` means none, as in the Go connector).
+    pub tunnel: Option<std::sync::Arc<crate::pg::tunnel::SshTunnel>>,
 }
 
 impl Config {
@@ -138,6 +141,7 @@ impl Config {
             sslrootcert: self.raw.advanced.sslrootcert.clone(),
             application_name: "estuary_flow".to_string(),
             connect_timeout: Duration::from_secs(30),
+            tunnel: self.tunnel.clone(),
         }
     }
 

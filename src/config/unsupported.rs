@@ -38,13 +38,6 @@ impl Config {
     /// checked only for the other requests.
     pub fn check_supported(&self, purpose: Purpose) -> Result<(), ConfigError> {
         let mut items = Vec::new();
-        if self.raw.ssh_endpoint().is_some() {
-            items.push(Unsupported {
-                field: "networkTunnel.sshForwarding",
-                what: "SSH tunnels are not implemented by this connector".into(),
-                hint: "connect directly, or run an SSH tunnel next to the connector (ssh -L) and point \"address\" at its local end".into(),
-            });
-        }
         if let Some(iam) = self.raw.credentials.as_ref().filter(|c| !matches!(c, Credentials::UserPassword { .. })) {
             items.push(Unsupported {
                 field: "credentials.auth_type",

@@ -32,6 +32,7 @@ async fn capture_params(database: &str) -> ConnectParams {
         sslrootcert: None,
         application_name: "source-postgres-tests".into(),
         connect_timeout: Duration::from_secs(10),
+        tunnel: None,
     }
 }
 
@@ -397,6 +398,7 @@ fn tls_params(cluster: &TlsCluster, (user, password): (&str, &str), host: &str, 
         sslrootcert: Some(cluster.ca_pem.clone()),
         application_name: "source-postgres-tests".into(),
         connect_timeout: Duration::from_secs(10),
+        tunnel: None,
     }
 }
 
