@@ -350,6 +350,17 @@ impl AsyncWrite for Transport {
     }
 }
 
+/// A throwaway Ed25519 key, made for the unit tests with `ssh-keygen -t ed25519 -N ''` and
+/// authorized nowhere.
+#[cfg(test)]
+pub(crate) const TEST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACCltwRuV8GBi7BiLEpdOPmZ0AmV5HBwG1J+EODe/ilhfAAAAJAFr0YsBa9G
+LAAAAAtzc2gtZWQyNTUxOQAAACCltwRuV8GBi7BiLEpdOPmZ0AmV5HBwG1J+EODe/ilhfA
+AAAEDTntj2wR4iXGPqkuQSibSfFPWzx/WFehdOJzlcaslcy6W3BG5XwYGLsGIsSl04+ZnQ
+CZXkcHAbUn4Q4N7+KWF8AAAAC3Rlc3RAdHVubmVsAQI=
+-----END OPENSSH PRIVATE KEY-----";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,14 +396,7 @@ mod tests {
 
     #[test]
     fn an_openssh_ed25519_key_parses_and_debug_hides_it() {
-        // A throwaway key made for this test with ssh-keygen -t ed25519 -N ''.
-        let key = "-----BEGIN OPENSSH PRIVATE KEY-----
-b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
-QyNTUxOQAAACCltwRuV8GBi7BiLEpdOPmZ0AmV5HBwG1J+EODe/ilhfAAAAJAFr0YsBa9G
-LAAAAAtzc2gtZWQyNTUxOQAAACCltwRuV8GBi7BiLEpdOPmZ0AmV5HBwG1J+EODe/ilhfA
-AAAEDTntj2wR4iXGPqkuQSibSfFPWzx/WFehdOJzlcaslcy6W3BG5XwYGLsGIsSl04+ZnQ
-CZXkcHAbUn4Q4N7+KWF8AAAAC3Rlc3RAdHVubmVsAQI=
------END OPENSSH PRIVATE KEY-----";
+        let key = TEST_KEY;
         let tunnel = SshTunnel::new("ssh://u@b:2200", key).unwrap();
         assert_eq!(tunnel.endpoint().port, 2200);
         let debug = format!("{tunnel:?}");
