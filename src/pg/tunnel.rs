@@ -194,11 +194,13 @@ impl SshTunnel {
         });
         let handler = Bastion { endpoint: endpoint.to_string() };
         let mut session = client::connect_stream(config, tcp, handler).await.map_err(|err| self.failed(err))?;
-        // RSA keys sign with the strongest hash the server announces (rsa-sha2-512/256),
-        // falling back to ssh-rsa (SHA-1) for servers that announce none.
-        let hash = match session.best_supported_rsa_hash().await.map_err(|err| self.failed(err))? {
-            Some(best) => best,
-            None => Some(HashAlg::Sha512),
+        // RSA keys sign with the strongest hash the server announces (rsa-sha2-512/256), and
+        // with ssh-rsa (SHA-1) on servers that announce none (they predate rsa-sha2). Only
+        // RSA asks: the answer may take the server a second.
+        let hash = if self.key.algorithm().is_rsa() {
+            session.best_supported_rsa_hash().await.map_err(|err| self.failed(err))?.flatten()
+        } else {
+            None
         };
         let key = PrivateKeyWithHashAlg::new(self.key.clone(), hash);
         let result =
@@ -392,6 +394,62 @@ mod tests {
             assert!(err.contains("OpenSSH format") && err.contains("PKCS#8"), "{err}");
             assert!(!err.contains("SECRET") && !err.contains("not a key"), "{err}");
         }
+    }
+
+    /// A bastion that is not listening, and one that accepts and never speaks: each named
+    /// as the SSH server, not as the database, and both transient.
+    #[tokio::test]
+    async fn an_unreachable_or_silent_bastion_is_named() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let tunnel = SshTunnel::new(&format!("ssh://u@127.0.0.1:{closed}"), TEST_KEY).unwrap();
+        let Err(err) = tunnel.open("db", 5432, Duration::from_secs(5)).await else {
+            panic!("connected to a closed port")
+        };
+        assert!(matches!(err, PgError::SshUnreachable { .. }) && err.is_transient(), "{err:?}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "could not connect to SSH server \"127.0.0.1\" port {closed} (networkTunnel.sshForwarding.sshEndpoint): "
+            )),
+            "{err}"
+        );
+
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let accepted = tokio::spawn(async move { silent.accept().await });
+        let tunnel = SshTunnel::new(&format!("ssh://u@127.0.0.1:{port}"), TEST_KEY).unwrap();
+        let Err(err) = tunnel.open("db", 5432, Duration::from_millis(300)).await else {
+            panic!("a silent server opened a session")
+        };
+        assert!(matches!(err, PgError::SshTimeout { .. }) && err.is_transient(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "timed out after 300ms connecting to SSH server \"127.0.0.1\" port {port} (networkTunnel.sshForwarding.sshEndpoint)"
+            )
+        );
+        drop(accepted);
+    }
+
+    #[test]
+    fn a_key_with_a_passphrase_is_refused_with_how_to_remove_it() {
+        // A throwaway key, made for this test with ssh-keygen -t ed25519 -N passphrase.
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABBqLHvMFD
+rTpVb9hEwfKq/LAAAAEAAAAAEAAAAzAAAAC3NzaC1lZDI1NTE5AAAAILKlR4/tVe8FyQC8
+0KXSsPGJd3hAVNwe2jfzrttuO2BrAAAAkB7d8e1webduOUMLjirY0/Sx4x8v2cRepd4uEi
+071Ub7JhUH2BMnlBz2fjkVXFLtuHRsAiQCqr58Lw3iULNzWAyDpo3S7uVupR1PZnOEaZKK
+7rpT4zlV09nmbC6xHdZOqyjp1OrvD8OLyUqyHoK5slHooCBWRzgEIiTGYISiaTJrYmxXYM
+zsb2r/me8MoUVjBw==
+-----END OPENSSH PRIVATE KEY-----";
+        let err = SshTunnel::new("ssh://u@b", key).unwrap_err().to_string();
+        assert!(
+            err.starts_with("is encrypted with a passphrase, which cannot be configured; remove it (ssh-keygen -p)"),
+            "{err}"
+        );
+        assert!(!err.contains("b3BlbnNz"), "{err}");
     }
 
     #[test]
