@@ -95,7 +95,9 @@ async fn discovery_and_capture_run_through_the_tunnel() {
 
     let before = forwards_to(pg_port);
     let mut state = json!({});
-    let mut session = Session::open(&config, vec![binding("items", &["/id"])], &state, &[]).await;
+    let mut session =
+        Session::open_capturing_stderr(&config, vec![binding("items", &["/id"])], &state, &[("LOG_LEVEL", "debug")])
+            .await;
     let mut ids = Vec::new();
     let mut inserted = false;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -116,8 +118,14 @@ async fn discovery_and_capture_run_through_the_tunnel() {
             Event::Exited(status) => panic!("the connector exited: {status}"),
         }
     }
+    let stderr = session.stderr_lines().await.join("\n");
     session.kill().await;
     assert_eq!(ids, [1, 2, 3], "backfilled 1 and 2, then streamed 3");
+    // Even at debug level the key shows nowhere; the session and its host key are logged.
+    assert!(stderr.contains("SSH tunnel session open"), "{stderr}");
+    for line in bastion.authorized_key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!stderr.contains(line) && !output.stderr.contains(line), "the private key was logged");
+    }
     // The capture's SQL connections and its replication connection, each its own channel.
     assert!(forwards_to(pg_port) >= before + 2, "the capture did not go through the bastion:\n{}", bastion.log());
 }
