@@ -334,11 +334,9 @@ async fn connect_sql_tunneled(
     tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
     span: tracing::Span,
 ) -> Result<tokio_postgres::Client, PgError> {
-    if let Some(tunnel) = &params.tunnel {
-        tunnel.ready(params.connect_timeout).await?;
-    }
+    let session = tunnel::Transport::prepare(params).await?;
     with_connect_timeout(params, async {
-        let stream = tunnel::Transport::open(params).await?;
+        let stream = tunnel::Transport::open(params, session).await?;
         let connected = match tls_config {
             None => config.connect_raw(stream, tokio_postgres::NoTls).await.map(|(client, connection)| {
                 spawn_sql_connection(connection, span);

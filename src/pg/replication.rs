@@ -47,7 +47,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_postgres::fallible_iterator::FallibleIterator;
 
 use super::error::{ErrorContext, ServerError};
-use super::tunnel::Transport;
+use super::tunnel::{Transport, TunnelSession};
 use super::wire::{self, BackendMessage};
 use super::{parse_server_version, quote_identifier, session_options, tls, ConnectParams, PgError};
 use crate::lsn::Lsn;
@@ -89,15 +89,14 @@ impl fmt::Debug for ReplicationClient {
 impl ReplicationClient {
     /// Connect, negotiate TLS per sslmode, authenticate, and wait until the session is ready.
     pub async fn connect(params: &ConnectParams) -> Result<Self, PgError> {
-        if let Some(tunnel) = &params.tunnel {
-            tunnel.ready(params.connect_timeout).await?;
-        }
-        super::with_connect_timeout(params, Self::connect_without_timeout(params)).await
+        // An SSH tunnel's session opens under its own timeout, before the connection's.
+        let session = Transport::prepare(params).await?;
+        super::with_connect_timeout(params, Self::connect_without_timeout(params, session)).await
     }
 
-    async fn connect_without_timeout(params: &ConnectParams) -> Result<Self, PgError> {
+    async fn connect_without_timeout(params: &ConnectParams, session: Option<TunnelSession>) -> Result<Self, PgError> {
         let tls_config = tls::client_config(params.sslmode, params.sslrootcert.as_deref())?;
-        let tcp = Transport::open(params).await?;
+        let tcp = Transport::open(params, session).await?;
         let (stream, channel_binding) = negotiate_tls(tcp, params, tls_config).await?;
         let mut connection = Connection {
             stream,

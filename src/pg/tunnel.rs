@@ -3,22 +3,32 @@
 //!
 //! ```text
 //!   connect_sql / ReplicationClient::connect
-//!        │  Transport::open(params)
+//!        │  Transport::prepare(params)   SSH session: TCP, handshake, public-key login
+//!        │                               (under its own timeout, before the connection's)
+//!        │  Transport::open(params, ..)
 //!        ├── no tunnel ──► TCP to address
-//!        └── tunnel ─────► one SSH session to the bastion (public-key login, shared)
-//!                           └─► a direct-tcpip channel to address per connection
+//!        └── tunnel ─────► a direct-tcpip channel of that session to address
 //!   then, on whichever transport: SSLRequest, TLS to PostgreSQL, startup, authentication
 //! ```
 //!
-//! Each PostgreSQL connection is its own `direct-tcpip` channel of one shared SSH session,
-//! so TLS and SCRAM channel binding run end to end between the connector and PostgreSQL:
-//! the bastion only relays bytes, and the TLS server name is still the configured host. A
-//! channel the bastion cannot open (the database is unreachable from it, or forwarding is
-//! forbidden) fails that one connection with the bastion's reason, which a local listener
-//! in front of the tunnel could only report as a closed socket.
+//! Each PostgreSQL connection is a `direct-tcpip` channel, so TLS and SCRAM channel binding
+//! run end to end between the connector and PostgreSQL: the bastion only relays bytes, and
+//! the TLS server name is still the configured host. A channel the bastion cannot open (the
+//! database is unreachable from it, or forwarding is forbidden) fails that connection with
+//! the bastion's reason, which a local listener in front of the tunnel could only report
+//! as a closed socket.
 //!
-//! The session is opened when the first connection needs it and opened again when it was
-//! lost; keepalives (every 30s, six unanswered ones end it) notice a vanished bastion.
+//! Each PostgreSQL connection has an SSH session of its own. russh re-opens a channel's
+//! window when data arrives, not when it is read, and hands the data to a bounded queue per
+//! channel: a channel whose reader pauses fills its queue and then stops the session's
+//! whole loop, every other channel with it. The capture pauses a reader all the time (the
+//! replication stream waits while a backfill query runs on another connection), so a shared
+//! session could deadlock; a session per connection gives each connection TCP's own
+//! backpressure (`ssh_tunnel::a_connection_that_is_not_read_does_not_stall_the_others`). A
+//! capture holds a handful of connections, so the extra logins cost little.
+//!
+//! Sessions send a keepalive every 30s and end after six unanswered ones, so a bastion
+//! that vanished is noticed like a database that vanished behind TCP keepalives.
 //!
 //! Host keys: the Go connector's tunnel runs OpenSSH with host-key checking off and its
 //! configuration has no field for a known host key, so this one accepts any host key too,
@@ -30,6 +40,7 @@
 use std::fmt;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -106,11 +117,13 @@ impl fmt::Display for SshEndpoint {
     }
 }
 
-/// A configured tunnel: the bastion, the key, and the session once it is open.
+/// A configured tunnel: the bastion and the key.
 pub struct SshTunnel {
     endpoint: SshEndpoint,
     key: Arc<PrivateKey>,
-    session: tokio::sync::Mutex<Option<Arc<Handle<Bastion>>>>,
+    /// Whether the bastion's host key was logged at `info` yet (once per process is enough;
+    /// the later sessions log it at `debug`).
+    host_key_logged: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for SshTunnel {
@@ -122,65 +135,41 @@ impl fmt::Debug for SshTunnel {
     }
 }
 
+/// An open, authenticated SSH session, for one PostgreSQL connection.
+pub struct TunnelSession {
+    handle: Handle<Bastion>,
+    endpoint: SshEndpoint,
+}
+
 impl SshTunnel {
     /// Check the endpoint and parse the key; nothing is connected yet.
     pub fn new(endpoint: &str, private_key: &str) -> Result<SshTunnel, TunnelConfigError> {
         let endpoint = SshEndpoint::parse(endpoint)?;
         let key = parse_private_key(private_key)?;
-        Ok(SshTunnel { endpoint, key: Arc::new(key), session: tokio::sync::Mutex::new(None) })
+        Ok(SshTunnel { endpoint, key: Arc::new(key), host_key_logged: Arc::new(AtomicBool::new(false)) })
     }
 
     pub fn endpoint(&self) -> &SshEndpoint {
         &self.endpoint
     }
 
-    /// A channel through the bastion to `host:port`, opening the session first when there
-    /// is none (or the last one was lost). `timeout` bounds the session's opening (zero:
-    /// none); the caller's connect timeout covers the channel.
-    pub async fn open(&self, host: &str, port: u16, timeout: Duration) -> Result<ChannelStream<Msg>, PgError> {
-        let session = self.session(timeout).await?;
-        let channel = session.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0).await.map_err(
-            |err| match err {
-                russh::Error::ChannelOpenFailure(reason) => PgError::SshForwardRefused {
-                    bastion: self.endpoint.to_string(),
-                    host: host.to_string(),
-                    port,
-                    reason: describe_open_failure(&reason),
-                    transient: matches!(
-                        reason,
-                        ChannelOpenFailure::ConnectFailed | ChannelOpenFailure::ResourceShortage
-                    ),
-                },
-                other => self.failed(other),
-            },
-        )?;
-        tracing::debug!(bastion = %self.endpoint, host, port, "SSH tunnel channel open");
-        Ok(channel.into_stream())
-    }
-
-    /// Open the session now unless one is open, bounded by `timeout` (zero: none). Callers
-    /// do this before their own connect timeout starts, so that a bastion that does not
-    /// answer is reported as such and not as a database that does not.
-    pub async fn ready(&self, timeout: Duration) -> Result<(), PgError> {
-        self.session(timeout).await.map(drop)
-    }
-
-    async fn session(&self, timeout: Duration) -> Result<Arc<Handle<Bastion>>, PgError> {
-        let mut slot = self.session.lock().await;
-        if let Some(session) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(session.clone());
-        }
+    /// Open a session (TCP, handshake, login), bounded by `timeout` (zero: none).
+    pub async fn session(&self, timeout: Duration) -> Result<TunnelSession, PgError> {
         let connecting = self.connect();
-        let session = if timeout.is_zero() {
+        let handle = if timeout.is_zero() {
             connecting.await?
         } else {
             tokio::time::timeout(timeout, connecting)
                 .await
                 .map_err(|_elapsed| PgError::SshTimeout { bastion: self.endpoint.to_string(), after: timeout })??
         };
-        let session = Arc::new(session);
-        *slot = Some(session.clone());
-        Ok(session)
+        Ok(TunnelSession { handle, endpoint: self.endpoint.clone() })
+    }
+
+    /// A session and a channel of it to `host:port`, for tests and tools: connections use
+    /// [`Transport::prepare`] and [`Transport::open`], which keep the two timeouts apart.
+    pub async fn open(&self, host: &str, port: u16, timeout: Duration) -> Result<Transport, PgError> {
+        self.session(timeout).await?.open(host, port).await
     }
 
     async fn connect(&self) -> Result<Handle<Bastion>, PgError> {
@@ -192,38 +181,61 @@ impl SshTunnel {
             keepalive_max: KEEPALIVE_MAX,
             ..client::Config::default()
         });
-        let handler = Bastion { endpoint: endpoint.to_string() };
-        let mut session = client::connect_stream(config, tcp, handler).await.map_err(|err| self.failed(err))?;
+        let handler = Bastion { endpoint: endpoint.to_string(), host_key_logged: self.host_key_logged.clone() };
+        let mut session = client::connect_stream(config, tcp, handler).await.map_err(|err| failed(endpoint, err))?;
         // RSA keys sign with the strongest hash the server announces (rsa-sha2-512/256), and
         // with ssh-rsa (SHA-1) on servers that announce none (they predate rsa-sha2). Only
         // RSA asks: the answer may take the server a second.
         let hash = if self.key.algorithm().is_rsa() {
-            session.best_supported_rsa_hash().await.map_err(|err| self.failed(err))?.flatten()
+            session.best_supported_rsa_hash().await.map_err(|err| failed(endpoint, err))?.flatten()
         } else {
             None
         };
         let key = PrivateKeyWithHashAlg::new(self.key.clone(), hash);
         let result =
-            session.authenticate_publickey(endpoint.user.as_str(), key).await.map_err(|err| self.failed(err))?;
+            session.authenticate_publickey(endpoint.user.as_str(), key).await.map_err(|err| failed(endpoint, err))?;
         if !result.success() {
             return Err(PgError::SshAuthRefused { bastion: endpoint.to_string(), user: endpoint.user.clone() });
         }
-        tracing::info!(bastion = %endpoint, user = %endpoint.user, "SSH tunnel session open");
+        tracing::debug!(bastion = %endpoint, user = %endpoint.user, "SSH tunnel session open");
         Ok(session)
     }
+}
 
-    fn failed(&self, err: russh::Error) -> PgError {
-        let bastion = self.endpoint.to_string();
-        match err {
-            russh::Error::IO(source) => PgError::SshUnreachable { bastion, source },
-            russh::Error::ConnectionTimeout | russh::Error::KeepaliveTimeout | russh::Error::InactivityTimeout => {
-                PgError::SshLost { bastion, reason: err.to_string() }
-            }
-            russh::Error::Disconnect | russh::Error::HUP | russh::Error::SendError | russh::Error::RecvError => {
-                PgError::SshLost { bastion, reason: "the SSH server closed the connection".into() }
-            }
-            other => PgError::SshFailed { bastion, reason: other.to_string() },
+impl TunnelSession {
+    /// A channel through the bastion to `host:port`; the session lives as long as it.
+    pub async fn open(self, host: &str, port: u16) -> Result<Transport, PgError> {
+        let channel = self.handle.channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0).await.map_err(
+            |err| match err {
+                russh::Error::ChannelOpenFailure(reason) => PgError::SshForwardRefused {
+                    bastion: self.endpoint.to_string(),
+                    host: host.to_string(),
+                    port,
+                    reason: describe_open_failure(&reason),
+                    transient: matches!(
+                        reason,
+                        ChannelOpenFailure::ConnectFailed | ChannelOpenFailure::ResourceShortage
+                    ),
+                },
+                other => failed(&self.endpoint, other),
+            },
+        )?;
+        tracing::debug!(bastion = %self.endpoint, host, port, "SSH tunnel channel open");
+        Ok(Transport::Ssh(Box::new(SshChannel { stream: channel.into_stream(), _session: self.handle })))
+    }
+}
+
+fn failed(endpoint: &SshEndpoint, err: russh::Error) -> PgError {
+    let bastion = endpoint.to_string();
+    match err {
+        russh::Error::IO(source) => PgError::SshUnreachable { bastion, source },
+        russh::Error::ConnectionTimeout | russh::Error::KeepaliveTimeout | russh::Error::InactivityTimeout => {
+            PgError::SshLost { bastion, reason: err.to_string() }
         }
+        russh::Error::Disconnect | russh::Error::HUP | russh::Error::SendError | russh::Error::RecvError => {
+            PgError::SshLost { bastion, reason: "the SSH server closed the connection".into() }
+        }
+        other => PgError::SshFailed { bastion, reason: other.to_string() },
     }
 }
 
@@ -257,6 +269,7 @@ fn parse_private_key(text: &str) -> Result<PrivateKey, TunnelConfigError> {
 /// connector does (see the module doc) and logs its fingerprint.
 pub struct Bastion {
     endpoint: String,
+    host_key_logged: Arc<AtomicBool>,
 }
 
 impl client::Handler for Bastion {
@@ -267,7 +280,12 @@ impl client::Handler for Bastion {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.fingerprint(HashAlg::Sha256).to_string(),
             PublicKeyOrCertificate::Certificate(cert) => cert.public_key().fingerprint(HashAlg::Sha256).to_string(),
         };
-        tracing::info!(bastion = %self.endpoint, host_key = %fingerprint, "SSH server host key (not verified, as in the Go connector)");
+        let message = "SSH server host key (not verified, as in the Go connector)";
+        if self.host_key_logged.swap(true, Ordering::Relaxed) {
+            tracing::debug!(bastion = %self.endpoint, host_key = %fingerprint, "{message}");
+        } else {
+            tracing::info!(bastion = %self.endpoint, host_key = %fingerprint, "{message}");
+        }
         Ok(true)
     }
 }
@@ -301,22 +319,40 @@ pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, io::
 /// The byte stream under a PostgreSQL connection: TCP, or a channel through the tunnel.
 pub enum Transport {
     Tcp(TcpStream),
-    Ssh(Box<ChannelStream<Msg>>),
+    Ssh(Box<SshChannel>),
+}
+
+/// A forwarded channel and the session it belongs to (which ends when this is dropped).
+pub struct SshChannel {
+    stream: ChannelStream<Msg>,
+    _session: Handle<Bastion>,
 }
 
 impl Transport {
-    /// Open the transport to the configured host and port: directly, or through the tunnel.
-    pub async fn open(params: &super::ConnectParams) -> Result<Transport, PgError> {
+    /// With a tunnel, open this connection's SSH session, under its own timeout: the caller
+    /// then runs [`Transport::open`] under the connection's, so that a bastion that does not
+    /// answer is reported as such and not as a database that does not.
+    pub async fn prepare(params: &super::ConnectParams) -> Result<Option<TunnelSession>, PgError> {
         match &params.tunnel {
-            None => connect_tcp(&params.host, params.port)
-                .await
-                .map(Transport::Tcp)
-                .map_err(|source| PgError::Unreachable { host: params.host.clone(), port: params.port, source }),
-            Some(tunnel) => tunnel
-                .open(&params.host, params.port, params.connect_timeout)
-                .await
-                .map(|stream| Transport::Ssh(Box::new(stream))),
+            None => Ok(None),
+            Some(tunnel) => tunnel.session(params.connect_timeout).await.map(Some),
         }
+    }
+
+    /// Open the transport to the configured host and port: directly, or through `session`
+    /// (from [`Transport::prepare`]; opened here when missing).
+    pub async fn open(params: &super::ConnectParams, session: Option<TunnelSession>) -> Result<Transport, PgError> {
+        let session = match (session, &params.tunnel) {
+            (Some(session), _) => session,
+            (None, Some(tunnel)) => tunnel.session(params.connect_timeout).await?,
+            (None, None) => {
+                return connect_tcp(&params.host, params.port)
+                    .await
+                    .map(Transport::Tcp)
+                    .map_err(|source| PgError::Unreachable { host: params.host.clone(), port: params.port, source });
+            }
+        };
+        session.open(&params.host, params.port).await
     }
 }
 
@@ -324,7 +360,7 @@ impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
-            Transport::Ssh(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+            Transport::Ssh(channel) => Pin::new(&mut channel.stream).poll_read(cx, buf),
         }
     }
 }
@@ -333,21 +369,21 @@ impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
-            Transport::Ssh(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+            Transport::Ssh(channel) => Pin::new(&mut channel.stream).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(stream) => Pin::new(stream).poll_flush(cx),
-            Transport::Ssh(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+            Transport::Ssh(channel) => Pin::new(&mut channel.stream).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
-            Transport::Ssh(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+            Transport::Ssh(channel) => Pin::new(&mut channel.stream).poll_shutdown(cx),
         }
     }
 }

@@ -199,3 +199,42 @@ async fn a_database_address_the_bastion_cannot_reach_is_named() {
         "{text}"
     );
 }
+
+/// A connection whose reader pauses must not stall the others. The capture does exactly
+/// that: it leaves the replication stream unread while a backfill query runs. Here one
+/// connection holds a 200 MB result unread while another connects and queries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_is_not_read_does_not_stall_the_others() {
+    use source_postgres::pg::tunnel::SshTunnel;
+    use source_postgres::pg::{connect_sql, ConnectParams, SslMode};
+    let cluster = cluster().await;
+    let bastion = harness::ssh_bastion();
+    let tunnel = SshTunnel::new(&bastion.endpoint(), &bastion.authorized_key).expect("the test key parses");
+    let params = ConnectParams {
+        host: cluster.host.clone(),
+        port: cluster.port,
+        user: cluster.capture_user.clone(),
+        password: Some(cluster.capture_password.clone()),
+        database: "postgres".into(),
+        sslmode: SslMode::Disable,
+        sslrootcert: None,
+        application_name: "source-postgres-tests".into(),
+        connect_timeout: Duration::from_secs(10),
+        tunnel: Some(std::sync::Arc::new(tunnel)),
+    };
+    let paused = connect_sql(&params).await.expect("the first connection");
+    let unread = paused
+        .query_raw("SELECT repeat('x', 1000) FROM generate_series(1, 200000)", std::iter::empty::<i32>())
+        .await
+        .expect("the big query starts");
+    // Let the server fill whatever buffers there are.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let other = tokio::time::timeout(Duration::from_secs(20), async {
+        let client = connect_sql(&params).await.expect("the second connection");
+        client.query_one("SELECT 41 + 1", &[]).await.expect("the second query").get::<_, i32>(0)
+    })
+    .await
+    .expect("the second connection stalled behind the unread first one");
+    assert_eq!(other, 42);
+    drop(unread);
+}
