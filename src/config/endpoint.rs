@@ -81,7 +81,7 @@ pub struct SshForwarding {
     #[serde(default, rename = "sshEndpoint")]
     #[schemars(title = "SSH Endpoint", extend("pattern" = "^ssh://.+@.+$"))]
     pub ssh_endpoint: String,
-    /// The private key of the SSH user, without a passphrase: OpenSSH format, PEM RSA or PKCS#8.
+    /// The private key of the SSH user, without a passphrase: OpenSSH format, PEM (RSA or EC) or PKCS#8.
     #[serde(default, rename = "privateKey")]
     #[schemars(title = "SSH Private Key", extend("secret" = true, "multiline" = true))]
     pub private_key: Secret,

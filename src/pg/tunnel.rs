@@ -56,8 +56,8 @@ use super::PgError;
 /// The formats [`SshTunnel::new`] reads, for the error that says which are accepted.
 pub const ACCEPTED_KEY_FORMATS: &str =
     "an unencrypted private key in OpenSSH format (\"-----BEGIN OPENSSH PRIVATE KEY-----\", \
-     what ssh-keygen writes), PEM RSA (\"-----BEGIN RSA PRIVATE KEY-----\", ssh-keygen -m PEM) or PKCS#8 \
-     (\"-----BEGIN PRIVATE KEY-----\"); RSA, ECDSA and Ed25519 keys work";
+     what ssh-keygen writes), PEM (\"-----BEGIN RSA PRIVATE KEY-----\" or \"-----BEGIN EC PRIVATE KEY-----\", \
+     ssh-keygen -m PEM) or PKCS#8 (\"-----BEGIN PRIVATE KEY-----\"); RSA, ECDSA and Ed25519 keys work";
 
 /// Keepalives on the SSH session: a bastion that vanished without closing the connection is
 /// noticed after about three minutes (like the TCP keepalives of direct connections).

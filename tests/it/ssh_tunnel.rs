@@ -179,7 +179,10 @@ fn key_text_that_is_no_key_names_the_accepted_formats() {
         ),
         "{text}"
     );
-    assert!(text.contains("PEM RSA") && text.contains("PKCS#8"), "{text}");
+    assert!(
+        text.contains("BEGIN RSA PRIVATE KEY") && text.contains("BEGIN EC PRIVATE KEY") && text.contains("PKCS#8"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
