@@ -388,6 +388,20 @@ impl PgError {
     }
 }
 
+impl PgError {
+    /// An I/O error of a connection: the loss of its SSH tunnel is named as such
+    /// ([`super::tunnel::TunnelLost`]), anything else is [`PgError::Io`].
+    pub fn from_io(err: io::Error) -> PgError {
+        match err.get_ref().and_then(|inner| inner.downcast_ref::<super::tunnel::TunnelLost>()) {
+            Some(lost) => PgError::SshLost {
+                bastion: lost.bastion.clone(),
+                reason: "the connection to the SSH server ended".into(),
+            },
+            None => PgError::Io(err),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for PgError {
     fn from(err: tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
@@ -399,7 +413,7 @@ impl From<tokio_postgres::Error> for PgError {
         let text = error_chain_text(&err);
         match into_io_error(err) {
             Ok(io) if io.kind() == io::ErrorKind::UnexpectedEof => PgError::Closed,
-            Ok(io) => PgError::Io(io),
+            Ok(io) => PgError::from_io(io),
             Err(_) => PgError::Protocol(text),
         }
     }

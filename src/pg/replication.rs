@@ -626,7 +626,7 @@ impl Connection {
         self.read_buf.reserve(wanted);
         let read = self.stream.read_buf(&mut self.read_buf).await.map_err(|err| match err.kind() {
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => PgError::Closed,
-            _ => PgError::Io(err),
+            _ => PgError::from_io(err),
         })?;
         if read == 0 {
             return Err(PgError::Closed);
@@ -638,13 +638,13 @@ impl Connection {
     /// queued.
     async fn flush(&mut self) -> Result<(), PgError> {
         while !self.write_buf.is_empty() {
-            let written = self.stream.write(&self.write_buf).await.map_err(PgError::Io)?;
+            let written = self.stream.write(&self.write_buf).await.map_err(PgError::from_io)?;
             if written == 0 {
                 return Err(PgError::Closed);
             }
             self.write_buf.advance(written);
         }
-        self.stream.flush().await.map_err(PgError::Io)
+        self.stream.flush().await.map_err(PgError::from_io)
     }
 }
 

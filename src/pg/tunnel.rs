@@ -221,7 +221,8 @@ impl TunnelSession {
             },
         )?;
         tracing::debug!(bastion = %self.endpoint, host, port, "SSH tunnel channel open");
-        Ok(Transport::Ssh(Box::new(SshChannel { stream: channel.into_stream(), _session: self.handle })))
+        let bastion = self.endpoint.to_string();
+        Ok(Transport::Ssh(Box::new(SshChannel { stream: channel.into_stream(), session: self.handle, bastion })))
     }
 }
 
@@ -325,7 +326,26 @@ pub enum Transport {
 /// A forwarded channel and the session it belongs to (which ends when this is dropped).
 pub struct SshChannel {
     stream: ChannelStream<Msg>,
-    _session: Handle<Bastion>,
+    session: Handle<Bastion>,
+    bastion: String,
+}
+
+/// The error a channel's reads and writes give once its SSH session has ended, so that the
+/// connection's error names the tunnel rather than the database ([`PgError::from_io`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the SSH tunnel to {bastion} was lost")]
+pub struct TunnelLost {
+    pub bastion: String,
+}
+
+impl SshChannel {
+    /// [`TunnelLost`] as an I/O error when the session has ended: a channel's end of file
+    /// or failure then means the tunnel went away, not the database.
+    fn lost(&self) -> Option<io::Error> {
+        self.session
+            .is_closed()
+            .then(|| io::Error::new(io::ErrorKind::ConnectionAborted, TunnelLost { bastion: self.bastion.clone() }))
+    }
 }
 
 impl Transport {
@@ -360,7 +380,16 @@ impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
-            Transport::Ssh(channel) => Pin::new(&mut channel.stream).poll_read(cx, buf),
+            Transport::Ssh(channel) => {
+                let before = buf.filled().len();
+                match Pin::new(&mut channel.stream).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) if buf.filled().len() == before && buf.remaining() > 0 => {
+                        Poll::Ready(channel.lost().map_or(Ok(()), Err))
+                    }
+                    Poll::Ready(Err(err)) => Poll::Ready(Err(channel.lost().unwrap_or(err))),
+                    other => other,
+                }
+            }
         }
     }
 }
@@ -369,7 +398,10 @@ impl AsyncWrite for Transport {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
-            Transport::Ssh(channel) => Pin::new(&mut channel.stream).poll_write(cx, buf),
+            Transport::Ssh(channel) => match Pin::new(&mut channel.stream).poll_write(cx, buf) {
+                Poll::Ready(Err(err)) => Poll::Ready(Err(channel.lost().unwrap_or(err))),
+                other => other,
+            },
         }
     }
 

@@ -241,3 +241,56 @@ async fn a_connection_that_is_not_read_does_not_stall_the_others() {
     assert_eq!(other, 42);
     drop(unread);
 }
+
+/// A tunnel that goes away under an open connection is named as the tunnel, not as the
+/// database: the bastion is reached through a TCP relay, which the test then cuts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tunnel_lost_under_a_connection_is_named() {
+    use source_postgres::pg::replication::ReplicationClient;
+    use source_postgres::pg::tunnel::SshTunnel;
+    use source_postgres::pg::{ConnectParams, PgError, SslMode};
+    let cluster = cluster().await;
+    let bastion = harness::ssh_bastion();
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the relay");
+    let relay_port = relay.local_addr().expect("relay address").port();
+    let (cut, cut_seen) = tokio::sync::watch::channel(false);
+    let bastion_port = bastion.port;
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = relay.accept().await {
+            let mut cut_seen = cut_seen.clone();
+            tokio::spawn(async move {
+                let mut outbound =
+                    tokio::net::TcpStream::connect(("127.0.0.1", bastion_port)).await.expect("relay to the bastion");
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut_seen.wait_for(|cut| *cut) => {}
+                }
+            });
+        }
+    });
+    let endpoint = format!("ssh://{}@127.0.0.1:{relay_port}", bastion.user);
+    let tunnel = SshTunnel::new(&endpoint, &bastion.authorized_key).expect("the test key parses");
+    let params = ConnectParams {
+        host: cluster.host.clone(),
+        port: cluster.port,
+        user: cluster.capture_user.clone(),
+        password: Some(cluster.capture_password.clone()),
+        database: "postgres".into(),
+        sslmode: SslMode::Disable,
+        sslrootcert: None,
+        application_name: "source-postgres-tests".into(),
+        connect_timeout: Duration::from_secs(10),
+        tunnel: Some(std::sync::Arc::new(tunnel)),
+    };
+    let mut client = ReplicationClient::connect(&params).await.expect("connect through the relay");
+    client.identify_system().await.expect("IDENTIFY_SYSTEM through the tunnel");
+    cut.send(true).expect("cut the relay");
+    // The session notices the closed connection and ends.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let err = client.identify_system().await.expect_err("the tunnel is gone");
+    assert!(matches!(err, PgError::SshLost { .. }) && err.is_transient(), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("the SSH tunnel to \"127.0.0.1\" port {relay_port} was lost: the connection to the SSH server ended")
+    );
+}
