@@ -20,6 +20,10 @@ fi
 # PostGIS for the extension type tests (tests/it/types.rs), which require it under CI=true.
 if [[ "${CI:-}" == true && "$(id -u)" -eq 0 && ! -f "$(pg_config --sharedir)/extension/postgis.control" ]]; then DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "postgresql-$(pg_config --version | awk '{print int($2)}')-postgis-3"; fi
 
+# sshd for the SSH tunnel tests (tests/it/ssh_tunnel.rs), which start a private one and fail,
+# saying how to install it, when it is missing.
+if [[ "$(id -u)" -eq 0 && ! -x /usr/sbin/sshd ]] && command -v apt-get >/dev/null; then DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server; fi
+
 started=$SECONDS
 echo "==> cargo build --release ${locked[*]}"
 cargo build --release "${locked[@]}"

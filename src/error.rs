@@ -122,4 +122,36 @@ mod tests {
         let closed = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "closed");
         assert_eq!(Error::Output(closed).class(), ErrorClass::Transient);
     }
+
+    /// SSH tunnel failures: a bastion or database that does not answer may come back; a
+    /// refused key, a refused forward or a broken handshake needs a person.
+    #[test]
+    fn ssh_tunnel_failures_are_classified_like_connection_errors() {
+        let bastion = || "\"bastion\" port 22".to_string();
+        let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let forward = |transient| PgError::SshForwardRefused {
+            bastion: bastion(),
+            host: "db".into(),
+            port: 5432,
+            reason: "the SSH server could not connect to it".into(),
+            transient,
+        };
+        for (err, class) in [
+            (PgError::SshUnreachable { bastion: bastion(), source: refused() }, ErrorClass::Transient),
+            (
+                PgError::SshTimeout { bastion: bastion(), after: std::time::Duration::from_secs(30) },
+                ErrorClass::Transient,
+            ),
+            (PgError::SshLost { bastion: bastion(), reason: "closed".into() }, ErrorClass::Transient),
+            (forward(true), ErrorClass::Transient),
+            (forward(false), ErrorClass::Definite),
+            (PgError::SshAuthRefused { bastion: bastion(), user: "flow".into() }, ErrorClass::Definite),
+            (PgError::SshFailed { bastion: bastion(), reason: "no common algorithm".into() }, ErrorClass::Definite),
+        ] {
+            let err = Error::Pg(err);
+            assert_eq!(err.class(), class, "{err}");
+            let text = err.to_user_text();
+            assert_eq!(text.lines().count(), 2, "one message line and one hint line: {text}");
+        }
+    }
 }

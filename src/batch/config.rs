@@ -219,6 +219,7 @@ impl BatchConfig {
             sslrootcert: self.raw.advanced.sslrootcert.clone(),
             application_name: "estuary_flow_batch".to_string(),
             connect_timeout: Duration::from_secs(30),
+            tunnel: None,
         }
     }
 

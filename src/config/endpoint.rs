@@ -56,14 +56,14 @@ pub struct EndpointConfig {
     #[serde(default)]
     #[schemars(title = "Advanced Options", extend("advanced" = true, "order" = 6))]
     pub advanced: Advanced,
-    /// Connect through an SSH server that acts as a bastion host for the database's network. Not supported yet by this connector.
+    /// Connect through an SSH server that acts as a bastion host for the database's network: every connection is forwarded through it, with TLS to the database kept end to end.
     #[serde(default, rename = "networkTunnel", skip_serializing_if = "Option::is_none")]
     #[schemars(title = "Network Tunnel")]
     pub network_tunnel: Option<NetworkTunnel>,
 }
 
-/// The Go connector's `networkTunnel`: parsed with its names, not implemented yet (a
-/// configured tunnel is refused by [`super::Config::check_supported`]).
+/// The Go connector's `networkTunnel`, with its names; the tunnel itself is
+/// [`crate::pg::tunnel`].
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkTunnel {
@@ -81,7 +81,7 @@ pub struct SshForwarding {
     #[serde(default, rename = "sshEndpoint")]
     #[schemars(title = "SSH Endpoint", extend("pattern" = "^ssh://.+@.+$"))]
     pub ssh_endpoint: String,
-    /// The private key of the SSH user.
+    /// The private key of the SSH user, without a passphrase: OpenSSH format, PEM (RSA or EC) or PKCS#8.
     #[serde(default, rename = "privateKey")]
     #[schemars(title = "SSH Private Key", extend("secret" = true, "multiline" = true))]
     pub private_key: Secret,

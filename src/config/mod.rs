@@ -111,6 +111,9 @@ pub struct Config {
     pub min_backfill_xid: Option<u32>,
     /// `advanced.rediscovery_interval`, when set.
     pub rediscovery_interval: Option<Duration>,
+    /// The SSH tunnel of `networkTunnel.sshForwarding`, with its key parsed, when one is
+    /// configured (an empty `sshEndpoint` means none, as in the Go connector).
+    pub tunnel: Option<std::sync::Arc<crate::pg::tunnel::SshTunnel>>,
 }
 
 impl Config {
@@ -138,6 +141,7 @@ impl Config {
             sslrootcert: self.raw.advanced.sslrootcert.clone(),
             application_name: "estuary_flow".to_string(),
             connect_timeout: Duration::from_secs(30),
+            tunnel: self.tunnel.clone(),
         }
     }
 
@@ -235,11 +239,15 @@ mod tests {
     fn debug_of_a_config_never_shows_a_secret() {
         let mut cfg = base();
         cfg["credentials"]["password"] = json!("hunter2");
-        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@b", "privateKey": "PRIVATE-KEY"}});
+        let key = crate::pg::tunnel::TEST_KEY;
+        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@b", "privateKey": key}});
         let config = Config::parse(&cfg).unwrap();
         assert_eq!(config.password.as_ref().map(Secret::expose), Some("hunter2"));
-        let text = format!("{config:?}");
-        assert!(!text.contains("hunter2") && !text.contains("PRIVATE-KEY"), "{text}");
+        let text = format!("{config:?} {:?}", config.connect_params());
+        assert!(!text.contains("hunter2"), "{text}");
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!text.contains(line), "{text}");
+        }
         let legacy = Config::parse(&json!({"address": "db", "password": "hunter2"})).unwrap();
         assert!(!format!("{legacy:?}").contains("hunter2"));
         assert_eq!(legacy.connect_params().password.as_deref(), Some("hunter2"));

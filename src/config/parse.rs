@@ -8,6 +8,7 @@
 //! which may quote the value.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,6 +18,7 @@ use super::values::{
     check_address_text, check_name, check_pooler, echo, invalid, parse_address, parse_duration, shorten,
 };
 use super::{Advanced, Config, ConfigError, Credentials, EndpointConfig, FeatureFlags, Secret, SslModeName, TableName};
+use crate::pg::tunnel::{SshTunnel, TunnelConfigError};
 
 /// The Go connector's rediscovery interval when none is configured, and its bounds.
 pub const DEFAULT_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -69,6 +71,7 @@ impl Config {
         let min_backfill_xid = parse_min_backfill_xid(&adv.min_backfill_xid)?;
         let rediscovery_interval = parse_rediscovery_interval(&adv.rediscovery_interval)?;
         check_discovery_filters(&raw)?;
+        let tunnel = parse_tunnel(&raw)?;
         let sslmode = SslModeName::mode_or_default(adv.sslmode);
         Ok(Config {
             host,
@@ -84,8 +87,32 @@ impl Config {
             flags,
             min_backfill_xid,
             rediscovery_interval,
+            tunnel,
             raw,
         })
+    }
+}
+
+/// `networkTunnel.sshForwarding`: the endpoint checked and the key parsed, so that bad key
+/// text is reported before anything connects. No error quotes the key.
+fn parse_tunnel(raw: &EndpointConfig) -> Result<Option<Arc<SshTunnel>>, ConfigError> {
+    let Some(endpoint) = raw.ssh_endpoint() else {
+        return Ok(None);
+    };
+    let key = raw.network_tunnel.as_ref().and_then(|t| t.ssh_forwarding.as_ref()).map(|f| &f.private_key);
+    let key = key.map(Secret::expose).unwrap_or_default();
+    match SshTunnel::new(endpoint, key) {
+        Ok(tunnel) => Ok(Some(Arc::new(tunnel))),
+        Err(TunnelConfigError::Endpoint(reason)) => Err(invalid(
+            "networkTunnel.sshForwarding.sshEndpoint",
+            reason,
+            "give the SSH server as ssh://user@host or ssh://user@host:port",
+        )),
+        Err(TunnelConfigError::Key(reason)) => Err(invalid(
+            "networkTunnel.sshForwarding.privateKey",
+            reason,
+            "paste the whole private key file, from its -----BEGIN line to its -----END line",
+        )),
     }
 }
 

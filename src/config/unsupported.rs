@@ -1,11 +1,11 @@
 //! The Go connector's settings that parse but are not implemented here yet, refused all
 //! at once with what to do instead.
 //!
-//! Invariants: a setting equal to what this connector does anyway (an empty tunnel, the
-//! default rediscovery interval, `read_only_capture: false`) is accepted; discovery, which
-//! only reads the catalog, is refused only for the settings that change what it reads (the
-//! tunnel, the authentication, value-changing feature flags); no message or hint ever
-//! includes a secret (a private key, an IAM token).
+//! Invariants: a setting equal to what this connector does anyway (the default
+//! rediscovery interval, `read_only_capture: false`) is accepted; discovery, which only
+//! reads the catalog, is refused only for the settings that change what it reads (the
+//! authentication, value-changing feature flags); no message or hint ever includes a
+//! secret (an IAM token). SSH tunnels are implemented ([`crate::pg::tunnel`]).
 
 use super::values::echo;
 use super::{Config, ConfigError, Credentials, Purpose, DEFAULT_REDISCOVERY_INTERVAL};
@@ -38,13 +38,6 @@ impl Config {
     /// checked only for the other requests.
     pub fn check_supported(&self, purpose: Purpose) -> Result<(), ConfigError> {
         let mut items = Vec::new();
-        if self.raw.ssh_endpoint().is_some() {
-            items.push(Unsupported {
-                field: "networkTunnel.sshForwarding",
-                what: "SSH tunnels are not implemented by this connector".into(),
-                hint: "connect directly, or run an SSH tunnel next to the connector (ssh -L) and point \"address\" at its local end".into(),
-            });
-        }
         if let Some(iam) = self.raw.credentials.as_ref().filter(|c| !matches!(c, Credentials::UserPassword { .. })) {
             items.push(Unsupported {
                 field: "credentials.auth_type",
@@ -118,30 +111,34 @@ mod tests {
             "read_only_capture": true,
             "rediscovery_interval": "1h30m",
             "discover_only_published": true,
+            "feature_flags": "no_date_as_date",
         });
-        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@bastion:22", "privateKey": "KEY"}});
+        let key = crate::pg::tunnel::TEST_KEY;
+        cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@bastion:22", "privateKey": key}});
         let config = Config::parse(&cfg).unwrap();
         // The low 32 bits of an epoch-qualified XID.
         assert_eq!(config.min_backfill_xid, Some(1));
         assert_eq!(config.rediscovery_interval, Some(Duration::from_secs(5400)));
+        // The tunnel is implemented: parsed, its key read, and not refused.
+        assert_eq!(config.tunnel.as_ref().map(|t| t.endpoint().host.as_str()), Some("bastion"));
         let err = config.check_supported(Purpose::Capture).unwrap_err();
         assert_eq!(
             err.unsupported_fields(),
-            ["networkTunnel.sshForwarding", "advanced.read_only_capture", "advanced.rediscovery_interval"]
+            ["advanced.feature_flags", "advanced.read_only_capture", "advanced.rediscovery_interval"]
         );
         let text = err.to_string();
         assert!(
-            text.starts_with("endpoint configuration fields are not supported yet: \"networkTunnel.sshForwarding\""),
+            text.starts_with("endpoint configuration fields are not supported yet: \"advanced.feature_flags\""),
             "{text}"
         );
-        assert!(!text.contains("KEY") && !err.hint().unwrap().contains("KEY"), "{text}");
-        // Discovery reads the catalog only: the tunnel still matters there, the rest not.
+        for line in key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!text.contains(line) && !err.hint().unwrap().contains(line), "{text}");
+        }
+        // Discovery reads the catalog only: value-changing flags still matter there, the rest not.
         let err = config.check_supported(Purpose::Discover).unwrap_err();
-        assert_eq!(err.unsupported_fields(), ["networkTunnel.sshForwarding"]);
-        assert_eq!(
-            err.to_string(),
-            "endpoint configuration field \"networkTunnel.sshForwarding\" is not supported yet: SSH tunnels are not implemented by this connector"
-        );
+        assert_eq!(err.unsupported_fields(), ["advanced.feature_flags"]);
+        cfg["advanced"]["feature_flags"] = json!("");
+        Config::parse(&cfg).unwrap().check_supported(Purpose::Discover).unwrap();
 
         // Settings equal to what this connector does are accepted.
         let mut cfg = base();

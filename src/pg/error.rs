@@ -49,6 +49,37 @@ pub enum PgError {
     #[error("could not connect to server at \"{host}\" port {port}: {source}")]
     Unreachable { host: String, port: u16, source: io::Error },
 
+    /// The SSH tunnel's bastion could not be reached (refused, unresolvable name, no route).
+    #[error("could not connect to SSH server {bastion} (networkTunnel.sshForwarding.sshEndpoint): {source}")]
+    SshUnreachable { bastion: String, source: io::Error },
+
+    /// Opening the SSH session took longer than the connect timeout.
+    #[error("timed out after {after:?} connecting to SSH server {bastion} (networkTunnel.sshForwarding.sshEndpoint)")]
+    SshTimeout { bastion: String, after: Duration },
+
+    /// The bastion refused the configured private key for the configured user.
+    #[error("SSH server {bastion} refused public-key authentication for user \"{user}\" with the configured networkTunnel.sshForwarding.privateKey")]
+    SshAuthRefused { bastion: String, user: String },
+
+    /// The bastion could not open the forwarded connection to the database address.
+    #[error("SSH server {bastion} could not forward a connection to the database at \"{host}\" port {port}: {reason}")]
+    SshForwardRefused {
+        bastion: String,
+        host: String,
+        port: u16,
+        reason: String,
+        /// The bastion could not connect (the database may come back); otherwise refused.
+        transient: bool,
+    },
+
+    /// The SSH session ended (closed by the bastion, keepalives unanswered).
+    #[error("the SSH tunnel to {bastion} was lost: {reason}")]
+    SshLost { bastion: String, reason: String },
+
+    /// The SSH handshake failed for another reason (no common algorithm, a protocol error).
+    #[error("SSH session with {bastion} failed: {reason}")]
+    SshFailed { bastion: String, reason: String },
+
     /// Connecting (TCP, TLS and authentication together) took longer than the timeout.
     #[error("timed out after {after:?} connecting to server at \"{host}\" port {port}")]
     Timeout { host: String, port: u16, after: Duration },
@@ -135,6 +166,26 @@ impl PgError {
                 "check the server address and port, and that the server accepts connections from \
                  this network (firewalls, IP allow-lists, or an SSH tunnel)"
             }
+            PgError::SshUnreachable { .. } | PgError::SshTimeout { .. } => {
+                "check the host and port of networkTunnel.sshForwarding.sshEndpoint \
+                 (ssh://user@host[:port]), and that the SSH server accepts connections from this network"
+            }
+            PgError::SshAuthRefused { user, .. } => {
+                return Some(format!(
+                    "add the public key of networkTunnel.sshForwarding.privateKey to the authorized_keys \
+                     of user \"{user}\" on the SSH server (ssh-keygen -y -f <key file> prints it), \
+                     or fix the user in sshEndpoint"
+                ));
+            }
+            PgError::SshForwardRefused { .. } => {
+                "\"address\" is connected to from the SSH server: check that it names the database as \
+                 the SSH server sees it, that the database accepts connections from the SSH server, and \
+                 that the SSH server allows TCP forwarding (AllowTcpForwarding in sshd_config)"
+            }
+            PgError::SshLost { .. } => {
+                "the capture restarts and opens the tunnel again; if this repeats, check the SSH server"
+            }
+            PgError::SshFailed { .. } => "check that networkTunnel.sshForwarding.sshEndpoint names an SSH server",
             PgError::Timeout { .. } => {
                 "check the server address, and that firewalls and IP allow-lists let this \
                  connection through"
@@ -175,7 +226,11 @@ impl PgError {
             | PgError::Timeout { .. }
             | PgError::Closed
             | PgError::Io(_)
-            | PgError::SlotActive { .. } => true,
+            | PgError::SlotActive { .. }
+            | PgError::SshUnreachable { .. }
+            | PgError::SshTimeout { .. }
+            | PgError::SshLost { .. } => true,
+            PgError::SshForwardRefused { transient, .. } => *transient,
             PgError::Server { code, .. } => is_transient_sqlstate(code),
             _ => false,
         }
@@ -333,6 +388,20 @@ impl PgError {
     }
 }
 
+impl PgError {
+    /// An I/O error of a connection: the loss of its SSH tunnel is named as such
+    /// ([`super::tunnel::TunnelLost`]), anything else is [`PgError::Io`].
+    pub fn from_io(err: io::Error) -> PgError {
+        match err.get_ref().and_then(|inner| inner.downcast_ref::<super::tunnel::TunnelLost>()) {
+            Some(lost) => PgError::SshLost {
+                bastion: lost.bastion.clone(),
+                reason: "the connection to the SSH server ended".into(),
+            },
+            None => PgError::Io(err),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for PgError {
     fn from(err: tokio_postgres::Error) -> Self {
         if let Some(db) = err.as_db_error() {
@@ -344,7 +413,7 @@ impl From<tokio_postgres::Error> for PgError {
         let text = error_chain_text(&err);
         match into_io_error(err) {
             Ok(io) if io.kind() == io::ErrorKind::UnexpectedEof => PgError::Closed,
-            Ok(io) => PgError::Io(io),
+            Ok(io) => PgError::from_io(io),
             Err(_) => PgError::Protocol(text),
         }
     }

@@ -37,6 +37,7 @@ use tracing::Instrument;
 pub mod error;
 pub mod replication;
 pub mod tls;
+pub mod tunnel;
 mod wire;
 pub mod xlog;
 
@@ -123,6 +124,9 @@ pub struct ConnectParams {
     pub application_name: String,
     /// Limit for TCP connect, TLS handshake and authentication together; zero means none.
     pub connect_timeout: Duration,
+    /// The SSH tunnel every connection goes through, when one is configured (shared: one
+    /// SSH session carries all connections of the process).
+    pub tunnel: Option<std::sync::Arc<tunnel::SshTunnel>>,
 }
 
 impl fmt::Debug for ConnectParams {
@@ -137,6 +141,7 @@ impl fmt::Debug for ConnectParams {
             .field("sslrootcert", &self.sslrootcert.as_ref().map(|_| "<set>"))
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tunnel", &self.tunnel.as_ref().map(|t| t.endpoint()))
             .finish()
     }
 }
@@ -296,6 +301,9 @@ pub async fn connect_sql(params: &ConnectParams) -> Result<tokio_postgres::Clien
     }
 
     let span = tracing::debug_span!("pg_sql_connection", host = %params.host, port = params.port);
+    if params.tunnel.is_some() {
+        return connect_sql_tunneled(params, &config, tls_config, span).await;
+    }
     let connecting = async {
         match tls_config {
             None => {
@@ -313,6 +321,40 @@ pub async fn connect_sql(params: &ConnectParams) -> Result<tokio_postgres::Clien
     };
     with_connect_timeout(params, async {
         connecting.await.map_err(|err| PgError::from_sql_connect(err, params.error_context()))
+    })
+    .await
+}
+
+/// [`connect_sql`] through the SSH tunnel: tokio-postgres runs its protocol, TLS included,
+/// on the tunnel's channel (`connect_raw`), so the TLS server name is still the configured
+/// host. The TCP keepalives of `config` do not apply; the SSH session has its own.
+async fn connect_sql_tunneled(
+    params: &ConnectParams,
+    config: &tokio_postgres::Config,
+    tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    span: tracing::Span,
+) -> Result<tokio_postgres::Client, PgError> {
+    let session = tunnel::Transport::prepare(params).await?;
+    with_connect_timeout(params, async {
+        let stream = tunnel::Transport::open(params, session).await?;
+        let connected = match tls_config {
+            None => config.connect_raw(stream, tokio_postgres::NoTls).await.map(|(client, connection)| {
+                spawn_sql_connection(connection, span);
+                client
+            }),
+            Some(tls_config) => {
+                let mut make_tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_config).clone());
+                let tls = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+                    tunnel::Transport,
+                >>::make_tls_connect(&mut make_tls, &params.host)
+                .map_err(|never: std::convert::Infallible| -> PgError { match never {} })?;
+                config.connect_raw(stream, tls).await.map(|(client, connection)| {
+                    spawn_sql_connection(connection, span);
+                    client
+                })
+            }
+        };
+        connected.map_err(|err| PgError::from_sql_connect(err, params.error_context()))
     })
     .await
 }
@@ -474,6 +516,7 @@ mod tests {
             sslrootcert: None,
             application_name: "estuary_flow".into(),
             connect_timeout: Duration::from_secs(20),
+            tunnel: None,
         };
         let text = format!("{params:?}");
         assert!(!text.contains("hunter2"), "{text}");

@@ -4,7 +4,7 @@
 //! parameter and no COPY BOTH), so this module speaks the protocol itself:
 //!
 //! ```text
-//!   TCP ─► SSLRequest ─'S'─► TLS handshake ─┐          (per sslmode; 'N' → plaintext or error)
+//!   TCP or SSH channel (tunnel::Transport) ─► SSLRequest ─'S'─► TLS handshake ─┐          (per sslmode; 'N' → plaintext or error)
 //!       └────────────'N'────────────────────┤
 //!                                           ▼
 //!   StartupMessage(user, database, replication=database, application_name, options)
@@ -44,10 +44,10 @@ use postgres_protocol::message::backend::{AuthenticationSaslBody, DataRowBody, M
 use postgres_protocol::message::frontend;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_postgres::fallible_iterator::FallibleIterator;
 
 use super::error::{ErrorContext, ServerError};
+use super::tunnel::{Transport, TunnelSession};
 use super::wire::{self, BackendMessage};
 use super::{parse_server_version, quote_identifier, session_options, tls, ConnectParams, PgError};
 use crate::lsn::Lsn;
@@ -89,12 +89,14 @@ impl fmt::Debug for ReplicationClient {
 impl ReplicationClient {
     /// Connect, negotiate TLS per sslmode, authenticate, and wait until the session is ready.
     pub async fn connect(params: &ConnectParams) -> Result<Self, PgError> {
-        super::with_connect_timeout(params, Self::connect_without_timeout(params)).await
+        // An SSH tunnel's session opens under its own timeout, before the connection's.
+        let session = Transport::prepare(params).await?;
+        super::with_connect_timeout(params, Self::connect_without_timeout(params, session)).await
     }
 
-    async fn connect_without_timeout(params: &ConnectParams) -> Result<Self, PgError> {
+    async fn connect_without_timeout(params: &ConnectParams, session: Option<TunnelSession>) -> Result<Self, PgError> {
         let tls_config = tls::client_config(params.sslmode, params.sslrootcert.as_deref())?;
-        let tcp = connect_tcp(&params.host, params.port).await?;
+        let tcp = Transport::open(params, session).await?;
         let (stream, channel_binding) = negotiate_tls(tcp, params, tls_config).await?;
         let mut connection = Connection {
             stream,
@@ -440,36 +442,10 @@ fn log_notice(notice: ServerError) {
     );
 }
 
-async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, PgError> {
-    let unreachable = |source: io::Error| PgError::Unreachable { host: host.to_string(), port, source };
-    let addresses = tokio::net::lookup_host((host, port)).await.map_err(unreachable)?;
-    let mut last_error = io::Error::new(io::ErrorKind::NotFound, "the host name resolved to no address");
-    for address in addresses {
-        match TcpStream::connect(address).await {
-            Ok(stream) => {
-                stream.set_nodelay(true).map_err(unreachable)?;
-                // The same TCP keepalives as the SQL connections (see `connect_sql`): a
-                // peer that vanished without closing is noticed even while we only send.
-                let keepalive = socket2::TcpKeepalive::new()
-                    .with_time(super::TCP_KEEPALIVE_IDLE)
-                    .with_interval(super::TCP_KEEPALIVE_INTERVAL)
-                    .with_retries(super::TCP_KEEPALIVE_RETRIES);
-                socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive).map_err(unreachable)?;
-                return Ok(stream);
-            }
-            Err(err) => {
-                tracing::debug!(%address, error = %err, "could not connect to one address of the host");
-                last_error = err;
-            }
-        }
-    }
-    Err(unreachable(last_error))
-}
-
 /// Send the SSLRequest when the sslmode asks for TLS, and upgrade if the server agrees.
 /// Returns the stream and, with TLS, the channel binding data of the server certificate.
 async fn negotiate_tls(
-    mut tcp: TcpStream,
+    mut tcp: Transport,
     params: &ConnectParams,
     tls_config: Option<Arc<ClientConfig>>,
 ) -> Result<(Stream, Option<Vec<u8>>), PgError> {
@@ -650,7 +626,7 @@ impl Connection {
         self.read_buf.reserve(wanted);
         let read = self.stream.read_buf(&mut self.read_buf).await.map_err(|err| match err.kind() {
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => PgError::Closed,
-            _ => PgError::Io(err),
+            _ => PgError::from_io(err),
         })?;
         if read == 0 {
             return Err(PgError::Closed);
@@ -662,19 +638,19 @@ impl Connection {
     /// queued.
     async fn flush(&mut self) -> Result<(), PgError> {
         while !self.write_buf.is_empty() {
-            let written = self.stream.write(&self.write_buf).await.map_err(PgError::Io)?;
+            let written = self.stream.write(&self.write_buf).await.map_err(PgError::from_io)?;
             if written == 0 {
                 return Err(PgError::Closed);
             }
             self.write_buf.advance(written);
         }
-        self.stream.flush().await.map_err(PgError::Io)
+        self.stream.flush().await.map_err(PgError::from_io)
     }
 }
 
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(Transport),
+    Tls(Box<tokio_rustls::client::TlsStream<Transport>>),
 }
 
 impl AsyncRead for Stream {

@@ -130,8 +130,12 @@ fn malformed_configs_and_requests_fail_with_one_clear_line() {
         ("included schema is blank", with(json!({"discoveryFilters": {"include_schemas": [" "]}}))),
         ("advanced has an unknown field", with(json!({"advanced": {"frobnicate": 1}}))),
         (
-            "SSH tunnel is configured",
+            "SSH endpoint names no user",
             with(json!({"networkTunnel": {"sshForwarding": {"sshEndpoint": "ssh://bastion", "privateKey": SECRET}}})),
+        ),
+        (
+            "SSH private key is no key",
+            with(json!({"networkTunnel": {"sshForwarding": {"sshEndpoint": "ssh://u@bastion", "privateKey": SECRET}}})),
         ),
         // Resource configurations.
         ("resource is an array", bound(json!(["test", "t"]))),

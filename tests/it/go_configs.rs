@@ -379,8 +379,8 @@ fn min_backfill_xid_condition_is_the_circular_xid_order() {
 
 /// The refusal happens wherever the configuration is used, not only in `validate`: `open`
 /// refuses read-only capture before it connects (so nothing is written), and `discover`
-/// refuses an SSH tunnel (it would otherwise connect to `address` directly) but not the
-/// capture-only settings.
+/// does not refuse the capture-only settings but checks an SSH tunnel's settings (it
+/// connects through the tunnel).
 #[test]
 fn open_and_discover_refuse_unsupported_settings_by_name() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -418,9 +418,10 @@ fn open_and_discover_refuse_unsupported_settings_by_name() {
     let mut tunnelled = db.endpoint_config();
     tunnelled["networkTunnel"] =
         json!({"sshForwarding": {"sshEndpoint": "ssh://user@bastion.example.com", "privateKey": "KEY"}});
+    // Discovery goes through the tunnel too, so it checks the tunnel's settings.
     let message = failure(&discover(&tunnelled), "discover through a tunnel");
     assert!(
-        message.starts_with("endpoint configuration field \"networkTunnel.sshForwarding\" is not supported yet"),
+        message.starts_with("endpoint configuration field \"networkTunnel.sshForwarding.privateKey\" is invalid"),
         "{message}"
     );
 }

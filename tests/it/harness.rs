@@ -431,7 +431,7 @@ fn run_as(command: &mut Command, owner: Option<(u32, u32)>) {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind a free port: {e}"))?;
     listener.local_addr().map(|address| address.port()).map_err(|e| format!("local address: {e}"))
 }
@@ -1246,4 +1246,120 @@ async fn start_private_cluster(bindir: &Path, extra_settings: &[&str]) -> Result
         dir,
         control: std::sync::Arc::new(std::sync::Mutex::new(control)),
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// A private SSH server, the bastion of the SSH tunnel tests.
+
+/// A private `sshd` on a free port of 127.0.0.1, with its own host key and one authorized
+/// key, logging at DEBUG1 to a file (the `direct-tcpip` lines show what it forwarded).
+/// Shared by all tests of the process, and stopped (its directory removed) when the test
+/// process ends, however it ends: like the PostgreSQL server, it runs under a `sh` wrapper
+/// that waits for EOF on a pipe only this process holds.
+pub struct SshBastion {
+    pub port: u16,
+    /// The login user (the user the tests run as).
+    pub user: String,
+    /// The private key whose public key is authorized (RSA in PEM form, what Estuary's
+    /// setup instructions generate with `ssh-keygen -m PEM -t rsa`).
+    pub authorized_key: String,
+    /// A valid private key that is not authorized (Ed25519, OpenSSH format).
+    pub unauthorized_key: String,
+    dir: PathBuf,
+    /// Holds the write end of the wrapper's stdin pipe for the life of the process.
+    _server: Child,
+}
+
+/// Where the OpenSSH server is installed by Debian's openssh-server package.
+const SSHD: &str = "/usr/sbin/sshd";
+
+impl SshBastion {
+    /// `ssh://user@127.0.0.1:port`.
+    pub fn endpoint(&self) -> String {
+        format!("ssh://{}@127.0.0.1:{}", self.user, self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+}
+
+static BASTION: OnceLock<Result<SshBastion, String>> = OnceLock::new();
+
+/// The shared private SSH server, started on first use. Panics with how to install
+/// openssh-server when `sshd` is missing: the tunnel tests must not pass by skipping.
+pub fn ssh_bastion() -> &'static SshBastion {
+    match BASTION.get_or_init(start_bastion) {
+        Ok(bastion) => bastion,
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn start_bastion() -> Result<SshBastion, String> {
+    if !Path::new(SSHD).exists() {
+        return Err(format!(
+            "{SSHD} is not installed; the SSH tunnel tests need it. Install the openssh-server package \
+             (as root: apt-get install -y openssh-server; scripts/test.sh and .ci/run do this when run as root)"
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("source-postgres-sshd-{}", std::process::id()));
+    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let keygen = |file: &str, args: &[&str]| -> Result<String, String> {
+        let path = dir.join(file);
+        let output = Command::new("ssh-keygen")
+            .args(args)
+            .args(["-q", "-N", "", "-C", "source-postgres-test", "-f"])
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("run ssh-keygen (from openssh-client): {e}"))?;
+        if !output.status.success() {
+            return Err(format!("ssh-keygen {args:?} failed: {}", String::from_utf8_lossy(&output.stderr)));
+        }
+        fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))
+    };
+    keygen("host_ed25519", &["-t", "ed25519"])?;
+    let authorized_key = keygen("client_rsa", &["-t", "rsa", "-b", "2048", "-m", "PEM"])?;
+    let unauthorized_key = keygen("other_ed25519", &["-t", "ed25519"])?;
+    let public = fs::read_to_string(dir.join("client_rsa.pub")).map_err(|e| format!("read client_rsa.pub: {e}"))?;
+    fs::write(dir.join("authorized_keys"), public).map_err(|e| format!("write authorized_keys: {e}"))?;
+    // Privilege separation needs this directory when sshd runs as root.
+    if fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
+        fs::create_dir_all("/run/sshd").map_err(|e| format!("create /run/sshd: {e}"))?;
+    }
+    let port = free_port()?;
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_ed25519\nPidFile {dir}/sshd.pid\n\
+         AuthorizedKeysFile {dir}/authorized_keys\nUsePAM no\nStrictModes no\nPasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
+         AllowTcpForwarding yes\nLogLevel DEBUG1\n",
+        dir = dir.display()
+    );
+    fs::write(dir.join("sshd_config"), config).map_err(|e| format!("write sshd_config: {e}"))?;
+    let script = format!(
+        "trap '' HUP INT TERM; {SSHD} -D -e -f {dir}/sshd_config 2>>{dir}/sshd.log & pid=$!; \
+         cat >/dev/null; kill $pid; wait; rm -rf {dir}",
+        dir = dir.display()
+    );
+    let server = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("start sshd: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let log = fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
+            return Err(format!("sshd did not listen on port {port} within 20 s:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
+        let output = Command::new("id").arg("-un").output().expect("run id -un");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    });
+    Ok(SshBastion { port, user, authorized_key, unauthorized_key, dir, _server: server })
 }

@@ -26,6 +26,7 @@ mod keyless_backfill;
 mod names;
 mod pg_connect;
 mod publication_slot;
+mod ssh_tunnel;
 mod stream_keys;
 mod transcript;
 mod types;
