@@ -5,6 +5,23 @@
 //! and the reduction `if op = d then merge+delete else merge`. The merge reduction is
 //! what fills unchanged TOAST values: an update that omits a column leaves the stored
 //! value in place.
+//!
+//! One generator, two [`SchemaMode`]s. [`SchemaMode::Write`] is the discovered collection
+//! schema. [`SchemaMode::Sourced`] is the schema of a `sourcedSchema` response, which the
+//! runtime requires to be closed (`inspect_closed`: no object with properties may allow
+//! others) and which should be as restrictive as the table allows, since the runtime
+//! intersects it with the write schema and unions it into the inferred schema. As in the
+//! Go connector it has every column required, no reduction annotations and no
+//! `if`/`then`/`else`, `_meta` and `_meta.source` closed with `additionalProperties`,
+//! `before` and the document closed with `unevaluatedProperties`.
+//!
+//! One deliberate difference from Go: Go also drops `"null"` from every column's type
+//! union, which makes the NULL value of a nullable column invalid under the sourced schema
+//! (and would let a materialization create a NOT NULL column for it until inference saw a
+//! null). Here a nullable column keeps `"null"`: the schema says what the column can hold,
+//! so every complete row the connector emits validates against it (a unit test checks this
+//! for every type). Nested objects (composite values) are closed too, which Go never needed
+//! because it captures composites as strings.
 
 use std::borrow::Cow;
 
@@ -14,6 +31,15 @@ use super::{DiscoveredTable, FALLBACK_KEY};
 use crate::protocol::responses::DiscoveredBinding;
 use crate::value;
 
+/// Which schema the generator builds (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// The collection's write schema, as discovery suggests it.
+    Write,
+    /// The closed, restrictive schema of a `sourcedSchema` response.
+    Sourced,
+}
+
 /// Settings that change the generated schemas.
 #[derive(Debug, Clone, Default)]
 pub struct SchemaOptions {
@@ -22,6 +48,18 @@ pub struct SchemaOptions {
     /// Ask Flow to infer the schema too (`x-infer-schema`): the Go connector's
     /// `use_schema_inference` feature flag, on by default.
     pub schema_inference: bool,
+}
+
+impl SchemaOptions {
+    /// The options a configuration asks for: discovery and the capture's sourced schemas
+    /// use the same, so both describe the same documents.
+    pub fn for_config(config: &crate::config::Config) -> SchemaOptions {
+        SchemaOptions {
+            history_mode: config.raw.history_mode,
+            source_tag: !config.raw.advanced.source_tag.is_empty(),
+            schema_inference: config.flags.use_schema_inference,
+        }
+    }
 }
 
 /// The document property the connector owns: `_meta`, with the operation and the source.
@@ -136,8 +174,8 @@ pub fn anchor_name(schema: &str, table: &str) -> String {
     anchor
 }
 
-/// Schema of `_meta.source`.
-pub fn source_schema(options: &SchemaOptions) -> Value {
+/// Schema of `_meta.source`; closed in [`SchemaMode::Sourced`].
+pub fn source_schema(options: &SchemaOptions, mode: SchemaMode) -> Value {
     let mut properties = json!({
         "ts_ms": {"type": "integer", "description": "Unix timestamp (in millis) at which this event was recorded by the database."},
         "schema": {"type": "string", "description": "Database schema (namespace) of the event."},
@@ -160,17 +198,25 @@ pub fn source_schema(options: &SchemaOptions) -> Value {
         "properties": properties,
         "required": ["schema", "table", "loc"]
     });
-    if options.history_mode {
-        schema["reduce"] = json!({"strategy": "lastWriteWins", "associative": false});
+    match mode {
+        SchemaMode::Write if options.history_mode => {
+            schema["reduce"] = json!({"strategy": "lastWriteWins", "associative": false});
+        }
+        SchemaMode::Write => {}
+        SchemaMode::Sourced => schema["additionalProperties"] = json!(false),
     }
     schema
 }
 
-/// The property schema of one column, with Go's description convention.
-pub fn column_property(table: &DiscoveredTable, index: usize) -> Value {
+/// The property schema of one column, with Go's description convention. In
+/// [`SchemaMode::Sourced`] nested objects (composites) are closed.
+pub fn column_property(table: &DiscoveredTable, index: usize, mode: SchemaMode) -> Value {
     let column = &table.columns[index];
     let is_key = table.key.contains(&column.name);
     let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key);
+    if mode == SchemaMode::Sourced {
+        close_objects(&mut schema);
+    }
     let source_type = value::source_type_name(&column.pg_type);
     let nullability = if column.nullable { "" } else { "non-nullable " };
     let suffix = format!("(source type: {nullability}{source_type})");
@@ -186,17 +232,58 @@ pub fn column_property(table: &DiscoveredTable, index: usize) -> Value {
     schema
 }
 
-/// The collection's document schema.
+/// Add `additionalProperties: false` to every schema in `schema` that lists `properties`
+/// and does not say otherwise: the objects a column holds have exactly their fields.
+fn close_objects(schema: &mut Value) {
+    let Value::Object(map) = schema else { return };
+    if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+        map.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (keyword, child) in map.iter_mut() {
+        match keyword.as_str() {
+            "properties" => {
+                if let Value::Object(properties) = child {
+                    properties.values_mut().for_each(close_objects);
+                }
+            }
+            "items" | "additionalItems" => close_objects(child),
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+                if let Value::Array(members) = child {
+                    members.iter_mut().for_each(close_objects);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The collection's document schema (discovery's write schema).
 pub fn document_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Value {
+    collection_schema(table, options, SchemaMode::Write)
+}
+
+/// The schema of the table's `sourcedSchema` response.
+pub fn sourced_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Value {
+    collection_schema(table, options, SchemaMode::Sourced)
+}
+
+/// The document schema of `table` in either mode: one generator, so the sourced schema
+/// never drifts from the discovered one.
+pub fn collection_schema(table: &DiscoveredTable, options: &SchemaOptions, mode: SchemaMode) -> Value {
     let anchor = anchor_name(&table.schema, &table.name);
     let mut properties = Map::new();
     for (index, column) in table.columns.iter().enumerate() {
         if column.generated {
             continue;
         }
-        properties.insert(property_name(&column.name).into_owned(), column_property(table, index));
+        properties.insert(property_name(&column.name).into_owned(), column_property(table, index, mode));
     }
-    let mut required: Vec<String> = table.key.iter().map(|k| property_name(k).into_owned()).collect();
+    // The write schema requires the key only (an update may omit unchanged TOAST values);
+    // the sourced schema every column, as Go's does.
+    let mut required: Vec<String> = match mode {
+        SchemaMode::Write => table.key.iter().map(|k| property_name(k).into_owned()).collect(),
+        SchemaMode::Sourced => properties.keys().cloned().collect(),
+    };
     required.sort_unstable();
     let row = json!({
         "type": "object",
@@ -205,39 +292,46 @@ pub fn document_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Valu
         "required": required,
     });
     let anchor_ref = format!("#{anchor}");
+    let mut before = json!({
+        "$ref": anchor_ref.clone(),
+        "description": "Record state immediately before this change was applied.",
+    });
+    let mut meta = json!({
+        "type": "object",
+        "required": ["op", "source"],
+        "properties": {
+            "op": {
+                "enum": ["c", "d", "u"],
+                "description": "Change operation type: 'c' Create/Insert, 'u' Update, 'd' Delete."
+            },
+            "source": source_schema(options, mode),
+        },
+    });
+    let mut metadata = json!({"required": ["_meta"]});
+    match mode {
+        SchemaMode::Write => {
+            before["reduce"] = json!({"strategy": "firstWriteWins"});
+            meta["reduce"] = json!({"strategy": "merge"});
+            metadata["if"] = json!({"properties": {"_meta": {"properties": {"op": {"const": "d"}}}}});
+            metadata["then"] = json!({"reduce": {"strategy": "merge", "delete": true}});
+            metadata["else"] = json!({"reduce": {"strategy": "merge"}});
+        }
+        SchemaMode::Sourced => {
+            before["unevaluatedProperties"] = json!(false);
+            meta["additionalProperties"] = json!(false);
+        }
+    }
+    meta["properties"]["before"] = before;
+    metadata["properties"] = json!({ "_meta": meta });
     let mut schema = json!({
         "$defs": { anchor.clone(): row },
-        "allOf": [
-            {
-                "required": ["_meta"],
-                "properties": {
-                    "_meta": {
-                        "type": "object",
-                        "required": ["op", "source"],
-                        "properties": {
-                            "op": {
-                                "enum": ["c", "d", "u"],
-                                "description": "Change operation type: 'c' Create/Insert, 'u' Update, 'd' Delete."
-                            },
-                            "source": source_schema(options),
-                            "before": {
-                                "$ref": anchor_ref.clone(),
-                                "description": "Record state immediately before this change was applied.",
-                                "reduce": {"strategy": "firstWriteWins"}
-                            }
-                        },
-                        "reduce": {"strategy": "merge"}
-                    }
-                },
-                "if": {"properties": {"_meta": {"properties": {"op": {"const": "d"}}}}},
-                "then": {"reduce": {"strategy": "merge", "delete": true}},
-                "else": {"reduce": {"strategy": "merge"}}
-            },
-            {"$ref": anchor_ref}
-        ],
+        "allOf": [metadata, {"$ref": anchor_ref}],
     });
     if options.schema_inference {
         schema["x-infer-schema"] = json!(true);
+    }
+    if mode == SchemaMode::Sourced {
+        schema["unevaluatedProperties"] = json!(false);
     }
     schema
 }
