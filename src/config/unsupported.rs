@@ -105,10 +105,7 @@ mod tests {
         assert_eq!(config.min_backfill_xid, Some(1));
         assert_eq!(config.rediscovery_interval, Some(Duration::from_secs(5400)));
         let err = config.check_supported(Purpose::Capture).unwrap_err();
-        assert_eq!(
-            err.unsupported_fields(),
-            ["networkTunnel.sshForwarding", "advanced.read_only_capture"]
-        );
+        assert_eq!(err.unsupported_fields(), ["networkTunnel.sshForwarding", "advanced.read_only_capture"]);
         let text = err.to_string();
         assert!(
             text.starts_with("endpoint configuration fields are not supported yet: \"networkTunnel.sshForwarding\""),

@@ -403,4 +403,190 @@ mod tests {
         assert_eq!(title_case("é☃x y\u{a0}z"), "É☃x Y\u{a0}Z");
         assert_eq!(title_case("ßa"), "ßa");
     }
+
+    /// A table with one column of each schema family: scalars nullable and not, a float
+    /// key, an enum, json, an array, composites (nested, and in an array), the catch-all,
+    /// a generated column and a column named `_meta`.
+    fn varied_table() -> DiscoveredTable {
+        use crate::discovery::Column;
+        use crate::value::PgType;
+        let builtin = |name: &str| PgType::Builtin { name: name.into(), typmod: -1 };
+        let inner = PgType::Composite { name: "inner".into(), fields: vec![("n".into(), builtin("int4"))] };
+        let pair = PgType::Composite {
+            name: "pair".into(),
+            fields: vec![("a".into(), builtin("int4")), ("b".into(), builtin("text")), ("inner".into(), inner)],
+        };
+        let column = |name: &str, pg_type: PgType, nullable: bool| Column {
+            name: name.into(),
+            type_oid: 0,
+            typmod: -1,
+            pg_type,
+            nullable,
+            generated: false,
+            comment: None,
+        };
+        let mut generated = column("doubled", builtin("int4"), true);
+        generated.generated = true;
+        DiscoveredTable {
+            oid: 1,
+            schema: "public".into(),
+            name: "varied".into(),
+            relkind: 'r',
+            is_partition: false,
+            published: true,
+            columns: vec![
+                column("id", builtin("float8"), false),
+                column("n", builtin("int4"), true),
+                column("f", builtin("float8"), true),
+                column("t", builtin("text"), false),
+                column("mood", PgType::Enum { name: "mood".into(), labels: vec!["sad".into(), "ok".into()] }, true),
+                column("j", builtin("jsonb"), true),
+                column("arr", PgType::Array { element: Box::new(builtin("int4")) }, true),
+                column("pair", pair.clone(), true),
+                column("pairs", PgType::Array { element: Box::new(pair) }, true),
+                column("odd", PgType::Unknown { name: "mytype".into() }, true),
+                column("_meta", builtin("text"), true),
+                generated,
+            ],
+            key: vec!["id".into()],
+            key_is_unique_index: false,
+        }
+    }
+
+    /// Every subschema of `schema` with its JSON pointer.
+    fn subschemas<'a>(schema: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
+        out.push((at.clone(), schema));
+        let Value::Object(map) = schema else { return };
+        for (keyword, child) in map {
+            match (keyword.as_str(), child) {
+                ("properties" | "$defs", Value::Object(children)) => {
+                    for (name, child) in children {
+                        subschemas(child, format!("{at}/{keyword}/{name}"), out);
+                    }
+                }
+                ("allOf" | "anyOf" | "oneOf", Value::Array(members)) => {
+                    for (i, child) in members.iter().enumerate() {
+                        subschemas(child, format!("{at}/{keyword}/{i}"), out);
+                    }
+                }
+                ("items" | "additionalProperties" | "if" | "then" | "else", child) => {
+                    subschemas(child, format!("{at}/{keyword}"), out)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Flow's `inspect_closed`, for the shapes this generator writes: no schema with
+    /// properties may allow others, except the row anchor and the `allOf` members, which
+    /// only the closed document (`unevaluatedProperties: false`) and the closed `before`
+    /// refer to.
+    fn open_objects(schema: &Value) -> Vec<String> {
+        let mut all = Vec::new();
+        subschemas(schema, String::new(), &mut all);
+        let closed =
+            |s: &Value| s["additionalProperties"] == json!(false) || s["unevaluatedProperties"] == json!(false);
+        let mut open: Vec<String> = all
+            .iter()
+            .filter(|(_, s)| s.get("properties").is_some() && !closed(s))
+            .filter(|(at, _)| !(at.starts_with("/$defs/") && at.matches('/').count() == 2))
+            .filter(|(at, _)| !(at.starts_with("/allOf/") && at.matches('/').count() == 2))
+            .map(|(at, _)| at.clone())
+            .collect();
+        if !closed(schema) {
+            open.push("(document)".into());
+        }
+        let before = &schema["allOf"][0]["properties"]["_meta"]["properties"]["before"];
+        if !closed(before) {
+            open.push("/_meta/before".into());
+        }
+        open
+    }
+
+    fn strict_validator(schema: &Value) -> jsonschema::Validator {
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .with_format("number", |s: &str| matches!(s, "NaN" | "Infinity" | "-Infinity") || s.parse::<f64>().is_ok())
+            .build(schema)
+            .unwrap_or_else(|e| panic!("the schema does not compile: {e}\n{schema:#}"))
+    }
+
+    #[test]
+    fn the_sourced_schema_is_closed_requires_every_column_and_has_no_reductions() {
+        let table = varied_table();
+        for options in
+            [SchemaOptions::default(), SchemaOptions { history_mode: true, source_tag: true, schema_inference: true }]
+        {
+            let sourced = sourced_schema(&table, &options);
+            strict_validator(&sourced);
+            assert_eq!(open_objects(&sourced), Vec::<String>::new(), "{sourced:#}");
+            // The write schema is open, as discovery has always written it.
+            assert!(!open_objects(&document_schema(&table, &options)).is_empty());
+            let text = sourced.to_string();
+            for absent in ["\"reduce\"", "\"if\"", "\"then\"", "\"else\"", "doubled"] {
+                assert!(!text.contains(absent), "{absent} in {sourced:#}");
+            }
+            let row = &sourced["$defs"]["PublicVaried"];
+            assert_eq!(
+                row["required"],
+                json!(["_meta_", "arr", "f", "id", "j", "mood", "n", "odd", "pair", "pairs", "t"])
+            );
+            // A nullable column keeps null: its NULL value is a value of the column.
+            assert_eq!(row["properties"]["n"]["type"], json!(["integer", "null"]));
+            assert_eq!(row["properties"]["id"]["type"], json!("string"), "a float key is a string");
+            assert_eq!(sourced["x-infer-schema"].as_bool(), options.schema_inference.then_some(true));
+            let source = &sourced["allOf"][0]["properties"]["_meta"]["properties"]["source"];
+            assert_eq!(source["properties"].get("tag").is_some(), options.source_tag);
+            // The column descriptions are discovery's.
+            let written = document_schema(&table, &options);
+            assert_eq!(row["properties"]["t"], written["$defs"]["PublicVaried"]["properties"]["t"]);
+        }
+    }
+
+    #[test]
+    fn complete_rows_validate_against_the_sourced_schema_and_strays_do_not() {
+        let sourced = sourced_schema(&varied_table(), &SchemaOptions { source_tag: true, ..SchemaOptions::default() });
+        let validator = strict_validator(&sourced);
+        let pair = json!({"a": 1, "b": null, "inner": {"n": null}});
+        let document = json!({
+            "_meta": {
+                "op": "u",
+                "source": {"ts_ms": 1, "schema": "public", "table": "varied", "loc": [1, 2, 3], "txid": 7, "tag": "x"},
+                "before": {"_meta_": null, "arr": null, "f": null, "id": "1", "j": null, "mood": null, "n": null,
+                           "odd": null, "pair": null, "pairs": null, "t": ""}
+            },
+            "_meta_": "m", "arr": [1, null], "f": "NaN", "id": "1.5", "j": {"k": [1]}, "mood": "ok", "n": 3,
+            "odd": "whatever", "pair": pair.clone(), "pairs": [pair, null], "t": "text"
+        });
+        let errors: Vec<String> = validator.iter_errors(&document).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let mut nulls = document.clone();
+        for column in ["_meta_", "arr", "f", "j", "mood", "n", "odd", "pair", "pairs"] {
+            nulls[column] = Value::Null;
+        }
+        assert!(validator.is_valid(&nulls), "NULLs of nullable columns validate");
+
+        let strays = [
+            ("/stray", json!(1)),
+            ("/_meta/stray", json!(1)),
+            ("/_meta/source/stray", json!(1)),
+            ("/_meta/before/stray", json!(1)),
+            ("/pair/stray", json!(1)),
+            ("/pair/inner/stray", json!(1)),
+            ("/pairs/0/stray", json!(1)),
+        ];
+        for (pointer, value) in strays {
+            let mut stray = document.clone();
+            let (parent, name) = pointer.rsplit_once('/').unwrap();
+            stray.pointer_mut(parent).unwrap().as_object_mut().unwrap().insert(name.into(), value);
+            assert!(!validator.is_valid(&stray), "a property at {pointer} is refused");
+        }
+        let mut missing = document.clone();
+        missing.as_object_mut().unwrap().remove("t");
+        assert!(!validator.is_valid(&missing), "every column is required");
+        let mut null_t = document;
+        null_t["t"] = Value::Null;
+        assert!(!validator.is_valid(&null_t), "a NOT NULL column is not null");
+    }
 }

@@ -23,6 +23,7 @@ async fn until_checkpoint(session: &mut Session, state: &mut Value, wait: Durati
     let deadline = Instant::now() + wait;
     loop {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => documents.push(doc),
             Event::Checkpoint { patch } => {
                 merge_patch(state, &patch);
@@ -74,6 +75,7 @@ async fn a_large_transaction_arrives_whole_in_one_checkpoint_with_bounded_memory
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => {
                 assert_eq!(doc["_meta"]["op"], "c");
                 let id = usize::try_from(doc["id"].as_i64().expect("id")).expect("positive id");
@@ -229,6 +231,7 @@ async fn a_backfill_started_by_the_go_connector_resumes_after_its_resume_key() {
     let mut documents = Vec::new();
     loop {
         match session.next(Duration::from_secs(60)).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => documents.push(doc),
             Event::Checkpoint { patch } => {
                 merge_patch(&mut state, &patch);
@@ -266,6 +269,7 @@ async fn backfill_chunks_cut_by_the_statement_timeout_keep_their_progress() {
     let mut checkpoints_with_progress = 0;
     loop {
         match session.next(Duration::from_secs(120)).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => ids.push(doc["id"].as_i64().expect("id")),
             Event::Checkpoint { patch } => {
                 if patch.pointer("/bindingStateV1/test%2Fslow/scanned").is_some_and(|s| !s.is_null()) {

@@ -426,6 +426,7 @@ impl<'a> Runner<'a> {
                 return None;
             }
             match self.session.next(deadline.saturating_duration_since(Instant::now())).await {
+                Event::SourcedSchema { .. } => {}
                 Event::Timeout => return Some(Ending::TimedOut),
                 Event::Exited(status) => {
                     let stderr = self.session.stderr_lines().await;
