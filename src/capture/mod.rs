@@ -44,7 +44,9 @@
 //! The session keeps the IO handles and the main loop (this file). It drives `open` (setup
 //! up to the first checkpoint), `changes` (replication messages to documents), `rounds` and
 //! `chunks` (backfill chunks), `publication` (checks while running), `slot` (which slot, from
-//! where) and `input` (acknowledgements), and these pure, unit-tested parts:
+//! where), `sourced` (`sourcedSchema` responses and periodic rediscovery, written just before
+//! the checkpoint that commits them) and `input` (acknowledgements), and these pure,
+//! unit-tested parts:
 //! `transactions` (Begin/Commit/Stream* messages into apply, spill, discard and replay
 //! steps), `relations` (the relation cache: layouts, key positions, identity gaps),
 //! `change_plan` (the precise-backfill filter and the documents of one change),
