@@ -490,7 +490,15 @@ async fn columns_dropped_and_renamed_during_a_backfill_do_not_stop_it() {
     }
     runner.reach(&mut admin, Duration::from_secs(120), "the end of the backfill", |_, c| c.streaming()).await;
     let stderr = runner.stderr_lines().await;
+    // The backfill followed the columns, and so did the sourced schema: the last one sent
+    // describes the table as it is now (no DML told the stream about the changes).
+    let (binding, schema) = runner.sourced_schemas().last().cloned().expect("sourced schemas were sent");
     runner.kill(&mut admin).await;
+    assert_eq!(binding, 0);
+    let row = &schema["$defs"]["TestShifting"];
+    let columns: Vec<&String> = row["properties"].as_object().expect("properties").keys().collect();
+    assert_eq!(columns, ["a", "c2", "e", "id"], "{schema}");
+    assert_eq!(row["required"], json!(["a", "c2", "e", "id"]));
     assert!(
         !stderr.iter().any(|l| l.contains("\"level\":\"error\"")),
         "the capture reported an error:\n{}",
