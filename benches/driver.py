@@ -5,6 +5,8 @@ It starts the connector binary, sends one `open` request, reads `captured` and
 `checkpoint` responses from its stdout as raw bytes (documents are counted, never
 decoded, so the driver stays cheap next to the connector) and answers every checkpoint
 with an `acknowledge`. The merged capture state is kept so a later run can resume.
+Other responses (`sourcedSchema`, written before the checkpoint that commits it) are
+skipped: only the `captured` and `checkpoint` markers are looked for.
 
 It prints one JSON object of figures on stdout when the connector exits:
 

@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use super::config::BatchConfig;
 use crate::discovery::catalog::{self, TypeRegistry, SYSTEM_SCHEMAS};
-use crate::discovery::schema::{column_property, key_pointer, property_name, recommended_name};
+use crate::discovery::schema::{column_property, key_pointer, property_name, recommended_name, SchemaMode};
 use crate::discovery::{Column, DiscoveredTable};
 use crate::error::Error;
 use crate::protocol::responses::DiscoveredBinding;
@@ -142,7 +142,10 @@ pub fn binding_for(relation: &Relation, config: &BatchConfig) -> DiscoveredBindi
     let mut properties = Map::new();
     properties.insert("_meta".into(), meta_schema(config.keyless_row_id()));
     for index in 0..table.columns.len() {
-        properties.insert(property_name(&table.columns[index].name).into_owned(), column_property(table, index));
+        properties.insert(
+            property_name(&table.columns[index].name).into_owned(),
+            column_property(table, index, SchemaMode::Write),
+        );
     }
     let mut required: Vec<String> = table.key.iter().map(|k| property_name(k).into_owned()).collect();
     required.push("_meta".into());

@@ -205,6 +205,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let column_names: Vec<&str> = relation.columns.iter().map(|c| c.name).collect();
         if let Some(b) = binding {
             self.follow_columns_of_backfilling_table(b, &column_names).await?;
+            let announced =
+                relation.columns.iter().map(|c| (c.name.to_string(), c.type_oid, c.type_modifier)).collect();
+            self.follow_announced_columns(b, announced).await?;
         }
         let types = relation.columns.iter().map(|c| self.registry.resolve(c.type_oid, c.type_modifier)).collect();
         let bound = binding.map(|index| {
@@ -250,6 +253,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 "the table's columns changed during its backfill: the backfill reads the current columns"
             );
             binding.table.columns = fresh.columns;
+            self.table_described(index);
         }
         Ok(())
     }

@@ -155,6 +155,12 @@ impl Checkpoints {
         self.changed_bindings.insert(index);
     }
 
+    /// A `sourcedSchema` response was written: it takes effect only once a checkpoint
+    /// follows, so one is due (at the next point between transactions).
+    pub fn on_sourced_schema(&mut self) {
+        self.due = true;
+    }
+
     /// Hold back (or release) per-commit checkpoints.
     pub fn hold(&mut self, held: bool) {
         self.held = held;

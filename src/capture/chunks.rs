@@ -118,6 +118,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     "the table's columns changed during its backfill: reading its chunk again with the current columns"
                 );
                 binding.table.columns = fresh.columns;
+                self.table_described(index);
                 Ok(true)
             }
             _ => Ok(false),

@@ -44,7 +44,9 @@
 //! The session keeps the IO handles and the main loop (this file). It drives `open` (setup
 //! up to the first checkpoint), `changes` (replication messages to documents), `rounds` and
 //! `chunks` (backfill chunks), `publication` (checks while running), `slot` (which slot, from
-//! where) and `input` (acknowledgements), and these pure, unit-tested parts:
+//! where), `sourced` (`sourcedSchema` responses and periodic rediscovery, written just before
+//! the checkpoint that commits them) and `input` (acknowledgements), and these pure,
+//! unit-tested parts:
 //! `transactions` (Begin/Commit/Stream* messages into apply, spill, discard and replay
 //! steps), `relations` (the relation cache: layouts, key positions, identity gaps),
 //! `change_plan` (the precise-backfill filter and the documents of one change),
@@ -78,6 +80,7 @@ pub mod retype;
 mod rounds;
 mod slot;
 pub mod slot_wait;
+mod sourced;
 pub mod spill;
 pub mod state;
 mod status;
@@ -218,6 +221,8 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// (see `check_publication`).
     publication_checked: Instant,
     server_version: i32,
+    /// The `sourcedSchema` responses sent, and when the next rediscovery is due.
+    sourced: sourced::SourcedSchemas,
     /// The capture's task name, written into every watermark: what later proves that the
     /// slot of this name is this capture's (see `start_without_cursor`).
     owner: String,
@@ -445,6 +450,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if to_fence && self.fence.reached() {
                 return Ok(true);
             }
+            // Between transactions only, so the checkpoint it makes due can follow at once.
+            if self.transactions.current().is_none() && self.sourced.rediscovery_due(Instant::now()) {
+                self.rediscover(stream).await?;
+            }
             // Checkpoints fall between transactions only: with one open, keep reading
             // until its commit.
             match self.checkpoints.timing(self.transactions.current().is_none()) {
@@ -472,6 +481,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 _ = status_timer.tick() => self.on_status_tick(stream).await?,
                 // 3. the next replication message
                 frame = stream.recv() => self.on_frame(frame?, stream).await?,
+                // 4. wake an idle stream for rediscovery (done at the top of the loop);
+                //    disabled inside a transaction, where it would only spin
+                _ = sleep_until(self.sourced.rediscovery_deadline()),
+                    if self.transactions.current().is_none() && self.sourced.enabled() => {}
             }
         }
     }
@@ -493,6 +506,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if let Some(transaction) = self.transactions.current() {
             return Err(Error::Internal(format!("a checkpoint was requested inside transaction {}", transaction.xid)));
         }
+        // Schemas of tables described again since the last checkpoint: this one commits them.
+        self.send_marked_sourced_schemas(stream).await?;
         // Taken before it is written: a write that fails ends the session.
         let checkpoint = self.checkpoints.take();
         for index in checkpoint.bindings {
@@ -521,6 +536,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.status.during(stream, confirmable, self.emitter.captured(index, &self.document)).await?;
         self.checkpoints.on_document();
         Ok(())
+    }
+}
+
+/// Sleep until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -21,6 +21,7 @@ use super::document::EncodedRow;
 use super::fence::Fence;
 use super::reconcile::{self, Reconciled};
 use super::relations::Relations;
+use super::sourced::SourcedSchemas;
 use super::spill::Spill;
 use super::state::CaptureState;
 use super::status::{self, StatusReporter};
@@ -80,6 +81,7 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     )
     .await??;
     let Reconciled { bindings, patch, .. } = reconciled;
+    let sourced = SourcedSchemas::new(&config, Instant::now());
     let mut session = Session {
         source_tag: Some(config.raw.advanced.source_tag.clone()).filter(|t| !t.is_empty()),
         config,
@@ -107,6 +109,7 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
         publication_checked: Instant::now(),
         server_version: i32::try_from(server_version).unwrap_or(i32::MAX),
         owner: owner.to_string(),
+        sourced,
         document: Vec::with_capacity(4096),
         row: EncodedRow::default(),
         old_row: EncodedRow::default(),
@@ -118,6 +121,11 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     };
     session.check_resume_key_types().await?;
     session.activate_pending();
+    // Every binding's sourced schema, in binding order, written right before the first
+    // checkpoint, which commits them.
+    for index in 0..session.bindings.len() {
+        session.table_described(index);
+    }
     // The first checkpoint records the reconciled bindings (removed ones as null) and the
     // start position.
     session.checkpoint_with(patch, &mut stream).await?;

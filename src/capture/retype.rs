@@ -342,10 +342,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     crate::discovery::discover_tables(&self.client, &self.config, Some(&wanted)),
                 )
                 .await??;
-            let binding = &mut self.bindings[index];
             if let Some(table) = rediscovered.into_iter().next() {
-                binding.table = table;
+                self.bindings[index].table = table;
             }
+            self.table_described(index);
+            let binding = &mut self.bindings[index];
             match reordered {
                 Some(i) => {
                     let change = Change {

@@ -9,8 +9,8 @@
 //! not stop a capture.
 //!
 //! Every flag has the Go connector's default. Which settings this connector applies, and
-//! which it refuses as not supported yet, is decided by [`FeatureFlags::not_applied`] and
-//! [`FeatureFlags::accepted_not_applied`]; docs/setup.md lists what each flag does in Go.
+//! which it refuses as not supported yet, is decided by [`FeatureFlags::not_applied`];
+//! docs/setup.md lists what each flag does in Go.
 
 use std::collections::BTreeMap;
 
@@ -154,17 +154,6 @@ impl FeatureFlags {
         }
         refused
     }
-
-    /// Explicit settings that are accepted and not applied yet, without any effect on
-    /// documents: `emit_sourced_schemas` (this connector does not send `SourcedSchema`
-    /// responses yet; the runtime then keeps using the discovered schemas).
-    pub fn accepted_not_applied(&self) -> Vec<String> {
-        self.explicit
-            .iter()
-            .filter(|(name, on)| name.as_str() == "emit_sourced_schemas" && **on)
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -178,7 +167,7 @@ mod tests {
         assert!(flags.emit_sourced_schemas && flags.use_schema_inference && flags.date_as_date);
         assert!(flags.time_as_time && flags.flatten_arrays && !flags.multidimensional_arrays);
         assert!(flags.create_replication_slot && !flags.skip_prerequisites && !flags.skip_table_prerequisites);
-        assert!(flags.not_applied().is_empty() && flags.accepted_not_applied().is_empty());
+        assert!(flags.not_applied().is_empty());
     }
 
     #[test]
@@ -229,9 +218,7 @@ mod tests {
         )
         .unwrap();
         assert!(same.not_applied().is_empty(), "{:?}", same.not_applied());
-        assert!(same.accepted_not_applied().is_empty());
         let sourced = FeatureFlags::parse("emit_sourced_schemas").unwrap();
-        assert!(sourced.not_applied().is_empty());
-        assert_eq!(sourced.accepted_not_applied(), ["emit_sourced_schemas"]);
+        assert!(sourced.not_applied().is_empty() && sourced.emit_sourced_schemas);
     }
 }

@@ -1,14 +1,13 @@
 //! The Go connector's settings that parse but are not implemented here yet, refused all
 //! at once with what to do instead.
 //!
-//! Invariants: a setting equal to what this connector does anyway (the default
-//! rediscovery interval, `read_only_capture: false`) is accepted; discovery, which only
-//! reads the catalog, is refused only for the settings that change what it reads (the
-//! authentication, value-changing feature flags); no message or hint ever includes a
-//! secret (an IAM token). SSH tunnels are implemented ([`crate::pg::tunnel`]).
+//! Invariants: a setting equal to what this connector does anyway
+//! (`read_only_capture: false`) is accepted; discovery, which only reads the catalog, is
+//! refused only for the settings that change what it reads (the authentication,
+//! value-changing feature flags); no message or hint ever includes a secret (an IAM token).
+//! SSH tunnels ([`crate::pg::tunnel`]) and periodic rediscovery are implemented.
 
-use super::values::echo;
-use super::{Config, ConfigError, Credentials, Purpose, DEFAULT_REDISCOVERY_INTERVAL};
+use super::{Config, ConfigError, Credentials, Purpose};
 
 /// One setting that is accepted by the parser and refused because this connector does
 /// not implement it yet.
@@ -34,8 +33,8 @@ pub(super) fn unsupported_message(items: &[Unsupported]) -> String {
 impl Config {
     /// Refuse the settings of the Go connector that parse but are not implemented here yet,
     /// all at once, each named with what to do instead. Discovery only reads the catalog, so
-    /// the settings that change what a capture does (read-only mode, rediscovery) are
-    /// checked only for the other requests.
+    /// the settings that change what a capture does (read-only mode) are checked only for
+    /// the other requests.
     pub fn check_supported(&self, purpose: Purpose) -> Result<(), ConfigError> {
         let mut items = Vec::new();
         if let Some(iam) = self.raw.credentials.as_ref().filter(|c| !matches!(c, Credentials::UserPassword { .. })) {
@@ -57,31 +56,12 @@ impl Config {
                 hint: "remove these flags (docs/setup.md lists what each flag does in the Go connector and which ones this connector applies)".into(),
             });
         }
-        if purpose == Purpose::Capture {
-            if self.raw.advanced.read_only_capture {
-                items.push(Unsupported {
-                    field: "advanced.read_only_capture",
-                    what: "read-only capture (without watermark writes) is not implemented by this connector".into(),
-                    hint: "remove advanced.read_only_capture: the capture then writes watermarks into advanced.watermarksTable, which needs a writable (primary) server".into(),
-                });
-            }
-            if self.rediscovery_interval.is_some_and(|interval| interval != DEFAULT_REDISCOVERY_INTERVAL) {
-                items.push(Unsupported {
-                    field: "advanced.rediscovery_interval",
-                    what: format!(
-                        "{} asks for periodic rediscovery, which a running capture of this connector does not do yet",
-                        echo(self.raw.advanced.rediscovery_interval.trim())
-                    ),
-                    hint: "remove advanced.rediscovery_interval, or set it to the default, 15m".into(),
-                });
-            }
-            let quiet = self.flags.accepted_not_applied();
-            if !quiet.is_empty() {
-                tracing::warn!(
-                    flags = %quiet.join(","),
-                    "advanced.feature_flags: accepted, not applied yet: this connector does not send SourcedSchema responses"
-                );
-            }
+        if purpose == Purpose::Capture && self.raw.advanced.read_only_capture {
+            items.push(Unsupported {
+                field: "advanced.read_only_capture",
+                what: "read-only capture (without watermark writes) is not implemented by this connector".into(),
+                hint: "remove advanced.read_only_capture: the capture then writes watermarks into advanced.watermarksTable, which needs a writable (primary) server".into(),
+            });
         }
         if items.is_empty() {
             return Ok(());
@@ -122,10 +102,7 @@ mod tests {
         // The tunnel is implemented: parsed, its key read, and not refused.
         assert_eq!(config.tunnel.as_ref().map(|t| t.endpoint().host.as_str()), Some("bastion"));
         let err = config.check_supported(Purpose::Capture).unwrap_err();
-        assert_eq!(
-            err.unsupported_fields(),
-            ["advanced.feature_flags", "advanced.read_only_capture", "advanced.rediscovery_interval"]
-        );
+        assert_eq!(err.unsupported_fields(), ["advanced.feature_flags", "advanced.read_only_capture"]);
         let text = err.to_string();
         assert!(
             text.starts_with("endpoint configuration fields are not supported yet: \"advanced.feature_flags\""),

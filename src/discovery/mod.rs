@@ -94,11 +94,7 @@ pub(crate) fn domain_not_null(ty: &PgType) -> bool {
 pub async fn discover(config: &Config) -> Result<Vec<DiscoveredBinding>, Error> {
     let client = crate::pg::connect_sql(&config.connect_params()).await?;
     let tables = discover_tables(&client, config, None).await?;
-    let options = SchemaOptions {
-        history_mode: config.raw.history_mode,
-        source_tag: !config.raw.advanced.source_tag.is_empty(),
-        schema_inference: config.flags.use_schema_inference,
-    };
+    let options = SchemaOptions::for_config(config);
     let bindings: Vec<DiscoveredBinding> = tables.iter().map(|t| schema::binding_for(t, &options)).collect();
     if bindings.is_empty() {
         tracing::warn!(

@@ -5,6 +5,23 @@
 //! and the reduction `if op = d then merge+delete else merge`. The merge reduction is
 //! what fills unchanged TOAST values: an update that omits a column leaves the stored
 //! value in place.
+//!
+//! One generator, two [`SchemaMode`]s. [`SchemaMode::Write`] is the discovered collection
+//! schema. [`SchemaMode::Sourced`] is the schema of a `sourcedSchema` response, which the
+//! runtime requires to be closed (`inspect_closed`: no object with properties may allow
+//! others) and which should be as restrictive as the table allows, since the runtime
+//! intersects it with the write schema and unions it into the inferred schema. As in the
+//! Go connector it has every column required, no reduction annotations and no
+//! `if`/`then`/`else`, `_meta` and `_meta.source` closed with `additionalProperties`,
+//! `before` and the document closed with `unevaluatedProperties`.
+//!
+//! One deliberate difference from Go: Go also drops `"null"` from every column's type
+//! union, which makes the NULL value of a nullable column invalid under the sourced schema
+//! (and would let a materialization create a NOT NULL column for it until inference saw a
+//! null). Here a nullable column keeps `"null"`: the schema says what the column can hold,
+//! so every complete row the connector emits validates against it (a unit test checks this
+//! for every type). Nested objects (composite values) are closed too, which Go never needed
+//! because it captures composites as strings.
 
 use std::borrow::Cow;
 
@@ -14,6 +31,15 @@ use super::{DiscoveredTable, FALLBACK_KEY};
 use crate::protocol::responses::DiscoveredBinding;
 use crate::value;
 
+/// Which schema the generator builds (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaMode {
+    /// The collection's write schema, as discovery suggests it.
+    Write,
+    /// The closed, restrictive schema of a `sourcedSchema` response.
+    Sourced,
+}
+
 /// Settings that change the generated schemas.
 #[derive(Debug, Clone, Default)]
 pub struct SchemaOptions {
@@ -22,6 +48,18 @@ pub struct SchemaOptions {
     /// Ask Flow to infer the schema too (`x-infer-schema`): the Go connector's
     /// `use_schema_inference` feature flag, on by default.
     pub schema_inference: bool,
+}
+
+impl SchemaOptions {
+    /// The options a configuration asks for: discovery and the capture's sourced schemas
+    /// use the same, so both describe the same documents.
+    pub fn for_config(config: &crate::config::Config) -> SchemaOptions {
+        SchemaOptions {
+            history_mode: config.raw.history_mode,
+            source_tag: !config.raw.advanced.source_tag.is_empty(),
+            schema_inference: config.flags.use_schema_inference,
+        }
+    }
 }
 
 /// The document property the connector owns: `_meta`, with the operation and the source.
@@ -136,8 +174,8 @@ pub fn anchor_name(schema: &str, table: &str) -> String {
     anchor
 }
 
-/// Schema of `_meta.source`.
-pub fn source_schema(options: &SchemaOptions) -> Value {
+/// Schema of `_meta.source`; closed in [`SchemaMode::Sourced`].
+pub fn source_schema(options: &SchemaOptions, mode: SchemaMode) -> Value {
     let mut properties = json!({
         "ts_ms": {"type": "integer", "description": "Unix timestamp (in millis) at which this event was recorded by the database."},
         "schema": {"type": "string", "description": "Database schema (namespace) of the event."},
@@ -160,17 +198,25 @@ pub fn source_schema(options: &SchemaOptions) -> Value {
         "properties": properties,
         "required": ["schema", "table", "loc"]
     });
-    if options.history_mode {
-        schema["reduce"] = json!({"strategy": "lastWriteWins", "associative": false});
+    match mode {
+        SchemaMode::Write if options.history_mode => {
+            schema["reduce"] = json!({"strategy": "lastWriteWins", "associative": false});
+        }
+        SchemaMode::Write => {}
+        SchemaMode::Sourced => schema["additionalProperties"] = json!(false),
     }
     schema
 }
 
-/// The property schema of one column, with Go's description convention.
-pub fn column_property(table: &DiscoveredTable, index: usize) -> Value {
+/// The property schema of one column, with Go's description convention. In
+/// [`SchemaMode::Sourced`] nested objects (composites) are closed.
+pub fn column_property(table: &DiscoveredTable, index: usize, mode: SchemaMode) -> Value {
     let column = &table.columns[index];
     let is_key = table.key.contains(&column.name);
     let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key);
+    if mode == SchemaMode::Sourced {
+        close_objects(&mut schema);
+    }
     let source_type = value::source_type_name(&column.pg_type);
     let nullability = if column.nullable { "" } else { "non-nullable " };
     let suffix = format!("(source type: {nullability}{source_type})");
@@ -186,17 +232,58 @@ pub fn column_property(table: &DiscoveredTable, index: usize) -> Value {
     schema
 }
 
-/// The collection's document schema.
+/// Add `additionalProperties: false` to every schema in `schema` that lists `properties`
+/// and does not say otherwise: the objects a column holds have exactly their fields.
+fn close_objects(schema: &mut Value) {
+    let Value::Object(map) = schema else { return };
+    if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+        map.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (keyword, child) in map.iter_mut() {
+        match keyword.as_str() {
+            "properties" => {
+                if let Value::Object(properties) = child {
+                    properties.values_mut().for_each(close_objects);
+                }
+            }
+            "items" | "additionalItems" => close_objects(child),
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+                if let Value::Array(members) = child {
+                    members.iter_mut().for_each(close_objects);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The collection's document schema (discovery's write schema).
 pub fn document_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Value {
+    collection_schema(table, options, SchemaMode::Write)
+}
+
+/// The schema of the table's `sourcedSchema` response.
+pub fn sourced_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Value {
+    collection_schema(table, options, SchemaMode::Sourced)
+}
+
+/// The document schema of `table` in either mode: one generator, so the sourced schema
+/// never drifts from the discovered one.
+pub fn collection_schema(table: &DiscoveredTable, options: &SchemaOptions, mode: SchemaMode) -> Value {
     let anchor = anchor_name(&table.schema, &table.name);
     let mut properties = Map::new();
     for (index, column) in table.columns.iter().enumerate() {
         if column.generated {
             continue;
         }
-        properties.insert(property_name(&column.name).into_owned(), column_property(table, index));
+        properties.insert(property_name(&column.name).into_owned(), column_property(table, index, mode));
     }
-    let mut required: Vec<String> = table.key.iter().map(|k| property_name(k).into_owned()).collect();
+    // The write schema requires the key only (an update may omit unchanged TOAST values);
+    // the sourced schema every column, as Go's does.
+    let mut required: Vec<String> = match mode {
+        SchemaMode::Write => table.key.iter().map(|k| property_name(k).into_owned()).collect(),
+        SchemaMode::Sourced => properties.keys().cloned().collect(),
+    };
     required.sort_unstable();
     let row = json!({
         "type": "object",
@@ -205,39 +292,46 @@ pub fn document_schema(table: &DiscoveredTable, options: &SchemaOptions) -> Valu
         "required": required,
     });
     let anchor_ref = format!("#{anchor}");
+    let mut before = json!({
+        "$ref": anchor_ref.clone(),
+        "description": "Record state immediately before this change was applied.",
+    });
+    let mut meta = json!({
+        "type": "object",
+        "required": ["op", "source"],
+        "properties": {
+            "op": {
+                "enum": ["c", "d", "u"],
+                "description": "Change operation type: 'c' Create/Insert, 'u' Update, 'd' Delete."
+            },
+            "source": source_schema(options, mode),
+        },
+    });
+    let mut metadata = json!({"required": ["_meta"]});
+    match mode {
+        SchemaMode::Write => {
+            before["reduce"] = json!({"strategy": "firstWriteWins"});
+            meta["reduce"] = json!({"strategy": "merge"});
+            metadata["if"] = json!({"properties": {"_meta": {"properties": {"op": {"const": "d"}}}}});
+            metadata["then"] = json!({"reduce": {"strategy": "merge", "delete": true}});
+            metadata["else"] = json!({"reduce": {"strategy": "merge"}});
+        }
+        SchemaMode::Sourced => {
+            before["unevaluatedProperties"] = json!(false);
+            meta["additionalProperties"] = json!(false);
+        }
+    }
+    meta["properties"]["before"] = before;
+    metadata["properties"] = json!({ "_meta": meta });
     let mut schema = json!({
         "$defs": { anchor.clone(): row },
-        "allOf": [
-            {
-                "required": ["_meta"],
-                "properties": {
-                    "_meta": {
-                        "type": "object",
-                        "required": ["op", "source"],
-                        "properties": {
-                            "op": {
-                                "enum": ["c", "d", "u"],
-                                "description": "Change operation type: 'c' Create/Insert, 'u' Update, 'd' Delete."
-                            },
-                            "source": source_schema(options),
-                            "before": {
-                                "$ref": anchor_ref.clone(),
-                                "description": "Record state immediately before this change was applied.",
-                                "reduce": {"strategy": "firstWriteWins"}
-                            }
-                        },
-                        "reduce": {"strategy": "merge"}
-                    }
-                },
-                "if": {"properties": {"_meta": {"properties": {"op": {"const": "d"}}}}},
-                "then": {"reduce": {"strategy": "merge", "delete": true}},
-                "else": {"reduce": {"strategy": "merge"}}
-            },
-            {"$ref": anchor_ref}
-        ],
+        "allOf": [metadata, {"$ref": anchor_ref}],
     });
     if options.schema_inference {
         schema["x-infer-schema"] = json!(true);
+    }
+    if mode == SchemaMode::Sourced {
+        schema["unevaluatedProperties"] = json!(false);
     }
     schema
 }
@@ -308,5 +402,191 @@ mod tests {
         assert_eq!(title_case("it's a_b-c"), "It'S A_b-C");
         assert_eq!(title_case("é☃x y\u{a0}z"), "É☃x Y\u{a0}Z");
         assert_eq!(title_case("ßa"), "ßa");
+    }
+
+    /// A table with one column of each schema family: scalars nullable and not, a float
+    /// key, an enum, json, an array, composites (nested, and in an array), the catch-all,
+    /// a generated column and a column named `_meta`.
+    fn varied_table() -> DiscoveredTable {
+        use crate::discovery::Column;
+        use crate::value::PgType;
+        let builtin = |name: &str| PgType::Builtin { name: name.into(), typmod: -1 };
+        let inner = PgType::Composite { name: "inner".into(), fields: vec![("n".into(), builtin("int4"))] };
+        let pair = PgType::Composite {
+            name: "pair".into(),
+            fields: vec![("a".into(), builtin("int4")), ("b".into(), builtin("text")), ("inner".into(), inner)],
+        };
+        let column = |name: &str, pg_type: PgType, nullable: bool| Column {
+            name: name.into(),
+            type_oid: 0,
+            typmod: -1,
+            pg_type,
+            nullable,
+            generated: false,
+            comment: None,
+        };
+        let mut generated = column("doubled", builtin("int4"), true);
+        generated.generated = true;
+        DiscoveredTable {
+            oid: 1,
+            schema: "public".into(),
+            name: "varied".into(),
+            relkind: 'r',
+            is_partition: false,
+            published: true,
+            columns: vec![
+                column("id", builtin("float8"), false),
+                column("n", builtin("int4"), true),
+                column("f", builtin("float8"), true),
+                column("t", builtin("text"), false),
+                column("mood", PgType::Enum { name: "mood".into(), labels: vec!["sad".into(), "ok".into()] }, true),
+                column("j", builtin("jsonb"), true),
+                column("arr", PgType::Array { element: Box::new(builtin("int4")) }, true),
+                column("pair", pair.clone(), true),
+                column("pairs", PgType::Array { element: Box::new(pair) }, true),
+                column("odd", PgType::Unknown { name: "mytype".into() }, true),
+                column("_meta", builtin("text"), true),
+                generated,
+            ],
+            key: vec!["id".into()],
+            key_is_unique_index: false,
+        }
+    }
+
+    /// Every subschema of `schema` with its JSON pointer.
+    fn subschemas<'a>(schema: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
+        out.push((at.clone(), schema));
+        let Value::Object(map) = schema else { return };
+        for (keyword, child) in map {
+            match (keyword.as_str(), child) {
+                ("properties" | "$defs", Value::Object(children)) => {
+                    for (name, child) in children {
+                        subschemas(child, format!("{at}/{keyword}/{name}"), out);
+                    }
+                }
+                ("allOf" | "anyOf" | "oneOf", Value::Array(members)) => {
+                    for (i, child) in members.iter().enumerate() {
+                        subschemas(child, format!("{at}/{keyword}/{i}"), out);
+                    }
+                }
+                ("items" | "additionalProperties" | "if" | "then" | "else", child) => {
+                    subschemas(child, format!("{at}/{keyword}"), out)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Flow's `inspect_closed`, for the shapes this generator writes: no schema with
+    /// properties may allow others, except the row anchor and the `allOf` members, which
+    /// only the closed document (`unevaluatedProperties: false`) and the closed `before`
+    /// refer to.
+    fn open_objects(schema: &Value) -> Vec<String> {
+        let mut all = Vec::new();
+        subschemas(schema, String::new(), &mut all);
+        let closed =
+            |s: &Value| s["additionalProperties"] == json!(false) || s["unevaluatedProperties"] == json!(false);
+        let mut open: Vec<String> = all
+            .iter()
+            .filter(|(_, s)| s.get("properties").is_some() && !closed(s))
+            .filter(|(at, _)| !(at.starts_with("/$defs/") && at.matches('/').count() == 2))
+            .filter(|(at, _)| !(at.starts_with("/allOf/") && at.matches('/').count() == 2))
+            .map(|(at, _)| at.clone())
+            .collect();
+        if !closed(schema) {
+            open.push("(document)".into());
+        }
+        let before = &schema["allOf"][0]["properties"]["_meta"]["properties"]["before"];
+        if !closed(before) {
+            open.push("/_meta/before".into());
+        }
+        open
+    }
+
+    fn strict_validator(schema: &Value) -> jsonschema::Validator {
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .with_format("number", |s: &str| matches!(s, "NaN" | "Infinity" | "-Infinity") || s.parse::<f64>().is_ok())
+            .build(schema)
+            .unwrap_or_else(|e| panic!("the schema does not compile: {e}\n{schema:#}"))
+    }
+
+    #[test]
+    fn the_sourced_schema_is_closed_requires_every_column_and_has_no_reductions() {
+        let table = varied_table();
+        for options in
+            [SchemaOptions::default(), SchemaOptions { history_mode: true, source_tag: true, schema_inference: true }]
+        {
+            let sourced = sourced_schema(&table, &options);
+            strict_validator(&sourced);
+            assert_eq!(open_objects(&sourced), Vec::<String>::new(), "{sourced:#}");
+            // The write schema is open, as discovery has always written it.
+            assert!(!open_objects(&document_schema(&table, &options)).is_empty());
+            let text = sourced.to_string();
+            for absent in ["\"reduce\"", "\"if\"", "\"then\"", "\"else\"", "doubled"] {
+                assert!(!text.contains(absent), "{absent} in {sourced:#}");
+            }
+            let row = &sourced["$defs"]["PublicVaried"];
+            assert_eq!(
+                row["required"],
+                json!(["_meta_", "arr", "f", "id", "j", "mood", "n", "odd", "pair", "pairs", "t"])
+            );
+            // A nullable column keeps null: its NULL value is a value of the column.
+            assert_eq!(row["properties"]["n"]["type"], json!(["integer", "null"]));
+            assert_eq!(row["properties"]["id"]["type"], json!("string"), "a float key is a string");
+            assert_eq!(sourced["x-infer-schema"].as_bool(), options.schema_inference.then_some(true));
+            let source = &sourced["allOf"][0]["properties"]["_meta"]["properties"]["source"];
+            assert_eq!(source["properties"].get("tag").is_some(), options.source_tag);
+            // The column descriptions are discovery's.
+            let written = document_schema(&table, &options);
+            assert_eq!(row["properties"]["t"], written["$defs"]["PublicVaried"]["properties"]["t"]);
+        }
+    }
+
+    #[test]
+    fn complete_rows_validate_against_the_sourced_schema_and_strays_do_not() {
+        let sourced = sourced_schema(&varied_table(), &SchemaOptions { source_tag: true, ..SchemaOptions::default() });
+        let validator = strict_validator(&sourced);
+        let pair = json!({"a": 1, "b": null, "inner": {"n": null}});
+        let document = json!({
+            "_meta": {
+                "op": "u",
+                "source": {"ts_ms": 1, "schema": "public", "table": "varied", "loc": [1, 2, 3], "txid": 7, "tag": "x"},
+                "before": {"_meta_": null, "arr": null, "f": null, "id": "1", "j": null, "mood": null, "n": null,
+                           "odd": null, "pair": null, "pairs": null, "t": ""}
+            },
+            "_meta_": "m", "arr": [1, null], "f": "NaN", "id": "1.5", "j": {"k": [1]}, "mood": "ok", "n": 3,
+            "odd": "whatever", "pair": pair.clone(), "pairs": [pair, null], "t": "text"
+        });
+        let errors: Vec<String> = validator.iter_errors(&document).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let mut nulls = document.clone();
+        for column in ["_meta_", "arr", "f", "j", "mood", "n", "odd", "pair", "pairs"] {
+            nulls[column] = Value::Null;
+        }
+        assert!(validator.is_valid(&nulls), "NULLs of nullable columns validate");
+
+        let strays = [
+            ("/stray", json!(1)),
+            ("/_meta/stray", json!(1)),
+            ("/_meta/source/stray", json!(1)),
+            ("/_meta/before/stray", json!(1)),
+            ("/pair/stray", json!(1)),
+            ("/pair/inner/stray", json!(1)),
+            ("/pairs/0/stray", json!(1)),
+        ];
+        for (pointer, value) in strays {
+            let mut stray = document.clone();
+            let (parent, name) = pointer.rsplit_once('/').unwrap();
+            stray.pointer_mut(parent).unwrap().as_object_mut().unwrap().insert(name.into(), value);
+            assert!(!validator.is_valid(&stray), "a property at {pointer} is refused");
+        }
+        let mut missing = document.clone();
+        missing.as_object_mut().unwrap().remove("t");
+        assert!(!validator.is_valid(&missing), "every column is required");
+        let mut null_t = document;
+        null_t["t"] = Value::Null;
+        assert!(!validator.is_valid(&null_t), "a NOT NULL column is not null");
     }
 }

@@ -48,6 +48,10 @@ pub struct PreviewArgs {
     /// Also print `["connectorState", {...}]` lines with each checkpoint's state patch.
     #[arg(long)]
     pub output_state: bool,
+    /// Also print `["sourcedSchema", {"collection": ..., "documentSchema": ...}]` lines: the
+    /// connector's sourced schemas, each at the checkpoint that commits it.
+    #[arg(long)]
+    pub output_schemas: bool,
     /// Print each key's final document once at the end instead of each transaction's.
     #[arg(long)]
     pub final_only: bool,
@@ -494,8 +498,8 @@ async fn capture(
             if explicit_acks && connector.send(&json!({"acknowledge": {"checkpoints": 1}})).await.is_err() {
                 connector.close_input();
             }
-        } else if response.get("sourcedSchema").is_some() {
-            continue;
+        } else if let Some(sourced) = response.get("sourcedSchema") {
+            commits.sourced_schema(sourced)?;
         } else {
             bail!("unexpected response during the capture: {response}");
         }
@@ -524,6 +528,8 @@ struct Commits<'a> {
     printer: Printer,
     state: Value,
     open_documents: u64,
+    /// Sourced schemas since the last checkpoint: (binding, schema).
+    schemas: Vec<(usize, Value)>,
 }
 
 impl<'a> Commits<'a> {
@@ -538,7 +544,23 @@ impl<'a> Commits<'a> {
             printer: Printer { out: std::io::BufWriter::new(std::io::stdout()) },
             state,
             open_documents: 0,
+            schemas: Vec::new(),
         }
+    }
+
+    fn binding_index(&self, binding: u64) -> anyhow::Result<usize> {
+        usize::try_from(binding)
+            .ok()
+            .filter(|i| *i < self.bindings.len())
+            .ok_or_else(|| anyhow!("a response for unknown binding {binding}"))
+    }
+
+    fn sourced_schema(&mut self, sourced: &Value) -> anyhow::Result<()> {
+        let index = self.binding_index(sourced.get("binding").and_then(Value::as_u64).unwrap_or(0))?;
+        let schema =
+            sourced.get("documentSchema").cloned().ok_or_else(|| anyhow!("sourcedSchema without documentSchema"))?;
+        self.schemas.push((index, schema));
+        Ok(())
     }
 
     fn captured(&mut self, captured: &Value) -> anyhow::Result<()> {
@@ -561,6 +583,12 @@ impl<'a> Commits<'a> {
             merge_patch(&mut self.state, &updated);
         } else {
             self.state = updated.clone();
+        }
+        for (index, schema) in std::mem::take(&mut self.schemas) {
+            if self.args.output_schemas {
+                let collection = &self.bindings[index].collection;
+                self.printer.line("sourcedSchema", &json!({"collection": collection, "documentSchema": schema}))?;
+            }
         }
         for (index, documents) in self.transaction.iter_mut().enumerate() {
             for (key, doc) in std::mem::take(documents) {

@@ -77,6 +77,7 @@ async fn drive(
     let deadline = Instant::now() + within;
     loop {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc } => store.pending.push(doc),
             Event::Checkpoint { patch } => {
                 store.commit(&patch);

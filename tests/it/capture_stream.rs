@@ -23,6 +23,7 @@ async fn until_checkpoint(session: &mut Session, state: &mut Value, wait: Durati
     let deadline = Instant::now() + wait;
     loop {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => documents.push(doc),
             Event::Checkpoint { patch } => {
                 merge_patch(state, &patch);
@@ -54,6 +55,7 @@ async fn a_large_transaction_arrives_whole_in_one_checkpoint_with_bounded_memory
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => {
                 assert_eq!(doc["_meta"]["op"], "c");
                 let id = usize::try_from(doc["id"].as_i64().expect("id")).expect("positive id");
@@ -209,6 +211,7 @@ async fn a_backfill_started_by_the_go_connector_resumes_after_its_resume_key() {
     let mut documents = Vec::new();
     loop {
         match session.next(Duration::from_secs(60)).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => documents.push(doc),
             Event::Checkpoint { patch } => {
                 merge_patch(&mut state, &patch);
@@ -246,6 +249,7 @@ async fn backfill_chunks_cut_by_the_statement_timeout_keep_their_progress() {
     let mut checkpoints_with_progress = 0;
     loop {
         match session.next(Duration::from_secs(120)).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => ids.push(doc["id"].as_i64().expect("id")),
             Event::Checkpoint { patch } => {
                 if patch.pointer("/bindingStateV1/test%2Fslow/scanned").is_some_and(|s| !s.is_null()) {
@@ -466,7 +470,15 @@ async fn columns_dropped_and_renamed_during_a_backfill_do_not_stop_it() {
     }
     runner.reach(&mut admin, Duration::from_secs(120), "the end of the backfill", |_, c| c.streaming()).await;
     let stderr = runner.stderr_lines().await;
+    // The backfill followed the columns, and so did the sourced schema: the last one sent
+    // describes the table as it is now (no DML told the stream about the changes).
+    let (binding, schema) = runner.sourced_schemas().last().cloned().expect("sourced schemas were sent");
     runner.kill(&mut admin).await;
+    assert_eq!(binding, 0);
+    let row = &schema["$defs"]["TestShifting"];
+    let columns: Vec<&String> = row["properties"].as_object().expect("properties").keys().collect();
+    assert_eq!(columns, ["a", "c2", "e", "id"], "{schema}");
+    assert_eq!(row["required"], json!(["a", "c2", "e", "id"]));
     assert!(
         !stderr.iter().any(|l| l.contains("\"level\":\"error\"")),
         "the capture reported an error:\n{}",

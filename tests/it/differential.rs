@@ -1397,6 +1397,7 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
                 break Err(format!("session {sessions} made no end within {:?}", deadline - opened));
             }
             match session.next(Duration::from_millis(50)).await {
+                Event::SourcedSchema { .. } => {}
                 Event::Timeout => {
                     // Between acknowledgements too: a slot must never run ahead of them.
                     if last_slot_check.elapsed() > Duration::from_millis(300) {
@@ -1604,6 +1605,7 @@ async fn wait_exit(session: &mut Session, within: Duration, what: &str) -> Resul
     let deadline = Instant::now() + within;
     loop {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Exited(status) => {
                 if !status.success() {
                     clear_error(&session.stderr_lines().await).map_err(|e| format!("after {what}: {e}"))?;

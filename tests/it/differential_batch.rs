@@ -1287,6 +1287,7 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
                 ));
             }
             match session.next(Duration::from_millis(50)).await {
+                Event::SourcedSchema { .. } => {}
                 Event::Timeout => {}
                 Event::Exited(status) => break Ending::Exited(status),
                 Event::Captured { doc } => pending.push(doc),
@@ -1737,6 +1738,7 @@ async fn full_refresh_row_ids_survive_a_kill_mid_poll_and_a_shrink() {
     let mut session = BatchSession::open(&config, &bindings, &model.state, &env).await.expect("open");
     loop {
         match session.next(Duration::from_secs(60)).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc } => pending.push(doc),
             Event::Checkpoint { patch } => model.commit(std::mem::take(&mut pending), &patch).expect("commit"),
             Event::Exited(status) => {
@@ -1843,6 +1845,7 @@ async fn xmin_rewrite_between_a_kill_and_the_resumed_scan() {
         let mut session = BatchSession::open(&config, &bindings, &model.state, &env).await.expect("open");
         loop {
             match session.next(Duration::from_secs(60)).await {
+                Event::SourcedSchema { .. } => {}
                 Event::Captured { doc } => pending.push(doc),
                 Event::Checkpoint { patch } => model.commit(std::mem::take(&mut pending), &patch).expect("commit"),
                 Event::Exited(status) => {

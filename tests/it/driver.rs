@@ -28,6 +28,14 @@ pub enum Event {
     Checkpoint {
         patch: Value,
     },
+    /// A `sourcedSchema` response. Reported only by a session that asked for them
+    /// ([`Session::report_sourced_schemas`]); others record it in
+    /// [`Session::sourced_schemas`] and read on, so tests about documents and checkpoints
+    /// need not know about schemas.
+    SourcedSchema {
+        binding: u64,
+        schema: Value,
+    },
     /// The connector closed its output and exited with this status.
     Exited(std::process::ExitStatus),
     /// Nothing arrived before the deadline.
@@ -40,6 +48,10 @@ pub struct Session {
     lines: Lines<BufReader<ChildStdout>>,
     /// With [`Session::open_capturing_stderr`]: the stderr lines so far, and their reader.
     stderr: Option<(StderrLines, JoinHandle<()>)>,
+    /// Every `sourcedSchema` response so far: (binding, schema).
+    sourced: Vec<(u64, Value)>,
+    /// Whether [`Session::next`] returns them as [`Event::SourcedSchema`].
+    report_sourced: bool,
 }
 
 /// The stderr lines a session has written so far, shared with the task that reads them.
@@ -104,7 +116,8 @@ impl Session {
         });
         let open = json!({"open": {"capture": {"name": "tests/driver", "config": config, "bindings": bindings}, "state": state}});
         stdin.write_all(format!("{}\n{}\n", json!({"spec": {}}), open).as_bytes()).await.expect("write requests");
-        let mut session = Session { child, stdin: Some(stdin), lines, stderr };
+        let mut session =
+            Session { child, stdin: Some(stdin), lines, stderr, sourced: Vec::new(), report_sourced: false };
         for expected in ["spec", "opened"] {
             let line = tokio::time::timeout(Duration::from_secs(60), session.lines.next_line())
                 .await
@@ -137,8 +150,33 @@ impl Session {
         self.child.id().unwrap_or(0)
     }
 
-    /// The next event, waiting at most `wait`.
+    /// Make [`Session::next`] return `sourcedSchema` responses as events.
+    pub fn report_sourced_schemas(&mut self) {
+        self.report_sourced = true;
+    }
+
+    /// Every `sourcedSchema` response read so far, as (binding, schema), in order.
+    pub fn sourced_schemas(&self) -> &[(u64, Value)] {
+        &self.sourced
+    }
+
+    /// The next event, waiting at most `wait` (for each line read).
     pub async fn next(&mut self, wait: Duration) -> Event {
+        loop {
+            match self.next_response(wait).await {
+                Event::SourcedSchema { binding, schema } if !self.report_sourced => {
+                    self.sourced.push((binding, schema));
+                }
+                Event::SourcedSchema { binding, schema } => {
+                    self.sourced.push((binding, schema.clone()));
+                    return Event::SourcedSchema { binding, schema };
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn next_response(&mut self, wait: Duration) -> Event {
         match tokio::time::timeout(wait, self.lines.next_line()).await {
             Err(_) => Event::Timeout,
             Ok(line) => match line.expect("read connector output") {
@@ -158,6 +196,10 @@ impl Session {
                     } else if let Some(checkpoint) = response.get("checkpoint") {
                         assert_eq!(checkpoint["state"]["mergePatch"], true, "checkpoints are merge patches");
                         Event::Checkpoint { patch: checkpoint["state"]["updated"].clone() }
+                    } else if let Some(sourced) = response.get("sourcedSchema") {
+                        let binding = sourced.get("binding").map_or(Some(0), Value::as_u64).expect("a binding number");
+                        let schema = sourced.get("documentSchema").cloned().expect("a documentSchema");
+                        Event::SourcedSchema { binding, schema }
                     } else {
                         panic!("unexpected response {line}")
                     }

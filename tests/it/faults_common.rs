@@ -400,6 +400,11 @@ impl<'a> Runner<'a> {
         self.session.stderr_lines().await
     }
 
+    /// The `sourcedSchema` responses so far, as (binding, schema).
+    pub fn sourced_schemas(&self) -> &[(u64, Value)] {
+        self.session.sourced_schemas()
+    }
+
     /// Drive the session until `stop` holds; the test fails, saying `what` did not happen and
     /// how the session ended, if it ends or `within` passes first.
     pub async fn reach(
@@ -426,6 +431,7 @@ impl<'a> Runner<'a> {
                 return None;
             }
             match self.session.next(deadline.saturating_duration_since(Instant::now())).await {
+                Event::SourcedSchema { .. } => {}
                 Event::Timeout => return Some(Ending::TimedOut),
                 Event::Exited(status) => {
                     let stderr = self.session.stderr_lines().await;

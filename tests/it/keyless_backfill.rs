@@ -57,6 +57,7 @@ impl Collections {
     /// Apply one event; returns whether the session exited (successfully: anything else fails).
     async fn apply(&mut self, session: &mut Session, event: Event) -> bool {
         match event {
+            Event::SourcedSchema { .. } => false,
             Event::Captured { doc } => {
                 if doc["_meta"]["source"]["snapshot"] == true {
                     self.backfill_documents += 1;

@@ -44,6 +44,7 @@ async fn expect_failure(
     let mut documents = Vec::new();
     loop {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc } => documents.push(doc),
             Event::Checkpoint { patch } => {
                 merge_patch(state, &patch);
@@ -271,6 +272,7 @@ async fn a_truncate_warns_by_default_and_fails_with_fail_on_truncate() {
     let mut ids = Vec::new();
     loop {
         match session.next(Duration::from_secs(60)).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc } => {
                 assert_eq!(doc["_meta"]["source"]["table"], "t", "{doc}");
                 ids.push(doc["id"].as_i64().expect("id"));
@@ -330,6 +332,7 @@ async fn a_state_beyond_the_servers_wal_end_is_refused_and_never_confirmed() {
     .await;
     loop {
         match session.next(Duration::from_secs(60)).await {
+            Event::SourcedSchema { .. } => {}
             Event::Checkpoint { .. } => session.acknowledge().await,
             Event::Captured { doc } => panic!("nothing changed, yet {doc} arrived"),
             Event::Exited(status) => {

@@ -157,6 +157,7 @@ async fn drive(
             return None;
         }
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc } => pending.push(doc),
             Event::Checkpoint { patch } => {
                 collection.commit(std::mem::take(&mut pending), &patch);

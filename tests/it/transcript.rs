@@ -15,7 +15,7 @@
 //! | `## spec`           | runs the binary with stdin `{"spec":{"connectorType":"IMAGE","config":{}}}` |
 //! | `## discover`       | runs the binary with the internal spec request, then a discover request with the test's endpoint config; an optional body (JSON or YAML) is merged into the config as an RFC 7396 merge patch |
 //! | `## request`        | runs the binary with the body's lines as stdin; `{{config}}` becomes the endpoint config JSON, `{{slot}}` the slot name, `{{database}}` the database name |
-//! | `## capture`        | runs `source-postgres preview` over a generated catalog, with a state file kept across the transcript's capture steps; optional body (YAML or JSON): `{bindings: [{namespace, stream, mode?, priority?, target?, backfill?}], config: <merge patch>}`; no bindings means every discovered table |
+//! | `## capture`        | runs `source-postgres preview --output-state --output-schemas` over a generated catalog (so `["sourcedSchema",…]` lines show each schema at the checkpoint that commits it), with a state file kept across the transcript's capture steps; optional body (YAML or JSON): `{bindings: [{namespace, stream, mode?, priority?, target?, backfill?}], config: <merge patch>}`; no bindings means every discovered table |
 //! | `## expect-exit N`  | the previous step must exit with code N (otherwise every step must exit 0) |
 //!
 //! # Output
@@ -311,6 +311,7 @@ impl Runner<'_> {
                 self.state_file.to_str().expect("UTF-8 path"),
                 "--until-idle",
                 "--output-state",
+                "--output-schemas",
             ],
             "",
             &[],

@@ -408,6 +408,16 @@ pub fn binding<'a>(bindings: &'a [Value], namespace: &str, stream: &str) -> &'a 
 /// Runs `preview --until-idle` over the given discovered bindings with a state file in
 /// `work`, and returns the captured documents by table (`namespace.stream`).
 pub fn capture(work: &Path, config: &Value, discovered: &[&Value]) -> BTreeMap<String, Vec<Value>> {
+    capture_with_schemas(work, config, discovered).0
+}
+
+/// [`capture`], plus the sourced schemas the connector sent, by table (the last one of
+/// each).
+pub fn capture_with_schemas(
+    work: &Path,
+    config: &Value,
+    discovered: &[&Value],
+) -> (BTreeMap<String, Vec<Value>>, BTreeMap<String, Value>) {
     let bindings: Vec<Value> = discovered
         .iter()
         .enumerate()
@@ -430,24 +440,33 @@ pub fn capture(work: &Path, config: &Value, discovered: &[&Value]) -> BTreeMap<S
             "--state-file",
             state_path.to_str().expect("UTF-8 path"),
             "--until-idle",
+            "--output-schemas",
         ],
         "",
         &[],
     );
     assert_eq!(output.exit_code, 0, "the capture failed:\n{}", output.stderr);
     let mut documents: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut schemas: BTreeMap<String, Value> = BTreeMap::new();
     for line in output.stdout.lines() {
         let item: Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("preview printed a line that is not JSON ({e}): {line:.300}"));
-        let collection = item[0].as_str().expect("collection name");
+        let (collection, body) = match item[0].as_str().expect("a name") {
+            "sourcedSchema" => (item[1]["collection"].as_str().expect("collection name"), &item[1]["documentSchema"]),
+            collection => (collection, &item[1]),
+        };
         let index: usize =
             collection.strip_prefix("tests/binding").and_then(|i| i.parse().ok()).expect("a binding of ours");
         let resource = &discovered[index]["resourceConfig"];
         let table =
             format!("{}.{}", resource["namespace"].as_str().unwrap_or(""), resource["stream"].as_str().unwrap_or(""));
-        documents.entry(table).or_default().push(item[1].clone());
+        if item[0] == "sourcedSchema" {
+            schemas.insert(table, body.clone());
+        } else {
+            documents.entry(table).or_default().push(body.clone());
+        }
     }
-    documents
+    (documents, schemas)
 }
 
 /// Validates every document of `table` against `schema`, panicking with every failure.
@@ -577,7 +596,7 @@ async fn run_torture(test_name: &str, setup: &str, cases: &[TypeCase]) {
 
     let work = tempfile::tempdir().expect("temporary directory");
     let tables = [keyed_binding, keyless_binding];
-    let first = capture(work.path(), &config, &tables);
+    let (first, sourced) = capture_with_schemas(work.path(), &config, &tables);
     // The same rows again, through replication (the capture resumes from its state file).
     db.execute(&insert_sql(keyed, cases, 1001)).await;
     db.execute(&insert_sql(keyless, cases, 1001)).await;
@@ -597,6 +616,13 @@ async fn run_torture(test_name: &str, setup: &str, cases: &[TypeCase]) {
     for (name, binding) in checked {
         let schema = &binding["documentSchema"];
         check_torture_documents(name, schema, &docs(&first, name), &docs(&second, name), n);
+        // Complete rows, from the backfill and from replication, validate against the
+        // sourced schema too: the closed, every-column-required schema the runtime
+        // intersects with the collection's.
+        let sourced = sourced.get(name).unwrap_or_else(|| panic!("{name}: no sourced schema was sent"));
+        assert_eq!(sourced["unevaluatedProperties"], json!(false), "{name}: the sourced schema is closed");
+        validate_documents(name, sourced, &docs(&first, name));
+        validate_documents(name, sourced, &docs(&second, name));
     }
     // An update and a delete: under the default replica identity the delete carries only
     // the key; under FULL (the keyless table) both carry whole rows.
