@@ -262,7 +262,7 @@ pub(super) fn encode_tuple(
     role: TupleRole,
 ) -> Result<(), value::ValueError> {
     row.reset(relation.types.len());
-    for (index, (value, ty)) in tuple.values.iter().zip(&relation.types).enumerate() {
+    for (index, ((value, ty), codec)) in tuple.values.iter().zip(&relation.types).zip(&relation.codecs).enumerate() {
         let value = match value {
             TupleValue::UnchangedToast => match old {
                 Some(OldTuple::Full(old)) => match old.values.get(index) {
@@ -283,12 +283,7 @@ pub(super) fn encode_tuple(
             TupleValue::Null => row.set_null(index),
             TupleValue::Text(text) => {
                 let start = row.bytes.len();
-                let is_key = relation.key_positions.contains(&index);
-                if is_key {
-                    value::encode_key_value(ty, text, &mut row.bytes)?;
-                } else {
-                    value::encode_value(ty, text, &mut row.bytes)?;
-                }
+                codec.encode(ty, text, &mut row.bytes)?;
                 row.finish_value(index, start);
             }
             TupleValue::UnchangedToast | TupleValue::Binary(_) => {}
