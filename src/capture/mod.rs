@@ -79,6 +79,7 @@ mod rounds;
 mod slot;
 pub mod slot_wait;
 pub mod spill;
+mod spill_budget;
 pub mod state;
 mod status;
 mod transactions;
