@@ -389,6 +389,46 @@ pub(super) mod tests {
         Sides { new, old }
     }
 
+    /// The stream's per-change work, once its buffers have grown: encoding the tuples and
+    /// writing the document allocate nothing (the per-message cost the streaming benchmark
+    /// measures; a key change's separate delete document is the one exception, not here).
+    #[test]
+    fn a_change_becomes_its_document_without_allocating_once_buffers_are_warm() {
+        let entry = relation(ReplicaIdentity::Full, &["id", "code", "big", "doc"]);
+        let new = row(Text(b"7"), [Text(b"co\"de"), Text(b"a big value"), Text(b"<a>x</a>")]);
+        let old = OldTuple::Full(row(Text(b"7"), [Text(b"old"), UnchangedToast, Null]));
+        let changes = [
+            ChangeKind::Insert { new: &new },
+            ChangeKind::Update { old: Some(&old), new: &new },
+            ChangeKind::Update { old: None, new: &new },
+            ChangeKind::Delete { old: &old },
+        ];
+        let source = Source {
+            ts_ms: Some(1_700_000_000_000),
+            schema: "we\"ird",
+            table: "t",
+            snapshot: false,
+            loc: [1, 2, 3],
+            txid: Some(9),
+            tag: Some("tag"),
+        };
+        let (mut new_row, mut old_row, mut document) = (EncodedRow::default(), EncodedRow::default(), Vec::new());
+        let mut apply = |change: &ChangeKind<'_, '_>| {
+            let sides = sides_to_emit(None, &entry.key_positions, change);
+            let plan = plan_documents(&mut new_row, &mut old_row, &entry, false, change, sides).unwrap();
+            assert!(!matches!(plan, Plan::KeyChange { .. } | Plan::Skip | Plan::KeyMissing { .. }), "{plan:?}");
+            assert!(write_documents(&mut document, &entry, (&new_row, &old_row), plan, &source).is_none());
+            assert!(!document.is_empty());
+        };
+        for change in &changes {
+            apply(change);
+        }
+        for change in &changes {
+            let (calls, bytes) = crate::value::tests::allocations::during(|| apply(change));
+            assert_eq!((calls, bytes), (0, 0), "allocations for one change once warm");
+        }
+    }
+
     #[test]
     fn unchanged_toast_values_come_from_the_old_tuple_that_carries_them() {
         let entry = relation(ReplicaIdentity::Default, &["id"]);

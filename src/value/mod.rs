@@ -111,4 +111,4 @@ impl std::fmt::Display for PgType {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
