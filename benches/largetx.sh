@@ -16,6 +16,9 @@
 # BENCH_CONCURRENCY=N (default 1): N transactions at once instead of one, each inserting
 # (then updating) its own BENCH_ROWS / N rows, all open together, so the server streams
 # them interleaved and the connector holds N of them at once (one shared spill budget).
+# BENCH_DECODING_WORK_MEM (e.g. 64kB) sets logical_decoding_work_mem for the benchmark's
+# database (default: the server's 64MB): lower, every one of N small transactions is
+# streamed, not only the largest few.
 source "$(dirname "$0")/common.sh"
 
 ROWS="${BENCH_ROWS:-2000000}"
@@ -45,6 +48,9 @@ machine_info
 pg_start
 capture_setup
 create_wide_table lt 0
+if [ -n "${BENCH_DECODING_WORK_MEM:-}" ]; then
+  pq -c "ALTER DATABASE bench SET logical_decoding_work_mem = '$BENCH_DECODING_WORK_MEM'" >/dev/null
+fi
 export PGPASSWORD="$PG_PASSWORD"
 
 f() { printf "%.${2:-2}f" "$1"; }
@@ -107,7 +113,7 @@ echo
 if [ "$CONCURRENCY" = 1 ]; then
   echo "== Large transactions: INSERT of $ROWS rows, then UPDATE of all of them, each one transaction, while streaming; median of $BENCH_REPS"
 else
-  echo "== Large transactions: INSERT of $ROWS rows, then UPDATE of all of them, each in $CONCURRENCY concurrent transactions of $PER_TXN rows, while streaming; median of $BENCH_REPS"
+  echo "== Large transactions: INSERT of $ROWS rows, then UPDATE of all of them, each in $CONCURRENCY concurrent transactions of $PER_TXN rows, while streaming (logical_decoding_work_mem ${BENCH_DECODING_WORK_MEM:-64MB}); median of $BENCH_REPS"
 fi
 row "" "seconds"
 row "INSERT statement(s) (client side, to COMMIT)" "$(f "$(col 1)")"
