@@ -12,16 +12,45 @@
 # from each COMMIT returning to the client to the last document of that transaction read
 # from the connector. As a reference, pg_recvlogical then decodes the same two transactions
 # from a slot created alongside (the same pgoutput options), into /dev/null.
+#
+# BENCH_CONCURRENCY=N (default 1): N transactions at once instead of one, each inserting
+# (then updating) its own BENCH_ROWS / N rows, all open together, so the server streams
+# them interleaved and the connector holds N of them at once (one shared spill budget).
+# BENCH_DECODING_WORK_MEM (e.g. 64kB) sets logical_decoding_work_mem for the benchmark's
+# database (default: the server's 64MB): lower, every one of N small transactions is
+# streamed, not only the largest few.
 source "$(dirname "$0")/common.sh"
 
 ROWS="${BENCH_ROWS:-2000000}"
 BASE="${BENCH_ID_BASE:-1}"
+CONCURRENCY="${BENCH_CONCURRENCY:-1}"
+PER_TXN=$(( (ROWS + CONCURRENCY - 1) / CONCURRENCY ))
+ROWS=$(( PER_TXN * CONCURRENCY ))
+
+# concurrently SQL_FOR_INDEX: run one statement per transaction (index 0..N-1), each in its
+# own session, all at once; wait for every one.
+concurrently() {
+  local pids=() i
+  for i in $(seq 0 $((CONCURRENCY - 1))); do
+    pq -c "$("$1" "$i")" >/dev/null &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i"; done
+}
+insert_sql() { echo "INSERT INTO lt $(wide_rows_sql "$((BASE + $1 * PER_TXN))" "$PER_TXN")"; }
+update_sql() {
+  local lo=$((BASE + $1 * PER_TXN))
+  echo "UPDATE lt SET qty = qty + 1, score = score * 2 WHERE id >= $lo AND id < $((lo + PER_TXN))"
+}
 
 bench_init largetx
 machine_info
 pg_start
 capture_setup
 create_wide_table lt 0
+if [ -n "${BENCH_DECODING_WORK_MEM:-}" ]; then
+  pq -c "ALTER DATABASE bench SET logical_decoding_work_mem = '$BENCH_DECODING_WORK_MEM'" >/dev/null
+fi
 export PGPASSWORD="$PG_PASSWORD"
 
 f() { printf "%.${2:-2}f" "$1"; }
@@ -39,12 +68,12 @@ for rep in $(seq 1 "$BENCH_REPS"); do
   pq -c "SELECT pg_drop_replication_slot('recv_slot')" >/dev/null 2>&1 || true
   pq -c "SELECT pg_create_logical_replication_slot('recv_slot', 'pgoutput')" >/dev/null
 
-  log "rep $rep: inserting $ROWS rows in one transaction"
+  log "rep $rep: inserting $ROWS rows in $CONCURRENCY concurrent transaction(s)"
   t0="$(now_s)"
-  pq -c "INSERT INTO lt $(wide_rows_sql "$BASE" "$ROWS")"
+  concurrently insert_sql
   t1="$(now_s)"
-  log "rep $rep: updating them in one transaction"
-  pq -c "UPDATE lt SET qty = qty + 1, score = score * 2"
+  log "rep $rep: updating them in $CONCURRENCY concurrent transaction(s)"
+  concurrently update_sql
   t2="$(now_s)"
   end_lsn="$(pq1 "SELECT pg_current_wal_lsn()")"
   echo $((2 * ROWS)) >"$WORK/stop"
@@ -81,10 +110,14 @@ cpu_s="$(python3 -c 'import json, sys
 v = sorted(json.loads(l)["user_s"] + json.loads(l)["sys_s"] for l in open(sys.argv[1]))
 print(v[len(v) // 2])' "$WORK/conn.jsonl")"
 echo
-echo "== Large transactions: INSERT of $ROWS rows, then UPDATE of all of them, each one transaction, while streaming; median of $BENCH_REPS"
+if [ "$CONCURRENCY" = 1 ]; then
+  echo "== Large transactions: INSERT of $ROWS rows, then UPDATE of all of them, each one transaction, while streaming; median of $BENCH_REPS"
+else
+  echo "== Large transactions: INSERT of $ROWS rows, then UPDATE of all of them, each in $CONCURRENCY concurrent transactions of $PER_TXN rows, while streaming (logical_decoding_work_mem ${BENCH_DECODING_WORK_MEM:-64MB}); median of $BENCH_REPS"
+fi
 row "" "seconds"
-row "INSERT statement (client side, to COMMIT)" "$(f "$(col 1)")"
-row "UPDATE statement (client side, to COMMIT)" "$(f "$(col 2)")"
+row "INSERT statement(s) (client side, to COMMIT)" "$(f "$(col 1)")"
+row "UPDATE statement(s) (client side, to COMMIT)" "$(f "$(col 2)")"
 row "connector: last COMMIT -> last document read" "$(f "$(col 3)")"
 row "connector: INSERT start -> last document read" "$(f "$(col 4)")"
 row "pg_recvlogical: decode both afterwards" "$(f "$(col 5)")"

@@ -78,11 +78,12 @@ drain_recvlogical() {
   pq -c "SELECT pg_copy_logical_replication_slot('template_slot', 'recv_slot')" >/dev/null
   local t0 t1
   t0="$(now_s)"
-  timeout 1800 pg_recvlogical -h 127.0.0.1 -p "$PG_PORT" -U flow_capture -d bench --slot recv_slot --start \
+  /usr/bin/time -f "%U %S" -o "$WORK/recv-time.txt" timeout 1800 pg_recvlogical -h 127.0.0.1 -p "$PG_PORT" -U flow_capture -d bench --slot recv_slot --start \
     --endpos "$end_lsn" --no-loop -o proto_version=2 -o publication_names=flow_publication -o streaming=on \
     -f /dev/null
   t1="$(now_s)"
   echo "$t1 - $t0" | bc -l >>"$WORK/recv.txt"
+  awk '{ print $1 + $2 }' "$WORK/recv-time.txt" >>"$WORK/recv-cpu.txt"
   log "rep $1: pg_recvlogical $(tail -1 "$WORK/recv.txt") s (load $(load_now))"
   pq -c "SELECT pg_drop_replication_slot('recv_slot')" >/dev/null
 }
@@ -99,6 +100,7 @@ rss_max="$(jget "$WORK/conn.jsonl" max_rss_kib | sort -g | tail -1)"
 cpu_s="$(python3 -c 'import json, sys
 v = sorted(json.loads(l)["user_s"] + json.loads(l)["sys_s"] for l in open(sys.argv[1]))
 print(v[len(v) // 2])' "$WORK/conn.jsonl")"
+recv_cpu_s="$(median <"$WORK/recv-cpu.txt")"
 ckpts="$(jget "$WORK/conn.jsonl" checkpoints | median)"
 ratio="$(echo "$recv_s / $conn_s" | bc -l)"
 
@@ -116,4 +118,9 @@ row "connector output MB/s" "$(f "$(echo "$bytes / $conn_s / 1000000" | bc -l)" 
 row "connector checkpoints per run" "$ckpts"
 row "connector peak RSS MiB (max of runs)" "$(f "$(echo "$rss_max / 1024" | bc -l)" 1)"
 row "connector CPU s (user+sys)" "$(f "$cpu_s")"
+row "pg_recvlogical CPU s (user+sys)" "$(f "$recv_cpu_s")"
+# CPU per event is the figure that does not depend on how busy the shared cores are.
+row "CPU us/event: connector, pg_recvlogical" "$(f "$(echo "$cpu_s * 1000000 / $ROWS" | bc -l)")" \
+  "$(f "$(echo "$recv_cpu_s * 1000000 / $ROWS" | bc -l)")"
+row "CPU per event, connector / pg_recvlogical" "$(f "$(echo "$cpu_s / $recv_cpu_s" | bc -l)")"
 echo "  load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

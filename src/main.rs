@@ -57,7 +57,12 @@ fn main() -> ExitCode {
     };
     let result: anyhow::Result<Result<(), source_postgres::error::Error>> = runtime.block_on(async move {
         match cli.command {
-            None => Ok(source_postgres::run_connector().await),
+            // On a worker thread, not this one: the thread that waits on the sockets then
+            // runs the capture itself when data arrives. Run here (`block_on`), every
+            // wake-up of the capture was a hand-off between two threads, whose context
+            // switches cost more CPU than the replication messages they carried
+            // (docs/performance.md, streaming).
+            None => Ok(tokio::spawn(source_postgres::run_connector()).await?),
             Some(Command::Preview(args)) => preview::run(args).await.map(Ok),
             Some(Command::Schemas { write, dir }) => write_schemas(write, &dir).map(Ok),
         }

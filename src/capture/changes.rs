@@ -49,7 +49,6 @@ use super::change_plan::{
 };
 use super::document::{EncodedRow, Source};
 use super::relations::{BoundKeys, IdentityGap, RelationEntry};
-use super::spill::SpilledMessage;
 use super::state::TableMode;
 use super::status::StatusReporter;
 use super::transactions::{Step, Transaction, TransactionAssembler};
@@ -94,11 +93,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     Error::Internal(format!("cannot decode a pgoutput message at {wal_start}: {err}"))
                 })?;
                 match self.transactions.step(&message)? {
-                    Step::Spill { top_xid, xid } => {
-                        self.spill.push(top_xid, &SpilledMessage { wal_start, xid, payload: data.to_vec() }).map_err(
-                            |err| Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}")),
-                        )
-                    }
+                    Step::Spill { top_xid, xid } => self.spill.push(top_xid, wal_start, xid, &data).map_err(|err| {
+                        Error::Internal(format!("buffering streamed transaction {top_xid} failed: {err}"))
+                    }),
                     Step::Nothing => Ok(()),
                     Step::Discard { xid, subxid } => {
                         self.spill.abort(xid, subxid);

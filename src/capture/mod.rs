@@ -82,6 +82,7 @@ mod slot;
 pub mod slot_wait;
 mod sourced;
 pub mod spill;
+mod spill_budget;
 pub mod state;
 mod status;
 mod transactions;

@@ -6,7 +6,8 @@
 //! records what turning such a change into a document needs, computed once per Relation
 //! message rather than per change:
 //!
-//! - the column names and types, and the document layout built from them;
+//! - the column names and types, each column's value encoder, and the document layout
+//!   built from them;
 //! - where the binding's key columns are (backfill order, key-change detection) and where
 //!   each collection key column is (`None`: the relation does not carry it, and a change
 //!   would arrive without its document's key);
@@ -29,7 +30,7 @@ use crate::error::Error;
 use crate::pg::quote_identifier;
 use crate::replication::pgoutput::{self, ReplicaIdentity};
 use crate::validate::{display_name, qualified};
-use crate::value::PgType;
+use crate::value::{ColumnCodec, PgType};
 
 /// A relation announced by a Relation message.
 #[derive(Debug)]
@@ -37,6 +38,9 @@ pub(super) struct RelationEntry {
     pub(super) namespace: String,
     pub(super) name: String,
     pub(super) types: Vec<PgType>,
+    /// Each column's encoder, decided once here (a key column's floats encode as key
+    /// strings): a change then does no type-name lookup per value.
+    pub(super) codecs: Vec<ColumnCodec>,
     pub(super) layout: DocumentLayout,
     pub(super) binding: Option<usize>,
     /// Positions of the binding's key columns among the relation's columns.
@@ -76,14 +80,17 @@ impl RelationEntry {
     ) -> RelationEntry {
         let column_names: Vec<&str> = relation.columns.iter().map(|c| c.name).collect();
         let position = |column: &str| column_names.iter().position(|c| *c == column);
-        let key_positions =
+        let key_positions: Vec<usize> =
             binding.map(|b| b.key_columns.iter().filter_map(|k| position(k)).collect()).unwrap_or_default();
         let document_key_positions: Vec<(String, Option<usize>)> =
             binding.map(|b| b.document_key.iter().map(|k| (k.clone(), position(k))).collect()).unwrap_or_default();
         let identity_positions: Vec<usize> =
             relation.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect();
+        let codecs =
+            types.iter().enumerate().map(|(index, ty)| ColumnCodec::new(ty, key_positions.contains(&index))).collect();
         RelationEntry {
             types,
+            codecs,
             layout: DocumentLayout::new(&column_names),
             watermark_position: position("watermark"),
             columns: column_names.iter().map(|c| c.to_string()).collect(),

@@ -3,18 +3,24 @@
 //! With pgoutput protocol 2 and `streaming 'on'`, PostgreSQL sends a large transaction in
 //! blocks while it is still running, interleaved with other transactions, and only later
 //! says whether it committed or aborted. Nothing may be emitted before the commit, so each
-//! streamed transaction's raw messages are kept here — in memory up to a small budget, then
+//! streamed transaction's raw messages are kept here — in memory while it is small, then
 //! in an anonymous temporary file — and replayed through the normal decoding path at
-//! Stream Commit. Memory stays bounded whatever the transaction size. Subtransactions
-//! aborted with Stream Abort are skipped at replay.
+//! Stream Commit. Subtransactions aborted with Stream Abort are skipped at replay.
+//!
+//! Memory stays bounded whatever the size of a transaction and whatever the number of
+//! transactions streamed at once: every transaction's buffer (all its messages while it is
+//! in memory, the unwritten tail once it is on file) counts against one shared budget, and
+//! [`SpillBudget`] says which buffer to write out when a rule is broken (a transaction past
+//! 4 MiB, a file's tail past 1 MiB, all buffers past 16 MiB: the largest goes). This file
+//! does the IO those decisions call for. A committed transaction leaves the budget when it
+//! is taken for replay; one is replayed at a time, holding at most its in-memory buffer
+//! (4 MiB) or its file's 1 MiB read buffer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 
+use super::spill_budget::{Limits, SpillBudget};
 use crate::lsn::Lsn;
-
-/// Bytes of one transaction kept in memory before it moves to a temporary file.
-const MEMORY_BUDGET: usize = 4 << 20;
 
 /// One buffered message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,49 +33,79 @@ pub struct SpilledMessage {
 
 #[derive(Default)]
 struct Transaction {
+    /// Records not written to `file` yet: every record while there is no file.
     memory: Vec<u8>,
-    file: Option<BufWriter<std::fs::File>>,
+    file: Option<std::fs::File>,
     aborted_subtransactions: BTreeSet<u32>,
     bytes: u64,
 }
 
 /// All streamed transactions in progress, by top-level XID.
-#[derive(Default)]
 pub struct Spill {
     transactions: BTreeMap<u32, Transaction>,
+    budget: SpillBudget,
 }
 
-fn record(out: &mut Vec<u8>, message: &SpilledMessage) {
-    out.extend_from_slice(&(message.payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&message.wal_start.0.to_le_bytes());
-    out.extend_from_slice(&message.xid.to_le_bytes());
-    out.extend_from_slice(&message.payload);
+impl Default for Spill {
+    fn default() -> Self {
+        Spill::with_limits(Limits::DEFAULT)
+    }
 }
+
+/// Append one record: payload length, WAL position, XID, payload.
+fn record(out: &mut Vec<u8>, wal_start: Lsn, xid: u32, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&wal_start.0.to_le_bytes());
+    out.extend_from_slice(&xid.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+const RECORD_HEADER: usize = 20;
 
 impl Spill {
-    /// Buffer a message of streamed transaction `top_xid`.
-    pub fn push(&mut self, top_xid: u32, message: &SpilledMessage) -> std::io::Result<()> {
+    pub(super) fn with_limits(limits: Limits) -> Self {
+        Spill { transactions: BTreeMap::new(), budget: SpillBudget::new(limits) }
+    }
+
+    /// Buffer a message of streamed transaction `top_xid`, belonging to (sub)transaction
+    /// `xid`, then write out whatever buffers the shared budget says must go.
+    pub fn push(&mut self, top_xid: u32, wal_start: Lsn, xid: u32, payload: &[u8]) -> std::io::Result<()> {
         let transaction = self.transactions.entry(top_xid).or_default();
-        let mut encoded = Vec::with_capacity(message.payload.len() + 20);
-        record(&mut encoded, message);
-        transaction.bytes += encoded.len() as u64;
-        if let Some(file) = &mut transaction.file {
-            return file.write_all(&encoded);
-        }
-        transaction.memory.extend_from_slice(&encoded);
-        if transaction.memory.len() > MEMORY_BUDGET {
-            let mut file = BufWriter::with_capacity(1 << 20, tempfile::tempfile()?);
-            file.write_all(&transaction.memory)?;
-            transaction.memory = Vec::new();
-            transaction.file = Some(file);
+        record(&mut transaction.memory, wal_start, xid, payload);
+        transaction.bytes += (RECORD_HEADER + payload.len()) as u64;
+        // The capacity is what the buffer holds in memory, used or not.
+        self.budget.holds(top_xid, transaction.memory.capacity());
+        while let Some(victim) = self.budget.next_to_write(top_xid) {
+            self.write_out(victim)?;
+            self.budget.written_out(victim);
         }
         Ok(())
+    }
+
+    /// Write a transaction's buffer to its file (created on first use) and release it.
+    fn write_out(&mut self, top_xid: u32) -> std::io::Result<()> {
+        let Some(transaction) = self.transactions.get_mut(&top_xid) else {
+            return Ok(());
+        };
+        let file = match &mut transaction.file {
+            Some(file) => file,
+            None => transaction.file.insert(tempfile::tempfile()?),
+        };
+        file.write_all(&transaction.memory)?;
+        transaction.memory = Vec::new();
+        Ok(())
+    }
+
+    /// Bytes held in memory by every buffer together.
+    pub fn buffered_in_memory(&self) -> usize {
+        self.budget.total()
     }
 
     /// Forget a subtransaction's changes (or the whole transaction when `sub_xid == top_xid`).
     pub fn abort(&mut self, top_xid: u32, sub_xid: u32) {
         if top_xid == sub_xid {
             self.transactions.remove(&top_xid);
+            self.budget.forget(top_xid);
         } else if let Some(transaction) = self.transactions.get_mut(&top_xid) {
             transaction.aborted_subtransactions.insert(sub_xid);
         }
@@ -82,6 +118,7 @@ impl Spill {
 
     /// Take a committed transaction's messages for replay, in arrival order.
     pub fn take(&mut self, top_xid: u32) -> std::io::Result<Replay> {
+        self.budget.forget(top_xid);
         let Some(transaction) = self.transactions.remove(&top_xid) else {
             return Ok(Replay {
                 source: ReplaySource::Memory(std::io::Cursor::new(Vec::new())),
@@ -89,8 +126,9 @@ impl Spill {
             });
         };
         let source = match transaction.file {
-            Some(file) => {
-                let mut file = file.into_inner().map_err(|err| err.into_error())?;
+            Some(mut file) => {
+                file.write_all(&transaction.memory)?;
+                drop(transaction.memory);
                 file.seek(SeekFrom::Start(0))?;
                 ReplaySource::File(BufReader::with_capacity(1 << 20, file))
             }
@@ -127,7 +165,7 @@ impl Replay {
     /// The next message not belonging to an aborted subtransaction.
     pub fn next_message(&mut self) -> std::io::Result<Option<SpilledMessage>> {
         loop {
-            let mut header = [0u8; 20];
+            let mut header = [0u8; RECORD_HEADER];
             if !self.read_exact(&mut header)? {
                 return Ok(None);
             }
@@ -158,38 +196,69 @@ mod tests {
         SpilledMessage { wal_start: Lsn(n), xid, payload: vec![u8::try_from(n % 251).unwrap(); size] }
     }
 
+    fn push(spill: &mut Spill, top_xid: u32, message: &SpilledMessage) {
+        spill.push(top_xid, message.wal_start, message.xid, &message.payload).unwrap();
+    }
+
+    fn replayed(spill: &mut Spill, top_xid: u32) -> Vec<SpilledMessage> {
+        let mut replay = spill.take(top_xid).unwrap();
+        let mut seen = Vec::new();
+        while let Some(m) = replay.next_message().unwrap() {
+            seen.push(m);
+        }
+        seen
+    }
+
     #[test]
     fn committed_transactions_replay_in_order_skipping_aborted_subtransactions() {
         let mut spill = Spill::default();
-        spill.push(10, &message(1, 10, 3)).unwrap();
-        spill.push(20, &message(2, 20, 3)).unwrap();
-        spill.push(10, &message(3, 11, 3)).unwrap();
-        spill.push(10, &message(4, 10, 3)).unwrap();
+        push(&mut spill, 10, &message(1, 10, 3));
+        push(&mut spill, 20, &message(2, 20, 3));
+        push(&mut spill, 10, &message(3, 11, 3));
+        push(&mut spill, 10, &message(4, 10, 3));
         spill.abort(10, 11);
         spill.abort(20, 20);
-        let mut replay = spill.take(10).unwrap();
-        let mut seen = Vec::new();
-        while let Some(m) = replay.next_message().unwrap() {
-            seen.push(m.wal_start.0);
-        }
+        let seen: Vec<u64> = replayed(&mut spill, 10).iter().map(|m| m.wal_start.0).collect();
         assert_eq!(seen, vec![1, 4]);
-        assert!(spill.take(20).unwrap().next_message().unwrap().is_none());
+        assert!(replayed(&mut spill, 20).is_empty());
+        assert_eq!(spill.buffered_in_memory(), 0, "ended transactions hold nothing");
     }
 
     #[test]
     fn large_transactions_move_to_a_file_and_replay_whole() {
         let mut spill = Spill::default();
-        let count = 3 * MEMORY_BUDGET / 10_000;
+        let count = 3 * Limits::DEFAULT.transaction / 10_000;
         for n in 0..count {
-            spill.push(7, &message(n as u64, 7, 10_000)).unwrap();
+            push(&mut spill, 7, &message(n as u64, 7, 10_000));
+            assert!(spill.buffered_in_memory() <= Limits::DEFAULT.transaction);
         }
-        assert!(spill.buffered_bytes(7) > MEMORY_BUDGET as u64);
-        let mut replay = spill.take(7).unwrap();
-        let mut n = 0u64;
-        while let Some(m) = replay.next_message().unwrap() {
-            assert_eq!(m, message(n, 7, 10_000));
-            n += 1;
+        assert!(spill.buffered_bytes(7) > Limits::DEFAULT.transaction as u64);
+        assert!(spill.buffered_in_memory() <= Limits::DEFAULT.write_batch, "on file, only a write batch is held");
+        let seen = replayed(&mut spill, 7);
+        assert_eq!(seen.len(), count);
+        for (n, m) in seen.iter().enumerate() {
+            assert_eq!(*m, message(n as u64, 7, 10_000));
         }
-        assert_eq!(n, count as u64);
+    }
+
+    #[test]
+    fn concurrent_transactions_share_one_budget_and_each_replays_whole() {
+        let limits = Limits { total: 64 << 10, transaction: 32 << 10, write_batch: 8 << 10 };
+        let mut spill = Spill::with_limits(limits);
+        // 40 transactions of 200 messages of 100 bytes, interleaved: 20 kB each, under the
+        // limit of one transaction, 800 kB together.
+        for n in 0..200u64 {
+            for top_xid in 0..40u32 {
+                push(&mut spill, top_xid, &message(n * 40 + u64::from(top_xid), top_xid, 100));
+                assert!(spill.buffered_in_memory() <= limits.total, "{}", spill.buffered_in_memory());
+            }
+        }
+        for top_xid in (0..40u32).rev() {
+            let seen = replayed(&mut spill, top_xid);
+            let expected: Vec<SpilledMessage> =
+                (0..200u64).map(|n| message(n * 40 + u64::from(top_xid), top_xid, 100)).collect();
+            assert!(seen == expected, "transaction {top_xid} replays whole and in order");
+        }
+        assert_eq!(spill.buffered_in_memory(), 0);
     }
 }

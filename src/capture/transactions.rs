@@ -315,7 +315,7 @@ fn message_xid(message: &LogicalMessage<'_>) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::spill::{Spill, SpilledMessage};
+    use crate::capture::spill::Spill;
     use crate::replication::pgoutput::{
         self, Begin, Commit, Insert, StreamAbort, StreamCommit, Truncate, TupleData, TypeMessage,
     };
@@ -377,8 +377,7 @@ mod tests {
                 Step::Spill { top_xid, xid } => {
                     let index = u32::try_from(self.buffered.len()).unwrap();
                     self.buffered.push(message);
-                    let payload = index.to_le_bytes().to_vec();
-                    self.spill.push(top_xid, &SpilledMessage { wal_start: Lsn(0), xid, payload }).unwrap();
+                    self.spill.push(top_xid, Lsn(0), xid, &index.to_le_bytes()).unwrap();
                 }
                 Step::Discard { xid, subxid } => self.spill.abort(xid, subxid),
                 Step::Commit { end_lsn } => self.applied.push(Applied::Commit { end_lsn }),

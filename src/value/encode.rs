@@ -15,7 +15,7 @@ use std::fmt::{self, Display, LowerExp};
 use base64::Engine as _;
 
 use super::error::{ValueError, ValueErrorKind};
-use super::kind::{classify, Kind};
+use super::kind::{classify, owned_encoding, Kind};
 use super::{array, composite, datetime, extension, json_text, range, PgType};
 
 /// Append the JSON encoding of one non-NULL value (PostgreSQL text output `text`) of type
@@ -75,6 +75,44 @@ impl<'a> ColumnEncoder<'a> {
         let result = match self.float_key {
             Some(single) => encode_float_key(text, single, out).map_err(|kind| ValueError::new(self.ty, text, kind)),
             None => encode_kind(self.ty, self.kind, text, out),
+        };
+        if result.is_err() {
+            out.truncate(mark);
+        }
+        result
+    }
+}
+
+/// A column's encoding decided once, borrowing nothing: what a [`ColumnEncoder`] is for a
+/// cache that owns the column types next to it (the replication stream's relation cache,
+/// which cannot hold a borrow of its own entry). Scalar types are classified here once;
+/// nested ones (arrays, composites, ranges) keep the per-value classification, which for
+/// them is a single `match` on the type's variant, with no name lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct ColumnCodec {
+    scalar: Option<Kind<'static>>,
+    float_key: Option<bool>,
+}
+
+impl ColumnCodec {
+    pub fn new(ty: &PgType, is_key: bool) -> Self {
+        let kind = classify(ty);
+        let float_key = match kind {
+            Kind::Float { single } if is_key => Some(single),
+            _ => None,
+        };
+        ColumnCodec { scalar: owned_encoding(kind), float_key }
+    }
+
+    /// Append the JSON encoding of one non-NULL value of `ty`, the type this codec was made
+    /// for; on error `out` is left as it was. Equivalent to [`encode_value`] (or
+    /// [`encode_key_value`] for a key column).
+    pub fn encode(&self, ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+        let mark = out.len();
+        let result = match (self.float_key, self.scalar) {
+            (Some(single), _) => encode_float_key(text, single, out).map_err(|kind| ValueError::new(ty, text, kind)),
+            (None, Some(kind)) => encode_kind(ty, kind, text, out),
+            (None, None) => encode_kind(ty, classify(ty), text, out),
         };
         if result.is_err() {
             out.truncate(mark);
@@ -600,6 +638,19 @@ mod column_encoder_tests {
             (builtin("numeric"), b"123.4500"),
             (PgType::Array { element: Box::new(builtin("int4")) }, b"{1,NULL,3}"),
             (builtin("int4"), b"not a number"),
+            (builtin("bpchar"), b"ab  "),
+            (PgType::Enum { name: "mood".into(), labels: vec!["ok".into()] }, b"ok"),
+            (PgType::Unknown { name: "mystery".into() }, b"\\x\"y"),
+            (PgType::Domain { name: "pos".into(), base: Box::new(builtin("float4")), not_null: true }, b"1.5"),
+            (
+                PgType::Domain {
+                    name: "ints".into(),
+                    base: Box::new(PgType::Array { element: Box::new(builtin("int8")) }),
+                    not_null: false,
+                },
+                b"{7}",
+            ),
+            (builtin("jsonb"), b"{\"a\": [1, 2]}"),
         ];
         for (ty, text) in &cases {
             for is_key in [false, true] {
@@ -612,6 +663,10 @@ mod column_encoder_tests {
                 let actual_result = ColumnEncoder::new(ty, is_key).encode(text, &mut actual);
                 assert_eq!(expected_result.is_ok(), actual_result.is_ok(), "{ty:?} {is_key}");
                 assert_eq!(expected, actual, "{ty:?} key={is_key}");
+                let mut owned = b"x".to_vec();
+                let owned_result = ColumnCodec::new(ty, is_key).encode(ty, text, &mut owned);
+                assert_eq!(expected_result.is_ok(), owned_result.is_ok(), "codec {ty:?} {is_key}");
+                assert_eq!(expected, owned, "codec {ty:?} key={is_key}");
             }
         }
     }

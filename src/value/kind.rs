@@ -87,6 +87,35 @@ pub(crate) fn classify(ty: &PgType) -> Kind<'_> {
     Kind::CatchAll { name: "domain" }
 }
 
+/// `kind` as a value that borrows nothing from its type, when its encoding needs nothing of
+/// the type: every scalar kind. Enums and catch-alls encode as their text, so they become
+/// [`Kind::Text`] (their labels and names only matter to the schema). `None` for the
+/// nested kinds (arrays, composites, ranges), which need their element types.
+pub(crate) fn owned_encoding(kind: Kind<'_>) -> Option<Kind<'static>> {
+    Some(match kind {
+        Kind::Boolean => Kind::Boolean,
+        Kind::Integer => Kind::Integer,
+        Kind::Numeric => Kind::Numeric,
+        Kind::Float { single } => Kind::Float { single },
+        Kind::Text | Kind::Enum { .. } | Kind::CatchAll { .. } => Kind::Text,
+        Kind::Varchar { max_length } => Kind::Varchar { max_length },
+        Kind::Bpchar { length } => Kind::Bpchar { length },
+        Kind::Inet => Kind::Inet,
+        Kind::Uuid => Kind::Uuid,
+        Kind::Bytea => Kind::Bytea,
+        Kind::Json => Kind::Json,
+        Kind::Jsonb => Kind::Jsonb,
+        Kind::Date => Kind::Date,
+        Kind::Timestamp => Kind::Timestamp,
+        Kind::Timestamptz => Kind::Timestamptz,
+        Kind::Time => Kind::Time,
+        Kind::Timetz => Kind::Timetz,
+        Kind::Hstore => Kind::Hstore,
+        Kind::Vector => Kind::Vector,
+        Kind::Array { .. } | Kind::Range { .. } | Kind::Multirange { .. } | Kind::Composite { .. } => return None,
+    })
+}
+
 /// Whether `ty` is a domain (or a chain of domains) declared NOT NULL.
 pub(crate) fn domain_is_not_null(ty: &PgType) -> bool {
     let mut ty = ty;

@@ -55,7 +55,7 @@ mod range;
 mod schema;
 
 pub use array::array_delimiter_known;
-pub use encode::{encode_key_value, encode_value, ColumnEncoder};
+pub use encode::{encode_key_value, encode_value, ColumnCodec, ColumnEncoder};
 pub use error::{ValueError, ValueErrorKind};
 pub use kind::{is_text_like_key, type_from_typname};
 pub use schema::{column_schema, source_type_name};
@@ -111,4 +111,4 @@ impl std::fmt::Display for PgType {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -691,7 +691,7 @@ fn random_input_never_panics_and_success_is_always_valid_json() {
     }
 }
 
-mod allocations;
+pub(crate) mod allocations;
 
 /// The values of [`encoding_work_grows_linearly_with_the_value`], about `size` bytes each.
 fn large_values(size: usize) -> [(PgType, Vec<u8>); 4] {
