@@ -149,6 +149,7 @@ async fn concurrent_streamed_transactions_arrive_in_commit_order_within_one_memo
     let deadline = Instant::now() + Duration::from_secs(600);
     while received.len() < total {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc, .. } => {
                 let field = |name: &str| usize::try_from(doc[name].as_i64().expect(name)).expect(name);
                 let (tx, id) = (field("tx"), field("id"));

@@ -103,6 +103,7 @@ async fn discovery_and_capture_run_through_the_tunnel() {
     let deadline = Instant::now() + Duration::from_secs(90);
     while !ids.contains(&3) {
         match session.next(deadline.saturating_duration_since(Instant::now())).await {
+            Event::SourcedSchema { .. } => {}
             Event::Captured { doc } => ids.push(doc["id"].as_i64().expect("id")),
             Event::Checkpoint { patch } => {
                 merge_patch(&mut state, &patch);
