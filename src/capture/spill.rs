@@ -10,7 +10,7 @@
 //! Memory stays bounded whatever the size of a transaction and whatever the number of
 //! transactions streamed at once: every transaction's buffer (all its messages while it is
 //! in memory, the unwritten tail once it is on file) counts against one shared budget, and
-//! [`SpillBudget`] says which buffer to write out when a rule is broken (a transaction past
+//! `SpillBudget` (`spill_budget`) says which buffer to write out when a rule is broken (a transaction past
 //! 4 MiB, a file's tail past 1 MiB, all buffers past 16 MiB: the largest goes). This file
 //! does the IO those decisions call for. A committed transaction leaves the budget when it
 //! is taken for replay; one is replayed at a time, holding at most its in-memory buffer

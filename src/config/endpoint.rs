@@ -78,6 +78,8 @@ pub struct NetworkTunnel {
 #[serde(deny_unknown_fields)]
 pub struct SshForwarding {
     /// The SSH server that forwards the connection, as ssh://user@host[:port].
+    // The description is the spec's text: `[:port]` is not a rustdoc link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[serde(default, rename = "sshEndpoint")]
     #[schemars(title = "SSH Endpoint", extend("pattern" = "^ssh://.+@.+$"))]
     pub ssh_endpoint: String,
