@@ -82,6 +82,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 // An idle position: nothing of ours is in flight below `wal_end`, so it can
                 // become the cursor (and, once acknowledged, the slot's confirmed position).
                 self.checkpoints.on_keepalive(wal_end, self.transactions.is_idle());
+                self.fence.on_keepalive(wal_end, self.transactions.is_idle());
                 if reply_requested {
                     self.send_status(stream, false).await?;
                 }
@@ -186,7 +187,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     fn on_commit(&mut self, end_lsn: Lsn) {
         self.checkpoints.on_commit(end_lsn);
-        self.fence.on_commit();
+        self.fence.on_commit(end_lsn);
     }
 
     async fn on_relation(&mut self, relation: pgoutput::Relation<'_>) -> Result<(), Error> {

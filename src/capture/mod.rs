@@ -277,7 +277,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 self.prepare_backfills().await?;
                 self.report_backfill_status(false);
                 self.backfill_round(index, prefetched.take(), &mut stream).await?;
-                self.write_watermark().await?;
+                self.set_fence(&mut stream).await?;
                 // The next chunk's query runs while the stream catches up to this fence.
                 prefetched = self.prefetch_next_chunk().await?;
                 // The chunk and every change up to its fence share one checkpoint, so
@@ -381,32 +381,49 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         with_deadline(self.silence_limit(), what, work).await
     }
 
-    /// Write a watermark and stream until its transaction commits. With `hold`, no
-    /// checkpoint is written before the fence. False: the input ended.
+    /// Set a fence and stream until it is passed. With `hold`, no checkpoint is written
+    /// before the fence. False: the input ended.
     async fn stream_to_new_fence(
         &mut self,
         stream: &mut ReplicationStream,
         input: &mut mpsc::UnboundedReceiver<Input>,
         hold: bool,
     ) -> Result<bool, Error> {
-        self.write_watermark().await?;
+        self.set_fence(stream).await?;
         self.stream_to_fence(stream, input, hold).await
     }
 
-    /// Write a fresh watermark: its commit is the next fence.
-    async fn write_watermark(&mut self) -> Result<(), Error> {
-        let watermark = fence::new_watermark(&self.owner);
-        let write = slot::upsert_watermark(&self.client, &self.config, &watermark);
-        self.sql_deadline("writing a watermark", write).await??;
+    /// Set the next fence (see [`fence`]): write a fresh watermark, whose commit is the
+    /// fence, or with `advanced.read_only_capture`, which writes nothing, read the server's
+    /// WAL position. Called after the chunks it fences were read, so that it follows their
+    /// snapshots.
+    async fn set_fence(&mut self, stream: &mut ReplicationStream) -> Result<(), Error> {
+        if self.config.read_only() {
+            let read = slot::fence_position(&self.client);
+            let position = self.sql_deadline("reading the server's WAL position for a fence", read).await??;
+            self.fence.at(position);
+            if !self.fence.reached() {
+                // The walsender tells its position in a keepalive when asked, and when it
+                // waits for WAL while the position we report is behind what it sent: ask
+                // now, so that a fence in a database where nothing commits is passed as soon
+                // as the walsender has decoded up to it, not a status interval later. The
+                // reported position stays the acknowledged one.
+                self.send_status(stream, true).await?;
+            }
+        } else {
+            let watermark = fence::new_watermark(&self.owner);
+            let write = slot::upsert_watermark(&self.client, &self.config, &watermark);
+            self.sql_deadline("writing a watermark", write).await??;
+            self.fence.written(watermark);
+        }
         if failpoint::fires(Failpoint::AfterWatermark) {
             failpoint::exit(Failpoint::AfterWatermark);
         }
-        self.fence.written(watermark);
         Ok(())
     }
 
-    /// Stream until the written watermark's transaction commits. With `hold`, no checkpoint
-    /// is written before the fence. False: the input ended.
+    /// Stream until the fence is passed. With `hold`, no checkpoint is written before the
+    /// fence. False: the input ended.
     async fn stream_to_fence(
         &mut self,
         stream: &mut ReplicationStream,

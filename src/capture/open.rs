@@ -98,7 +98,7 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
         checkpoints: Checkpoints::new(start, server_flushed),
         transactions: TransactionAssembler::default(),
         spill: Spill::default(),
-        fence: Fence::default(),
+        fence: Fence::new(start),
         status: StatusReporter::new(status_interval, Instant::now()),
         speculative: None,
         delivered: DeliveredXids::default(),

@@ -114,6 +114,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the capture writes nothing to the database (`advanced.read_only_capture`): no
+    /// watermark writes (its backfill fences are WAL positions), no watermarks table, no
+    /// publication created or altered. The replication slot is still created when missing.
+    pub fn read_only(&self) -> bool {
+        self.raw.advanced.read_only_capture
+    }
+
     /// Whether all prerequisite checks are skipped: the `skip_prerequisites` feature flag,
     /// or this connector's older `advanced.skip_prerequisites` field.
     pub fn skips_prerequisites(&self) -> bool {

@@ -2,7 +2,7 @@
 //! at once with what to do instead.
 //!
 //! Invariants: a setting equal to what this connector does anyway (an empty tunnel, the
-//! default rediscovery interval, `read_only_capture: false`) is accepted; discovery, which
+//! default rediscovery interval) is accepted; discovery, which
 //! only reads the catalog, is refused only for the settings that change what it reads (the
 //! tunnel, the authentication, value-changing feature flags); no message or hint ever
 //! includes a secret (a private key, an IAM token).
@@ -14,7 +14,7 @@ use super::{Config, ConfigError, Credentials, Purpose, DEFAULT_REDISCOVERY_INTER
 /// not implement it yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported {
-    /// The field's path, like `advanced.read_only_capture`.
+    /// The field's path, like `advanced.rediscovery_interval`.
     pub field: &'static str,
     /// What is not supported, as the end of a sentence.
     pub what: String,
@@ -34,8 +34,8 @@ pub(super) fn unsupported_message(items: &[Unsupported]) -> String {
 impl Config {
     /// Refuse the settings of the Go connector that parse but are not implemented here yet,
     /// all at once, each named with what to do instead. Discovery only reads the catalog, so
-    /// the settings that change what a capture does (read-only mode, rediscovery) are
-    /// checked only for the other requests.
+    /// the settings that change what a capture does (rediscovery) are checked only for the
+    /// other requests. (`advanced.read_only_capture` is implemented: see [`Config::read_only`].)
     pub fn check_supported(&self, purpose: Purpose) -> Result<(), ConfigError> {
         let mut items = Vec::new();
         if self.raw.ssh_endpoint().is_some() {
@@ -65,13 +65,6 @@ impl Config {
             });
         }
         if purpose == Purpose::Capture {
-            if self.raw.advanced.read_only_capture {
-                items.push(Unsupported {
-                    field: "advanced.read_only_capture",
-                    what: "read-only capture (without watermark writes) is not implemented by this connector".into(),
-                    hint: "remove advanced.read_only_capture: the capture then writes watermarks into advanced.watermarksTable, which needs a writable (primary) server".into(),
-                });
-            }
             if self.rediscovery_interval.is_some_and(|interval| interval != DEFAULT_REDISCOVERY_INTERVAL) {
                 items.push(Unsupported {
                     field: "advanced.rediscovery_interval",
@@ -125,10 +118,8 @@ mod tests {
         assert_eq!(config.min_backfill_xid, Some(1));
         assert_eq!(config.rediscovery_interval, Some(Duration::from_secs(5400)));
         let err = config.check_supported(Purpose::Capture).unwrap_err();
-        assert_eq!(
-            err.unsupported_fields(),
-            ["networkTunnel.sshForwarding", "advanced.read_only_capture", "advanced.rediscovery_interval"]
-        );
+        assert_eq!(err.unsupported_fields(), ["networkTunnel.sshForwarding", "advanced.rediscovery_interval"]);
+        assert!(config.read_only(), "read_only_capture is implemented: parsed, not refused");
         let text = err.to_string();
         assert!(
             text.starts_with("endpoint configuration fields are not supported yet: \"networkTunnel.sshForwarding\""),
@@ -143,9 +134,17 @@ mod tests {
             "endpoint configuration field \"networkTunnel.sshForwarding\" is not supported yet: SSH tunnels are not implemented by this connector"
         );
 
-        // Settings equal to what this connector does are accepted.
+        // Settings equal to what this connector does, or implemented, are accepted.
         let mut cfg = base();
         cfg["advanced"] = json!({"read_only_capture": false, "rediscovery_interval": "900s", "feature_flags": "date_as_date,emit_sourced_schemas"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(!config.read_only());
+        config.check_supported(Purpose::Capture).unwrap();
+        cfg["advanced"]["read_only_capture"] = json!(true);
+        let config = Config::parse(&cfg).unwrap();
+        assert!(config.read_only());
+        config.check_supported(Purpose::Capture).unwrap();
+        cfg["advanced"]["read_only_capture"] = json!(false);
         cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "", "privateKey": ""}});
         Config::parse(&cfg).unwrap().check_supported(Purpose::Capture).unwrap();
         cfg["networkTunnel"] = json!({});

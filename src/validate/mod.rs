@@ -449,15 +449,16 @@ async fn has_column(client: &Client, resource: &ResourceConfig, column: &str) ->
 }
 
 /// What `apply` and the capture create, as the prerequisite flags allow (the Go connector
-/// creates these objects in its prerequisite checks): nothing with `skip_prerequisites`,
-/// the publication and the watermarks table but no publication membership of the bound
-/// tables with `skip_table_prerequisites`.
+/// creates these objects in its prerequisite checks): nothing with `skip_prerequisites` or
+/// `read_only_capture` (which writes nothing: validation then reports what is missing, with
+/// the SQL for an administrator), the publication and the watermarks table but no
+/// publication membership of the bound tables with `skip_table_prerequisites`.
 pub async fn ensure_objects_for(
     client: &Client,
     config: &Config,
     tables: &BTreeSet<(String, String)>,
 ) -> Result<Vec<String>, Error> {
-    if config.skips_prerequisites() {
+    if config.skips_prerequisites() || config.read_only() {
         Ok(Vec::new())
     } else if config.skips_table_prerequisites() {
         ensure_watermarks_table(client, config).await
@@ -476,7 +477,7 @@ pub async fn apply(request: &Apply) -> Result<String, Error> {
     let config = Config::parse(&request.capture.config)?;
     config.check_supported(Purpose::Capture)?;
     let resources = parse_resources(request.capture.bindings.iter().map(|b| &b.resource_config))?;
-    if config.skips_prerequisites() {
+    if config.skips_prerequisites() || config.read_only() {
         return Ok(String::new());
     }
     let tables: BTreeSet<(String, String)> =

@@ -187,7 +187,10 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
         attach_restart(&mut problems);
     }
     problems.extend(publication_problems(ctx, config, facts));
-    problems.extend(watermarks_problems(ctx, config, facts));
+    // A read-only capture writes no watermarks: it needs no watermarks table.
+    if !config.read_only() {
+        problems.extend(watermarks_problems(ctx, config, facts));
+    }
     problems
 }
 
@@ -333,7 +336,8 @@ fn publication_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> 
     let quoted_publication = quote_identifier(publication);
     let via_root = !config.raw.advanced.capture_as_partitions;
     match &facts.publication {
-        None if ctx.can_create_publication => {}
+        // Created by apply, or by the capture, unless it may write nothing.
+        None if ctx.can_create_publication && !config.read_only() => {}
         None => problems.push(ctx.problem(
             format!("publication {publication:?} does not exist"),
             vec![(

@@ -263,7 +263,9 @@ pub fn table_problems(
                 vec![(Step::AlterPublication, format!("ALTER PUBLICATION {quoted_publication} SET (publish_via_partition_root = true);"))],
             ));
         }
+        // A read-only capture alters no publication.
         let may_add = table.owned
+            && !config.read_only()
             && !publication.all_tables
             && if publication.exists { publication.owned } else { ctx.can_create_publication };
         if !table.published && !may_add {
