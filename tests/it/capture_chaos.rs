@@ -41,7 +41,7 @@ use crate::faults_common::{
 use crate::harness::{cluster, describe_pg_error, run_connector, PrivateCluster, TestDb};
 
 /// Rows of the chaos table before the load starts.
-const INITIAL_ROWS: i64 = 2_000;
+pub(crate) const INITIAL_ROWS: i64 = 2_000;
 /// Keys the workload inserts start here (never reused).
 const FRESH_IDS: i64 = 1_000_000;
 /// Marker rows written by the tests themselves start here.
@@ -49,13 +49,13 @@ const MARKERS: i64 = 900_000_000;
 /// The id offset of a second table's rows, far from the first's.
 const SECOND_TABLE: i64 = 10_000_000_000;
 /// Rows per backfill chunk, so that a backfill takes many chunks.
-const CHUNK: i64 = 100;
+pub(crate) const CHUNK: i64 = 100;
 /// One transaction in this many is larger than `logical_decoding_work_mem`.
 const LARGE_EVERY: u32 = 25;
 /// Length of the out-of-line TOAST values.
 const TOAST_BYTES: usize = 3_000;
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::random::<u32>().into())
 }
 
@@ -65,7 +65,7 @@ fn random_text(rng: &mut StdRng, len: usize) -> String {
 
 /// Create `table` (`id bigint PRIMARY KEY, counter bigint, pad text, big text`) with `rows`
 /// rows whose ids start after `offset`; every third row's `big` is a TOAST value.
-async fn create_chaos_table(client: &Client, table: &str, offset: i64, rows: i64, seed: u64) {
+pub(crate) async fn create_chaos_table(client: &Client, table: &str, offset: i64, rows: i64, seed: u64) {
     client
         .batch_execute(&format!(
             "CREATE TABLE {table} (id bigint PRIMARY KEY, counter bigint NOT NULL, pad text NOT NULL, big text NOT NULL)"
@@ -90,7 +90,7 @@ async fn create_chaos_table(client: &Client, table: &str, offset: i64, rows: i64
 }
 
 /// Per-database settings, picked up by every later session (walsenders included).
-async fn set_database(conn: &Conn, settings: &[(&str, &str)]) {
+pub(crate) async fn set_database(conn: &Conn, settings: &[(&str, &str)]) {
     let client = conn.connect_retrying(Duration::from_secs(30)).await;
     for (name, value) in settings {
         client
@@ -101,21 +101,21 @@ async fn set_database(conn: &Conn, settings: &[(&str, &str)]) {
 }
 
 /// A capture of `test.<table>` for each table, with small backfill chunks.
-fn chaos_capture(mut config: Value, slot: String, tables: &[&str]) -> Capture {
+pub(crate) fn chaos_capture(mut config: Value, slot: String, tables: &[&str]) -> Capture {
     config["advanced"]["backfill_chunk_size"] = json!(CHUNK);
     Capture { config, bindings: tables.iter().map(|t| binding(t, &["/id"])).collect(), slot }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-struct WorkloadStats {
-    transactions: u64,
-    large: u64,
-    multi_row: u64,
-    key_changes: u64,
-    toast_changes: u64,
-    deletes: u64,
-    inserts: u64,
-    reconnects: u64,
+pub(crate) struct WorkloadStats {
+    pub(crate) transactions: u64,
+    pub(crate) large: u64,
+    pub(crate) multi_row: u64,
+    pub(crate) key_changes: u64,
+    pub(crate) toast_changes: u64,
+    pub(crate) deletes: u64,
+    pub(crate) inserts: u64,
+    pub(crate) reconnects: u64,
 }
 
 impl WorkloadStats {
@@ -133,7 +133,7 @@ impl WorkloadStats {
 
 /// The concurrent writer of one table (see the module docs). It reconnects after the server
 /// cut its connection; a statement that fails otherwise fails the test.
-struct Workload {
+pub(crate) struct Workload {
     stop: Arc<AtomicBool>,
     /// Held by the writer for each transaction: a test takes it to run DDL in between.
     pause: Arc<tokio::sync::Mutex<()>>,
@@ -141,14 +141,14 @@ struct Workload {
 }
 
 impl Workload {
-    fn start(conn: Conn, table: &str, offset: i64, seed: u64) -> Workload {
+    pub(crate) fn start(conn: Conn, table: &str, offset: i64, seed: u64) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let pause = Arc::new(tokio::sync::Mutex::new(()));
         let task = tokio::spawn(write_load(conn, table.to_string(), offset, seed, stop.clone(), pause.clone()));
         Workload { stop, pause, task }
     }
 
-    async fn stop(self) -> WorkloadStats {
+    pub(crate) async fn stop(self) -> WorkloadStats {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("the workload panicked")
     }

@@ -25,6 +25,7 @@ mod keyless_backfill;
 mod names;
 mod pg_connect;
 mod publication_slot;
+mod read_only;
 mod stream_keys;
 mod transcript;
 mod types;

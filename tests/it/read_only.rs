@@ -1,0 +1,273 @@
+//! Read-only captures (`advanced.read_only_capture`): fenced by WAL positions, writing
+//! nothing.
+//!
+//! - [`read_only_backfill_under_load_writes_nothing`]: a role with only SELECT and REPLICATION
+//!   (its writes are shown to fail) backfills a many-chunk table under the chaos write load
+//!   (inserts, updates, deletes, key changes, transactions streamed in progress); the reduced
+//!   documents equal the table, and the server shows no watermarks table.
+//! - [`read_only_backfill_of_an_idle_database_finishes`]: nothing commits in the captured
+//!   database while another database moves the WAL on; every fence must still be passed
+//!   (the Go connector hangs there), promptly.
+//! - [`read_only_capture_survives_kills_mid_backfill`]: SIGKILLs in the middle of the backfill,
+//!   each session resumed from the last committed checkpoint, converge to the table.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::capture_chaos::{chaos_capture, create_chaos_table, seed, set_database, Workload, CHUNK, INITIAL_ROWS};
+use crate::driver::binding;
+use crate::faults_common::{
+    assert_matches_table, final_run, table_rows, Admin, Capture, Committed, Conn, Ending, Runner,
+};
+use crate::harness::{cluster, describe_pg_error, TestDb};
+
+/// A role that may read and replicate, nothing else.
+const READER: &str = "flow_reader";
+const READER_PASSWORD: &str = "reader5678";
+
+/// Create the reader role (once per cluster), give it SELECT on the `test` schema's tables of
+/// `db` and take every other right to write away (CREATE and TEMP on the database, CREATE on
+/// `public`), then show that its writes fail.
+async fn read_only_role(db: &TestDb) {
+    let cluster = cluster().await;
+    let admin = cluster.superuser_client("postgres").await;
+    // Tests run in parallel: tolerate a concurrent CREATE ROLE.
+    admin
+        .batch_execute(&format!(
+            "SET password_encryption = 'scram-sha-256';
+             DO $$ BEGIN
+               CREATE ROLE {READER} LOGIN REPLICATION;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$;
+             ALTER ROLE {READER} LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{READER_PASSWORD}';"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("create role {READER}: {}", describe_pg_error(&e)));
+    db.execute(&format!(
+        "REVOKE CREATE, TEMPORARY ON DATABASE \"{db}\" FROM PUBLIC;
+         REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+         GRANT CONNECT ON DATABASE \"{db}\" TO {READER};
+         GRANT USAGE ON SCHEMA test TO {READER};
+         GRANT SELECT ON ALL TABLES IN SCHEMA test TO {READER};",
+        db = db.name
+    ))
+    .await;
+    let reader = cluster.connect(&db.name, READER, READER_PASSWORD).await.expect("connect as the reader");
+    for statement in [
+        "CREATE TABLE public.flow_watermarks (slot TEXT PRIMARY KEY, watermark TEXT)",
+        "CREATE TABLE test.flow_watermarks (slot TEXT PRIMARY KEY, watermark TEXT)",
+        "CREATE TEMP TABLE scratch (x int)",
+        "CREATE SCHEMA scratch",
+        "CREATE PUBLICATION scratch",
+        "INSERT INTO test.chaos (id, counter, pad, big) VALUES (-1, 0, '', '')",
+        "UPDATE test.chaos SET counter = counter + 1 WHERE id = 1",
+        "DELETE FROM test.chaos WHERE id = 1",
+        "ALTER PUBLICATION flow_publication SET (publish = 'insert')",
+    ] {
+        let err = reader.batch_execute(statement).await.expect_err(&format!("the reader may run {statement}"));
+        let code = err.as_db_error().map(|e| e.code().code().to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {}", describe_pg_error(&err));
+    }
+    let can_read: i64 = reader.query_one("SELECT count(*) FROM test.chaos", &[]).await.expect("read").get(0);
+    assert!(can_read > 0, "the reader cannot read the table");
+}
+
+/// The endpoint configuration of a read-only capture of `db` by the reader role.
+fn read_only_config(db: &TestDb) -> Value {
+    let mut config = db.endpoint_config();
+    config["user"] = json!(READER);
+    config["credentials"]["password"] = json!(READER_PASSWORD);
+    config["advanced"]["read_only_capture"] = json!(true);
+    config
+}
+
+/// The watermarks tables of the database (there must be none: nothing could create one).
+async fn watermark_tables(admin: &mut Admin) -> Vec<String> {
+    admin
+        .client()
+        .await
+        .query("SELECT c.oid::regclass::text FROM pg_catalog.pg_class c WHERE c.relname = 'flow_watermarks'", &[])
+        .await
+        .expect("look for watermarks tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// A read-only capture of `test.chaos` by the reader role under the chaos load: `kills`
+/// sessions SIGKILLed in the middle of the backfill (each after a random number of backfill
+/// documents), then one that reaches streaming, then a final clean run. The reduced documents
+/// must equal the table, and nothing may have been written.
+async fn read_only_under_load(test: &str, kills: usize) {
+    let started = std::time::Instant::now();
+    let seed = seed();
+    let db = TestDb::create(test).await;
+    let conn = Conn::superuser(cluster().await, &db.name);
+    // Transactions larger than this are streamed to the capture in progress.
+    set_database(&conn, &[("logical_decoding_work_mem", "64kB")]).await;
+    let client = db.superuser_client().await;
+    create_chaos_table(&client, "test.chaos", 0, INITIAL_ROWS, seed).await;
+    read_only_role(&db).await;
+    let capture = chaos_capture(read_only_config(&db), db.slot_name(), &["chaos"]);
+    let mut admin = Admin::new(conn.clone());
+    let workload = Workload::start(conn.clone(), "test.chaos", 0, seed);
+    let mut committed = Committed::new(Some("counter"));
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x4ead);
+    let mut killed_at = Vec::new();
+    for session in 0..kills {
+        let after = committed.documents + rng.gen_range(50..=(INITIAL_ROWS as u64 / 3));
+        killed_at.push(after);
+        let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
+        runner
+            .reach(
+                &mut admin,
+                Duration::from_secs(60),
+                &format!("read-only session {session} did not emit {after} documents (seed {seed})"),
+                |p, c| c.documents + p.backfill_documents >= after || c.streaming(),
+            )
+            .await;
+        assert!(!runner.committed().streaming(), "the backfill ended before kill {session}: make the table larger");
+        runner.kill(&mut admin).await;
+    }
+    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
+    runner
+        .reach(
+            &mut admin,
+            Duration::from_secs(120),
+            &format!("the read-only capture did not reach streaming under the load (seed {seed})"),
+            |p, c| c.streaming() && p.change_documents > 200 && p.checkpoints > 10,
+        )
+        .await;
+    runner.kill(&mut admin).await;
+    let stats = workload.stop().await;
+    final_run(&capture, &mut committed, &mut admin).await;
+    let context = format!("{test}, kills after {killed_at:?} documents, seed {seed}");
+    let expected = table_rows(admin.client().await, "test.chaos").await;
+    assert_matches_table(&committed, &expected, &context);
+    assert!(
+        stats.deletes > 0 && stats.inserts > 0 && stats.key_changes > 0 && stats.large > 0,
+        "the load did not insert, update and delete ({context}): {stats:?}"
+    );
+    // Many chunks: the backfill alone took at least one checkpoint (one fence) per chunk.
+    assert!(
+        committed.checkpoints as i64 > INITIAL_ROWS / CHUNK,
+        "{} checkpoints for {} chunks ({context})",
+        committed.checkpoints,
+        INITIAL_ROWS / CHUNK
+    );
+    assert_eq!(watermark_tables(&mut admin).await, Vec::<String>::new(), "a watermarks table exists ({context})");
+    eprintln!(
+        "read-only {test}: {} checkpoints, {} documents, {} rows; load {stats:?}; {:.1} s (seed {seed})",
+        committed.checkpoints,
+        committed.documents,
+        committed.rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_backfill_under_load_writes_nothing() {
+    read_only_under_load("read_only_under_load", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_capture_survives_kills_mid_backfill() {
+    read_only_under_load("read_only_kills", 4).await;
+}
+
+/// Rows of the idle table; with chunks of [`IDLE_CHUNK`] rows, a fence per chunk.
+const IDLE_ROWS: i64 = 1_000;
+const IDLE_CHUNK: i64 = 100;
+/// The bound on the whole capture. With a fence passed only at a status interval (10 s
+/// under the default `wal_sender_timeout`), the backfill's dozen fences would take minutes.
+const IDLE_BOUND: Duration = Duration::from_secs(40);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_backfill_of_an_idle_database_finishes() {
+    idle_scenario("read_only_idle", true).await;
+}
+
+/// The same without the writes in another database: a fence must also be passed when the
+/// WAL does not move at all (the walsender, caught up, tells its position when asked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_backfill_of_a_quiet_cluster_finishes() {
+    idle_scenario("read_only_quiet", false).await;
+}
+
+/// A read-only backfill of a database where nothing commits, with (`writes_elsewhere`) or
+/// without writes in database `postgres` meanwhile: it must finish within [`IDLE_BOUND`].
+async fn idle_scenario(test: &str, writes_elsewhere: bool) {
+    let db = TestDb::create(test).await;
+    db.execute(&format!(
+        "CREATE TABLE test.chaos (id bigint PRIMARY KEY, counter bigint NOT NULL, pad text NOT NULL, big text NOT NULL);
+         INSERT INTO test.chaos SELECT g, 0, 'p', 's' FROM generate_series(1, {IDLE_ROWS}) g;"
+    ))
+    .await;
+    read_only_role(&db).await;
+    let cluster = cluster().await;
+    // The WAL moves on in another database all along: nothing of it is decoded for the slot.
+    let stop = Arc::new(AtomicBool::new(false));
+    let elsewhere = {
+        let stop = stop.clone();
+        let client = cluster.superuser_client("postgres").await;
+        tokio::spawn(async move {
+            client
+                .batch_execute("CREATE TEMP TABLE elsewhere (x int)")
+                .await
+                .unwrap_or_else(|e| panic!("create a table in postgres: {}", describe_pg_error(&e)));
+            let mut writes = 0_u64;
+            while writes_elsewhere && !stop.load(Ordering::Relaxed) {
+                client
+                    .batch_execute("INSERT INTO elsewhere VALUES (1)")
+                    .await
+                    .unwrap_or_else(|e| panic!("write in postgres: {}", describe_pg_error(&e)));
+                writes += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            writes
+        })
+    };
+    let mut config = read_only_config(&db);
+    config["advanced"]["backfill_chunk_size"] = json!(IDLE_CHUNK);
+    let capture = Capture { config, bindings: vec![binding("chaos", &["/id"])], slot: db.slot_name() };
+    let conn = Conn::superuser(cluster, &db.name);
+    let mut admin = Admin::new(conn);
+    let mut committed = Committed::new(None);
+    let started = Instant::now();
+    let runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
+    let ending = runner.finish(&mut admin, IDLE_BOUND).await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let writes = elsewhere.await.expect("the writer in postgres panicked");
+    assert!(
+        matches!(ending, Ending::Completed),
+        "the read-only backfill of an idle database did not finish within {IDLE_BOUND:?}: {}",
+        ending.describe()
+    );
+    let expected = table_rows(admin.client().await, "test.chaos").await;
+    assert_matches_table(&committed, &expected, test);
+    assert!(committed.streaming(), "the backfill is not done: {}", committed.state);
+    assert!(
+        committed.checkpoints as i64 > IDLE_ROWS / IDLE_CHUNK,
+        "{} checkpoints: the backfill did not take a fence per chunk",
+        committed.checkpoints
+    );
+    assert_eq!(writes > 0, writes_elsewhere, "{writes} writes in database postgres");
+    assert_eq!(watermark_tables(&mut admin).await, Vec::<String>::new(), "a watermarks table exists");
+    assert_eq!(
+        committed.documents, IDLE_ROWS as u64,
+        "only the backfill's documents: nothing committed in the database"
+    );
+    eprintln!(
+        "read-only {test}: {} rows in {} checkpoints in {:.1} s, {writes} writes in database postgres meanwhile",
+        committed.rows.len(),
+        committed.checkpoints,
+        took.as_secs_f64()
+    );
+}
