@@ -7,8 +7,8 @@
 //!        ┌──────────────────────────── main loop ◄─────────────────────────┘
 //!        │  while a binding is backfilling:
 //!        │     chunk query (rows → documents)      ─┐ one checkpoint:
-//!        │     watermark write                       │ chunk rows, every change up to
-//!        │     stream until the watermark commits  ─┘ the fence, the new resume key
+//!        │     watermark write (read-only: WAL pos.) │ chunk rows, every change up to
+//!        │     stream until the fence is passed    ─┘ the fence, the new resume key
 //!        │  then: stream, one checkpoint per source transaction (coalesced under load)
 //!        └──────────────────────────────────────────────────────────────────
 //! ```
@@ -24,7 +24,10 @@
 //! an idle capture never makes the server retain WAL.
 //!
 //! Backfill chunks are read in key order; each is followed by a watermark write and the
-//! stream is read up to that watermark's commit, all in one checkpoint. The next chunk's
+//! stream is read up to that watermark's commit, all in one checkpoint. A read-only capture
+//! (`advanced.read_only_capture`) writes nothing: its fence is the server's WAL position read
+//! after the chunk's snapshot, passed by a commit or an idle keepalive at or beyond it (see
+//! [`fence`]). The next chunk's
 //! query starts (on a second connection) right after the watermark is written, so the
 //! database reads it while the stream catches up to the fence. A precise backfill drops
 //! changes to rows beyond its resume key (a later chunk reads their current state); a normal
@@ -49,7 +52,7 @@
 //! steps), `relations` (the relation cache: layouts, key positions, identity gaps),
 //! `change_plan` (the precise-backfill filter and the documents of one change),
 //! `checkpoints` (checkpoint policy, acknowledgement queue, how far the slot may be
-//! confirmed), `fence` (the watermark fence), `status` (status updates, the reply watchdog,
+//! confirmed), `fence` (the watermark or WAL-position fence), `status` (status updates, the reply watchdog,
 //! keep-alive while stdout blocks), `chunk_plan` (chunk windows, sizes, outcomes) and
 //! `reconcile` (saved state x bindings). Below them: [`backfill`] (chunk SQL), [`keys`] and
 //! [`order`] (resume keys), [`retype`], [`document`], [`spill`], [`state`], [`visibility`].
@@ -199,7 +202,8 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     checkpoints: Checkpoints,
     transactions: TransactionAssembler,
     spill: Spill,
-    /// The watermark we are streaming towards, and whether it was reached.
+    /// The fence (a watermark, or a WAL position) we are streaming towards, and whether it
+    /// was reached.
     fence: Fence,
     /// Standby status updates and the dead-connection watchdog.
     status: StatusReporter,
