@@ -240,8 +240,24 @@ async fn idle_scenario(test: &str, writes_elsewhere: bool) {
     let mut admin = Admin::new(conn);
     let mut committed = Committed::new(None);
     let started = Instant::now();
-    let runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
-    let ending = runner.finish(&mut admin, IDLE_BOUND).await;
+    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
+    // The cursors of the checkpoints written while the table was backfilled.
+    let mut backfill_cursors = std::collections::BTreeSet::new();
+    let ending = runner
+        .run_until(&mut admin, Instant::now() + IDLE_BOUND, |_, c| {
+            if !c.streaming() {
+                backfill_cursors.extend(c.cursor().map(crate::driver::lsn_value));
+            }
+            false
+        })
+        .await;
+    let ending = match ending {
+        Some(Ending::TimedOut) | None => {
+            runner.kill(&mut admin).await;
+            Ending::TimedOut
+        }
+        Some(ending) => ending,
+    };
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let writes = elsewhere.await.expect("the writer in postgres panicked");
@@ -259,6 +275,15 @@ async fn idle_scenario(test: &str, writes_elsewhere: bool) {
         committed.checkpoints
     );
     assert_eq!(writes > 0, writes_elsewhere, "{writes} writes in database postgres");
+    if writes_elsewhere {
+        // Fences passed by keepalives move the cursor (and so the slot) on while nothing
+        // commits in the database: the slot does not keep the other databases' WAL for the
+        // whole backfill.
+        assert!(
+            backfill_cursors.len() > 2,
+            "the cursor did not move during the backfill of an idle database: {backfill_cursors:?}"
+        );
+    }
     assert_eq!(watermark_tables(&mut admin).await, Vec::<String>::new(), "a watermarks table exists");
     assert_eq!(
         committed.documents, IDLE_ROWS as u64,
