@@ -10,6 +10,8 @@
 //!   (the Go connector hangs there), promptly.
 //! - [`read_only_capture_survives_kills_mid_backfill`]: SIGKILLs in the middle of the backfill,
 //!   each session resumed from the last committed checkpoint, converge to the table.
+//! - [`read_only_capture_leaves_a_slot_it_cannot_prove_its_own`]: no ownership watermark, so
+//!   an existing slot is refused while the state is empty.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -295,4 +297,46 @@ async fn idle_scenario(test: &str, writes_elsewhere: bool) {
         committed.checkpoints,
         took.as_secs_f64()
     );
+}
+
+/// A read-only capture records no slot ownership (that would be a write): with an empty state
+/// it leaves an existing slot of its name alone and says what to do, and once the slot is gone
+/// it creates its own and captures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_capture_leaves_a_slot_it_cannot_prove_its_own() {
+    let db = TestDb::create("read_only_foreign_slot").await;
+    db.execute(
+        "CREATE TABLE test.chaos (id bigint PRIMARY KEY, counter bigint NOT NULL, pad text NOT NULL, big text NOT NULL);
+         INSERT INTO test.chaos SELECT g, 0, 'p', 's' FROM generate_series(1, 10) g;",
+    )
+    .await;
+    read_only_role(&db).await;
+    let slot = db.slot_name();
+    let admin_client = db.superuser_client().await;
+    admin_client
+        .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .await
+        .unwrap_or_else(|e| panic!("create the slot: {}", describe_pg_error(&e)));
+    let capture =
+        Capture { config: read_only_config(&db), bindings: vec![binding("chaos", &["/id"])], slot: slot.clone() };
+    let mut admin = Admin::new(Conn::superuser(cluster().await, &db.name));
+    let mut committed = Committed::new(None);
+    let env = [("SHUTDOWN_AFTER_POLLING", "yes")];
+    let ending = Runner::open(&capture, &mut committed, &mut admin, &env).await.finish(&mut admin, IDLE_BOUND).await;
+    let Ending::Failed { error: Some(error), .. } = &ending else {
+        panic!("the capture did not refuse the slot: {}", ending.describe())
+    };
+    assert!(error.contains("nothing shows that this capture created it"), "{error}");
+    let exists: bool = admin_client
+        .query_one("SELECT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)", &[&slot])
+        .await
+        .expect("look for the slot")
+        .get(0);
+    assert!(exists, "the slot was dropped");
+    admin.wait_slot_released(&slot, Duration::from_secs(30)).await;
+    admin_client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await.expect("drop the slot");
+    let ending = Runner::open(&capture, &mut committed, &mut admin, &env).await.finish(&mut admin, IDLE_BOUND).await;
+    assert!(matches!(ending, Ending::Completed), "{}", ending.describe());
+    let expected = table_rows(admin.client().await, "test.chaos").await;
+    assert_matches_table(&committed, &expected, "read-only capture after the slot was dropped");
 }
