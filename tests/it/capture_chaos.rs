@@ -467,9 +467,22 @@ const TWO_TABLES: &[Table] = &[
 /// invariants. With `take_back`, half the time the checkpoint written right before the crash
 /// is taken back, as if the runtime had died before committing it.
 async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back: bool, tables: &[Table]) {
+    failpoint_scenario_in(point, counts, take_back, tables, false).await;
+}
+
+/// [`failpoint_scenario`], with `read_only` as `advanced.read_only_capture` (fences are WAL
+/// positions; the capture role could create a watermarks table, and must not).
+async fn failpoint_scenario_in(
+    point: &str,
+    counts: RangeInclusive<u64>,
+    take_back: bool,
+    tables: &[Table],
+    read_only: bool,
+) {
     let started = std::time::Instant::now();
     let seed = seed();
-    let db = TestDb::create(&format!("chaos_failpoint_{point}")).await;
+    let mode = if read_only { "_read_only" } else { "" };
+    let db = TestDb::create(&format!("chaos_failpoint_{point}{mode}")).await;
     let conn = Conn::superuser(cluster().await, &db.name);
     set_database(&conn, &[("logical_decoding_work_mem", "64kB")]).await;
     let client = db.superuser_client().await;
@@ -479,7 +492,11 @@ async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back:
     let names: Vec<&str> = tables.iter().map(|t| t.name).collect();
     let qualified: Vec<String> = names.iter().map(|n| format!("test.{n}")).collect();
     let qualified: Vec<&str> = qualified.iter().map(String::as_str).collect();
-    let capture = chaos_capture(db.endpoint_config(), db.slot_name(), &names);
+    let mut config = db.endpoint_config();
+    if read_only {
+        config["advanced"]["read_only_capture"] = json!(true);
+    }
+    let capture = chaos_capture(config, db.slot_name(), &names);
     let mut admin = Admin::new(conn.clone());
     let workloads: Vec<Workload> = tables
         .iter()
@@ -529,8 +546,18 @@ async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back:
         stats.add(workload.stop().await);
     }
     final_run(&capture, &mut committed, &mut admin).await;
-    let context = format!("failpoint {point}, counts {counts_used:?}, seed {seed}");
+    let context = format!("failpoint {point}{mode}, counts {counts_used:?}, seed {seed}");
     verify(&committed, &mut admin, &capture.slot, &qualified, &stats, true, &context).await;
+    if read_only {
+        let created: bool = admin
+            .client()
+            .await
+            .query_one("SELECT to_regclass('public.flow_watermarks') IS NOT NULL", &[])
+            .await
+            .expect("look for the watermarks table")
+            .get(0);
+        assert!(!created, "a read-only capture created its watermarks table ({context})");
+    }
     eprintln!(
         "chaos failpoint {point} ({} tables): {sessions} sessions stopped at counts {counts_used:?}{}, {} checkpoints, {} documents, {} rows; load {stats:?}; {:.1} s (seed {seed})",
         tables.len(),
@@ -567,6 +594,17 @@ async fn crash_in_the_middle_of_a_source_transaction() {
 async fn crash_after_a_watermark_before_its_fence() {
     // One watermark for the catch-up fence, then one per backfill round.
     failpoint_scenario("after_watermark", 1..=3, false, TWO_TABLES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_read_only_fence_before_it_is_passed() {
+    // The same point in read-only mode: the fence's WAL position read, the stream not past it.
+    failpoint_scenario_in("after_watermark", 1..=3, false, TWO_TABLES, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_in_the_middle_of_a_read_only_backfill_chunk() {
+    failpoint_scenario_in("mid_chunk", 1..=150, false, TWO_TABLES, true).await;
 }
 
 /// The fault of the restart and network-cut scenarios, hit twice under the load: once during
