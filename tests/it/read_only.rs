@@ -27,7 +27,7 @@ use crate::driver::binding;
 use crate::faults_common::{
     assert_matches_table, final_run, table_rows, Admin, Capture, Committed, Conn, Ending, Runner,
 };
-use crate::harness::{cluster, describe_pg_error, TestDb};
+use crate::harness::{cluster, describe_pg_error, PrivateCluster, TestDb};
 
 /// A role that may read and replicate, nothing else.
 const READER: &str = "flow_reader";
@@ -339,4 +339,96 @@ async fn read_only_capture_leaves_a_slot_it_cannot_prove_its_own() {
     assert!(matches!(ending, Ending::Completed), "{}", ending.describe());
     let expected = table_rows(admin.client().await, "test.chaos").await;
     assert_matches_table(&committed, &expected, "read-only capture after the slot was dropped");
+}
+
+/// A read-only capture from a hot standby (made with `pg_basebackup` from a private primary),
+/// the main use of read-only mode: PostgreSQL 16 and later decode logically on a standby, so
+/// the capture backfills (fences at the standby's replay position) and streams under the
+/// chaos load written on the primary, and the result equals the table. On older servers the
+/// capture must fail with the server's reason instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_capture_from_a_hot_standby() {
+    let seed = seed();
+    let primary = PrivateCluster::start(&[]).await;
+    let database = primary.create_db("read_only_standby").await;
+    let conn = Conn::superuser(&primary.cluster, &database);
+    let client = conn.connect_retrying(Duration::from_secs(30)).await;
+    create_chaos_table(&client, "test.chaos", 0, INITIAL_ROWS, seed).await;
+    let version: i32 =
+        client.query_one("SELECT current_setting('server_version_num')::int", &[]).await.expect("version").get(0);
+    let standby = primary.start_standby(&["hot_standby_feedback=on"]).await;
+    let standby_conn = Conn::superuser(&standby.cluster, &database);
+    let mut admin = Admin::new(standby_conn.clone());
+    let in_recovery: bool =
+        admin.client().await.query_one("SELECT pg_is_in_recovery()", &[]).await.expect("recovery").get(0);
+    assert!(in_recovery, "the standby is not in recovery");
+    let slot = "slot_read_only_standby".to_string();
+    let mut config = standby.endpoint_config(&database, &slot);
+    config["advanced"]["read_only_capture"] = json!(true);
+    let capture = chaos_capture(config, slot, &["chaos"]);
+    let mut committed = Committed::new(Some("counter"));
+    if version < 160_000 {
+        let runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
+        let ending = runner.finish(&mut admin, Duration::from_secs(60)).await;
+        let Ending::Failed { error: Some(error), .. } = &ending else {
+            panic!("a capture from a PostgreSQL {version} standby did not fail: {}", ending.describe())
+        };
+        assert!(error.contains("recovery"), "the error does not say why: {error}");
+        return;
+    }
+    // A standby builds a slot's starting snapshot from the primary's running-transactions
+    // records, written every 15 s otherwise.
+    let stop = Arc::new(AtomicBool::new(false));
+    let snapshots = {
+        let stop = stop.clone();
+        let client = conn.connect_retrying(Duration::from_secs(30)).await;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client.batch_execute("SELECT pg_log_standby_snapshot()").await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let workload = Workload::start(conn.clone(), "test.chaos", 0, seed);
+    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
+    runner
+        .reach(
+            &mut admin,
+            Duration::from_secs(120),
+            &format!("the read-only capture from a standby did not reach streaming (seed {seed})"),
+            |p, c| c.streaming() && p.change_documents > 200 && p.checkpoints > 10,
+        )
+        .await;
+    runner.kill(&mut admin).await;
+    let stats = workload.stop().await;
+    // The standby replays everything the primary wrote before the final run reads it.
+    let written: String = client.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.expect("primary LSN").get(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let replayed: bool = admin
+            .client()
+            .await
+            .query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&written])
+            .await
+            .expect("replay LSN")
+            .get(0);
+        if replayed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the standby did not replay up to {written}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    final_run(&capture, &mut committed, &mut admin).await;
+    stop.store(true, Ordering::Relaxed);
+    snapshots.await.expect("the snapshot task panicked");
+    let context = format!("standby, server_version_num {version}, seed {seed}");
+    let expected = table_rows(&client, "test.chaos").await;
+    assert_matches_table(&committed, &expected, &context);
+    assert!(stats.deletes > 0 && stats.inserts > 0, "the load did not insert and delete ({context}): {stats:?}");
+    eprintln!(
+        "read-only from a standby ({context}): {} checkpoints, {} documents, {} rows; load {stats:?}",
+        committed.checkpoints,
+        committed.documents,
+        committed.rows.len()
+    );
 }
