@@ -106,17 +106,26 @@ async fn watermark_tables(admin: &mut Admin) -> Vec<String> {
 /// sessions SIGKILLed in the middle of the backfill (each after a random number of backfill
 /// documents), then one that reaches streaming, then a final clean run. The reduced documents
 /// must equal the table, and nothing may have been written.
-async fn read_only_under_load(test: &str, kills: usize) {
+async fn read_only_under_load(test: &str, kills: usize, async_commit: bool) {
     let started = std::time::Instant::now();
     let seed = seed();
     let db = TestDb::create(test).await;
     let conn = Conn::superuser(cluster().await, &db.name);
     // Transactions larger than this are streamed to the capture in progress.
     set_database(&conn, &[("logical_decoding_work_mem", "64kB")]).await;
+    if async_commit {
+        // The writer's commits become visible before they are flushed: a fence at the flush
+        // position (rather than the insert position) would not cover them.
+        set_database(&conn, &[("synchronous_commit", "off")]).await;
+    }
     let client = db.superuser_client().await;
     create_chaos_table(&client, "test.chaos", 0, INITIAL_ROWS, seed).await;
     read_only_role(&db).await;
-    let capture = chaos_capture(read_only_config(&db), db.slot_name(), &["chaos"]);
+    let mut capture = chaos_capture(read_only_config(&db), db.slot_name(), &["chaos"]);
+    // Under asynchronous commit a fence waits for the WAL writer to flush up to it (up to
+    // wal_writer_delay, 200 ms): larger chunks, so that the backfill outruns the writer.
+    let chunk = if async_commit { 5 * CHUNK } else { CHUNK };
+    capture.config["advanced"]["backfill_chunk_size"] = json!(chunk);
     let mut admin = Admin::new(conn.clone());
     let workload = Workload::start(conn.clone(), "test.chaos", 0, seed);
     let mut committed = Committed::new(Some("counter"));
@@ -158,10 +167,10 @@ async fn read_only_under_load(test: &str, kills: usize) {
     );
     // Many chunks: the backfill alone took at least one checkpoint (one fence) per chunk.
     assert!(
-        committed.checkpoints as i64 > INITIAL_ROWS / CHUNK,
+        committed.checkpoints as i64 > INITIAL_ROWS / chunk,
         "{} checkpoints for {} chunks ({context})",
         committed.checkpoints,
-        INITIAL_ROWS / CHUNK
+        INITIAL_ROWS / chunk
     );
     assert_eq!(watermark_tables(&mut admin).await, Vec::<String>::new(), "a watermarks table exists ({context})");
     eprintln!(
@@ -175,12 +184,17 @@ async fn read_only_under_load(test: &str, kills: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_backfill_under_load_writes_nothing() {
-    read_only_under_load("read_only_under_load", 0).await;
+    read_only_under_load("read_only_under_load", 0, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_backfill_under_asynchronous_commit() {
+    read_only_under_load("read_only_async_commit", 0, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_capture_survives_kills_mid_backfill() {
-    read_only_under_load("read_only_kills", 4).await;
+    read_only_under_load("read_only_kills", 4, false).await;
 }
 
 /// Rows of the idle table; with chunks of [`IDLE_CHUNK`] rows, a fence per chunk.
