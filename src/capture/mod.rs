@@ -27,11 +27,10 @@
 //! stream is read up to that watermark's commit, all in one checkpoint. A read-only capture
 //! (`advanced.read_only_capture`) writes nothing: its fence is the server's WAL position read
 //! after the chunk's snapshot, passed by a commit or an idle keepalive at or beyond it (see
-//! [`fence`]). The next chunk's
-//! query starts (on a second connection) right after the watermark is written, so the
-//! database reads it while the stream catches up to the fence. A precise backfill drops
-//! changes to rows beyond its resume key (a later chunk reads their current state); a normal
-//! one emits every change, and a change that precedes a chunk's snapshot is either already
+//! [`fence`]). The next chunk's query starts (on a second connection) right after the fence
+//! is set, so the database reads it while the stream catches up to the fence. A precise
+//! backfill drops changes to rows beyond its resume key (a later chunk reads their current
+//! state); a normal one emits every change, and a change that precedes a chunk's snapshot is either already
 //! reflected in its rows or re-applied after them within the same checkpoint. Either way the
 //! reduced result converges to the table and no committed history goes backwards, provided
 //! each chunk's snapshot sees every transaction the stream delivered before its fence.
@@ -52,8 +51,8 @@
 //! steps), `relations` (the relation cache: layouts, key positions, identity gaps),
 //! `change_plan` (the precise-backfill filter and the documents of one change),
 //! `checkpoints` (checkpoint policy, acknowledgement queue, how far the slot may be
-//! confirmed), `fence` (the watermark or WAL-position fence), `status` (status updates, the reply watchdog,
-//! keep-alive while stdout blocks), `chunk_plan` (chunk windows, sizes, outcomes) and
+//! confirmed), `fence` (the watermark or WAL-position fence), `status` (status updates, the
+//! reply watchdog, keep-alive while stdout blocks), `chunk_plan` (chunk windows, sizes, outcomes) and
 //! `reconcile` (saved state x bindings). Below them: [`backfill`] (chunk SQL), [`keys`] and
 //! [`order`] (resume keys), [`retype`], [`document`], [`spill`], [`state`], [`visibility`].
 //!

@@ -219,8 +219,9 @@ pub(super) async fn fence_position(client: &Client) -> Result<Lsn, Error> {
         .unwrap_or_default()
         .parse()
         .map_err(|err| Error::Internal(format!("the server's WAL position {text:?}: {err}")))?;
-    let block_size = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-    let segment_size = u64::try_from(row.get::<_, i64>(2)).unwrap_or(0);
+    // Unknown sizes (0) leave the position as it is.
+    let size = |index: usize| row.try_get::<_, i64>(index).ok().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+    let (block_size, segment_size) = (size(1), size(2));
     Ok(super::fence::record_end(position, block_size, segment_size))
 }
 
