@@ -14,7 +14,7 @@
 //! | `after_checkpoint` | a checkpoint written and flushed, its acknowledgement not yet read |
 //! | `mid_chunk` | after each backfill row (with `:n`, after the n-th row of the session) |
 //! | `mid_transaction` | after each document of a source transaction, before its commit |
-//! | `after_watermark` | a watermark committed, the stream not yet at its fence |
+//! | `after_watermark` | a fence set (a watermark committed, or read-only, the WAL position read), the stream not yet at it |
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;

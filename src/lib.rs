@@ -80,7 +80,7 @@ where
             Request::Spec => emitter.spec(&spec::spec_response()).await.map_err(Error::Output)?,
             Request::Discover(discover) => {
                 let config = config::Config::parse(&discover.config)?;
-                config.check_supported(config::Purpose::Discover)?;
+                config.check_supported()?;
                 let bindings = discovery::discover(&config).await?;
                 emitter.discovered(&bindings).await.map_err(Error::Output)?;
             }

@@ -80,7 +80,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             Some(ReplicationFrame::Keepalive { wal_end, reply_requested, .. }) => {
                 // An idle position: nothing of ours is in flight below `wal_end`, so it can
                 // become the cursor (and, once acknowledged, the slot's confirmed position).
-                self.checkpoints.on_keepalive(wal_end, self.transactions.is_idle());
+                let between_transactions = self.transactions.is_idle();
+                self.checkpoints.on_keepalive(wal_end, between_transactions);
+                let before = self.fence.reached();
+                self.fence.on_keepalive(wal_end, between_transactions);
+                if !before && self.fence.reached() {
+                    // Only a WAL-position fence is passed by a keepalive.
+                    self.checkpoints.on_fence_passed_idle(wal_end);
+                }
                 if reply_requested {
                     self.send_status(stream, false).await?;
                 }
@@ -183,7 +190,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     fn on_commit(&mut self, end_lsn: Lsn) {
         self.checkpoints.on_commit(end_lsn);
-        self.fence.on_commit();
+        self.fence.on_commit(end_lsn);
     }
 
     async fn on_relation(&mut self, relation: pgoutput::Relation<'_>) -> Result<(), Error> {

@@ -138,6 +138,19 @@ impl Checkpoints {
         }
     }
 
+    /// A keepalive between transactions passed a WAL-position fence (see [`super::fence`]):
+    /// nothing of ours is in flight below `wal_end`, so it becomes the cursor of the fence's
+    /// checkpoint although checkpoints are held. Without this, the cursor of a read-only
+    /// capture would not move while it backfills a database where nothing commits, and the
+    /// slot would keep all the WAL the other databases write meanwhile.
+    pub fn on_fence_passed_idle(&mut self, wal_end: Lsn) {
+        self.server_flushed = self.server_flushed.max(wal_end);
+        if wal_end > self.cursor {
+            self.cursor = wal_end;
+            self.due = true;
+        }
+    }
+
     /// A source transaction committed, ending at `end_lsn`: its documents were emitted.
     pub fn on_commit(&mut self, end_lsn: Lsn) {
         self.cursor = self.cursor.max(end_lsn);
@@ -329,6 +342,22 @@ mod tests {
         assert_eq!(c.timing(true), Timing::Now);
         let checkpoint = c.take();
         assert_eq!((checkpoint.cursor, checkpoint.documents), (Lsn(300), 1));
+    }
+
+    #[test]
+    fn an_idle_keepalive_passing_a_fence_moves_a_held_cursor() {
+        let mut c = session();
+        c.hold(true);
+        c.on_commit(Lsn(200));
+        c.on_fence_passed_idle(Lsn(150));
+        assert_eq!(c.cursor(), Lsn(200), "never back");
+        c.on_fence_passed_idle(Lsn(900));
+        assert_eq!(c.cursor(), Lsn(900));
+        assert_eq!(c.timing(true), Timing::NotDue, "still held until the fence's checkpoint");
+        c.hold(false);
+        assert_eq!(c.take().cursor, Lsn(900));
+        c.acknowledge(1).unwrap();
+        assert_eq!(c.confirmable(), Lsn(900), "the server showed the position: the slot may move there");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //!        ┌──────────────────────────── main loop ◄─────────────────────────┘
 //!        │  while a binding is backfilling:
 //!        │     chunk query (rows → documents)      ─┐ one checkpoint:
-//!        │     watermark write                       │ chunk rows, every change up to
-//!        │     stream until the watermark commits  ─┘ the fence, the new resume key
+//!        │     watermark write (read-only: WAL pos.) │ chunk rows, every change up to
+//!        │     stream until the fence is passed    ─┘ the fence, the new resume key
 //!        │  then: stream, one checkpoint per source transaction (coalesced under load)
 //!        └──────────────────────────────────────────────────────────────────
 //! ```
@@ -24,11 +24,13 @@
 //! an idle capture never makes the server retain WAL.
 //!
 //! Backfill chunks are read in key order; each is followed by a watermark write and the
-//! stream is read up to that watermark's commit, all in one checkpoint. The next chunk's
-//! query starts (on a second connection) right after the watermark is written, so the
-//! database reads it while the stream catches up to the fence. A precise backfill drops
-//! changes to rows beyond its resume key (a later chunk reads their current state); a normal
-//! one emits every change, and a change that precedes a chunk's snapshot is either already
+//! stream is read up to that watermark's commit, all in one checkpoint. A read-only capture
+//! (`advanced.read_only_capture`) writes nothing: its fence is the server's WAL position read
+//! after the chunk's snapshot, passed by a commit or an idle keepalive at or beyond it (see
+//! [`fence`]). The next chunk's query starts (on a second connection) right after the fence
+//! is set, so the database reads it while the stream catches up to the fence. A precise
+//! backfill drops changes to rows beyond its resume key (a later chunk reads their current
+//! state); a normal one emits every change, and a change that precedes a chunk's snapshot is either already
 //! reflected in its rows or re-applied after them within the same checkpoint. Either way the
 //! reduced result converges to the table and no committed history goes backwards, provided
 //! each chunk's snapshot sees every transaction the stream delivered before its fence.
@@ -51,8 +53,8 @@
 //! steps), `relations` (the relation cache: layouts, key positions, identity gaps),
 //! `change_plan` (the precise-backfill filter and the documents of one change),
 //! `checkpoints` (checkpoint policy, acknowledgement queue, how far the slot may be
-//! confirmed), `fence` (the watermark fence), `status` (status updates, the reply watchdog,
-//! keep-alive while stdout blocks), `chunk_plan` (chunk windows, sizes, outcomes) and
+//! confirmed), `fence` (the watermark or WAL-position fence), `status` (status updates, the
+//! reply watchdog, keep-alive while stdout blocks), `chunk_plan` (chunk windows, sizes, outcomes) and
 //! `reconcile` (saved state x bindings). Below them: [`backfill`] (chunk SQL), [`keys`] and
 //! [`order`] (resume keys), [`retype`], [`document`], [`spill`], [`state`], [`visibility`].
 //!
@@ -203,7 +205,8 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     checkpoints: Checkpoints,
     transactions: TransactionAssembler,
     spill: Spill,
-    /// The watermark we are streaming towards, and whether it was reached.
+    /// The fence (a watermark, or a WAL position) we are streaming towards, and whether it
+    /// was reached.
     fence: Fence,
     /// Standby status updates and the dead-connection watchdog.
     status: StatusReporter,
@@ -283,7 +286,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 self.prepare_backfills().await?;
                 self.report_backfill_status(false);
                 self.backfill_round(index, prefetched.take(), &mut stream).await?;
-                self.write_watermark().await?;
+                self.set_fence(&mut stream).await?;
                 // The next chunk's query runs while the stream catches up to this fence.
                 prefetched = self.prefetch_next_chunk().await?;
                 // The chunk and every change up to its fence share one checkpoint, so
@@ -387,32 +390,49 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         with_deadline(self.silence_limit(), what, work).await
     }
 
-    /// Write a watermark and stream until its transaction commits. With `hold`, no
-    /// checkpoint is written before the fence. False: the input ended.
+    /// Set a fence and stream until it is passed. With `hold`, no checkpoint is written
+    /// before the fence. False: the input ended.
     async fn stream_to_new_fence(
         &mut self,
         stream: &mut ReplicationStream,
         input: &mut mpsc::UnboundedReceiver<Input>,
         hold: bool,
     ) -> Result<bool, Error> {
-        self.write_watermark().await?;
+        self.set_fence(stream).await?;
         self.stream_to_fence(stream, input, hold).await
     }
 
-    /// Write a fresh watermark: its commit is the next fence.
-    async fn write_watermark(&mut self) -> Result<(), Error> {
-        let watermark = fence::new_watermark(&self.owner);
-        let write = slot::upsert_watermark(&self.client, &self.config, &watermark);
-        self.sql_deadline("writing a watermark", write).await??;
+    /// Set the next fence (see [`fence`]): write a fresh watermark, whose commit is the
+    /// fence, or with `advanced.read_only_capture`, which writes nothing, read the server's
+    /// WAL position. Called after the chunks it fences were read, so that it follows their
+    /// snapshots.
+    async fn set_fence(&mut self, stream: &mut ReplicationStream) -> Result<(), Error> {
+        if self.config.read_only() {
+            let read = slot::fence_position(&self.client);
+            let position = self.sql_deadline("reading the server's WAL position for a fence", read).await??;
+            self.fence.at(position);
+            if !self.fence.reached() {
+                // The walsender tells its position in a keepalive when asked, and when it
+                // waits for WAL while the position we report is behind what it sent: ask
+                // now, so that a fence in a database where nothing commits is passed as soon
+                // as the walsender has decoded up to it, not a status interval later. The
+                // reported position stays the acknowledged one.
+                self.send_status(stream, true).await?;
+            }
+        } else {
+            let watermark = fence::new_watermark(&self.owner);
+            let write = slot::upsert_watermark(&self.client, &self.config, &watermark);
+            self.sql_deadline("writing a watermark", write).await??;
+            self.fence.written(watermark);
+        }
         if failpoint::fires(Failpoint::AfterWatermark) {
             failpoint::exit(Failpoint::AfterWatermark);
         }
-        self.fence.written(watermark);
         Ok(())
     }
 
-    /// Stream until the written watermark's transaction commits. With `hold`, no checkpoint
-    /// is written before the fence. False: the input ended.
+    /// Stream until the fence is passed. With `hold`, no checkpoint is written before the
+    /// fence. False: the input ended.
     async fn stream_to_fence(
         &mut self,
         stream: &mut ReplicationStream,

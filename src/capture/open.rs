@@ -100,7 +100,7 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
         checkpoints: Checkpoints::new(start, server_flushed),
         transactions: TransactionAssembler::default(),
         spill: Spill::default(),
-        fence: Fence::default(),
+        fence: Fence::new(start),
         status: StatusReporter::new(status_interval, Instant::now()),
         speculative: None,
         delivered: DeliveredXids::default(),
@@ -135,7 +135,7 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
 /// The request's configuration, resources and state.
 fn parse_request(open: &Open) -> Result<(Config, Vec<ResourceConfig>, CaptureState), Error> {
     let config = Config::parse(&open.capture.config)?;
-    config.check_supported(crate::config::Purpose::Capture)?;
+    config.check_supported()?;
     let mut resources = Vec::with_capacity(open.capture.bindings.len());
     for (index, binding) in open.capture.bindings.iter().enumerate() {
         resources.push(ResourceConfig::parse(index, &binding.resource_config)?);

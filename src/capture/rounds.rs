@@ -306,10 +306,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// Start the next chunk's query on the backfill connection, to run while the stream
-    /// catches up to the current fence. Must be called after that fence's watermark is
-    /// written: the chunk's snapshot then follows the watermark, so every change to its
-    /// rows that the fence does not emit (they are beyond the current resume key) is either
-    /// in the chunk or arrives after it.
+    /// catches up to the current fence. Must be called after that fence is set (its
+    /// watermark written, or its WAL position read): the chunk's snapshot then follows the
+    /// fence, so every change to its rows that the fence does not emit (they are beyond the
+    /// current resume key) is either in the chunk or arrives after it. (A transaction that
+    /// committed before the fence but is not visible yet to that snapshot, since visibility
+    /// does not follow WAL order, is caught by the visibility check: see [`super::visibility`].)
     pub(super) async fn prefetch_next_chunk(&mut self) -> Result<Option<PrefetchedChunk>, Error> {
         let Some(index) = self.next_backfill() else { return Ok(None) };
         self.start_chunk_query(index).await

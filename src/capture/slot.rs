@@ -134,8 +134,23 @@ async fn slot_owner(client: &Client, config: &Config, owner: &str) -> Result<Own
         "reading the watermarks table",
         client.query_opt(&sql, &[&config.slot_name()]),
     )
-    .await?
-    .map_err(pg)?;
+    .await?;
+    let row = match row {
+        // A read-only capture needs no watermarks table: without one (or without the right
+        // to read it), nothing shows whose the slot is.
+        Err(err)
+            if config.read_only()
+                && matches!(
+                    err.code(),
+                    Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+                        | Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+                        | Some(&tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME)
+                ) =>
+        {
+            None
+        }
+        other => other.map_err(pg)?,
+    };
     let watermark: Option<String> = row.and_then(|row| row.get(0));
     Ok(match watermark.as_deref().and_then(owner_of) {
         Some(found) if found == owner => Owner::This,
@@ -180,6 +195,34 @@ pub(super) async fn server_wal_end(client: &Client) -> Result<Lsn, Error> {
         .unwrap_or_default()
         .parse()
         .map_err(|err| Error::Internal(format!("the server's WAL position {text:?}: {err}")))
+}
+
+/// The WAL position of a read-only fence (see [`super::fence`]): on a primary the insert
+/// position, which is past every commit record written so far, visible or not (the flush
+/// position is not: under `synchronous_commit = off` a transaction is visible before its
+/// commit is flushed); on a standby the replay position, since a standby's snapshots see
+/// exactly the transactions whose commit it has replayed.
+pub(super) async fn fence_position(client: &Client) -> Result<Lsn, Error> {
+    let row = client
+        .query_one(
+            "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()
+                     ELSE pg_catalog.pg_current_wal_insert_lsn() END)::text,
+                    pg_catalog.current_setting('wal_block_size')::bigint,
+                    pg_catalog.pg_size_bytes(pg_catalog.current_setting('wal_segment_size'))",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let text: Option<String> = row.get(0);
+    let position: Lsn = text
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|err| Error::Internal(format!("the server's WAL position {text:?}: {err}")))?;
+    // Unknown sizes (0) leave the position as it is.
+    let size = |index: usize| row.try_get::<_, i64>(index).ok().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+    let (block_size, segment_size) = (size(1), size(2));
+    Ok(super::fence::record_end(position, block_size, segment_size))
 }
 
 /// The start position of a capture without a resume position, with its slot ready (see the
@@ -275,8 +318,11 @@ pub(super) async fn start_without_cursor(
         tracing::info!(slot = %slot, "dropped this capture's earlier replication slot to start afresh");
     }
     // Ownership is on record before the slot exists, so that a crash right after creating
-    // it still leaves a slot this capture recognises.
-    upsert_watermark(client, config, &new_watermark(owner)).await?;
+    // it still leaves a slot this capture recognises. A read-only capture writes nothing:
+    // its slot is recognised only once its state has a cursor (the first checkpoint).
+    if !config.read_only() {
+        upsert_watermark(client, config, &new_watermark(owner)).await?;
+    }
     let consistent_point = create_slot(replication, client, slot).await?;
     tracing::info!(slot = %slot, lsn = %consistent_point, "created replication slot");
     Ok(consistent_point)

@@ -67,7 +67,7 @@ pub struct Advanced {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(title = "Minimum Backfill XID", extend("pattern" = "^[0-9]+$"))]
     pub min_backfill_xid: String,
-    /// Capture without writing to the database (no watermark writes). Not supported yet by this connector.
+    /// Capture without writing to the database: no watermark writes (backfills are fenced by WAL positions instead), no watermarks table, no publication created or altered. For standby servers (PostgreSQL 16+) and users without write access; the replication slot is still created when missing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[schemars(title = "Read-Only Capture", extend("nonsensitive" = true))]
     pub read_only_capture: bool,

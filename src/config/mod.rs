@@ -80,14 +80,6 @@ impl ConfigError {
     }
 }
 
-/// What a configuration is about to be used for: discovery reads the catalog only, the
-/// other requests (validate, apply, open) set up or run a capture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    Discover,
-    Capture,
-}
-
 /// A validated endpoint configuration with defaults applied.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -117,6 +109,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the capture writes nothing to the database (`advanced.read_only_capture`): no
+    /// watermark writes (its backfill fences are WAL positions), no watermarks table, no
+    /// publication created or altered. The replication slot is still created when missing.
+    pub fn read_only(&self) -> bool {
+        self.raw.advanced.read_only_capture
+    }
+
     /// Whether all prerequisite checks are skipped: the `skip_prerequisites` feature flag,
     /// or this connector's older `advanced.skip_prerequisites` field.
     pub fn skips_prerequisites(&self) -> bool {

@@ -1,19 +1,18 @@
 //! The Go connector's settings that parse but are not implemented here yet, refused all
 //! at once with what to do instead.
 //!
-//! Invariants: a setting equal to what this connector does anyway
-//! (`read_only_capture: false`) is accepted; discovery, which only reads the catalog, is
-//! refused only for the settings that change what it reads (the authentication,
-//! value-changing feature flags); no message or hint ever includes a secret (an IAM token).
-//! SSH tunnels ([`crate::pg::tunnel`]) and periodic rediscovery are implemented.
+//! Invariants: discovery and capture refuse the same settings (each changes what is read or
+//! how values are encoded); no message or hint ever includes a secret (an IAM token). SSH
+//! tunnels ([`crate::pg::tunnel`]), periodic rediscovery and read-only capture
+//! ([`Config::read_only`]) are implemented.
 
-use super::{Config, ConfigError, Credentials, Purpose};
+use super::{Config, ConfigError, Credentials};
 
 /// One setting that is accepted by the parser and refused because this connector does
 /// not implement it yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsupported {
-    /// The field's path, like `advanced.read_only_capture`.
+    /// The field's path, like `advanced.rediscovery_interval`.
     pub field: &'static str,
     /// What is not supported, as the end of a sentence.
     pub what: String,
@@ -32,10 +31,8 @@ pub(super) fn unsupported_message(items: &[Unsupported]) -> String {
 
 impl Config {
     /// Refuse the settings of the Go connector that parse but are not implemented here yet,
-    /// all at once, each named with what to do instead. Discovery only reads the catalog, so
-    /// the settings that change what a capture does (read-only mode) are checked only for
-    /// the other requests.
-    pub fn check_supported(&self, purpose: Purpose) -> Result<(), ConfigError> {
+    /// all at once, each named with what to do instead.
+    pub fn check_supported(&self) -> Result<(), ConfigError> {
         let mut items = Vec::new();
         if let Some(iam) = self.raw.credentials.as_ref().filter(|c| !matches!(c, Credentials::UserPassword { .. })) {
             items.push(Unsupported {
@@ -54,13 +51,6 @@ impl Config {
                     if refused_flags.len() == 1 { "is" } else { "are" }
                 ),
                 hint: "remove these flags (docs/setup.md lists what each flag does in the Go connector and which ones this connector applies)".into(),
-            });
-        }
-        if purpose == Purpose::Capture && self.raw.advanced.read_only_capture {
-            items.push(Unsupported {
-                field: "advanced.read_only_capture",
-                what: "read-only capture (without watermark writes) is not implemented by this connector".into(),
-                hint: "remove advanced.read_only_capture: the capture then writes watermarks into advanced.watermarksTable, which needs a writable (primary) server".into(),
             });
         }
         if items.is_empty() {
@@ -101,33 +91,39 @@ mod tests {
         assert_eq!(config.rediscovery_interval, Some(Duration::from_secs(5400)));
         // The tunnel is implemented: parsed, its key read, and not refused.
         assert_eq!(config.tunnel.as_ref().map(|t| t.endpoint().host.as_str()), Some("bastion"));
-        let err = config.check_supported(Purpose::Capture).unwrap_err();
-        assert_eq!(err.unsupported_fields(), ["advanced.feature_flags", "advanced.read_only_capture"]);
+        let err = config.check_supported().unwrap_err();
+        assert_eq!(err.unsupported_fields(), ["advanced.feature_flags"]);
+        assert!(config.read_only(), "read_only_capture is implemented: parsed, not refused");
         let text = err.to_string();
-        assert!(
-            text.starts_with("endpoint configuration fields are not supported yet: \"advanced.feature_flags\""),
-            "{text}"
+        assert_eq!(
+            text,
+            "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"no_date_as_date\" is not applied by this connector, and would change the documents, their schemas or where the capture starts"
         );
         for line in key.lines().filter(|l| !l.starts_with("-----")) {
             assert!(!text.contains(line) && !err.hint().unwrap().contains(line), "{text}");
         }
-        // Discovery reads the catalog only: value-changing flags still matter there, the rest not.
-        let err = config.check_supported(Purpose::Discover).unwrap_err();
-        assert_eq!(err.unsupported_fields(), ["advanced.feature_flags"]);
         cfg["advanced"]["feature_flags"] = json!("");
-        Config::parse(&cfg).unwrap().check_supported(Purpose::Discover).unwrap();
+        Config::parse(&cfg).unwrap().check_supported().unwrap();
 
-        // Settings equal to what this connector does are accepted.
+        // Settings equal to what this connector does, or implemented, are accepted.
         let mut cfg = base();
         cfg["advanced"] = json!({"read_only_capture": false, "rediscovery_interval": "900s", "feature_flags": "date_as_date,emit_sourced_schemas"});
+        let config = Config::parse(&cfg).unwrap();
+        assert!(!config.read_only());
+        config.check_supported().unwrap();
+        cfg["advanced"]["read_only_capture"] = json!(true);
+        let config = Config::parse(&cfg).unwrap();
+        assert!(config.read_only());
+        config.check_supported().unwrap();
+        cfg["advanced"]["read_only_capture"] = json!(false);
         cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "", "privateKey": ""}});
-        Config::parse(&cfg).unwrap().check_supported(Purpose::Capture).unwrap();
+        Config::parse(&cfg).unwrap().check_supported().unwrap();
         cfg["networkTunnel"] = json!({});
-        Config::parse(&cfg).unwrap().check_supported(Purpose::Capture).unwrap();
+        Config::parse(&cfg).unwrap().check_supported().unwrap();
 
         // Feature flags that change values are refused, named.
         cfg["advanced"] = json!({"feature_flags": "no_date_as_date,multidimensional_arrays"});
-        let err = Config::parse(&cfg).unwrap().check_supported(Purpose::Discover).unwrap_err();
+        let err = Config::parse(&cfg).unwrap().check_supported().unwrap_err();
         assert_eq!(
             err.to_string(),
             "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"no_date_as_date\", \"multidimensional_arrays\" are not applied by this connector, and would change the documents, their schemas or where the capture starts"
@@ -161,7 +157,7 @@ mod tests {
                 }
                 let expected: Vec<&str> =
                     example["unsupported"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
-                match config.check_supported(Purpose::Capture) {
+                match config.check_supported() {
                     Ok(()) => assert!(expected.is_empty(), "{name}: accepted, expected {expected:?} to be refused"),
                     Err(err) => assert_eq!(err.unsupported_fields(), expected, "{name}: {err}"),
                 }
@@ -183,7 +179,7 @@ mod tests {
         for (credentials, name) in iam.into_iter().zip(["AWSIAM", "GCPIAM", "AzureIAM"]) {
             let config = Config::parse(&json!({"address": "db", "credentials": credentials})).unwrap();
             assert_eq!(config.password, None);
-            let err = config.check_supported(Purpose::Discover).unwrap_err();
+            let err = config.check_supported().unwrap_err();
             let text = err.to_string();
             assert_eq!(
                 text,

@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::{BackfillMode, Config, Purpose, ResourceConfig};
+use crate::config::{BackfillMode, Config, ResourceConfig};
 use crate::error::Error;
 use crate::pg::{quote_identifier, quote_literal};
 use crate::protocol::responses::ValidatedBinding;
@@ -340,7 +340,7 @@ fn mode_name(mode: BackfillMode) -> &'static str {
 /// `resourcePath` of `[namespace, stream]`.
 pub async fn validate(request: &Validate) -> Result<Vec<ValidatedBinding>, Error> {
     let config = Config::parse(&request.config)?;
-    config.check_supported(Purpose::Capture)?;
+    config.check_supported()?;
     let resources = parse_resources(request.bindings.iter().map(|b| &b.resource_config))?;
     let mut problems = check_binding_rules(&resources, &request.bindings, request.last_capture.as_ref());
     if config.skips_prerequisites() {
@@ -449,15 +449,16 @@ async fn has_column(client: &Client, resource: &ResourceConfig, column: &str) ->
 }
 
 /// What `apply` and the capture create, as the prerequisite flags allow (the Go connector
-/// creates these objects in its prerequisite checks): nothing with `skip_prerequisites`,
-/// the publication and the watermarks table but no publication membership of the bound
-/// tables with `skip_table_prerequisites`.
+/// creates these objects in its prerequisite checks): nothing with `skip_prerequisites` or
+/// `read_only_capture` (which writes nothing: validation then reports what is missing, with
+/// the SQL for an administrator), the publication and the watermarks table but no
+/// publication membership of the bound tables with `skip_table_prerequisites`.
 pub async fn ensure_objects_for(
     client: &Client,
     config: &Config,
     tables: &BTreeSet<(String, String)>,
 ) -> Result<Vec<String>, Error> {
-    if config.skips_prerequisites() {
+    if config.skips_prerequisites() || config.read_only() {
         Ok(Vec::new())
     } else if config.skips_table_prerequisites() {
         ensure_watermarks_table(client, config).await
@@ -474,9 +475,9 @@ pub async fn apply(request: &Apply) -> Result<String, Error> {
         return Ok(String::new());
     }
     let config = Config::parse(&request.capture.config)?;
-    config.check_supported(Purpose::Capture)?;
+    config.check_supported()?;
     let resources = parse_resources(request.capture.bindings.iter().map(|b| &b.resource_config))?;
-    if config.skips_prerequisites() {
+    if config.skips_prerequisites() || config.read_only() {
         return Ok(String::new());
     }
     let tables: BTreeSet<(String, String)> =

@@ -187,7 +187,10 @@ pub fn server_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> V
         attach_restart(&mut problems);
     }
     problems.extend(publication_problems(ctx, config, facts));
-    problems.extend(watermarks_problems(ctx, config, facts));
+    // A read-only capture writes no watermarks: it needs no watermarks table.
+    if !config.read_only() {
+        problems.extend(watermarks_problems(ctx, config, facts));
+    }
     problems
 }
 
@@ -333,7 +336,8 @@ fn publication_problems(ctx: &Context, config: &Config, facts: &ServerFacts) -> 
     let quoted_publication = quote_identifier(publication);
     let via_root = !config.raw.advanced.capture_as_partitions;
     match &facts.publication {
-        None if ctx.can_create_publication => {}
+        // Created by apply, or by the capture, unless it may write nothing.
+        None if ctx.can_create_publication && !config.read_only() => {}
         None => problems.push(ctx.problem(
             format!("publication {publication:?} does not exist"),
             vec![(
@@ -639,6 +643,28 @@ pub(crate) mod tests {
             ..ready()
         };
         assert!(server_problems(&ctx, &config(), &facts).is_empty());
+    }
+
+    #[test]
+    fn a_read_only_capture_needs_no_watermarks_table_and_creates_no_publication() {
+        let read_only = Config::parse(&json!({"address": "db.example.com", "database": "shop",
+            "credentials": {"auth_type": "UserPassword", "password": "pw"}, "advanced": {"read_only_capture": true}}))
+        .unwrap();
+        let ctx = context(Platform::SelfHosted);
+        // No watermarks table, and no right to create one: fine when nothing is written.
+        let facts = ServerFacts { watermarks: WatermarksFacts::default(), ..ready() };
+        assert!(!server_problems(&ctx, &config(), &facts).is_empty(), "a writing capture needs the table");
+        assert!(server_problems(&ctx, &read_only, &facts).is_empty());
+        // A missing publication is a problem even for a user who may create it.
+        let ctx = Context { can_create_publication: true, ..ctx };
+        let facts = ServerFacts { publication: None, ..facts };
+        let problems = server_problems(&ctx, &read_only, &facts);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].message, "publication \"flow_publication\" does not exist");
+        assert_eq!(
+            problems[0].fixes[0].sql,
+            "CREATE PUBLICATION \"flow_publication\" WITH (publish_via_partition_root = true);"
+        );
     }
 
     #[test]

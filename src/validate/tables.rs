@@ -263,7 +263,9 @@ pub fn table_problems(
                 vec![(Step::AlterPublication, format!("ALTER PUBLICATION {quoted_publication} SET (publish_via_partition_root = true);"))],
             ));
         }
+        // A read-only capture alters no publication.
         let may_add = table.owned
+            && !config.read_only()
             && !publication.all_tables
             && if publication.exists { publication.owned } else { ctx.can_create_publication };
         if !table.published && !may_add {
@@ -434,7 +436,21 @@ mod tests {
         let owned = PublicationState { owned: true, ..publication() };
         assert!(table_problems(&ctx(), &config(), &owned, std::slice::from_ref(&table)).is_empty());
         let creatable = Context { can_create_publication: true, ..ctx() };
-        assert!(table_problems(&creatable, &config(), &PublicationState::default(), &[table]).is_empty());
+        assert!(table_problems(&creatable, &config(), &PublicationState::default(), std::slice::from_ref(&table))
+            .is_empty());
+        // A read-only capture alters no publication: an administrator adds the table.
+        let read_only =
+            Config::parse(&json!({"address": "h", "credentials": {"auth_type": "UserPassword", "password": "pw"},
+            "advanced": {"read_only_capture": true}}))
+            .unwrap();
+        let problems = table_problems(&ctx(), &read_only, &owned, &[table]);
+        let (message, hint) = (problems[0].message.clone(), problems[0].fixes[0].sql.clone());
+        assert_eq!(problems.len(), 1);
+        assert!(
+            message.contains("is not in publication \"flow_publication\" and couldn't be added automatically"),
+            "{message}"
+        );
+        assert_eq!(hint, "ALTER PUBLICATION \"flow_publication\" ADD TABLE \"public\".\"t\";");
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::faults_common::{
 use crate::harness::{cluster, describe_pg_error, run_connector, PrivateCluster, TestDb};
 
 /// Rows of the chaos table before the load starts.
-const INITIAL_ROWS: i64 = 2_000;
+pub(crate) const INITIAL_ROWS: i64 = 2_000;
 /// Keys the workload inserts start here (never reused).
 const FRESH_IDS: i64 = 1_000_000;
 /// Marker rows written by the tests themselves start here.
@@ -49,13 +49,13 @@ const MARKERS: i64 = 900_000_000;
 /// The id offset of a second table's rows, far from the first's.
 const SECOND_TABLE: i64 = 10_000_000_000;
 /// Rows per backfill chunk, so that a backfill takes many chunks.
-const CHUNK: i64 = 100;
+pub(crate) const CHUNK: i64 = 100;
 /// One transaction in this many is larger than `logical_decoding_work_mem`.
 const LARGE_EVERY: u32 = 25;
 /// Length of the out-of-line TOAST values.
 const TOAST_BYTES: usize = 3_000;
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     std::env::var("CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| rand::random::<u32>().into())
 }
 
@@ -65,7 +65,7 @@ fn random_text(rng: &mut StdRng, len: usize) -> String {
 
 /// Create `table` (`id bigint PRIMARY KEY, counter bigint, pad text, big text`) with `rows`
 /// rows whose ids start after `offset`; every third row's `big` is a TOAST value.
-async fn create_chaos_table(client: &Client, table: &str, offset: i64, rows: i64, seed: u64) {
+pub(crate) async fn create_chaos_table(client: &Client, table: &str, offset: i64, rows: i64, seed: u64) {
     client
         .batch_execute(&format!(
             "CREATE TABLE {table} (id bigint PRIMARY KEY, counter bigint NOT NULL, pad text NOT NULL, big text NOT NULL)"
@@ -90,7 +90,7 @@ async fn create_chaos_table(client: &Client, table: &str, offset: i64, rows: i64
 }
 
 /// Per-database settings, picked up by every later session (walsenders included).
-async fn set_database(conn: &Conn, settings: &[(&str, &str)]) {
+pub(crate) async fn set_database(conn: &Conn, settings: &[(&str, &str)]) {
     let client = conn.connect_retrying(Duration::from_secs(30)).await;
     for (name, value) in settings {
         client
@@ -101,21 +101,21 @@ async fn set_database(conn: &Conn, settings: &[(&str, &str)]) {
 }
 
 /// A capture of `test.<table>` for each table, with small backfill chunks.
-fn chaos_capture(mut config: Value, slot: String, tables: &[&str]) -> Capture {
+pub(crate) fn chaos_capture(mut config: Value, slot: String, tables: &[&str]) -> Capture {
     config["advanced"]["backfill_chunk_size"] = json!(CHUNK);
     Capture { config, bindings: tables.iter().map(|t| binding(t, &["/id"])).collect(), slot }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
-struct WorkloadStats {
-    transactions: u64,
-    large: u64,
-    multi_row: u64,
-    key_changes: u64,
-    toast_changes: u64,
-    deletes: u64,
-    inserts: u64,
-    reconnects: u64,
+pub(crate) struct WorkloadStats {
+    pub(crate) transactions: u64,
+    pub(crate) large: u64,
+    pub(crate) multi_row: u64,
+    pub(crate) key_changes: u64,
+    pub(crate) toast_changes: u64,
+    pub(crate) deletes: u64,
+    pub(crate) inserts: u64,
+    pub(crate) reconnects: u64,
 }
 
 impl WorkloadStats {
@@ -133,7 +133,7 @@ impl WorkloadStats {
 
 /// The concurrent writer of one table (see the module docs). It reconnects after the server
 /// cut its connection; a statement that fails otherwise fails the test.
-struct Workload {
+pub(crate) struct Workload {
     stop: Arc<AtomicBool>,
     /// Held by the writer for each transaction: a test takes it to run DDL in between.
     pause: Arc<tokio::sync::Mutex<()>>,
@@ -141,14 +141,14 @@ struct Workload {
 }
 
 impl Workload {
-    fn start(conn: Conn, table: &str, offset: i64, seed: u64) -> Workload {
+    pub(crate) fn start(conn: Conn, table: &str, offset: i64, seed: u64) -> Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let pause = Arc::new(tokio::sync::Mutex::new(()));
         let task = tokio::spawn(write_load(conn, table.to_string(), offset, seed, stop.clone(), pause.clone()));
         Workload { stop, pause, task }
     }
 
-    async fn stop(self) -> WorkloadStats {
+    pub(crate) async fn stop(self) -> WorkloadStats {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("the workload panicked")
     }
@@ -467,9 +467,22 @@ const TWO_TABLES: &[Table] = &[
 /// invariants. With `take_back`, half the time the checkpoint written right before the crash
 /// is taken back, as if the runtime had died before committing it.
 async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back: bool, tables: &[Table]) {
+    failpoint_scenario_in(point, counts, take_back, tables, false).await;
+}
+
+/// [`failpoint_scenario`], with `read_only` as `advanced.read_only_capture` (fences are WAL
+/// positions; the capture role could create a watermarks table, and must not).
+async fn failpoint_scenario_in(
+    point: &str,
+    counts: RangeInclusive<u64>,
+    take_back: bool,
+    tables: &[Table],
+    read_only: bool,
+) {
     let started = std::time::Instant::now();
     let seed = seed();
-    let db = TestDb::create(&format!("chaos_failpoint_{point}")).await;
+    let mode = if read_only { "_read_only" } else { "" };
+    let db = TestDb::create(&format!("chaos_failpoint_{point}{mode}")).await;
     let conn = Conn::superuser(cluster().await, &db.name);
     set_database(&conn, &[("logical_decoding_work_mem", "64kB")]).await;
     let client = db.superuser_client().await;
@@ -479,7 +492,11 @@ async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back:
     let names: Vec<&str> = tables.iter().map(|t| t.name).collect();
     let qualified: Vec<String> = names.iter().map(|n| format!("test.{n}")).collect();
     let qualified: Vec<&str> = qualified.iter().map(String::as_str).collect();
-    let capture = chaos_capture(db.endpoint_config(), db.slot_name(), &names);
+    let mut config = db.endpoint_config();
+    if read_only {
+        config["advanced"]["read_only_capture"] = json!(true);
+    }
+    let capture = chaos_capture(config, db.slot_name(), &names);
     let mut admin = Admin::new(conn.clone());
     let workloads: Vec<Workload> = tables
         .iter()
@@ -529,8 +546,18 @@ async fn failpoint_scenario(point: &str, counts: RangeInclusive<u64>, take_back:
         stats.add(workload.stop().await);
     }
     final_run(&capture, &mut committed, &mut admin).await;
-    let context = format!("failpoint {point}, counts {counts_used:?}, seed {seed}");
+    let context = format!("failpoint {point}{mode}, counts {counts_used:?}, seed {seed}");
     verify(&committed, &mut admin, &capture.slot, &qualified, &stats, true, &context).await;
+    if read_only {
+        let created: bool = admin
+            .client()
+            .await
+            .query_one("SELECT to_regclass('public.flow_watermarks') IS NOT NULL", &[])
+            .await
+            .expect("look for the watermarks table")
+            .get(0);
+        assert!(!created, "a read-only capture created its watermarks table ({context})");
+    }
     eprintln!(
         "chaos failpoint {point} ({} tables): {sessions} sessions stopped at counts {counts_used:?}{}, {} checkpoints, {} documents, {} rows; load {stats:?}; {:.1} s (seed {seed})",
         tables.len(),
@@ -567,6 +594,17 @@ async fn crash_in_the_middle_of_a_source_transaction() {
 async fn crash_after_a_watermark_before_its_fence() {
     // One watermark for the catch-up fence, then one per backfill round.
     failpoint_scenario("after_watermark", 1..=3, false, TWO_TABLES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_read_only_fence_before_it_is_passed() {
+    // The same point in read-only mode: the fence's WAL position read, the stream not past it.
+    failpoint_scenario_in("after_watermark", 1..=3, false, TWO_TABLES, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_in_the_middle_of_a_read_only_backfill_chunk() {
+    failpoint_scenario_in("mid_chunk", 1..=150, false, TWO_TABLES, true).await;
 }
 
 /// The fault of the restart and network-cut scenarios, hit twice under the load: once during

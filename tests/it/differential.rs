@@ -17,7 +17,8 @@
 //! partitioning (range, hash, list, two levels), replica identity (default, full, an index on
 //! other columns), a resource mode, column names that need quoting or collide with `_meta`,
 //! a mix of value types, statistics fresh, stale or absent, and a size relative to the chunk
-//! size (0, 1, chunk - 1, chunk, chunk + 1, a few chunks, many chunks, hundreds of pages).
+//! size (0, 1, chunk - 1, chunk, chunk + 1, a few chunks, many chunks, hundreds of pages);
+//! and whether the capture is read-only (`advanced.read_only_capture`: WAL-position fences).
 //! Faults at random moments: SIGKILL, an immediate server restart, every connection cut by a
 //! TCP proxy, a stalled proxy; acknowledgements may lag several checkpoints behind.
 //!
@@ -275,6 +276,8 @@ struct Case {
     faults: Vec<Fault>,
     /// Acknowledge several checkpoints at once, after a delay.
     lagging_acks: bool,
+    /// `advanced.read_only_capture`: fences are WAL positions, nothing is written.
+    read_only: bool,
     collation: String,
 }
 
@@ -426,6 +429,8 @@ impl Case {
             ops,
             faults,
             lagging_acks: rng.gen_bool(0.3),
+            // Drawn last, so that the rest of every earlier seed's case stays as it was.
+            read_only: rng.gen_bool(0.25),
             collation: collation.to_string(),
         }
     }
@@ -470,12 +475,13 @@ impl Case {
         let faults: Vec<String> =
             self.faults.iter().map(|f| format!("{:?}@{}cp/{}ms", f.kind, f.after_checkpoints, f.after_ms)).collect();
         format!(
-            "seed {} chunk {} ops {} faults [{}]{} tables [{}]",
+            "seed {} chunk {} ops {} faults [{}]{}{} tables [{}]",
             self.seed,
             self.chunk_size,
             self.ops,
             faults.join(" "),
             if self.lagging_acks { " lagging-acks" } else { "" },
+            if self.read_only { " read-only" } else { "" },
             tables.join("; ")
         )
     }
@@ -1262,6 +1268,9 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
     let mut config = cluster.endpoint_config(&database, &slot);
     config["address"] = json!(proxy.address);
     config["advanced"]["backfill_chunk_size"] = json!(case.chunk_size);
+    if case.read_only {
+        config["advanced"]["read_only_capture"] = json!(true);
+    }
     let discover_request = request_line(json!({"discover": {"connectorType": "IMAGE", "config": config}}));
     let output = tokio::task::spawn_blocking(move || run_connector(&[], &discover_request, &[]))
         .await
@@ -1480,6 +1489,17 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
     let mut compared = 0;
     for (collection, live) in model.collections.iter().zip(&lives) {
         compared += compare(&oracle, collection, live).await?;
+    }
+    if case.read_only {
+        // The capture user may create tables in `public`: a read-only capture must not have.
+        let created: bool = oracle
+            .query_one("SELECT to_regclass('public.flow_watermarks') IS NOT NULL", &[])
+            .await
+            .map_err(|e| describe_pg_error(&e))?
+            .get(0);
+        if created {
+            return Err("a read-only capture created its watermarks table".into());
+        }
     }
     drop(proxy);
     // Clean up a passing case: its slot, then its database.

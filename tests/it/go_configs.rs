@@ -378,16 +378,16 @@ fn min_backfill_xid_condition_is_the_circular_xid_order() {
 }
 
 /// The refusal happens wherever the configuration is used, not only in `validate`: `open`
-/// refuses read-only capture before it connects (so nothing is written), and `discover`
-/// does not refuse the capture-only settings but checks an SSH tunnel's settings (it
-/// connects through the tunnel).
+/// refuses a setting it does not implement (a feature flag that would change the documents)
+/// before it connects (so nothing is written), `discover` refuses it too (it changes the
+/// schemas), and `discover` checks an SSH tunnel's settings (it connects through the tunnel).
 #[test]
 fn open_and_discover_refuse_unsupported_settings_by_name() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let db = runtime.block_on(TestDb::create("go_configs_open_refuses"));
     runtime.block_on(db.execute("CREATE TABLE test.t (id int PRIMARY KEY); INSERT INTO test.t VALUES (1);"));
     let mut config = db.endpoint_config();
-    config["advanced"]["read_only_capture"] = json!(true);
+    config["advanced"]["feature_flags"] = json!("multidimensional_arrays");
     config["advanced"]["watermarksTable"] = json!("public.never_created");
     let open = json!({"open": {"capture": {"name": "tests/capture", "config": config, "bindings": [binding("t", &["/id"])]}, "state": {}}});
     let output =
@@ -397,7 +397,7 @@ fn open_and_discover_refuse_unsupported_settings_by_name() {
     let line: Value = serde_json::from_str(last).expect("JSON");
     let message = line["msg"].as_str().expect("msg");
     assert!(
-        message.starts_with("endpoint configuration field \"advanced.read_only_capture\" is not supported yet"),
+        message.starts_with("endpoint configuration field \"advanced.feature_flags\" is not supported yet"),
         "{message}"
     );
     assert!(!output.stdout.contains("\"captured\""), "{}", output.stdout);
@@ -409,12 +409,16 @@ fn open_and_discover_refuse_unsupported_settings_by_name() {
             .expect("look for the watermarks table")
             .get(0)
     });
-    assert!(!created, "a read-only capture created its watermarks table");
+    assert!(!created, "a refused capture created its watermarks table");
 
     let discover = |config: &Value| {
         run_connector(&[], &format!("{}\n", json!({"discover": {"connectorType": "IMAGE", "config": config}})), &[])
     };
-    assert_eq!(discover(&config).exit_code, 0, "read_only_capture does not concern discovery");
+    let message = failure(&discover(&config), "discover with a value-changing flag");
+    assert!(
+        message.starts_with("endpoint configuration field \"advanced.feature_flags\" is not supported yet"),
+        "{message}"
+    );
     let mut tunnelled = db.endpoint_config();
     tunnelled["networkTunnel"] =
         json!({"sshForwarding": {"sshEndpoint": "ssh://user@bastion.example.com", "privateKey": "KEY"}});

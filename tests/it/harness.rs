@@ -273,7 +273,8 @@ rm -rf "$dir"
 "#;
 
 async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError> {
-    let (server, _dir, port) = spawn_cluster(bindir, "source-postgres-it-", WRAPPER_SCRIPT, &[], Stdio::null()).await?;
+    let (server, _dir, port) =
+        spawn_cluster(bindir, "source-postgres-it-", WRAPPER_SCRIPT, &[], Stdio::null(), None).await?;
     Ok(local_cluster(bindir, port, server))
 }
 
@@ -302,6 +303,7 @@ async fn spawn_cluster(
     script: &str,
     extra_settings: &[&str],
     stdout: Stdio,
+    primary: Option<(&Path, u16)>,
 ) -> Result<(std::process::Child, PathBuf, u16), StartError> {
     let failed = StartError::Failed;
     let owner = server_owner().map_err(failed)?;
@@ -331,6 +333,10 @@ async fn spawn_cluster(
         // Its own process group: Ctrl-C, or a timeout that signals the tests' process group,
         // must reach the server only through the wrapper, which then stops it and cleans up.
         .process_group(0);
+    if let Some((primary_dir, primary_port)) = primary {
+        // PRIVATE_WRAPPER_SCRIPT then copies the primary with pg_basebackup instead of initdb.
+        wrapper.env("PRIMARY_SOCKET_DIR", primary_dir).env("PRIMARY_PORT", primary_port.to_string());
+    }
     run_as(&mut wrapper, owner);
     let server = wrapper.spawn().map_err(|e| failed(format!("start the postgres wrapper: {e}")))?;
     // Closing its stdin makes the wrapper stop whatever runs and delete the directory.
@@ -384,6 +390,10 @@ async fn spawn_cluster(
         "ALTER ROLE postgres PASSWORD '{MANAGED_SUPERUSER_PASSWORD}';
          CREATE ROLE {CAPTURE_USER} LOGIN REPLICATION PASSWORD '{CAPTURE_PASSWORD}';"
     );
+    // A standby has the primary's roles, and cannot be written.
+    if primary.is_some() {
+        return Ok((server, dir, port));
+    }
     if let Err(e) = client.batch_execute(&setup).await {
         abandon(server);
         return Err(failed(format!("set up roles: {}", describe_pg_error(&e))));
@@ -1078,9 +1088,24 @@ stop() {
     n=$((n + 1))
   done
 }
-if "$bindir/initdb" -D "$dir/data" --username=postgres --auth-local=trust \
-    --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-sync \
-    >"$dir/initdb.log" 2>&1 </dev/null; then
+if [ -n "${PRIMARY_PORT:-}" ]; then
+  # A hot standby of the primary whose socket is in $PRIMARY_SOCKET_DIR.
+  init() {
+    # Not -R: the connection string it writes may name options the server's libpq lacks.
+    "$bindir/pg_basebackup" -D "$dir/data" -h "$PRIMARY_SOCKET_DIR" -p "$PRIMARY_PORT" -U postgres \
+      -X stream -c fast --no-sync &&
+      touch "$dir/data/standby.signal" &&
+      echo "primary_conninfo = 'host=$PRIMARY_SOCKET_DIR port=$PRIMARY_PORT user=postgres'" \
+        >>"$dir/data/postgresql.auto.conf" &&
+      chmod 700 "$dir/data"
+  }
+else
+  init() {
+    "$bindir/initdb" -D "$dir/data" --username=postgres --auth-local=trust \
+      --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-sync
+  }
+fi
+if init >"$dir/initdb.log" 2>&1 </dev/null; then
   start "$@"
   echo started
 else
@@ -1132,13 +1157,32 @@ impl PrivateCluster {
         let bindir = find_bindir().unwrap_or_else(|e| panic!("a private cluster needs local PostgreSQL binaries: {e}"));
         let mut last_error = String::new();
         for _ in 0..3 {
-            match start_private_cluster(&bindir, extra_settings).await {
+            match start_private_cluster(&bindir, extra_settings, None).await {
                 Ok(cluster) => return cluster,
                 Err(StartError::PortTaken(message)) => last_error = message,
                 Err(StartError::Failed(message)) => panic!("the private cluster did not start: {message}"),
             }
         }
         panic!("the private cluster did not start: {last_error}")
+    }
+
+    /// A hot standby of this cluster, copied with `pg_basebackup` and streaming from it,
+    /// with [`CLUSTER_SETTINGS`] then `extra_settings`; it has this cluster's roles and
+    /// passwords. Panics if it cannot start.
+    pub async fn start_standby(&self, extra_settings: &[&str]) -> PrivateCluster {
+        let bindir = self.cluster.bindir.clone();
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match start_private_cluster(&bindir, extra_settings, Some((&self.dir, self.cluster.port))).await {
+                Ok(mut standby) => {
+                    standby.cluster.superuser_password.clone_from(&self.cluster.superuser_password);
+                    return standby;
+                }
+                Err(StartError::PortTaken(message)) => last_error = message,
+                Err(StartError::Failed(message)) => panic!("the standby did not start: {message}"),
+            }
+        }
+        panic!("the standby did not start: {last_error}")
     }
 
     /// The server log so far (for failure messages).
@@ -1233,10 +1277,20 @@ impl PrivateCluster {
     }
 }
 
-async fn start_private_cluster(bindir: &Path, extra_settings: &[&str]) -> Result<PrivateCluster, StartError> {
-    let (mut server, dir, port) =
-        spawn_cluster(bindir, "source-postgres-private-", PRIVATE_WRAPPER_SCRIPT, extra_settings, Stdio::piped())
-            .await?;
+async fn start_private_cluster(
+    bindir: &Path,
+    extra_settings: &[&str],
+    primary: Option<(&Path, u16)>,
+) -> Result<PrivateCluster, StartError> {
+    let (mut server, dir, port) = spawn_cluster(
+        bindir,
+        "source-postgres-private-",
+        PRIVATE_WRAPPER_SCRIPT,
+        extra_settings,
+        Stdio::piped(),
+        primary,
+    )
+    .await?;
     let (Some(stdin), Some(stdout)) = (server.stdin.take(), server.stdout.take()) else {
         return Err(StartError::Failed("the private wrapper has no piped stdin and stdout".into()));
     };

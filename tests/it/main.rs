@@ -26,6 +26,7 @@ mod keyless_backfill;
 mod names;
 mod pg_connect;
 mod publication_slot;
+mod read_only;
 mod sourced_schemas;
 mod ssh_tunnel;
 mod stream_keys;

@@ -547,6 +547,50 @@ async fn apply_creates_what_the_user_may_and_is_idempotent() {
     assert_eq!(published, 2);
 }
 
+/// The twin of [`apply_creates_what_the_user_may_and_is_idempotent`] with
+/// `advanced.read_only_capture`: apply creates nothing although the user may, validation says
+/// what an administrator must create instead, and needs no watermarks table.
+#[tokio::test]
+async fn read_only_apply_creates_nothing_and_validation_needs_no_watermarks_table() {
+    let db = TestDb::create("validate_read_only_apply").await;
+    db.execute(
+        "DROP PUBLICATION flow_publication;
+         DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO flow_capture', current_database()); END $$;
+         CREATE TABLE test.mine (id int PRIMARY KEY);
+         ALTER TABLE test.mine OWNER TO flow_capture;",
+    )
+    .await;
+    let mut config = db.endpoint_config();
+    config["advanced"]["read_only_capture"] = json!(true);
+    let tables = [("test", "mine")];
+    let message = error_text(&run_line(&validate_line(&config, &tables)));
+    assert!(message.contains("publication \"flow_publication\" does not exist"), "{message}");
+    assert!(!message.contains("watermarks"), "{message}");
+    let applied = run_line(&apply_line(&config, &tables));
+    assert_eq!(applied.exit_code, 0, "{}", applied.stderr);
+    assert_eq!(applied.stdout.trim(), r#"{"applied":{}}"#, "a read-only apply did something");
+    let admin = db.superuser_client().await;
+    let created: (bool, bool) = {
+        let row = admin
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = 'flow_publication'),
+                        to_regclass('public.flow_watermarks') IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(created, (false, false), "(publication, watermarks table) created by a read-only apply");
+    // Once an administrator publishes the table, the read-only capture validates.
+    db.execute("CREATE PUBLICATION flow_publication FOR TABLE test.mine WITH (publish_via_partition_root = true);")
+        .await;
+    assert_validated(&run_line(&validate_line(&config, &tables)), &tables);
+    let watermarks = db.endpoint_config();
+    let message = error_text(&run_line(&validate_line(&watermarks, &tables)));
+    assert!(message.contains("flow_watermarks"), "a writing capture still needs its watermarks table: {message}");
+}
+
 #[tokio::test]
 async fn toasted_tables_get_advice_but_pass() {
     let db = TestDb::create("validate_toast_advice").await;
