@@ -14,6 +14,7 @@ mod capture_chaos;
 mod capture_faults;
 mod capture_stream;
 mod capture_visibility;
+mod catalog_examples;
 mod differential;
 mod differential_batch;
 mod discovery;
