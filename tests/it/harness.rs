@@ -588,18 +588,20 @@ fn identifier_stem(test_name: &str) -> String {
     format!("{}_{:08x}", &stem[..LIMIT - 9], hash as u32)
 }
 
-/// Drops slots left by an earlier run of this test: those whose name starts with the test's slot
-/// name and any logical slot in its database (which would block DROP DATABASE). An active slot's
-/// walsender, say from a connector that was killed with the previous test process, is terminated
-/// first.
-async fn drop_leftover_slots(admin: &tokio_postgres::Client, slot_prefix: &str, database: &str) {
+/// Drops slots left by an earlier run of this test: the test's slot and any logical slot in its
+/// database (which would block DROP DATABASE; a test's extra slots live there too). An active
+/// slot's walsender, say from a connector that was killed with the previous test process, is
+/// terminated first. Never by name prefix: one test's slot name can begin another's
+/// (`slot_chaos_failpoint_mid_chunk` and `slot_chaos_failpoint_mid_chunk_read_only`), and a
+/// prefix match had one test terminate and drop the slot of another while it ran.
+async fn drop_leftover_slots(admin: &tokio_postgres::Client, slot: &str, database: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let rows = admin
             .query(
                 "SELECT slot_name::text, active_pid FROM pg_replication_slots
-                 WHERE starts_with(slot_name::text, $1) OR database = $2",
-                &[&slot_prefix, &database],
+                 WHERE slot_name = $1 OR database = $2",
+                &[&slot, &database],
             )
             .await
             .unwrap_or_else(|e| panic!("list replication slots: {}", describe_pg_error(&e)));
