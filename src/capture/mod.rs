@@ -27,7 +27,7 @@
 //! stream is read up to that watermark's commit, all in one checkpoint. A read-only capture
 //! (`advanced.read_only_capture`) writes nothing: its fence is the server's WAL position read
 //! after the chunk's snapshot, passed by a commit or an idle keepalive at or beyond it (see
-//! [`fence`]). The next chunk's query starts (on a second connection) right after the fence
+//! `fence`). The next chunk's query starts (on a second connection) right after the fence
 //! is set, so the database reads it while the stream catches up to the fence. A precise
 //! backfill drops changes to rows beyond its resume key (a later chunk reads their current
 //! state); a normal one emits every change, and a change that precedes a chunk's snapshot is either already
