@@ -532,10 +532,12 @@ async fn failpoint_scenario_in(
     // Then a session without failpoint resumes, finishes the backfill and streams under the
     // load (the crashes above may all have hit the backfill).
     let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[]).await;
+    // A liveness bound, not a speed target: on 2 shared cores under the whole suite (or the
+    // version matrix beside other builds) catching up after 20 crashes has taken over 120 s.
     runner
         .reach(
             &mut admin,
-            Duration::from_secs(120),
+            Duration::from_secs(300),
             &format!("the session after the crashes did not reach streaming (seed {seed})"),
             |p, c| c.streaming() && p.change_documents > 300 && p.checkpoints > 20,
         )
