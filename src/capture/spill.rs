@@ -11,10 +11,11 @@
 //! transactions streamed at once: every transaction's buffer (all its messages while it is
 //! in memory, the unwritten tail once it is on file) counts against one shared budget, and
 //! `SpillBudget` (`spill_budget`) says which buffer to write out when a rule is broken (a transaction past
-//! 4 MiB, a file's tail past 1 MiB, all buffers past 16 MiB: the largest goes). This file
+//! 1 MiB, a file's tail past 256 KiB, all buffers past 4 MiB: the largest goes; see
+//! `Limits::DEFAULT`). This file
 //! does the IO those decisions call for. A committed transaction leaves the budget when it
 //! is taken for replay; one is replayed at a time, holding at most its in-memory buffer
-//! (4 MiB) or its file's 1 MiB read buffer.
+//! (1 MiB) or its file's 1 MiB read buffer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
