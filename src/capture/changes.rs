@@ -208,10 +208,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         let column_names: Vec<&str> = relation.columns.iter().map(|c| c.name).collect();
         if let Some(b) = binding {
-            self.follow_columns_of_backfilling_table(b, &column_names).await?;
-            let announced =
-                relation.columns.iter().map(|c| (c.name.to_string(), c.type_oid, c.type_modifier)).collect();
-            self.follow_announced_columns(b, announced).await?;
+            self.follow_announced_columns(b, &relation, &column_names).await?;
         }
         let types = relation.columns.iter().map(|c| self.registry.resolve(c.type_oid, c.type_modifier)).collect();
         let bound = binding.map(|index| {
@@ -225,39 +222,43 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(())
     }
 
-    /// A Relation message announces a table's columns after they changed. A backfilling
-    /// table's chunk queries name its columns as they were read when the session started: a
-    /// column added since would be missing from the rows the backfill reads after this, while
-    /// a precise backfill drops the changes (which carry it) of rows it has not read yet. So
-    /// the backfill follows: the table's columns are read again from the catalog (the current
-    /// ones, which a chunk query reads), and chunk queries built before are not used.
-    async fn follow_columns_of_backfilling_table(&mut self, index: usize, announced: &[&str]) -> Result<(), Error> {
+    /// A Relation message announces a table's columns, after they changed among others.
+    /// Two things may need the table described again, and one catalog query serves both:
+    /// - a backfilling table's chunk queries name its columns as they were read when the
+    ///   session started: a column added since would be missing from the rows the backfill
+    ///   reads after this, while a precise backfill drops the changes (which carry it) of rows
+    ///   it has not read yet. So the backfill follows the current columns, and chunk queries
+    ///   built before are not used;
+    /// - with sourced schemas, new or retyped columns must never reach the collection
+    ///   without a schema (see [`super::sourced`]).
+    async fn follow_announced_columns(
+        &mut self,
+        index: usize,
+        relation: &pgoutput::Relation<'_>,
+        announced: &[&str],
+    ) -> Result<(), Error> {
         let binding = &self.bindings[index];
-        if !binding.state.mode.is_backfilling() {
+        let backfill_follows = binding.state.mode.is_backfilling()
+            && !binding
+                .table
+                .columns
+                .iter()
+                .filter(|c| !c.generated)
+                .map(|c| c.name.as_str())
+                .eq(announced.iter().copied());
+        let typed = relation.columns.iter().map(|c| (c.name.to_string(), c.type_oid, c.type_modifier)).collect();
+        let schema_follows = self.sourced.announcement_differs(index, typed, &self.bindings[index].table);
+        if !(backfill_follows || schema_follows) {
             return Ok(());
         }
-        let emitted: Vec<&str> =
-            binding.table.columns.iter().filter(|c| !c.generated).map(|c| c.name.as_str()).collect();
-        if emitted == announced {
-            return Ok(());
-        }
-        let name = (binding.table.schema.clone(), binding.table.name.clone());
-        let only = std::collections::BTreeSet::from([name.clone()]);
-        let described = self
-            .sql_deadline(
-                "reading a backfilling table's columns again",
-                crate::discovery::discover_tables(&self.client, &self.config, Some(&only)),
-            )
-            .await??;
-        let binding = &mut self.bindings[index];
-        if let Some(fresh) = described.into_iter().find(|t| t.oid == binding.table.oid) {
+        self.describe_again(index, "reading a table's columns again").await?;
+        if backfill_follows {
+            let table = &self.bindings[index].table;
             tracing::info!(
-                table = %format!("{}.{}", name.0, name.1),
-                columns = ?fresh.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+                table = %format!("{}.{}", table.schema, table.name),
+                columns = ?table.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
                 "the table's columns changed during its backfill: the backfill reads the current columns"
             );
-            binding.table.columns = fresh.columns;
-            self.table_described(index);
         }
         Ok(())
     }

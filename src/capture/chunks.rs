@@ -12,7 +12,6 @@
 //! chunk cut by `statement_timeout` keeps the rows it read, or is retried at half the size
 //! when it read none.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
@@ -87,42 +86,31 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// table's columns again and let the caller run the chunk again with them; the chunk
     /// emitted nothing yet, and its resume key is unchanged. If the columns did not change,
     /// the error stands.
-    async fn describe_again<T>(&mut self, index: usize, err: tokio_postgres::Error) -> Result<Option<T>, Error> {
-        if self.read_columns_again(index).await? {
+    async fn retry_with_current_columns<T>(
+        &mut self,
+        index: usize,
+        err: tokio_postgres::Error,
+    ) -> Result<Option<T>, Error> {
+        if self.columns_changed(index).await? {
             Ok(None)
         } else {
             Err(backfill_error(&self.bindings[index].table, err))
         }
     }
 
-    /// Read binding `index`'s table columns again; true if they changed (its chunks are then
-    /// built with the new ones).
-    async fn read_columns_again(&mut self, index: usize) -> Result<bool, Error> {
-        let binding = &self.bindings[index];
-        let name = (binding.table.schema.clone(), binding.table.name.clone());
-        let only = BTreeSet::from([name.clone()]);
-        let described = self
-            .sql_deadline(
-                "reading a table's columns again",
-                crate::discovery::discover_tables(&self.client, &self.config, Some(&only)),
-            )
-            .await??;
-        let fresh =
-            described.into_iter().find(|t| (t.schema.as_str(), t.name.as_str()) == (name.0.as_str(), name.1.as_str()));
-        let binding = &mut self.bindings[index];
-        match fresh {
-            Some(fresh) if fresh.oid == binding.table.oid && column_names(&fresh) != column_names(&binding.table) => {
-                tracing::info!(
-                    table = %format!("{}.{}", name.0, name.1),
-                    columns = ?column_names(&fresh),
-                    "the table's columns changed during its backfill: reading its chunk again with the current columns"
-                );
-                binding.table.columns = fresh.columns;
-                self.table_described(index);
-                Ok(true)
-            }
-            _ => Ok(false),
+    /// Describe binding `index`'s table again; true if its columns changed (its chunks are
+    /// then built with the current ones).
+    async fn columns_changed(&mut self, index: usize) -> Result<bool, Error> {
+        let changed = self.describe_again(index, "reading a table's columns again").await?;
+        if changed {
+            let table = &self.bindings[index].table;
+            tracing::info!(
+                table = %format!("{}.{}", table.schema, table.name),
+                columns = ?column_names(table),
+                "the table's columns changed during its backfill: reading its chunk again with the current columns"
+            );
         }
+        Ok(changed)
     }
 
     /// The next chunk of a binding: its plan, SQL and parameters (after `prepare_backfill`).
@@ -241,7 +229,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// Run the chunk query (or take the prefetched one's answer) until its snapshot sees
     /// every transaction the stream has delivered for a backfilling table (see the
     /// `visibility` module). None: the query failed in a way that retries the chunk (see
-    /// `shrink_chunk` and `describe_again`).
+    /// `shrink_chunk` and `retry_with_current_columns`).
     async fn visible_chunk(
         &mut self,
         query: &ChunkQuery<'_>,
@@ -278,12 +266,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let chunk = match result {
                 Ok(chunk) => chunk,
                 Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(query.index, query.plan, err),
-                Err(err) if is_column_gone(&err) => return self.describe_again(query.index, err).await,
+                Err(err) if is_column_gone(&err) => return self.retry_with_current_columns(query.index, err).await,
                 Err(err) => return Err(backfill_error(&self.bindings[query.index].table, err)),
             };
             let described = column_names(&self.bindings[query.index].table);
             if chunk.columns.as_ref().is_some_and(|seen| *seen != described)
-                && self.read_columns_again(query.index).await?
+                && self.columns_changed(query.index).await?
             {
                 // The table's columns changed since it was described: its rows would be
                 // read without the new ones. The chunk is read again with the current ones.
@@ -347,7 +335,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     /// Encode and emit a chunk's rows as they arrive. None: the query failed in a way that
-    /// retries the chunk (see `shrink_chunk` and `describe_again`).
+    /// retries the chunk (see `shrink_chunk` and `retry_with_current_columns`).
     async fn emit_chunk_rows(
         &mut self,
         index: usize,
@@ -401,7 +389,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     // location keys make the repeats replace the first copies.
                     return self.shrink_chunk(index, plan, err);
                 }
-                Err(err) if is_column_gone(&err) && rows == 0 => return self.describe_again(index, err).await,
+                Err(err) if is_column_gone(&err) && rows == 0 => {
+                    return self.retry_with_current_columns(index, err).await
+                }
                 Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
             };
             let binding = &self.bindings[index];

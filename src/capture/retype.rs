@@ -334,18 +334,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 resuming && recorded.get(*i).zip(signatures.get(*i)).is_none_or(|(old, new)| !order_preserved(old, new))
             });
             let position = (0..columns.len()).find(|i| planned_signature.get(*i) != signatures.get(*i)).unwrap_or(0);
-            let table = &binding.table;
-            let wanted = BTreeSet::from([(table.schema.clone(), table.name.clone())]);
-            let rediscovered = self
-                .sql_deadline(
-                    "reading a retyped table's columns again",
-                    crate::discovery::discover_tables(&self.client, &self.config, Some(&wanted)),
-                )
-                .await??;
-            if let Some(table) = rediscovered.into_iter().next() {
-                self.bindings[index].table = table;
-            }
-            self.table_described(index);
+            self.describe_again(index, "reading a retyped table's columns again").await?;
             let binding = &mut self.bindings[index];
             match reordered {
                 Some(i) => {

@@ -182,31 +182,27 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.status.during(stream, confirmable, self.emitter.sourced_schema(binding, schema)).await
     }
 
-    /// A Relation message announced binding `index`'s columns: when they differ from the
-    /// session's view (a column added, dropped or retyped), describe the table again so that
-    /// the new columns never reach the collection without a schema.
-    pub(super) async fn follow_announced_columns(
-        &mut self,
-        index: usize,
-        announced: Vec<AnnouncedColumn>,
-    ) -> Result<(), Error> {
-        if !self.sourced.announcement_differs(index, announced, &self.bindings[index].table) {
-            return Ok(());
-        }
+    /// Describe binding `index`'s table again from the catalog and take its current columns
+    /// (one query under the SQL deadline, `why` naming it if that fails), then send its
+    /// sourced schema if that changed. The one way the session re-describes a table: for a
+    /// Relation message announcing other columns, for a chunk that met other columns, and
+    /// for a retyped key. Returns whether the column names changed. A table dropped, or
+    /// replaced by another of its name (another OID), is left as it was: the stream reports
+    /// what happens to it.
+    pub(super) async fn describe_again(&mut self, index: usize, why: &'static str) -> Result<bool, Error> {
         let table = &self.bindings[index].table;
         let only = BTreeSet::from([(table.schema.clone(), table.name.clone())]);
         let described = self
-            .sql_deadline(
-                "reading a table's columns again",
-                crate::discovery::discover_tables(&self.client, &self.config, Some(&only)),
-            )
+            .sql_deadline(why, crate::discovery::discover_tables(&self.client, &self.config, Some(&only)))
             .await??;
         let binding = &mut self.bindings[index];
-        if let Some(fresh) = described.into_iter().find(|t| t.oid == binding.table.oid) {
-            binding.table.columns = fresh.columns;
-            self.table_described(index);
-        }
-        Ok(())
+        let Some(fresh) = described.into_iter().find(|t| t.oid == binding.table.oid) else {
+            return Ok(false);
+        };
+        let names_changed = !fresh.columns.iter().map(|c| &c.name).eq(binding.table.columns.iter().map(|c| &c.name));
+        binding.table.columns = fresh.columns;
+        self.table_described(index);
+        Ok(names_changed)
     }
 
     /// Periodic rediscovery: describe every bound table and send the sourced schemas that
