@@ -204,28 +204,37 @@ async fn a_database_address_the_bastion_cannot_reach_is_named() {
     );
 }
 
-/// A connection whose reader pauses must not stall the others. The capture does exactly
-/// that: it leaves the replication stream unread while a backfill query runs. Here one
-/// connection holds a 200 MB result unread while another connects and queries.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_connection_that_is_not_read_does_not_stall_the_others() {
-    use source_postgres::pg::tunnel::SshTunnel;
-    use source_postgres::pg::{connect_sql, ConnectParams, SslMode};
-    let cluster = cluster().await;
-    let bastion = harness::ssh_bastion();
-    let tunnel = SshTunnel::new(&bastion.endpoint(), &bastion.authorized_key).expect("the test key parses");
-    let params = ConnectParams {
+/// Parameters of a plain (no TLS) connection as the capture user to `cluster`'s `postgres`
+/// database, through `tunnel`.
+fn through_tunnel(
+    cluster: &harness::TestCluster,
+    tunnel: source_postgres::pg::tunnel::SshTunnel,
+) -> source_postgres::pg::ConnectParams {
+    source_postgres::pg::ConnectParams {
         host: cluster.host.clone(),
         port: cluster.port,
         user: cluster.capture_user.clone(),
         password: Some(cluster.capture_password.clone()),
         database: "postgres".into(),
-        sslmode: SslMode::Disable,
+        sslmode: source_postgres::pg::SslMode::Disable,
         sslrootcert: None,
         application_name: "source-postgres-tests".into(),
         connect_timeout: Duration::from_secs(10),
         tunnel: Some(std::sync::Arc::new(tunnel)),
-    };
+    }
+}
+
+/// A connection whose reader pauses must not stall the others. The capture does exactly
+/// that: it leaves the replication stream unread while a backfill query runs. Here one
+/// connection holds a 200 MB result unread while another connects and queries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_is_not_read_does_not_stall_the_others() {
+    use source_postgres::pg::connect_sql;
+    use source_postgres::pg::tunnel::SshTunnel;
+    let cluster = cluster().await;
+    let bastion = harness::ssh_bastion();
+    let tunnel = SshTunnel::new(&bastion.endpoint(), &bastion.authorized_key).expect("the test key parses");
+    let params = through_tunnel(cluster, tunnel);
     let paused = connect_sql(&params).await.expect("the first connection");
     let unread = paused
         .query_raw("SELECT repeat('x', 1000) FROM generate_series(1, 200000)", std::iter::empty::<i32>())
@@ -249,7 +258,7 @@ async fn a_connection_that_is_not_read_does_not_stall_the_others() {
 async fn a_tunnel_lost_under_a_connection_is_named() {
     use source_postgres::pg::replication::ReplicationClient;
     use source_postgres::pg::tunnel::SshTunnel;
-    use source_postgres::pg::{ConnectParams, PgError, SslMode};
+    use source_postgres::pg::PgError;
     let cluster = cluster().await;
     let bastion = harness::ssh_bastion();
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the relay");
@@ -271,18 +280,7 @@ async fn a_tunnel_lost_under_a_connection_is_named() {
     });
     let endpoint = format!("ssh://{}@127.0.0.1:{relay_port}", bastion.user);
     let tunnel = SshTunnel::new(&endpoint, &bastion.authorized_key).expect("the test key parses");
-    let params = ConnectParams {
-        host: cluster.host.clone(),
-        port: cluster.port,
-        user: cluster.capture_user.clone(),
-        password: Some(cluster.capture_password.clone()),
-        database: "postgres".into(),
-        sslmode: SslMode::Disable,
-        sslrootcert: None,
-        application_name: "source-postgres-tests".into(),
-        connect_timeout: Duration::from_secs(10),
-        tunnel: Some(std::sync::Arc::new(tunnel)),
-    };
+    let params = through_tunnel(cluster, tunnel);
     let mut client = ReplicationClient::connect(&params).await.expect("connect through the relay");
     client.identify_system().await.expect("IDENTIFY_SYSTEM through the tunnel");
     cut.send(true).expect("cut the relay");

@@ -510,9 +510,9 @@ async fn missing_privileges_tables_and_publication_membership_are_fixed_in_order
     admin.batch_execute("ALTER ROLE flow_capture NOBYPASSRLS").await.unwrap();
 }
 
-#[tokio::test]
-async fn apply_creates_what_the_user_may_and_is_idempotent() {
-    let db = TestDb::create("validate_apply_is_idempotent").await;
+/// No publication, and a capture user that may create one (and the watermarks table) and
+/// owns its one table `test.mine`.
+async fn with_nothing_the_user_cannot_create(db: &TestDb) {
     db.execute(
         "DROP PUBLICATION flow_publication;
          DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO flow_capture', current_database()); END $$;
@@ -520,6 +520,12 @@ async fn apply_creates_what_the_user_may_and_is_idempotent() {
          ALTER TABLE test.mine OWNER TO flow_capture;",
     )
     .await;
+}
+
+#[tokio::test]
+async fn apply_creates_what_the_user_may_and_is_idempotent() {
+    let db = TestDb::create("validate_apply_is_idempotent").await;
+    with_nothing_the_user_cannot_create(&db).await;
     let config = db.endpoint_config();
     let tables = [("test", "mine")];
     // Nothing is missing that the user cannot create itself.
@@ -553,13 +559,7 @@ async fn apply_creates_what_the_user_may_and_is_idempotent() {
 #[tokio::test]
 async fn read_only_apply_creates_nothing_and_validation_needs_no_watermarks_table() {
     let db = TestDb::create("validate_read_only_apply").await;
-    db.execute(
-        "DROP PUBLICATION flow_publication;
-         DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO flow_capture', current_database()); END $$;
-         CREATE TABLE test.mine (id int PRIMARY KEY);
-         ALTER TABLE test.mine OWNER TO flow_capture;",
-    )
-    .await;
+    with_nothing_the_user_cannot_create(&db).await;
     let mut config = db.endpoint_config();
     config["advanced"]["read_only_capture"] = json!(true);
     let tables = [("test", "mine")];
