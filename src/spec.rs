@@ -154,8 +154,10 @@ mod tests {
     use super::*;
 
     fn committed(path: &str) -> Value {
-        let text = std::fs::read_to_string(format!("{}/spec/{path}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap_or_else(|err| panic!("spec/{path} is missing ({err}): run `cargo run -- schemas --write`"));
+        let text =
+            std::fs::read_to_string(format!("{}/spec/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|err| {
+                panic!("spec/{path} is missing ({err}): run `cargo run --bin source-postgres -- schemas --write`")
+            });
         serde_json::from_str(&text).unwrap()
     }
 
@@ -164,12 +166,12 @@ mod tests {
         assert_eq!(
             endpoint_config_schema(),
             committed("endpoint-config.schema.json"),
-            "the endpoint config schema changed: review it and run `cargo run -- schemas --write`"
+            "the endpoint config schema changed: review it and run `cargo run --bin source-postgres -- schemas --write`"
         );
         assert_eq!(
             resource_config_schema(),
             committed("resource-config.schema.json"),
-            "the resource config schema changed: review it and run `cargo run -- schemas --write`"
+            "the resource config schema changed: review it and run `cargo run --bin source-postgres -- schemas --write`"
         );
     }
 

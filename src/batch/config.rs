@@ -58,10 +58,10 @@ pub struct BatchEndpointConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(skip)]
     pub credentials: Option<crate::config::Credentials>,
-    /// Accepted for compatibility; SSH tunnelling is not supported by this connector.
+    /// Connect to your system through an SSH server that acts as a bastion host for your network.
     #[serde(default, rename = "networkTunnel", skip_serializing_if = "Option::is_none")]
-    #[schemars(skip)]
-    pub network_tunnel: Option<Value>,
+    #[schemars(title = "Network Tunnel")]
+    pub network_tunnel: Option<crate::config::NetworkTunnel>,
 }
 
 /// Advanced options.
@@ -147,6 +147,9 @@ pub struct BatchConfig {
     pub sslmode: SslMode,
     pub poll: Schedule,
     pub statement_timeout: Option<Duration>,
+    /// The SSH tunnel of `networkTunnel.sshForwarding` (the CDC connector's, see
+    /// [`crate::pg::tunnel`]), with its key parsed.
+    pub tunnel: Option<std::sync::Arc<crate::pg::tunnel::SshTunnel>>,
 }
 
 impl BatchConfig {
@@ -179,16 +182,7 @@ impl BatchConfig {
             check_name(field, value)?;
         }
         let password = check_password(&raw)?;
-        if let Some(tunnel) = &raw.network_tunnel {
-            let endpoint = tunnel.pointer("/sshForwarding/sshEndpoint").and_then(Value::as_str).unwrap_or("");
-            if !endpoint.is_empty() {
-                return Err(invalid(
-                    "networkTunnel.sshForwarding",
-                    "SSH tunnels are not supported by this connector",
-                    "connect directly, or run an SSH tunnel next to the connector and point \"address\" at it",
-                ));
-            }
-        }
+        let tunnel = crate::config::parse_tunnel(raw.network_tunnel.as_ref())?;
         let adv = &raw.advanced;
         let poll_text = if adv.poll.trim().is_empty() { DEFAULT_POLL } else { adv.poll.as_str() };
         let poll = Schedule::parse(poll_text).map_err(|reason| {
@@ -205,7 +199,7 @@ impl BatchConfig {
             }
         }
         let sslmode = SslModeName::mode_or_default(adv.sslmode);
-        Ok(BatchConfig { host, port, password, sslmode, poll, statement_timeout, raw })
+        Ok(BatchConfig { host, port, password, sslmode, poll, statement_timeout, tunnel, raw })
     }
 
     pub fn connect_params(&self) -> ConnectParams {
@@ -219,7 +213,7 @@ impl BatchConfig {
             sslrootcert: self.raw.advanced.sslrootcert.clone(),
             application_name: "estuary_flow_batch".to_string(),
             connect_timeout: Duration::from_secs(30),
-            tunnel: None,
+            tunnel: self.tunnel.clone(),
         }
     }
 

@@ -324,8 +324,10 @@ mod tests {
     use super::*;
 
     fn committed(path: &str) -> Value {
-        let text = std::fs::read_to_string(format!("{}/spec/{path}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap_or_else(|err| panic!("spec/{path} is missing ({err}): run `cargo run -- schemas --write`"));
+        let text =
+            std::fs::read_to_string(format!("{}/spec/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap_or_else(|err| {
+                panic!("spec/{path} is missing ({err}): run `cargo run --bin source-postgres -- schemas --write`")
+            });
         serde_json::from_str(&text).unwrap()
     }
 
@@ -335,7 +337,7 @@ mod tests {
         assert_eq!(
             endpoint,
             committed("batch-endpoint-config.schema.json"),
-            "review and run `cargo run -- schemas --write`"
+            "review and run `cargo run --bin source-postgres -- schemas --write`"
         );
         assert_eq!(resource_config_schema(), committed("batch-resource-config.schema.json"));
         assert_eq!(endpoint["properties"]["password"]["secret"], true);

@@ -89,12 +89,19 @@ pub struct SshForwarding {
     pub private_key: Secret,
 }
 
-impl EndpointConfig {
+impl NetworkTunnel {
     /// The SSH endpoint when a tunnel is configured (the Go connector starts a tunnel only
     /// when `sshEndpoint` is set; an empty `networkTunnel` means none).
     pub fn ssh_endpoint(&self) -> Option<&str> {
-        let endpoint = self.network_tunnel.as_ref()?.ssh_forwarding.as_ref()?.ssh_endpoint.as_str();
+        let endpoint = self.ssh_forwarding.as_ref()?.ssh_endpoint.as_str();
         (!endpoint.trim().is_empty()).then_some(endpoint)
+    }
+}
+
+impl EndpointConfig {
+    /// See [`NetworkTunnel::ssh_endpoint`].
+    pub fn ssh_endpoint(&self) -> Option<&str> {
+        self.network_tunnel.as_ref()?.ssh_endpoint()
     }
 }
 

@@ -39,6 +39,7 @@ mod values;
 pub use advanced::{Advanced, SslModeName};
 pub use endpoint::{Credentials, DiscoveryFilters, EndpointConfig, NetworkTunnel, SshForwarding};
 pub use feature_flags::FeatureFlags;
+pub(crate) use parse::parse_tunnel;
 pub use parse::DEFAULT_REDISCOVERY_INTERVAL;
 pub use resource::{BackfillMode, ResourceAdvanced, ResourceConfig};
 pub use secret::Secret;

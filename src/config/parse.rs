@@ -17,7 +17,10 @@ use super::advanced::default_chunk_size;
 use super::values::{
     check_address_text, check_name, check_pooler, echo, invalid, parse_address, parse_duration, shorten,
 };
-use super::{Advanced, Config, ConfigError, Credentials, EndpointConfig, FeatureFlags, Secret, SslModeName, TableName};
+use super::{
+    Advanced, Config, ConfigError, Credentials, EndpointConfig, FeatureFlags, NetworkTunnel, Secret, SslModeName,
+    TableName,
+};
 use crate::pg::tunnel::{SshTunnel, TunnelConfigError};
 
 /// The Go connector's rediscovery interval when none is configured, and its bounds.
@@ -71,7 +74,7 @@ impl Config {
         let min_backfill_xid = parse_min_backfill_xid(&adv.min_backfill_xid)?;
         let rediscovery_interval = parse_rediscovery_interval(&adv.rediscovery_interval)?;
         check_discovery_filters(&raw)?;
-        let tunnel = parse_tunnel(&raw)?;
+        let tunnel = parse_tunnel(raw.network_tunnel.as_ref())?;
         let sslmode = SslModeName::mode_or_default(adv.sslmode);
         Ok(Config {
             host,
@@ -94,12 +97,13 @@ impl Config {
 }
 
 /// `networkTunnel.sshForwarding`: the endpoint checked and the key parsed, so that bad key
-/// text is reported before anything connects. No error quotes the key.
-fn parse_tunnel(raw: &EndpointConfig) -> Result<Option<Arc<SshTunnel>>, ConfigError> {
-    let Some(endpoint) = raw.ssh_endpoint() else {
+/// text is reported before anything connects. No error quotes the key. Shared with the
+/// batch connector, whose `networkTunnel` is the same.
+pub(crate) fn parse_tunnel(tunnel: Option<&NetworkTunnel>) -> Result<Option<Arc<SshTunnel>>, ConfigError> {
+    let Some(endpoint) = tunnel.and_then(NetworkTunnel::ssh_endpoint) else {
         return Ok(None);
     };
-    let key = raw.network_tunnel.as_ref().and_then(|t| t.ssh_forwarding.as_ref()).map(|f| &f.private_key);
+    let key = tunnel.and_then(|t| t.ssh_forwarding.as_ref()).map(|f| &f.private_key);
     let key = key.map(Secret::expose).unwrap_or_default();
     match SshTunnel::new(endpoint, key) {
         Ok(tunnel) => Ok(Some(Arc::new(tunnel))),

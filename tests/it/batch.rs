@@ -770,3 +770,65 @@ async fn batch_xmin_scan_survives_a_table_rewrite_mid_scan() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// The batch connector takes the CDC connector's `networkTunnel`: discovery and a poll go
+/// through the test bastion (its log shows forwards to the database's port), and the
+/// captured rows equal the table. A refused key is one clear error naming the tunnel.
+#[tokio::test]
+async fn batch_discovers_and_polls_through_an_ssh_tunnel() {
+    let (database, admin) = database("batch_ssh_tunnel").await;
+    execute(
+        &admin,
+        "CREATE TABLE test.items (id int PRIMARY KEY, v text);
+         INSERT INTO test.items SELECT g, 'v' || g FROM generate_series(1, 300) g;",
+    )
+    .await;
+    let bastion = crate::harness::ssh_bastion();
+    let port = cluster().await.cluster.port;
+    let mut config = config(&database, json!({}));
+    config["networkTunnel"] =
+        json!({"sshForwarding": {"sshEndpoint": bastion.endpoint(), "privateKey": bastion.authorized_key}});
+
+    let before = crate::ssh_tunnel::forwards_to(port);
+    let discover = json!({"discover": {"connectorType": "IMAGE", "config": config}});
+    let (lines, stderr, code) = run_once(&format!("{discover}\n")).await;
+    assert_eq!(code, 0, "discovery through the tunnel failed: {stderr}");
+    let names: Vec<&str> = lines[0]["discovered"]["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["recommendedName"].as_str())
+        .collect();
+    assert!(names.iter().any(|n| n.contains("items")), "test.items was not discovered: {names:?}");
+    assert!(
+        crate::ssh_tunnel::forwards_to(port) > before,
+        "discovery did not go through the bastion:\n{}",
+        bastion.log()
+    );
+
+    let before = crate::ssh_tunnel::forwards_to(port);
+    let resource = json!({"name": "items", "schema": "test", "table": "items", "cursor": ["txid"]});
+    let mut run = Run::open(&config, &[binding(resource, &["/id"])], &json!({}), &[]).await;
+    assert!(
+        run.until(Duration::from_secs(60), |r| !last_polled(r, "items").is_empty()).await,
+        "the first poll through the tunnel did not complete"
+    );
+    let (committed, _) = run.kill().await;
+    assert_eq!(reduced_values(&reduce(&committed, "id")), table_values(&admin, "test.items").await);
+    assert!(
+        crate::ssh_tunnel::forwards_to(port) > before,
+        "the poll did not go through the bastion:\n{}",
+        bastion.log()
+    );
+
+    // A key the bastion does not know: one error line, naming the tunnel, never the key.
+    let mut refused = config.clone();
+    refused["networkTunnel"]["sshForwarding"]["privateKey"] = json!(bastion.unauthorized_key);
+    let discover = json!({"discover": {"connectorType": "IMAGE", "config": refused}});
+    let (_, stderr, code) = run_once(&format!("{discover}\n")).await;
+    assert_eq!(code, 1, "a refused key must fail: {stderr}");
+    let message = error_message(&stderr);
+    assert!(message.contains("refused public-key authentication"), "the error does not name the tunnel: {message}");
+    let body = bastion.unauthorized_key.lines().find(|l| l.len() > 16 && !l.starts_with("-----")).expect("key body");
+    assert!(!stderr.contains(body), "the output holds the key: {stderr}");
+}

@@ -68,7 +68,7 @@ fn error_text(output: &ConnectorOutput, key: &str) -> String {
 }
 
 /// Forwards the bastion logged to the database's port so far.
-fn forwards_to(port: u16) -> usize {
+pub(crate) fn forwards_to(port: u16) -> usize {
     let needle = format!("target 127.0.0.1 port {port}");
     harness::ssh_bastion()
         .log()
