@@ -147,6 +147,14 @@ mod tests {
             (forward(false), ErrorClass::Definite),
             (PgError::SshAuthRefused { bastion: bastion(), user: "flow".into() }, ErrorClass::Definite),
             (PgError::SshFailed { bastion: bastion(), reason: "no common algorithm".into() }, ErrorClass::Definite),
+            (
+                PgError::SshHostKeyMismatch {
+                    bastion: bastion(),
+                    presented: "SHA256:a".into(),
+                    expected: "SHA256:b".into(),
+                },
+                ErrorClass::Definite,
+            ),
         ] {
             let err = Error::Pg(err);
             assert_eq!(err.class(), class, "{err}");

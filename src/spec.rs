@@ -207,7 +207,14 @@ mod tests {
         // What this connector has beyond the Go connector's spec, on purpose.
         let mut extra: Vec<&String> = ours.iter().filter(|o| !go.contains(&o.as_str())).collect();
         extra.sort();
-        assert_eq!(extra, ["endpoint advanced.fail_on_truncate boolean", "endpoint advanced.sslrootcert string"]);
+        assert_eq!(
+            extra,
+            [
+                "endpoint advanced.fail_on_truncate boolean",
+                "endpoint advanced.sslrootcert string",
+                "endpoint networkTunnel.sshForwarding.hostKeyFingerprint string"
+            ]
+        );
     }
 
     #[test]

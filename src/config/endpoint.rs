@@ -87,6 +87,10 @@ pub struct SshForwarding {
     #[serde(default, rename = "privateKey")]
     #[schemars(title = "SSH Private Key", extend("secret" = true, "multiline" = true))]
     pub private_key: Secret,
+    /// Optional: the SHA-256 fingerprint of the SSH server's host key (SHA256:..., as `ssh-keyscan <host> | ssh-keygen -lf -` prints it). When set, any other host key is refused. Not a field of the Go connector: remove it before moving a capture back to it.
+    #[serde(default, rename = "hostKeyFingerprint", skip_serializing_if = "String::is_empty")]
+    #[schemars(title = "SSH Host Key Fingerprint")]
+    pub host_key_fingerprint: String,
 }
 
 impl NetworkTunnel {

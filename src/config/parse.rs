@@ -103,10 +103,16 @@ pub(crate) fn parse_tunnel(tunnel: Option<&NetworkTunnel>) -> Result<Option<Arc<
     let Some(endpoint) = tunnel.and_then(NetworkTunnel::ssh_endpoint) else {
         return Ok(None);
     };
-    let key = tunnel.and_then(|t| t.ssh_forwarding.as_ref()).map(|f| &f.private_key);
-    let key = key.map(Secret::expose).unwrap_or_default();
-    match SshTunnel::new(endpoint, key) {
+    let forwarding = tunnel.and_then(|t| t.ssh_forwarding.as_ref());
+    let key = forwarding.map(|f| f.private_key.expose()).unwrap_or_default();
+    let host_key = forwarding.map(|f| f.host_key_fingerprint.as_str()).unwrap_or_default();
+    match SshTunnel::new(endpoint, key).and_then(|tunnel| tunnel.with_host_key(host_key)) {
         Ok(tunnel) => Ok(Some(Arc::new(tunnel))),
+        Err(TunnelConfigError::HostKey(reason)) => Err(invalid(
+            "networkTunnel.sshForwarding.hostKeyFingerprint",
+            reason,
+            "leave it empty to accept any host key, or give the fingerprint ssh-keygen -l prints",
+        )),
         Err(TunnelConfigError::Endpoint(reason)) => Err(invalid(
             "networkTunnel.sshForwarding.sshEndpoint",
             reason,

@@ -76,6 +76,10 @@ pub enum PgError {
     #[error("the SSH tunnel to {bastion} was lost: {reason}")]
     SshLost { bastion: String, reason: String },
 
+    /// The bastion presented another host key than the configured fingerprint.
+    #[error("SSH server {bastion} presented the host key {presented}, not the {expected} of networkTunnel.sshForwarding.hostKeyFingerprint")]
+    SshHostKeyMismatch { bastion: String, presented: String, expected: String },
+
     /// The SSH handshake failed for another reason (no common algorithm, a protocol error).
     #[error("SSH session with {bastion} failed: {reason}")]
     SshFailed { bastion: String, reason: String },
@@ -184,6 +188,13 @@ impl PgError {
             }
             PgError::SshLost { .. } => {
                 "the capture restarts and opens the tunnel again; if this repeats, check the SSH server"
+            }
+            PgError::SshHostKeyMismatch { bastion, .. } => {
+                return Some(format!(
+                    "if the SSH server's host key was replaced on purpose, set hostKeyFingerprint to the new \
+                     one (ssh-keyscan -p <port> <host> | ssh-keygen -lf - prints it for {bastion}); \
+                     otherwise something between the connector and the SSH server may be intercepting the connection"
+                ));
             }
             PgError::SshFailed { .. } => "check that networkTunnel.sshForwarding.sshEndpoint names an SSH server",
             PgError::Timeout { .. } => {

@@ -31,8 +31,11 @@
 //! that vanished is noticed like a database that vanished behind TCP keepalives.
 //!
 //! Host keys: the Go connector's tunnel runs OpenSSH with host-key checking off and its
-//! configuration has no field for a known host key, so this one accepts any host key too,
-//! and logs its SHA-256 fingerprint so that an operator can compare it.
+//! configuration has no field for a known host key, so by default this one accepts any host
+//! key too, and logs its SHA-256 fingerprint so that an operator can compare it. The
+//! optional `hostKeyFingerprint` (an addition of this connector; the Go connector's spec
+//! would refuse a configuration that sets it) pins the key: a session whose bastion presents
+//! another key ends before the private key is used, with both fingerprints in the error.
 //!
 //! The private key is parsed once, when the configuration is read, so that bad key text is
 //! a configuration error; neither it nor any of its bytes ever reaches a message or a log.
@@ -71,6 +74,8 @@ pub enum TunnelConfigError {
     Endpoint(String),
     #[error("{0}")]
     Key(String),
+    #[error("{0}")]
+    HostKey(String),
 }
 
 /// `ssh://user@host[:port]`, split.
@@ -124,6 +129,8 @@ pub struct SshTunnel {
     /// Whether the bastion's host key was logged at `info` yet (once per process is enough;
     /// the later sessions log it at `debug`).
     host_key_logged: Arc<AtomicBool>,
+    /// The pinned host key's fingerprint, `SHA256:<base64>` (None: any key is accepted).
+    expected_host_key: Option<String>,
 }
 
 impl fmt::Debug for SshTunnel {
@@ -146,7 +153,34 @@ impl SshTunnel {
     pub fn new(endpoint: &str, private_key: &str) -> Result<SshTunnel, TunnelConfigError> {
         let endpoint = SshEndpoint::parse(endpoint)?;
         let key = parse_private_key(private_key)?;
-        Ok(SshTunnel { endpoint, key: Arc::new(key), host_key_logged: Arc::new(AtomicBool::new(false)) })
+        Ok(SshTunnel {
+            endpoint,
+            key: Arc::new(key),
+            host_key_logged: Arc::new(AtomicBool::new(false)),
+            expected_host_key: None,
+        })
+    }
+
+    /// Accept only the host key of this SHA-256 fingerprint, as `ssh-keygen -l` prints it
+    /// (`SHA256:` and 43 base64 characters; the prefix may be left out). Blank: any key.
+    pub fn with_host_key(mut self, fingerprint: &str) -> Result<SshTunnel, TunnelConfigError> {
+        let text = fingerprint.trim();
+        if text.is_empty() {
+            self.expected_host_key = None;
+            return Ok(self);
+        }
+        let digest = text.strip_prefix("SHA256:").unwrap_or(text);
+        use base64::Engine as _;
+        match base64::engine::general_purpose::STANDARD_NO_PAD.decode(digest.trim_end_matches('=')) {
+            Ok(bytes) if bytes.len() == 32 => {
+                self.expected_host_key = Some(format!("SHA256:{}", digest.trim_end_matches('=')));
+                Ok(self)
+            }
+            _ => Err(TunnelConfigError::HostKey(format!(
+                "{text:?} is not a SHA-256 host key fingerprint; expected SHA256: and 43 base64 characters, \
+                 as `ssh-keygen -lf <host key file>` prints"
+            ))),
+        }
     }
 
     pub fn endpoint(&self) -> &SshEndpoint {
@@ -181,8 +215,22 @@ impl SshTunnel {
             keepalive_max: KEEPALIVE_MAX,
             ..client::Config::default()
         });
-        let handler = Bastion { endpoint: endpoint.to_string(), host_key_logged: self.host_key_logged.clone() };
-        let mut session = client::connect_stream(config, tcp, handler).await.map_err(|err| failed(endpoint, err))?;
+        let presented = Arc::new(std::sync::Mutex::new(None));
+        let handler = Bastion {
+            endpoint: endpoint.to_string(),
+            host_key_logged: self.host_key_logged.clone(),
+            expected: self.expected_host_key.clone(),
+            presented: presented.clone(),
+        };
+        let mut session = client::connect_stream(config, tcp, handler).await.map_err(|err| {
+            let presented = presented.lock().ok().and_then(|p| p.clone());
+            match (err, presented, &self.expected_host_key) {
+                (russh::Error::UnknownKey, Some(presented), Some(expected)) => {
+                    PgError::SshHostKeyMismatch { bastion: endpoint.to_string(), presented, expected: expected.clone() }
+                }
+                (err, _, _) => failed(endpoint, err),
+            }
+        })?;
         // RSA keys sign with the strongest hash the server announces (rsa-sha2-512/256), and
         // with ssh-rsa (SHA-1) on servers that announce none (they predate rsa-sha2). Only
         // RSA asks: the answer may take the server a second.
@@ -266,11 +314,15 @@ fn parse_private_key(text: &str) -> Result<PrivateKey, TunnelConfigError> {
     }
 }
 
-/// The client side of the SSH session: accepts the bastion's host key as the Go
-/// connector does (see the module doc) and logs its fingerprint.
+/// The client side of the SSH session: checks the bastion's host key against the pinned
+/// fingerprint if there is one, accepts it otherwise as the Go connector does (see the
+/// module doc), and logs its fingerprint.
 pub struct Bastion {
     endpoint: String,
     host_key_logged: Arc<AtomicBool>,
+    expected: Option<String>,
+    /// The fingerprint the bastion presented, for the error when it is not the expected one.
+    presented: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl client::Handler for Bastion {
@@ -281,7 +333,14 @@ impl client::Handler for Bastion {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.fingerprint(HashAlg::Sha256).to_string(),
             PublicKeyOrCertificate::Certificate(cert) => cert.public_key().fingerprint(HashAlg::Sha256).to_string(),
         };
-        let message = "SSH server host key (not verified, as in the Go connector)";
+        if let Ok(mut presented) = self.presented.lock() {
+            *presented = Some(fingerprint.clone());
+        }
+        let message = match &self.expected {
+            Some(expected) if *expected != fingerprint => return Ok(false),
+            Some(_) => "SSH server host key (verified against hostKeyFingerprint)",
+            None => "SSH server host key (not verified, as in the Go connector; see hostKeyFingerprint)",
+        };
         if self.host_key_logged.swap(true, Ordering::Relaxed) {
             tracing::debug!(bastion = %self.endpoint, host_key = %fingerprint, "{message}");
         } else {
@@ -450,6 +509,22 @@ mod tests {
         for bad in ["bastion:22", "ssh://bastion", "ssh://@bastion", "ssh://u@", "ssh://u@b:0", "ssh://u@b:x"] {
             let err = parse(bad).unwrap_err().to_string();
             assert!(err.ends_with("expected ssh://user@host[:port]"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn host_key_fingerprints_are_sha256_as_ssh_keygen_prints_them() {
+        let tunnel = || SshTunnel::new("ssh://u@b", TEST_KEY).unwrap();
+        let digest = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+        for text in [format!("SHA256:{digest}"), digest.to_string(), format!(" SHA256:{digest}= ")] {
+            let pinned = tunnel().with_host_key(&text).unwrap();
+            assert_eq!(pinned.expected_host_key.as_deref(), Some(format!("SHA256:{digest}").as_str()), "{text}");
+        }
+        assert_eq!(tunnel().with_host_key("  ").unwrap().expected_host_key, None);
+        for bad in ["MD5:16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48", "SHA256:abc", "SHA256:not base64 at all!"] {
+            let err = tunnel().with_host_key(bad).unwrap_err();
+            assert!(matches!(err, TunnelConfigError::HostKey(_)), "{bad}");
+            assert!(err.to_string().contains("ssh-keygen -lf"), "{err}");
         }
     }
 

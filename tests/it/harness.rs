@@ -1321,6 +1321,8 @@ pub struct SshBastion {
     pub authorized_key: String,
     /// A valid private key that is not authorized (Ed25519, OpenSSH format).
     pub unauthorized_key: String,
+    /// The server's host key fingerprint, `SHA256:...`, as `ssh-keygen -l` prints it.
+    pub host_key_fingerprint: String,
     dir: PathBuf,
     /// Holds the write end of the wrapper's stdin pipe for the life of the process.
     _server: Child,
@@ -1417,5 +1419,17 @@ fn start_bastion() -> Result<SshBastion, String> {
         let output = Command::new("id").arg("-un").output().expect("run id -un");
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     });
-    Ok(SshBastion { port, user, authorized_key, unauthorized_key, dir, _server: server })
+    // The host key's fingerprint as an operator would take it, from OpenSSH's own tool.
+    let listed = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(dir.join("host_ed25519.pub"))
+        .output()
+        .map_err(|e| format!("run ssh-keygen -lf: {e}"))?;
+    let host_key_fingerprint = String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .nth(1)
+        .filter(|f| f.starts_with("SHA256:"))
+        .ok_or_else(|| format!("ssh-keygen -lf printed no fingerprint: {}", String::from_utf8_lossy(&listed.stderr)))?
+        .to_string();
+    Ok(SshBastion { port, user, authorized_key, unauthorized_key, host_key_fingerprint, dir, _server: server })
 }

@@ -150,6 +150,42 @@ fn a_key_the_bastion_does_not_authorize_is_refused_by_name() {
     }
 }
 
+/// A pinned host key (`hostKeyFingerprint`): the bastion's own fingerprint, as ssh-keygen
+/// prints it, lets discovery through; any other is one error line with both fingerprints,
+/// before the private key is offered (the bastion's log shows no authentication attempt).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_host_key_is_checked() {
+    let db = TestDb::create("ssh_tunnel_host_key").await;
+    db.execute("CREATE TABLE test.items (id int PRIMARY KEY)").await;
+    let bastion = harness::ssh_bastion();
+    let mut config = tunneled(db.endpoint_config(), &bastion.authorized_key);
+    config["networkTunnel"]["sshForwarding"]["hostKeyFingerprint"] = json!(bastion.host_key_fingerprint);
+    let output = discover_output(&config);
+    assert_eq!(output.exit_code, 0, "discovery with the right host key failed:\n{}", output.stderr);
+    assert!(output.stdout.contains("\"items\""), "{}", output.stdout);
+
+    // Another valid fingerprint: the SHA-256 of nothing.
+    let other = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+    config["networkTunnel"]["sshForwarding"]["hostKeyFingerprint"] = json!(other);
+    let logins = bastion.log().matches("userauth-request").count();
+    assert!(logins > 0, "sshd's log shows no login, so it cannot show the absence of one:\n{}", bastion.log());
+    let text = error_text(&discover_output(&config), &bastion.authorized_key);
+    assert_eq!(
+        text.lines().next().unwrap_or_default(),
+        format!(
+            "SSH server \"127.0.0.1\" port {} presented the host key {}, not the {other} of \
+             networkTunnel.sshForwarding.hostKeyFingerprint",
+            bastion.port, bastion.host_key_fingerprint
+        )
+    );
+    assert!(text.contains("HINT: if the SSH server's host key was replaced on purpose"), "{text}");
+    assert_eq!(bastion.log().matches("userauth-request").count(), logins, "the key was offered to an unknown host");
+
+    config["networkTunnel"]["sshForwarding"]["hostKeyFingerprint"] = json!("SHA256:not-a-fingerprint");
+    let text = error_text(&discover_output(&config), &bastion.authorized_key);
+    assert!(text.contains("networkTunnel.sshForwarding.hostKeyFingerprint"), "{text}");
+}
+
 #[test]
 fn a_bastion_that_is_not_listening_is_named() {
     let bastion = harness::ssh_bastion();
