@@ -67,8 +67,10 @@ if runs debezium; then
     not_run debezium "no Java (Debezium needs Java 17 or later; Debian: apt-get install openjdk-17-jre-headless)"
   else
     java_bin="${JAVA_HOME:+$JAVA_HOME/bin/}java"
-    java_version="$("$java_bin" -version 2>&1 | awk -F'"' '/version/ { print $2; exit }')"
-    if [ "${java_version%%.*}" -lt 17 ] 2>/dev/null; then
+    java_version="$("$java_bin" -version 2>&1 | awk -F'"' '/version/ { print $2; exit }' || true)"
+    if [ -z "$java_version" ]; then
+      not_run debezium "$java_bin -version failed (Debezium needs Java 17 or later; check JAVA_HOME)"
+    elif [ "${java_version%%.*}" -lt 17 ] 2>/dev/null; then
       not_run debezium "Java $java_version is too old (Debezium 3 needs 17 or later)"
     fi
     # JPype finds the JVM through JAVA_HOME first: point it at the java on PATH when unset.
@@ -134,8 +136,8 @@ dbz() {
 dbz_failed() {
   local why
   why="$(tail -1 "$1" 2>/dev/null | python3 -c 'import json, sys
-v = json.load(sys.stdin); print(v.get("error") or ("timed out" if v.get("timed_out") else "") or f"{v[\"docs\"]} events")' 2>/dev/null)"
-  not_run debezium "$2 failed (${why:-no figures}; log: $WORK/dbz/stdout.log)"
+v = json.load(sys.stdin); print(v.get("error") or ("timed out" if v.get("timed_out") else "") or f"{v[\"docs\"]} events")' 2>/dev/null || true)"
+  not_run debezium "$2 failed (${why:-no figures}; BENCH_KEEP=1 keeps its log, $WORK/dbz/stdout.log)"
 }
 
 if runs pipelinewise; then
@@ -177,7 +179,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
         2>"$WORK/tap.log" | grep -c '^{"type": "RECORD"' || true)"
       if [ "$records" != "$ROWS" ] || grep -q 'non-zero status' "$WORK/time-f.txt"; then
         sed -i '$d' "$WORK/b-tap.txt"
-        not_run pipelinewise "FULL_TABLE emitted $records records of $ROWS, $(head -1 "$WORK/time-f.txt") (log: $WORK/tap.log)"
+        not_run pipelinewise "FULL_TABLE emitted $records records of $ROWS, $(head -1 "$WORK/time-f.txt") (BENCH_KEEP=1 keeps its log, $WORK/tap.log)"
         continue
       fi
       log "rep $rep: tap FULL_TABLE $(tail -1 "$WORK/b-tap.txt") (load $(load_now))"
@@ -233,7 +235,7 @@ echo "   CPU = the client process's user+sys (the server's is not counted); RSS 
 row "" "seconds" "rows/s" "x conn" "CPU s" "CPU us/row" "peak RSS MiB"
 table_row "COPY (SELECT * FROM t) TO STDOUT via psql" "$WORK/b-copy.txt" "$ROWS"
 table_row "connector backfill, spawn to exit" "$WORK/b-conn.txt" "$ROWS"
-table_row "pipelinewise-tap-postgres ${tap_version:-?} FULL_TABLE" "$WORK/b-tap.txt" "$ROWS" pipelinewise
+table_row "pipelinewise-tap-postgres${tap_version:+ $tap_version} FULL_TABLE" "$WORK/b-tap.txt" "$ROWS" pipelinewise
 table_row "Debezium${dbz_version:+ $dbz_version} snapshot (initial_only)" "$WORK/b-dbz.txt" "$ROWS" debezium
 print_dbz_settings dbz_snapshot public.t snapshot
 echo "  load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -356,7 +358,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
       pq -c "SELECT pg_drop_replication_slot('pipelinewise_bench')" >/dev/null
       if [ "$records" != "$STREAM_ROWS" ] || grep -q 'non-zero status' "$WORK/time-f.txt"; then
         sed -i '$d' "$WORK/s-tap.txt"
-        not_run pipelinewise "LOG_BASED emitted $records records of $STREAM_ROWS, $(head -1 "$WORK/time-f.txt") (log: $WORK/tap-stream.log)"
+        not_run pipelinewise "LOG_BASED emitted $records records of $STREAM_ROWS, $(head -1 "$WORK/time-f.txt") (BENCH_KEEP=1 keeps its log, $WORK/tap-stream.log)"
         continue
       fi
       log "rep $rep: tap LOG_BASED $(tail -1 "$WORK/s-tap.txt") (load $(load_now))"
@@ -385,7 +387,7 @@ echo "   columns as above"
 row "" "seconds" "events/s" "x conn" "CPU s" "CPU us/event" "peak RSS MiB"
 table_row "pg_recvlogical (pgoutput v2) to /dev/null" "$WORK/s-recv.txt" "$STREAM_ROWS"
 table_row "connector, spawn to exit" "$WORK/s-conn.txt" "$STREAM_ROWS"
-table_row "pipelinewise-tap-postgres ${tap_version:-?} LOG_BASED" "$WORK/s-tap.txt" "$STREAM_ROWS" pipelinewise
+table_row "pipelinewise-tap-postgres${tap_version:+ $tap_version} LOG_BASED" "$WORK/s-tap.txt" "$STREAM_ROWS" pipelinewise
 table_row "Debezium${dbz_version:+ $dbz_version} streaming (pgoutput)" "$WORK/s-dbz.txt" "$STREAM_ROWS" debezium
 print_dbz_settings dbz_stream public.s stream
 if runs pipelinewise || [ -s "$WORK/s-tap.txt" ]; then
