@@ -197,3 +197,10 @@ run_driver() {
 
 # Print a table row with fixed columns: row LABEL VALUE...
 row() { printf '  %-44s' "$1"; shift; printf ' %14s' "$@"; printf '\n'; }
+
+# summary BENCHMARK FIGURE VALUE: one line for the summary table scripts/bench.sh prints at the
+# end of a run (appended to $BENCH_SUMMARY, tab-separated; nothing when it is unset).
+summary() {
+  [ -n "${BENCH_SUMMARY:-}" ] || return 0
+  printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$BENCH_SUMMARY"
+}

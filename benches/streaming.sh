@@ -123,4 +123,8 @@ row "pg_recvlogical CPU s (user+sys)" "$(f "$recv_cpu_s")"
 row "CPU us/event: connector, pg_recvlogical" "$(f "$(echo "$cpu_s * 1000000 / $ROWS" | bc -l)")" \
   "$(f "$(echo "$recv_cpu_s * 1000000 / $ROWS" | bc -l)")"
 row "CPU per event, connector / pg_recvlogical" "$(f "$(echo "$cpu_s / $recv_cpu_s" | bc -l)")"
+summary streaming "ratio to pg_recvlogical (target >= 0.9), $ROWS events" "$(f "$ratio")"
+summary streaming "CPU us/event, connector / pg_recvlogical" \
+  "$(f "$(echo "$cpu_s * 1000000 / $ROWS" | bc -l)") / $(f "$(echo "$recv_cpu_s * 1000000 / $ROWS" | bc -l)")"
+summary streaming "connector peak RSS MiB (max of runs)" "$(f "$(echo "$rss_max / 1024" | bc -l)" 1)"
 echo "  load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

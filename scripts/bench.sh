@@ -1,32 +1,49 @@
 #!/usr/bin/env bash
-# Performance benchmarks: one release build, then each benchmark of benches/ in turn. Each
-# starts its own throwaway PostgreSQL (wal_level=logical) on a free port, prints a table of
-# figures, and removes everything. Targets and measured figures: docs/performance.md.
+# Performance benchmarks: one release build, then benchmarks of benches/ in turn, then one
+# summary table of every headline figure. Each benchmark starts its own throwaway PostgreSQL
+# (wal_level=logical) on a free port, prints a table of figures, and removes everything.
+# Targets and measured figures: docs/performance.md.
 #
-#   scripts/bench.sh                          # all: backfill tables streaming largetx latency encode
+#   scripts/bench.sh                          # the default set: backfill streaming latency peer
+#   scripts/bench.sh all                      # also tables, largetx, encode
 #   scripts/bench.sh backfill streaming       # some
-#   BENCH_ROWS=200000 BENCH_REPS=1 scripts/bench.sh    # a quick pass
 #   scripts/bench.sh --write-docs [names...]  # also record the figures in docs/performance.md
 #
-# Environment (see benches/common.sh for the rest): BENCH_ROWS (rows per benchmark; the
-# defaults are 2,000,000 for backfill and largetx, 1,000,000 for streaming), BENCH_REPS
-# (default 3), BENCH_TXN_ROWS (streaming rows per transaction, default 10), BENCH_RATE,
-# BENCH_CLIENTS, BENCH_SECONDS (latency), BENCH_CHUNK_SIZE (default 50000),
-# BENCH_NO_BUILD=1 to use the existing target/release binary.
-# peer (pipelinewise-tap-postgres, from PyPI into a virtualenv) runs only when named.
+# The default set is what one run must show: backfill ratio to COPY and CPU per row,
+# streaming ratio to pg_recvlogical and CPU per event, latency at 1,000 and 5,000 tps, peak
+# RSS, and the peers (Debezium, pipelinewise-tap-postgres) beside the connector, COPY and
+# pg_recvlogical. Its sizes keep a run near 15 minutes on 2 cores; the full sizes:
+#
+#   BENCH_BACKFILL_ROWS=2000000 BENCH_STREAM_ROWS=1000000 BENCH_SECONDS=30 scripts/bench.sh
+#
+# Environment (see benches/common.sh and each benchmark's header for the rest):
+#   BENCH_BACKFILL_ROWS     backfill table rows (default here 1,000,000; full 2,000,000)
+#   BENCH_STREAM_ROWS       streaming backlog (default here 500,000; full 1,000,000)
+#   BENCH_PEER_ROWS         peer table rows (default 500,000)
+#   BENCH_PEER_STREAM_ROWS  peer backlog (default 200,000)
+#   BENCH_ROWS              one size for every benchmark, over the four above
+#   BENCH_REPS              repetitions of each timed run, medians shown (default 3)
+#   BENCH_RATES, BENCH_CLIENTS, BENCH_SECONDS   latency: rates (default "1000 5000"),
+#                           pgbench clients (default rate / 250, at least 4), seconds per run
+#                           (default here 20; full 30)
+#   BENCH_PEERS             peers to run (default "pipelinewise debezium")
+#   BENCH_TXN_ROWS (streaming rows per transaction, default 10), BENCH_CHUNK_SIZE (default
+#   50000), BENCH_SERVER_SETTINGS, BENCH_NO_BUILD=1 to use the existing target/release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all=(backfill tables streaming largetx latency encode)
+default=(backfill streaming latency peer)
+all=(backfill tables streaming largetx latency encode peer)
 write_docs=0
 if [ "${1:-}" = "--write-docs" ]; then
   write_docs=1
   shift
 fi
-if [ $# -eq 0 ]; then set -- "${all[@]}"; fi
+if [ $# -eq 0 ]; then set -- "${default[@]}"; fi
+if [ "$*" = all ]; then set -- "${all[@]}"; fi
 for name in "$@"; do
   if [ ! -f "benches/$name.sh" ]; then
-    echo "no benchmark named $name (known: ${all[*]} peer)" >&2
+    echo "no benchmark named $name (known: ${all[*]})" >&2
     exit 2
   fi
 done
@@ -38,15 +55,30 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   cargo build --release "${locked[@]}" --quiet
 fi
 
+# rows_for NAME: the BENCH_ROWS a benchmark runs with (empty: its own default).
+rows_for() {
+  if [ -n "${BENCH_ROWS:-}" ]; then echo "$BENCH_ROWS"; return; fi
+  case "$1" in
+  backfill) echo "${BENCH_BACKFILL_ROWS:-1000000}" ;;
+  streaming) echo "${BENCH_STREAM_ROWS:-500000}" ;;
+  peer) echo "${BENCH_PEER_ROWS:-500000}" ;;
+  esac
+}
+
 status=0
 figures="$(mktemp)"
-trap 'rm -f "$figures"' EXIT
+export BENCH_SUMMARY="$figures.summary"
+: >"$BENCH_SUMMARY"
+trap 'rm -f "$figures" "$BENCH_SUMMARY"' EXIT
+export BENCH_SECONDS="${BENCH_SECONDS:-20}"
+run_started=$SECONDS
 for name in "$@"; do
   echo
   echo "==> benches/$name.sh"
   started=$SECONDS
+  rows="$(rows_for "$name")"
   # Each benchmark prints its figure table on stdout (progress goes to stderr).
-  if bash "benches/$name.sh" | tee "$figures.$name"; then
+  if env ${rows:+BENCH_ROWS=$rows} bash "benches/$name.sh" | tee "$figures.$name"; then
     echo "==> $name: done in $((SECONDS - started)) s"
     if [ "$write_docs" = 1 ]; then
       {
@@ -61,8 +93,29 @@ for name in "$@"; do
     fi
   else
     echo "==> $name: FAILED after $((SECONDS - started)) s"
+    printf '%s\t%s\t%s\n' "$name" "FAILED" "see its output above" >>"$BENCH_SUMMARY"
     status=1
   fi
   rm -f "$figures.$name"
 done
+
+summary_table() {
+  echo "== Summary: $* ($(nproc) CPU, PostgreSQL $(pg_config --version | awk '{print $2}'), load average at end $(cut -d' ' -f1-3 /proc/loadavg); $((SECONDS - run_started)) s)"
+  awk -F'\t' '{ printf "  %-10s %-62s %s\n", $1, $2, $3 }' "$BENCH_SUMMARY"
+}
+if [ -s "$BENCH_SUMMARY" ]; then
+  echo
+  summary_table "$@" | tee "$figures.summary-table"
+  if [ "$write_docs" = 1 ]; then
+    {
+      echo "Generated by \`scripts/bench.sh --write-docs $*\` on $(date -u '+%Y-%m-%d %H:%M UTC')," \
+        "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)'):"
+      echo
+      echo '```text'
+      cat "$figures.summary-table"
+      echo '```'
+    } | python3 scripts/docs-section.py docs/performance.md "bench summary"
+  fi
+  rm -f "$figures.summary-table"
+fi
 exit "$status"
