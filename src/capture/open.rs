@@ -43,7 +43,11 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     open: &Open,
     emitter: &'e mut Emitter<W>,
 ) -> Result<(Session<'e, W>, ReplicationStream), Error> {
-    let (config, resources, state) = parse_request(open)?;
+    let (mut config, resources, state) = parse_request(open)?;
+    // The formats the capture started with, unless a flag says otherwise (see
+    // `ValueFormats::resolve` and the marker in `state`).
+    config.formats = crate::value::ValueFormats::resolve(&config.flags.explicit, &state.value_formats());
+    tracing::info!(improvements = ?config.formats.improvement_names(), formats = ?config.formats, "value formats");
 
     crate::log::status("Connecting to database");
     let client = crate::pg::connect_sql(&config.connect_params()).await?;
@@ -80,7 +84,8 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
         configure_session(&backfill_client, &config),
     )
     .await??;
-    let Reconciled { bindings, patch, .. } = reconciled;
+    let Reconciled { mut bindings, mut patch, .. } = reconciled;
+    mark_value_formats(&mut bindings, &mut patch, &config.formats);
     let sourced = SourcedSchemas::new(&config, Instant::now());
     let mut session = Session {
         source_tag: Some(config.raw.advanced.source_tag.clone()).filter(|t| !t.is_empty()),
@@ -130,6 +135,23 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     // start position.
     session.checkpoint_with(patch, &mut stream).await?;
     Ok((session, stream))
+}
+
+/// Record the value formats in every binding's state, and write them with the first
+/// checkpoint for every binding it does not already reset (a reset binding writes its
+/// whole state, marker included, at its next checkpoint).
+fn mark_value_formats(
+    bindings: &mut [super::Binding],
+    patch: &mut serde_json::Map<String, serde_json::Value>,
+    formats: &crate::value::ValueFormats,
+) {
+    let names = formats.improvement_names();
+    for binding in bindings {
+        binding.state.set_value_formats(&names);
+        if !patch.contains_key(&binding.state_key) {
+            patch.insert(binding.state_key.clone(), binding.state.to_patch());
+        }
+    }
 }
 
 /// The request's configuration, resources and state.

@@ -48,6 +48,8 @@ pub struct SchemaOptions {
     /// Ask Flow to infer the schema too (`x-infer-schema`): the Go connector's
     /// `use_schema_inference` feature flag, on by default.
     pub schema_inference: bool,
+    /// The value formats the schemas describe.
+    pub formats: crate::value::ValueFormats,
 }
 
 impl SchemaOptions {
@@ -58,6 +60,7 @@ impl SchemaOptions {
             history_mode: config.raw.history_mode,
             source_tag: !config.raw.advanced.source_tag.is_empty(),
             schema_inference: config.flags.use_schema_inference,
+            formats: config.formats,
         }
     }
 }
@@ -210,10 +213,15 @@ pub fn source_schema(options: &SchemaOptions, mode: SchemaMode) -> Value {
 
 /// The property schema of one column, with Go's description convention. In
 /// [`SchemaMode::Sourced`] nested objects (composites) are closed.
-pub fn column_property(table: &DiscoveredTable, index: usize, mode: SchemaMode) -> Value {
+pub fn column_property(
+    table: &DiscoveredTable,
+    index: usize,
+    mode: SchemaMode,
+    formats: &crate::value::ValueFormats,
+) -> Value {
     let column = &table.columns[index];
     let is_key = table.key.contains(&column.name);
-    let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key);
+    let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key, formats);
     if mode == SchemaMode::Sourced {
         close_objects(&mut schema);
     }
@@ -276,7 +284,7 @@ pub fn collection_schema(table: &DiscoveredTable, options: &SchemaOptions, mode:
         if column.generated {
             continue;
         }
-        properties.insert(property_name(&column.name).into_owned(), column_property(table, index, mode));
+        properties.insert(property_name(&column.name).into_owned(), column_property(table, index, mode, &options.formats));
     }
     // The write schema requires the key only (an update may omit unchanged TOAST values);
     // the sourced schema every column, as Go's does.
@@ -516,7 +524,7 @@ mod tests {
     fn the_sourced_schema_is_closed_requires_every_column_and_has_no_reductions() {
         let table = varied_table();
         for options in
-            [SchemaOptions::default(), SchemaOptions { history_mode: true, source_tag: true, schema_inference: true }]
+            [SchemaOptions::default(), SchemaOptions { history_mode: true, source_tag: true, schema_inference: true, ..SchemaOptions::default() }]
         {
             let sourced = sourced_schema(&table, &options);
             strict_validator(&sourced);
