@@ -284,7 +284,8 @@ pub fn collection_schema(table: &DiscoveredTable, options: &SchemaOptions, mode:
         if column.generated {
             continue;
         }
-        properties.insert(property_name(&column.name).into_owned(), column_property(table, index, mode, &options.formats));
+        properties
+            .insert(property_name(&column.name).into_owned(), column_property(table, index, mode, &options.formats));
     }
     // The write schema requires the key only (an update may omit unchanged TOAST values);
     // the sourced schema every column, as Go's does.
@@ -523,9 +524,10 @@ mod tests {
     #[test]
     fn the_sourced_schema_is_closed_requires_every_column_and_has_no_reductions() {
         let table = varied_table();
-        for options in
-            [SchemaOptions::default(), SchemaOptions { history_mode: true, source_tag: true, schema_inference: true, ..SchemaOptions::default() }]
-        {
+        for options in [
+            SchemaOptions::default(),
+            SchemaOptions { history_mode: true, source_tag: true, schema_inference: true, ..SchemaOptions::default() },
+        ] {
             let sourced = sourced_schema(&table, &options);
             strict_validator(&sourced);
             assert_eq!(open_objects(&sourced), Vec::<String>::new(), "{sourced:#}");

@@ -516,25 +516,52 @@ mod tests {
 
     #[test]
     fn timestamps_become_rfc3339_utc_with_trimmed_fractions() {
-        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00.120", false, Target::Value, o)), r#""2024-01-15T06:30:00.12Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00", false, Target::Value, o)), r#""2024-01-15T06:30:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00.5+00", true, Target::Value, o)), r#""2024-01-15T06:30:00.5Z""#);
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-01-15 06:30:00.120", false, Target::Value, o)),
+            r#""2024-01-15T06:30:00.12Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-01-15 06:30:00", false, Target::Value, o)),
+            r#""2024-01-15T06:30:00Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-01-15 06:30:00.5+00", true, Target::Value, o)),
+            r#""2024-01-15T06:30:00.5Z""#
+        );
     }
 
     #[test]
     fn timestamptz_offsets_are_converted_to_utc_across_midnight() {
-        assert_eq!(value(|o| encode_timestamp(b"2024-01-01 01:00:00+05:30", true, Target::Value, o)), r#""2023-12-31T19:30:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"2024-02-28 23:00:00-08", true, Target::Value, o)), r#""2024-02-29T07:00:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"1850-01-01 00:00:00+00:53:28", true, Target::Value, o)), r#""1849-12-31T23:06:32Z""#);
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-01-01 01:00:00+05:30", true, Target::Value, o)),
+            r#""2023-12-31T19:30:00Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-02-28 23:00:00-08", true, Target::Value, o)),
+            r#""2024-02-29T07:00:00Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"1850-01-01 00:00:00+00:53:28", true, Target::Value, o)),
+            r#""1849-12-31T23:06:32Z""#
+        );
     }
 
     #[test]
     fn out_of_range_timestamps_saturate_and_range_bounds_stay_exact() {
         assert_eq!(value(|o| encode_timestamp(b"infinity", false, Target::Value, o)), r#""9999-12-31T23:59:59Z""#);
         assert_eq!(value(|o| encode_timestamp(b"-infinity", true, Target::Value, o)), r#""0000-01-01T00:00:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"12345-06-07 01:02:03", false, Target::Value, o)), r#""9999-12-31T23:59:59Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"0044-03-15 10:00:00+00 BC", true, Target::Value, o)), r#""0000-01-01T00:00:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"0001-06-01 10:00:00 BC", false, Target::Value, o)), r#""0000-06-01T10:00:00Z""#);
+        assert_eq!(
+            value(|o| encode_timestamp(b"12345-06-07 01:02:03", false, Target::Value, o)),
+            r#""9999-12-31T23:59:59Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"0044-03-15 10:00:00+00 BC", true, Target::Value, o)),
+            r#""0000-01-01T00:00:00Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"0001-06-01 10:00:00 BC", false, Target::Value, o)),
+            r#""0000-06-01T10:00:00Z""#
+        );
         assert_eq!(
             value(|o| write_timestamp(b"12345-06-07 01:02:03", false, Target::RangeBound, o)),
             "+12345-06-07T01:02:03Z"

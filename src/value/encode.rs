@@ -29,7 +29,12 @@ pub fn encode_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), V
 ///
 /// On error `out` is left as it was. Errors name the innermost type whose text was
 /// malformed (for an array of rows, the field's type).
-pub fn encode_value_with(formats: &ValueFormats, ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+pub fn encode_value_with(
+    formats: &ValueFormats,
+    ty: &PgType,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ValueError> {
     let mark = out.len();
     let result = encode_kind(ty, classify(ty, formats), formats, text, out);
     if result.is_err() {
@@ -634,7 +639,10 @@ mod column_encoder_tests {
         let long = "5".repeat(315);
         for bad in ["9223372036854775808", "-9223372036854775809", "12345678901234567890", long.as_str()] {
             let mut out = b"kept".to_vec();
-            assert!(ColumnEncoder::new(&int8, false, &ValueFormats::improved()).encode(bad.as_bytes(), &mut out).is_err(), "{bad}");
+            assert!(
+                ColumnEncoder::new(&int8, false, &ValueFormats::improved()).encode(bad.as_bytes(), &mut out).is_err(),
+                "{bad}"
+            );
             assert_eq!(out, b"kept");
         }
     }

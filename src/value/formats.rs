@@ -226,13 +226,17 @@ mod tests {
         assert_eq!(go, ValueFormats::go());
         let improved = ValueFormats::resolve(&flags(&[("go_value_formats", false)]), &StateFormats::Go);
         assert_eq!(improved, ValueFormats::improved());
-        let one = ValueFormats::resolve(&flags(&[("go_value_formats", true), ("iso_intervals", true)]), &StateFormats::New);
+        let one =
+            ValueFormats::resolve(&flags(&[("go_value_formats", true), ("iso_intervals", true)]), &StateFormats::New);
         assert!(one.iso_intervals && !one.inet_as_printed);
         let off = ValueFormats::resolve(&flags(&[("iso_intervals", false)]), &StateFormats::New);
         assert!(!off.iso_intervals && off.inet_as_printed);
         let on = ValueFormats::resolve(&flags(&[("typed_composites", true)]), &StateFormats::Go);
         assert!(on.typed_composites && !on.typed_hstore);
-        let legacy = ValueFormats::resolve(&flags(&[("date_as_date", false), ("multidimensional_arrays", true)]), &StateFormats::Go);
+        let legacy = ValueFormats::resolve(
+            &flags(&[("date_as_date", false), ("multidimensional_arrays", true)]),
+            &StateFormats::Go,
+        );
         assert!(!legacy.date_as_date && legacy.multidimensional_arrays && legacy.time_as_time && legacy.flatten_arrays);
     }
 

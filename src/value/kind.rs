@@ -133,8 +133,8 @@ fn go_scalar<'a>(kind: Kind<'static>, name: &'a str, formats: &ValueFormats) -> 
 
 /// The text-like built-ins the Go connector's discovery gave a `type: string` schema.
 const GO_STRING_TYPES: [&str; 20] = [
-    "text", "xml", "bit", "varbit", "jsonpath", "interval", "money", "point", "line", "lseg", "box", "path",
-    "polygon", "circle", "cidr", "macaddr", "macaddr8", "tsvector", "tsquery", "citext",
+    "text", "xml", "bit", "varbit", "jsonpath", "interval", "money", "point", "line", "lseg", "box", "path", "polygon",
+    "circle", "cidr", "macaddr", "macaddr8", "tsvector", "tsquery", "citext",
 ];
 
 /// Whether the Go connector decoded arrays of `element` element by element: arrays of

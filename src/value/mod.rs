@@ -63,8 +63,8 @@ pub use array::array_delimiter_known;
 pub use encode::{
     encode_key_value, encode_key_value_with, encode_value, encode_value_with, ColumnCodec, ColumnEncoder,
 };
-pub use formats::{StateFormats, ValueFormats, GO_VALUE_FORMATS};
 pub use error::{ValueError, ValueErrorKind};
+pub use formats::{StateFormats, ValueFormats, GO_VALUE_FORMATS};
 pub use kind::{is_text_like_key, type_from_typname};
 pub use schema::{column_schema, source_type_name};
 

@@ -19,10 +19,17 @@ use super::{PgType, ValueFormats};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BoundRule {
     Verbatim,
-    Date { target: Target },
+    Date {
+        target: Target,
+    },
     /// A date bound as a timestamp at midnight UTC (the Go connector's form).
-    DateAsTimestamp { target: Target },
-    Timestamp { with_time_zone: bool, target: Target },
+    DateAsTimestamp {
+        target: Target,
+    },
+    Timestamp {
+        with_time_zone: bool,
+        target: Target,
+    },
 }
 
 /// The rule for bounds of `subtype`. In the Go connector's form (without
@@ -182,7 +189,9 @@ fn write_bound(
     match rule {
         BoundRule::Verbatim => literal.extend_from_slice(&text[start..pos]),
         BoundRule::Date { target } => write_date(bound, target, literal).map_err(inner_error)?,
-        BoundRule::DateAsTimestamp { target } => write_date_as_timestamp(bound, target, literal).map_err(inner_error)?,
+        BoundRule::DateAsTimestamp { target } => {
+            write_date_as_timestamp(bound, target, literal).map_err(inner_error)?
+        }
         BoundRule::Timestamp { with_time_zone, target } => {
             write_timestamp(bound, with_time_zone, target, literal).map_err(inner_error)?
         }

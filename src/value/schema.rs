@@ -69,9 +69,12 @@ fn kind_schema(kind: Kind<'_>, formats: &ValueFormats, nullable: bool, is_key: b
         Kind::Numeric | Kind::GoNumeric => string(json!({"format": "number"})),
         Kind::Float { .. } if is_key => string(json!({"format": "number"})),
         Kind::Float { .. } => typed(&["number", "string"], nullable, json!({"format": "number"})),
-        Kind::Text | Kind::Inet | Kind::GoInet | Kind::GoInterval | Kind::Varchar { max_length: None } | Kind::Bpchar { length: None } => {
-            string(json!({}))
-        }
+        Kind::Text
+        | Kind::Inet
+        | Kind::GoInet
+        | Kind::GoInterval
+        | Kind::Varchar { max_length: None }
+        | Kind::Bpchar { length: None } => string(json!({})),
         Kind::Varchar { max_length: Some(n) } => string(json!({"maxLength": n})),
         Kind::Bpchar { length: Some(n) } => string(json!({"minLength": n, "maxLength": n})),
         Kind::Uuid => string(json!({"format": "uuid"})),
@@ -161,8 +164,14 @@ mod tests {
 
     #[test]
     fn nullable_columns_add_null_to_the_type() {
-        assert_eq!(column_schema(&builtin("int4", -1), false, false, &ValueFormats::improved()), json!({"type": "integer"}));
-        assert_eq!(column_schema(&builtin("int4", -1), true, false, &ValueFormats::improved()), json!({"type": ["integer", "null"]}));
+        assert_eq!(
+            column_schema(&builtin("int4", -1), false, false, &ValueFormats::improved()),
+            json!({"type": "integer"})
+        );
+        assert_eq!(
+            column_schema(&builtin("int4", -1), true, false, &ValueFormats::improved()),
+            json!({"type": ["integer", "null"]})
+        );
         assert_eq!(
             column_schema(&builtin("float8", -1), true, false, &ValueFormats::improved()),
             json!({"type": ["number", "string", "null"], "format": "number"})
@@ -171,22 +180,34 @@ mod tests {
 
     #[test]
     fn float_key_columns_are_strings() {
-        assert_eq!(column_schema(&builtin("float4", -1), false, true, &ValueFormats::improved()), json!({"type": "string", "format": "number"}));
+        assert_eq!(
+            column_schema(&builtin("float4", -1), false, true, &ValueFormats::improved()),
+            json!({"type": "string", "format": "number"})
+        );
     }
 
     #[test]
     fn character_types_carry_their_lengths() {
-        assert_eq!(column_schema(&builtin("varchar", 14), false, false, &ValueFormats::improved()), json!({"type": "string", "maxLength": 10}));
+        assert_eq!(
+            column_schema(&builtin("varchar", 14), false, false, &ValueFormats::improved()),
+            json!({"type": "string", "maxLength": 10})
+        );
         assert_eq!(
             column_schema(&builtin("bpchar", 9), true, false, &ValueFormats::improved()),
             json!({"type": ["string", "null"], "minLength": 5, "maxLength": 5})
         );
-        assert_eq!(column_schema(&builtin("varchar", -1), false, false, &ValueFormats::improved()), json!({"type": "string"}));
+        assert_eq!(
+            column_schema(&builtin("varchar", -1), false, false, &ValueFormats::improved()),
+            json!({"type": "string"})
+        );
     }
 
     #[test]
     fn json_columns_have_no_type_even_when_nullable() {
-        assert_eq!(column_schema(&builtin("json", -1), true, false, &ValueFormats::improved()), json!({"contentMediaType": "application/json"}));
+        assert_eq!(
+            column_schema(&builtin("json", -1), true, false, &ValueFormats::improved()),
+            json!({"contentMediaType": "application/json"})
+        );
         assert_eq!(
             column_schema(&builtin("jsonb", -1), true, false, &ValueFormats::improved()),
             json!({"contentMediaType": "application/vnd.estuary.postgresql.jsonb+json"})
@@ -207,7 +228,10 @@ mod tests {
             column_schema(&mood, true, false, &ValueFormats::improved()),
             json!({"type": ["string", "null"], "enum": ["sad", "happy", null]})
         );
-        assert_eq!(column_schema(&mood, false, false, &ValueFormats::improved()), json!({"type": "string", "enum": ["sad", "happy"]}));
+        assert_eq!(
+            column_schema(&mood, false, false, &ValueFormats::improved()),
+            json!({"type": "string", "enum": ["sad", "happy"]})
+        );
     }
 
     #[test]

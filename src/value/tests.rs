@@ -54,7 +54,10 @@ fn check(ty: &PgType, cases: &[(&str, &str)]) {
         let value: Value = serde_json::from_str(&json).unwrap();
         for (label, validator) in [("non-nullable", &strict), ("nullable", &nullable)] {
             if let Err(error) = validator.validate(&value) {
-                panic!("{ty} {text:?} → {json} fails its {label} schema {}: {error}", column_schema(ty, true, false, &ValueFormats::improved()));
+                panic!(
+                    "{ty} {text:?} → {json} fails its {label} schema {}: {error}",
+                    column_schema(ty, true, false, &ValueFormats::improved())
+                );
             }
         }
     }
@@ -692,6 +695,7 @@ fn random_input_never_panics_and_success_is_always_valid_json() {
 }
 
 pub(crate) mod allocations;
+mod go_formats;
 
 /// The values of [`encoding_work_grows_linearly_with_the_value`], about `size` bytes each.
 fn large_values(size: usize) -> [(PgType, Vec<u8>); 4] {
