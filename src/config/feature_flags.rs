@@ -144,11 +144,9 @@ impl FeatureFlags {
     pub fn not_applied(&self) -> Vec<String> {
         let mut refused = Vec::new();
         for (name, on) in &self.explicit {
-            let refuse = match name.as_str() {
-                valued => {
-                    *on && VALUED_FLAGS.iter().any(|flag| valued.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
-                }
-            };
+            // Only the valued flags are not applied yet; the value-format flags are.
+            let refuse =
+                *on && VALUED_FLAGS.iter().any(|flag| name.strip_prefix(flag).is_some_and(|r| r.starts_with('=')));
             if refuse {
                 refused.push(if *on { name.clone() } else { format!("no_{name}") });
             }

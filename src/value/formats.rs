@@ -74,9 +74,12 @@ pub struct ValueFormats {
     pub multidimensional_arrays: bool,
 }
 
+/// The field of one switch.
+type Field = fn(&mut ValueFormats) -> &mut bool;
+
 /// The improvements, by flag name, with their field: the names written in the state's
 /// marker and accepted as feature flags.
-const IMPROVEMENTS: [(&str, fn(&mut ValueFormats) -> &mut bool); 12] = [
+const IMPROVEMENTS: [(&str, Field); 12] = [
     ("iso_intervals", |f| &mut f.iso_intervals),
     ("inet_as_printed", |f| &mut f.inet_as_printed),
     ("date_ranges_as_dates", |f| &mut f.date_ranges_as_dates),
@@ -92,7 +95,7 @@ const IMPROVEMENTS: [(&str, fn(&mut ValueFormats) -> &mut bool); 12] = [
 ];
 
 /// The Go connector's own value flags, with their defaults (the same in both modes).
-const GO_FLAGS: [(&str, bool, fn(&mut ValueFormats) -> &mut bool); 4] = [
+const GO_FLAGS: [(&str, bool, Field); 4] = [
     ("date_as_date", true, |f| &mut f.date_as_date),
     ("time_as_time", true, |f| &mut f.time_as_time),
     ("flatten_arrays", true, |f| &mut f.flatten_arrays),

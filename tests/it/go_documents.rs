@@ -52,7 +52,10 @@ fn differing_columns(go: &Value, ours: &Value) -> Vec<String> {
     let mut names: Vec<String> = go.keys().chain(ours.keys()).cloned().collect();
     names.sort();
     names.dedup();
-    names.into_iter().filter(|k| !same(go.get(k).unwrap_or(&Value::Null), ours.get(k).unwrap_or(&Value::Null))).collect()
+    names
+        .into_iter()
+        .filter(|k| !same(go.get(k).unwrap_or(&Value::Null), ours.get(k).unwrap_or(&Value::Null)))
+        .collect()
 }
 
 /// The table names a test creates (`CREATE TABLE test.<name>`), in order.
@@ -61,8 +64,7 @@ fn created_tables(steps: &[Value]) -> Vec<String> {
     for sql in steps.iter().filter_map(|s| s["sql"].as_str()) {
         let upper = sql.to_uppercase();
         if let Some(at) = upper.find("CREATE TABLE TEST.") {
-            let name: String =
-                sql[at + 18..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let name: String = sql[at + 18..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             tables.push(name.to_lowercase());
         }
     }
@@ -180,7 +182,9 @@ async fn replay(fixture: &Value, allowed: &Value) -> Result<Outcome, String> {
                 }
             } else {
                 let ours = nearest.map(|(i, _)| comparable(&unmatched[i], with_before)).unwrap_or(Value::Null);
-                outcome.problems.push(format!("run {:?}: columns {columns:?}\n  go:   {go}\n  ours: {ours}", step["run"]));
+                outcome
+                    .problems
+                    .push(format!("run {:?}: columns {columns:?}\n  go:   {go}\n  ours: {ours}", step["run"]));
             }
         }
         for extra in unmatched {
@@ -238,4 +242,84 @@ async fn go_connector_documents_are_reproduced_in_go_value_formats() {
     }
     eprintln!("go documents: total {sum_reproduced}/{sum_total} reproduced");
     assert!(failures.is_empty(), "documents not reproduced:\n{}", failures.join("\n"));
+}
+
+/// The value `SELECT <expression> FROM test.formats WHERE id = <id>` as JSON: what the
+/// table itself says a document should hold.
+async fn from_table(db: &TestDb, expression: &str, id: i32) -> Value {
+    let client = db.superuser_client().await;
+    let sql = format!("SELECT ({expression})::text FROM test.formats WHERE id = $1");
+    let text: String = client.query_one(&sql, &[&id]).await.expect("read the row").get(0);
+    serde_json::from_str(&text).expect("JSON from the table")
+}
+
+/// Insert row `id`, run the capture once (restarting with `state`) and return its document.
+async fn capture_row(db: &TestDb, config: &Value, state: &mut Value, id: i32) -> Value {
+    db.execute(&format!("INSERT INTO test.formats VALUES ({id}, ROW({id}, 'x y')::pair, '10.0.0.{id}')")).await;
+    let bindings = vec![binding("formats", &["/id"])];
+    let docs = run_capture(config, &bindings, state, 1).await;
+    let doc = docs.into_iter().map(|(_, d)| d).find(|d| d["id"] == id);
+    doc.unwrap_or_else(|| panic!("no document for row {id}"))
+}
+
+/// The value-formats marker of the merged state's binding.
+fn marker(state: &Value) -> Value {
+    state["bindingStateV1"]["test%2Fformats"]["metadata"]["value_formats"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_keeps_the_formats_it_started_with_and_flags_override_both_ways() {
+    let db = TestDb::create("value_formats_state").await;
+    db.execute(
+        "CREATE TYPE pair AS (a int, b text); CREATE TABLE test.formats (id int PRIMARY KEY, p pair, addr inet)",
+    )
+    .await;
+    let typed = "to_jsonb(p)";
+    let literal = "to_jsonb(p::text)";
+    let printed = "to_jsonb(addr)";
+    let prefixed = "to_jsonb(addr::text)";
+    let all = json!(source_postgres::value::ValueFormats::improved().improvement_names());
+    let config = db.endpoint_config();
+
+    // A new capture (empty state): every improvement, written down with its checkpoints.
+    let mut state = json!({});
+    let doc = capture_row(&db, &config, &mut state, 1).await;
+    assert_eq!(doc["p"], from_table(&db, typed, 1).await);
+    assert_eq!(doc["addr"], from_table(&db, printed, 1).await);
+    assert_ne!(doc["addr"], from_table(&db, prefixed, 1).await, "the two forms differ for a host address");
+    assert_eq!(marker(&state), all);
+
+    // A restart keeps them.
+    let doc = capture_row(&db, &config, &mut state, 2).await;
+    assert_eq!(doc["p"], from_table(&db, typed, 2).await);
+    assert_eq!(marker(&state), all);
+
+    // The same state as the Go connector writes it (no marker): the Go connector's formats,
+    // with no configuration change, and the marker now says so.
+    let mut go_state = state.clone();
+    for binding in go_state["bindingStateV1"].as_object_mut().unwrap().values_mut() {
+        binding.as_object_mut().unwrap().remove("metadata");
+    }
+    let doc = capture_row(&db, &config, &mut go_state, 3).await;
+    assert_eq!(doc["p"], from_table(&db, literal, 3).await);
+    assert_eq!(doc["addr"], from_table(&db, prefixed, 3).await);
+    assert_eq!(marker(&go_state), json!([]));
+    // ... and keeps them across a restart.
+    let doc = capture_row(&db, &config, &mut go_state, 4).await;
+    assert_eq!(doc["p"], from_table(&db, literal, 4).await);
+
+    // Flags override the state both ways, one difference at a time.
+    let mut flagged = config.clone();
+    flagged["advanced"]["feature_flags"] = json!("typed_composites");
+    let doc = capture_row(&db, &flagged, &mut go_state, 5).await;
+    assert_eq!(doc["p"], from_table(&db, typed, 5).await);
+    assert_eq!(doc["addr"], from_table(&db, prefixed, 5).await);
+    flagged["advanced"]["feature_flags"] = json!("no_inet_as_printed");
+    let doc = capture_row(&db, &flagged, &mut state, 6).await;
+    assert_eq!(doc["p"], from_table(&db, typed, 6).await);
+    assert_eq!(doc["addr"], from_table(&db, prefixed, 6).await);
+    // The umbrella flag puts a new-format capture in Go's formats.
+    flagged["advanced"]["feature_flags"] = json!("go_value_formats");
+    let doc = capture_row(&db, &flagged, &mut state, 7).await;
+    assert_eq!(doc["p"], from_table(&db, literal, 7).await);
 }
