@@ -555,6 +555,29 @@ mod tests {
     }
 
     #[test]
+    fn go_value_formats_give_the_go_connectors_schemas_and_their_documents_validate() {
+        let options =
+            SchemaOptions { source_tag: true, formats: crate::value::ValueFormats::go(), ..SchemaOptions::default() };
+        let sourced = sourced_schema(&varied_table(), &options);
+        let properties = &sourced["$defs"]["PublicVaried"]["properties"];
+        // Composites and arrays of them are Go's catch-all; enums lose their labels.
+        for column in ["pair", "pairs"] {
+            assert!(properties[column].get("type").is_none(), "{column}: {}", properties[column]);
+        }
+        assert_eq!(properties["mood"]["type"], json!(["string", "null"]));
+        assert!(properties["mood"].get("enum").is_none());
+        // Documents in Go's forms validate against it.
+        let validator = strict_validator(&sourced);
+        let document = json!({
+            "_meta": {"op": "c", "source": {"ts_ms": 1, "schema": "public", "table": "varied", "loc": [1, 2, 3], "txid": 7, "tag": "x"}},
+            "_meta_": "m", "arr": [1, null], "f": 1.5, "id": "1.5", "j": {"k": [1]}, "mood": "ok", "n": 3,
+            "odd": "whatever", "pair": "(1,,(2))", "pairs": "{\"(1,,(2))\"}", "t": "text"
+        });
+        let errors: Vec<String> = validator.iter_errors(&document).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
     fn complete_rows_validate_against_the_sourced_schema_and_strays_do_not() {
         let sourced = sourced_schema(&varied_table(), &SchemaOptions { source_tag: true, ..SchemaOptions::default() });
         let validator = strict_validator(&sourced);
