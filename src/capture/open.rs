@@ -137,9 +137,8 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     Ok((session, stream))
 }
 
-/// Record the value formats in every binding's state, and write them with the first
-/// checkpoint for every binding it does not already reset (a reset binding writes its
-/// whole state, marker included, at its next checkpoint).
+/// Record the value formats in every binding's state, and write every binding's state with
+/// the first checkpoint, so that the state holds the marker from then on.
 fn mark_value_formats(
     bindings: &mut [super::Binding],
     patch: &mut serde_json::Map<String, serde_json::Value>,
@@ -148,9 +147,18 @@ fn mark_value_formats(
     let names = formats.improvement_names();
     for binding in bindings {
         binding.state.set_value_formats(&names);
-        if !patch.contains_key(&binding.state_key) {
-            patch.insert(binding.state_key.clone(), binding.state.to_patch());
+        // A binding that starts afresh (its patch is null) gets its whole state instead, every
+        // field explicit, so that what was at its key before is still replaced and a crash
+        // before its next checkpoint does not leave a state without the marker (which would
+        // read as the Go connector's).
+        let mut state = binding.state.to_patch();
+        if let serde_json::Value::Object(fields) = &mut state {
+            fields.entry("key_types").or_insert(serde_json::Value::Null);
+            if let Some(serde_json::Value::Object(metadata)) = fields.get_mut("metadata") {
+                metadata.entry("keyless_relation").or_insert(serde_json::Value::Null);
+            }
         }
+        patch.insert(binding.state_key.clone(), state);
     }
 }
 
