@@ -144,7 +144,7 @@ pub fn binding_for(relation: &Relation, config: &BatchConfig) -> DiscoveredBindi
     for index in 0..table.columns.len() {
         properties.insert(
             property_name(&table.columns[index].name).into_owned(),
-            column_property(table, index, SchemaMode::Write),
+            column_property(table, index, SchemaMode::Write, &crate::value::ValueFormats::improved()),
         );
     }
     let mut required: Vec<String> = table.key.iter().map(|k| property_name(k).into_owned()).collect();

@@ -371,7 +371,13 @@ pub(super) mod tests {
         let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
         let document_key: Vec<String> = document_key.iter().map(|k| k.to_string()).collect();
         let bound = BoundKeys { index: 0, key_columns: &key, document_key: &document_key };
-        RelationEntry::new(&message, types, Some(bound), ("flow", "watermarks"))
+        RelationEntry::new(
+            &message,
+            types,
+            Some(bound),
+            ("flow", "watermarks"),
+            &crate::value::ValueFormats::improved(),
+        )
     }
 
     pub(in crate::capture) fn tuple(values: &[TupleValue<'static>]) -> TupleData<'static> {

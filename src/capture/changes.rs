@@ -216,7 +216,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             BoundKeys { index, key_columns: &binding.key_columns, document_key: &binding.document_key }
         });
         let watermarks = (self.config.watermarks_schema.as_str(), self.config.watermarks_table.as_str());
-        let entry = RelationEntry::new(&relation, types, bound, watermarks);
+        let entry = RelationEntry::new(&relation, types, bound, watermarks, &self.config.formats);
         self.check_publication_on_relation(relation.oid, binding, column_names.len()).await?;
         self.relations.insert(relation.oid, entry);
         Ok(())
@@ -660,7 +660,7 @@ fn fill_current_values(
             None => row.set_null(*position),
             Some(text) => {
                 let start = row.bytes.len();
-                match value::encode_value(ty, text.as_bytes(), &mut row.bytes) {
+                match value::encode_value_with(&relation.formats, ty, text.as_bytes(), &mut row.bytes) {
                     Ok(()) => row.finish_value(*position, start),
                     Err(err) => {
                         row.bytes.truncate(start);

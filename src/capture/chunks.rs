@@ -351,7 +351,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             .iter()
             .map(|i| {
                 let column = &binding.table.columns[*i];
-                value::ColumnEncoder::new(&column.pg_type, binding.key_columns.contains(&column.name))
+                value::ColumnEncoder::new(
+                    &column.pg_type,
+                    binding.key_columns.contains(&column.name),
+                    &self.config.formats,
+                )
             })
             .collect();
         let layout =

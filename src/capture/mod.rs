@@ -531,8 +531,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.send_marked_sourced_schemas(stream).await?;
         // Taken before it is written: a write that fails ends the session.
         let checkpoint = self.checkpoints.take();
+        // Every binding state written carries the value-formats marker (see `state`), also
+        // one whose state was replaced since the session started (a new backfill).
+        let formats = self.config.formats.improvement_names();
         for index in checkpoint.bindings {
-            let binding = &self.bindings[index];
+            let binding = &mut self.bindings[index];
+            binding.state.set_value_formats(&formats);
             binding_patches.insert(binding.state_key.clone(), binding.state.to_patch());
         }
         let mut patch = json!({"cursor": checkpoint.cursor.to_string()});

@@ -43,7 +43,11 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     open: &Open,
     emitter: &'e mut Emitter<W>,
 ) -> Result<(Session<'e, W>, ReplicationStream), Error> {
-    let (config, resources, state) = parse_request(open)?;
+    let (mut config, resources, state) = parse_request(open)?;
+    // The formats the capture started with, unless a flag says otherwise (see
+    // `ValueFormats::resolve` and the marker in `state`).
+    config.formats = crate::value::ValueFormats::resolve(&config.flags.explicit, &state.value_formats());
+    tracing::info!(improvements = ?config.formats.improvement_names(), formats = ?config.formats, "value formats");
 
     crate::log::status("Connecting to database");
     let client = crate::pg::connect_sql(&config.connect_params()).await?;
@@ -80,7 +84,8 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
         configure_session(&backfill_client, &config),
     )
     .await??;
-    let Reconciled { bindings, patch, .. } = reconciled;
+    let Reconciled { mut bindings, mut patch, .. } = reconciled;
+    mark_value_formats(&mut bindings, &mut patch, &config.formats);
     let sourced = SourcedSchemas::new(&config, Instant::now());
     let mut session = Session {
         source_tag: Some(config.raw.advanced.source_tag.clone()).filter(|t| !t.is_empty()),
@@ -130,6 +135,31 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     // start position.
     session.checkpoint_with(patch, &mut stream).await?;
     Ok((session, stream))
+}
+
+/// Record the value formats in every binding's state, and write every binding's state with
+/// the first checkpoint, so that the state holds the marker from then on.
+fn mark_value_formats(
+    bindings: &mut [super::Binding],
+    patch: &mut serde_json::Map<String, serde_json::Value>,
+    formats: &crate::value::ValueFormats,
+) {
+    let names = formats.improvement_names();
+    for binding in bindings {
+        binding.state.set_value_formats(&names);
+        // A binding that starts afresh (its patch is null) gets its whole state instead, every
+        // field explicit, so that what was at its key before is still replaced and a crash
+        // before its next checkpoint does not leave a state without the marker (which would
+        // read as the Go connector's).
+        let mut state = binding.state.to_patch();
+        if let serde_json::Value::Object(fields) = &mut state {
+            fields.entry("key_types").or_insert(serde_json::Value::Null);
+            if let Some(serde_json::Value::Object(metadata)) = fields.get_mut("metadata") {
+                metadata.entry("keyless_relation").or_insert(serde_json::Value::Null);
+            }
+        }
+        patch.insert(binding.state_key.clone(), state);
+    }
 }
 
 /// The request's configuration, resources and state.

@@ -41,6 +41,8 @@ pub(super) struct RelationEntry {
     /// Each column's encoder, decided once here (a key column's floats encode as key
     /// strings): a change then does no type-name lookup per value.
     pub(super) codecs: Vec<ColumnCodec>,
+    /// The capture's value formats, which `codecs` were made for.
+    pub(super) formats: crate::value::ValueFormats,
     pub(super) layout: DocumentLayout,
     pub(super) binding: Option<usize>,
     /// Positions of the binding's key columns among the relation's columns.
@@ -77,6 +79,7 @@ impl RelationEntry {
         types: Vec<PgType>,
         binding: Option<BoundKeys<'_>>,
         watermarks: (&str, &str),
+        formats: &crate::value::ValueFormats,
     ) -> RelationEntry {
         let column_names: Vec<&str> = relation.columns.iter().map(|c| c.name).collect();
         let position = |column: &str| column_names.iter().position(|c| *c == column);
@@ -86,11 +89,15 @@ impl RelationEntry {
             binding.map(|b| b.document_key.iter().map(|k| (k.clone(), position(k))).collect()).unwrap_or_default();
         let identity_positions: Vec<usize> =
             relation.columns.iter().enumerate().filter(|(_, c)| c.is_key).map(|(i, _)| i).collect();
-        let codecs =
-            types.iter().enumerate().map(|(index, ty)| ColumnCodec::new(ty, key_positions.contains(&index))).collect();
+        let codecs = types
+            .iter()
+            .enumerate()
+            .map(|(index, ty)| ColumnCodec::new(ty, key_positions.contains(&index), formats))
+            .collect();
         RelationEntry {
             types,
             codecs,
+            formats: *formats,
             layout: DocumentLayout::new(&column_names),
             watermark_position: position("watermark"),
             columns: column_names.iter().map(|c| c.to_string()).collect(),
@@ -226,7 +233,13 @@ mod tests {
         let (key, document_key) = (strings(key), strings(document_key));
         let bound = BoundKeys { index: 3, key_columns: &key, document_key: &document_key };
         let types = vec![PgType::Builtin { name: "text".into(), typmod: -1 }; relation.columns.len()];
-        RelationEntry::new(relation, types, Some(bound), ("flow", "watermarks"))
+        RelationEntry::new(
+            relation,
+            types,
+            Some(bound),
+            ("flow", "watermarks"),
+            &crate::value::ValueFormats::improved(),
+        )
     }
 
     #[test]
@@ -254,7 +267,13 @@ mod tests {
         // Not a gap of the identity: the column is not there at all (reported per change).
         assert_eq!(entry.identity_gap, None);
         // A relation of no binding (an unbound table) has no keys.
-        let unbound = RelationEntry::new(&relation, Vec::new(), None, ("flow", "watermarks"));
+        let unbound = RelationEntry::new(
+            &relation,
+            Vec::new(),
+            None,
+            ("flow", "watermarks"),
+            &crate::value::ValueFormats::improved(),
+        );
         assert_eq!((unbound.binding, unbound.key_positions.len(), unbound.document_key_positions.len()), (None, 0, 0));
         assert_eq!(unbound.identity_positions, [0]);
     }
@@ -299,13 +318,28 @@ mod tests {
         let columns = [("slot", true), ("watermark", false)];
         let mut relation = message(ReplicaIdentity::Default, &columns);
         (relation.namespace, relation.name) = ("flow", "watermarks");
-        let watermarks = RelationEntry::new(&relation, Vec::new(), None, ("flow", "watermarks"));
+        let watermarks = RelationEntry::new(
+            &relation,
+            Vec::new(),
+            None,
+            ("flow", "watermarks"),
+            &crate::value::ValueFormats::improved(),
+        );
         assert!(watermarks.is_watermarks);
         assert_eq!(watermarks.watermark_position, Some(1));
         // The same name in another schema, or another table of the schema, is not it.
         for (namespace, name) in [("public", "watermarks"), ("flow", "watermarks2")] {
             (relation.namespace, relation.name) = (namespace, name);
-            assert!(!RelationEntry::new(&relation, Vec::new(), None, ("flow", "watermarks")).is_watermarks);
+            assert!(
+                !RelationEntry::new(
+                    &relation,
+                    Vec::new(),
+                    None,
+                    ("flow", "watermarks"),
+                    &crate::value::ValueFormats::improved()
+                )
+                .is_watermarks
+            );
         }
     }
 

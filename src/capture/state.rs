@@ -11,6 +11,21 @@
 //! bindings that changed, so a `null` field deletes it from the merged state. Because the
 //! names and encodings match the Go connector's, a capture can switch implementations in
 //! either direction without re-backfilling.
+//!
+//! # The value-formats marker
+//!
+//! A capture keeps the value formats it started with ([`crate::value::ValueFormats`]):
+//! the names of the improvements in effect are written into every binding's `metadata`
+//! (`{"value_formats": ["iso_intervals", …]}`), and read back by
+//! [`CaptureState::value_formats`]. A non-empty state without a marker was written by the
+//! Go connector (Go formats); an empty state is a new capture (every improvement).
+//!
+//! The marker is not a top-level field, because the Go connector reads its state with
+//! `pf.UnmarshalStrict` (sqlcapture's `Pull`), which refuses unknown fields: a top-level
+//! `value_formats` would stop a capture moved back to Go. A binding's `metadata` is a
+//! `json.RawMessage` there, kept as is and not read by its PostgreSQL capture, so moving
+//! back still works. Every binding carries the marker (the first checkpoint of a session
+//! writes it into all of them), so it survives bindings being removed.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +59,8 @@ impl TableMode {
 
 /// The `metadata` field naming the files of a keyless backfill's relation.
 const KEYLESS_RELATION: &str = "keyless_relation";
+/// The `metadata` field listing the value-format improvements the capture uses.
+const VALUE_FORMATS: &str = "value_formats";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BindingState {
@@ -98,9 +115,34 @@ impl BindingState {
                 metadata.insert(KEYLESS_RELATION.to_string(), Value::String(relation));
                 self.metadata = Some(Value::Object(metadata));
             }
-            None if self.keyless_relation().is_some() => self.metadata = Some(Value::Null),
+            None if self.keyless_relation().is_some() => {
+                // Other fields (the value-formats marker) stay; an explicit null clears
+                // this one from the merged state.
+                if let Some(Value::Object(map)) = &mut self.metadata {
+                    map.insert(KEYLESS_RELATION.to_string(), Value::Null);
+                    if map.values().all(Value::is_null) {
+                        self.metadata = Some(Value::Null);
+                    }
+                }
+            }
             None => {}
         }
+    }
+
+    /// The value-formats marker in this binding's metadata, if any.
+    pub fn value_formats(&self) -> Option<Vec<String>> {
+        let list = self.metadata.as_ref()?.get(VALUE_FORMATS)?.as_array()?;
+        Some(list.iter().filter_map(|name| name.as_str().map(str::to_string)).collect())
+    }
+
+    /// Record the value-formats marker (the names of the improvements in effect).
+    pub fn set_value_formats(&mut self, names: &[String]) {
+        let mut metadata = match self.metadata.take() {
+            Some(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        metadata.insert(VALUE_FORMATS.to_string(), Value::from(names.to_vec()));
+        self.metadata = Some(Value::Object(metadata));
     }
 
     /// This state as a merge-patch value: absent optional fields become explicit nulls so
@@ -132,6 +174,20 @@ pub struct StateError {
 }
 
 impl CaptureState {
+    /// What this state says about the capture's value formats: the marker of the first
+    /// binding that has one; else, for a state with a cursor or bindings, the Go
+    /// connector's; else (an empty state) a new capture.
+    pub fn value_formats(&self) -> crate::value::StateFormats {
+        use crate::value::StateFormats;
+        if let Some(names) = self.bindings.values().find_map(BindingState::value_formats) {
+            return StateFormats::Marked(names);
+        }
+        if self.cursor.is_some() || !self.bindings.is_empty() {
+            return StateFormats::Go;
+        }
+        StateFormats::New
+    }
+
     /// Parse the state handed to `open`; absent or `{}` is the empty state.
     pub fn parse(value: &Value) -> Result<CaptureState, StateError> {
         if value.is_null() {
@@ -224,6 +280,28 @@ mod tests {
         assert_eq!(state.keyless_relation(), None);
         merge_patch(&mut merged, &json!({"k": state.to_patch()}));
         assert_eq!(merged["k"].get("metadata"), None);
+    }
+
+    #[test]
+    fn the_value_formats_marker_lives_in_binding_metadata_next_to_the_keyless_relation() {
+        use crate::value::StateFormats;
+        assert_eq!(CaptureState::parse(&json!({})).unwrap().value_formats(), StateFormats::New);
+        let go = json!({"cursor": "0/10", "bindingStateV1": {"k": {"mode": "Active", "backfilled": 1}}});
+        assert_eq!(CaptureState::parse(&go).unwrap().value_formats(), StateFormats::Go);
+        assert_eq!(CaptureState::parse(&json!({"cursor": "0/10"})).unwrap().value_formats(), StateFormats::Go);
+
+        let mut binding = BindingState::pending();
+        binding.set_keyless_relation(Some("1:2".into()));
+        binding.set_value_formats(&["iso_intervals".to_string()]);
+        let mut merged = json!({"cursor": "0/10", "bindingStateV1": {"k": binding.to_patch()}});
+        let state = CaptureState::parse(&merged).unwrap();
+        assert_eq!(state.value_formats(), StateFormats::Marked(vec!["iso_intervals".into()]));
+        // Forgetting the keyless relation keeps the marker in the merged state.
+        binding.set_keyless_relation(None);
+        merge_patch(&mut merged, &json!({"bindingStateV1": {"k": binding.to_patch()}}));
+        assert_eq!(merged["bindingStateV1"]["k"]["metadata"], json!({"value_formats": ["iso_intervals"]}));
+        let marked_empty = json!({"bindingStateV1": {"k": {"mode": "Active", "metadata": {"value_formats": []}}}});
+        assert_eq!(CaptureState::parse(&marked_empty).unwrap().value_formats(), StateFormats::Marked(vec![]));
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!
 //! Every flag has the Go connector's default. Which settings this connector applies, and
 //! which it refuses as not supported yet, is decided by [`FeatureFlags::not_applied`];
-//! docs/setup.md lists what each flag does in Go.
+//! docs/setup.md lists what each flag does in Go. The flags that choose value formats (Go's
+//! `date_as_date`, `time_as_time`, `flatten_arrays`, `multidimensional_arrays`, and this
+//! connector's per-difference flags and `go_value_formats`) are resolved with the capture's
+//! state by [`crate::value::ValueFormats::resolve`].
 
 use std::collections::BTreeMap;
 
@@ -116,6 +119,8 @@ impl FeatureFlags {
                 "create_replication_slot" => &mut flags.create_replication_slot,
                 "skip_prerequisites" => &mut flags.skip_prerequisites,
                 "skip_table_prerequisites" => &mut flags.skip_table_prerequisites,
+                // Value-format flags: read from `explicit` by `ValueFormats::resolve`.
+                known if crate::value::ValueFormats::is_flag(known) => continue,
                 _ => {
                     flags.unknown.push(name.clone());
                     continue;
@@ -139,15 +144,9 @@ impl FeatureFlags {
     pub fn not_applied(&self) -> Vec<String> {
         let mut refused = Vec::new();
         for (name, on) in &self.explicit {
-            let refuse = match name.as_str() {
-                // Legacy value formats: timestamps for dates, microseconds for times,
-                // `{dimensions, elements}` objects or nested arrays for arrays.
-                "date_as_date" | "time_as_time" | "flatten_arrays" => !on,
-                "multidimensional_arrays" => *on,
-                valued => {
-                    *on && VALUED_FLAGS.iter().any(|flag| valued.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
-                }
-            };
+            // Only the valued flags are not applied yet; the value-format flags are.
+            let refuse =
+                *on && VALUED_FLAGS.iter().any(|flag| name.strip_prefix(flag).is_some_and(|r| r.starts_with('=')));
             if refuse {
                 refused.push(if *on { name.clone() } else { format!("no_{name}") });
             }
@@ -204,21 +203,15 @@ mod tests {
     }
 
     #[test]
-    fn settings_that_change_values_are_listed_as_not_applied() {
-        let flags =
-            FeatureFlags::parse("no_date_as_date,no_time_as_time,no_flatten_arrays,multidimensional_arrays").unwrap();
-        assert!(!flags.date_as_date && !flags.time_as_time && !flags.flatten_arrays && flags.multidimensional_arrays);
-        assert_eq!(
-            flags.not_applied(),
-            ["no_date_as_date", "no_flatten_arrays", "multidimensional_arrays", "no_time_as_time"]
-        );
-        // The settings this connector's values already follow are applied.
-        let same = FeatureFlags::parse(
-            "date_as_date,time_as_time,flatten_arrays,no_multidimensional_arrays,no_emit_sourced_schemas,no_use_schema_inference",
+    fn value_format_flags_are_applied_not_refused_nor_unknown() {
+        let flags = FeatureFlags::parse(
+            "no_date_as_date,no_time_as_time,no_flatten_arrays,multidimensional_arrays,go_value_formats,no_iso_intervals",
         )
         .unwrap();
-        assert!(same.not_applied().is_empty(), "{:?}", same.not_applied());
-        let sourced = FeatureFlags::parse("emit_sourced_schemas").unwrap();
-        assert!(sourced.not_applied().is_empty() && sourced.emit_sourced_schemas);
+        assert!(!flags.date_as_date && !flags.time_as_time && !flags.flatten_arrays && flags.multidimensional_arrays);
+        assert!(flags.not_applied().is_empty(), "{:?}", flags.not_applied());
+        assert!(flags.unknown.is_empty(), "{:?}", flags.unknown);
+        assert_eq!(flags.explicit.get("go_value_formats"), Some(&true));
+        assert_eq!(flags.explicit.get("iso_intervals"), Some(&false));
     }
 }

@@ -99,6 +99,10 @@ pub struct Config {
     pub chunk_size: i64,
     /// `advanced.feature_flags`, parsed.
     pub flags: FeatureFlags,
+    /// The value formats: from the flags and the defaults when parsed (what discovery and
+    /// validation use), then resolved with the state by the capture at `open` (see
+    /// [`crate::value::ValueFormats::resolve`]).
+    pub formats: crate::value::ValueFormats,
     /// `advanced.min_backfill_xid` as a 32-bit XID (backfills read only rows whose xmin
     /// is this XID or newer, modulo 2^32).
     pub min_backfill_xid: Option<u32>,

@@ -87,6 +87,7 @@ impl Config {
             skip_all_backfills,
             statement_timeout,
             chunk_size,
+            formats: crate::value::ValueFormats::resolve(&flags.explicit, &crate::value::StateFormats::New),
             flags,
             min_backfill_xid,
             rediscovery_interval,

@@ -81,7 +81,7 @@ mod tests {
             "read_only_capture": true,
             "rediscovery_interval": "1h30m",
             "discover_only_published": true,
-            "feature_flags": "no_date_as_date",
+            "feature_flags": "no_date_as_date,force_reset_cursor=0/10",
         });
         let key = crate::pg::tunnel::TEST_KEY;
         cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@bastion:22", "privateKey": key}});
@@ -97,7 +97,7 @@ mod tests {
         let text = err.to_string();
         assert_eq!(
             text,
-            "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"no_date_as_date\" is not applied by this connector, and would change the documents, their schemas or where the capture starts"
+            "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"force_reset_cursor=0/10\" is not applied by this connector, and would change the documents, their schemas or where the capture starts"
         );
         for line in key.lines().filter(|l| !l.starts_with("-----")) {
             assert!(!text.contains(line) && !err.hint().unwrap().contains(line), "{text}");
@@ -121,13 +121,12 @@ mod tests {
         cfg["networkTunnel"] = json!({});
         Config::parse(&cfg).unwrap().check_supported().unwrap();
 
-        // Feature flags that change values are refused, named.
-        cfg["advanced"] = json!({"feature_flags": "no_date_as_date,multidimensional_arrays"});
-        let err = Config::parse(&cfg).unwrap().check_supported().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"no_date_as_date\", \"multidimensional_arrays\" are not applied by this connector, and would change the documents, their schemas or where the capture starts"
-        );
+        // The Go connector's value flags are applied (see `ValueFormats`), not refused.
+        cfg["advanced"] = json!({"feature_flags": "no_date_as_date,multidimensional_arrays,go_value_formats"});
+        let config = Config::parse(&cfg).unwrap();
+        config.check_supported().unwrap();
+        assert!(!config.formats.date_as_date && config.formats.multidimensional_arrays);
+        assert!(config.formats.improvement_names().is_empty());
     }
 
     /// Every example of tests/fixtures/go-configs parses, its bindings too, and exactly the

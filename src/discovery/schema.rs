@@ -48,6 +48,8 @@ pub struct SchemaOptions {
     /// Ask Flow to infer the schema too (`x-infer-schema`): the Go connector's
     /// `use_schema_inference` feature flag, on by default.
     pub schema_inference: bool,
+    /// The value formats the schemas describe.
+    pub formats: crate::value::ValueFormats,
 }
 
 impl SchemaOptions {
@@ -58,6 +60,7 @@ impl SchemaOptions {
             history_mode: config.raw.history_mode,
             source_tag: !config.raw.advanced.source_tag.is_empty(),
             schema_inference: config.flags.use_schema_inference,
+            formats: config.formats,
         }
     }
 }
@@ -210,10 +213,15 @@ pub fn source_schema(options: &SchemaOptions, mode: SchemaMode) -> Value {
 
 /// The property schema of one column, with Go's description convention. In
 /// [`SchemaMode::Sourced`] nested objects (composites) are closed.
-pub fn column_property(table: &DiscoveredTable, index: usize, mode: SchemaMode) -> Value {
+pub fn column_property(
+    table: &DiscoveredTable,
+    index: usize,
+    mode: SchemaMode,
+    formats: &crate::value::ValueFormats,
+) -> Value {
     let column = &table.columns[index];
     let is_key = table.key.contains(&column.name);
-    let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key);
+    let mut schema = value::column_schema(&column.pg_type, column.nullable, is_key, formats);
     if mode == SchemaMode::Sourced {
         close_objects(&mut schema);
     }
@@ -276,7 +284,8 @@ pub fn collection_schema(table: &DiscoveredTable, options: &SchemaOptions, mode:
         if column.generated {
             continue;
         }
-        properties.insert(property_name(&column.name).into_owned(), column_property(table, index, mode));
+        properties
+            .insert(property_name(&column.name).into_owned(), column_property(table, index, mode, &options.formats));
     }
     // The write schema requires the key only (an update may omit unchanged TOAST values);
     // the sourced schema every column, as Go's does.
@@ -515,9 +524,10 @@ mod tests {
     #[test]
     fn the_sourced_schema_is_closed_requires_every_column_and_has_no_reductions() {
         let table = varied_table();
-        for options in
-            [SchemaOptions::default(), SchemaOptions { history_mode: true, source_tag: true, schema_inference: true }]
-        {
+        for options in [
+            SchemaOptions::default(),
+            SchemaOptions { history_mode: true, source_tag: true, schema_inference: true, ..SchemaOptions::default() },
+        ] {
             let sourced = sourced_schema(&table, &options);
             strict_validator(&sourced);
             assert_eq!(open_objects(&sourced), Vec::<String>::new(), "{sourced:#}");
@@ -542,6 +552,29 @@ mod tests {
             let written = document_schema(&table, &options);
             assert_eq!(row["properties"]["t"], written["$defs"]["PublicVaried"]["properties"]["t"]);
         }
+    }
+
+    #[test]
+    fn go_value_formats_give_the_go_connectors_schemas_and_their_documents_validate() {
+        let options =
+            SchemaOptions { source_tag: true, formats: crate::value::ValueFormats::go(), ..SchemaOptions::default() };
+        let sourced = sourced_schema(&varied_table(), &options);
+        let properties = &sourced["$defs"]["PublicVaried"]["properties"];
+        // Composites and arrays of them are Go's catch-all; enums lose their labels.
+        for column in ["pair", "pairs"] {
+            assert!(properties[column].get("type").is_none(), "{column}: {}", properties[column]);
+        }
+        assert_eq!(properties["mood"]["type"], json!(["string", "null"]));
+        assert!(properties["mood"].get("enum").is_none());
+        // Documents in Go's forms validate against it.
+        let validator = strict_validator(&sourced);
+        let document = json!({
+            "_meta": {"op": "c", "source": {"ts_ms": 1, "schema": "public", "table": "varied", "loc": [1, 2, 3], "txid": 7, "tag": "x"}},
+            "_meta_": "m", "arr": [1, null], "f": 1.5, "id": "1.5", "j": {"k": [1]}, "mood": "ok", "n": 3,
+            "odd": "whatever", "pair": "(1,,(2))", "pairs": "{\"(1,,(2))\"}", "t": "text"
+        });
+        let errors: Vec<String> = validator.iter_errors(&document).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
     }
 
     #[test]

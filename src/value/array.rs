@@ -15,12 +15,17 @@
 //! enums, domains, composites, ranges and JSON work like their scalars.
 //!
 //! Reading is one forward pass with a depth counter; nothing recurses on the text.
+//!
+//! The Go connector's other shapes, by its flags (see [`ValueFormats`]):
+//! `multidimensional_arrays` keeps the nesting (`[[1,2],[3,4]]`), and without
+//! `flatten_arrays` an array is `{"dimensions": [2,2], "elements": [1,2,3,4]}` (an empty
+//! array has no dimensions, as PostgreSQL's has none).
 
 use std::ops::Range;
 
-use super::encode::encode_value;
+use super::encode::encode_value_with;
 use super::error::{ValueError, ValueErrorKind};
-use super::PgType;
+use super::{PgType, ValueFormats};
 
 /// The delimiter between elements (`pg_type.typdelim`): `;` for `box` (whose own text
 /// contains commas), `:` for PostGIS `geometry` and `geography`, `,` for everything else.
@@ -54,8 +59,53 @@ enum Last {
     Delimiter,
 }
 
-/// Appends the flattened elements of array literal `text` as a JSON array.
-pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+/// How the array is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// The elements in storage order.
+    Flat,
+    /// Nested JSON arrays, one per pair of braces.
+    Nested,
+    /// `{"dimensions": [...], "elements": [...]}`.
+    Dimensioned,
+}
+
+/// Appends the elements of array literal `text` as JSON, in the shape `formats` asks for
+/// (flattened by default).
+pub(crate) fn encode_array(
+    element: &PgType,
+    formats: &ValueFormats,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ValueError> {
+    let shape = match (formats.multidimensional_arrays, formats.flatten_arrays) {
+        (true, _) => Shape::Nested,
+        (false, true) => Shape::Flat,
+        (false, false) => Shape::Dimensioned,
+    };
+    if shape != Shape::Dimensioned {
+        return write_array(element, formats, shape, text, out).map(|_| ());
+    }
+    let mut elements = Vec::new();
+    let dimensions = write_array(element, formats, shape, text, &mut elements)?;
+    out.extend_from_slice(b"{\"dimensions\":[");
+    let listed: Vec<String> = dimensions.iter().map(usize::to_string).collect();
+    out.extend_from_slice(listed.join(",").as_bytes());
+    out.extend_from_slice(b"],\"elements\":");
+    out.extend_from_slice(&elements);
+    out.push(b'}');
+    Ok(())
+}
+
+/// Writes the elements (flat or nested) and returns the array's dimensions: the number of
+/// children of the first sub-array at each depth (none for an empty array).
+fn write_array(
+    element: &PgType,
+    formats: &ValueFormats,
+    shape: Shape,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<Vec<usize>, ValueError> {
     // The array's type is only materialized for a message.
     let fail = |kind| ValueError::new(&PgType::Array { element: Box::new(element.clone()) }, text, kind);
     let syntax = |offset, expected| fail(ValueErrorKind::Syntax { offset, expected });
@@ -73,8 +123,13 @@ pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> 
     out.push(b'[');
     let mut depth: usize = 1;
     let mut last = Last::Open;
-    let mut first = true;
+    let mut need_comma = false;
     let mut scratch = Vec::new();
+    // Children counted at each depth, and the dimensions recorded when the first
+    // sub-array of a depth closes.
+    let mut children: Vec<usize> = vec![0, 0];
+    let mut dimensions: Vec<Option<usize>> = Vec::new();
+    let mut any_element = false;
     while depth > 0 {
         pos = skip_whitespace(text, pos);
         let Some(&b) = text.get(pos) else {
@@ -82,12 +137,32 @@ pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> 
         };
         match (b, last) {
             (b'{', Last::Open | Last::Delimiter) => {
+                children[depth] += 1;
                 depth += 1;
+                if children.len() <= depth {
+                    children.push(0);
+                }
+                children[depth] = 0;
+                if shape == Shape::Nested {
+                    if need_comma {
+                        out.push(b',');
+                    }
+                    out.push(b'[');
+                    need_comma = false;
+                }
                 pos += 1;
                 last = Last::Open;
             }
             (b'}', Last::Open | Last::Item) => {
+                if dimensions.len() < depth {
+                    dimensions.resize(depth, None);
+                }
+                dimensions[depth - 1].get_or_insert(children[depth]);
                 depth -= 1;
+                if shape == Shape::Nested && depth > 0 {
+                    out.push(b']');
+                    need_comma = true;
+                }
                 pos += 1;
                 last = Last::Item;
             }
@@ -98,14 +173,16 @@ pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> 
             (b'}', Last::Delimiter) => return Err(syntax(pos, "an array element")),
             (_, Last::Open | Last::Delimiter) => {
                 let (item, next) = read_element(text, pos, delimiter, &mut scratch).map_err(&fail)?;
-                if !first {
+                if need_comma {
                     out.push(b',');
                 }
-                first = false;
+                need_comma = true;
+                any_element = true;
+                children[depth] += 1;
                 match item {
                     Item::Null => out.extend_from_slice(b"null"),
-                    Item::Text(range) => encode_value(element, &text[range], out)?,
-                    Item::Unescaped => encode_value(element, &scratch, out)?,
+                    Item::Text(range) => encode_value_with(formats, element, &text[range], out)?,
+                    Item::Unescaped => encode_value_with(formats, element, &scratch, out)?,
                 }
                 pos = next;
                 last = Last::Item;
@@ -118,7 +195,10 @@ pub(crate) fn encode_array(element: &PgType, text: &[u8], out: &mut Vec<u8>) -> 
         return Err(syntax(pos, "end of array"));
     }
     out.push(b']');
-    Ok(())
+    if !any_element {
+        return Ok(Vec::new());
+    }
+    Ok(dimensions.into_iter().map(|d| d.unwrap_or(0)).collect())
 }
 
 fn skip_whitespace(text: &[u8], mut pos: usize) -> usize {
@@ -249,4 +329,32 @@ fn read_element(
     scratch.extend_from_slice(&text[run_start..pos]);
     scratch.truncate(significant_end);
     Ok((Item::Unescaped, pos))
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    fn encode(text: &str, formats: &ValueFormats) -> String {
+        let int4 = PgType::Builtin { name: "int4".into(), typmod: -1 };
+        let mut out = Vec::new();
+        encode_array(&int4, formats, text.as_bytes(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn go_array_shapes_follow_its_flags() {
+        let flat = ValueFormats::go();
+        let nested = ValueFormats { multidimensional_arrays: true, ..flat };
+        let objects = ValueFormats { flatten_arrays: false, ..flat };
+        assert_eq!(encode("{{1,2},{3,4}}", &flat), "[1,2,3,4]");
+        assert_eq!(encode("{{1,2},{3,4}}", &nested), "[[1,2],[3,4]]");
+        assert_eq!(encode("{{1,2},{3,NULL}}", &objects), r#"{"dimensions":[2,2],"elements":[1,2,3,null]}"#);
+        assert_eq!(encode("{1,2,3}", &nested), "[1,2,3]");
+        assert_eq!(encode("{1,2,3}", &objects), r#"{"dimensions":[3],"elements":[1,2,3]}"#);
+        assert_eq!(encode("{}", &objects), r#"{"dimensions":[],"elements":[]}"#);
+        assert_eq!(encode("{}", &nested), "[]");
+        assert_eq!(encode("[0:1]={{{1},{2}},{{3},{4}}}", &objects), r#"{"dimensions":[2,2,1],"elements":[1,2,3,4]}"#);
+        assert_eq!(encode("{{{1},{2}},{{3},{4}}}", &nested), "[[[1],[2]],[[3],[4]]]");
+    }
 }

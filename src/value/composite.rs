@@ -9,9 +9,9 @@
 
 use std::ops::Range;
 
-use super::encode::{encode_value, write_json_string};
+use super::encode::{encode_value_with, write_json_string};
 use super::error::{ValueError, ValueErrorKind};
-use super::PgType;
+use super::{PgType, ValueFormats};
 
 /// Where a field's bytes are.
 enum Field {
@@ -27,6 +27,7 @@ enum Field {
 pub(crate) fn encode_composite(
     ty: &PgType,
     fields: &[(String, PgType)],
+    formats: &ValueFormats,
     text: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), ValueError> {
@@ -51,8 +52,8 @@ pub(crate) fn encode_composite(
         out.push(b':');
         match &values[i] {
             Field::Null => out.extend_from_slice(b"null"),
-            Field::Text(range) => encode_value(field_type, &text[range.clone()], out)?,
-            Field::Unescaped(range) => encode_value(field_type, &unescaped[range.clone()], out)?,
+            Field::Text(range) => encode_value_with(formats, field_type, &text[range.clone()], out)?,
+            Field::Unescaped(range) => encode_value_with(formats, field_type, &unescaped[range.clone()], out)?,
         }
     }
     out.push(b'}');

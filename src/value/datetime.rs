@@ -34,6 +34,9 @@ pub(crate) enum Target {
     Value,
     /// A bound inside a range's string: any year, infinities by name.
     RangeBound,
+    /// A JSON value in the Go connector's form: infinities become the sentinels, and every
+    /// year outside 0000–9999 becomes `0000-01-01` (Go's parse-error fallback).
+    GoValue,
 }
 
 const MAX_TIMESTAMP: &[u8] = b"9999-12-31T23:59:59Z";
@@ -297,8 +300,8 @@ fn push_clock(out: &mut Vec<u8>, seconds_of_day: i64, fraction: &[u8]) {
 /// The value (or bound) of an infinite date or timestamp, if `text` is one.
 fn infinity(text: &[u8], target: Target, max: &'static [u8], min: &'static [u8]) -> Option<&'static [u8]> {
     match (text, target) {
-        (b"infinity", Target::Value) => Some(max),
-        (b"-infinity", Target::Value) => Some(min),
+        (b"infinity", Target::Value | Target::GoValue) => Some(max),
+        (b"-infinity", Target::Value | Target::GoValue) => Some(min),
         (b"infinity", Target::RangeBound) => Some(b"infinity"),
         (b"-infinity", Target::RangeBound) => Some(b"-infinity"),
         _ => None,
@@ -318,7 +321,31 @@ pub(crate) fn write_date(text: &[u8], target: Target, out: &mut Vec<u8>) -> Resu
     match target {
         Target::Value if date.year > 9999 => out.extend_from_slice(MAX_DATE),
         Target::Value if date.year < 0 => out.extend_from_slice(MIN_DATE),
+        Target::GoValue if !(0..=9999).contains(&date.year) => out.extend_from_slice(MIN_DATE),
         _ => push_date(out, date),
+    }
+    Ok(())
+}
+
+/// Writes a `date` (unquoted) as the Go connector did without `date_as_date`, and for
+/// `daterange` bounds: a timestamp at midnight UTC.
+pub(crate) fn write_date_as_timestamp(text: &[u8], target: Target, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    if let Some(fixed) = infinity(text, target, MAX_TIMESTAMP, MIN_TIMESTAMP) {
+        out.extend_from_slice(fixed);
+        return Ok(());
+    }
+    let mut cursor = Cursor::new(text);
+    let mut date = parse_date(&mut cursor)?;
+    parse_era(&mut cursor, &mut date)?;
+    cursor.finish()?;
+    match target {
+        Target::Value if date.year > 9999 => out.extend_from_slice(MAX_TIMESTAMP),
+        Target::Value if date.year < 0 => out.extend_from_slice(MIN_TIMESTAMP),
+        Target::GoValue if !(0..=9999).contains(&date.year) => out.extend_from_slice(MIN_TIMESTAMP),
+        _ => {
+            push_date(out, date);
+            out.extend_from_slice(b"T00:00:00Z");
+        }
     }
     Ok(())
 }
@@ -354,6 +381,7 @@ pub(crate) fn write_timestamp(
     match target {
         Target::Value if date.year > 9999 => out.extend_from_slice(MAX_TIMESTAMP),
         Target::Value if date.year < 0 => out.extend_from_slice(MIN_TIMESTAMP),
+        Target::GoValue if !(0..=9999).contains(&date.year) => out.extend_from_slice(MIN_TIMESTAMP),
         _ => {
             push_date(out, date);
             out.push(b'T');
@@ -374,14 +402,48 @@ fn quoted(
     Ok(())
 }
 
+/// The value target for saturating (this connector) or Go's out-of-range years.
+pub(crate) fn value_target(saturate: bool) -> Target {
+    if saturate {
+        Target::Value
+    } else {
+        Target::GoValue
+    }
+}
+
 /// A `date` as a JSON string: `"2024-01-15"`.
-pub(crate) fn encode_date(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
-    quoted(out, |out| write_date(text, Target::Value, out))
+pub(crate) fn encode_date(text: &[u8], target: Target, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    quoted(out, |out| write_date(text, target, out))
+}
+
+/// A `date` as a JSON timestamp string at midnight UTC: `"2024-01-15T00:00:00Z"`.
+pub(crate) fn encode_date_as_timestamp(text: &[u8], target: Target, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    quoted(out, |out| write_date_as_timestamp(text, target, out))
 }
 
 /// A `timestamp`/`timestamptz` as a JSON string: `"2024-01-15T06:30:00.12Z"`.
-pub(crate) fn encode_timestamp(text: &[u8], with_time_zone: bool, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
-    quoted(out, |out| write_timestamp(text, with_time_zone, Target::Value, out))
+pub(crate) fn encode_timestamp(
+    text: &[u8],
+    with_time_zone: bool,
+    target: Target,
+    out: &mut Vec<u8>,
+) -> Result<(), ValueErrorKind> {
+    quoted(out, |out| write_timestamp(text, with_time_zone, target, out))
+}
+
+/// A `time` as the Go connector wrote it without `time_as_time`: microseconds since
+/// midnight, a JSON integer (`24:00:00` is 86400000000).
+pub(crate) fn encode_time_micros(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
+    let mut cursor = Cursor::new(text);
+    let clock = parse_clock(&mut cursor)?;
+    cursor.finish()?;
+    let mut micros: i64 = 0;
+    for i in 0..6 {
+        micros = micros * 10 + clock.fraction.get(i).map_or(0, |d| i64::from(d - b'0'));
+    }
+    let total = clock.seconds_of_day() * 1_000_000 + micros;
+    out.extend_from_slice(total.to_string().as_bytes());
+    Ok(())
 }
 
 /// A `time` as a JSON string: `"14:30:00Z"`.
@@ -454,25 +516,52 @@ mod tests {
 
     #[test]
     fn timestamps_become_rfc3339_utc_with_trimmed_fractions() {
-        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00.120", false, o)), r#""2024-01-15T06:30:00.12Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00", false, o)), r#""2024-01-15T06:30:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"2024-01-15 06:30:00.5+00", true, o)), r#""2024-01-15T06:30:00.5Z""#);
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-01-15 06:30:00.120", false, Target::Value, o)),
+            r#""2024-01-15T06:30:00.12Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-01-15 06:30:00", false, Target::Value, o)),
+            r#""2024-01-15T06:30:00Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-01-15 06:30:00.5+00", true, Target::Value, o)),
+            r#""2024-01-15T06:30:00.5Z""#
+        );
     }
 
     #[test]
     fn timestamptz_offsets_are_converted_to_utc_across_midnight() {
-        assert_eq!(value(|o| encode_timestamp(b"2024-01-01 01:00:00+05:30", true, o)), r#""2023-12-31T19:30:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"2024-02-28 23:00:00-08", true, o)), r#""2024-02-29T07:00:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"1850-01-01 00:00:00+00:53:28", true, o)), r#""1849-12-31T23:06:32Z""#);
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-01-01 01:00:00+05:30", true, Target::Value, o)),
+            r#""2023-12-31T19:30:00Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"2024-02-28 23:00:00-08", true, Target::Value, o)),
+            r#""2024-02-29T07:00:00Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"1850-01-01 00:00:00+00:53:28", true, Target::Value, o)),
+            r#""1849-12-31T23:06:32Z""#
+        );
     }
 
     #[test]
     fn out_of_range_timestamps_saturate_and_range_bounds_stay_exact() {
-        assert_eq!(value(|o| encode_timestamp(b"infinity", false, o)), r#""9999-12-31T23:59:59Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"-infinity", true, o)), r#""0000-01-01T00:00:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"12345-06-07 01:02:03", false, o)), r#""9999-12-31T23:59:59Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"0044-03-15 10:00:00+00 BC", true, o)), r#""0000-01-01T00:00:00Z""#);
-        assert_eq!(value(|o| encode_timestamp(b"0001-06-01 10:00:00 BC", false, o)), r#""0000-06-01T10:00:00Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"infinity", false, Target::Value, o)), r#""9999-12-31T23:59:59Z""#);
+        assert_eq!(value(|o| encode_timestamp(b"-infinity", true, Target::Value, o)), r#""0000-01-01T00:00:00Z""#);
+        assert_eq!(
+            value(|o| encode_timestamp(b"12345-06-07 01:02:03", false, Target::Value, o)),
+            r#""9999-12-31T23:59:59Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"0044-03-15 10:00:00+00 BC", true, Target::Value, o)),
+            r#""0000-01-01T00:00:00Z""#
+        );
+        assert_eq!(
+            value(|o| encode_timestamp(b"0001-06-01 10:00:00 BC", false, Target::Value, o)),
+            r#""0000-06-01T10:00:00Z""#
+        );
         assert_eq!(
             value(|o| write_timestamp(b"12345-06-07 01:02:03", false, Target::RangeBound, o)),
             "+12345-06-07T01:02:03Z"
@@ -486,11 +575,11 @@ mod tests {
 
     #[test]
     fn dates_stay_dates_and_saturate_out_of_range() {
-        assert_eq!(value(|o| encode_date(b"2024-02-29", o)), r#""2024-02-29""#);
-        assert_eq!(value(|o| encode_date(b"infinity", o)), r#""9999-12-31""#);
-        assert_eq!(value(|o| encode_date(b"-infinity", o)), r#""0000-01-01""#);
-        assert_eq!(value(|o| encode_date(b"5874897-12-31", o)), r#""9999-12-31""#);
-        assert_eq!(value(|o| encode_date(b"0044-03-15 BC", o)), r#""0000-01-01""#);
+        assert_eq!(value(|o| encode_date(b"2024-02-29", Target::Value, o)), r#""2024-02-29""#);
+        assert_eq!(value(|o| encode_date(b"infinity", Target::Value, o)), r#""9999-12-31""#);
+        assert_eq!(value(|o| encode_date(b"-infinity", Target::Value, o)), r#""0000-01-01""#);
+        assert_eq!(value(|o| encode_date(b"5874897-12-31", Target::Value, o)), r#""9999-12-31""#);
+        assert_eq!(value(|o| encode_date(b"0044-03-15 BC", Target::Value, o)), r#""0000-01-01""#);
         assert_eq!(value(|o| write_date(b"5874897-12-31", Target::RangeBound, o)), "+5874897-12-31");
     }
 
@@ -513,13 +602,13 @@ mod tests {
     #[test]
     fn malformed_dates_and_times_are_errors() {
         let mut out = Vec::new();
-        assert!(encode_date(b"2023-02-29", &mut out).is_err());
-        assert!(encode_date(b"2023-13-01", &mut out).is_err());
-        assert!(encode_date(b"0000-01-01 BC", &mut out).is_err());
-        assert!(encode_date(b"2023-01-0", &mut out).is_err());
-        assert!(encode_timestamp(b"2023-01-01 10:00", false, &mut out).is_err());
-        assert!(encode_timestamp(b"2023-01-01 10:00:00", true, &mut out).is_err());
-        assert!(encode_timestamp(b"2023-01-01 10:00:00.", false, &mut out).is_err());
+        assert!(encode_date(b"2023-02-29", Target::Value, &mut out).is_err());
+        assert!(encode_date(b"2023-13-01", Target::Value, &mut out).is_err());
+        assert!(encode_date(b"0000-01-01 BC", Target::Value, &mut out).is_err());
+        assert!(encode_date(b"2023-01-0", Target::Value, &mut out).is_err());
+        assert!(encode_timestamp(b"2023-01-01 10:00", false, Target::Value, &mut out).is_err());
+        assert!(encode_timestamp(b"2023-01-01 10:00:00", true, Target::Value, &mut out).is_err());
+        assert!(encode_timestamp(b"2023-01-01 10:00:00.", false, Target::Value, &mut out).is_err());
         assert!(encode_time(b"24:00:01", &mut out).is_err());
         assert!(encode_time(b"12:60:00", &mut out).is_err());
         assert!(encode_timetz(b"12:00:00", &mut out).is_err());

@@ -16,27 +16,49 @@ use base64::Engine as _;
 
 use super::error::{ValueError, ValueErrorKind};
 use super::kind::{classify, owned_encoding, Kind};
-use super::{array, composite, datetime, extension, json_text, range, PgType};
+use super::{array, composite, datetime, extension, go_forms, json_text, range, PgType, ValueFormats};
 
 /// Append the JSON encoding of one non-NULL value (PostgreSQL text output `text`) of type
-/// `ty` to `out`.
+/// `ty` to `out`, in this connector's improved formats (see [`encode_value_with`]).
+pub fn encode_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+    encode_value_with(&ValueFormats::improved(), ty, text, out)
+}
+
+/// Append the JSON encoding of one non-NULL value (PostgreSQL text output `text`) of type
+/// `ty` to `out`, in `formats`.
 ///
 /// On error `out` is left as it was. Errors name the innermost type whose text was
 /// malformed (for an array of rows, the field's type).
-pub fn encode_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+pub fn encode_value_with(
+    formats: &ValueFormats,
+    ty: &PgType,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ValueError> {
     let mark = out.len();
-    let result = encode_kind(ty, classify(ty), text, out);
+    let result = encode_kind(ty, classify(ty, formats), formats, text, out);
     if result.is_err() {
         out.truncate(mark);
     }
     result
 }
 
-/// Same as [`encode_value`], for a value that is part of the collection key: floats become
-/// strings in fixed notation (`"3.14"`, `"-1"`, `"0"`), as Go writes them, so that the
-/// key is a string of the exact shortest decimal; everything else as [`encode_value`].
+/// [`encode_key_value_with`] in this connector's improved formats.
 pub fn encode_key_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
-    match classify(ty) {
+    encode_key_value_with(&ValueFormats::improved(), ty, text, out)
+}
+
+/// Same as [`encode_value_with`], for a value that is part of the collection key: floats
+/// become strings in fixed notation (`"3.14"`, `"-1"`, `"0"`), as Go writes them, so that
+/// the key is a string of the exact shortest decimal; everything else as
+/// [`encode_value_with`].
+pub fn encode_key_value_with(
+    formats: &ValueFormats,
+    ty: &PgType,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ValueError> {
+    match classify(ty, formats) {
         Kind::Float { single } => {
             let mark = out.len();
             let result = encode_float_key(text, single, out).map_err(|kind| ValueError::new(ty, text, kind));
@@ -45,7 +67,7 @@ pub fn encode_key_value(ty: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(
             }
             result
         }
-        _ => encode_value(ty, text, out),
+        _ => encode_value_with(formats, ty, text, out),
     }
 }
 
@@ -57,16 +79,17 @@ pub struct ColumnEncoder<'a> {
     ty: &'a PgType,
     kind: Kind<'a>,
     float_key: Option<bool>,
+    formats: ValueFormats,
 }
 
 impl<'a> ColumnEncoder<'a> {
-    pub fn new(ty: &'a PgType, is_key: bool) -> Self {
-        let kind = classify(ty);
+    pub fn new(ty: &'a PgType, is_key: bool, formats: &ValueFormats) -> Self {
+        let kind = classify(ty, formats);
         let float_key = match kind {
             Kind::Float { single } if is_key => Some(single),
             _ => None,
         };
-        ColumnEncoder { ty, kind, float_key }
+        ColumnEncoder { ty, kind, float_key, formats: *formats }
     }
 
     /// Append the JSON encoding of one non-NULL value; on error `out` is left as it was.
@@ -74,7 +97,7 @@ impl<'a> ColumnEncoder<'a> {
         let mark = out.len();
         let result = match self.float_key {
             Some(single) => encode_float_key(text, single, out).map_err(|kind| ValueError::new(self.ty, text, kind)),
-            None => encode_kind(self.ty, self.kind, text, out),
+            None => encode_kind(self.ty, self.kind, &self.formats, text, out),
         };
         if result.is_err() {
             out.truncate(mark);
@@ -92,16 +115,17 @@ impl<'a> ColumnEncoder<'a> {
 pub struct ColumnCodec {
     scalar: Option<Kind<'static>>,
     float_key: Option<bool>,
+    formats: ValueFormats,
 }
 
 impl ColumnCodec {
-    pub fn new(ty: &PgType, is_key: bool) -> Self {
-        let kind = classify(ty);
+    pub fn new(ty: &PgType, is_key: bool, formats: &ValueFormats) -> Self {
+        let kind = classify(ty, formats);
         let float_key = match kind {
             Kind::Float { single } if is_key => Some(single),
             _ => None,
         };
-        ColumnCodec { scalar: owned_encoding(kind), float_key }
+        ColumnCodec { scalar: owned_encoding(kind), float_key, formats: *formats }
     }
 
     /// Append the JSON encoding of one non-NULL value of `ty`, the type this codec was made
@@ -111,8 +135,8 @@ impl ColumnCodec {
         let mark = out.len();
         let result = match (self.float_key, self.scalar) {
             (Some(single), _) => encode_float_key(text, single, out).map_err(|kind| ValueError::new(ty, text, kind)),
-            (None, Some(kind)) => encode_kind(ty, kind, text, out),
-            (None, None) => encode_kind(ty, classify(ty), text, out),
+            (None, Some(kind)) => encode_kind(ty, kind, &self.formats, text, out),
+            (None, None) => encode_kind(ty, classify(ty, &self.formats), &self.formats, text, out),
         };
         if result.is_err() {
             out.truncate(mark);
@@ -121,15 +145,25 @@ impl ColumnCodec {
     }
 }
 
-fn encode_kind(ty: &PgType, kind: Kind<'_>, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+fn encode_kind(
+    ty: &PgType,
+    kind: Kind<'_>,
+    formats: &ValueFormats,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ValueError> {
     let scalar = match kind {
-        Kind::Array { element } => return array::encode_array(element, text, out),
-        Kind::Composite { fields } => return composite::encode_composite(ty, fields, text, out),
-        Kind::Range { subtype } => return range::encode_range(ty, subtype, text, out),
-        Kind::Multirange { subtype } => return range::encode_multirange(ty, subtype, text, out),
+        Kind::Array { element } => return array::encode_array(element, formats, text, out),
+        Kind::Composite { fields } => return composite::encode_composite(ty, fields, formats, text, out),
+        Kind::Range { subtype } => return range::encode_range(ty, subtype, formats, text, out),
+        Kind::Multirange { subtype } => return range::encode_multirange(ty, subtype, formats, text, out),
         Kind::Boolean => encode_bool(text, out),
         Kind::Integer => encode_integer(text, out),
         Kind::Numeric => encode_numeric(text, out),
+        Kind::GoNumeric if go_forms::go_numeric_zero(text) => encode_numeric(b"0", out),
+        Kind::GoNumeric => encode_numeric(text, out),
+        Kind::GoInet => go_forms::encode_go_inet(text, out),
+        Kind::GoInterval => go_forms::encode_go_interval(text, out),
         Kind::Float { single } => encode_float(text, single, out),
         Kind::Text | Kind::Varchar { .. } | Kind::Enum { .. } | Kind::CatchAll { .. } => encode_string(text, out),
         Kind::Bpchar { length } => encode_bpchar(text, length, out),
@@ -137,10 +171,14 @@ fn encode_kind(ty: &PgType, kind: Kind<'_>, text: &[u8], out: &mut Vec<u8>) -> R
         Kind::Uuid => encode_uuid(text, out),
         Kind::Bytea => encode_bytea(text, out),
         Kind::Json | Kind::Jsonb => json_text::write_json_text(text, out),
-        Kind::Date => datetime::encode_date(text, out),
-        Kind::Timestamp => datetime::encode_timestamp(text, false, out),
-        Kind::Timestamptz => datetime::encode_timestamp(text, true, out),
+        Kind::Date { saturate } => datetime::encode_date(text, datetime::value_target(saturate), out),
+        Kind::DateAsTimestamp { saturate } => {
+            datetime::encode_date_as_timestamp(text, datetime::value_target(saturate), out)
+        }
+        Kind::Timestamp { saturate } => datetime::encode_timestamp(text, false, datetime::value_target(saturate), out),
+        Kind::Timestamptz { saturate } => datetime::encode_timestamp(text, true, datetime::value_target(saturate), out),
         Kind::Time => datetime::encode_time(text, out),
+        Kind::TimeMicros => datetime::encode_time_micros(text, out),
         Kind::Timetz => datetime::encode_timetz(text, out),
         Kind::Hstore => extension::encode_hstore(text, out),
         Kind::Vector => extension::encode_vector(text, out),
@@ -595,13 +633,16 @@ mod column_encoder_tests {
         let int8 = PgType::Builtin { name: "int8".into(), typmod: -1 };
         for ok in ["9223372036854775807", "-9223372036854775808", "1234567890123456789", "0", "-1"] {
             let mut out = Vec::new();
-            ColumnEncoder::new(&int8, false).encode(ok.as_bytes(), &mut out).unwrap();
+            ColumnEncoder::new(&int8, false, &ValueFormats::improved()).encode(ok.as_bytes(), &mut out).unwrap();
             assert_eq!(out, ok.as_bytes());
         }
         let long = "5".repeat(315);
         for bad in ["9223372036854775808", "-9223372036854775809", "12345678901234567890", long.as_str()] {
             let mut out = b"kept".to_vec();
-            assert!(ColumnEncoder::new(&int8, false).encode(bad.as_bytes(), &mut out).is_err(), "{bad}");
+            assert!(
+                ColumnEncoder::new(&int8, false, &ValueFormats::improved()).encode(bad.as_bytes(), &mut out).is_err(),
+                "{bad}"
+            );
             assert_eq!(out, b"kept");
         }
     }
@@ -660,11 +701,11 @@ mod column_encoder_tests {
                 } else {
                     encode_value(ty, text, &mut expected)
                 };
-                let actual_result = ColumnEncoder::new(ty, is_key).encode(text, &mut actual);
+                let actual_result = ColumnEncoder::new(ty, is_key, &ValueFormats::improved()).encode(text, &mut actual);
                 assert_eq!(expected_result.is_ok(), actual_result.is_ok(), "{ty:?} {is_key}");
                 assert_eq!(expected, actual, "{ty:?} key={is_key}");
                 let mut owned = b"x".to_vec();
-                let owned_result = ColumnCodec::new(ty, is_key).encode(ty, text, &mut owned);
+                let owned_result = ColumnCodec::new(ty, is_key, &ValueFormats::improved()).encode(ty, text, &mut owned);
                 assert_eq!(expected_result.is_ok(), owned_result.is_ok(), "codec {ty:?} {is_key}");
                 assert_eq!(expected, owned, "codec {ty:?} key={is_key}");
             }

@@ -4,7 +4,7 @@
 //! module turns a `Kind` into JSON Schema and the encode module turns a `Kind` plus text
 //! into JSON, each with one `match`; adding a type means adding it here first.
 
-use super::PgType;
+use super::{PgType, ValueFormats};
 
 /// How a type's values are encoded, and therefore what its schema says.
 #[derive(Clone, Copy, Debug)]
@@ -15,6 +15,8 @@ pub(crate) enum Kind<'a> {
     Integer,
     /// `numeric`: a string of the exact decimal (`NaN`, `Infinity`, `-Infinity` kept).
     Numeric,
+    /// `numeric` in Go's form: as [`Kind::Numeric`], except that zero is `"0"`.
+    GoNumeric,
     /// `float4` (`single`) and `float8`: a JSON number, or a string for NaN and infinities.
     Float { single: bool },
     /// A string copied from the text output, with no further constraint.
@@ -25,6 +27,10 @@ pub(crate) enum Kind<'a> {
     Bpchar { length: Option<u32> },
     /// `inet`: as its output function prints it (no `/32` on a host address).
     Inet,
+    /// `inet` in Go's form: always with its prefix length (`/32`, `/128`).
+    GoInet,
+    /// `interval` in Go's form (pgx's text: `14 mon 3 day`, ` 05:30:00`, empty for zero).
+    GoInterval,
     /// `uuid`: the canonical hyphenated string.
     Uuid,
     /// `bytea`: standard padded base64.
@@ -33,19 +39,23 @@ pub(crate) enum Kind<'a> {
     Json,
     /// `jsonb`: the document itself.
     Jsonb,
-    /// `date`: `YYYY-MM-DD`.
-    Date,
+    /// `date`: `YYYY-MM-DD`; `saturate` picks the sentinel for years after 9999.
+    Date { saturate: bool },
+    /// `date` as Go without `date_as_date`: an RFC 3339 timestamp at midnight UTC.
+    DateAsTimestamp { saturate: bool },
     /// `timestamp`: RFC 3339 in UTC.
-    Timestamp,
+    Timestamp { saturate: bool },
     /// `timestamptz`: RFC 3339 in UTC.
-    Timestamptz,
+    Timestamptz { saturate: bool },
     /// `time`: `HH:MM:SS[.f]Z`.
     Time,
+    /// `time` as Go without `time_as_time`: microseconds since midnight.
+    TimeMicros,
     /// `timetz`: `HH:MM:SS[.f]±hh:mm` or `Z`.
     Timetz,
     /// An enum: its label.
     Enum { labels: &'a [String] },
-    /// An array: the flattened elements.
+    /// An array: the flattened elements (or Go's other shapes, by the formats).
     Array { element: &'a PgType },
     /// A range: its literal, with date and time bounds rewritten.
     Range { subtype: &'a PgType },
@@ -65,8 +75,10 @@ pub(crate) enum Kind<'a> {
 /// longer than this is certainly a cycle in a hand-built `PgType`.
 const DOMAIN_DEPTH_LIMIT: usize = 64;
 
-/// The encoding family of `ty`, looking through domains.
-pub(crate) fn classify(ty: &PgType) -> Kind<'_> {
+/// The encoding family of `ty` under `formats`, looking through domains. This is where
+/// every difference between this connector's formats and the Go connector's is decided,
+/// once for both the schema and the value.
+pub(crate) fn classify<'a>(ty: &'a PgType, formats: &ValueFormats) -> Kind<'a> {
     let mut ty = ty;
     for _ in 0..DOMAIN_DEPTH_LIMIT {
         return match ty {
@@ -74,17 +86,69 @@ pub(crate) fn classify(ty: &PgType) -> Kind<'_> {
                 ty = base;
                 continue;
             }
-            PgType::Builtin { name, typmod } => builtin_kind(name, *typmod).unwrap_or(Kind::CatchAll { name }),
-            PgType::Enum { labels, .. } => Kind::Enum { labels },
-            PgType::Array { element } => Kind::Array { element },
+            PgType::Builtin { name, typmod } => match builtin_kind(name, *typmod) {
+                Some(kind) => go_scalar(kind, name, formats),
+                None => Kind::CatchAll { name },
+            },
+            PgType::Enum { labels, .. } if formats.enum_labels => Kind::Enum { labels },
+            PgType::Enum { .. } => Kind::Text,
+            PgType::Array { element } if formats.typed_user_arrays || go_array_element_is_typed(element) => {
+                Kind::Array { element }
+            }
+            PgType::Array { .. } => Kind::CatchAll { name: "array" },
             PgType::Range { subtype, .. } => Kind::Range { subtype },
             PgType::Multirange { subtype, .. } => Kind::Multirange { subtype },
-            PgType::Composite { fields, .. } => Kind::Composite { fields },
-            PgType::Extension { name } => extension_kind(name).unwrap_or(Kind::CatchAll { name }),
+            PgType::Composite { fields, .. } if formats.typed_composites => Kind::Composite { fields },
+            PgType::Composite { name, .. } => Kind::CatchAll { name },
+            PgType::Extension { name } => match extension_kind(name) {
+                Some(Kind::Hstore) if !formats.typed_hstore => Kind::CatchAll { name },
+                Some(Kind::Vector) if !formats.typed_vectors => Kind::CatchAll { name },
+                Some(kind) => kind,
+                None => Kind::CatchAll { name },
+            },
             PgType::Unknown { name } => Kind::CatchAll { name },
         };
     }
     Kind::CatchAll { name: "domain" }
+}
+
+/// A built-in scalar kind adjusted to `formats`: the Go connector's forms where they are
+/// switched off.
+fn go_scalar<'a>(kind: Kind<'static>, name: &'a str, formats: &ValueFormats) -> Kind<'a> {
+    let saturate = formats.saturating_dates;
+    match kind {
+        Kind::Numeric if !formats.numeric_scale_kept => Kind::GoNumeric,
+        Kind::Inet if !formats.inet_as_printed => Kind::GoInet,
+        Kind::Text if name == "interval" && !formats.iso_intervals => Kind::GoInterval,
+        // The types the Go connector had no schema for (`name`, `"char"`, `xid`, …).
+        Kind::Text if !formats.string_schemas && !GO_STRING_TYPES.contains(&name) => Kind::CatchAll { name },
+        Kind::Date { .. } if !formats.date_as_date => Kind::DateAsTimestamp { saturate },
+        Kind::Date { .. } => Kind::Date { saturate },
+        Kind::Timestamp { .. } => Kind::Timestamp { saturate },
+        Kind::Timestamptz { .. } => Kind::Timestamptz { saturate },
+        Kind::Time if !formats.time_as_time => Kind::TimeMicros,
+        other => other,
+    }
+}
+
+/// The text-like built-ins the Go connector's discovery gave a `type: string` schema.
+const GO_STRING_TYPES: [&str; 20] = [
+    "text", "xml", "bit", "varbit", "jsonpath", "interval", "money", "point", "line", "lseg", "box", "path", "polygon",
+    "circle", "cidr", "macaddr", "macaddr8", "tsvector", "tsquery", "citext",
+];
+
+/// Whether the Go connector decoded arrays of `element` element by element: arrays of
+/// built-in types and of `citext`, which it registered array codecs for. Arrays of enums,
+/// domains, composites, user ranges and other extension types reached it as their text.
+fn go_array_element_is_typed(element: &PgType) -> bool {
+    match element {
+        PgType::Builtin { .. } => true,
+        PgType::Extension { name } => name == "citext",
+        PgType::Range { name, .. } => {
+            matches!(name.as_str(), "int4range" | "int8range" | "numrange" | "tsrange" | "tstzrange" | "daterange")
+        }
+        _ => false,
+    }
 }
 
 /// `kind` as a value that borrows nothing from its type, when its encoding needs nothing of
@@ -96,6 +160,9 @@ pub(crate) fn owned_encoding(kind: Kind<'_>) -> Option<Kind<'static>> {
         Kind::Boolean => Kind::Boolean,
         Kind::Integer => Kind::Integer,
         Kind::Numeric => Kind::Numeric,
+        Kind::GoNumeric => Kind::GoNumeric,
+        Kind::GoInet => Kind::GoInet,
+        Kind::GoInterval => Kind::GoInterval,
         Kind::Float { single } => Kind::Float { single },
         Kind::Text | Kind::Enum { .. } | Kind::CatchAll { .. } => Kind::Text,
         Kind::Varchar { max_length } => Kind::Varchar { max_length },
@@ -105,10 +172,12 @@ pub(crate) fn owned_encoding(kind: Kind<'_>) -> Option<Kind<'static>> {
         Kind::Bytea => Kind::Bytea,
         Kind::Json => Kind::Json,
         Kind::Jsonb => Kind::Jsonb,
-        Kind::Date => Kind::Date,
-        Kind::Timestamp => Kind::Timestamp,
-        Kind::Timestamptz => Kind::Timestamptz,
+        Kind::Date { saturate } => Kind::Date { saturate },
+        Kind::DateAsTimestamp { saturate } => Kind::DateAsTimestamp { saturate },
+        Kind::Timestamp { saturate } => Kind::Timestamp { saturate },
+        Kind::Timestamptz { saturate } => Kind::Timestamptz { saturate },
         Kind::Time => Kind::Time,
+        Kind::TimeMicros => Kind::TimeMicros,
         Kind::Timetz => Kind::Timetz,
         Kind::Hstore => Kind::Hstore,
         Kind::Vector => Kind::Vector,
@@ -149,9 +218,9 @@ fn builtin_kind(name: &str, typmod: i32) -> Option<Kind<'static>> {
         "bytea" => Kind::Bytea,
         "json" => Kind::Json,
         "jsonb" => Kind::Jsonb,
-        "date" => Kind::Date,
-        "timestamp" => Kind::Timestamp,
-        "timestamptz" => Kind::Timestamptz,
+        "date" => Kind::Date { saturate: true },
+        "timestamp" => Kind::Timestamp { saturate: true },
+        "timestamptz" => Kind::Timestamptz { saturate: true },
         "time" => Kind::Time,
         "timetz" => Kind::Timetz,
         // Strings whose text output is the value: character data, and types whose text
@@ -237,7 +306,7 @@ mod tests {
             base: Box::new(PgType::Domain { name: "inner".into(), base: Box::new(builtin("int8")), not_null: true }),
             not_null: false,
         };
-        assert!(matches!(classify(&domain), Kind::Integer));
+        assert!(matches!(classify(&domain, &ValueFormats::default()), Kind::Integer));
         assert!(domain_is_not_null(&domain));
         assert!(!domain_is_not_null(&builtin("int8")));
     }
@@ -245,10 +314,10 @@ mod tests {
     #[test]
     fn character_lengths_come_from_the_typmod() {
         let varchar = PgType::Builtin { name: "varchar".into(), typmod: 14 };
-        assert!(matches!(classify(&varchar), Kind::Varchar { max_length: Some(10) }));
-        assert!(matches!(classify(&builtin("varchar")), Kind::Varchar { max_length: None }));
+        assert!(matches!(classify(&varchar, &ValueFormats::default()), Kind::Varchar { max_length: Some(10) }));
+        assert!(matches!(classify(&builtin("varchar"), &ValueFormats::default()), Kind::Varchar { max_length: None }));
         let bpchar = PgType::Builtin { name: "bpchar".into(), typmod: 5 };
-        assert!(matches!(classify(&bpchar), Kind::Bpchar { length: Some(1) }));
+        assert!(matches!(classify(&bpchar, &ValueFormats::default()), Kind::Bpchar { length: Some(1) }));
     }
 
     #[test]

@@ -32,7 +32,10 @@
 //! replication agree.
 //!
 //! # Layout
-//! - `kind`: [`PgType`] → the encoding family shared by schema and value.
+//! - `formats`: [`ValueFormats`], this connector's value formats or the Go connector's,
+//!   one switch per difference, and how a capture resolves them.
+//! - `kind`: [`PgType`] and the formats → the encoding family shared by schema and value.
+//! - `go_forms`: the Go connector's scalar forms (interval, numeric zero, inet).
 //! - `schema`: [`column_schema`], [`source_type_name`].
 //! - `encode`: [`encode_value`], [`encode_key_value`] and the scalar encoders.
 //! - `datetime`: ISO dates, timestamps and times → RFC 3339.
@@ -49,14 +52,19 @@ mod datetime;
 mod encode;
 mod error;
 mod extension;
+mod formats;
+mod go_forms;
 mod json_text;
 mod kind;
 mod range;
 mod schema;
 
 pub use array::array_delimiter_known;
-pub use encode::{encode_key_value, encode_value, ColumnCodec, ColumnEncoder};
+pub use encode::{
+    encode_key_value, encode_key_value_with, encode_value, encode_value_with, ColumnCodec, ColumnEncoder,
+};
 pub use error::{ValueError, ValueErrorKind};
+pub use formats::{StateFormats, ValueFormats, GO_VALUE_FORMATS};
 pub use kind::{is_text_like_key, type_from_typname};
 pub use schema::{column_schema, source_type_name};
 

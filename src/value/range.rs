@@ -9,35 +9,58 @@
 //! expanded form (`+12345-…`, `-0043-…`). Bounds of every other subtype are copied
 //! exactly as printed, quotes included, so the string is still a valid range literal.
 
-use super::datetime::{write_date, write_timestamp, Target};
+use super::datetime::{write_date, write_date_as_timestamp, write_timestamp, Target};
 use super::encode::{check_utf8, write_json_string};
 use super::error::{ValueError, ValueErrorKind};
 use super::kind::{classify, Kind};
-use super::PgType;
+use super::{PgType, ValueFormats};
 
 /// How a bound is rewritten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BoundRule {
     Verbatim,
-    Date,
-    Timestamp { with_time_zone: bool },
+    Date {
+        target: Target,
+    },
+    /// A date bound as a timestamp at midnight UTC (the Go connector's form).
+    DateAsTimestamp {
+        target: Target,
+    },
+    Timestamp {
+        with_time_zone: bool,
+        target: Target,
+    },
 }
 
-fn bound_rule(subtype: &PgType) -> BoundRule {
-    match classify(subtype) {
-        Kind::Date => BoundRule::Date,
-        Kind::Timestamp => BoundRule::Timestamp { with_time_zone: false },
-        Kind::Timestamptz => BoundRule::Timestamp { with_time_zone: true },
+/// The rule for bounds of `subtype`. In the Go connector's form (without
+/// `exact_range_bounds`), bounds went through its value conversion: infinities and years
+/// outside 0000–9999 became its value sentinels; without `date_ranges_as_dates`, date
+/// bounds were timestamps.
+fn bound_rule(subtype: &PgType, formats: &ValueFormats) -> BoundRule {
+    let target = if formats.exact_range_bounds { Target::RangeBound } else { Target::GoValue };
+    // Bounds are dates or timestamps whatever the column-level `date_as_date` says.
+    let scalar = ValueFormats { date_as_date: true, ..*formats };
+    match classify(subtype, &scalar) {
+        Kind::Date { .. } if formats.date_ranges_as_dates => BoundRule::Date { target },
+        Kind::Date { .. } => BoundRule::DateAsTimestamp { target },
+        Kind::Timestamp { .. } => BoundRule::Timestamp { with_time_zone: false, target },
+        Kind::Timestamptz { .. } => BoundRule::Timestamp { with_time_zone: true, target },
         _ => BoundRule::Verbatim,
     }
 }
 
 /// Appends range literal `text` as a JSON string.
-pub(crate) fn encode_range(ty: &PgType, subtype: &PgType, text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
+pub(crate) fn encode_range(
+    ty: &PgType,
+    subtype: &PgType,
+    formats: &ValueFormats,
+    text: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ValueError> {
     let fail = |kind| ValueError::new(ty, text, kind);
     check_utf8(text).map_err(fail)?;
     let mut literal = Vec::with_capacity(text.len() + 8);
-    let end = write_range(text, 0, bound_rule(subtype), &mut literal).map_err(fail)?;
+    let end = write_range(text, 0, bound_rule(subtype, formats), &mut literal).map_err(fail)?;
     if end != text.len() {
         return Err(fail(ValueErrorKind::Syntax { offset: end, expected: "end of range" }));
     }
@@ -49,12 +72,13 @@ pub(crate) fn encode_range(ty: &PgType, subtype: &PgType, text: &[u8], out: &mut
 pub(crate) fn encode_multirange(
     ty: &PgType,
     subtype: &PgType,
+    formats: &ValueFormats,
     text: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), ValueError> {
     let fail = |kind| ValueError::new(ty, text, kind);
     check_utf8(text).map_err(fail)?;
-    let rule = bound_rule(subtype);
+    let rule = bound_rule(subtype, formats);
     let mut literal = Vec::with_capacity(text.len() + 8);
     let mut pos = match text.first() {
         Some(b'{') => 1,
@@ -164,9 +188,12 @@ fn write_bound(
     };
     match rule {
         BoundRule::Verbatim => literal.extend_from_slice(&text[start..pos]),
-        BoundRule::Date => write_date(bound, Target::RangeBound, literal).map_err(inner_error)?,
-        BoundRule::Timestamp { with_time_zone } => {
-            write_timestamp(bound, with_time_zone, Target::RangeBound, literal).map_err(inner_error)?
+        BoundRule::Date { target } => write_date(bound, target, literal).map_err(inner_error)?,
+        BoundRule::DateAsTimestamp { target } => {
+            write_date_as_timestamp(bound, target, literal).map_err(inner_error)?
+        }
+        BoundRule::Timestamp { with_time_zone, target } => {
+            write_timestamp(bound, with_time_zone, target, literal).map_err(inner_error)?
         }
     }
     Ok(pos)

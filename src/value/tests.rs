@@ -44,8 +44,8 @@ fn encode(ty: &PgType, text: &str) -> String {
 /// Checks that each `(text, json)` pair encodes exactly so and that the value validates
 /// against the column schema (nullable and not; null only against the nullable one).
 fn check(ty: &PgType, cases: &[(&str, &str)]) {
-    let strict = validator(&column_schema(ty, false, false));
-    let nullable = validator(&column_schema(ty, true, false));
+    let strict = validator(&column_schema(ty, false, false, &ValueFormats::improved()));
+    let nullable = validator(&column_schema(ty, true, false, &ValueFormats::improved()));
     let null_allowed = !kind::domain_is_not_null(ty);
     assert_eq!(nullable.is_valid(&Value::Null), null_allowed, "{ty}: null validates only when nullable");
     for (text, expected) in cases {
@@ -54,7 +54,10 @@ fn check(ty: &PgType, cases: &[(&str, &str)]) {
         let value: Value = serde_json::from_str(&json).unwrap();
         for (label, validator) in [("non-nullable", &strict), ("nullable", &nullable)] {
             if let Err(error) = validator.validate(&value) {
-                panic!("{ty} {text:?} → {json} fails its {label} schema {}: {error}", column_schema(ty, true, false));
+                panic!(
+                    "{ty} {text:?} → {json} fails its {label} schema {}: {error}",
+                    column_schema(ty, true, false, &ValueFormats::improved())
+                );
             }
         }
     }
@@ -153,7 +156,7 @@ fn float_keys_are_strings_in_fixed_notation() {
         encode_key_value(&ty, text.as_bytes(), &mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), *expected, "{name} {text}");
         let value: Value = serde_json::from_str(expected).unwrap();
-        assert!(validator(&column_schema(&ty, false, true)).is_valid(&value));
+        assert!(validator(&column_schema(&ty, false, true, &ValueFormats::improved())).is_valid(&value));
     }
     let mut out = Vec::new();
     encode_key_value(&builtin("int8"), b"42", &mut out).unwrap();
@@ -353,7 +356,7 @@ fn other_builtins_are_their_text_output() {
     for (name, text) in cases {
         let expected = serde_json::to_string(text).unwrap();
         check(&builtin(name), &[(text, &expected)]);
-        assert_eq!(column_schema(&builtin(name), false, false), json!({"type": "string"}));
+        assert_eq!(column_schema(&builtin(name), false, false, &ValueFormats::improved()), json!({"type": "string"}));
     }
 }
 
@@ -546,7 +549,7 @@ fn unknown_types_are_strings_under_the_catch_all_schema() {
         [PgType::Unknown { name: "mytype".into() }, builtin("int2vector"), PgType::Extension { name: "cube".into() }]
     {
         check(&ty, &[("1 2 3", r#""1 2 3""#)]);
-        let schema = column_schema(&ty, true, false);
+        let schema = column_schema(&ty, true, false, &ValueFormats::improved());
         assert!(schema.get("type").is_none(), "{schema}");
         assert!(schema["description"].as_str().unwrap().starts_with("using catch-all schema"));
     }
@@ -692,6 +695,7 @@ fn random_input_never_panics_and_success_is_always_valid_json() {
 }
 
 pub(crate) mod allocations;
+mod go_formats;
 
 /// The values of [`encoding_work_grows_linearly_with_the_value`], about `size` bytes each.
 fn large_values(size: usize) -> [(PgType, Vec<u8>); 4] {

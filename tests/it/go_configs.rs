@@ -378,7 +378,7 @@ fn min_backfill_xid_condition_is_the_circular_xid_order() {
 }
 
 /// The refusal happens wherever the configuration is used, not only in `validate`: `open`
-/// refuses a setting it does not implement (a feature flag that would change the documents)
+/// refuses a setting it does not implement (a feature flag that would change where it reads)
 /// before it connects (so nothing is written), `discover` refuses it too (it changes the
 /// schemas), and `discover` checks an SSH tunnel's settings (it connects through the tunnel).
 #[test]
@@ -387,7 +387,7 @@ fn open_and_discover_refuse_unsupported_settings_by_name() {
     let db = runtime.block_on(TestDb::create("go_configs_open_refuses"));
     runtime.block_on(db.execute("CREATE TABLE test.t (id int PRIMARY KEY); INSERT INTO test.t VALUES (1);"));
     let mut config = db.endpoint_config();
-    config["advanced"]["feature_flags"] = json!("multidimensional_arrays");
+    config["advanced"]["feature_flags"] = json!("force_reset_cursor=0/10");
     config["advanced"]["watermarksTable"] = json!("public.never_created");
     let open = json!({"open": {"capture": {"name": "tests/capture", "config": config, "bindings": [binding("t", &["/id"])]}, "state": {}}});
     let output =
@@ -414,7 +414,7 @@ fn open_and_discover_refuse_unsupported_settings_by_name() {
     let discover = |config: &Value| {
         run_connector(&[], &format!("{}\n", json!({"discover": {"connectorType": "IMAGE", "config": config}})), &[])
     };
-    let message = failure(&discover(&config), "discover with a value-changing flag");
+    let message = failure(&discover(&config), "discover with a refused flag");
     assert!(
         message.starts_with("endpoint configuration field \"advanced.feature_flags\" is not supported yet"),
         "{message}"

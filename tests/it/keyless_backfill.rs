@@ -459,8 +459,9 @@ async fn a_rewrite_between_sessions_restarts_the_keyless_backfill() {
         "the restart is reported:\n{}",
         stderr.join("\n")
     );
+    // The metadata keeps only the value-formats marker (see capture::state).
     assert_eq!(
-        collections.state["bindingStateV1"]["test%2Ft"].get("metadata"),
+        collections.state["bindingStateV1"]["test%2Ft"]["metadata"].get("keyless_relation"),
         None,
         "a completed backfill keeps no file identity"
     );

@@ -22,6 +22,7 @@ mod driver;
 mod faults_common;
 mod gen_common;
 mod go_configs;
+mod go_documents;
 mod harness;
 mod keyless_backfill;
 mod names;
