@@ -25,7 +25,9 @@
 //! `value_formats` would stop a capture moved back to Go. A binding's `metadata` is a
 //! `json.RawMessage` there, kept as is and not read by its PostgreSQL capture, so moving
 //! back still works. Every binding carries the marker (the first checkpoint of a session
-//! writes it into all of them), so it survives bindings being removed.
+//! writes it into all of them), so it survives bindings being removed. For the same reason
+//! the key types a resume key was read under (`key_types`) live in `metadata` too; a
+//! binding state holds exactly Go's fields (`written_binding_states_hold_only_the_go_connectors_fields`).
 
 use std::collections::BTreeMap;
 
@@ -63,6 +65,7 @@ const KEYLESS_RELATION: &str = "keyless_relation";
 const VALUE_FORMATS: &str = "value_formats";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredBindingState", into = "StoredBindingState")]
 pub struct BindingState {
     pub mode: TableMode,
     #[serde(default)]
@@ -78,9 +81,73 @@ pub struct BindingState {
     /// default) under which `scanned` was read: a resume key is only meaningful in the order
     /// it was read in, and `ALTER COLUMN .. TYPE` can change that order (integer to text,
     /// another collation). Written with every resume key, meaningful only with one; absent
-    /// in states of the Go connector and of earlier versions (see `capture::retype`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// in states of the Go connector and of earlier versions (see `capture::retype`). Stored
+    /// in `metadata` (see [`StoredBindingState`]).
     pub key_types: Option<Vec<String>>,
+}
+
+/// The `metadata` field holding [`BindingState::key_types`].
+const KEY_TYPES: &str = "key_types";
+
+/// A binding's state as stored: exactly the fields of the Go connector's `TableState`, whose
+/// state parser refuses unknown fields (so that a capture can move back to it), with this
+/// connector's additions inside the opaque `metadata`. Versions before this one wrote
+/// `key_types` as a field of its own; it is still read, never written.
+#[derive(Serialize, Deserialize)]
+struct StoredBindingState {
+    mode: TableMode,
+    #[serde(default)]
+    key_columns: Option<Vec<String>>,
+    #[serde(default)]
+    scanned: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<Value>,
+    #[serde(default)]
+    backfilled: u64,
+    #[serde(default, skip_serializing)]
+    key_types: Option<Vec<String>>,
+}
+
+impl From<StoredBindingState> for BindingState {
+    fn from(stored: StoredBindingState) -> Self {
+        let mut metadata = stored.metadata;
+        let mut key_types = stored.key_types;
+        if let Some(Value::Object(map)) = &mut metadata {
+            if let Some(Value::Array(names)) = map.remove(KEY_TYPES) {
+                key_types = names.into_iter().map(|n| n.as_str().map(str::to_string)).collect();
+            }
+        }
+        BindingState {
+            mode: stored.mode,
+            key_columns: stored.key_columns,
+            scanned: stored.scanned,
+            metadata,
+            backfilled: stored.backfilled,
+            key_types,
+        }
+    }
+}
+
+impl From<BindingState> for StoredBindingState {
+    fn from(state: BindingState) -> Self {
+        let mut metadata = state.metadata;
+        if let Some(key_types) = state.key_types {
+            let mut map = match metadata.take() {
+                Some(Value::Object(map)) => map,
+                _ => serde_json::Map::new(),
+            };
+            map.insert(KEY_TYPES.to_string(), Value::from(key_types));
+            metadata = Some(Value::Object(map));
+        }
+        StoredBindingState {
+            mode: state.mode,
+            key_columns: state.key_columns,
+            scanned: state.scanned,
+            metadata,
+            backfilled: state.backfilled,
+            key_types: None,
+        }
+    }
 }
 
 impl BindingState {
@@ -280,6 +347,34 @@ mod tests {
         assert_eq!(state.keyless_relation(), None);
         merge_patch(&mut merged, &json!({"k": state.to_patch()}));
         assert_eq!(merged["k"].get("metadata"), None);
+    }
+
+    /// The Go connector parses its state strictly (unknown fields fail the capture), so a
+    /// state this connector writes must hold only the fields of Go's `PersistentState` and
+    /// `TableState`; everything of its own lives in the opaque `metadata`.
+    #[test]
+    fn written_binding_states_hold_only_the_go_connectors_fields() {
+        let mut binding = BindingState::pending();
+        binding.mode = TableMode::Backfill;
+        binding.key_columns = Some(vec!["id".into()]);
+        binding.scanned = Some("AhU=".into());
+        binding.key_types = Some(vec!["integer".into()]);
+        binding.set_value_formats(&["iso_intervals".to_string()]);
+        let written = serde_json::to_value(&binding).unwrap();
+        let fields: Vec<&str> = written.as_object().unwrap().keys().map(String::as_str).collect();
+        for field in &fields {
+            assert!(["mode", "key_columns", "scanned", "metadata", "backfilled"].contains(field), "{written}");
+        }
+        assert_eq!(written["metadata"], json!({"key_types": ["integer"], "value_formats": ["iso_intervals"]}));
+        let read: BindingState = serde_json::from_value(written).unwrap();
+        assert_eq!(read, binding, "read back as written");
+        // Earlier versions wrote key_types as a field of its own: still read.
+        let legacy: BindingState = serde_json::from_value(json!({
+            "mode": "Backfill", "key_columns": ["id"], "scanned": "AhU=", "backfilled": 3, "key_types": ["text"]
+        }))
+        .unwrap();
+        assert_eq!(legacy.key_types, Some(vec!["text".to_string()]));
+        assert_eq!(serde_json::to_value(&legacy).unwrap()["metadata"], json!({"key_types": ["text"]}));
     }
 
     #[test]
