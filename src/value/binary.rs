@@ -17,12 +17,13 @@
 //! | `timestamp`/`timestamptz` | i64 µs since 2000-01-01, `i64::MAX`/`MIN` infinite | [`encode_timestamp_micros`] |
 //! | `uuid` | 16 bytes | lowercase 8-4-4-4-12 hex |
 //!
-//! Floats are the subtle case: PostgreSQL prints a float with the shortest digits that read
-//! back to the same value (`extra_float_digits=3`), so the text path's value is exactly the
-//! binary one, and both paths then write it with the same function. The text path copies
-//! plain decimals (`-?D+(.D+)?`) as PostgreSQL printed them; that they equal Rust's own
-//! shortest digits for every value is what `tests/it/binary_values.rs` checks against a
-//! real server.
+//! Floats are the subtle case. PostgreSQL prints a float with the shortest digits that
+//! read back to the same value (`extra_float_digits=3`), so where the text path parses
+//! that text (always for `float4` and keys, and for `float8` outside plain decimals) it
+//! gets exactly the binary value, and both paths then write it with the same function.
+//! Where the text path copies PostgreSQL's `float8` digits, this module computes the same
+//! digits with Ryū ([`write_float8`]); `tests/it/binary_values.rs` checks all of it
+//! against a real server.
 //!
 //! Only the built-in types themselves qualify ([`BinaryCodec::for_column`]), checked by
 //! their fixed catalog OIDs: domains over them, arrays and every other type stay text.
@@ -31,7 +32,7 @@
 //! Pure: no IO.
 
 use super::datetime::{encode_date_days, encode_timestamp_micros};
-use super::encode::{write_float_key, write_go_float};
+use super::encode::{is_plain_decimal, write_float_key, write_go_float};
 use super::error::{ValueError, ValueErrorKind};
 use super::PgType;
 
@@ -156,7 +157,7 @@ impl BinaryCodec {
                 if self.key {
                     write_float_key(out, value);
                 } else {
-                    write_go_float(out, value);
+                    write_float8(out, value);
                 }
             }
             BinaryKind::Date => encode_date_days(i32::from_be_bytes(array(raw)), out),
@@ -167,6 +168,51 @@ impl BinaryCodec {
         }
         Ok(())
     }
+}
+
+/// A `float8` value as the text path writes it from the server's text output.
+///
+/// That text is the shortest decimal that reads back to the value — Ryū's digits, with
+/// ties between two shortest candidates rounded to even (PostgreSQL's `d2s.c` is a port
+/// of Ryū, as is the `ryu` crate) — in fixed notation from 1e-4 to below 1e15, scientific
+/// elsewhere. The text path copies a plain decimal as is ([`is_plain_decimal`]) and
+/// otherwise parses the text, which gives back exactly this value, and writes it with
+/// [`write_go_float`]. So: the same fixed text when the server would print one that is
+/// copied, else [`write_go_float`]. Rust's own shortest digits (what `write_go_float`
+/// uses) break such ties upwards (`685692862906654.25` prints as `…654.3`, PostgreSQL
+/// prints `…654.2`), which is why the digits come from Ryū here.
+fn write_float8(out: &mut Vec<u8>, value: f64) {
+    if value.is_finite() && value != 0.0 {
+        let mut buffer = ryu::Buffer::new();
+        let text = buffer.format_finite(value).as_bytes();
+        if let Some(fixed) = postgres_fixed_notation(text) {
+            if is_plain_decimal(fixed) {
+                out.extend_from_slice(fixed);
+                return;
+            }
+        }
+    }
+    write_go_float(out, value);
+}
+
+/// The text PostgreSQL prints for a value whose `ryu` formatting is `text`, if it prints it
+/// in fixed notation (decimal exponent from -4 to 14): `ryu` writes fixed notation for a
+/// wider range (exponents -5 to 15), and integers with a trailing `.0`.
+fn postgres_fixed_notation(text: &[u8]) -> Option<&[u8]> {
+    if text.contains(&b'e') {
+        return None;
+    }
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if let Some(fraction) = digits.strip_prefix(b"0.") {
+        // 10^-(zeros + 1) <= |value| < 10^-zeros
+        let zeros = fraction.iter().take_while(|&&b| b == b'0').count();
+        return (zeros <= 3).then_some(text);
+    }
+    let integer = digits.iter().position(|&b| b == b'.').unwrap_or(digits.len());
+    if integer > 15 {
+        return None;
+    }
+    Some(text.strip_suffix(b".0").unwrap_or(text))
 }
 
 /// The first `N` bytes of `raw` (its length was checked: shorter input gives zeros, never
@@ -266,6 +312,13 @@ mod tests {
             ("float8", 701, f64::NAN.to_be_bytes().to_vec(), "NaN"),
             ("float8", 701, f64::NEG_INFINITY.to_be_bytes().to_vec(), "-Infinity"),
             ("float8", 701, 5e-324f64.to_be_bytes().to_vec(), "5e-324"),
+            // A tie between two shortest candidates: PostgreSQL rounds to even.
+            ("float8", 701, 685_692_862_906_654.25f64.to_be_bytes().to_vec(), "685692862906654.2"),
+            ("float8", 701, 100.0f64.to_be_bytes().to_vec(), "100"),
+            ("float8", 701, 1e14f64.to_be_bytes().to_vec(), "100000000000000"),
+            ("float8", 701, 1e15f64.to_be_bytes().to_vec(), "1e+15"),
+            ("float8", 701, 0.000_123_4f64.to_be_bytes().to_vec(), "0.0001234"),
+            ("float8", 701, 0.000_012_34f64.to_be_bytes().to_vec(), "1.234e-05"),
             ("float4", 700, 3.4028235e38f32.to_be_bytes().to_vec(), "3.4028235e+38"),
             ("float4", 700, 0.1f32.to_be_bytes().to_vec(), "0.1"),
             ("float4", 700, f32::INFINITY.to_be_bytes().to_vec(), "Infinity"),

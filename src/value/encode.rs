@@ -412,7 +412,7 @@ fn encode_float(text: &[u8], single: bool, out: &mut Vec<u8>) -> Result<(), Valu
 }
 
 /// `-?D+(.D+)?` with no superfluous leading zero: text that is its own JSON number.
-fn is_plain_decimal(text: &[u8]) -> bool {
+pub(crate) fn is_plain_decimal(text: &[u8]) -> bool {
     let digits = text.strip_prefix(b"-").unwrap_or(text);
     let (integer, fraction) = match digits.iter().position(|b| *b == b'.') {
         Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
