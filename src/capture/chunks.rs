@@ -6,8 +6,9 @@
 //! next chunk can be read while the replication stream catches up to the current fence.
 //! Its rows are used only if that snapshot sees every transaction the stream has delivered
 //! for the backfilling tables; otherwise the chunk waits for them to become visible and is
-//! read again (see [`visibility`]). Rows are read as raw text cells, encoded into documents
-//! and emitted as they arrive, so memory stays bounded whatever the chunk size; the last
+//! read again (see [`visibility`]). Rows are read as raw cells (text, or the binary send
+//! form of a few fixed-width types: the `chunk_row` module), encoded into documents and emitted as
+//! they arrive, so memory stays bounded whatever the chunk size; the last
 //! row's key becomes the resume key (`scanned`) in the Go connector's tuple encoding. A
 //! chunk cut by `statement_timeout` keeps the rows it read, or is retried at half the size
 //! when it read none.
