@@ -419,7 +419,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if rows == 0 {
                 let types = row.columns().iter().skip(key_count).map(|c| c.type_().oid());
                 if let Err(position) = codec.check_types(types) {
-                    drop(row_stream);
+                    // Returning drops the row stream: the connection discards its rows.
                     return Ok(self.read_as_text(index, emitted.get(position).copied()));
                 }
             }
