@@ -12,9 +12,18 @@
 //! backfill ends only when the next window would start past the relation's size, measured
 //! in the chunk's own transaction after its rows were read ([`RELATION_SQL`]); the same
 //! query names the relation's files, so that a rewrite (VACUUM FULL, CLUSTER, ...), which
-//! moves every row to another CTID, is noticed. Every column is selected as `::text`: the binary form of `text` is its UTF-8
-//! bytes, so rows stream in PostgreSQL's pinned text output — the same input the
-//! replication path gives the shared value encoder.
+//! moves every row to another CTID, is noticed.
+//!
+//! Rows are read in binary (the driver's result format): key columns, and the emitted
+//! columns of most types, are selected as `::text`, whose binary form is its UTF-8 bytes, so
+//! they stream in PostgreSQL's pinned text output — the same input the replication path
+//! gives the shared value encoder. The emitted columns of a few fixed-width built-in types
+//! (integers, floats, `bool`, `date`, timestamps, `uuid`: [`reads_binary`]) are selected
+//! as they are, in their binary send form, which saves the server formatting them and the
+//! connector parsing them back; `value::BinaryCodec` turns them into exactly the JSON their
+//! text would give. [`ReadForm::binary`] turns this off for a table (all text, as before):
+//! the capture does so when a result column is not of the type the table was described
+//! with (a column retyped under the backfill), so that such a column is read as today.
 //!
 //! Identifiers are always quoted; type names come from `format_type`, which quotes them.
 
@@ -57,6 +66,22 @@ pub fn emitted_columns(table: &DiscoveredTable) -> Vec<usize> {
     (0..table.columns.len()).filter(|i| !table.columns[*i].generated).collect()
 }
 
+/// How a chunk query reads its rows, besides which rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadForm {
+    /// How a keyless window is found.
+    pub scan: KeylessScan,
+    /// Emitted columns of the types [`reads_binary`] names are selected in their binary
+    /// send form (else every column is `::text`).
+    pub binary: bool,
+}
+
+/// Whether an emitted column is read in its binary send form (when its table's chunks
+/// are): the built-in types `value::BinaryCodec` decodes, never a domain over one.
+pub fn reads_binary(column: &crate::discovery::Column) -> bool {
+    crate::value::BinaryCodec::for_column(&column.pg_type, column.type_oid, false).is_some()
+}
+
 /// Which rows a backfill reads, besides its key or CTID window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RowFilter<'a> {
@@ -93,7 +118,7 @@ pub fn chunk_sql(
     collate_c: &[bool],
     plan: &ChunkPlan,
     filter: RowFilter<'_>,
-    scan: KeylessScan,
+    form: ReadForm,
 ) -> String {
     // Precise backfills order text keys bytewise, as the capture compares them.
     // Key references are qualified with the table's alias: a bare name in ORDER BY would
@@ -107,7 +132,14 @@ pub fn chunk_sql(
     };
     let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
     let mut select: Vec<String> = key_columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
-    select.extend(emitted_columns(table).iter().map(|i| column_text(&table.columns[*i])));
+    select.extend(emitted_columns(table).iter().map(|i| {
+        let column = &table.columns[*i];
+        if form.binary && reads_binary(column) {
+            quote_identifier(&column.name)
+        } else {
+            column_text(column)
+        }
+    }));
     let mut sql = format!("SELECT {} FROM {relation} AS src", select.join(", "));
     let mut conditions = Vec::new();
     match plan {
@@ -125,7 +157,7 @@ pub fn chunk_sql(
                 conditions.push(format!("({}) > ({})", columns.join(", "), values.join(", ")));
             }
         }
-        ChunkPlan::Keyless { .. } => conditions.push(match scan {
+        ChunkPlan::Keyless { .. } => conditions.push(match form.scan {
             KeylessScan::TidRange => "src.ctid > $1::text::tid AND src.ctid <= $2::text::tid".to_string(),
             KeylessScan::TidList => TID_LIST_CONDITION.to_string(),
         }),
@@ -312,6 +344,10 @@ mod tests {
     use crate::discovery::Column;
     use crate::value::PgType;
 
+    fn text(scan: KeylessScan) -> ReadForm {
+        ReadForm { scan, binary: false }
+    }
+
     fn table() -> DiscoveredTable {
         let column = |name: &str, generated: bool| Column {
             name: name.into(),
@@ -344,7 +380,7 @@ mod tests {
             &[false],
             &ChunkPlan::Keyed { after: None, limit: 10 },
             RowFilter::default(),
-            KeylessScan::TidRange,
+            text(KeylessScan::TidRange),
         );
         assert_eq!(
             first,
@@ -357,12 +393,45 @@ mod tests {
             &[false],
             &ChunkPlan::Keyed { after: Some(vec![Some("5".into())]), limit: 10 },
             RowFilter { user: Some("id % 2 = 0"), ..RowFilter::default() },
-            KeylessScan::TidRange,
+            text(KeylessScan::TidRange),
         );
         assert_eq!(
             next,
             r#"SELECT "id"::text, "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE (src."id") > (CAST($1::text AS integer)) AND (id % 2 = 0
 ) ORDER BY src."id" LIMIT 10"#
+        );
+    }
+
+    #[test]
+    fn binary_reads_select_fixed_width_builtins_as_they_are_and_keys_as_text() {
+        let mut table = table();
+        // A domain over int4 stays text, as does a type named int4 that is not the built-in one.
+        table.columns[1].pg_type = PgType::Domain {
+            name: "positive".into(),
+            base: Box::new(PgType::Builtin { name: "int4".into(), typmod: -1 }),
+            not_null: false,
+        };
+        table.columns.push(Column { name: "t".into(), type_oid: 1184, ..table.columns[0].clone() });
+        table.columns[3].pg_type = PgType::Builtin { name: "timestamptz".into(), typmod: -1 };
+        table.columns.push(Column { name: "fake".into(), type_oid: 16_500, ..table.columns[0].clone() });
+        let sql = |binary| {
+            chunk_sql(
+                &table,
+                &["id".into()],
+                &["integer".into()],
+                &[false],
+                &ChunkPlan::Keyed { after: None, limit: 10 },
+                RowFilter::default(),
+                ReadForm { scan: KeylessScan::TidRange, binary },
+            )
+        };
+        assert_eq!(
+            sql(true),
+            r#"SELECT "id"::text, "id", "Data"::text, "t", "fake"::text FROM "My""Schema"."t" AS src ORDER BY src."id" LIMIT 10"#
+        );
+        assert_eq!(
+            sql(false),
+            r#"SELECT "id"::text, "id"::text, "Data"::text, "t"::text, "fake"::text FROM "My""Schema"."t" AS src ORDER BY src."id" LIMIT 10"#
         );
     }
 
@@ -382,7 +451,7 @@ mod tests {
             &[false],
             &ChunkPlan::Keyed { after: Some(vec![Some("5".into())]), limit: 10 },
             both,
-            KeylessScan::TidRange,
+            text(KeylessScan::TidRange),
         );
         assert_eq!(
             keyed,
@@ -398,14 +467,14 @@ mod tests {
             &[false],
             &ChunkPlan::Keyed { after: None, limit: 10 },
             RowFilter { min_xid: Some(7), user: None },
-            KeylessScan::TidRange,
+            text(KeylessScan::TidRange),
         );
         assert!(
             first.ends_with(&format!(r#" AS src WHERE {} ORDER BY src."id" LIMIT 10"#, min_xid_condition(7))),
             "{first}"
         );
         let plan = ChunkPlan::Keyless { after_block: 0, until_block: 5 };
-        let keyless = chunk_sql(&table(), &[], &[], &[], &plan, both, KeylessScan::TidRange);
+        let keyless = chunk_sql(&table(), &[], &[], &[], &plan, both, text(KeylessScan::TidRange));
         assert!(
             keyless.ends_with(&format!(
                 "WHERE src.ctid > $1::text::tid AND src.ctid <= $2::text::tid AND {condition} AND (id > 123\n)"
@@ -423,7 +492,7 @@ mod tests {
             &[true, false],
             &ChunkPlan::Keyed { after: Some(vec![Some("a".into()), Some("1".into())]), limit: 2 },
             RowFilter::default(),
-            KeylessScan::TidRange,
+            text(KeylessScan::TidRange),
         );
         assert!(sql.ends_with(r#"WHERE (src."Data" COLLATE "C", src."id") > (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) ORDER BY src."Data" COLLATE "C", src."id" LIMIT 2"#), "{sql}");
     }
@@ -431,7 +500,7 @@ mod tests {
     #[test]
     fn keyless_chunks_use_tid_ranges() {
         let plan = ChunkPlan::Keyless { after_block: 0, until_block: 5 };
-        let sql = chunk_sql(&table(), &[], &[], &[], &plan, RowFilter::default(), KeylessScan::TidRange);
+        let sql = chunk_sql(&table(), &[], &[], &[], &plan, RowFilter::default(), text(KeylessScan::TidRange));
         assert_eq!(
             sql,
             r#"SELECT "id"::text, "Data"::text FROM "My""Schema"."t" AS src WHERE src.ctid > $1::text::tid AND src.ctid <= $2::text::tid"#
@@ -444,7 +513,7 @@ mod tests {
             &[],
             &plan,
             RowFilter { user: Some("true"), ..RowFilter::default() },
-            KeylessScan::TidList,
+            text(KeylessScan::TidList),
         );
         assert!(listed.contains("WHERE src.ctid = ANY (ARRAY("), "{listed}");
         // The filter is followed by a newline, so that a trailing `--` comment ends there.

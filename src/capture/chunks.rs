@@ -6,8 +6,9 @@
 //! next chunk can be read while the replication stream catches up to the current fence.
 //! Its rows are used only if that snapshot sees every transaction the stream has delivered
 //! for the backfilling tables; otherwise the chunk waits for them to become visible and is
-//! read again (see [`visibility`]). Rows are read as raw text cells, encoded into documents
-//! and emitted as they arrive, so memory stays bounded whatever the chunk size; the last
+//! read again (see [`visibility`]). Rows are read as raw cells (text, or the binary send
+//! form of a few fixed-width types: the `chunk_row` module), encoded into documents and emitted as
+//! they arrive, so memory stays bounded whatever the chunk size; the last
 //! row's key becomes the resume key (`scanned`) in the Go connector's tuple encoding. A
 //! chunk cut by `statement_timeout` keeps the rows it read, or is retried at half the size
 //! when it read none.
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWrite;
 
 use super::chunk_query::{run_chunk_query, RelationAnswer};
+use super::chunk_row::RowCodec;
 use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
 use super::state::TableMode;
 use super::visibility::Snapshot;
@@ -26,7 +28,7 @@ use crate::error::Error;
 use crate::failpoint::{self, Failpoint};
 use crate::pg::replication::ReplicationStream;
 use crate::pg::PgError;
-use crate::value::{self, PgType};
+use crate::value::PgType;
 
 /// How long a backfill chunk may wait for a delivered commit to become visible before the
 /// wait is reported as a warning.
@@ -79,6 +81,22 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         .map_err(pg)?;
         *quiet_since = Instant::now();
         Ok(())
+    }
+
+    /// A chunk's result column is not of the type its binary codec reads (the column was
+    /// retyped since the table was described): read this table as text from now on, as
+    /// every column was before binary reads, and let the caller run the chunk again (it
+    /// emitted nothing yet). Returns None, the chunk's "read it again".
+    fn read_as_text<T>(&mut self, index: usize, column: Option<usize>) -> Option<T> {
+        let binding = &mut self.bindings[index];
+        binding.binary_cells = false;
+        let column = column.and_then(|i| binding.table.columns.get(i)).map_or("?", |c| c.name.as_str());
+        tracing::info!(
+            table = %format!("{}.{}", binding.table.schema, binding.table.name),
+            column,
+            "a backfill result column is not of the type the table was described with (retyped during the backfill?): reading the table's chunks as text"
+        );
+        None
     }
 
     /// A chunk query named a column the table no longer has: it was dropped or renamed
@@ -147,7 +165,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             &collate_c,
             &plan,
             backfill::RowFilter { min_xid: self.config.min_backfill_xid, user: filter.as_deref() },
-            self.keyless_scan(),
+            backfill::ReadForm {
+                scan: self.keyless_scan(),
+                binary: binding.binary_cells && self.config.formats.binary_reads_apply(),
+            },
         );
         Ok((plan, sql, params))
     }
@@ -347,17 +368,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let binding = &self.bindings[index];
         let emitted = backfill::emitted_columns(&binding.table);
         let key_count = if binding.state.mode == TableMode::KeylessBackfill { 0 } else { binding.key_columns.len() };
-        let encoders: Vec<value::ColumnEncoder<'_>> = emitted
-            .iter()
-            .map(|i| {
-                let column = &binding.table.columns[*i];
-                value::ColumnEncoder::new(
-                    &column.pg_type,
-                    binding.key_columns.contains(&column.name),
-                    &self.config.formats,
-                )
-            })
-            .collect();
+        let codec = RowCodec::new(
+            &binding.table,
+            &binding.key_columns,
+            binding.binary_cells && self.config.formats.binary_reads_apply(),
+            &self.config.formats,
+        );
         let layout =
             DocumentLayout::new(&emitted.iter().map(|i| binding.table.columns[*i].name.as_str()).collect::<Vec<_>>());
         let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
@@ -398,8 +414,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
                 Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
             };
+            if rows == 0 {
+                let types = row.columns().iter().skip(key_count).map(|c| c.type_().oid());
+                if let Err(position) = codec.check_types(types) {
+                    // Returning drops the row stream: the connection discards its rows.
+                    return Ok(self.read_as_text(index, emitted.get(position).copied()));
+                }
+            }
             let binding = &self.bindings[index];
-            encode_row(&mut self.row, &encoders, &row, key_count, &binding.table)?;
+            encode_row(&mut self.row, &codec, &row, key_count, &binding.table)?;
             let offset = i64::try_from(binding.state.backfilled + rows).unwrap_or(i64::MAX);
             let source = Source {
                 ts_ms: None,
@@ -623,31 +646,29 @@ struct RowsRead {
 /// into `encoded`.
 fn encode_row(
     encoded: &mut EncodedRow,
-    encoders: &[value::ColumnEncoder<'_>],
+    codec: &RowCodec<'_>,
     row: &tokio_postgres::Row,
     key_count: usize,
     table: &DiscoveredTable,
 ) -> Result<(), Error> {
-    encoded.reset(encoders.len());
-    for (position, encoder) in encoders.iter().enumerate() {
-        let cell: Option<RawText<'_>> = row.try_get(key_count + position).map_err(|err| backfill_error(table, err))?;
-        match cell {
-            None => encoded.set_null(position),
-            Some(RawText(text)) => {
-                let start = encoded.bytes.len();
-                encoder
-                    .encode(text, &mut encoded.bytes)
-                    .map_err(|err| value_error(&format!("{}.{}", table.schema, table.name), err))?;
-                encoded.finish_value(position, start);
-            }
+    let mut failed = None;
+    let cells = (key_count..row.len()).map(|i| match row.try_get::<_, Option<RawText<'_>>>(i) {
+        Ok(cell) => cell.map(|RawText(raw)| raw),
+        Err(err) => {
+            failed.get_or_insert(err);
+            None
         }
+    });
+    let encoded_row = codec.encode(encoded, cells);
+    if let Some(err) = failed {
+        return Err(backfill_error(table, err));
     }
-    Ok(())
+    encoded_row.map_err(|err| value_error(&format!("{}.{}", table.schema, table.name), err))
 }
 
-/// A result cell as the raw bytes the server sent. Every backfill column is selected as
-/// text, whose binary form is its UTF-8 bytes; the value encoder checks them, so decoding
-/// to `&str` first would validate every byte twice.
+/// A result cell as the raw bytes the server sent: a text column's UTF-8 bytes (the value
+/// encoder checks them, so decoding to `&str` first would validate every byte twice), or
+/// the binary send form of a column read in binary.
 struct RawText<'a>(&'a [u8]);
 
 impl<'a> tokio_postgres::types::FromSql<'a> for RawText<'a> {

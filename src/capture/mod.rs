@@ -68,6 +68,7 @@ mod changes;
 mod checkpoints;
 mod chunk_plan;
 mod chunk_query;
+mod chunk_row;
 mod chunks;
 pub mod document;
 mod fence;
@@ -165,6 +166,9 @@ struct Binding {
     chunk_limit: Option<i64>,
     /// Planner estimate of the table's rows (all partitions), for progress reports.
     estimated_rows: Option<u64>,
+    /// Chunks read the emitted columns of fixed-width built-in types in binary (see
+    /// [`backfill::ReadForm`]); false once a result column was not of its described type.
+    binary_cells: bool,
 }
 
 /// How to take back a keyed chunk: the snapshot it read with, and what it changed.

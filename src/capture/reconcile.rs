@@ -116,6 +116,7 @@ fn new_binding(
         scanned_key: None,
         chunk_limit: None,
         estimated_rows: None,
+        binary_cells: true,
     }
 }
 

@@ -494,6 +494,65 @@ pub(crate) fn encode_timetz(text: &[u8], out: &mut Vec<u8>) -> Result<(), ValueE
     })
 }
 
+/// PostgreSQL's epoch, 2000-01-01, in days since 1970-01-01: binary dates count days from
+/// it, binary timestamps microseconds.
+const POSTGRES_EPOCH_DAYS: i64 = 10_957;
+const MICROS_PER_DAY: i64 = SECONDS_PER_DAY * 1_000_000;
+
+/// A binary `date` (days since 2000-01-01; `i32::MAX` and `i32::MIN` are `infinity` and
+/// `-infinity`) as a JSON string, exactly as [`encode_date`] writes the same date's text.
+pub(crate) fn encode_date_days(days: i32, out: &mut Vec<u8>) {
+    out.push(b'"');
+    match days {
+        i32::MAX => out.extend_from_slice(MAX_DATE),
+        i32::MIN => out.extend_from_slice(MIN_DATE),
+        _ => {
+            let date = civil_from_days(i64::from(days) + POSTGRES_EPOCH_DAYS);
+            match date.year {
+                10_000.. => out.extend_from_slice(MAX_DATE),
+                ..0 => out.extend_from_slice(MIN_DATE),
+                _ => push_date(out, date),
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// A binary `timestamp` or `timestamptz` (microseconds since 2000-01-01 00:00 UTC;
+/// `i64::MAX` and `i64::MIN` are the infinities) as a JSON string, exactly as
+/// [`encode_timestamp`] writes the same instant's text: fraction digits without trailing
+/// zeros, years outside 0000–9999 saturated. Any `i64` is accepted (PostgreSQL's own range
+/// is narrower, and every value beyond it saturates like the years it would have).
+pub(crate) fn encode_timestamp_micros(micros: i64, out: &mut Vec<u8>) {
+    out.push(b'"');
+    match micros {
+        i64::MAX => out.extend_from_slice(MAX_TIMESTAMP),
+        i64::MIN => out.extend_from_slice(MIN_TIMESTAMP),
+        _ => {
+            let date = civil_from_days(micros.div_euclid(MICROS_PER_DAY) + POSTGRES_EPOCH_DAYS);
+            let of_day = micros.rem_euclid(MICROS_PER_DAY);
+            match date.year {
+                10_000.. => out.extend_from_slice(MAX_TIMESTAMP),
+                ..0 => out.extend_from_slice(MIN_TIMESTAMP),
+                _ => {
+                    let mut digits = [b'0'; 6];
+                    let mut rest = of_day % 1_000_000;
+                    for digit in digits.iter_mut().rev() {
+                        *digit = b'0' + u8::try_from(rest % 10).unwrap_or(0);
+                        rest /= 10;
+                    }
+                    let kept = digits.iter().rposition(|&b| b != b'0').map_or(0, |i| i + 1);
+                    push_date(out, date);
+                    out.push(b'T');
+                    push_clock(out, of_day / 1_000_000, &digits[..kept]);
+                    out.push(b'Z');
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -450,7 +450,7 @@ fn encode_float(text: &[u8], single: bool, out: &mut Vec<u8>) -> Result<(), Valu
 }
 
 /// `-?D+(.D+)?` with no superfluous leading zero: text that is its own JSON number.
-fn is_plain_decimal(text: &[u8]) -> bool {
+pub(crate) fn is_plain_decimal(text: &[u8]) -> bool {
     let digits = text.strip_prefix(b"-").unwrap_or(text);
     let (integer, fraction) = match digits.iter().position(|b| *b == b'.') {
         Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
@@ -465,32 +465,31 @@ fn is_plain_decimal(text: &[u8]) -> bool {
 
 /// A float key: a string in fixed notation with the shortest round-trip digits.
 fn encode_float_key(text: &[u8], single: bool, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
-    use fmt::Write as _;
-    out.push(b'"');
-    let name = if single {
+    if single {
         match parse_float::<f32>(text)? {
-            ParsedFloat::Finite(v) if v.is_finite() => {
-                let _ = write!(ByteWriter(out), "{v}");
-                None
-            }
-            ParsedFloat::Finite(v) => Some(non_finite_name(v)),
-            ParsedFloat::NonFinite(name) => Some(name),
+            ParsedFloat::Finite(v) => write_float_key(out, v),
+            ParsedFloat::NonFinite(name) => write_quoted_ascii(out, name),
         }
     } else {
         match parse_float::<f64>(text)? {
-            ParsedFloat::Finite(v) if v.is_finite() => {
-                let _ = write!(ByteWriter(out), "{v}");
-                None
-            }
-            ParsedFloat::Finite(v) => Some(non_finite_name(v)),
-            ParsedFloat::NonFinite(name) => Some(name),
+            ParsedFloat::Finite(v) => write_float_key(out, v),
+            ParsedFloat::NonFinite(name) => write_quoted_ascii(out, name),
         }
-    };
-    if let Some(name) = name {
-        out.extend_from_slice(name.as_bytes());
+    }
+    Ok(())
+}
+
+/// Appends a float that is part of the collection key: a string in fixed notation with
+/// the shortest round-trip digits (`"3.14"`, `"-0"`), or the name of a non-finite value.
+pub(crate) fn write_float_key<T: GoFloat>(out: &mut Vec<u8>, value: T) {
+    use fmt::Write as _;
+    out.push(b'"');
+    if value.is_finite() {
+        let _ = write!(ByteWriter(out), "{value}");
+    } else {
+        out.extend_from_slice(non_finite_name(value).as_bytes());
     }
     out.push(b'"');
-    Ok(())
 }
 
 fn write_quoted_ascii(out: &mut Vec<u8>, text: &str) {

@@ -33,6 +33,9 @@ pub enum ValueErrorKind {
     /// A value parsed but is out of the range its type allows.
     #[error("{what} out of range")]
     OutOfRange { what: &'static str },
+    /// A binary cell of another length than its type's send form.
+    #[error("binary value of {found} bytes, expected {expected}")]
+    Length { expected: usize, found: usize },
 }
 
 /// A value whose PostgreSQL text output could not be encoded as JSON.
@@ -48,6 +51,19 @@ impl ValueError {
     /// An error about `text`, a value of type `ty`.
     pub(crate) fn new(ty: &PgType, text: &[u8], kind: ValueErrorKind) -> Self {
         ValueError { type_name: ty.display_name(), excerpt: excerpt(text), kind }
+    }
+
+    /// An error about `raw`, a binary cell of type `ty`, shown as hex.
+    pub(crate) fn binary(ty: &PgType, raw: &[u8], kind: ValueErrorKind) -> Self {
+        use std::fmt::Write as _;
+        let mut excerpt = String::from("0x");
+        for byte in raw.iter().take(EXCERPT_LIMIT / 2) {
+            let _ = write!(excerpt, "{byte:02x}");
+        }
+        if raw.len() > EXCERPT_LIMIT / 2 {
+            let _ = write!(excerpt, "… ({} bytes)", raw.len());
+        }
+        ValueError { type_name: ty.display_name(), excerpt, kind }
     }
 
     /// The PostgreSQL type whose value failed, e.g. `int4` or `mood[]`.

@@ -121,6 +121,13 @@ impl Default for ValueFormats {
 }
 
 impl ValueFormats {
+    /// Whether backfills may read fixed-width types in binary ([`crate::value::BinaryCodec`]):
+    /// its encodings are this connector's own (dates saturate, `date` is a date), so in
+    /// formats that change those the backfill reads text, whose encoder follows the formats.
+    pub fn binary_reads_apply(&self) -> bool {
+        self.saturating_dates && self.date_as_date
+    }
+
     /// Every improvement on.
     pub fn improved() -> Self {
         Self::with_improvements(true)

@@ -5,7 +5,10 @@
 //! JSON Schema that discovery publishes, and the encode module turns the type's PostgreSQL
 //! *text output* into the JSON value that schema promises. Backfill and replication both
 //! feed text (replication's pgoutput tuples are text; backfill casts columns to `text`), so
-//! there is exactly one encoder and one set of rules, documented in `docs/types.md`.
+//! there is exactly one encoder and one set of rules, documented in `docs/types.md`. The
+//! one exception is a handful of fixed-width built-in types (integers, floats, `bool`,
+//! `date`, timestamps, `uuid`), which backfill reads in their binary send form: the
+//! `binary` module turns those into exactly the JSON their text would give.
 //!
 //! Everything in this module is pure: no IO, no logging.
 //!
@@ -39,6 +42,8 @@
 //! - `schema`: [`column_schema`], [`source_type_name`].
 //! - `encode`: [`encode_value`], [`encode_key_value`] and the scalar encoders.
 //! - `datetime`: ISO dates, timestamps and times → RFC 3339.
+//! - `binary`: the binary send form of a few fixed-width types (backfill reads them so) →
+//!   the same JSON as their text.
 //! - `array`: array literals, flattened.
 //! - `composite`: row literals → objects.
 //! - `range`: ranges and multiranges → strings, with date and time bounds rewritten.
@@ -47,6 +52,7 @@
 //! - `error`: [`ValueError`].
 
 mod array;
+mod binary;
 mod composite;
 mod datetime;
 mod encode;
@@ -60,6 +66,7 @@ mod range;
 mod schema;
 
 pub use array::array_delimiter_known;
+pub use binary::BinaryCodec;
 pub use encode::{
     encode_key_value, encode_key_value_with, encode_value, encode_value_with, ColumnCodec, ColumnEncoder,
 };

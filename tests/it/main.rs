@@ -10,6 +10,7 @@
 mod backfill_keys;
 mod bad_input;
 mod batch;
+mod binary_values;
 mod capture_chaos;
 mod capture_faults;
 mod capture_stream;
