@@ -126,8 +126,9 @@ fn binary(selector: u8, raw: &[u8]) {
             }
             "date" => {
                 let days = i32::from_be_bytes(raw.try_into().expect("4 bytes"));
-                if days != i32::MAX && days != i32::MIN {
-                    let micros = i64::from(days) * 86_400_000_000;
+                // Days beyond the timestamp range (from about 292,000 years on) have no midnight.
+                let micros = i64::from(days).checked_mul(86_400_000_000).filter(|m| *m != i64::MAX && *m != i64::MIN);
+                if let (true, Some(micros)) = (days != i32::MAX && days != i32::MIN, micros) {
                     let timestamp = builtin("timestamp");
                     let mut midnight = Vec::new();
                     BinaryCodec::for_column(&timestamp, 1114, false)
