@@ -220,8 +220,24 @@ async fn discover(
     Ok((tables, registry))
 }
 
-/// Where streaming starts: the state's cursor, checked against the server's WAL and the
-/// slot, or without one, a slot of this capture's (see [`slot::start_without_cursor`]).
+/// The resume position, as the Go connector chooses it: `force_reset_cursor` whatever the
+/// state says, else the state's cursor, else `initial_backfill_cursor`; None: no position,
+/// streaming starts from a slot of this capture's. Pure.
+fn resume_cursor(state_cursor: Option<&str>, flags: &crate::config::FeatureFlags) -> Result<Option<Lsn>, Error> {
+    if let Some(forced) = flags.force_reset_cursor {
+        return Ok(Some(forced));
+    }
+    match state_cursor {
+        Some(text) => text.parse().map(Some).map_err(|err: crate::lsn::ParseLsnError| {
+            Error::user(format!("the capture state's cursor is not an LSN: {err}"), "reset the capture's state")
+        }),
+        None => Ok(flags.initial_backfill_cursor),
+    }
+}
+
+/// Where streaming starts: the resume position ([`resume_cursor`]), checked against the
+/// server's WAL and the slot, or without one, a slot of this capture's (see
+/// [`slot::start_without_cursor`]).
 async fn start_position(
     replication: &mut ReplicationClient,
     client: &Client,
@@ -229,12 +245,18 @@ async fn start_position(
     owner: &str,
     reconciled: &Reconciled,
 ) -> Result<Lsn, Error> {
-    let Some(text) = &reconciled.cursor else {
+    let Some(lsn) = resume_cursor(reconciled.cursor.as_deref(), &config.flags)? else {
         return slot::start_without_cursor(replication, client, config, owner, reconciled.streamed_before).await;
     };
-    let lsn: Lsn = text.parse().map_err(|err: crate::lsn::ParseLsnError| {
-        Error::user(format!("the capture state's cursor is not an LSN: {err}"), "reset the capture's state")
-    })?;
+    if let Some(forced) = config.flags.force_reset_cursor {
+        tracing::warn!(
+            cursor = %forced,
+            state_cursor = ?reconciled.cursor,
+            "force_reset_cursor: streaming resumes from this position, whatever the state says; remove the flag once the capture has checkpointed past it, or every restart comes back here"
+        );
+    } else if reconciled.cursor.is_none() {
+        tracing::info!(cursor = %lsn, "initial_backfill_cursor: streaming starts from this position");
+    }
     with_deadline(
         STARTUP_ANSWER_LIMIT,
         "reading the server's WAL position",
@@ -335,5 +357,29 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 self.checkpoints.binding_changed(index);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FeatureFlags;
+
+    #[test]
+    fn the_resume_cursor_is_chosen_as_the_go_connector_chooses_it() {
+        let flags = |text: &str| FeatureFlags::parse(text).unwrap();
+        let at = |text: &str| Some(text.parse::<Lsn>().unwrap());
+        assert_eq!(resume_cursor(None, &flags("")).unwrap(), None);
+        assert_eq!(resume_cursor(Some("0/20"), &flags("")).unwrap(), at("0/20"));
+        // initial_backfill_cursor only when the state has no position.
+        assert_eq!(resume_cursor(None, &flags("initial_backfill_cursor=0/10")).unwrap(), at("0/10"));
+        assert_eq!(resume_cursor(Some("0/20"), &flags("initial_backfill_cursor=0/10")).unwrap(), at("0/20"));
+        // force_reset_cursor whatever the state says, even a state that is no position.
+        assert_eq!(resume_cursor(Some("0/20"), &flags("force_reset_cursor=0/30")).unwrap(), at("0/30"));
+        assert_eq!(resume_cursor(None, &flags("force_reset_cursor=0/30")).unwrap(), at("0/30"));
+        assert_eq!(resume_cursor(Some("junk"), &flags("force_reset_cursor=0/30")).unwrap(), at("0/30"));
+        assert_eq!(resume_cursor(Some("0/20"), &flags("no_force_reset_cursor=0/30")).unwrap(), at("0/20"));
+        let err = resume_cursor(Some("junk"), &flags("")).unwrap_err().to_string();
+        assert!(err.contains("the capture state's cursor is not an LSN"), "{err}");
     }
 }

@@ -8,9 +8,9 @@
 //! support adds flags to configurations over time, and a flag meant for a newer version must
 //! not stop a capture.
 //!
-//! Every flag has the Go connector's default. Which settings this connector applies, and
-//! which it refuses as not supported yet, is decided by [`FeatureFlags::not_applied`];
-//! docs/setup.md lists what each flag does in Go. The flags that choose value formats (Go's
+//! Every flag has the Go connector's default, and every flag of the Go connector is applied
+//! (docs/setup.md lists what each one does); the two valued ones choose where streaming
+//! starts (`capture::open`). The flags that choose value formats (Go's
 //! `date_as_date`, `time_as_time`, `flatten_arrays`, `multidimensional_arrays`, and this
 //! connector's per-difference flags and `go_value_formats`) are resolved with the capture's
 //! state by [`crate::value::ValueFormats::resolve`].
@@ -135,24 +135,6 @@ impl FeatureFlags {
     pub fn skips_table_prerequisites(&self) -> bool {
         self.skip_prerequisites || self.skip_table_prerequisites
     }
-
-    /// Explicit settings this connector does not apply yet and that would change the
-    /// documents, their schemas or where the capture reads from: each is refused (a capture
-    /// moved from the Go connector must not silently produce other values). Flags left at
-    /// their defaults are never listed; what this connector does for a default is
-    /// documented in docs/types.md.
-    pub fn not_applied(&self) -> Vec<String> {
-        let mut refused = Vec::new();
-        for (name, on) in &self.explicit {
-            // Only the valued flags are not applied yet; the value-format flags are.
-            let refuse =
-                *on && VALUED_FLAGS.iter().any(|flag| name.strip_prefix(flag).is_some_and(|r| r.starts_with('=')));
-            if refuse {
-                refused.push(if *on { name.clone() } else { format!("no_{name}") });
-            }
-        }
-        refused
-    }
 }
 
 #[cfg(test)]
@@ -166,7 +148,6 @@ mod tests {
         assert!(flags.emit_sourced_schemas && flags.use_schema_inference && flags.date_as_date);
         assert!(flags.time_as_time && flags.flatten_arrays && !flags.multidimensional_arrays);
         assert!(flags.create_replication_slot && !flags.skip_prerequisites && !flags.skip_table_prerequisites);
-        assert!(flags.not_applied().is_empty());
     }
 
     #[test]
@@ -186,7 +167,6 @@ mod tests {
         let flags = FeatureFlags::parse("frobnicate,no_wibble,date_as_date,other=3").unwrap();
         assert_eq!(flags.unknown, ["frobnicate", "other=3", "wibble"]);
         assert!(flags.date_as_date);
-        assert!(flags.not_applied().is_empty());
     }
 
     #[test]
@@ -194,10 +174,8 @@ mod tests {
         let flags = FeatureFlags::parse("initial_backfill_cursor=16/B374D848,force_reset_cursor=0/10").unwrap();
         assert_eq!(flags.initial_backfill_cursor, Some("16/B374D848".parse().unwrap()));
         assert_eq!(flags.force_reset_cursor, Some(Lsn(0x10)));
-        assert_eq!(flags.not_applied(), ["force_reset_cursor=0/10", "initial_backfill_cursor=16/B374D848"]);
         let off = FeatureFlags::parse("no_force_reset_cursor=0/10").unwrap();
         assert_eq!(off.force_reset_cursor, None);
-        assert!(off.not_applied().is_empty());
         let err = FeatureFlags::parse("force_reset_cursor=yesterday").unwrap_err();
         assert!(err.starts_with("force_reset_cursor=\"yesterday\" does not hold a WAL position"), "{err}");
     }
@@ -209,7 +187,6 @@ mod tests {
         )
         .unwrap();
         assert!(!flags.date_as_date && !flags.time_as_time && !flags.flatten_arrays && flags.multidimensional_arrays);
-        assert!(flags.not_applied().is_empty(), "{:?}", flags.not_applied());
         assert!(flags.unknown.is_empty(), "{:?}", flags.unknown);
         assert_eq!(flags.explicit.get("go_value_formats"), Some(&true));
         assert_eq!(flags.explicit.get("iso_intervals"), Some(&false));

@@ -41,18 +41,6 @@ impl Config {
                 hint: "authenticate with a password: {\"auth_type\": \"UserPassword\", \"password\": \"...\"}".into(),
             });
         }
-        let refused_flags = self.flags.not_applied();
-        if !refused_flags.is_empty() {
-            items.push(Unsupported {
-                field: "advanced.feature_flags",
-                what: format!(
-                    "{} {} not applied by this connector, and would change the documents, their schemas or where the capture starts",
-                    refused_flags.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", "),
-                    if refused_flags.len() == 1 { "is" } else { "are" }
-                ),
-                hint: "remove these flags (docs/setup.md lists what each flag does in the Go connector and which ones this connector applies)".into(),
-            });
-        }
         if items.is_empty() {
             return Ok(());
         }
@@ -83,6 +71,8 @@ mod tests {
             "discover_only_published": true,
             "feature_flags": "no_date_as_date,force_reset_cursor=0/10",
         });
+        cfg["credentials"] = json!({"auth_type": "AWSIAM", "aws_region": "us-east-1", "aws_role_arn": "arn:aws:iam::1:role/r", "aws_access_key_id": "AKIA",
+                                    "aws_secret_access_key": "s3cr3t-value", "aws_session_token": "t0ken-value"});
         let key = crate::pg::tunnel::TEST_KEY;
         cfg["networkTunnel"] = json!({"sshForwarding": {"sshEndpoint": "ssh://u@bastion:22", "privateKey": key}});
         let config = Config::parse(&cfg).unwrap();
@@ -92,17 +82,19 @@ mod tests {
         // The tunnel is implemented: parsed, its key read, and not refused.
         assert_eq!(config.tunnel.as_ref().map(|t| t.endpoint().host.as_str()), Some("bastion"));
         let err = config.check_supported().unwrap_err();
-        assert_eq!(err.unsupported_fields(), ["advanced.feature_flags"]);
+        // Every feature flag is applied; IAM authentication is the one setting refused.
+        assert_eq!(err.unsupported_fields(), ["credentials.auth_type"]);
         assert!(config.read_only(), "read_only_capture is implemented: parsed, not refused");
+        assert_eq!(config.flags.force_reset_cursor, Some(crate::lsn::Lsn(0x10)));
         let text = err.to_string();
         assert_eq!(
             text,
-            "endpoint configuration field \"advanced.feature_flags\" is not supported yet: \"force_reset_cursor=0/10\" is not applied by this connector, and would change the documents, their schemas or where the capture starts"
+            "endpoint configuration field \"credentials.auth_type\" is not supported yet: AWSIAM authentication is not implemented by this connector"
         );
-        for line in key.lines().filter(|l| !l.starts_with("-----")) {
-            assert!(!text.contains(line) && !err.hint().unwrap().contains(line), "{text}");
+        for secret in key.lines().filter(|l| !l.starts_with("-----")).chain(["s3cr3t-value", "t0ken-value"]) {
+            assert!(!text.contains(secret) && !err.hint().unwrap().contains(secret), "{text}");
         }
-        cfg["advanced"]["feature_flags"] = json!("");
+        cfg["credentials"] = json!({"auth_type": "UserPassword", "password": "pw"});
         Config::parse(&cfg).unwrap().check_supported().unwrap();
 
         // Settings equal to what this connector does, or implemented, are accepted.

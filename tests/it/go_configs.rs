@@ -82,6 +82,15 @@ fn every_go_example_goes_through_validate() {
          CREATE TABLE test.t2 (id int PRIMARY KEY, created_at date);
          CREATE TABLE test.t3 (id int PRIMARY KEY, created_at date);",
     ));
+    // The capture's slot exists, as for a capture that runs already: one example turns
+    // `create_replication_slot` off, and validation then requires the slot.
+    runtime.block_on(async {
+        let admin = db.superuser_client().await;
+        admin
+            .execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&db.slot_name()])
+            .await
+            .expect("create the capture's slot");
+    });
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go-configs");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("fixtures")
@@ -378,16 +387,17 @@ fn min_backfill_xid_condition_is_the_circular_xid_order() {
 }
 
 /// The refusal happens wherever the configuration is used, not only in `validate`: `open`
-/// refuses a setting it does not implement (a feature flag that would change where it reads)
-/// before it connects (so nothing is written), `discover` refuses it too (it changes the
-/// schemas), and `discover` checks an SSH tunnel's settings (it connects through the tunnel).
+/// refuses a setting it does not implement (IAM authentication, the one left) before it
+/// connects (so nothing is written), `discover` refuses it too, and `discover` checks an SSH
+/// tunnel's settings (it connects through the tunnel).
 #[test]
 fn open_and_discover_refuse_unsupported_settings_by_name() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let db = runtime.block_on(TestDb::create("go_configs_open_refuses"));
     runtime.block_on(db.execute("CREATE TABLE test.t (id int PRIMARY KEY); INSERT INTO test.t VALUES (1);"));
     let mut config = db.endpoint_config();
-    config["advanced"]["feature_flags"] = json!("force_reset_cursor=0/10");
+    config["credentials"] = json!({"auth_type": "AWSIAM", "aws_region": "us-east-1",
+        "aws_role_arn": "arn:aws:iam::123456789012:role/flow"});
     config["advanced"]["watermarksTable"] = json!("public.never_created");
     let open = json!({"open": {"capture": {"name": "tests/capture", "config": config, "bindings": [binding("t", &["/id"])]}, "state": {}}});
     let output =
@@ -397,7 +407,7 @@ fn open_and_discover_refuse_unsupported_settings_by_name() {
     let line: Value = serde_json::from_str(last).expect("JSON");
     let message = line["msg"].as_str().expect("msg");
     assert!(
-        message.starts_with("endpoint configuration field \"advanced.feature_flags\" is not supported yet"),
+        message.starts_with("endpoint configuration field \"credentials.auth_type\" is not supported yet"),
         "{message}"
     );
     assert!(!output.stdout.contains("\"captured\""), "{}", output.stdout);
@@ -414,9 +424,9 @@ fn open_and_discover_refuse_unsupported_settings_by_name() {
     let discover = |config: &Value| {
         run_connector(&[], &format!("{}\n", json!({"discover": {"connectorType": "IMAGE", "config": config}})), &[])
     };
-    let message = failure(&discover(&config), "discover with a refused flag");
+    let message = failure(&discover(&config), "discover with IAM authentication");
     assert!(
-        message.starts_with("endpoint configuration field \"advanced.feature_flags\" is not supported yet"),
+        message.starts_with("endpoint configuration field \"credentials.auth_type\" is not supported yet"),
         "{message}"
     );
     let mut tunnelled = db.endpoint_config();
@@ -428,4 +438,71 @@ fn open_and_discover_refuse_unsupported_settings_by_name() {
         message.starts_with("endpoint configuration field \"networkTunnel.sshForwarding.privateKey\" is invalid"),
         "{message}"
     );
+}
+
+/// Capture until every backfill is done, `wanted` ids were captured, and nothing arrives for
+/// two seconds; the documents, the merged state and the connector's log lines.
+async fn capture_until(config: &Value, state: &Value, wanted: &[i64]) -> (Vec<Value>, Value, Vec<String>) {
+    let mut state = state.clone();
+    let mut session = Session::open_capturing_stderr(config, vec![binding("t", &["/id"])], &state, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut documents: Vec<Value> = Vec::new();
+    loop {
+        match session.next(Duration::from_secs(2)).await {
+            Event::Captured { doc } => documents.push(doc),
+            Event::Checkpoint { patch } => {
+                merge_patch(&mut state, &patch);
+                session.acknowledge().await;
+            }
+            Event::SourcedSchema { .. } => {}
+            Event::Timeout
+                if backfills_done(&state)
+                    && wanted.iter().all(|id| documents.iter().any(|d| d["id"].as_i64() == Some(*id))) =>
+            {
+                break
+            }
+            Event::Timeout if Instant::now() < deadline => {}
+            other => panic!("unexpected event (state {state}): {other:?}"),
+        }
+    }
+    let log = session.stderr_lines().await;
+    session.kill().await;
+    (documents, state, log)
+}
+
+/// `force_reset_cursor=<LSN>`, as the Go connector applies it: streaming resumes from that
+/// position whatever the state's cursor says, so a transaction committed between the
+/// state's cursor and the forced position is skipped (the flag's purpose: stepping over
+/// WAL), one committed after it is captured, and the capture warns that the flag is set.
+#[test]
+fn force_reset_cursor_resumes_streaming_from_the_given_position() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let db = TestDb::create("go_configs_force_reset_cursor").await;
+        db.execute("CREATE TABLE test.t (id int PRIMARY KEY, data text); INSERT INTO test.t VALUES (1, 'backfilled');")
+            .await;
+        let config = db.endpoint_config();
+        let (first, state, _) = capture_until(&config, &json!({}), &[1]).await;
+        assert_eq!(rows_of(&first), [("t".to_string(), 1, "backfilled".to_string())]);
+
+        let admin = db.superuser_client().await;
+        admin.batch_execute("INSERT INTO test.t VALUES (2, 'stepped over')").await.expect("insert 2");
+        let forced: String =
+            admin.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.expect("WAL position").get(0);
+        admin.batch_execute("INSERT INTO test.t VALUES (3, 'after the forced position')").await.expect("insert 3");
+
+        let mut flagged = config.clone();
+        flagged["advanced"]["feature_flags"] = json!(format!("force_reset_cursor={forced}"));
+        let (second, _, log) = capture_until(&flagged, &state, &[3]).await;
+        assert_eq!(
+            rows_of(&second),
+            [("t".to_string(), 3, "after the forced position".to_string())],
+            "only the change after {forced} is captured (state {state})"
+        );
+        assert!(
+            log.iter().any(|l| l.contains("force_reset_cursor") && l.contains("\"level\":\"warn\"")),
+            "no warning about the flag:\n{}",
+            log.join("\n")
+        );
+    });
 }
