@@ -310,27 +310,25 @@ fn infinity(text: &[u8], target: Target, max: &'static [u8], min: &'static [u8])
 
 /// Writes a `date` (unquoted) for `target`.
 pub(crate) fn write_date(text: &[u8], target: Target, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
-    if let Some(fixed) = infinity(text, target, MAX_DATE, MIN_DATE) {
-        out.extend_from_slice(fixed);
-        return Ok(());
-    }
-    let mut cursor = Cursor::new(text);
-    let mut date = parse_date(&mut cursor)?;
-    parse_era(&mut cursor, &mut date)?;
-    cursor.finish()?;
-    match target {
-        Target::Value if date.year > 9999 => out.extend_from_slice(MAX_DATE),
-        Target::Value if date.year < 0 => out.extend_from_slice(MIN_DATE),
-        Target::GoValue if !(0..=9999).contains(&date.year) => out.extend_from_slice(MIN_DATE),
-        _ => push_date(out, date),
-    }
-    Ok(())
+    write_date_in(text, target, (MAX_DATE, MIN_DATE), b"", out)
 }
 
 /// Writes a `date` (unquoted) as the Go connector did without `date_as_date`, and for
 /// `daterange` bounds: a timestamp at midnight UTC.
 pub(crate) fn write_date_as_timestamp(text: &[u8], target: Target, out: &mut Vec<u8>) -> Result<(), ValueErrorKind> {
-    if let Some(fixed) = infinity(text, target, MAX_TIMESTAMP, MIN_TIMESTAMP) {
+    write_date_in(text, target, (MAX_TIMESTAMP, MIN_TIMESTAMP), b"T00:00:00Z", out)
+}
+
+/// A date followed by `suffix`, or one of the `(max, min)` sentinels for `target` (see
+/// [`infinity`]; out-of-range years saturate, or are Go's minimum in Go's form).
+fn write_date_in(
+    text: &[u8],
+    target: Target,
+    (max, min): (&'static [u8], &'static [u8]),
+    suffix: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ValueErrorKind> {
+    if let Some(fixed) = infinity(text, target, max, min) {
         out.extend_from_slice(fixed);
         return Ok(());
     }
@@ -339,12 +337,12 @@ pub(crate) fn write_date_as_timestamp(text: &[u8], target: Target, out: &mut Vec
     parse_era(&mut cursor, &mut date)?;
     cursor.finish()?;
     match target {
-        Target::Value if date.year > 9999 => out.extend_from_slice(MAX_TIMESTAMP),
-        Target::Value if date.year < 0 => out.extend_from_slice(MIN_TIMESTAMP),
-        Target::GoValue if !(0..=9999).contains(&date.year) => out.extend_from_slice(MIN_TIMESTAMP),
+        Target::Value if date.year > 9999 => out.extend_from_slice(max),
+        Target::Value if date.year < 0 => out.extend_from_slice(min),
+        Target::GoValue if !(0..=9999).contains(&date.year) => out.extend_from_slice(min),
         _ => {
             push_date(out, date);
-            out.extend_from_slice(b"T00:00:00Z");
+            out.extend_from_slice(suffix);
         }
     }
     Ok(())
