@@ -539,6 +539,13 @@ impl TestDb {
         }
     }
 
+    /// Drop this database's replication slots (terminating a walsender still on one): for
+    /// tests that make many databases, since the server's slots are shared by every test.
+    pub async fn drop_slots(&self) {
+        let admin = cluster().await.superuser_client("postgres").await;
+        drop_leftover_slots(&admin, &self.slot_name(), &self.name).await;
+    }
+
     /// The replication slot name the connector should use for this test.
     pub fn slot_name(&self) -> String {
         format!("slot_{}", self.stem)
