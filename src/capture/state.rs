@@ -82,7 +82,7 @@ pub struct BindingState {
     /// it was read in, and `ALTER COLUMN .. TYPE` can change that order (integer to text,
     /// another collation). Written with every resume key, meaningful only with one; absent
     /// in states of the Go connector and of earlier versions (see `capture::retype`). Stored
-    /// in `metadata` (see [`StoredBindingState`]).
+    /// in `metadata` (see `StoredBindingState`).
     pub key_types: Option<Vec<String>>,
 }
 

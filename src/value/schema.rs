@@ -26,7 +26,7 @@ const JSONB_MEDIA_TYPE: &str = "application/vnd.estuary.postgresql.jsonb+json";
 /// JSON schema)`); callers that describe columns should append to it rather than replace it.
 ///
 /// `formats` decides the schema the same way it decides the values (one
-/// [`classify`](super::kind) for both), so a capture's schema and its documents agree.
+/// `kind::classify` for both), so a capture's schema and its documents agree.
 pub fn column_schema(ty: &PgType, nullable: bool, is_key: bool, formats: &ValueFormats) -> Value {
     let nullable = nullable && !domain_is_not_null(ty);
     kind_schema(classify(ty, formats), formats, nullable, is_key)
