@@ -95,37 +95,86 @@ pub fn chunk_sql(
     filter: RowFilter<'_>,
     scan: KeylessScan,
 ) -> String {
+    let keys = KeyOrder { columns: key_columns, types: key_types, collate_c };
+    let window = match plan {
+        ChunkPlan::Keyed { after, limit } => Window::Keys { after: after.is_some(), until: false, limit: Some(*limit) },
+        ChunkPlan::Keyless { .. } => Window::Pages(scan),
+    };
+    select_sql(table, &keys, &window, filter)
+}
+
+/// The key columns of a keyed backfill and how they are compared.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyOrder<'a> {
+    pub columns: &'a [String],
+    /// `format_type` names of the key columns.
+    pub types: &'a [String],
+    /// Per column: compared and ordered bytewise (`COLLATE "C"`, precise text keys).
+    pub collate_c: &'a [bool],
+}
+
+impl KeyOrder<'_> {
+    /// The key columns of `alias`, as they are compared and ordered.
+    fn expressions(&self, alias: &str) -> Vec<String> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{alias}.{}{}", quote_identifier(k), self.collate(i)))
+            .collect()
+    }
+
+    fn collate(&self, i: usize) -> &'static str {
+        if self.collate_c.get(i).copied().unwrap_or(false) {
+            " COLLATE \"C\""
+        } else {
+            ""
+        }
+    }
+
+    /// The key values of parameters `$first..`, cast back to the key columns' types.
+    fn values(&self, first: usize) -> Vec<String> {
+        self.types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| format!("CAST(${}::text AS {ty}){}", first + i, self.collate(i)))
+            .collect()
+    }
+
+    /// `(key) <op> ($first, ..)`.
+    fn compare(&self, op: &str, first: usize) -> String {
+        format!("({}) {op} ({})", self.expressions("src").join(", "), self.values(first).join(", "))
+    }
+}
+
+/// The rows a backfill query reads.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// Keys after the resume key (parameters `$1..`, when `after`), up to and including an
+    /// upper bound (the next parameters, when `until`), in key order, at most `limit`.
+    Keys { after: bool, until: bool, limit: Option<i64> },
+    /// A keyless page window ([`keyless_params`]).
+    Pages(KeylessScan),
+}
+
+fn select_sql(table: &DiscoveredTable, keys: &KeyOrder<'_>, window: &Window, filter: RowFilter<'_>) -> String {
     // Precise backfills order text keys bytewise, as the capture compares them.
     // Key references are qualified with the table's alias: a bare name in ORDER BY would
     // refer to the *output* column of that name, which is the key's text form.
-    let key_expression = |i: usize, k: &String| {
-        if collate_c.get(i).copied().unwrap_or(false) {
-            format!("src.{} COLLATE \"C\"", quote_identifier(k))
-        } else {
-            format!("src.{}", quote_identifier(k))
-        }
-    };
     let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
-    let mut select: Vec<String> = key_columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
+    let mut select: Vec<String> = keys.columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
     select.extend(emitted_columns(table).iter().map(|i| column_text(&table.columns[*i])));
     let mut sql = format!("SELECT {} FROM {relation} AS src", select.join(", "));
     let mut conditions = Vec::new();
-    match plan {
-        ChunkPlan::Keyed { after, .. } => {
-            if after.is_some() {
-                let columns: Vec<String> = key_columns.iter().enumerate().map(|(i, k)| key_expression(i, k)).collect();
-                let values: Vec<String> = key_types
-                    .iter()
-                    .enumerate()
-                    .map(|(i, ty)| {
-                        let collate = if collate_c.get(i).copied().unwrap_or(false) { " COLLATE \"C\"" } else { "" };
-                        format!("CAST(${}::text AS {ty}){collate}", i + 1)
-                    })
-                    .collect();
-                conditions.push(format!("({}) > ({})", columns.join(", "), values.join(", ")));
+    match window {
+        Window::Keys { after, until, .. } => {
+            if *after {
+                conditions.push(keys.compare(">", 1));
+            }
+            if *until {
+                conditions.push(keys.compare("<=", if *after { keys.columns.len() + 1 } else { 1 }));
             }
         }
-        ChunkPlan::Keyless { .. } => conditions.push(match scan {
+        Window::Pages(scan) => conditions.push(match scan {
             KeylessScan::TidRange => "src.ctid > $1::text::tid AND src.ctid <= $2::text::tid".to_string(),
             KeylessScan::TidList => TID_LIST_CONDITION.to_string(),
         }),
@@ -142,11 +191,53 @@ pub fn chunk_sql(
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    if let ChunkPlan::Keyed { limit, .. } = plan {
-        let order: Vec<String> = key_columns.iter().enumerate().map(|(i, k)| key_expression(i, k)).collect();
-        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
+    if let Window::Keys { limit, .. } = window {
+        sql.push_str(&format!(" ORDER BY {}", keys.expressions("src").join(", ")));
+        if let Some(limit) = limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
     }
     sql
+}
+
+/// SQL of one key range of a keyed chunk read by several connections at once: the rows
+/// after the resume key (parameters `$1..`, when `after`) up to and including `until`'s key
+/// (the next parameters), in key order; the last range has no upper bound but `limit`.
+pub fn range_sql(
+    table: &DiscoveredTable,
+    keys: &KeyOrder<'_>,
+    after: bool,
+    until: bool,
+    limit: i64,
+    filter: RowFilter<'_>,
+) -> String {
+    let window = Window::Keys { after, until, limit: (!until).then_some(limit) };
+    select_sql(table, keys, &window, filter)
+}
+
+/// The keys that split the next `count * every` rows after the resume key (parameters
+/// `$1..`, when `after`) into ranges of `every` rows: the key of every `every`-th row, as
+/// text, at most `count`. It reads key columns only (an index-only scan where the key is
+/// indexed), ignores the row filters (bounds need not be rows the backfill emits), and
+/// orders exactly as the chunk queries do.
+pub fn split_keys_sql(table: &DiscoveredTable, keys: &KeyOrder<'_>, after: bool, every: i64, count: i64) -> String {
+    let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
+    let inner: Vec<String> =
+        keys.columns.iter().enumerate().map(|(i, k)| format!("src.{} AS k{i}", quote_identifier(k))).collect();
+    let outer_order: Vec<String> = (0..keys.columns.len()).map(|i| format!("s.k{i}{}", keys.collate(i))).collect();
+    let texts: Vec<String> = (0..keys.columns.len()).map(|i| format!("s.k{i}::text")).collect();
+    let condition = if after { format!(" WHERE {}", keys.compare(">", 1)) } else { String::new() };
+    let every = every.max(1);
+    format!(
+        "SELECT {texts} FROM (SELECT s.*, row_number() OVER (ORDER BY {outer}) AS n FROM \
+         (SELECT {inner} FROM {relation} AS src{condition} ORDER BY {order} LIMIT {limit}) AS s) AS s \
+         WHERE s.n % {every} = 0 ORDER BY s.n",
+        texts = texts.join(", "),
+        outer = outer_order.join(", "),
+        inner = inner.join(", "),
+        order = keys.expressions("src").join(", "),
+        limit = every.saturating_mul(count.max(1)),
+    )
 }
 
 /// The parameters of a keyless chunk's SQL (all text): the window's bounds, and for

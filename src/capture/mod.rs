@@ -75,6 +75,7 @@ mod input;
 pub mod keys;
 mod open;
 pub mod order;
+mod parallel;
 mod publication;
 mod reconcile;
 mod relations;
@@ -175,6 +176,10 @@ struct ChunkUndo {
     /// Rows the chunk emitted: none (a rewritten table looks empty to an older snapshot)
     /// means taking it back is exact whatever the backfill's mode.
     rows: u64,
+    /// The snapshots of the key ranges that read no row, when several connections read
+    /// the chunk (see `parallel`): an empty range whose snapshot misses a rewrite of the
+    /// table may have missed rows that the other ranges' rows do not vouch for.
+    empty_ranges: Vec<Snapshot>,
 }
 
 /// A chunk query started ahead of time (see `Session::prefetch_next_chunk`).
@@ -196,6 +201,9 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// A second connection for backfill chunk queries, so the next chunk can be read while
     /// the first connection writes a watermark.
     backfill_client: std::sync::Arc<Client>,
+    /// More connections for a table read by several at once (see `parallel`), opened when
+    /// such a table is backfilled and closed once none is.
+    extra_readers: Vec<std::sync::Arc<Client>>,
     registry: TypeRegistry,
     bindings: Vec<Binding>,
     by_table: BTreeMap<(String, String), usize>,

@@ -96,6 +96,9 @@ pub struct Config {
     pub skip_all_backfills: bool,
     pub statement_timeout: Option<Duration>,
     pub chunk_size: i64,
+    /// `advanced.backfill_readers`: connections reading one table's backfill at once
+    /// (None: chosen by the table's size, see `Config::backfill_readers_for`).
+    pub backfill_readers: Option<usize>,
     /// `advanced.feature_flags`, parsed.
     pub flags: FeatureFlags,
     /// `advanced.min_backfill_xid` as a 32-bit XID (backfills read only rows whose xmin
@@ -108,7 +111,26 @@ pub struct Config {
     pub tunnel: Option<std::sync::Arc<crate::pg::tunnel::SshTunnel>>,
 }
 
+/// The most connections that read one table's backfill at once.
+pub const MAX_BACKFILL_READERS: usize = 8;
+
 impl Config {
+    /// Connections that read the backfill of a keyed table of about `estimated_rows` rows:
+    /// the configured number, else 1 below 20 chunks of rows, 2 below 80 chunks, else 4.
+    /// Small tables gain nothing from more (a round reads one chunk's worth anyway), and
+    /// every extra reader is one more server connection while the table is read.
+    pub fn backfill_readers_for(&self, estimated_rows: u64) -> usize {
+        if let Some(readers) = self.backfill_readers {
+            return readers.clamp(1, MAX_BACKFILL_READERS);
+        }
+        let chunks = estimated_rows / u64::try_from(self.chunk_size.max(1)).unwrap_or(1);
+        match chunks {
+            0..20 => 1,
+            20..80 => 2,
+            _ => 4,
+        }
+    }
+
     /// Whether the capture writes nothing to the database (`advanced.read_only_capture`): no
     /// watermark writes (its backfill fences are WAL positions), no watermarks table, no
     /// publication created or altered. The replication slot is still created when missing.

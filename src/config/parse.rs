@@ -67,6 +67,7 @@ impl Config {
         let (skip_backfills, skip_all_backfills) = parse_skip_backfills(&adv.skip_backfills)?;
         let chunk_size = if adv.backfill_chunk_size <= 0 { default_chunk_size() } else { adv.backfill_chunk_size };
         let statement_timeout = parse_statement_timeout(&adv.statement_timeout)?;
+        let backfill_readers = parse_backfill_readers(adv.backfill_readers)?;
         let flags = parse_feature_flags(&adv.feature_flags)?;
         let min_backfill_xid = parse_min_backfill_xid(&adv.min_backfill_xid)?;
         let rediscovery_interval = parse_rediscovery_interval(&adv.rediscovery_interval)?;
@@ -84,6 +85,7 @@ impl Config {
             skip_all_backfills,
             statement_timeout,
             chunk_size,
+            backfill_readers,
             flags,
             min_backfill_xid,
             rediscovery_interval,
@@ -289,6 +291,19 @@ fn check_discovery_filters(raw: &EndpointConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `advanced.backfill_readers`: 0 (chosen by table size) or 1 to [`MAX_BACKFILL_READERS`].
+fn parse_backfill_readers(readers: i64) -> Result<Option<usize>, ConfigError> {
+    match usize::try_from(readers) {
+        Ok(0) => Ok(None),
+        Ok(n) if n <= super::MAX_BACKFILL_READERS => Ok(Some(n)),
+        _ => Err(invalid(
+            "advanced.backfill_readers",
+            format!("{readers} is not a number of backfill readers"),
+            format!("set 0 (chosen by table size) or 1 to {}", super::MAX_BACKFILL_READERS),
+        )),
+    }
+}
+
 /// `advanced.min_backfill_xid`: digits (Go's schema pattern), a 32-bit XID or a 64-bit
 /// one with its epoch (`pg_current_xact_id()`); only the low 32 bits count, as in the Go
 /// connector's comparison.
@@ -369,6 +384,8 @@ mod tests {
     fn bad_values_of_the_new_fields_name_the_field() {
         for (advanced, field) in [
             (json!({"min_backfill_xid": "12a"}), "advanced.min_backfill_xid"),
+            (json!({"backfill_readers": 9}), "advanced.backfill_readers"),
+            (json!({"backfill_readers": -1}), "advanced.backfill_readers"),
             (json!({"min_backfill_xid": "99999999999999999999999"}), "advanced.min_backfill_xid"),
             (json!({"rediscovery_interval": "30s"}), "advanced.rediscovery_interval"),
             (json!({"rediscovery_interval": "8761h"}), "advanced.rediscovery_interval"),
