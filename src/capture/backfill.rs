@@ -506,6 +506,27 @@ mod tests {
     }
 
     #[test]
+    fn ranges_of_a_chunk_read_at_once_are_bounded_by_split_keys() {
+        let columns = ["Data".to_string(), "id".to_string()];
+        let types = ["text".to_string(), "integer".to_string()];
+        let keys = KeyOrder { columns: &columns, types: &types, collate_c: &[true, false] };
+        let middle = range_sql(&table(), &keys, true, true, 10, RowFilter::default());
+        assert!(middle.ends_with(r#"WHERE (src."Data" COLLATE "C", src."id") > (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) AND (src."Data" COLLATE "C", src."id") <= (CAST($3::text AS text) COLLATE "C", CAST($4::text AS integer)) ORDER BY src."Data" COLLATE "C", src."id""#), "{middle}");
+        let first =
+            range_sql(&table(), &keys, false, true, 10, RowFilter { user: Some("true"), ..RowFilter::default() });
+        assert!(first.ends_with(r#"WHERE (src."Data" COLLATE "C", src."id") <= (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) AND (true
+) ORDER BY src."Data" COLLATE "C", src."id""#), "{first}");
+        let last = range_sql(&table(), &keys, true, false, 10, RowFilter::default());
+        assert!(last.ends_with(r#"ORDER BY src."Data" COLLATE "C", src."id" LIMIT 10"#), "{last}");
+        let split = split_keys_sql(&table(), &keys, true, 100, 3);
+        assert_eq!(
+            split,
+            r#"SELECT s.k0::text, s.k1::text FROM (SELECT s.*, row_number() OVER (ORDER BY s.k0 COLLATE "C", s.k1) AS n FROM (SELECT src."Data" AS k0, src."id" AS k1 FROM "My""Schema"."t" AS src WHERE (src."Data" COLLATE "C", src."id") > (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) ORDER BY src."Data" COLLATE "C", src."id" LIMIT 300) AS s) AS s WHERE s.n % 100 = 0 ORDER BY s.n"#
+        );
+        assert!(!split_keys_sql(&table(), &keys, false, 100, 3).contains("WHERE (src"));
+    }
+
+    #[test]
     fn precise_text_keys_order_and_compare_bytewise() {
         let sql = chunk_sql(
             &table(),

@@ -204,6 +204,23 @@ mod tests {
     }
 
     #[test]
+    fn backfill_readers_follow_the_table_size_unless_configured() {
+        let mut config = Config::parse(&base()).unwrap();
+        assert_eq!(config.backfill_readers, None);
+        // Chunks of 50,000 rows: 1 reader below 1M rows, 2 below 4M, else 4.
+        for (rows, readers) in [(0, 1), (999_999, 1), (1_000_000, 2), (3_999_999, 2), (4_000_000, 4), (u64::MAX, 4)] {
+            assert_eq!(config.backfill_readers_for(rows), readers, "{rows} rows");
+        }
+        let mut raw = base();
+        raw["advanced"] = json!({"backfill_readers": 3, "backfill_chunk_size": 10});
+        config = Config::parse(&raw).unwrap();
+        assert_eq!((config.backfill_readers_for(0), config.backfill_readers_for(1 << 40)), (3, 3));
+        raw["advanced"] = json!({"backfill_chunk_size": 10});
+        config = Config::parse(&raw).unwrap();
+        assert_eq!((config.backfill_readers_for(199), config.backfill_readers_for(200)), (1, 2));
+    }
+
+    #[test]
     fn defaults_match_the_go_connector() {
         let config = Config::parse(&base()).unwrap();
         assert_eq!((config.host.as_str(), config.port), ("db.example.com", 5432));
