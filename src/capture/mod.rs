@@ -308,6 +308,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if let Some(unused) = prefetched.take() {
                 unused.query.abort();
             }
+            // No table is backfilled any more: its extra readers are closed.
+            self.extra_readers.clear();
             self.delivered = DeliveredXids::default();
             if self.backfill_started.is_some() && self.last_progress_report.is_some() {
                 self.report_backfill_status(true);
