@@ -449,7 +449,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// A keyless chunk's rows are followed by the size (in pages) and files of the relation
     /// it read.
-    async fn chunk_relation(
+    pub(super) async fn chunk_relation(
         &mut self,
         index: usize,
         answer: Option<RelationAnswer>,

@@ -44,7 +44,14 @@
 //! Connections: the K-1 extra connections are opened when a table with more than one
 //! reader is backfilled and closed once no backfilling table needs them; each counts
 //! against the server's `max_connections`. They only read, so a read-only capture (a
-//! standby) reads the same way. Keyless tables are read by one connection.
+//! standby) reads the same way.
+//!
+//! Keyless tables: a round reads K consecutive page windows of the chunk's size at once, no
+//! split query needed; each window's transaction also reports the files it read and the
+//! relation's size (`backfill::RELATION_SQL`). The backfill ends when the last window read
+//! ends past the relation's size, and the resume position is the last window's end. Windows
+//! that read different files saw a rewrite between them (rows moved, so together they are not
+//! one table's pages): the backfill restarts, as after a rewrite between two chunks.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -57,7 +64,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::backfill::{self, ChunkPlan};
-use super::chunk_query::{run_chunk_query, ChunkRows};
+use super::chunk_query::{run_chunk_query, ChunkRows, RelationAnswer};
 use super::chunks::{
     backfill_error, column_names, is_column_gone, is_statement_timeout, ChunkWatch, RawText, RowsRead,
 };
@@ -77,6 +84,8 @@ const PERMIT_BYTES: usize = 1024;
 struct RangeQuery {
     sql: String,
     params: Vec<Option<String>>,
+    /// A keyless round's page window (keyed ranges: None).
+    window: Option<ChunkPlan>,
 }
 
 /// The answers of a round's range queries, whose snapshots all see every delivered
@@ -84,6 +93,8 @@ struct RangeQuery {
 struct VisibleRanges {
     rows: Vec<tokio_postgres::RowStream>,
     snapshots: Vec<Snapshot>,
+    /// Keyless windows: each one's plan and the answer of its relation query.
+    windows: Vec<Option<(ChunkPlan, RelationAnswer)>>,
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
@@ -91,7 +102,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// `advanced.backfill_readers` or the number chosen by the table's estimated size.
     pub(super) fn backfill_readers(&self, index: usize) -> usize {
         let binding = &self.bindings[index];
-        if binding.state.mode == TableMode::KeylessBackfill || binding.key_columns.is_empty() {
+        if binding.state.mode != TableMode::KeylessBackfill && binding.key_columns.is_empty() {
             return 1;
         }
         self.config.backfill_readers_for(binding.estimated_rows.unwrap_or(0))
@@ -141,11 +152,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     ) -> Result<(), Error> {
         self.prepare_backfill(index).await?;
         let (plan, _, _) = self.chunk_query(index)?;
-        let ChunkPlan::Keyed { after, limit } = &plan else {
-            return self.backfill_chunk(index, None, None, stream).await;
-        };
         let started = Instant::now();
         let mut watch = ChunkWatch::start(self.status.interval()).await;
+        let (after, limit) = match &plan {
+            ChunkPlan::Keyed { after, limit } => (after, limit),
+            ChunkPlan::Keyless { after_block, until_block } => {
+                let queries = self.window_queries(index, *after_block, until_block - after_block, readers);
+                self.open_readers(queries.len() - 1).await?;
+                let Some(visible) = self.visible_ranges(index, &plan, &queries, &mut watch, stream).await? else {
+                    return Ok(());
+                };
+                return self.emit_ranges(index, &plan, visible, started, &mut watch, stream).await;
+            }
+        };
         let Some(splits) = self.split_keys(index, after.as_ref(), *limit, readers - 1, &mut watch, stream).await?
         else {
             return self.backfill_chunk(index, None, None, stream).await;
@@ -235,7 +254,29 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             .map(|(lower, upper)| {
                 let sql = backfill::range_sql(&binding.table, &keys, lower.is_some(), upper.is_some(), limit, filter);
                 let params = lower.into_iter().chain(upper).flatten().cloned().collect();
-                RangeQuery { sql, params }
+                RangeQuery { sql, params, window: None }
+            })
+            .collect()
+    }
+
+    /// The queries of a keyless round: `readers` consecutive windows of `pages` pages each
+    /// from `after_block` on.
+    fn window_queries(&self, index: usize, after_block: u64, pages: u64, readers: usize) -> Vec<RangeQuery> {
+        let binding = &self.bindings[index];
+        let filter = backfill::RowFilter {
+            min_xid: self.config.min_backfill_xid,
+            user: binding.resource.advanced.additional_backfill_filter.as_deref(),
+        };
+        let scan = backfill::KeylessScan::for_server(self.server_version);
+        (0..readers as u64)
+            .map(|i| {
+                let window = ChunkPlan::Keyless {
+                    after_block: after_block + i * pages.max(1),
+                    until_block: after_block + (i + 1) * pages.max(1),
+                };
+                let sql = backfill::chunk_sql(&binding.table, &[], &[], &[], &window, filter, scan);
+                let params = backfill::keyless_params(&window, scan, binding.table.oid);
+                RangeQuery { sql, params, window: Some(window) }
             })
             .collect()
     }
@@ -275,6 +316,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         stream: &mut ReplicationStream,
     ) -> Result<Option<VisibleRanges>, Error> {
         let table_oid = self.bindings[index].table.oid;
+        let relation = self.relation_to_check(index);
         let mut warned = false;
         loop {
             let tasks: Vec<_> = queries
@@ -283,7 +325,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 .map(|(i, query)| {
                     let client = if i == 0 { self.backfill_client.clone() } else { self.extra_readers[i - 1].clone() };
                     let (sql, params) = (query.sql.clone(), query.params.clone());
-                    tokio::spawn(async move { run_chunk_query(&client, table_oid, &sql, &params, None).await })
+                    tokio::spawn(async move { run_chunk_query(&client, table_oid, &sql, &params, relation).await })
                 })
                 .collect();
             let answers = self.watched(tokio::spawn(futures::future::join_all(tasks)), watch, stream).await?;
@@ -312,8 +354,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     if let Some(first) = snapshots.first() {
                         self.delivered.forget_seen(first);
                     }
-                    let rows = chunks.into_iter().map(|c| c.rows).collect();
-                    return Ok(Some(VisibleRanges { rows, snapshots }));
+                    let mut rows = Vec::with_capacity(chunks.len());
+                    let mut windows = Vec::with_capacity(chunks.len());
+                    for (chunk, query) in chunks.into_iter().zip(queries) {
+                        rows.push(chunk.rows);
+                        windows.push(query.window.clone().zip(chunk.relation));
+                    }
+                    return Ok(Some(VisibleRanges { rows, snapshots, windows }));
                 }
                 Some(unseen) => {
                     drop(chunks);
@@ -337,7 +384,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         watch: &mut ChunkWatch,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        let VisibleRanges { rows, snapshots } = visible;
+        let VisibleRanges { rows, snapshots, windows } = visible;
         let later = rows.len().saturating_sub(1).max(1);
         // The later ranges are read ahead at once, while the first one is emitted.
         let ranges: Vec<Either<tokio_postgres::RowStream, ReadAhead>> = rows
@@ -353,16 +400,25 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             .collect();
         let mut total = RowsRead { rows: 0, tail_rows: 0, timed_out: false, last_key: None };
         let mut empty_ranges = Vec::new();
-        let mut complete = true;
-        // Later ranges not emitted are dropped unread with the iterator (their tasks end).
+        // Ranges read to their end, and for keyless windows the last one's plan and relation,
+        // and every identity of the files they read.
+        let mut complete = 0;
+        let mut last_window: Option<(ChunkPlan, Option<(u64, String)>)> = None;
+        let mut identities = Vec::new();
+        // Later ranges not emitted are dropped unread with the iterators (their tasks end).
+        let mut windows = windows.into_iter();
         for (range, rows) in ranges.into_iter().enumerate() {
-            let read = self.emit_chunk_rows(index, plan, rows, total.rows, watch, stream).await?;
-            let Some(read) = read else {
-                // Nothing of this range is kept (see `shrink_chunk`, `describe_again`): the
-                // round ends before it.
-                complete = false;
-                break;
-            };
+            let window = windows.next().flatten();
+            let range_plan = window.as_ref().map_or(plan, |(window, _)| window);
+            let read = self.emit_chunk_rows(index, range_plan, rows, total.rows, watch, stream).await?;
+            // None: nothing of this range is kept (see `shrink_chunk`, `describe_again`): the
+            // round ends before it.
+            let Some(read) = read else { break };
+            if let Some((window, answer)) = window {
+                let relation = self.chunk_relation(index, Some(answer), watch, stream).await?;
+                identities.extend(relation.as_ref().map(|(_, files)| backfill::relation_identity(files)));
+                last_window = Some((window, relation));
+            }
             if read.rows == 0 {
                 empty_ranges.push(snapshots[range].clone());
             }
@@ -372,22 +428,47 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 total.last_key = read.last_key;
             }
             if read.timed_out {
-                complete = false;
                 break;
             }
+            complete += 1;
         }
         self.rows_this_session += total.rows;
-        if total.rows == 0 && !complete {
+        let snapshot = snapshots.first().cloned().ok_or_else(|| Error::Internal("a round without ranges".into()))?;
+        if let (ChunkPlan::Keyless { after_block, .. }, Some((window, relation))) = (plan, last_window) {
+            let ChunkPlan::Keyless { until_block, .. } = window else {
+                return Err(Error::Internal("a keyless window without pages".into()));
+            };
+            self.windows_rewritten(index, *after_block, &identities);
+            let read = ChunkPlan::Keyless { after_block: *after_block, until_block };
+            return self.finish_chunk(index, &read, snapshot, total, relation, started.elapsed());
+        }
+        if total.rows == 0 && complete < snapshots.len() {
             return Ok(());
         }
         // A round cut short is never the last: its resume key is its last row.
-        total.timed_out = !complete;
-        let snapshot = snapshots.first().cloned().ok_or_else(|| Error::Internal("a round without ranges".into()))?;
+        total.timed_out = complete < snapshots.len();
         self.finish_chunk(index, plan, snapshot, total, None, started.elapsed())?;
         if let Some(undo) = self.bindings[index].chunk_undo.as_mut() {
             undo.empty_ranges = empty_ranges;
         }
         Ok(())
+    }
+
+    /// The windows of a keyless round read different files: the table was rewritten between
+    /// them (its rows moved), so what they read is not the rest of one table. The first
+    /// window's files are recorded as the backfill's, so that `finish_chunk` finds the last
+    /// window's files different and restarts the backfill, as after a rewrite between two
+    /// chunks.
+    fn windows_rewritten(&mut self, index: usize, after_block: u64, identities: &[String]) {
+        let Some(first) = identities.first() else { return };
+        if identities.iter().all(|identity| identity == first) {
+            return;
+        }
+        let binding = &mut self.bindings[index];
+        if binding.state.scanned.is_none() {
+            binding.state.scanned = Some(super::chunk_plan::keyless_resume(after_block));
+        }
+        binding.state.set_keyless_relation(Some(first.clone()));
     }
 }
 
