@@ -36,6 +36,15 @@
 //! could hide rows the others do not vouch for, so the round's empty ranges keep their
 //! snapshots, and one that misses a definition change restarts the table's backfill.
 //!
+//! Locks: each range query holds its table's lock until its transaction ends, which is
+//! after its rows are read. A lock request queued between two of them (an `ALTER TABLE`
+//! waiting for the first range) would make the next range wait for a transaction that
+//! itself waits for the capture to read its rows, which it does in key order, after every
+//! range has started: a wait in a circle that only `lock_timeout` would end, failing the
+//! capture. So the first range starts alone; once it holds its lock, the others start, each
+//! waiting at most [`LATER_LOCK_WAIT_MS`] for its lock, and a range refused is left out with
+//! the ranges after it (the round is cut short there, as after a statement timeout).
+//!
 //! Read-ahead: each later range is read by a task into a queue bounded by bytes
 //! ([`READ_AHEAD_BYTES`] shared by the later ranges); a full queue stops reading its
 //! connection, which stops the server process at its socket. The first range, read
@@ -64,7 +73,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::backfill::{self, ChunkPlan};
-use super::chunk_query::{run_chunk_query, ChunkRows, RelationAnswer};
+use super::chunk_query::{run_chunk_query, run_query_waiting, ChunkRows, RelationAnswer};
 use super::chunks::{
     backfill_error, column_names, is_column_gone, is_statement_timeout, ChunkWatch, RawText, RowsRead,
 };
@@ -79,6 +88,8 @@ use crate::pg::replication::ReplicationStream;
 const READ_AHEAD_BYTES: usize = 6 << 20;
 /// Read-ahead is counted in units of this many bytes.
 const PERMIT_BYTES: usize = 1024;
+/// How long a range after the first may wait for its table's lock (milliseconds).
+const LATER_LOCK_WAIT_MS: u32 = 200;
 
 /// A range's query: its SQL and text parameters.
 struct RangeQuery {
@@ -95,6 +106,8 @@ struct VisibleRanges {
     snapshots: Vec<Snapshot>,
     /// Keyless windows: each one's plan and the answer of its relation query.
     windows: Vec<Option<(ChunkPlan, RelationAnswer)>>,
+    /// Ranges at the end of the round were left out (their lock was not granted at once).
+    truncated: bool,
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
@@ -319,20 +332,44 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let relation = self.relation_to_check(index);
         let mut warned = false;
         loop {
+            // The first range first, and the others once it holds its table's lock, each
+            // waiting briefly for theirs: a lock request queued between them (an ALTER TABLE
+            // waiting for the first range's transaction) would otherwise make a later range
+            // wait for a transaction that waits for its rows to be read, which they are not
+            // until every range has started. A later range that cannot have its lock at once
+            // is left out of the round.
+            let first = {
+                let client = self.backfill_client.clone();
+                let (sql, params) = (queries[0].sql.clone(), queries[0].params.clone());
+                tokio::spawn(async move { run_chunk_query(&client, table_oid, &sql, &params, relation).await })
+            };
+            let first = self.watched(first, watch, stream).await?;
             let tasks: Vec<_> = queries
                 .iter()
                 .enumerate()
+                .skip(1)
                 .map(|(i, query)| {
-                    let client = if i == 0 { self.backfill_client.clone() } else { self.extra_readers[i - 1].clone() };
+                    let client = self.extra_readers[i - 1].clone();
                     let (sql, params) = (query.sql.clone(), query.params.clone());
-                    tokio::spawn(async move { run_chunk_query(&client, table_oid, &sql, &params, relation).await })
+                    tokio::spawn(async move {
+                        run_query_waiting(&client, table_oid, &sql, &params, relation, Some(LATER_LOCK_WAIT_MS)).await
+                    })
                 })
                 .collect();
-            let answers = self.watched(tokio::spawn(futures::future::join_all(tasks)), watch, stream).await?;
-            let mut chunks: Vec<ChunkRows> = Vec::with_capacity(answers.len());
-            for answer in answers {
+            let later = self.watched(tokio::spawn(futures::future::join_all(tasks)), watch, stream).await?;
+            let mut chunks: Vec<ChunkRows> = Vec::with_capacity(queries.len());
+            let mut truncated = false;
+            for (i, answer) in std::iter::once(Ok(first)).chain(later).enumerate() {
                 match answer.map_err(|err| Error::Internal(format!("a backfill range query task failed: {err}")))? {
                     Ok(chunk) => chunks.push(chunk),
+                    Err(err) if i > 0 && is_lock_wait(&err) => {
+                        tracing::debug!(
+                            range = i,
+                            "a backfill range waited for its table's lock: the round ends before it"
+                        );
+                        truncated = true;
+                        break;
+                    }
                     Err(err) if is_statement_timeout(&err) => return self.shrink_chunk(index, plan, err),
                     Err(err) if is_column_gone(&err) => return self.describe_again(index, err).await,
                     Err(err) => return Err(backfill_error(&self.bindings[index].table, err)),
@@ -360,7 +397,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         rows.push(chunk.rows);
                         windows.push(query.window.clone().zip(chunk.relation));
                     }
-                    return Ok(Some(VisibleRanges { rows, snapshots, windows }));
+                    return Ok(Some(VisibleRanges { rows, snapshots, windows, truncated }));
                 }
                 Some(unseen) => {
                     drop(chunks);
@@ -384,7 +421,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         watch: &mut ChunkWatch,
         stream: &mut ReplicationStream,
     ) -> Result<(), Error> {
-        let VisibleRanges { rows, snapshots, windows } = visible;
+        let VisibleRanges { rows, snapshots, windows, truncated } = visible;
         let later = rows.len().saturating_sub(1).max(1);
         // The later ranges are read ahead at once, while the first one is emitted.
         let ranges: Vec<Either<tokio_postgres::RowStream, ReadAhead>> = rows
@@ -442,11 +479,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let read = ChunkPlan::Keyless { after_block: *after_block, until_block };
             return self.finish_chunk(index, &read, snapshot, total, relation, started.elapsed());
         }
-        if total.rows == 0 && complete < snapshots.len() {
+        // Only the last range is unbounded: a round cut short is never the last, and its
+        // resume key is its last row.
+        let whole = !truncated && complete == snapshots.len();
+        if total.rows == 0 && !whole {
             return Ok(());
         }
-        // A round cut short is never the last: its resume key is its last row.
-        total.timed_out = complete < snapshots.len();
+        total.timed_out = !whole;
         self.finish_chunk(index, plan, snapshot, total, None, started.elapsed())?;
         if let Some(undo) = self.bindings[index].chunk_undo.as_mut() {
             undo.empty_ranges = empty_ranges;
@@ -549,4 +588,9 @@ fn row_permits(row: &tokio_postgres::Row) -> u32 {
         .sum::<usize>()
         + 64;
     u32::try_from(bytes.div_ceil(PERMIT_BYTES)).unwrap_or(u32::MAX)
+}
+
+/// Whether a query gave up waiting for a lock (`lock_timeout`, SQLSTATE 55P03).
+fn is_lock_wait(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
 }
