@@ -134,23 +134,41 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.extra_readers.truncate(needed.saturating_sub(1));
     }
 
-    /// Open extra reader connections until there are `count`.
-    async fn open_readers(&mut self, count: usize) -> Result<(), Error> {
-        while self.extra_readers.len() < count {
-            let number = self.extra_readers.len() + 2;
-            let opened = with_deadline(STARTUP_ANSWER_LIMIT, "opening a backfill reader connection", async {
-                let client = crate::pg::connect_sql(&self.config.connect_params()).await?;
-                configure_session(&client, &self.config).await?;
-                Ok::<_, Error>(client)
+    /// Open extra reader connections until there are `count`, at once, keeping the
+    /// replication connection alive meanwhile (connecting can take seconds on a busy server).
+    async fn open_readers(
+        &mut self,
+        count: usize,
+        watch: &mut ChunkWatch,
+        stream: &mut ReplicationStream,
+    ) -> Result<(), Error> {
+        let missing = count.saturating_sub(self.extra_readers.len());
+        if missing == 0 {
+            return Ok(());
+        }
+        let opening: Vec<_> = (0..missing)
+            .map(|_| {
+                let config = self.config.clone();
+                tokio::spawn(async move {
+                    with_deadline(STARTUP_ANSWER_LIMIT, "opening a backfill reader connection", async {
+                        let client = crate::pg::connect_sql(&config.connect_params()).await?;
+                        configure_session(&client, &config).await?;
+                        Ok::<_, Error>(client)
+                    })
+                    .await?
+                })
             })
-            .await?
-            .map_err(|err| {
+            .collect();
+        let opened = self.watched(tokio::spawn(futures::future::join_all(opening)), watch, stream).await?;
+        for client in opened {
+            let client = client.map_err(|err| Error::Internal(format!("a backfill reader task failed: {err}")))?;
+            let client = client.map_err(|err| {
                 Error::user(
-                    format!("opening backfill reader connection {number} failed: {err}"),
+                    format!("opening a backfill reader connection failed: {err}"),
                     "each backfill reader beyond the first is one more server connection: lower advanced.backfill_readers (1 reads with one connection) or raise the server's max_connections",
                 )
             })?;
-            self.extra_readers.push(Arc::new(opened));
+            self.extra_readers.push(Arc::new(client));
         }
         Ok(())
     }
@@ -171,7 +189,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             ChunkPlan::Keyed { after, limit } => (after, limit),
             ChunkPlan::Keyless { after_block, until_block } => {
                 let queries = self.window_queries(index, *after_block, until_block - after_block, readers);
-                self.open_readers(queries.len() - 1).await?;
+                self.open_readers(queries.len() - 1, &mut watch, stream).await?;
                 let Some(visible) = self.visible_ranges(index, &plan, &queries, &mut watch, stream).await? else {
                     return Ok(());
                 };
@@ -182,7 +200,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         else {
             return self.backfill_chunk(index, None, None, stream).await;
         };
-        self.open_readers(splits.len()).await?;
+        self.open_readers(splits.len(), &mut watch, stream).await?;
         let queries = self.range_queries(index, after.as_ref(), &splits, *limit);
         let Some(visible) = self.visible_ranges(index, &plan, &queries, &mut watch, stream).await? else {
             return Ok(());
