@@ -162,11 +162,13 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let opened = self.watched(tokio::spawn(futures::future::join_all(opening)), watch, stream).await?;
         for client in opened {
             let client = client.map_err(|err| Error::Internal(format!("a backfill reader task failed: {err}")))?;
-            let client = client.map_err(|err| {
-                Error::user(
+            let client = client.map_err(|err| match &err {
+                // Too many connections (53300): the extra readers are what is too many.
+                Error::Pg(crate::pg::PgError::Server { code, .. }) if code == "53300" => Error::user(
                     format!("opening a backfill reader connection failed: {err}"),
                     "each backfill reader beyond the first is one more server connection: lower advanced.backfill_readers (1 reads with one connection) or raise the server's max_connections",
-                )
+                ),
+                _ => err,
             })?;
             self.extra_readers.push(Arc::new(client));
         }
