@@ -106,7 +106,7 @@ SQL
 }
 
 # write_config CHUNK_SIZE [SLOT]
-# BENCH_READERS, when set, is advanced.backfill_readers (unset: chosen by table size).
+# BENCH_READERS, when set, is advanced.backfill_readers (unset: the default, 1).
 write_config() {
   local slot="${2:-flow_slot}"
   local readers=""

@@ -112,7 +112,7 @@ struct VisibleRanges {
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// How many connections read binding `index`'s backfill: one for keyless tables, else
-    /// `advanced.backfill_readers` or the number chosen by the table's estimated size.
+    /// `advanced.backfill_readers` (see `Config::backfill_readers_for`).
     pub(super) fn backfill_readers(&self, index: usize) -> usize {
         let binding = &self.bindings[index];
         if binding.state.mode != TableMode::KeylessBackfill && binding.key_columns.is_empty() {

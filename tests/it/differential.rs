@@ -280,8 +280,8 @@ struct Case {
     lagging_acks: bool,
     /// `advanced.read_only_capture`: fences are WAL positions, nothing is written.
     read_only: bool,
-    /// `advanced.backfill_readers` (0: not set, chosen by table size, which is 1 for every
-    /// table a case has): a keyed table's chunk read by that many connections at once.
+    /// `advanced.backfill_readers` (0: not set, one reader): a table's chunk read by that
+    /// many connections at once.
     readers: usize,
     collation: String,
 }
