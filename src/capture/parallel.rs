@@ -531,12 +531,20 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 }
 
+/// The rows of one read-ahead batch.
+type Batch = Vec<Result<tokio_postgres::Row, tokio_postgres::Error>>;
+
+/// Rows at most in one read-ahead batch: a batch is what the connection had ready, so that
+/// the queue and the budget cost a few operations per batch rather than per row.
+const BATCH_ROWS: usize = 256;
+
 /// A later range's rows, read ahead by a task into a queue bounded by bytes.
 struct ReadAhead {
-    queue: mpsc::UnboundedReceiver<(Result<tokio_postgres::Row, tokio_postgres::Error>, u32)>,
+    queue: mpsc::UnboundedReceiver<(Batch, u32)>,
     budget: Arc<Semaphore>,
-    /// Permits of the row handed out last, returned when the next one is asked for (the
-    /// row is encoded and emitted by then).
+    /// The batch being handed out, and its permits, returned when the next batch is taken
+    /// (its rows are encoded and emitted by then).
+    current: std::vec::IntoIter<Result<tokio_postgres::Row, tokio_postgres::Error>>,
     held: u32,
     task: tokio::task::JoinHandle<()>,
 }
@@ -550,27 +558,24 @@ impl ReadAhead {
             let budget = Arc::clone(&budget);
             async move {
                 use futures::StreamExt;
-                tokio::pin!(rows);
-                while let Some(item) = rows.next().await {
-                    let cost = match &item {
-                        // A row larger than the whole budget waits for an empty queue.
-                        Ok(row) => row_permits(row).min(permits),
-                        Err(_) => 0,
-                    };
-                    if cost > 0 {
-                        match budget.acquire_many(cost).await {
-                            Ok(permit) => permit.forget(),
-                            Err(_) => return,
-                        }
+                // Every row already received, up to a batch, without waiting for more.
+                let batches = rows.ready_chunks(BATCH_ROWS);
+                tokio::pin!(batches);
+                while let Some(batch) = batches.next().await {
+                    // A batch larger than the whole budget waits for an empty queue.
+                    let cost = batch_permits(&batch).min(permits);
+                    match budget.acquire_many(cost).await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return,
                     }
-                    let failed = item.is_err();
-                    if sender.send((item, cost)).is_err() || failed {
+                    let failed = batch.iter().any(Result::is_err);
+                    if sender.send((batch, cost)).is_err() || failed {
                         return;
                     }
                 }
             }
         });
-        ReadAhead { queue, budget, held: 0, task }
+        ReadAhead { queue, budget, current: Vec::new().into_iter(), held: 0, task }
     }
 }
 
@@ -578,17 +583,22 @@ impl Stream for ReadAhead {
     type Item = Result<tokio_postgres::Row, tokio_postgres::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.held > 0 {
-            let held = std::mem::take(&mut self.held);
-            self.budget.add_permits(held as usize);
-        }
-        match self.queue.poll_recv(cx) {
-            Poll::Ready(Some((item, cost))) => {
-                self.held = cost;
-                Poll::Ready(Some(item))
+        loop {
+            if let Some(row) = self.current.next() {
+                return Poll::Ready(Some(row));
             }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            if self.held > 0 {
+                let held = std::mem::take(&mut self.held);
+                self.budget.add_permits(held as usize);
+            }
+            match self.queue.poll_recv(cx) {
+                Poll::Ready(Some((batch, cost))) => {
+                    self.current = batch.into_iter();
+                    self.held = cost;
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
@@ -601,13 +611,19 @@ impl Drop for ReadAhead {
     }
 }
 
-/// A row's share of the read-ahead budget: its cells' bytes and a per-cell overhead.
-fn row_permits(row: &tokio_postgres::Row) -> u32 {
-    let bytes: usize = (0..row.len())
-        .map(|i| row.try_get::<_, Option<RawText<'_>>>(i).ok().flatten().map_or(0, |cell| cell.0.len()) + 32)
-        .sum::<usize>()
-        + 64;
-    u32::try_from(bytes.div_ceil(PERMIT_BYTES)).unwrap_or(u32::MAX)
+/// A batch's share of the read-ahead budget: its cells' bytes and a per-cell overhead.
+fn batch_permits(batch: &Batch) -> u32 {
+    let bytes: usize = batch
+        .iter()
+        .filter_map(|row| row.as_ref().ok())
+        .map(|row| {
+            (0..row.len())
+                .map(|i| row.try_get::<_, Option<RawText<'_>>>(i).ok().flatten().map_or(0, |cell| cell.0.len()) + 32)
+                .sum::<usize>()
+                + 64
+        })
+        .sum();
+    u32::try_from(bytes.div_ceil(PERMIT_BYTES).max(1)).unwrap_or(u32::MAX)
 }
 
 /// Whether a query gave up waiting for a lock (`lock_timeout`, SQLSTATE 55P03).
