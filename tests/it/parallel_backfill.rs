@@ -119,8 +119,11 @@ async fn run(readers: usize, mode: Option<&str>, seed: u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_load(db.superuser_client().await, stop.clone(), seed, keyless));
     let most = Arc::new(AtomicI64::new(0));
+    // Watched until the backfill is done, the final session included (under load, the
+    // killed sessions may end before their first round).
+    let watched = Arc::new(AtomicBool::new(false));
     let watcher =
-        tokio::spawn(watch_connections(db.superuser_client().await, db.name.clone(), stop.clone(), most.clone()));
+        tokio::spawn(watch_connections(db.superuser_client().await, db.name.clone(), watched.clone(), most.clone()));
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut committed = Committed::new(Some("counter"));
     let mut kills = 0;
@@ -136,11 +139,12 @@ async fn run(readers: usize, mode: Option<&str>, seed: u64) {
             other => panic!("the connector failed (seed {seed}): {}", other.map_or_else(String::new, |e| e.describe())),
         }
     }
-    let during = most.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let transactions = writer.await.expect("writer");
-    watcher.await.expect("watcher");
     final_run(&capture, &mut committed, &mut admin).await;
+    watched.store(true, Ordering::Relaxed);
+    watcher.await.expect("watcher");
+    let during = most.load(Ordering::Relaxed);
 
     let table = table_rows(admin.client().await, "test.big").await;
     assert_matches_table(&committed, &table, &format!("{readers} readers, mode {mode:?}, seed {seed}"));
