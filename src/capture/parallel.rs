@@ -85,7 +85,7 @@ use crate::error::Error;
 use crate::pg::replication::ReplicationStream;
 
 /// Bytes of rows read ahead for the later ranges of a round, all of them together.
-const READ_AHEAD_BYTES: usize = 6 << 20;
+const READ_AHEAD_BYTES: usize = 4 << 20;
 /// Read-ahead is counted in units of this many bytes.
 const PERMIT_BYTES: usize = 1024;
 /// How long a range after the first may wait for its table's lock (milliseconds).
