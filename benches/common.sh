@@ -106,11 +106,14 @@ SQL
 }
 
 # write_config CHUNK_SIZE [SLOT]
+# BENCH_READERS, when set, is advanced.backfill_readers (unset: the default, 1).
 write_config() {
   local slot="${2:-flow_slot}"
+  local readers=""
+  if [ -n "${BENCH_READERS:-}" ]; then readers=",\"backfill_readers\":${BENCH_READERS}"; fi
   cat >"$WORK/config.json" <<JSON
 {"address":"127.0.0.1:$PG_PORT","user":"flow_capture","credentials":{"auth_type":"UserPassword","password":"$PG_PASSWORD"},
- "database":"bench","advanced":{"sslmode":"disable","backfill_chunk_size":$1,"slotName":"$slot"}}
+ "database":"bench","advanced":{"sslmode":"disable","backfill_chunk_size":$1,"slotName":"$slot"$readers}}
 JSON
 }
 

@@ -210,6 +210,7 @@ mod tests {
         assert_eq!(
             extra,
             [
+                "endpoint advanced.backfill_readers integer",
                 "endpoint advanced.fail_on_truncate boolean",
                 "endpoint advanced.sslrootcert string",
                 "endpoint networkTunnel.sshForwarding.hostKeyFingerprint string"
@@ -224,6 +225,12 @@ mod tests {
         assert_eq!(schema["properties"]["address"]["order"], 0);
         assert_eq!(schema["properties"]["advanced"]["advanced"], true);
         assert_eq!(schema["properties"]["advanced"]["properties"]["slotName"]["default"], "flow_slot");
+        let readers = &schema["properties"]["advanced"]["properties"]["backfill_readers"];
+        assert_eq!(
+            (readers["type"].as_str(), readers["minimum"].as_f64(), readers["maximum"].as_f64()),
+            (Some("integer"), Some(0.0), Some(8.0)),
+            "{readers:#}"
+        );
         let password = &schema["properties"]["credentials"]["oneOf"][0]["properties"]["password"];
         assert_eq!(password["secret"], true, "{schema:#}");
         assert!(schema.get("additionalProperties").is_none(), "the root must stay open for sops");

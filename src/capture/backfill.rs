@@ -120,21 +120,82 @@ pub fn chunk_sql(
     filter: RowFilter<'_>,
     form: ReadForm,
 ) -> String {
+    let keys = KeyOrder { columns: key_columns, types: key_types, collate_c };
+    let window = match plan {
+        ChunkPlan::Keyed { after, limit } => Window::Keys { after: after.is_some(), until: false, limit: Some(*limit) },
+        ChunkPlan::Keyless { .. } => Window::Pages(form.scan),
+    };
+    select_sql(table, &keys, &window, filter, form.binary)
+}
+
+/// The key columns of a keyed backfill and how they are compared.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyOrder<'a> {
+    pub columns: &'a [String],
+    /// `format_type` names of the key columns.
+    pub types: &'a [String],
+    /// Per column: compared and ordered bytewise (`COLLATE "C"`, precise text keys).
+    pub collate_c: &'a [bool],
+}
+
+impl KeyOrder<'_> {
+    /// The key columns of `alias`, as they are compared and ordered.
+    fn expressions(&self, alias: &str) -> Vec<String> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{alias}.{}{}", quote_identifier(k), self.collate(i)))
+            .collect()
+    }
+
+    fn collate(&self, i: usize) -> &'static str {
+        if self.collate_c.get(i).copied().unwrap_or(false) {
+            " COLLATE \"C\""
+        } else {
+            ""
+        }
+    }
+
+    /// The key values of parameters `$first..`, cast back to the key columns' types.
+    fn values(&self, first: usize) -> Vec<String> {
+        self.types
+            .iter()
+            .enumerate()
+            .map(|(i, ty)| format!("CAST(${}::text AS {ty}){}", first + i, self.collate(i)))
+            .collect()
+    }
+
+    /// `(key) <op> ($first, ..)`.
+    fn compare(&self, op: &str, first: usize) -> String {
+        format!("({}) {op} ({})", self.expressions("src").join(", "), self.values(first).join(", "))
+    }
+}
+
+/// The rows a backfill query reads.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// Keys after the resume key (parameters `$1..`, when `after`), up to and including an
+    /// upper bound (the next parameters, when `until`), in key order, at most `limit`.
+    Keys { after: bool, until: bool, limit: Option<i64> },
+    /// A keyless page window ([`keyless_params`]).
+    Pages(KeylessScan),
+}
+
+fn select_sql(
+    table: &DiscoveredTable,
+    keys: &KeyOrder<'_>,
+    window: &Window,
+    filter: RowFilter<'_>,
+    binary: bool,
+) -> String {
     // Precise backfills order text keys bytewise, as the capture compares them.
     // Key references are qualified with the table's alias: a bare name in ORDER BY would
     // refer to the *output* column of that name, which is the key's text form.
-    let key_expression = |i: usize, k: &String| {
-        if collate_c.get(i).copied().unwrap_or(false) {
-            format!("src.{} COLLATE \"C\"", quote_identifier(k))
-        } else {
-            format!("src.{}", quote_identifier(k))
-        }
-    };
     let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
-    let mut select: Vec<String> = key_columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
+    let mut select: Vec<String> = keys.columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
     select.extend(emitted_columns(table).iter().map(|i| {
         let column = &table.columns[*i];
-        if form.binary && reads_binary(column) {
+        if binary && reads_binary(column) {
             quote_identifier(&column.name)
         } else {
             column_text(column)
@@ -142,22 +203,16 @@ pub fn chunk_sql(
     }));
     let mut sql = format!("SELECT {} FROM {relation} AS src", select.join(", "));
     let mut conditions = Vec::new();
-    match plan {
-        ChunkPlan::Keyed { after, .. } => {
-            if after.is_some() {
-                let columns: Vec<String> = key_columns.iter().enumerate().map(|(i, k)| key_expression(i, k)).collect();
-                let values: Vec<String> = key_types
-                    .iter()
-                    .enumerate()
-                    .map(|(i, ty)| {
-                        let collate = if collate_c.get(i).copied().unwrap_or(false) { " COLLATE \"C\"" } else { "" };
-                        format!("CAST(${}::text AS {ty}){collate}", i + 1)
-                    })
-                    .collect();
-                conditions.push(format!("({}) > ({})", columns.join(", "), values.join(", ")));
+    match window {
+        Window::Keys { after, until, .. } => {
+            if *after {
+                conditions.push(keys.compare(">", 1));
+            }
+            if *until {
+                conditions.push(keys.compare("<=", if *after { keys.columns.len() + 1 } else { 1 }));
             }
         }
-        ChunkPlan::Keyless { .. } => conditions.push(match form.scan {
+        Window::Pages(scan) => conditions.push(match scan {
             KeylessScan::TidRange => "src.ctid > $1::text::tid AND src.ctid <= $2::text::tid".to_string(),
             KeylessScan::TidList => TID_LIST_CONDITION.to_string(),
         }),
@@ -174,11 +229,54 @@ pub fn chunk_sql(
         sql.push_str(" WHERE ");
         sql.push_str(&conditions.join(" AND "));
     }
-    if let ChunkPlan::Keyed { limit, .. } = plan {
-        let order: Vec<String> = key_columns.iter().enumerate().map(|(i, k)| key_expression(i, k)).collect();
-        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
+    if let Window::Keys { limit, .. } = window {
+        sql.push_str(&format!(" ORDER BY {}", keys.expressions("src").join(", ")));
+        if let Some(limit) = limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
     }
     sql
+}
+
+/// SQL of one key range of a keyed chunk read by several connections at once: the rows
+/// after the resume key (parameters `$1..`, when `after`) up to and including `until`'s key
+/// (the next parameters), in key order; the last range has no upper bound but `limit`.
+pub fn range_sql(
+    table: &DiscoveredTable,
+    keys: &KeyOrder<'_>,
+    after: bool,
+    until: bool,
+    limit: i64,
+    filter: RowFilter<'_>,
+    binary: bool,
+) -> String {
+    let window = Window::Keys { after, until, limit: (!until).then_some(limit) };
+    select_sql(table, keys, &window, filter, binary)
+}
+
+/// The keys that split the next `count * every` rows after the resume key (parameters
+/// `$1..`, when `after`) into ranges of `every` rows: the key of every `every`-th row, as
+/// text, at most `count`. It reads key columns only (an index-only scan where the key is
+/// indexed), ignores the row filters (bounds need not be rows the backfill emits), and
+/// orders exactly as the chunk queries do.
+pub fn split_keys_sql(table: &DiscoveredTable, keys: &KeyOrder<'_>, after: bool, every: i64, count: i64) -> String {
+    let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
+    let inner: Vec<String> =
+        keys.columns.iter().enumerate().map(|(i, k)| format!("src.{} AS k{i}", quote_identifier(k))).collect();
+    let outer_order: Vec<String> = (0..keys.columns.len()).map(|i| format!("s.k{i}{}", keys.collate(i))).collect();
+    let texts: Vec<String> = (0..keys.columns.len()).map(|i| format!("s.k{i}::text")).collect();
+    let condition = if after { format!(" WHERE {}", keys.compare(">", 1)) } else { String::new() };
+    let every = every.max(1);
+    format!(
+        "SELECT {texts} FROM (SELECT s.*, row_number() OVER (ORDER BY {outer}) AS n FROM \
+         (SELECT {inner} FROM {relation} AS src{condition} ORDER BY {order} LIMIT {limit}) AS s) AS s \
+         WHERE s.n % {every} = 0 ORDER BY s.n",
+        texts = texts.join(", "),
+        outer = outer_order.join(", "),
+        inner = inner.join(", "),
+        order = keys.expressions("src").join(", "),
+        limit = every.saturating_mul(count.max(1)),
+    )
 }
 
 /// The parameters of a keyless chunk's SQL (all text): the window's bounds, and for
@@ -481,6 +579,34 @@ mod tests {
             )),
             "{keyless}"
         );
+    }
+
+    #[test]
+    fn ranges_of_a_chunk_read_at_once_are_bounded_by_split_keys() {
+        let columns = ["Data".to_string(), "id".to_string()];
+        let types = ["text".to_string(), "integer".to_string()];
+        let keys = KeyOrder { columns: &columns, types: &types, collate_c: &[true, false] };
+        let middle = range_sql(&table(), &keys, true, true, 10, RowFilter::default(), false);
+        assert!(middle.ends_with(r#"WHERE (src."Data" COLLATE "C", src."id") > (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) AND (src."Data" COLLATE "C", src."id") <= (CAST($3::text AS text) COLLATE "C", CAST($4::text AS integer)) ORDER BY src."Data" COLLATE "C", src."id""#), "{middle}");
+        let first = range_sql(
+            &table(),
+            &keys,
+            false,
+            true,
+            10,
+            RowFilter { user: Some("true"), ..RowFilter::default() },
+            false,
+        );
+        assert!(first.ends_with(r#"WHERE (src."Data" COLLATE "C", src."id") <= (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) AND (true
+) ORDER BY src."Data" COLLATE "C", src."id""#), "{first}");
+        let last = range_sql(&table(), &keys, true, false, 10, RowFilter::default(), false);
+        assert!(last.ends_with(r#"ORDER BY src."Data" COLLATE "C", src."id" LIMIT 10"#), "{last}");
+        let split = split_keys_sql(&table(), &keys, true, 100, 3);
+        assert_eq!(
+            split,
+            r#"SELECT s.k0::text, s.k1::text FROM (SELECT s.*, row_number() OVER (ORDER BY s.k0 COLLATE "C", s.k1) AS n FROM (SELECT src."Data" AS k0, src."id" AS k1 FROM "My""Schema"."t" AS src WHERE (src."Data" COLLATE "C", src."id") > (CAST($1::text AS text) COLLATE "C", CAST($2::text AS integer)) ORDER BY src."Data" COLLATE "C", src."id" LIMIT 300) AS s) AS s WHERE s.n % 100 = 0 ORDER BY s.n"#
+        );
+        assert!(!split_keys_sql(&table(), &keys, false, 100, 3).contains("WHERE (src"));
     }
 
     #[test]

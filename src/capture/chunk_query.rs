@@ -31,9 +31,14 @@ pub(super) type RelationAnswer = std::pin::Pin<
 /// since (before the stream's start position, or with a default that no change carries)
 /// would be missing from every row read, with no Relation message to tell. The table's OID
 /// is a number, not a name.
-fn chunk_snapshot_sql(table_oid: u32) -> String {
+///
+/// `lock_wait_ms`: how long the query may wait for its table's lock, for this transaction
+/// only (see `parallel`: a later range must not wait behind a lock request that itself waits
+/// for an earlier range).
+fn chunk_snapshot_sql(table_oid: u32, lock_wait_ms: Option<u32>) -> String {
+    let lock_wait = lock_wait_ms.map(|ms| format!("SET LOCAL lock_timeout = {ms}; ")).unwrap_or_default();
     format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {lock_wait}\
          SELECT pg_current_snapshot()::text, \
          (SELECT json_agg(a.attname ORDER BY a.attnum)::text FROM pg_catalog.pg_attribute a \
           WHERE a.attrelid = {table_oid} AND a.attnum > 0 AND NOT a.attisdropped)"
@@ -66,11 +71,24 @@ pub(super) async fn run_chunk_query(
     params: &[Option<String>],
     relation: Option<u32>,
 ) -> Result<ChunkRows, tokio_postgres::Error> {
+    run_query_waiting(client, table_oid, sql, params, relation, None).await
+}
+
+/// [`run_chunk_query`], waiting at most `lock_wait_ms` for the table's lock (None: the
+/// session's `lock_timeout`).
+pub(super) async fn run_query_waiting(
+    client: &std::sync::Arc<Client>,
+    table_oid: u32,
+    sql: &str,
+    params: &[Option<String>],
+    relation: Option<u32>,
+    lock_wait_ms: Option<u32>,
+) -> Result<ChunkRows, tokio_postgres::Error> {
     use std::future::Future;
     use std::task::Poll;
     // Each request is sent when its future is first polled: the three are polled in order
     // in the same call, so nothing can come between them.
-    let snapshot_sql = chunk_snapshot_sql(table_oid);
+    let snapshot_sql = chunk_snapshot_sql(table_oid, lock_wait_ms);
     let snapshot = client.simple_query(&snapshot_sql);
     let rows = client.query_typed_raw(sql, params.iter().map(|p| (p.as_deref(), tokio_postgres::types::Type::TEXT)));
     // Owned (its answer is read after the rows, once this function has returned), so it

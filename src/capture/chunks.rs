@@ -39,7 +39,7 @@ const VISIBILITY_RETRY_MAX: Duration = Duration::from_millis(100);
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// A chunk query hit the statement timeout before yielding progress: retry smaller
     /// (the chunk is read again, so nothing is returned).
-    fn shrink_chunk<T>(
+    pub(super) fn shrink_chunk<T>(
         &mut self,
         index: usize,
         plan: &backfill::ChunkPlan,
@@ -104,7 +104,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// table's columns again and let the caller run the chunk again with them; the chunk
     /// emitted nothing yet, and its resume key is unchanged. If the columns did not change,
     /// the error stands.
-    async fn retry_with_current_columns<T>(
+    pub(super) async fn retry_with_current_columns<T>(
         &mut self,
         index: usize,
         err: tokio_postgres::Error,
@@ -118,7 +118,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Describe binding `index`'s table again; true if its columns changed (its chunks are
     /// then built with the current ones).
-    async fn columns_changed(&mut self, index: usize) -> Result<bool, Error> {
+    pub(super) async fn columns_changed(&mut self, index: usize) -> Result<bool, Error> {
         let changed = self.describe_again(index, "reading a table's columns again").await?;
         if changed {
             let table = &self.bindings[index].table;
@@ -165,12 +165,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             &collate_c,
             &plan,
             backfill::RowFilter { min_xid: self.config.min_backfill_xid, user: filter.as_deref() },
-            backfill::ReadForm {
-                scan: self.keyless_scan(),
-                binary: binding.binary_cells && self.config.formats.binary_reads_apply(),
-            },
+            self.read_form(index),
         );
         Ok((plan, sql, params))
+    }
+
+    /// How binding `index`'s chunk queries select their rows: the server's keyless scan,
+    /// and whether fixed-width columns are read in binary (not after a retype was seen, nor
+    /// in the Go connector's value formats).
+    pub(super) fn read_form(&self, index: usize) -> backfill::ReadForm {
+        backfill::ReadForm {
+            scan: self.keyless_scan(),
+            binary: self.bindings[index].binary_cells && self.config.formats.binary_reads_apply(),
+        }
     }
 
     /// How this server reads a keyless window efficiently.
@@ -209,7 +216,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if let Some(next) = next {
             self.speculative = self.start_chunk_query(next).await?;
         }
-        let Some(read) = self.emit_chunk_rows(index, &plan, chunk.rows, &mut watch, stream).await? else {
+        let Some(read) = self.emit_chunk_rows(index, &plan, chunk.rows, 0, &mut watch, stream).await? else {
             return Ok(());
         };
         self.rows_this_session += read.rows;
@@ -316,7 +323,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// Wait until a fresh snapshot sees every delivered transaction, starting with
     /// `unseen`. Waits with a cheap snapshot query, not by repeating the chunk query: a
     /// synchronous standby can hold commits back for as long as it is unreachable.
-    async fn wait_until_visible(
+    pub(super) async fn wait_until_visible(
         &mut self,
         index: usize,
         mut unseen: u32,
@@ -357,23 +364,20 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Encode and emit a chunk's rows as they arrive. None: the query failed in a way that
     /// retries the chunk (see `shrink_chunk` and `retry_with_current_columns`).
-    async fn emit_chunk_rows(
+    pub(super) async fn emit_chunk_rows(
         &mut self,
         index: usize,
         plan: &backfill::ChunkPlan,
-        row_stream: tokio_postgres::RowStream,
+        row_stream: impl futures::Stream<Item = Result<tokio_postgres::Row, tokio_postgres::Error>>,
+        emitted_before: u64,
         watch: &mut ChunkWatch,
         stream: &mut ReplicationStream,
     ) -> Result<Option<RowsRead>, Error> {
         let binding = &self.bindings[index];
         let emitted = backfill::emitted_columns(&binding.table);
         let key_count = if binding.state.mode == TableMode::KeylessBackfill { 0 } else { binding.key_columns.len() };
-        let codec = RowCodec::new(
-            &binding.table,
-            &binding.key_columns,
-            binding.binary_cells && self.config.formats.binary_reads_apply(),
-            &self.config.formats,
-        );
+        let codec =
+            RowCodec::new(&binding.table, &binding.key_columns, self.read_form(index).binary, &self.config.formats);
         let layout =
             DocumentLayout::new(&emitted.iter().map(|i| binding.table.columns[*i].name.as_str()).collect::<Vec<_>>());
         let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
@@ -423,7 +427,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
             let binding = &self.bindings[index];
             encode_row(&mut self.row, &codec, &row, key_count, &binding.table)?;
-            let offset = i64::try_from(binding.state.backfilled + rows).unwrap_or(i64::MAX);
+            let offset = i64::try_from(binding.state.backfilled + emitted_before + rows).unwrap_or(i64::MAX);
             let source = Source {
                 ts_ms: None,
                 schema: &binding.table.schema,
@@ -456,12 +460,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             ),
             _ => None,
         };
-        Ok(Some(RowsRead { rows, timed_out, last_key }))
+        Ok(Some(RowsRead { rows, tail_rows: rows, timed_out, last_key }))
     }
 
     /// A keyless chunk's rows are followed by the size (in pages) and files of the relation
     /// it read.
-    async fn chunk_relation(
+    pub(super) async fn chunk_relation(
         &mut self,
         index: usize,
         answer: Option<RelationAnswer>,
@@ -491,7 +495,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
 
     /// Record a chunk that was read in the binding's state: rows, resume position or
     /// completion, and the next chunk's size.
-    fn finish_chunk(
+    pub(super) fn finish_chunk(
         &mut self,
         index: usize,
         plan: &backfill::ChunkPlan,
@@ -512,6 +516,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 state: binding.state.clone(),
                 scanned_key: binding.scanned_key.clone(),
                 rows: read.rows,
+                empty_ranges: Vec::new(),
             });
         }
         binding.state.backfilled += read.rows;
@@ -533,7 +538,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             ceiling,
         };
         let chunk = chunk_plan::ChunkRead {
-            rows: read.rows,
+            rows: read.tail_rows,
             timed_out: read.timed_out,
             elapsed,
             relation_pages: relation.as_ref().map(|(pages, _)| *pages),
@@ -611,13 +616,13 @@ struct ChunkQuery<'a> {
 
 /// While a chunk is read: the status timer that keeps the replication connection alive,
 /// and when the chunk query last gave a sign of life (see `Session::probe_if_quiet`).
-struct ChunkWatch {
-    timer: tokio::time::Interval,
-    quiet_since: Instant,
+pub(super) struct ChunkWatch {
+    pub(super) timer: tokio::time::Interval,
+    pub(super) quiet_since: Instant,
 }
 
 impl ChunkWatch {
-    async fn start(interval: Duration) -> ChunkWatch {
+    pub(super) async fn start(interval: Duration) -> ChunkWatch {
         let mut timer = tokio::time::interval(interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is immediate: the first update is due an interval from now.
@@ -634,12 +639,15 @@ struct VisibleChunk {
 }
 
 /// What reading a chunk's rows found.
-struct RowsRead {
-    rows: u64,
+pub(super) struct RowsRead {
+    pub(super) rows: u64,
+    /// Rows of the query that decides whether the backfill is done: the chunk's, or the
+    /// last range's of a chunk read by several connections (see `parallel`).
+    pub(super) tail_rows: u64,
     /// Cut by the statement timeout after some rows: the rest is the next chunk.
-    timed_out: bool,
+    pub(super) timed_out: bool,
     /// The last row's key columns as text (keyed chunks).
-    last_key: Option<Vec<Option<String>>>,
+    pub(super) last_key: Option<Vec<Option<String>>>,
 }
 
 /// Encode the emitted columns of a chunk row (they follow its `key_count` key columns)
@@ -669,7 +677,7 @@ fn encode_row(
 /// A result cell as the raw bytes the server sent: a text column's UTF-8 bytes (the value
 /// encoder checks them, so decoding to `&str` first would validate every byte twice), or
 /// the binary send form of a column read in binary.
-struct RawText<'a>(&'a [u8]);
+pub(super) struct RawText<'a>(pub(super) &'a [u8]);
 
 impl<'a> tokio_postgres::types::FromSql<'a> for RawText<'a> {
     fn from_sql(
@@ -686,20 +694,20 @@ impl<'a> tokio_postgres::types::FromSql<'a> for RawText<'a> {
 
 /// Whether a query named a column that does not exist (SQLSTATE 42703): the table changed
 /// since its columns were read.
-fn is_column_gone(err: &tokio_postgres::Error) -> bool {
+pub(super) fn is_column_gone(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_COLUMN)
 }
 
-fn column_names(table: &DiscoveredTable) -> Vec<&str> {
+pub(super) fn column_names(table: &DiscoveredTable) -> Vec<&str> {
     table.columns.iter().map(|c| c.name.as_str()).collect()
 }
 
 /// Whether a query was cancelled by `statement_timeout` (SQLSTATE 57014).
-fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
+pub(super) fn is_statement_timeout(err: &tokio_postgres::Error) -> bool {
     err.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED)
 }
 
-fn backfill_error(table: &DiscoveredTable, err: tokio_postgres::Error) -> Error {
+pub(super) fn backfill_error(table: &DiscoveredTable, err: tokio_postgres::Error) -> Error {
     let err = PgError::from(err);
     Error::user(
         format!("backfill query of table \"{}.{}\" failed: {err}", table.schema, table.name),

@@ -76,6 +76,7 @@ mod input;
 pub mod keys;
 mod open;
 pub mod order;
+mod parallel;
 mod publication;
 mod reconcile;
 mod relations;
@@ -179,6 +180,10 @@ struct ChunkUndo {
     /// Rows the chunk emitted: none (a rewritten table looks empty to an older snapshot)
     /// means taking it back is exact whatever the backfill's mode.
     rows: u64,
+    /// The snapshots of the key ranges that read no row, when several connections read
+    /// the chunk (see `parallel`): an empty range whose snapshot misses a rewrite of the
+    /// table may have missed rows that the other ranges' rows do not vouch for.
+    empty_ranges: Vec<Snapshot>,
 }
 
 /// A chunk query started ahead of time (see `Session::prefetch_next_chunk`).
@@ -200,6 +205,9 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// A second connection for backfill chunk queries, so the next chunk can be read while
     /// the first connection writes a watermark.
     backfill_client: std::sync::Arc<Client>,
+    /// More connections for a table read by several at once (see `parallel`), opened when
+    /// such a table is backfilled and closed once none is.
+    extra_readers: Vec<std::sync::Arc<Client>>,
     registry: TypeRegistry,
     bindings: Vec<Binding>,
     by_table: BTreeMap<(String, String), usize>,
@@ -304,6 +312,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             if let Some(unused) = prefetched.take() {
                 unused.query.abort();
             }
+            // No table is backfilled any more: its extra readers are closed.
+            self.extra_readers.clear();
             self.delivered = DeliveredXids::default();
             if self.backfill_started.is_some() && self.last_progress_report.is_some() {
                 self.report_backfill_status(true);

@@ -93,6 +93,7 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
         emitter,
         client,
         backfill_client: std::sync::Arc::new(backfill_client),
+        extra_readers: Vec::new(),
         registry,
         by_table: bindings
             .iter()
@@ -310,7 +311,7 @@ async fn start_replication(
 /// walsender (which sends only flushed WAL) delivers the fence at once. Under a server
 /// default of `off` (common tuning) every fence would otherwise wait for the WAL writer
 /// (`wal_writer_delay`, 200 ms by default); `local` does not wait for synchronous standbys.
-async fn configure_session(client: &Client, config: &Config) -> Result<(), Error> {
+pub(super) async fn configure_session(client: &Client, config: &Config) -> Result<(), Error> {
     let timeout_ms = config.statement_timeout.map_or(0, |d| d.as_millis());
     client
         .batch_execute(&format!(

@@ -33,6 +33,7 @@ use tokio::io::AsyncWrite;
 
 use super::keys::{self, Element};
 use super::state::{BindingState, TableMode};
+use super::visibility::Snapshot;
 use super::{backfill, pg, Binding, Session};
 use crate::error::Error;
 use crate::value::PgType;
@@ -261,6 +262,60 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(())
     }
 
+    /// A keyed chunk of this round against the last changes to its table's definition
+    /// (`definitions`: their transactions): see [`Session::check_key_types`]. True: the
+    /// binding's state changed.
+    fn settle_chunk_undo(&mut self, index: usize, definitions: Option<&Vec<u32>>) -> bool {
+        let binding = &mut self.bindings[index];
+        let Some(undo) = binding.chunk_undo.take() else { return false };
+        let misses = |snapshot: &Snapshot| {
+            definitions.and_then(|xids| {
+                xids.iter().copied().find(|xid| *xid >= FIRST_NORMAL_XID && !snapshot.sees_committed(*xid))
+            })
+        };
+        // A range of a chunk read by several connections that saw no row, with a snapshot
+        // from before the rewrite (see `parallel`).
+        let empty_range = undo.empty_ranges.iter().find_map(|s| misses(s).map(|xid| (xid, s.clone())));
+        let Some(xid) = misses(&undo.snapshot).or(empty_range.as_ref().map(|(xid, _)| *xid)) else { return false };
+        let table = format!("{}.{}", binding.table.schema, binding.table.name);
+        if undo.rows == 0 {
+            // An empty chunk would end the backfill: it may be a rewritten table seen through
+            // the older snapshot. It emitted nothing, so taking it back is exact in every
+            // mode, the precise one included.
+            tracing::info!(
+                table = %table,
+                xid,
+                snapshot = %undo.snapshot,
+                "the table's definition changed after its backfill chunk's snapshot was taken (a rewrite makes the table look empty to that snapshot): the chunk is read again"
+            );
+            binding.state = undo.state;
+            binding.scanned_key = undo.scanned_key;
+        } else if let Some((_, snapshot)) = empty_range {
+            // Rows of the other ranges were emitted (a precise backfill dropped changes to
+            // them), so the chunk cannot be taken back, and the empty range may have hidden
+            // rows: start over, emitting every change.
+            tracing::warn!(
+                table = %table,
+                xid,
+                snapshot = %snapshot,
+                "table {table:?} was rewritten while several connections read its backfill chunk, and one of them saw it empty: its backfill restarts from the start"
+            );
+            start_over_unfiltered(binding);
+        } else {
+            // The query held its lock while it read, so a change that took the table's lock
+            // ran wholly before or after it; a rewrite gives every row a new xmin, invisible
+            // to an older snapshot. Rows seen therefore mean the table was read as of the
+            // chunk's snapshot, which the fence covers: the chunk stands. (Taking it back
+            // would also be wrong for a precise backfill, which dropped changes to the rows
+            // it emitted.)
+            tracing::debug!(table = %table, xid, snapshot = %undo.snapshot, rows = undo.rows,
+                "the table's definition changed after its backfill chunk's snapshot was taken, and the chunk saw rows: it stands");
+            return false;
+        }
+        self.checkpoints.binding_changed(index);
+        true
+    }
+
     /// After a backfill round, before its resume keys are checkpointed, for each keyed
     /// table it read:
     /// - a chunk that saw no row, and whose snapshot does not see the last change to its
@@ -288,39 +343,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let definitions = self.definition_xids(&planned).await?;
         let mut changed = false;
         for (index, columns) in planned {
-            let binding = &mut self.bindings[index];
-            if let Some(undo) = binding.chunk_undo.take() {
-                let unseen = definitions.get(&index).and_then(|xids| {
-                    xids.iter().copied().find(|xid| *xid >= FIRST_NORMAL_XID && !undo.snapshot.sees_committed(*xid))
-                });
-                if let Some(xid) = unseen {
-                    let table = format!("{}.{}", binding.table.schema, binding.table.name);
-                    if undo.rows > 0 {
-                        // The query held its lock while it read, so a change that took the
-                        // table's lock ran wholly before or after it; a rewrite gives every row
-                        // a new xmin, invisible to an older snapshot. Rows seen therefore mean
-                        // the table was read as of the chunk's snapshot, which the fence covers:
-                        // the chunk stands. (Taking it back would also be wrong for a precise
-                        // backfill, which dropped changes to the rows it emitted.)
-                        tracing::debug!(table = %table, xid, snapshot = %undo.snapshot, rows = undo.rows,
-                            "the table's definition changed after its backfill chunk's snapshot was taken, and the chunk saw rows: it stands");
-                    } else {
-                        // An empty chunk would end the backfill: it may be a rewritten table
-                        // seen through the older snapshot. It emitted nothing, so taking it back
-                        // is exact in every mode, the precise one included.
-                        tracing::info!(
-                            table = %table,
-                            xid,
-                            snapshot = %undo.snapshot,
-                            "the table's definition changed after its backfill chunk's snapshot was taken (a rewrite makes the table look empty to that snapshot): the chunk is read again"
-                        );
-                        binding.state = undo.state;
-                        binding.scanned_key = undo.scanned_key;
-                        self.checkpoints.binding_changed(index);
-                        changed = true;
-                    }
-                }
-            }
+            changed |= self.settle_chunk_undo(index, definitions.get(&index));
             let Some((names, signatures)) = current.get(&index).cloned() else { continue };
             let binding = &self.bindings[index];
             let planned_signature = binding.key_signature.clone().unwrap_or_default();

@@ -48,6 +48,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let priority = self.bindings[first].resource.priority;
         let full_chunk = u64::try_from(self.config.chunk_size).unwrap_or(1);
         self.prepare_backfills().await?;
+        self.close_unneeded_readers();
         let mut read = BTreeSet::new();
         let mut index = first;
         let mut prefetched = prefetched;
@@ -64,25 +65,39 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 .map(|(i, _)| i)
         };
         loop {
-            // This chunk's query goes out first: the backfill connection answers pipelined
-            // queries in order, so a query queued ahead of it whose rows nobody reads yet
-            // would block it for good.
-            let current = match prefetched.take() {
-                Some(p) if p.index == index => Some(p),
-                other => {
-                    if let Some(stale) = other {
-                        stale.query.abort();
-                    }
-                    self.start_chunk_query(index).await?
-                }
-            };
-            // Then the query of the table likely to come next, behind it (`backfill_chunk`
-            // sends it once this chunk's query is under way), so small tables do not each
-            // wait for a round trip. Its snapshot still follows the previous fence; if the
-            // round ends instead, it is dropped, never carried past the fence.
-            let next = next_in_round(&self.bindings, &read, index).filter(|_| read.len() + 1 < MAX_TABLES_PER_FENCE);
             self.bindings[index].chunk_undo = None;
-            if let Err(err) = self.backfill_chunk(index, current, next, stream).await {
+            let readers = self.backfill_readers(index);
+            let result = if readers > 1 {
+                // Its ranges are read by several connections at once (see `parallel`): a
+                // query sent ahead of it is not one of them.
+                if let Some(stale) = prefetched.take() {
+                    stale.query.abort();
+                    let _ = stale.query.await;
+                }
+                self.backfill_parallel(index, readers, stream).await
+            } else {
+                // This chunk's query goes out first: the backfill connection answers
+                // pipelined queries in order, so a query queued ahead of it whose rows
+                // nobody reads yet would block it for good.
+                let current = match prefetched.take() {
+                    Some(p) if p.index == index => Some(p),
+                    other => {
+                        if let Some(stale) = other {
+                            stale.query.abort();
+                        }
+                        self.start_chunk_query(index).await?
+                    }
+                };
+                // Then the query of the table likely to come next, behind it
+                // (`backfill_chunk` sends it once this chunk's query is under way), so small
+                // tables do not each wait for a round trip. Its snapshot still follows the
+                // previous fence; if the round ends instead, it is dropped, never carried
+                // past the fence. A table read by several connections gets none.
+                let next = next_in_round(&self.bindings, &read, index)
+                    .filter(|i| read.len() + 1 < MAX_TABLES_PER_FENCE && self.backfill_readers(*i) == 1);
+                self.backfill_chunk(index, current, next, stream).await
+            };
+            if let Err(err) = result {
                 // A key column retyped under the backfill fails the chunk query when no
                 // operator compares its new type with the resume key's old one: that restarts
                 // the table's backfill (`check_key_types`, below), it does not fail the capture.
@@ -314,6 +329,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// does not follow WAL order, is caught by the visibility check: see [`super::visibility`].)
     pub(super) async fn prefetch_next_chunk(&mut self) -> Result<Option<PrefetchedChunk>, Error> {
         let Some(index) = self.next_backfill() else { return Ok(None) };
+        if self.backfill_readers(index) > 1 {
+            // Read by several connections at once: see `parallel`.
+            return Ok(None);
+        }
         self.start_chunk_query(index).await
     }
 

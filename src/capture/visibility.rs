@@ -115,6 +115,13 @@ impl DeliveredXids {
         self.xids.is_empty()
     }
 
+    /// The first (oldest) transaction `snapshot` does not see, if any, forgetting nothing:
+    /// for several snapshots taken at about the same time, one seeing a transaction does not
+    /// mean that the others do.
+    pub fn first_unseen(&self, snapshot: &Snapshot) -> Option<u32> {
+        self.xids.iter().copied().filter(|xid| !snapshot.sees_committed(*xid)).min_by_key(|xid| snapshot.full_xid(*xid))
+    }
+
     /// Forget every transaction `snapshot` sees, and return the first it does not see, if
     /// any (the snapshot is then too old to read rows with).
     pub fn forget_seen(&mut self, snapshot: &Snapshot) -> Option<u32> {
@@ -188,6 +195,9 @@ mod tests {
         // The last recorded transaction was forgotten? No: 120 is still unseen.
         delivered.record(120);
         assert_eq!(delivered.len(), 3);
+        assert_eq!(delivered.first_unseen(&old), Some(103));
+        assert_eq!(delivered.first_unseen(&Snapshot::parse("104:110:").unwrap()), Some(120));
+        assert_eq!(delivered.len(), 3, "looking forgets nothing");
         let later = Snapshot::parse("121:121:").unwrap();
         assert_eq!(delivered.forget_seen(&later), None);
         assert!(delivered.is_empty());

@@ -20,6 +20,10 @@ fn default_slot() -> String {
 fn default_watermarks() -> String {
     "public.flow_watermarks".into()
 }
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(value: &i64) -> bool {
+    *value == 0
+}
 pub(super) fn default_chunk_size() -> i64 {
     50_000
 }
@@ -51,6 +55,10 @@ pub struct Advanced {
     #[serde(default = "default_chunk_size")]
     #[schemars(title = "Backfill Chunk Size")]
     pub backfill_chunk_size: i64,
+    /// Connections that read one large table's backfill at once, each a range of its keys (or of its pages, for a keyless table), 1 to 8. 0 or absent: 1. Each extra reader is one more connection while that table is backfilled.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(title = "Backfill Readers", range(min = 0, max = 8))]
+    pub backfill_readers: i64,
     /// Overrides SSL connection behavior by setting the 'sslmode' parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(title = "SSL Mode")]
@@ -124,6 +132,7 @@ fn unreachable_default() -> Advanced {
         watermarks_table: default_watermarks(),
         skip_backfills: String::new(),
         backfill_chunk_size: default_chunk_size(),
+        backfill_readers: 0,
         sslmode: None,
         sslrootcert: None,
         discover_schemas: Vec::new(),

@@ -97,6 +97,9 @@ pub struct Config {
     pub skip_all_backfills: bool,
     pub statement_timeout: Option<Duration>,
     pub chunk_size: i64,
+    /// `advanced.backfill_readers`: connections reading one table's backfill at once
+    /// (None: one, see `Config::backfill_readers_for`).
+    pub backfill_readers: Option<usize>,
     /// `advanced.feature_flags`, parsed.
     pub flags: FeatureFlags,
     /// The value formats: from the flags and the defaults when parsed (what discovery and
@@ -113,7 +116,19 @@ pub struct Config {
     pub tunnel: Option<std::sync::Arc<crate::pg::tunnel::SshTunnel>>,
 }
 
+/// The most connections that read one table's backfill at once.
+pub const MAX_BACKFILL_READERS: usize = 8;
+
 impl Config {
+    /// Connections that read the backfill of a table of about `estimated_rows` rows: the
+    /// configured number, else 1. (A default chosen by size, 2 from 20 chunks of rows and 4
+    /// from 80, is the intended rule once the mode has run long enough in the differential
+    /// harness; `estimated_rows` is kept for it.)
+    pub fn backfill_readers_for(&self, estimated_rows: u64) -> usize {
+        let _ = estimated_rows;
+        self.backfill_readers.map_or(1, |readers| readers.clamp(1, MAX_BACKFILL_READERS))
+    }
+
     /// Whether the capture writes nothing to the database (`advanced.read_only_capture`): no
     /// watermark writes (its backfill fences are WAL positions), no watermarks table, no
     /// publication created or altered. The replication slot is still created when missing.
@@ -184,6 +199,21 @@ mod tests {
 
     fn base() -> Value {
         json!({"address": "db.example.com", "credentials": {"auth_type": "UserPassword", "password": "pw"}})
+    }
+
+    #[test]
+    fn backfill_readers_are_one_unless_configured() {
+        let mut config = Config::parse(&base()).unwrap();
+        assert_eq!(config.backfill_readers, None);
+        for rows in [0, 999_999, 1_000_000, u64::MAX] {
+            assert_eq!(config.backfill_readers_for(rows), 1, "{rows} rows");
+        }
+        let mut raw = base();
+        raw["advanced"] = json!({"backfill_readers": 3, "backfill_chunk_size": 10});
+        config = Config::parse(&raw).unwrap();
+        assert_eq!((config.backfill_readers_for(0), config.backfill_readers_for(1 << 40)), (3, 3));
+        raw["advanced"] = json!({"backfill_readers": 0});
+        assert_eq!(Config::parse(&raw).unwrap().backfill_readers_for(1 << 40), 1);
     }
 
     #[test]

@@ -70,6 +70,7 @@ impl Config {
         let (skip_backfills, skip_all_backfills) = parse_skip_backfills(&adv.skip_backfills)?;
         let chunk_size = if adv.backfill_chunk_size <= 0 { default_chunk_size() } else { adv.backfill_chunk_size };
         let statement_timeout = parse_statement_timeout(&adv.statement_timeout)?;
+        let backfill_readers = parse_backfill_readers(adv.backfill_readers)?;
         let flags = parse_feature_flags(&adv.feature_flags)?;
         let min_backfill_xid = parse_min_backfill_xid(&adv.min_backfill_xid)?;
         let rediscovery_interval = parse_rediscovery_interval(&adv.rediscovery_interval)?;
@@ -88,6 +89,7 @@ impl Config {
             statement_timeout,
             chunk_size,
             formats: crate::value::ValueFormats::resolve(&flags.explicit, &crate::value::StateFormats::New),
+            backfill_readers,
             flags,
             min_backfill_xid,
             rediscovery_interval,
@@ -300,6 +302,19 @@ fn check_discovery_filters(raw: &EndpointConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `advanced.backfill_readers`: 0 (one reader) or 1 to [`MAX_BACKFILL_READERS`].
+fn parse_backfill_readers(readers: i64) -> Result<Option<usize>, ConfigError> {
+    match usize::try_from(readers) {
+        Ok(0) => Ok(None),
+        Ok(n) if n <= super::MAX_BACKFILL_READERS => Ok(Some(n)),
+        _ => Err(invalid(
+            "advanced.backfill_readers",
+            format!("{readers} is not a number of backfill readers"),
+            format!("set 0 (one reader) or 1 to {}", super::MAX_BACKFILL_READERS),
+        )),
+    }
+}
+
 /// `advanced.min_backfill_xid`: digits (Go's schema pattern), a 32-bit XID or a 64-bit
 /// one with its epoch (`pg_current_xact_id()`); only the low 32 bits count, as in the Go
 /// connector's comparison.
@@ -380,6 +395,8 @@ mod tests {
     fn bad_values_of_the_new_fields_name_the_field() {
         for (advanced, field) in [
             (json!({"min_backfill_xid": "12a"}), "advanced.min_backfill_xid"),
+            (json!({"backfill_readers": 9}), "advanced.backfill_readers"),
+            (json!({"backfill_readers": -1}), "advanced.backfill_readers"),
             (json!({"min_backfill_xid": "99999999999999999999999"}), "advanced.min_backfill_xid"),
             (json!({"rediscovery_interval": "30s"}), "advanced.rediscovery_interval"),
             (json!({"rediscovery_interval": "8761h"}), "advanced.rediscovery_interval"),

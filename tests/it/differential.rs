@@ -18,7 +18,9 @@
 //! other columns), a resource mode, column names that need quoting or collide with `_meta`,
 //! a mix of value types, statistics fresh, stale or absent, and a size relative to the chunk
 //! size (0, 1, chunk - 1, chunk, chunk + 1, a few chunks, many chunks, hundreds of pages);
-//! and whether the capture is read-only (`advanced.read_only_capture`: WAL-position fences).
+//! whether the capture is read-only (`advanced.read_only_capture`: WAL-position fences), and
+//! in a fraction of cases how many connections read a keyed table's chunk at once
+//! (`advanced.backfill_readers`, 2 to 4; `DIFF_READERS=n` forces it).
 //! Faults at random moments: SIGKILL, an immediate server restart, every connection cut by a
 //! TCP proxy, a stalled proxy; acknowledgements may lag several checkpoints behind.
 //!
@@ -278,6 +280,9 @@ struct Case {
     lagging_acks: bool,
     /// `advanced.read_only_capture`: fences are WAL positions, nothing is written.
     read_only: bool,
+    /// `advanced.backfill_readers` (0: not set, one reader): a table's chunk read by that
+    /// many connections at once.
+    readers: usize,
     collation: String,
 }
 
@@ -431,6 +436,8 @@ impl Case {
             lagging_acks: rng.gen_bool(0.3),
             // Drawn last, so that the rest of every earlier seed's case stays as it was.
             read_only: rng.gen_bool(0.25),
+            // Drawn after it, for the same reason; `DIFF_READERS` forces a number.
+            readers: env_parse("DIFF_READERS").unwrap_or(if rng.gen_bool(0.4) { rng.gen_range(2..=4) } else { 0 }),
             collation: collation.to_string(),
         }
     }
@@ -475,13 +482,14 @@ impl Case {
         let faults: Vec<String> =
             self.faults.iter().map(|f| format!("{:?}@{}cp/{}ms", f.kind, f.after_checkpoints, f.after_ms)).collect();
         format!(
-            "seed {} chunk {} ops {} faults [{}]{}{} tables [{}]",
+            "seed {} chunk {} ops {} faults [{}]{}{}{} tables [{}]",
             self.seed,
             self.chunk_size,
             self.ops,
             faults.join(" "),
             if self.lagging_acks { " lagging-acks" } else { "" },
             if self.read_only { " read-only" } else { "" },
+            if self.readers > 0 { format!(" readers {}", self.readers) } else { String::new() },
             tables.join("; ")
         )
     }
@@ -1270,6 +1278,9 @@ async fn run_case(cluster: Arc<PrivateCluster>, case: Case) -> Result<Passed, St
     config["advanced"]["backfill_chunk_size"] = json!(case.chunk_size);
     if case.read_only {
         config["advanced"]["read_only_capture"] = json!(true);
+    }
+    if case.readers > 0 {
+        config["advanced"]["backfill_readers"] = json!(case.readers);
     }
     let discover_request = request_line(json!({"discover": {"connectorType": "IMAGE", "config": config}}));
     let output = tokio::task::spawn_blocking(move || run_connector(&[], &discover_request, &[]))

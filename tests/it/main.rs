@@ -27,6 +27,7 @@ mod go_documents;
 mod harness;
 mod keyless_backfill;
 mod names;
+mod parallel_backfill;
 mod pg_connect;
 mod publication_slot;
 mod read_only;
