@@ -106,7 +106,7 @@ SQL
 }
 
 # write_config CHUNK_SIZE [SLOT]
-# BENCH_READERS, when set, is advanced.backfill_readers (unset: the default, 1).
+# BENCH_READERS, when set, is advanced.backfill_readers (unset: the default, chosen from the table size).
 write_config() {
   local slot="${2:-flow_slot}"
   local readers=""

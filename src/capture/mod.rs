@@ -208,6 +208,9 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// More connections for a table read by several at once (see `parallel`), opened when
     /// such a table is backfilled and closed once none is.
     extra_readers: Vec<std::sync::Arc<Client>>,
+    /// How many connections the server allowed to read one table, once it refused one of
+    /// the readers chosen by default (too many connections): later rounds read with that many.
+    readers_refused: Option<usize>,
     registry: TypeRegistry,
     bindings: Vec<Binding>,
     by_table: BTreeMap<(String, String), usize>,

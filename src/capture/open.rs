@@ -94,6 +94,7 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
         client,
         backfill_client: std::sync::Arc::new(backfill_client),
         extra_readers: Vec::new(),
+        readers_refused: None,
         registry,
         by_table: bindings
             .iter()

@@ -118,7 +118,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if binding.state.mode != TableMode::KeylessBackfill && binding.key_columns.is_empty() {
             return 1;
         }
-        self.config.backfill_readers_for(binding.estimated_rows.unwrap_or(0))
+        let readers = self.config.backfill_readers_for(binding.estimated_rows.unwrap_or(0));
+        self.readers_refused.map_or(readers, |cap| readers.min(cap))
     }
 
     /// Close the extra reader connections that no backfilling table needs any more.
@@ -162,15 +163,27 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let opened = self.watched(tokio::spawn(futures::future::join_all(opening)), watch, stream).await?;
         for client in opened {
             let client = client.map_err(|err| Error::Internal(format!("a backfill reader task failed: {err}")))?;
-            let client = client.map_err(|err| match &err {
+            match client {
+                Ok(client) => self.extra_readers.push(Arc::new(client)),
                 // Too many connections (53300): the extra readers are what is too many.
-                Error::Pg(crate::pg::PgError::Server { code, .. }) if code == "53300" => Error::user(
-                    format!("opening a backfill reader connection failed: {err}"),
-                    "each backfill reader beyond the first is one more server connection: lower advanced.backfill_readers (1 reads with one connection) or raise the server's max_connections",
-                ),
-                _ => err,
-            })?;
-            self.extra_readers.push(Arc::new(client));
+                Err(err) if is_too_many_connections(&err) => {
+                    if self.config.backfill_readers.is_some() {
+                        return Err(Error::user(
+                            format!("opening a backfill reader connection failed: {err}"),
+                            "each backfill reader beyond the first is one more server connection: lower advanced.backfill_readers (1 reads with one connection) or raise the server's max_connections",
+                        ));
+                    }
+                    // Readers the user did not ask for: read with the connections there are.
+                    let readers = 1 + self.extra_readers.len();
+                    tracing::warn!(
+                        readers,
+                        error = %err,
+                        "the server refused a backfill reader connection (too many connections): reading with fewer; set advanced.backfill_readers to choose how many"
+                    );
+                    self.readers_refused = Some(readers);
+                }
+                Err(err) => return Err(err),
+            }
         }
         Ok(())
     }
@@ -187,11 +200,16 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let (plan, _, _) = self.chunk_query(index)?;
         let started = Instant::now();
         let mut watch = ChunkWatch::start(self.status.interval()).await;
+        self.open_readers(readers - 1, &mut watch, stream).await?;
+        // The server may have refused some of the readers chosen by default.
+        let readers = readers.min(1 + self.extra_readers.len());
+        if readers < 2 {
+            return self.backfill_chunk(index, None, None, stream).await;
+        }
         let (after, limit) = match &plan {
             ChunkPlan::Keyed { after, limit } => (after, limit),
             ChunkPlan::Keyless { after_block, until_block } => {
                 let queries = self.window_queries(index, *after_block, until_block - after_block, readers);
-                self.open_readers(queries.len() - 1, &mut watch, stream).await?;
                 let Some(visible) = self.visible_ranges(index, &plan, &queries, &mut watch, stream).await? else {
                     return Ok(());
                 };
@@ -202,7 +220,6 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         else {
             return self.backfill_chunk(index, None, None, stream).await;
         };
-        self.open_readers(splits.len(), &mut watch, stream).await?;
         let queries = self.range_queries(index, after.as_ref(), &splits, *limit);
         let Some(visible) = self.visible_ranges(index, &plan, &queries, &mut watch, stream).await? else {
             return Ok(());
@@ -626,6 +643,11 @@ fn batch_permits(batch: &Batch) -> u32 {
         })
         .sum();
     u32::try_from(bytes.div_ceil(PERMIT_BYTES).max(1)).unwrap_or(u32::MAX)
+}
+
+/// Whether the server refused a connection because it has too many (SQLSTATE 53300).
+fn is_too_many_connections(err: &Error) -> bool {
+    matches!(err, Error::Pg(crate::pg::PgError::Server { code, .. }) if code == "53300")
 }
 
 /// Whether a query gave up waiting for a lock (`lock_timeout`, SQLSTATE 55P03).

@@ -98,7 +98,7 @@ pub struct Config {
     pub statement_timeout: Option<Duration>,
     pub chunk_size: i64,
     /// `advanced.backfill_readers`: connections reading one table's backfill at once
-    /// (None: one, see `Config::backfill_readers_for`).
+    /// (None: chosen from the table's size, see `Config::backfill_readers_for`).
     pub backfill_readers: Option<usize>,
     /// `advanced.feature_flags`, parsed.
     pub flags: FeatureFlags,
@@ -118,15 +118,29 @@ pub struct Config {
 
 /// The most connections that read one table's backfill at once.
 pub const MAX_BACKFILL_READERS: usize = 8;
+/// Chunks of rows (`advanced.backfill_chunk_size`) from which a table is read by two
+/// connections when `advanced.backfill_readers` is not set (1 M rows with the default size).
+pub const TWO_READERS_FROM_CHUNKS: u64 = 20;
+/// Chunks of rows from which it is read by four (10 M rows with the default size).
+pub const FOUR_READERS_FROM_CHUNKS: u64 = 200;
 
 impl Config {
-    /// Connections that read the backfill of a table of about `estimated_rows` rows: the
-    /// configured number, else 1. (A default chosen by size, 2 from 20 chunks of rows and 4
-    /// from 80, is the intended rule once the mode has run long enough in the differential
-    /// harness; `estimated_rows` is kept for it.)
+    /// Connections that read the backfill of a table of about `estimated_rows` rows (the
+    /// server's statistics): the configured number, else one below
+    /// [`TWO_READERS_FROM_CHUNKS`] chunks of rows, two from there, four from
+    /// [`FOUR_READERS_FROM_CHUNKS`]. The default stays modest on purpose: each reader is one
+    /// more backend producing rows on the user's server, and past a few the client's encoding
+    /// is the bound (docs/performance.md). A table never analyzed (no estimate) gets one.
     pub fn backfill_readers_for(&self, estimated_rows: u64) -> usize {
-        let _ = estimated_rows;
-        self.backfill_readers.map_or(1, |readers| readers.clamp(1, MAX_BACKFILL_READERS))
+        if let Some(readers) = self.backfill_readers {
+            return readers.clamp(1, MAX_BACKFILL_READERS);
+        }
+        let chunks = estimated_rows / u64::try_from(self.chunk_size.max(1)).unwrap_or(1);
+        match chunks {
+            c if c >= FOUR_READERS_FROM_CHUNKS => 4,
+            c if c >= TWO_READERS_FROM_CHUNKS => 2,
+            _ => 1,
+        }
     }
 
     /// Whether the capture writes nothing to the database (`advanced.read_only_capture`): no
@@ -202,18 +216,24 @@ mod tests {
     }
 
     #[test]
-    fn backfill_readers_are_one_unless_configured() {
+    fn backfill_readers_follow_the_table_size_unless_configured() {
         let mut config = Config::parse(&base()).unwrap();
         assert_eq!(config.backfill_readers, None);
-        for rows in [0, 999_999, 1_000_000, u64::MAX] {
-            assert_eq!(config.backfill_readers_for(rows), 1, "{rows} rows");
+        // Default chunk size 50,000: two readers from 1 M rows, four from 10 M.
+        for (rows, readers) in [(0, 1), (999_999, 1), (1_000_000, 2), (9_999_999, 2), (10_000_000, 4), (u64::MAX, 4)] {
+            assert_eq!(config.backfill_readers_for(rows), readers, "{rows} rows");
         }
         let mut raw = base();
+        raw["advanced"] = json!({"backfill_chunk_size": 10});
+        config = Config::parse(&raw).unwrap();
+        assert_eq!((config.backfill_readers_for(199), config.backfill_readers_for(200)), (1, 2));
         raw["advanced"] = json!({"backfill_readers": 3, "backfill_chunk_size": 10});
         config = Config::parse(&raw).unwrap();
         assert_eq!((config.backfill_readers_for(0), config.backfill_readers_for(1 << 40)), (3, 3));
-        raw["advanced"] = json!({"backfill_readers": 0});
+        raw["advanced"] = json!({"backfill_readers": 1});
         assert_eq!(Config::parse(&raw).unwrap().backfill_readers_for(1 << 40), 1);
+        raw["advanced"] = json!({"backfill_readers": 0});
+        assert_eq!(Config::parse(&raw).unwrap().backfill_readers_for(1 << 40), 4);
     }
 
     #[test]

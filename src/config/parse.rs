@@ -302,7 +302,8 @@ fn check_discovery_filters(raw: &EndpointConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `advanced.backfill_readers`: 0 (one reader) or 1 to [`MAX_BACKFILL_READERS`].
+/// `advanced.backfill_readers`: 0 (chosen from each table's size) or 1 to
+/// [`MAX_BACKFILL_READERS`].
 fn parse_backfill_readers(readers: i64) -> Result<Option<usize>, ConfigError> {
     match usize::try_from(readers) {
         Ok(0) => Ok(None),
@@ -310,7 +311,10 @@ fn parse_backfill_readers(readers: i64) -> Result<Option<usize>, ConfigError> {
         _ => Err(invalid(
             "advanced.backfill_readers",
             format!("{readers} is not a number of backfill readers"),
-            format!("set 0 (one reader) or 1 to {}", super::MAX_BACKFILL_READERS),
+            format!(
+                "set 0 (chosen from each table's size), or 1 to {} (1 reads every table with one connection)",
+                super::MAX_BACKFILL_READERS
+            ),
         )),
     }
 }

@@ -201,6 +201,97 @@ async fn readers_are_closed_after_the_backfill() {
     assert_matches_table(&committed, &table, "readers closed");
 }
 
+/// The number of readers chosen from the table's size when none is configured, and what
+/// happens when the server refuses the extra connections (here the database's connection
+/// limit, SQLSTATE 53300): readers chosen by default are given up with a warning and the
+/// backfill completes with one connection; a number set explicitly fails, naming the setting.
+async fn default_readers_follow_the_size_and_yield_to_a_connection_limit() {
+    let db = TestDb::create("parallel_backfill_default").await;
+    db.execute(&format!(
+        "CREATE TABLE test.big (id bigint PRIMARY KEY, counter bigint NOT NULL, pad text NOT NULL);
+         INSERT INTO test.big SELECT g, 0, 'p' FROM generate_series(1, {ROWS}) g;
+         ANALYZE test.big;"
+    ))
+    .await;
+    let backfill = |readers: Option<usize>, slot: String| {
+        let mut config = db.endpoint_config();
+        // 6,000 rows in chunks of 100: 60 chunks, two readers by default.
+        config["advanced"]["backfill_chunk_size"] = json!(100);
+        if let Some(readers) = readers {
+            config["advanced"]["backfill_readers"] = json!(readers);
+        }
+        config["advanced"]["slotName"] = json!(slot);
+        Capture { config, bindings: vec![binding("big", &["/id"])], slot }
+    };
+    let mut admin = Admin::new(Conn::superuser(cluster().await, &db.name));
+
+    // No limit: the default reads with more than the session's own two connections.
+    let capture = backfill(None, format!("{}_a", db.slot_name()));
+    let most = Arc::new(AtomicI64::new(0));
+    let watched = Arc::new(AtomicBool::new(false));
+    let watcher =
+        tokio::spawn(watch_connections(db.superuser_client().await, db.name.clone(), watched.clone(), most.clone()));
+    let mut committed = Committed::new(None);
+    final_run(&capture, &mut committed, &mut admin).await;
+    watched.store(true, Ordering::Relaxed);
+    watcher.await.expect("watcher");
+    let table = table_rows(admin.client().await, "test.big").await;
+    assert_matches_table(&committed, &table, "default readers");
+    let during = most.load(Ordering::Relaxed);
+    assert!(during > 2, "a table of 60 chunks was read with the session's own connections only ({during} seen)");
+
+    // The connections already there (this test's own) and the capture's catalog and backfill
+    // connections, not one more (its walsender is not counted against the database's limit;
+    // the limit refuses only roles that are not superusers, as the capture user).
+    let postgres = cluster().await.superuser_client("postgres").await;
+    let open_now = connections_to(admin.client().await, &db.name).await;
+    let limit = format!("ALTER DATABASE \"{}\" CONNECTION LIMIT {}", db.name, open_now + 2);
+    postgres.batch_execute(&limit).await.expect("set the database's connection limit");
+    let capture = backfill(None, format!("{}_b", db.slot_name()));
+    let mut committed = Committed::new(None);
+    let mut runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
+    let ending =
+        runner.run_until(&mut admin, tokio::time::Instant::now() + Duration::from_secs(120), |_, _| false).await;
+    let stderr = runner.stderr_lines().await;
+    assert!(matches!(ending, Some(Ending::Completed)), "refused default readers failed the capture: {stderr:?}");
+    assert!(
+        stderr.iter().any(|l| l.contains("refused a backfill reader connection") && l.contains("backfill_readers")),
+        "no warning about the refused reader: {stderr:?}"
+    );
+    assert_matches_table(&committed, &table, "default readers under a connection limit");
+
+    let capture = backfill(Some(2), format!("{}_c", db.slot_name()));
+    let mut committed = Committed::new(None);
+    let runner = Runner::open(&capture, &mut committed, &mut admin, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
+    match runner.finish(&mut admin, Duration::from_secs(120)).await {
+        Ending::Failed { error: Some(error), .. } => {
+            assert!(error.contains("advanced.backfill_readers") && error.contains("max_connections"), "{error}");
+        }
+        other => panic!("two readers configured under a limit of one: {}", other.describe()),
+    }
+    let unlimited = format!("ALTER DATABASE \"{}\" CONNECTION LIMIT -1", db.name);
+    postgres.batch_execute(&unlimited).await.expect("lift the database's connection limit");
+    db.drop_slots().await;
+}
+
+/// Backends connected to `database` now, once those closing have gone (the harness's
+/// short-lived connections end asynchronously).
+async fn connections_to(client: &tokio_postgres::Client, database: &str) -> i64 {
+    let mut last = -1;
+    loop {
+        let count: i64 = client
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", &[&database])
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if count == last {
+            return count;
+        }
+        last = count;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// `PARALLEL_SEED` fixes the seed (printed on failure for replay).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_readers_under_writes_and_kills_converge_to_the_table() {
@@ -214,4 +305,5 @@ async fn parallel_readers_under_writes_and_kills_converge_to_the_table() {
     run(4, None, seed + 2).await;
     run(3, Some("Without Primary Key"), seed + 3).await;
     readers_are_closed_after_the_backfill().await;
+    default_readers_follow_the_size_and_yield_to_a_connection_limit().await;
 }
