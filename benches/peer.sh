@@ -97,6 +97,19 @@ log "creating the table (${ROWS} rows)"
 create_wide_table t "$ROWS"
 pq -c "VACUUM (ANALYZE, FREEZE) t"
 
+# tap_counts FIGURES RECORDS EXPECTED MODE LOG: a tap run counts if it emitted every record
+# and exited 0 (its figures, the last line of FIGURES, are logged); otherwise its figures are
+# dropped, the reason is printed, and the function fails.
+tap_counts() {
+  local figures="$1" records="$2" expected="$3" mode="$4" tap_log="$5"
+  if [ "$records" != "$expected" ] || grep -q 'non-zero status' "$WORK/time-f.txt"; then
+    sed -i '$d' "$figures"
+    not_run pipelinewise "$mode emitted $records records of $expected, $(head -1 "$WORK/time-f.txt") (BENCH_KEEP=1 keeps its log, $tap_log)"
+    return 1
+  fi
+  log "rep $rep: tap $mode $(tail -1 "$figures") (load $(load_now))"
+}
+
 # measure FILE CMD...: run CMD under /usr/bin/time, append "wall cpu rss_kib" to FILE.
 measure() {
   local out="$1" status=0
@@ -177,12 +190,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
       runs pipelinewise || continue
       records="$(measure "$WORK/b-tap.txt" "$TAP_VENV/bin/tap-postgres" -c "$WORK/tap.json" --catalog "$WORK/catalog.json" \
         2>"$WORK/tap.log" | grep -c '^{"type": "RECORD"' || true)"
-      if [ "$records" != "$ROWS" ] || grep -q 'non-zero status' "$WORK/time-f.txt"; then
-        sed -i '$d' "$WORK/b-tap.txt"
-        not_run pipelinewise "FULL_TABLE emitted $records records of $ROWS, $(head -1 "$WORK/time-f.txt") (BENCH_KEEP=1 keeps its log, $WORK/tap.log)"
-        continue
-      fi
-      log "rep $rep: tap FULL_TABLE $(tail -1 "$WORK/b-tap.txt") (load $(load_now))"
+      tap_counts "$WORK/b-tap.txt" "$records" "$ROWS" FULL_TABLE "$WORK/tap.log" || continue
       ;;
     dbz)
       runs debezium || continue
@@ -356,12 +364,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
       rm -f "$WORK/ticking"
       wait "$ticker"
       pq -c "SELECT pg_drop_replication_slot('pipelinewise_bench')" >/dev/null
-      if [ "$records" != "$STREAM_ROWS" ] || grep -q 'non-zero status' "$WORK/time-f.txt"; then
-        sed -i '$d' "$WORK/s-tap.txt"
-        not_run pipelinewise "LOG_BASED emitted $records records of $STREAM_ROWS, $(head -1 "$WORK/time-f.txt") (BENCH_KEEP=1 keeps its log, $WORK/tap-stream.log)"
-        continue
-      fi
-      log "rep $rep: tap LOG_BASED $(tail -1 "$WORK/s-tap.txt") (load $(load_now))"
+      tap_counts "$WORK/s-tap.txt" "$records" "$STREAM_ROWS" LOG_BASED "$WORK/tap-stream.log" || continue
       ;;
     dbz)
       runs debezium || continue

@@ -82,13 +82,20 @@ pub struct ColumnEncoder<'a> {
     formats: ValueFormats,
 }
 
+/// A column's kind, and for a float key column its width (`Some(single)`): key floats are
+/// strings in fixed notation (see `encode_float_key`), other floats JSON numbers.
+fn classify_column<'a>(ty: &'a PgType, is_key: bool, formats: &ValueFormats) -> (Kind<'a>, Option<bool>) {
+    let kind = classify(ty, formats);
+    let float_key = match kind {
+        Kind::Float { single } if is_key => Some(single),
+        _ => None,
+    };
+    (kind, float_key)
+}
+
 impl<'a> ColumnEncoder<'a> {
     pub fn new(ty: &'a PgType, is_key: bool, formats: &ValueFormats) -> Self {
-        let kind = classify(ty, formats);
-        let float_key = match kind {
-            Kind::Float { single } if is_key => Some(single),
-            _ => None,
-        };
+        let (kind, float_key) = classify_column(ty, is_key, formats);
         ColumnEncoder { ty, kind, float_key, formats: *formats }
     }
 
@@ -120,11 +127,7 @@ pub struct ColumnCodec {
 
 impl ColumnCodec {
     pub fn new(ty: &PgType, is_key: bool, formats: &ValueFormats) -> Self {
-        let kind = classify(ty, formats);
-        let float_key = match kind {
-            Kind::Float { single } if is_key => Some(single),
-            _ => None,
-        };
+        let (kind, float_key) = classify_column(ty, is_key, formats);
         ColumnCodec { scalar: owned_encoding(kind), float_key, formats: *formats }
     }
 
