@@ -93,16 +93,16 @@ row "connector > driver, spawn to exit" "$(f "$conn_s")" "$(rate "$conn_s")" "$(
 row "connector > driver, first to last document" "$(f "$window_s")" "$(rate "$window_s")" "$(mbps "$bytes" "$window_s")"
 echo
 row "connector output, bytes per document" "$(f "$(echo "$bytes / $ROWS" | bc -l)" 0)"
-row "ratio to COPY, > /dev/null (target >= 0.6)" "$(f "$ratio")" "$(awk -v r="$ratio" 'BEGIN { print (r >= 0.6) ? "PASS" : "BELOW" }')"
+row "ratio to COPY, > /dev/null (target >= 0.85)" "$(f "$ratio")" "$(awk -v r="$ratio" 'BEGIN { print (r >= 0.85) ? "PASS" : "BELOW" }')"
 row "ratio to COPY, > driver" "$(f "$ratio_drv")"
-row "connector peak RSS MiB, median / max (< 100)" "$(f "$(echo "$rss_med / 1024" | bc -l)" 1)" "$(f "$(echo "$rss_max / 1024" | bc -l)" 1)" \
-  "$(awk -v r="$rss_max" 'BEGIN { print (r < 102400) ? "PASS" : "ABOVE" }')"
+row "connector peak RSS MiB, median / max (< 32)" "$(f "$(echo "$rss_med / 1024" | bc -l)" 1)" "$(f "$(echo "$rss_max / 1024" | bc -l)" 1)" \
+  "$(awk -v r="$rss_max" 'BEGIN { print (r < 32768) ? "PASS" : "ABOVE" }')"
 row "connector CPU s (user+sys), > /dev/null" "$(f "$(cpu "$WORK/null.jsonl")")"
 row "connector CPU s (user+sys), > driver" "$(f "$(cpu "$WORK/conn.jsonl")")"
 row "driver CPU s (reading the output)" "$(f "$driver_cpu")"
 null_cpu="$(cpu "$WORK/null.jsonl")"
 row "connector CPU us/row, > /dev/null" "$(f "$(echo "$null_cpu * 1000000 / $ROWS" | bc -l)")"
-summary backfill "ratio to COPY, > /dev/null (target >= 0.6), $ROWS rows" "$(f "$ratio")"
+summary backfill "ratio to COPY, > /dev/null (target >= 0.85), $ROWS rows" "$(f "$ratio")"
 summary backfill "ratio to COPY, > driver" "$(f "$ratio_drv")"
 summary backfill "connector CPU us/row, > /dev/null" "$(f "$(echo "$null_cpu * 1000000 / $ROWS" | bc -l)")"
 summary backfill "connector peak RSS MiB (max of runs)" "$(f "$(echo "$rss_max / 1024" | bc -l)" 1)"
