@@ -35,7 +35,7 @@
 //! around them: catalog reads, the spill, the current-values lookup, emitting.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
@@ -189,7 +189,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 
     fn on_commit(&mut self, end_lsn: Lsn) {
-        self.checkpoints.on_commit(end_lsn);
+        self.checkpoints.on_commit(end_lsn, Instant::now());
         self.fence.on_commit(end_lsn);
     }
 
@@ -599,7 +599,7 @@ async fn current_values(
 ) -> Result<Option<Vec<Option<String>>>, Error> {
     let text: Vec<TextParam<'_>> = params.iter().map(|p| TextParam(p)).collect();
     let refs: Vec<&(dyn ToSql + Sync)> = text.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     loop {
         let rows = match with_deadline(
             limit,

@@ -494,7 +494,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             }
             // Checkpoints fall between transactions only: with one open, keep reading
             // until its commit.
-            match self.checkpoints.timing(self.transactions.current().is_none()) {
+            match self.checkpoints.timing(self.transactions.current().is_none(), Instant::now) {
                 Timing::NotDue => {}
                 Timing::Now => self.checkpoint_if_due(false, stream).await?,
                 Timing::UnlessFrameWithin(wait) => match tokio::time::timeout(wait, stream.recv()).await {
