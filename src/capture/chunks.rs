@@ -35,6 +35,8 @@ use crate::value::PgType;
 const VISIBILITY_WAIT_WARNING: Duration = Duration::from_secs(5);
 /// Longest pause between snapshot checks while a chunk waits for a commit to become visible.
 const VISIBILITY_RETRY_MAX: Duration = Duration::from_millis(100);
+/// Rows a chunk takes as they are ready before it polls its timer (and reads the clock) again.
+const READY_STREAK: u32 = 256;
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// A chunk query hit the statement timeout before yielding progress: retry smaller
@@ -385,17 +387,28 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut rows: u64 = 0;
         let mut timed_out = false;
         let mut last_row: Option<tokio_postgres::Row> = None;
+        // Rows already received are taken without the timer's select and clock read; every
+        // READY_STREAK rows (or when none is ready) the select runs, so the timer still ticks.
+        let mut streak = 0;
         loop {
-            use futures::StreamExt;
-            let next = tokio::select! {
-                next = row_stream.next() => next,
-                _ = watch.timer.tick() => {
-                    self.status.send(stream, self.checkpoints.confirmable(), false).await?;
-                    self.probe_if_quiet(&mut watch.quiet_since).await?;
-                    continue;
-                }
+            use futures::{FutureExt, StreamExt};
+            let ready = if streak < READY_STREAK { row_stream.next().now_or_never() } else { None };
+            let next = if let Some(next) = ready {
+                streak += 1;
+                next
+            } else {
+                streak = 0;
+                let next = tokio::select! {
+                    next = row_stream.next() => next,
+                    _ = watch.timer.tick() => {
+                        self.status.send(stream, self.checkpoints.confirmable(), false).await?;
+                        self.probe_if_quiet(&mut watch.quiet_since).await?;
+                        continue;
+                    }
+                };
+                watch.quiet_since = Instant::now();
+                next
             };
-            watch.quiet_since = Instant::now();
             let Some(row) = next else { break };
             let row = match row {
                 Ok(row) => row,
@@ -437,11 +450,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 txid: None,
                 tag: self.source_tag.as_deref(),
             };
-            self.document.clear();
-            document::write_document(&mut self.document, &layout, &self.row, Op::Create, &source, None);
             // Fields are used directly (not `self.emit`): the encoders borrow the binding.
+            // The document is written straight into the output buffer (no copy of it).
             let confirmable = self.checkpoints.confirmable();
-            self.status.during(stream, confirmable, self.emitter.captured(binding_number, &self.document)).await?;
+            let encoded = &self.row;
+            let write = |out: &mut Vec<u8>| document::write_document(out, &layout, encoded, Op::Create, &source, None);
+            self.status.during(stream, confirmable, self.emitter.captured_with(binding_number, write)).await?;
             self.checkpoints.on_document();
             rows += 1;
             if failpoint::fires(Failpoint::MidChunk) {
