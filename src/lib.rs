@@ -63,7 +63,7 @@ use protocol::{Request, RequestReader};
 /// Run the connector over stdin/stdout until end of input (or until a capture ends).
 pub async fn run_connector() -> Result<(), error::Error> {
     let stdin = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
-    let mut emitter = Emitter::stdout().map_err(error::Error::Output)?;
+    let mut emitter = Emitter::new(tokio::io::stdout());
     serve(RequestReader::new(stdin), &mut emitter).await
 }
 

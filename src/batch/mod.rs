@@ -141,7 +141,7 @@ fn fail(message: &str) -> ExitCode {
 /// Run the batch connector over stdin/stdout until end of input (or the capture ends).
 pub async fn run_connector() -> Result<(), Error> {
     let stdin = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
-    let mut emitter = Emitter::stdout().map_err(Error::Output)?;
+    let mut emitter = Emitter::new(tokio::io::stdout());
     serve(RequestReader::new(stdin), &mut emitter).await
 }
 
