@@ -57,9 +57,19 @@ impl<W: AsyncWrite + Unpin> Emitter<W> {
     }
 
     async fn write_flushed(&mut self, response: &Response<'_>) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.buffer, response).map_err(std::io::Error::other)?;
+        self.append_json(response)?;
         self.buffer.push(b'\n');
         self.flush().await
+    }
+
+    /// Serialize `value` at the end of the buffer; on failure the buffer is left as it was,
+    /// so no partial line is ever written.
+    fn append_json(&mut self, value: &impl serde::Serialize) -> std::io::Result<()> {
+        let mark = self.buffer.len();
+        serde_json::to_writer(&mut self.buffer, value).map_err(|err| {
+            self.buffer.truncate(mark);
+            std::io::Error::other(err)
+        })
     }
 
     pub async fn spec(&mut self, spec: &SpecResponse) -> std::io::Result<()> {
@@ -113,8 +123,12 @@ impl<W: AsyncWrite + Unpin> Emitter<W> {
 
     /// Write a merge-patch checkpoint and flush: everything before it may now commit.
     pub async fn checkpoint(&mut self, state_patch: &Value) -> std::io::Result<()> {
+        let mark = self.buffer.len();
         self.buffer.extend_from_slice(b"{\"checkpoint\":{\"state\":{\"updated\":");
-        serde_json::to_writer(&mut self.buffer, state_patch).map_err(std::io::Error::other)?;
+        if let Err(err) = self.append_json(state_patch) {
+            self.buffer.truncate(mark);
+            return Err(err);
+        }
         self.buffer.extend_from_slice(b",\"mergePatch\":true}}}\n");
         self.pending_documents = 0;
         self.flush().await
