@@ -201,6 +201,23 @@ run_driver() {
 # Print a table row with fixed columns: row LABEL VALUE...
 row() { printf '  %-44s' "$1"; shift; printf ' %14s' "$@"; printf '\n'; }
 
+# drop_slot SLOT: drop the slot if it exists, once no process holds it (the previous run's
+# walsender may still be exiting when its client already has).
+drop_slot() {
+  local i
+  for i in $(seq 1 100); do
+    [ "$(pq1 "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$1' AND active")" = 0 ] && break
+    sleep 0.1
+  done
+  pq -c "SELECT pg_drop_replication_slot('$1') FROM pg_replication_slots WHERE slot_name = '$1'" >/dev/null
+}
+
+# fresh_slot TEMPLATE SLOT: SLOT as a new copy of the template slot (which is never consumed).
+fresh_slot() {
+  drop_slot "$2"
+  pq -c "SELECT pg_copy_logical_replication_slot('$1', '$2')" >/dev/null
+}
+
 # summary BENCHMARK FIGURE VALUE: one line for the summary table scripts/bench.sh prints at the
 # end of a run (appended to $BENCH_SUMMARY, tab-separated; nothing when it is unset).
 summary() {

@@ -65,7 +65,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
   driver=$!
   for _ in $(seq 1 600); do [ -e "$WORK/ready" ] && break; sleep 0.1; done
   [ -e "$WORK/ready" ] || { echo "the capture did not reach streaming within 60 s" >&2; exit 1; }
-  pq -c "SELECT pg_drop_replication_slot('recv_slot')" >/dev/null 2>&1 || true
+  drop_slot recv_slot
   pq -c "SELECT pg_create_logical_replication_slot('recv_slot', 'pgoutput')" >/dev/null
 
   log "rep $rep: inserting $ROWS rows in $CONCURRENCY concurrent transaction(s)"
@@ -92,7 +92,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
     --endpos "$end_lsn" --no-loop -o proto_version=2 -o publication_names=flow_publication -o streaming=on \
     -f /dev/null
   t_r1="$(now_s)"
-  pq -c "SELECT pg_drop_replication_slot('recv_slot')" >/dev/null
+  drop_slot recv_slot
   drain="$(echo "$start_unix + $last_doc - $t2" | bc -l)"
   echo "$(echo "$t1 - $t0" | bc -l) $(echo "$t2 - $t1" | bc -l) $drain $(echo "$start_unix + $last_doc - $t0" | bc -l) $(echo "$t_r1 - $t_r0" | bc -l)" >>"$WORK/result.txt"
   log "rep $rep: insert $(f "$(echo "$t1 - $t0" | bc -l)") s, update $(f "$(echo "$t2 - $t1" | bc -l)") s, drain after last commit $(f "$drain") s, pg_recvlogical $(f "$(echo "$t_r1 - $t_r0" | bc -l)") s"

@@ -283,7 +283,7 @@ JSON
       | grep '^{"type": "STATE"' | tail -1 \
       | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["value"]))' >"$WORK/tap-state.json" \
       || not_run pipelinewise "the initial LOG_BASED run failed ($WORK/tap-initial.log)"
-    pq -c "SELECT pg_drop_replication_slot('pipelinewise_bench')" >/dev/null
+    drop_slot pipelinewise_bench
   else
     not_run pipelinewise "LOG_BASED discovery failed ($WORK/discover.log)"
   fi
@@ -308,11 +308,6 @@ end_lsn="$(pq1 "SELECT pg_current_wal_lsn()")"
 wal_mb="$(pq1 "SELECT pg_wal_lsn_diff('$end_lsn', '$start_lsn')::int8 / 1000000")"
 pq -c "CHECKPOINT" >/dev/null
 
-# fresh_slot TEMPLATE NAME: a new copy of the template, the old one dropped.
-fresh_slot() {
-  pq -c "SELECT pg_drop_replication_slot('$2') FROM pg_replication_slots WHERE slot_name = '$2'" >/dev/null
-  pq -c "SELECT pg_copy_logical_replication_slot('$1', '$2')" >/dev/null
-}
 for f in recv conn tap dbz; do : >"$WORK/s-$f.txt"; done
 : >"$WORK/conn-stream.jsonl"
 : >"$WORK/dbz-stream.jsonl"
@@ -363,7 +358,7 @@ for rep in $(seq 1 "$BENCH_REPS"); do
         | grep -c '^{"type": "RECORD"' || true)"
       rm -f "$WORK/ticking"
       wait "$ticker"
-      pq -c "SELECT pg_drop_replication_slot('pipelinewise_bench')" >/dev/null
+      drop_slot pipelinewise_bench
       tap_counts "$WORK/s-tap.txt" "$records" "$STREAM_ROWS" LOG_BASED "$WORK/tap-stream.log" || continue
       ;;
     dbz)

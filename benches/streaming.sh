@@ -61,8 +61,7 @@ pq -c "CHECKPOINT" >/dev/null
 : >"$WORK/conn.jsonl"
 : >"$WORK/recv.txt"
 drain_connector() {
-  pq -c "SELECT pg_drop_replication_slot('flow_slot')" >/dev/null 2>&1 || true
-  pq -c "SELECT pg_copy_logical_replication_slot('template_slot', 'flow_slot')" >/dev/null
+  fresh_slot template_slot flow_slot
   run_driver "$WORK/conn.jsonl" --table public.s --state-in "$WORK/state0.json" --shutdown-after-polling \
     --rss "$WORK/time.txt" --stderr "$WORK/connector.log" --log-level "${BENCH_LOG_LEVEL:-info}"
   local docs
@@ -74,8 +73,7 @@ drain_connector() {
   fi
 }
 drain_recvlogical() {
-  pq -c "SELECT pg_drop_replication_slot('recv_slot')" >/dev/null 2>&1 || true
-  pq -c "SELECT pg_copy_logical_replication_slot('template_slot', 'recv_slot')" >/dev/null
+  fresh_slot template_slot recv_slot
   local t0 t1
   t0="$(now_s)"
   /usr/bin/time -f "%U %S" -o "$WORK/recv-time.txt" timeout 1800 pg_recvlogical -h 127.0.0.1 -p "$PG_PORT" -U flow_capture -d bench --slot recv_slot --start \
@@ -85,7 +83,7 @@ drain_recvlogical() {
   echo "$t1 - $t0" | bc -l >>"$WORK/recv.txt"
   awk '{ print $1 + $2 }' "$WORK/recv-time.txt" >>"$WORK/recv-cpu.txt"
   log "rep $1: pg_recvlogical $(tail -1 "$WORK/recv.txt") s (load $(load_now))"
-  pq -c "SELECT pg_drop_replication_slot('recv_slot')" >/dev/null
+  drop_slot recv_slot
 }
 
 for rep in $(seq 1 "$BENCH_REPS"); do
