@@ -82,6 +82,13 @@ struct Output<'a> {
 }
 
 impl Output<'_> {
+    /// One structural byte (`:`, `,`, a bracket): none of them needs escaping in a string.
+    #[inline]
+    fn put_byte(&mut self, byte: u8) {
+        self.buf.push(byte);
+    }
+
+    #[inline]
     fn put(&mut self, bytes: &[u8]) {
         if self.quoted_at.is_none() {
             self.buf.extend_from_slice(bytes);
@@ -107,7 +114,7 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
     check_utf8(text)?;
     out.reserve(text.len());
     let mut out = Output { buf: out, quoted_at: None };
-    let mut stack: Vec<u8> = Vec::new();
+    let mut stack = Containers::default();
     let mut expect = Expect::Value;
     let mut pos = 0;
     loop {
@@ -128,7 +135,7 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
                 if b != b':' {
                     return Err(syntax("':' after an object key"));
                 }
-                out.put(b":");
+                out.put_byte(b':');
                 pos += 1;
                 expect = Expect::Value;
             }
@@ -144,12 +151,12 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
             }
             Expect::CommaOrEnd => match (stack.last(), b) {
                 (Some(b'{'), b',') => {
-                    out.put(b",");
+                    out.put_byte(b',');
                     pos += 1;
                     expect = Expect::Key;
                 }
                 (Some(b'['), b',') => {
-                    out.put(b",");
+                    out.put_byte(b',');
                     pos += 1;
                     expect = Expect::Value;
                 }
@@ -170,7 +177,7 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
                             out.quoted_at = Some(stack.len());
                         }
                         stack.push(b);
-                        out.put(&[b]);
+                        out.put_byte(b);
                         pos += 1;
                         expect = if b == b'{' { Expect::FirstKey } else { Expect::FirstElement };
                         continue;
@@ -209,7 +216,7 @@ pub(crate) fn write_json_text(text: &[u8], out: &mut Vec<u8>) -> Result<(), Valu
     }
 }
 
-fn after_value(stack: &[u8]) -> Expect {
+fn after_value(stack: &Containers) -> Expect {
     if stack.is_empty() {
         Expect::End
     } else {
@@ -219,9 +226,9 @@ fn after_value(stack: &[u8]) -> Expect {
 
 /// Closes the innermost container (the caller checked the bracket matches), and the
 /// string holding it if it is the container written as one.
-fn close(stack: &mut Vec<u8>, out: &mut Output<'_>, pos: usize, expect: &mut Expect) -> usize {
+fn close(stack: &mut Containers, out: &mut Output<'_>, pos: usize, expect: &mut Expect) -> usize {
     let open = stack.pop().unwrap_or(b'[');
-    out.put(if open == b'{' { b"}" } else { b"]" });
+    out.put_byte(if open == b'{' { b'}' } else { b']' });
     if out.quoted_at == Some(stack.len()) {
         out.quoted_at = None;
         out.buf.push(b'"');
@@ -229,6 +236,73 @@ fn close(stack: &mut Vec<u8>, out: &mut Output<'_>, pos: usize, expect: &mut Exp
     *expect = after_value(stack);
     pos + 1
 }
+
+/// How many levels of open containers [`Containers`] holds without allocating: enough for
+/// nearly every real document, so the usual value costs no allocation.
+const INLINE_LEVELS: usize = 32;
+
+/// The open arrays and objects (`[` or `{`), innermost last. The first
+/// [`INLINE_LEVELS`] live in an array; only deeper ones use the heap.
+struct Containers {
+    inline: [u8; INLINE_LEVELS],
+    len: usize,
+    deeper: Vec<u8>,
+}
+
+impl Default for Containers {
+    fn default() -> Self {
+        Containers { inline: [0; INLINE_LEVELS], len: 0, deeper: Vec::new() }
+    }
+}
+
+impl Containers {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, open: u8) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = open,
+            None => self.deeper.push(open),
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<u8> {
+        let last = self.last()?;
+        if self.len > INLINE_LEVELS {
+            self.deeper.pop();
+        }
+        self.len -= 1;
+        Some(last)
+    }
+
+    fn last(&self) -> Option<u8> {
+        match self.len {
+            0 => None,
+            n if n <= INLINE_LEVELS => Some(self.inline[n - 1]),
+            _ => self.deeper.last().copied(),
+        }
+    }
+}
+
+/// Bytes that end an unescaped run inside a JSON string: the closing quote, a backslash,
+/// and the control characters, which must be escaped.
+static STRING_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
 
 /// Four hex digits at `text[at..]`, as a number.
 fn hex4(text: &[u8], at: usize) -> Option<u32> {
@@ -249,9 +323,13 @@ fn copy_string(text: &[u8], start: usize, out: &mut Output<'_>) -> Result<usize,
     let mut pos = start + 1;
     let mut run_start = pos;
     loop {
-        let Some(&b) = text.get(pos) else {
+        // Skip the run of plain bytes in one scan.
+        let run = text.get(pos..).unwrap_or_default();
+        let Some(plain) = run.iter().position(|&b| STRING_STOP[usize::from(b)]) else {
             return Err(ValueErrorKind::Truncated { expected: "the end of a JSON string" });
         };
+        pos += plain;
+        let b = text[pos];
         match b {
             b'"' => {
                 out.put(&text[run_start..=pos]);

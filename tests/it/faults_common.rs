@@ -405,8 +405,9 @@ impl<'a> Runner<'a> {
         self.session.sourced_schemas()
     }
 
-    /// Drive the session until `stop` holds; the test fails, saying `what` did not happen and
-    /// how the session ended, if it ends or `within` passes first.
+    /// Drive the session until `stop` holds; the test fails, saying `what` did not happen,
+    /// how the session ended and how far it had come (so a stuck session tells itself from
+    /// a slow one), if it ends or `within` passes first.
     pub async fn reach(
         &mut self,
         admin: &mut Admin,
@@ -415,7 +416,13 @@ impl<'a> Runner<'a> {
         stop: impl FnMut(&Progress, &Committed) -> bool,
     ) {
         if let Some(ending) = self.run_until(admin, Instant::now() + within, stop).await {
-            panic!("{what}: {}", ending.describe());
+            let Progress { backfill_documents, change_documents, checkpoints } = &self.progress;
+            panic!(
+                "{what}: {}; this session had sent {backfill_documents} backfill and {change_documents} change \
+                 documents and {checkpoints} checkpoints within {within:?}, and the committed state is {}",
+                ending.describe(),
+                if self.committed.streaming() { "streaming" } else { "still backfilling" },
+            );
         }
     }
 
