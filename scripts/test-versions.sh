@@ -15,7 +15,9 @@
 #     standby that never confirms holds it; the backfill must wait for it);
 #   * capture_chaos:: (every fault scenario: failpoints under load with transactions past
 #     logical_decoding_work_mem, immediate restarts of a private server of that version,
-#     network cuts and stalls, dropped slots, publications and tables; about 90 s each);
+#     network cuts and stalls, dropped slots, publications and tables; about 90 s each). The
+#     failpoint scenarios stop CHAOS_VERSION_SESSIONS sessions each, default 8 (20 on 15 in
+#     scripts/test.sh): the matrix took 2,720 s of CI's 90 minutes with 20;
 #   * capture_faults:: (ten runs of the random-SIGKILL soak: six kills each under a writer
 #     of single- and multi-row transactions, the result equal to the table; about 60 s);
 #   * differential::seeds (the randomized differential harness, tests/it/differential.rs:
@@ -81,6 +83,7 @@ for major in "${majors[@]}"; do
     # (TEST_PG_HOST would point the tests at an existing server instead.)
     env -u TEST_PG_HOST TEST_PG_BINDIR="$bindir" \
         DIFF_SEEDS="${DIFF_VERSION_SEEDS:-6}" DIFF_SEED_BASE="${major}000" \
+        CHAOS_SESSIONS="${CHAOS_VERSION_SESSIONS:-8}" \
         cargo test "${locked[@]}" --test it -- \
         transcript::capture_ capture_stream:: capture_visibility:: capture_chaos:: capture_faults:: \
         differential::seeds keyless_backfill::keyless_backfill_reads_each_row_about_once \
