@@ -38,7 +38,8 @@
 #     server for pgoutput protocol 2, which PostgreSQL 13 does not have (the connector itself
 #     uses protocol 1 there; every other test covers that).
 #
-# The test build is the same as scripts/test.sh's, so after it nothing is compiled again.
+# The builds are the same as scripts/test.sh's (the release binaries, which the tests run, and
+# the test build), so after it nothing is compiled again.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,9 +64,13 @@ fi
 export INSTA_UPDATE="${INSTA_UPDATE:-no}"
 
 started=$SECONDS
-echo "==> cargo test ${locked[*]} --test it --no-run"
+echo "==> cargo build --release ${locked[*]}; cargo test ${locked[*]} --test it --no-run"
+cargo build --release "${locked[@]}"
 cargo test "${locked[@]}" --test it --no-run
 echo "==> build: $((SECONDS - started))s"
+# The release binaries, as in scripts/test.sh (see there why).
+export TEST_CONNECTOR_BIN="${TEST_CONNECTOR_BIN:-$root/target/release/source-postgres}"
+export TEST_BATCH_CONNECTOR_BIN="${TEST_BATCH_CONNECTOR_BIN:-$root/target/release/source-postgres-batch}"
 
 results=()
 failed=0

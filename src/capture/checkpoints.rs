@@ -40,8 +40,9 @@ const BACKLOG_BYTES: u64 = 64 * 1024;
 const BACKLOG_WAIT: Duration = Duration::from_millis(5);
 /// The longest a commit's documents wait for their checkpoint (and so for stdout) while
 /// later frames keep arriving. At 5,000 transactions/s without it, the p99 from commit to
-/// stdout was 106 ms (docs/performance.md, latency); a drained backlog pays one checkpoint
-/// per this interval, a few hundred a second, each a short line and one write.
+/// stdout was 173 ms, with it 4.7 ms (docs/performance.md, finding 12); a drained backlog
+/// pays one checkpoint per this interval, a few hundred a second, each a short line and one
+/// write.
 pub(super) const MAX_CHECKPOINT_DELAY: Duration = Duration::from_millis(2);
 
 /// When the next checkpoint should be written (see [`Checkpoints::timing`]).

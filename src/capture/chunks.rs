@@ -389,6 +389,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let mut last_row: Option<tokio_postgres::Row> = None;
         // Rows already received are taken without the timer's select and clock read; every
         // READY_STREAK rows (or when none is ready) the select runs, so the timer still ticks.
+        // `quiet_since` is refreshed only there too: rows taken ready are at most
+        // READY_STREAK rows' time old, far below the status interval it is compared with.
         let mut streak = 0;
         loop {
             use futures::{FutureExt, StreamExt};

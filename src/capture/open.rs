@@ -63,6 +63,9 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     emitter.opened().await.map_err(Error::Output)?;
 
     let mut replication = ReplicationClient::connect(&config.connect_params()).await?;
+    let sender_timeout_ms =
+        with_deadline(STARTUP_ANSWER_LIMIT, "reading wal_sender_timeout", wal_sender_timeout_ms(&client)).await??;
+    slot::wait_until_released(&client, config.slot_name(), slot::release_bound(sender_timeout_ms)).await?;
     let owner = open.capture.name.as_str();
     let start = start_position(&mut replication, &client, &config, owner, &reconciled).await?;
     // What the server has written so far: the slot is never confirmed beyond what the server
@@ -75,8 +78,7 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
     let protocol_version = if server_version >= 140_000 { 2 } else { 1 };
     let mut stream = start_replication(replication, &config, start, protocol_version).await?;
 
-    let status_interval =
-        with_deadline(STARTUP_ANSWER_LIMIT, "reading wal_sender_timeout", status_interval(&client)).await??;
+    let status_interval = status::interval_for(sender_timeout_ms);
     let backfill_client = crate::pg::connect_sql(&config.connect_params()).await?;
     with_deadline(
         STARTUP_ANSWER_LIMIT,
@@ -323,14 +325,15 @@ pub(super) async fn configure_session(client: &Client, config: &Config) -> Resul
         .map_err(pg)
 }
 
-/// The standby status interval for this server (see [`status::interval_for`]).
-async fn status_interval(client: &Client) -> Result<std::time::Duration, Error> {
-    let timeout_ms: i64 = client
+/// The server's `wal_sender_timeout` in milliseconds (0: none), which sets the standby
+/// status interval ([`status::interval_for`]) and how long a held slot is waited for
+/// ([`slot::release_bound`]).
+async fn wal_sender_timeout_ms(client: &Client) -> Result<i64, Error> {
+    Ok(client
         .query_one("SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_sender_timeout'", &[])
         .await
         .map_err(pg)?
-        .get(0);
-    Ok(status::interval_for(timeout_ms))
+        .get(0))
 }
 
 /// pgoutput ends the stream with `publication "p" does not exist` when the publication was

@@ -11,7 +11,7 @@
 //!   slot of that name?  no ──► record ownership, create it
 //!        │ yes
 //!        ├─ physical, another database or another output plugin ──► refuse (never ours)
-//!        ├─ in use ──► refuse (another capture is running)
+//!        ├─ in use ──► refuse (another capture is running; see below)
 //!        ├─ the watermarks table's row of the slot names this capture ──► drop, recreate
 //!        ├─ it names another capture ──► refuse
 //!        ├─ nothing recorded, but the state had a cursor ──► drop, recreate
@@ -38,6 +38,12 @@
 //! written against another server, or one restored from a backup, would otherwise make the
 //! stream wait for WAL that never comes, and confirm the slot to a position the server has
 //! not reached), and the slot must exist, be usable, and not be confirmed past it.
+//!
+//! **A slot in use** is waited for first ([`wait_until_released`]), whichever the path: the
+//! session holding it may be the walsender of this capture's own previous session, which
+//! the server ends only once it notices the client is gone (at once for a crashed process,
+//! after `wal_sender_timeout` for a cut network path). Only a slot held past that bound is
+//! another capture's.
 
 use std::time::Duration;
 
@@ -328,6 +334,105 @@ pub(super) async fn start_without_cursor(
     Ok(consistent_point)
 }
 
+/// How long a capture waits for its slot to be released by a walsender still holding it,
+/// for a server whose `wal_sender_timeout` is `timeout_ms` (0: none).
+///
+/// A walsender keeps its slot until it notices that its client is gone: at once when the
+/// client's process died on a reachable host (the socket closes), but only after
+/// `wal_sender_timeout` when the network path was cut. So a capture restarted right after a
+/// crash can find its own slot still held by its predecessor's walsender, for a moment or
+/// for up to that timeout. The bound is the timeout and a margin, at most two minutes; half
+/// a minute when the server has no timeout. A slot still held after it is another capture's.
+pub(super) fn release_bound(timeout_ms: i64) -> Duration {
+    match u64::try_from(timeout_ms) {
+        Ok(ms) if ms > 0 => (Duration::from_millis(ms) + Duration::from_secs(5)).min(Duration::from_secs(120)),
+        _ => Duration::from_secs(30),
+    }
+}
+
+/// The session holding a slot, as `pg_stat_activity` shows it to the capture user.
+#[derive(Debug, Default)]
+struct SlotHolder {
+    pid: i32,
+    application: Option<String>,
+    client: Option<String>,
+    since: Option<String>,
+}
+
+impl SlotHolder {
+    fn describe(&self) -> String {
+        let mut text = format!("PID {}", self.pid);
+        if let Some(application) = self.application.as_deref().filter(|a| !a.is_empty()) {
+            text.push_str(&format!(", application {application:?}"));
+        }
+        if let Some(client) = &self.client {
+            text.push_str(&format!(", from {client}"));
+        }
+        if let Some(since) = &self.since {
+            text.push_str(&format!(", connected since {since}"));
+        }
+        text
+    }
+}
+
+async fn slot_holder(client: &Client, slot: &str) -> Result<Option<SlotHolder>, Error> {
+    let row = client
+        .query_opt(
+            "SELECT s.active_pid, a.application_name::text, a.client_addr::text, a.backend_start::text
+             FROM pg_catalog.pg_replication_slots s
+             LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = s.active_pid
+             WHERE s.slot_name = $1 AND s.active_pid IS NOT NULL",
+            &[&slot],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(row.map(|row| SlotHolder { pid: row.get(0), application: row.get(1), client: row.get(2), since: row.get(3) }))
+}
+
+/// Wait, up to `bound` (see [`release_bound`]), until no session holds the slot (or it
+/// does not exist); a slot still held then is in use by another capture, and that is the
+/// error, naming the session that holds it.
+pub(super) async fn wait_until_released(client: &Client, slot: &str, bound: Duration) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let mut reported = false;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let holder =
+            with_deadline(super::STARTUP_ANSWER_LIMIT, "reading the replication slot", slot_holder(client, slot))
+                .await??;
+        let Some(holder) = holder else {
+            if reported {
+                tracing::info!(slot = %slot, waited_ms = started.elapsed().as_millis() as u64, "the replication slot was released");
+            }
+            return Ok(());
+        };
+        if started.elapsed() >= bound {
+            return Err(Error::user(
+                format!(
+                    "replication slot {slot:?} is in use: another capture is already running against this database (the slot was held for {} s by {})",
+                    bound.as_secs(),
+                    holder.describe()
+                ),
+                format!(
+                    "stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?}); if nothing else should be using it, end that session: SELECT pg_catalog.pg_terminate_backend({});",
+                    holder.pid
+                ),
+            ));
+        }
+        if !reported {
+            reported = true;
+            tracing::warn!(
+                slot = %slot,
+                holder = %holder.describe(),
+                bound_s = bound.as_secs(),
+                "the replication slot is held by another session: waiting for it to be released (a capture restarted right after a crash finds its predecessor's connection still open until the server notices it is gone)"
+            );
+        }
+        tokio::time::sleep(pause.min(bound.saturating_sub(started.elapsed()))).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
 fn slot_in_use(slot: &str) -> Error {
     Error::user(
         format!("replication slot {slot:?} is in use: another capture is already running against this database"),
@@ -439,6 +544,31 @@ async fn create_slot(replication: &mut ReplicationClient, client: &Client, slot:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_slot_is_waited_for_as_long_as_the_server_takes_to_notice_a_lost_client() {
+        assert_eq!(release_bound(60_000), Duration::from_secs(65), "the default wal_sender_timeout");
+        assert_eq!(release_bound(2_000), Duration::from_secs(7));
+        assert_eq!(release_bound(3_600_000), Duration::from_secs(120), "at most two minutes");
+        assert_eq!(release_bound(0), Duration::from_secs(30), "no timeout: the server never ends it");
+        assert_eq!(release_bound(-1), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_holder_of_a_slot_is_named_with_what_is_known_of_it() {
+        let holder = SlotHolder {
+            pid: 4242,
+            application: Some("source-postgres".into()),
+            client: Some("10.0.0.7/32".into()),
+            since: Some("2026-12-07 07:00:00+00".into()),
+        };
+        assert_eq!(
+            holder.describe(),
+            "PID 4242, application \"source-postgres\", from 10.0.0.7/32, connected since 2026-12-07 07:00:00+00"
+        );
+        let hidden = SlotHolder { pid: 7, application: Some(String::new()), ..SlotHolder::default() };
+        assert_eq!(hidden.describe(), "PID 7");
+    }
 
     #[test]
     fn foreign_slots_are_refused_with_the_reason() {

@@ -622,3 +622,95 @@ async fn columns_dropped_and_renamed_during_a_backfill_do_not_stop_it() {
         assert!(got.contains_key("a"), "id {id} lacks column a: {got:?}");
     }
 }
+
+/// A capture restarted right after a crash can find its slot still held by the walsender of
+/// its previous session, until the server notices that client is gone (at once for a
+/// killed process, after `wal_sender_timeout` for a cut network path). The new session
+/// waits for the slot, saying who holds it, and captures once it is released; a slot held
+/// for longer than the server's `wal_sender_timeout` (and a margin) is another capture's,
+/// and that is the error, naming the session holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_capture_waits_for_its_slot_to_be_released() {
+    let db = TestDb::create("held_slot").await;
+    db.execute("CREATE TABLE test.t (id int PRIMARY KEY)").await;
+    // A short wal_sender_timeout keeps the bound (timeout + 5 s) short for the second half.
+    db.superuser_client()
+        .await
+        .batch_execute(&format!("ALTER DATABASE {} SET wal_sender_timeout = '2s'", db.name))
+        .await
+        .expect("set wal_sender_timeout");
+    let mut state = json!({});
+    let mut session = Session::open(&db.endpoint_config(), vec![binding("t", &["/id"])], &state, &[]).await;
+    settle(&mut session, &mut state).await;
+    session.kill().await;
+    let cursor: source_postgres::lsn::Lsn = state["cursor"].as_str().expect("a cursor").parse().expect("LSN");
+    let params = crate::pg_connect::capture_params(&db.name).await;
+    let holder_pid = || async {
+        let admin = db.superuser_client().await;
+        let row = admin
+            .query_one("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1", &[&db.slot_name()])
+            .await
+            .expect("read the slot");
+        row.get::<_, Option<i32>>(0).expect("the slot is held")
+    };
+
+    // Held for 3 s: the capture waits, then streams.
+    let holder = hold_slot(&params, &db.slot_name(), cursor, Duration::from_secs(3)).await;
+    let pid = holder_pid().await;
+    let mut session =
+        Session::open_capturing_stderr(&db.endpoint_config(), vec![binding("t", &["/id"])], &state, &[]).await;
+    db.execute("INSERT INTO test.t VALUES (2)").await;
+    let documents = until_checkpoint(&mut session, &mut state, Duration::from_secs(60)).await;
+    assert_eq!(documents.iter().map(|d| d["id"].clone()).collect::<Vec<_>>(), vec![json!(2)]);
+    holder.await.expect("the holder");
+    let stderr = session.stderr_lines().await;
+    let warning = stderr
+        .iter()
+        .find(|line| line.contains("waiting for it to be released"))
+        .unwrap_or_else(|| panic!("no warning about the held slot:\n{}", stderr.join("\n")));
+    assert!(warning.contains(&format!("PID {pid}")), "the warning names the holder: {warning}");
+    session.kill().await;
+
+    // Held past the bound (2 s + 5 s): another capture's; the error names the holder.
+    let holder = hold_slot(&params, &db.slot_name(), cursor, Duration::from_secs(20)).await;
+    let pid = holder_pid().await;
+    let started = Instant::now();
+    let mut session =
+        Session::open_capturing_stderr(&db.endpoint_config(), vec![binding("t", &["/id"])], &state, &[]).await;
+    match session.next(Duration::from_secs(30)).await {
+        Event::Exited(status) => assert_eq!(status.code(), Some(1)),
+        other => panic!("the capture should have failed on the held slot: {other:?}"),
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(7), "the capture gave up after {waited:?}, before the bound");
+    let stderr = session.stderr_lines().await;
+    let last = stderr.last().expect("an error line");
+    assert!(last.contains("another capture is already running"), "{last}");
+    assert!(last.contains(&format!("held for 7 s by PID {pid}")), "{last}");
+    assert!(last.contains(&format!("pg_terminate_backend({pid})")), "the hint says how to end it: {last}");
+    holder.abort();
+}
+
+/// Stream from `slot` as another client would, for `release_after`, answering the walsender
+/// often enough for a short `wal_sender_timeout`; the slot is released when the task ends.
+async fn hold_slot(
+    params: &source_postgres::pg::ConnectParams,
+    slot: &str,
+    from: source_postgres::lsn::Lsn,
+    release_after: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let replication =
+        source_postgres::pg::replication::ReplicationClient::connect(params).await.expect("connect for replication");
+    let options = [
+        ("proto_version", "1".to_string()),
+        ("publication_names", source_postgres::pg::quote_identifier("flow_publication")),
+    ];
+    let mut stream = replication.start_replication(slot, from, &options).await.expect("hold the slot");
+    tokio::spawn(async move {
+        let until = Instant::now() + release_after;
+        while Instant::now() < until {
+            stream.send_standby_status(from, from, from, false).await.expect("status update");
+            let _ = tokio::time::timeout(Duration::from_millis(300), stream.recv()).await;
+        }
+    })
+}

@@ -269,12 +269,20 @@ if [ -n "$pid" ]; then
   stop KILL 50
   wait "$pid"
 fi
+# What explains a connection the server closed, for the test run's output (the log goes
+# with the directory): crashes, walsenders that timed out, a full disk, memory.
+notable=$(grep -E 'PANIC|was terminated by signal|terminating walsender process due to replication timeout|No space left|out of memory' \
+  "$dir/postgres.log" 2>/dev/null | tail -n 40)
+if [ -n "$notable" ]; then
+  printf '%s\n%s\n' "--- the shared test server's log, notable lines ---" "$notable"
+fi
 rm -rf "$dir"
 "#;
 
 async fn start_managed_cluster(bindir: &Path) -> Result<TestCluster, StartError> {
     let (server, _dir, port) =
-        spawn_cluster(bindir, "source-postgres-it-", WRAPPER_SCRIPT, &[], Stdio::null(), None).await?;
+        // Its stdout is the test run's: it prints the server log's notable lines on exit.
+        spawn_cluster(bindir, "source-postgres-it-", WRAPPER_SCRIPT, &[], Stdio::inherit(), None).await?;
     Ok(local_cluster(bindir, port, server))
 }
 

@@ -21,7 +21,7 @@ use crate::harness::{self, TestDb};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Parameters for the capture role of the shared cluster, in `database`.
-async fn capture_params(database: &str) -> ConnectParams {
+pub async fn capture_params(database: &str) -> ConnectParams {
     let cluster = harness::cluster().await;
     ConnectParams {
         host: cluster.host.clone(),
