@@ -4,8 +4,8 @@
 #   scripts/build-image.sh [--connector NAME] [--smoke] [--tag NAME] [--archive FILE] [--stage-only]
 #
 # 1. Builds statically linked binaries of both connectors of the crate (source-postgres, the CDC
-#    connector, and source-postgres-batch): glibc with crt-static, for x86_64-unknown-linux-gnu.
-#    The explicit --target keeps build scripts and proc-macros dynamically linked.
+#    connector, and source-postgres-batch) with scripts/build-release.sh: glibc with crt-static,
+#    for x86_64-unknown-linux-gnu.
 # 2. Stages them and the system CA bundle under target/image/ (see Dockerfile, .dockerignore).
 # 3. Builds the Dockerfile's stage of the chosen connector with buildah, using vfs storage and
 #    chroot isolation, which work as root without a daemon, overlayfs or user namespaces. The image
@@ -57,31 +57,15 @@ step() {
     echo "==> $*"
 }
 
-rust_target="x86_64-unknown-linux-gnu"
 ca_bundle="/etc/ssl/certs/ca-certificates.crt"
 stage="$root/target/image"
 
 # --- 1. the static binaries -----------------------------------------------------------------
-# Both, whichever image is built: the Dockerfile's stages all read the same staged context, and
-# one cargo invocation builds the crate once for both.
+# Both, whichever image is built: the Dockerfile's stages all read the same staged context.
+# scripts/build-release.sh builds them (once: scripts/test.sh has built and tested the same).
 binaries=(source-postgres source-postgres-batch)
-locked=()
-if [[ -f Cargo.lock ]]; then
-    locked=(--locked)
-fi
-step "cargo build --release --target $rust_target (crt-static): ${binaries[*]}"
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release "${locked[@]}" --target "$rust_target" --bin source-postgres --bin source-postgres-batch
-target_dir="$(cargo metadata --no-deps --format-version 1 |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-for name in "${binaries[@]}"; do
-    binary="$target_dir/$rust_target/release/$name"
-    [[ -x "$binary" ]] || die "the build did not produce $binary"
-    linkage="$(ldd "$binary" 2>&1 || true)"
-    if ! grep -Eq 'statically linked|not a dynamic executable' <<<"$linkage"; then
-        die "$binary is dynamically linked, it would not run in an empty image:"$'\n'"$linkage"
-    fi
-done
+step "scripts/build-release.sh: ${binaries[*]}"
+release_dir="$(scripts/build-release.sh)"
 
 # --- 2. the build context -------------------------------------------------------------------
 step "staging the binaries and the CA bundle in target/image/"
@@ -89,7 +73,7 @@ step "staging the binaries and the CA bundle in target/image/"
 rm -rf "$stage"
 mkdir -p "$stage"
 for name in "${binaries[@]}"; do
-    install -m 0755 "$target_dir/$rust_target/release/$name" "$stage/$name"
+    install -m 0755 "$release_dir/$name" "$stage/$name"
 done
 install -m 0644 "$ca_bundle" "$stage/ca-certificates.crt"
 ls -l "$stage"

@@ -64,13 +64,13 @@ fi
 export INSTA_UPDATE="${INSTA_UPDATE:-no}"
 
 started=$SECONDS
-echo "==> cargo build --release ${locked[*]}; cargo test ${locked[*]} --test it --no-run"
-cargo build --release "${locked[@]}"
+echo "==> scripts/build-release.sh; cargo test ${locked[*]} --test it --no-run"
+release_dir="$(scripts/build-release.sh)"
 cargo test "${locked[@]}" --test it --no-run
 echo "==> build: $((SECONDS - started))s"
 # The release binaries, as in scripts/test.sh (see there why).
-export TEST_CONNECTOR_BIN="${TEST_CONNECTOR_BIN:-$root/target/release/source-postgres}"
-export TEST_BATCH_CONNECTOR_BIN="${TEST_BATCH_CONNECTOR_BIN:-$root/target/release/source-postgres-batch}"
+export TEST_CONNECTOR_BIN="${TEST_CONNECTOR_BIN:-$release_dir/source-postgres}"
+export TEST_BATCH_CONNECTOR_BIN="${TEST_BATCH_CONNECTOR_BIN:-$release_dir/source-postgres-batch}"
 
 results=()
 failed=0

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The project's test command: a release build, then every test of the crate (unit tests, the
-# integration tests against a throwaway PostgreSQL in tests/it running the release binaries,
-# the transcript snapshots, doc tests), then a one-line summary.
+# The project's test command: the release build the images ship (scripts/build-release.sh),
+# then every test of the crate (unit tests, the integration tests in tests/it running those
+# release binaries against a throwaway PostgreSQL, the transcript snapshots, doc tests), then a
+# one-line summary.
 #
 #   scripts/test.sh [extra cargo test arguments]     # e.g. scripts/test.sh --test it harness
 #
@@ -25,19 +26,18 @@ if [[ "${CI:-}" == true && "$(id -u)" -eq 0 && ! -f "$(pg_config --sharedir)/ext
 if [[ "$(id -u)" -eq 0 && ! -x /usr/sbin/sshd ]] && command -v apt-get >/dev/null; then DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssh-server; fi
 
 started=$SECONDS
-echo "==> cargo build --release ${locked[*]}"
-cargo build --release "${locked[@]}"
+release_dir="$(scripts/build-release.sh)"
 built=$SECONDS
 
-# The integration tests run the binaries just built, the ones the images ship, rather than
-# the test profile's debug builds (which `cargo test` alone uses). Besides testing what
-# ships: the fault scenarios' writers keep writing while a restarted session catches up, and
-# on two shared cores a debug build fell minutes behind them (a watermark failpoint scenario
-# took 243 s against 8.5 s, the version matrix 516 s against 218 s on PostgreSQL 18). Unit
-# tests keep the test profile's overflow checks. TEST_CONNECTOR_BIN and
-# TEST_BATCH_CONNECTOR_BIN name other builds.
-export TEST_CONNECTOR_BIN="${TEST_CONNECTOR_BIN:-$root/target/release/source-postgres}"
-export TEST_BATCH_CONNECTOR_BIN="${TEST_BATCH_CONNECTOR_BIN:-$root/target/release/source-postgres-batch}"
+# The integration tests run the binaries just built, the ones the images ship (statically
+# linked; scripts/build-image.sh stages the same files), rather than the test profile's debug
+# builds (which `cargo test` alone uses). Besides testing what ships: the fault scenarios'
+# writers keep writing while a restarted session catches up, and on two shared cores a debug
+# build fell minutes behind them (a watermark failpoint scenario took 243 s against 8.5 s, the
+# version matrix 516 s against 218 s on PostgreSQL 18). Unit tests keep the test profile's
+# overflow checks. TEST_CONNECTOR_BIN and TEST_BATCH_CONNECTOR_BIN name other builds.
+export TEST_CONNECTOR_BIN="${TEST_CONNECTOR_BIN:-$release_dir/source-postgres}"
+export TEST_BATCH_CONNECTOR_BIN="${TEST_BATCH_CONNECTOR_BIN:-$release_dir/source-postgres-batch}"
 
 echo "==> cargo test ${locked[*]} $*"
 log="$(mktemp)"
