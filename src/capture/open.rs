@@ -296,12 +296,8 @@ async fn start_replication(
         .map_err(|err| {
             let text = err.to_string();
             if text.contains("is active for PID") {
-                Error::user(
-                    format!("another capture is already running against this database: {text}"),
-                    format!(
-                        "stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?})"
-                    ),
-                )
+                // Free a moment ago (`slot::wait_until_released`): taken since.
+                slot::slot_in_use(&slot, Some(&text), None)
             } else {
                 Error::Pg(err)
             }

@@ -280,7 +280,7 @@ pub(super) async fn start_without_cursor(
     }
     if let Some(found) = &found {
         if found.active {
-            return Err(slot_in_use(slot));
+            return Err(slot_in_use(slot, None, None));
         }
         match slot_owner(client, config, owner).await? {
             Owner::This => {}
@@ -318,7 +318,7 @@ pub(super) async fn start_without_cursor(
         .await?
         {
             Ok(()) | Err(PgError::SlotMissing { .. }) => {}
-            Err(PgError::SlotActive { .. }) => return Err(slot_in_use(slot)),
+            Err(PgError::SlotActive { .. }) => return Err(slot_in_use(slot, None, None)),
             Err(err) => return Err(Error::Pg(err)),
         }
         tracing::info!(slot = %slot, "dropped this capture's earlier replication slot to start afresh");
@@ -407,17 +407,8 @@ pub(super) async fn wait_until_released(client: &Client, slot: &str, bound: Dura
             return Ok(());
         };
         if started.elapsed() >= bound {
-            return Err(Error::user(
-                format!(
-                    "replication slot {slot:?} is in use: another capture is already running against this database (the slot was held for {} s by {})",
-                    bound.as_secs(),
-                    holder.describe()
-                ),
-                format!(
-                    "stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?}); if nothing else should be using it, end that session: SELECT pg_catalog.pg_terminate_backend({});",
-                    holder.pid
-                ),
-            ));
+            let held = format!("the slot was held for {} s by {}", bound.as_secs(), holder.describe());
+            return Err(slot_in_use(slot, Some(&held), Some(holder.pid)));
         }
         if !reported {
             reported = true;
@@ -433,10 +424,20 @@ pub(super) async fn wait_until_released(client: &Client, slot: &str, bound: Dura
     }
 }
 
-fn slot_in_use(slot: &str) -> Error {
+/// The error for a slot another session holds: another capture, as far as this one can tell.
+/// `detail` says what is known of the holder; with its `pid`, the hint says how to end it.
+pub(super) fn slot_in_use(slot: &str, detail: Option<&str>, pid: Option<i32>) -> Error {
+    let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+    let end_it = pid
+        .map(|pid| format!("; if nothing else should be using it, end that session: SELECT pg_catalog.pg_terminate_backend({pid});"))
+        .unwrap_or_default();
     Error::user(
-        format!("replication slot {slot:?} is in use: another capture is already running against this database"),
-        format!("stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?})"),
+        format!(
+            "replication slot {slot:?} is in use: another capture is already running against this database{detail}"
+        ),
+        format!(
+            "stop the other capture, or give this one its own slot with advanced.slotName (currently {slot:?}){end_it}"
+        ),
     )
 }
 
