@@ -126,6 +126,10 @@ async fn read_only_under_load(test: &str, kills: usize, async_commit: bool) {
     // wal_writer_delay, 200 ms): larger chunks, so that the backfill outruns the writer.
     let chunk = if async_commit { 5 * CHUNK } else { CHUNK };
     capture.config["advanced"]["backfill_chunk_size"] = json!(chunk);
+    // One reader: the count of checkpoints below is per chunk, and parallel readers (the
+    // default from 20 chunks' worth of rows by the table's statistics, which autovacuum may
+    // or may not have gathered by then) share one checkpoint per round.
+    capture.config["advanced"]["backfill_readers"] = json!(1);
     let mut admin = Admin::new(conn.clone());
     let workload = Workload::start(conn.clone(), "test.chaos", 0, seed);
     let mut committed = Committed::new(Some("counter"));
