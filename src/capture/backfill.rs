@@ -14,8 +14,9 @@
 //! query names the relation's files, so that a rewrite (VACUUM FULL, CLUSTER, ...), which
 //! moves every row to another CTID, is noticed.
 //!
-//! Rows are read in binary (the driver's result format): key columns, and the emitted
-//! columns of most types, are selected as `::text`, whose binary form is its UTF-8 bytes, so
+//! Rows are read in binary (the driver's result format): the emitted columns of most
+//! types, and the key columns whose text is not computed from an emitted cell
+//! ([`KeyCell`]), are selected as `::text`, whose binary form is its UTF-8 bytes, so
 //! they stream in PostgreSQL's pinned text output — the same input the replication path
 //! gives the shared value encoder. The emitted columns of a few fixed-width built-in types
 //! (integers, floats, `bool`, `date`, timestamps, `uuid`: [`reads_binary`]) are selected
@@ -80,6 +81,39 @@ pub struct ReadForm {
 /// are): the built-in types `value::BinaryCodec` decodes, never a domain over one.
 pub fn reads_binary(column: &crate::discovery::Column) -> bool {
     crate::value::BinaryCodec::for_column(&column.pg_type, column.type_oid, false).is_some()
+}
+
+/// Where a keyed chunk row's resume key is read from, per key column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCell {
+    /// Selected as `key::text`, ahead of the emitted columns (in key order among the key
+    /// columns so selected).
+    Text,
+    /// Computed from the emitted column at `position` (among the emitted columns), read in
+    /// binary: an integer, `oid` or `uuid`, whose text output no setting changes
+    /// (`BinaryCodec::text_output`). Selecting such a key's text as well costs the server
+    /// most of what a chunk costs it beyond a plain COPY (docs/performance.md, finding 14).
+    Emitted { position: usize, codec: crate::value::BinaryCodec },
+}
+
+/// How a keyed chunk read in binary or not (`ReadForm::binary`) gets each key column's
+/// text: the one rule both the chunk's SQL and the reading of its rows follow.
+pub fn key_cells(table: &DiscoveredTable, key_columns: &[String], binary: bool) -> Vec<KeyCell> {
+    let emitted = emitted_columns(table);
+    key_columns
+        .iter()
+        .map(|name| {
+            let emitted_key = emitted.iter().position(|i| table.columns[*i].name == *name).filter(|_| binary);
+            emitted_key
+                .and_then(|position| {
+                    let column = &table.columns[emitted[position]];
+                    crate::value::BinaryCodec::for_column(&column.pg_type, column.type_oid, true)
+                        .filter(crate::value::BinaryCodec::has_exact_text)
+                        .map(|codec| KeyCell::Emitted { position, codec })
+                })
+                .unwrap_or(KeyCell::Text)
+        })
+        .collect()
 }
 
 /// Which rows a backfill reads, besides its key or CTID window.
@@ -192,7 +226,19 @@ fn select_sql(
     // Key references are qualified with the table's alias: a bare name in ORDER BY would
     // refer to the *output* column of that name, which is the key's text form.
     let relation = format!("{}.{}", quote_identifier(&table.schema), quote_identifier(&table.name));
-    let mut select: Vec<String> = keys.columns.iter().map(|k| format!("{}::text", quote_identifier(k))).collect();
+    // A keyed row starts with the text of the key columns whose text is not computed from
+    // their binary cell (`key_cells`); a keyless window has no resume key.
+    let key_cells = match window {
+        Window::Keys { .. } => key_cells(table, keys.columns, binary),
+        Window::Pages(_) => Vec::new(),
+    };
+    let mut select: Vec<String> = keys
+        .columns
+        .iter()
+        .zip(&key_cells)
+        .filter(|(_, cell)| **cell == KeyCell::Text)
+        .map(|(k, _)| format!("{}::text", quote_identifier(k)))
+        .collect();
     select.extend(emitted_columns(table).iter().map(|i| {
         let column = &table.columns[*i];
         if binary && reads_binary(column) {
@@ -501,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn binary_reads_select_fixed_width_builtins_as_they_are_and_keys_as_text() {
+    fn binary_reads_select_fixed_width_builtins_as_they_are_and_keys_as_text_unless_computed() {
         let mut table = table();
         // A domain over int4 stays text, as does a type named int4 that is not the built-in one.
         table.columns[1].pg_type = PgType::Domain {
@@ -523,14 +569,71 @@ mod tests {
                 ReadForm { scan: KeylessScan::TidRange, binary },
             )
         };
+        // The int4 key's text is computed from its binary cell: not selected twice.
         assert_eq!(
             sql(true),
-            r#"SELECT "id"::text, "id", "Data"::text, "t", "fake"::text FROM "My""Schema"."t" AS src ORDER BY src."id" LIMIT 10"#
+            r#"SELECT "id", "Data"::text, "t", "fake"::text FROM "My""Schema"."t" AS src ORDER BY src."id" LIMIT 10"#
         );
         assert_eq!(
             sql(false),
             r#"SELECT "id"::text, "id"::text, "Data"::text, "t"::text, "fake"::text FROM "My""Schema"."t" AS src ORDER BY src."id" LIMIT 10"#
         );
+    }
+
+    /// Only a key column that is emitted, read in binary, and of a type whose text no
+    /// setting changes has its text computed; the rest lead the row as `::text`, in key
+    /// order. The SQL and the reading of rows take the rule from `key_cells` alike.
+    #[test]
+    fn key_texts_are_selected_unless_computed_from_an_emitted_binary_cell() {
+        let mut table = table();
+        table.columns.push(Column { name: "t".into(), type_oid: 1184, ..table.columns[0].clone() });
+        table.columns[3].pg_type = PgType::Builtin { name: "timestamptz".into(), typmod: -1 };
+        table.columns.push(Column { name: "u".into(), type_oid: 2950, ..table.columns[0].clone() });
+        table.columns[4].pg_type = PgType::Builtin { name: "uuid".into(), typmod: -1 };
+        table.columns.push(Column { name: "s".into(), type_oid: 25, ..table.columns[0].clone() });
+        table.columns[5].pg_type = PgType::Builtin { name: "text".into(), typmod: -1 };
+        // Emitted: id, Data, t, u, s (g is generated).
+        let key: Vec<String> = ["t", "u", "g", "s", "id"].iter().map(|k| k.to_string()).collect();
+        let cells = key_cells(&table, &key, true);
+        let int4 = crate::value::BinaryCodec::for_column(&table.columns[0].pg_type, 23, true).unwrap();
+        let uuid = crate::value::BinaryCodec::for_column(&table.columns[4].pg_type, 2950, true).unwrap();
+        assert_eq!(
+            cells,
+            [
+                KeyCell::Text,
+                KeyCell::Emitted { position: 3, codec: uuid },
+                KeyCell::Text,
+                KeyCell::Text,
+                KeyCell::Emitted { position: 0, codec: int4 },
+            ]
+        );
+        assert_eq!(key_cells(&table, &key, false), [KeyCell::Text; 5]);
+        let types: Vec<String> =
+            ["timestamptz", "uuid", "integer", "text", "integer"].iter().map(|t| t.to_string()).collect();
+        let sql = chunk_sql(
+            &table,
+            &key,
+            &types,
+            &[false; 5],
+            &ChunkPlan::Keyed { after: None, limit: 10 },
+            RowFilter::default(),
+            ReadForm { scan: KeylessScan::TidRange, binary: true },
+        );
+        assert!(
+            sql.starts_with(r#"SELECT "t"::text, "g"::text, "s"::text, "id", "Data", "t", "u", "s"::text FROM"#),
+            "{sql}"
+        );
+        // A keyless window reads no key, whatever key columns it is given.
+        let keyless = chunk_sql(
+            &table,
+            &key,
+            &types,
+            &[false; 5],
+            &ChunkPlan::Keyless { after_block: 0, until_block: 8 },
+            RowFilter::default(),
+            ReadForm { scan: KeylessScan::TidRange, binary: true },
+        );
+        assert!(keyless.starts_with(r#"SELECT "id", "Data", "t", "u", "s"::text FROM"#), "{keyless}");
     }
 
     #[test]

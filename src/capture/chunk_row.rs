@@ -1,7 +1,7 @@
 //! Pure: the cells of one backfill chunk row → its encoded values.
 //!
-//! A chunk row holds the key columns as text (for the resume key), then every emitted
-//! column, each either text (`::text`, whose binary form is its UTF-8 bytes) or the binary
+//! A chunk row holds the texts of some key columns (for the resume key: those not
+//! computed from their emitted cell, `backfill::KeyCell`), then every emitted column, each either text (`::text`, whose binary form is its UTF-8 bytes) or the binary
 //! send form of a fixed-width built-in type ([`backfill::reads_binary`]). [`RowCodec`]
 //! knows which, per column, from the same rule the chunk's SQL was built with; before a
 //! chunk's rows are decoded, the result's column types are checked against it

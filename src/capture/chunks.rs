@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 
+use super::backfill::KeyCell;
 use super::chunk_query::{run_chunk_query, RelationAnswer};
 use super::chunk_row::RowCodec;
 use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
@@ -377,9 +378,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     ) -> Result<Option<RowsRead>, Error> {
         let binding = &self.bindings[index];
         let emitted = backfill::emitted_columns(&binding.table);
-        let key_count = if binding.state.mode == TableMode::KeylessBackfill { 0 } else { binding.key_columns.len() };
-        let codec =
-            RowCodec::new(&binding.table, &binding.key_columns, self.read_form(index).binary, &self.config.formats);
+        let binary = self.read_form(index).binary;
+        // The same rule as the chunk's SQL (`backfill::select_sql`): which key texts lead the row.
+        let key_cells = match plan {
+            backfill::ChunkPlan::Keyed { .. } => backfill::key_cells(&binding.table, &binding.key_columns, binary),
+            backfill::ChunkPlan::Keyless { .. } => Vec::new(),
+        };
+        let keyed = !key_cells.is_empty();
+        let key_count = key_cells.iter().filter(|cell| **cell == KeyCell::Text).count();
+        let codec = RowCodec::new(&binding.table, &binding.key_columns, binary, &self.config.formats);
         let layout =
             DocumentLayout::new(&emitted.iter().map(|i| binding.table.columns[*i].name.as_str()).collect::<Vec<_>>());
         let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
@@ -416,7 +423,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Ok(row) => row,
                 // Rows already emitted are progress: keep them and resume after the last
                 // (keyed chunks are ordered, so the rest is simply the next chunk).
-                Err(err) if is_statement_timeout(&err) && rows > 0 && key_count > 0 => {
+                Err(err) if is_statement_timeout(&err) && rows > 0 && keyed => {
                     tracing::info!(rows, "backfill chunk cut by the statement timeout: keeping its progress");
                     timed_out = true;
                     break;
@@ -467,13 +474,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             // Only the last row's key is needed (the resume key): keep the row, not its text.
             last_row = Some(row);
         }
-        let last_key: Option<Vec<Option<String>>> = match (&last_row, key_count) {
-            (Some(row), 1..) => Some(
-                (0..key_count)
-                    .map(|i| row.try_get::<_, Option<&str>>(i).map(|v| v.map(str::to_string)))
-                    .collect::<Result<_, _>>()
-                    .map_err(|err| backfill_error(&self.bindings[index].table, err))?,
-            ),
+        let last_key = match &last_row {
+            Some(row) if keyed => Some(resume_key(row, &key_cells, key_count, &self.bindings[index].table)?),
             _ => None,
         };
         Ok(Some(RowsRead { rows, tail_rows: rows, timed_out, last_key }))
@@ -664,6 +666,39 @@ pub(super) struct RowsRead {
     pub(super) timed_out: bool,
     /// The last row's key columns as text (keyed chunks).
     pub(super) last_key: Option<Vec<Option<String>>>,
+}
+
+/// The key of a keyed chunk's row as text, each column's from where `key_cells` says: one
+/// of the `key_count` key texts that lead the row, or its emitted binary cell.
+fn resume_key(
+    row: &tokio_postgres::Row,
+    key_cells: &[KeyCell],
+    key_count: usize,
+    table: &DiscoveredTable,
+) -> Result<Vec<Option<String>>, Error> {
+    let mut texts = 0..key_count;
+    key_cells
+        .iter()
+        .map(|cell| match cell {
+            KeyCell::Text => {
+                let i = texts.next().ok_or_else(|| Error::Internal("fewer key texts than key columns".into()))?;
+                let text = row.try_get::<_, Option<&str>>(i).map_err(|err| backfill_error(table, err))?;
+                Ok(text.map(str::to_string))
+            }
+            KeyCell::Emitted { position, codec } => {
+                let i = key_count + position;
+                let cell = row.try_get::<_, Option<RawText<'_>>>(i).map_err(|err| backfill_error(table, err))?;
+                let column = backfill::emitted_columns(table).get(*position).map(|c| &table.columns[*c]);
+                let column = column.ok_or_else(|| Error::Internal("a key cell past the emitted columns".into()))?;
+                let Some(RawText(raw)) = cell else { return Ok(None) };
+                let name = format!("{}.{}", table.schema, table.name);
+                match codec.text_output(&column.pg_type, raw).map_err(|err| value_error(&name, err))? {
+                    Some(text) => Ok(Some(text)),
+                    None => Err(Error::Internal(format!("the key column {:?} has no exact text", column.name))),
+                }
+            }
+        })
+        .collect()
 }
 
 /// Encode the emitted columns of a chunk row (they follow its `key_count` key columns)

@@ -124,6 +124,29 @@ impl BinaryCodec {
         self.kind.oid()
     }
 
+    /// Whether the type's text output (what `::text` gives) is computed exactly from its send
+    /// form whatever the session's settings: the integers, `oid` and `uuid`. Not floats
+    /// (`extra_float_digits`), dates and timestamps (`DateStyle`, `TimeZone`) nor `bool`
+    /// (whose JSON is not its text).
+    pub fn has_exact_text(&self) -> bool {
+        matches!(self.kind, BinaryKind::Int2 | BinaryKind::Int4 | BinaryKind::Int8 | BinaryKind::Oid | BinaryKind::Uuid)
+    }
+
+    /// The text output of one non-NULL binary cell of `ty` (for messages), if
+    /// [`BinaryCodec::has_exact_text`]: the digits of an integer, the lowercase 8-4-4-4-12
+    /// form of a `uuid` — exactly what PostgreSQL's output functions print. Ok(None) for
+    /// the other types.
+    pub fn text_output(&self, ty: &PgType, raw: &[u8]) -> Result<Option<String>, ValueError> {
+        if !self.has_exact_text() {
+            return Ok(None);
+        }
+        // The JSON of these kinds is their text, quoted for a `uuid`.
+        let mut json = Vec::with_capacity(38);
+        self.encode(ty, raw, &mut json)?;
+        let text = json.iter().filter(|b| **b != b'"').map(|b| char::from(*b)).collect();
+        Ok(Some(text))
+    }
+
     /// Append the JSON of one non-NULL binary cell of `ty` (the column's type, for
     /// messages); on error `out` is left as it was.
     pub fn encode(&self, ty: &PgType, raw: &[u8], out: &mut Vec<u8>) -> Result<(), ValueError> {
@@ -345,5 +368,33 @@ mod tests {
                 assert_eq!(binary(name, *oid, key, raw).unwrap(), text(name, key, output), "{name} {output} key={key}");
             }
         }
+    }
+
+    #[test]
+    fn exact_text_is_the_output_functions_text_and_only_where_no_setting_changes_it() {
+        let cases: &[(&str, u32, Vec<u8>, &str)] = &[
+            ("int2", 21, (-32768i16).to_be_bytes().to_vec(), "-32768"),
+            ("int4", 23, 0i32.to_be_bytes().to_vec(), "0"),
+            ("int8", 20, i64::MIN.to_be_bytes().to_vec(), "-9223372036854775808"),
+            ("oid", 26, u32::MAX.to_be_bytes().to_vec(), "4294967295"),
+            ("uuid", 2950, (0u8..16).map(|b| b * 17).collect(), "00112233-4455-6677-8899-aabbccddeeff"),
+        ];
+        for (name, oid, raw, output) in cases {
+            let ty = builtin(name);
+            let codec = BinaryCodec::for_column(&ty, *oid, true).unwrap();
+            assert!(codec.has_exact_text(), "{name}");
+            assert_eq!(codec.text_output(&ty, raw).unwrap().as_deref(), Some(*output), "{name}");
+        }
+        for (name, oid, width) in
+            [("float8", 701, 8), ("float4", 700, 4), ("date", 1082, 4), ("timestamptz", 1184, 8), ("bool", 16, 1)]
+        {
+            let ty = builtin(name);
+            let codec = BinaryCodec::for_column(&ty, oid, true).unwrap();
+            assert!(!codec.has_exact_text(), "{name}");
+            assert_eq!(codec.text_output(&ty, &vec![0; width]).unwrap(), None, "{name}");
+        }
+        // Lengths from the wire are checked here too.
+        let ty = builtin("int8");
+        assert!(BinaryCodec::for_column(&ty, 20, true).unwrap().text_output(&ty, &[0; 4]).is_err());
     }
 }
