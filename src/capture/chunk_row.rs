@@ -1,24 +1,28 @@
-//! Pure: the cells of one backfill chunk row → its encoded values.
+//! Pure: the cells of one backfill chunk row → their JSON values.
 //!
 //! A chunk row holds the texts of some key columns (for the resume key: those not
-//! computed from their emitted cell, `backfill::KeyCell`), then every emitted column, each either text (`::text`, whose binary form is its UTF-8 bytes) or the binary
-//! send form of a fixed-width built-in type ([`backfill::reads_binary`]). [`RowCodec`]
+//! computed from their emitted cell, `backfill::KeyCell`), then every emitted column, each
+//! either text (`::text`, whose binary form is its UTF-8 bytes) or the binary send form of
+//! a fixed-width built-in type ([`backfill::reads_binary`]). [`RowCodec`]
 //! knows which, per column, from the same rule the chunk's SQL was built with; before a
 //! chunk's rows are decoded, the result's column types are checked against it
 //! ([`RowCodec::check_types`]), since a column retyped under the backfill would otherwise
 //! be decoded as the type it had when the table was described.
 //!
-//! Encoding a row reuses the caller's [`EncodedRow`]: once its buffers have grown, a
-//! backfilled row is encoded and written as a document without allocating.
+//! A chunk encodes each cell straight into its document in the output buffer
+//! ([`CellCodec::encode`] called by `document::RowMeta::try_write_document`), so once the
+//! buffer has grown a backfilled row becomes its document without allocating and without
+//! copying its values a second time.
 
 use super::backfill;
+#[cfg(test)]
 use super::document::EncodedRow;
 use crate::discovery::DiscoveredTable;
 use crate::value::{self, BinaryCodec, PgType, ValueError, ValueFormats};
 
 /// How one emitted column's cells are read.
 #[derive(Clone, Copy, Debug)]
-enum CellCodec<'a> {
+pub(super) enum CellCodec<'a> {
     Text(value::ColumnEncoder<'a>),
     Binary(BinaryCodec, &'a PgType),
 }
@@ -72,34 +76,47 @@ impl<'a> RowCodec<'a> {
         Ok(())
     }
 
-    /// Encode one row's emitted cells (`None`: NULL) into `encoded`.
-    pub(super) fn encode<'c>(
+    /// Encode one row's emitted cells (`None`: NULL) into `encoded` (tests look at each
+    /// value; a chunk writes them straight into its documents, `RowMeta::try_write_document`).
+    #[cfg(test)]
+    fn encode<'c>(
         &self,
         encoded: &mut EncodedRow,
         mut cells: impl Iterator<Item = Option<&'c [u8]>>,
     ) -> Result<(), ValueError> {
         encoded.reset(self.cells.len());
         for (position, codec) in self.cells.iter().enumerate() {
-            match cells.next().flatten() {
-                None => encoded.set_null(position),
-                Some(raw) => {
-                    let start = encoded.bytes.len();
-                    match codec {
-                        CellCodec::Text(encoder) => encoder.encode(raw, &mut encoded.bytes)?,
-                        CellCodec::Binary(codec, ty) => codec.encode(ty, raw, &mut encoded.bytes)?,
-                    }
-                    encoded.finish_value(position, start);
-                }
-            }
+            let start = encoded.bytes.len();
+            codec.encode(cells.next().flatten(), &mut encoded.bytes)?;
+            encoded.finish_value(position, start);
         }
         Ok(())
+    }
+
+    /// The codec of the emitted column at `position`, if there is one.
+    pub(super) fn column(&self, position: usize) -> Option<&CellCodec<'a>> {
+        self.cells.get(position)
+    }
+}
+
+impl CellCodec<'_> {
+    /// Append the JSON of one cell (`None`: NULL).
+    pub(super) fn encode(&self, raw: Option<&[u8]>, out: &mut Vec<u8>) -> Result<(), ValueError> {
+        match (self, raw) {
+            (_, None) => {
+                out.extend_from_slice(b"null");
+                Ok(())
+            }
+            (CellCodec::Text(encoder), Some(raw)) => encoder.encode(raw, out),
+            (CellCodec::Binary(codec, ty), Some(raw)) => codec.encode(ty, raw, out),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::document::{write_document, DocumentLayout, Op, Source};
+    use crate::capture::document::{DocumentLayout, Op, RowMeta, Source};
     use crate::discovery::Column;
 
     fn column(name: &str, ty: &str, type_oid: u32) -> Column {
@@ -192,26 +209,38 @@ mod tests {
         let codec = RowCodec::new(&table, &table.key, true, &ValueFormats::default());
         let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
         let layout = DocumentLayout::new(&names);
-        let (mut row, mut document) = (EncodedRow::default(), Vec::new());
+        let mut document = Vec::new();
+        // As a chunk writes them: the metadata from its template, each value straight into
+        // the document.
+        let source = Source {
+            ts_ms: None,
+            schema: &table.schema,
+            table: &table.name,
+            snapshot: true,
+            loc: [-1, 0, 0],
+            txid: None,
+            tag: None,
+        };
+        let meta = RowMeta::new(Op::Create, &source);
+        let row = cells();
         let mut apply = |offset: i64| {
-            codec.encode(&mut row, cells().into_iter()).unwrap();
-            let source = Source {
-                ts_ms: None,
-                schema: &table.schema,
-                table: &table.name,
-                snapshot: true,
-                loc: [-1, offset, 0],
-                txid: None,
-                tag: None,
-            };
             document.clear();
-            write_document(&mut document, &layout, &row, Op::Create, &source, None);
+            meta.try_write_document(&mut document, &layout, offset, |out, i| {
+                codec.column(i).unwrap().encode(row[i], out)
+            })
+            .unwrap();
         };
         apply(0);
         for offset in 1..10 {
             let (calls, bytes) = crate::value::tests::allocations::during(|| apply(offset));
             assert_eq!((calls, bytes), (0, 0), "allocations for one backfilled row once warm");
         }
+        // The document is the one the row's encoded values make.
+        let mut encoded = EncodedRow::default();
+        codec.encode(&mut encoded, cells().into_iter()).unwrap();
+        let mut expected = Vec::new();
+        meta.write_document(&mut expected, &layout, &encoded, 9);
+        assert_eq!(String::from_utf8_lossy(&document), String::from_utf8_lossy(&expected));
         assert!(document.starts_with(b"{\"_meta\":"), "{}", String::from_utf8_lossy(&document));
     }
 }

@@ -20,7 +20,7 @@ use tokio::io::AsyncWrite;
 use super::backfill::KeyCell;
 use super::chunk_query::{run_chunk_query, RelationAnswer};
 use super::chunk_row::RowCodec;
-use super::document::{self, DocumentLayout, EncodedRow, Op, Source};
+use super::document::{self, DocumentLayout, Op, Source};
 use super::state::TableMode;
 use super::visibility::Snapshot;
 use super::{backfill, chunk_plan, order, pg, value_error, Binding, PrefetchedChunk, Session};
@@ -389,6 +389,19 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let codec = RowCodec::new(&binding.table, &binding.key_columns, binary, &self.config.formats);
         let layout =
             DocumentLayout::new(&emitted.iter().map(|i| binding.table.columns[*i].name.as_str()).collect::<Vec<_>>());
+        // Every row's `_meta` but its offset in `loc`, written once for the chunk.
+        let row_meta = document::RowMeta::new(
+            Op::Create,
+            &Source {
+                ts_ms: None,
+                schema: &binding.table.schema,
+                table: &binding.table.name,
+                snapshot: true,
+                loc: [-1, 0, 0],
+                txid: None,
+                tag: self.source_tag.as_deref(),
+            },
+        );
         let binding_number = u32::try_from(index).map_err(|_| Error::Internal("binding index overflows u32".into()))?;
         tokio::pin!(row_stream);
         let mut rows: u64 = 0;
@@ -448,23 +461,27 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
             }
             let binding = &self.bindings[index];
-            encode_row(&mut self.row, &codec, &row, key_count, &binding.table)?;
             let offset = i64::try_from(binding.state.backfilled + emitted_before + rows).unwrap_or(i64::MAX);
-            let source = Source {
-                ts_ms: None,
-                schema: &binding.table.schema,
-                table: &binding.table.name,
-                snapshot: true,
-                loc: [-1, offset, 0],
-                txid: None,
-                tag: self.source_tag.as_deref(),
-            };
             // Fields are used directly (not `self.emit`): the encoders borrow the binding.
-            // The document is written straight into the output buffer (no copy of it).
+            // Each value is encoded straight into the output buffer, in the document's
+            // property order: no copy of the values nor of the document.
+            let table = &binding.table;
+            let write = |out: &mut Vec<u8>| {
+                row_meta.try_write_document(out, &layout, offset, |out, position| {
+                    let cell = row
+                        .try_get::<_, Option<RawText<'_>>>(key_count + position)
+                        .map_err(|err| backfill_error(table, err))?;
+                    let column = codec
+                        .column(position)
+                        .ok_or_else(|| Error::Internal(format!("no codec for column {position} of a chunk row")))?;
+                    column
+                        .encode(cell.map(|RawText(raw)| raw), out)
+                        .map_err(|err| value_error(&format!("{}.{}", table.schema, table.name), err))
+                })
+            };
+            self.emitter.append_captured(binding_number, write)?;
             let confirmable = self.checkpoints.confirmable();
-            let encoded = &self.row;
-            let write = |out: &mut Vec<u8>| document::write_document(out, &layout, encoded, Op::Create, &source, None);
-            self.status.during(stream, confirmable, self.emitter.captured_with(binding_number, write)).await?;
+            self.status.during(stream, confirmable, self.emitter.write_if_full()).await?;
             self.checkpoints.on_document();
             rows += 1;
             if failpoint::fires(Failpoint::MidChunk) {
@@ -699,30 +716,6 @@ fn resume_key(
             }
         })
         .collect()
-}
-
-/// Encode the emitted columns of a chunk row (they follow its `key_count` key columns)
-/// into `encoded`.
-fn encode_row(
-    encoded: &mut EncodedRow,
-    codec: &RowCodec<'_>,
-    row: &tokio_postgres::Row,
-    key_count: usize,
-    table: &DiscoveredTable,
-) -> Result<(), Error> {
-    let mut failed = None;
-    let cells = (key_count..row.len()).map(|i| match row.try_get::<_, Option<RawText<'_>>>(i) {
-        Ok(cell) => cell.map(|RawText(raw)| raw),
-        Err(err) => {
-            failed.get_or_insert(err);
-            None
-        }
-    });
-    let encoded_row = codec.encode(encoded, cells);
-    if let Some(err) = failed {
-        return Err(backfill_error(table, err));
-    }
-    encoded_row.map_err(|err| value_error(&format!("{}.{}", table.schema, table.name), err))
 }
 
 /// A result cell as the raw bytes the server sent: a text column's UTF-8 bytes (the value

@@ -172,47 +172,139 @@ pub fn write_document(
     before: Option<(&DocumentLayout, &EncodedRow)>,
 ) {
     let meta = |out: &mut Vec<u8>| {
-        out.extend_from_slice(b"\"_meta\":{");
-        if let Some((before_layout, before_row)) = before {
-            out.extend_from_slice(b"\"before\":");
-            write_object(out, before_layout, before_row, None);
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"op\":\"");
-        out.extend_from_slice(op.code().as_bytes());
-        out.extend_from_slice(b"\",\"source\":{");
-        if let Some(ts) = source.ts_ms {
-            out.extend_from_slice(b"\"ts_ms\":");
-            out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"schema\":");
-        write_json_string(out, source.schema);
-        if source.snapshot {
-            out.extend_from_slice(b",\"snapshot\":true");
-        }
-        out.extend_from_slice(b",\"table\":");
-        write_json_string(out, source.table);
-        out.extend_from_slice(b",\"loc\":[");
-        let mut number = itoa::Buffer::new();
-        for (i, loc) in source.loc.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(number.format(*loc).as_bytes());
-        }
-        out.push(b']');
-        if let Some(txid) = source.txid {
-            out.extend_from_slice(b",\"txid\":");
-            out.extend_from_slice(number.format(txid).as_bytes());
-        }
-        if let Some(tag) = source.tag {
-            out.extend_from_slice(b",\"tag\":");
-            write_json_string(out, tag);
-        }
-        out.extend_from_slice(b"}}");
+        write_meta_head(out, op, source, before);
+        write_location(out, &source.loc);
+        write_meta_tail(out, source);
     };
     write_object(out, layout, row, Some(&meta));
+}
+
+/// `"_meta":{` up to the location: `before`, `op` and `source` up to `"loc":[`.
+fn write_meta_head(out: &mut Vec<u8>, op: Op, source: &Source<'_>, before: Option<(&DocumentLayout, &EncodedRow)>) {
+    out.extend_from_slice(b"\"_meta\":{");
+    if let Some((before_layout, before_row)) = before {
+        out.extend_from_slice(b"\"before\":");
+        write_object(out, before_layout, before_row, None);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"op\":\"");
+    out.extend_from_slice(op.code().as_bytes());
+    out.extend_from_slice(b"\",\"source\":{");
+    if let Some(ts) = source.ts_ms {
+        out.extend_from_slice(b"\"ts_ms\":");
+        out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"schema\":");
+    write_json_string(out, source.schema);
+    if source.snapshot {
+        out.extend_from_slice(b",\"snapshot\":true");
+    }
+    out.extend_from_slice(b",\"table\":");
+    write_json_string(out, source.table);
+    out.extend_from_slice(b",\"loc\":[");
+}
+
+/// The location's three numbers, comma-separated.
+fn write_location(out: &mut Vec<u8>, loc: &[i64]) {
+    let mut number = itoa::Buffer::new();
+    for (i, loc) in loc.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(number.format(*loc).as_bytes());
+    }
+}
+
+/// After the location: `]`, `txid`, `tag`, and the ends of `source` and `_meta`.
+fn write_meta_tail(out: &mut Vec<u8>, source: &Source<'_>) {
+    out.push(b']');
+    if let Some(txid) = source.txid {
+        out.extend_from_slice(b",\"txid\":");
+        out.extend_from_slice(itoa::Buffer::new().format(txid).as_bytes());
+    }
+    if let Some(tag) = source.tag {
+        out.extend_from_slice(b",\"tag\":");
+        write_json_string(out, tag);
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// The `_meta` of many documents whose metadata differ only in the middle number of `loc`
+/// (a backfilled row's offset): written once, so a row's document costs two copies and
+/// one number instead of escaping the schema and table names again.
+#[derive(Debug, Clone)]
+pub struct RowMeta {
+    /// Up to and including `"loc":[<loc[0]>,`.
+    head: Vec<u8>,
+    /// From `,<loc[2]>]` to the end of `_meta`.
+    tail: Vec<u8>,
+}
+
+impl RowMeta {
+    /// The metadata of `source` (whose `loc[1]` is ignored) for documents without `before`.
+    pub fn new(op: Op, source: &Source<'_>) -> Self {
+        let mut head = Vec::with_capacity(96);
+        write_meta_head(&mut head, op, source, None);
+        write_location(&mut head, &source.loc[..1]);
+        head.push(b',');
+        let mut tail = vec![b','];
+        write_location(&mut tail, &source.loc[2..]);
+        write_meta_tail(&mut tail, source);
+        RowMeta { head, tail }
+    }
+
+    /// Append one document of `row` whose `loc[1]` is `offset`: the same bytes as
+    /// [`write_document`] with that location.
+    pub fn write_document(&self, out: &mut Vec<u8>, layout: &DocumentLayout, row: &EncodedRow, offset: i64) {
+        write_object(out, layout, row, Some(&|out: &mut Vec<u8>| self.write_meta(out, offset)));
+    }
+
+    /// Append one document whose `loc[1]` is `offset` and whose every column has a value,
+    /// written by `value` (given the column's index in the layout's names) straight into
+    /// `out` in the document's property order: the same bytes as [`RowMeta::write_document`]
+    /// of the row those values make, without building the row first. On error `out` is
+    /// left as it was.
+    pub fn try_write_document<E>(
+        &self,
+        out: &mut Vec<u8>,
+        layout: &DocumentLayout,
+        offset: i64,
+        mut value: impl FnMut(&mut Vec<u8>, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mark = out.len();
+        out.push(b'{');
+        for (position, index) in layout.order.iter().enumerate() {
+            if position == layout.meta_position {
+                if position > 0 {
+                    out.push(b',');
+                }
+                self.write_meta(out, offset);
+            }
+            if position > 0 || layout.meta_position == 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&layout.keys[*index]);
+            if let Err(err) = value(out, *index) {
+                out.truncate(mark);
+                return Err(err);
+            }
+        }
+        if layout.meta_position >= layout.order.len() {
+            if !layout.order.is_empty() {
+                out.push(b',');
+            }
+            self.write_meta(out, offset);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    fn write_meta(&self, out: &mut Vec<u8>, offset: i64) {
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
+        out.extend_from_slice(&self.tail);
+    }
 }
 
 #[cfg(test)]
@@ -291,5 +383,76 @@ mod tests {
         let mut out = Vec::new();
         write_document(&mut out, &layout, &row(&[Some("1"), Some("2")]), Op::Delete, &source(), None);
         assert!(String::from_utf8(out).unwrap().starts_with(r#"{"A":1,"B":2,"_meta":{"op":"d""#));
+    }
+
+    /// A backfill writes its rows' metadata from a template; the documents must be the
+    /// very bytes `write_document` writes, for every shape of source and of layout.
+    #[test]
+    fn row_meta_writes_the_same_documents_as_write_document() {
+        // `_meta` in the middle, last, first (and a column named like it).
+        let layouts = [
+            DocumentLayout::new(&["id", "Zeta", "data"]),
+            DocumentLayout::new(&["A", "B", "C"]),
+            DocumentLayout::new(&["x", "y", "_meta"]),
+        ];
+        let values = row(&[Some("1"), None, Some("\"x\"")]);
+        let sources = [
+            source(),
+            Source {
+                ts_ms: Some(-5),
+                schema: "sch\"ema\u{1}",
+                table: "ünï/~",
+                snapshot: false,
+                loc: [i64::MIN, 0, i64::MAX],
+                txid: Some(u32::MAX),
+                tag: Some("t\\g"),
+            },
+            Source { tag: Some(""), txid: None, snapshot: true, ..source() },
+        ];
+        for layout in &layouts {
+            for source in &sources {
+                for op in [Op::Create, Op::Update, Op::Delete] {
+                    let meta = RowMeta::new(op, source);
+                    for offset in [0, 1, -1, 1_234_567, i64::MAX, i64::MIN] {
+                        let mut expected = Vec::new();
+                        let located = Source { loc: [source.loc[0], offset, source.loc[2]], ..source.clone() };
+                        write_document(&mut expected, layout, &values, op, &located, None);
+                        let mut written = b"prefix".to_vec();
+                        meta.write_document(&mut written, layout, &values, offset);
+                        assert_eq!(
+                            String::from_utf8_lossy(&written[6..]),
+                            String::from_utf8_lossy(&expected),
+                            "{source:?} {op:?} {offset}"
+                        );
+                        // Values written in place: the same document, where every value is present.
+                        let complete = row(&[Some("1"), Some("null"), Some("\"x\"")]);
+                        let mut expected = Vec::new();
+                        write_document(&mut expected, layout, &complete, op, &located, None);
+                        let mut written = b"prefix".to_vec();
+                        let result: Result<(), ()> = meta.try_write_document(&mut written, layout, offset, |out, i| {
+                            out.extend_from_slice(complete.value(i).unwrap());
+                            Ok(())
+                        });
+                        result.unwrap();
+                        assert_eq!(
+                            String::from_utf8_lossy(&written[6..]),
+                            String::from_utf8_lossy(&expected),
+                            "in place: {source:?} {op:?} {offset}"
+                        );
+                        // A value that fails leaves `out` as it was.
+                        let mut failed = b"prefix".to_vec();
+                        let result = meta.try_write_document(&mut failed, layout, offset, |out, i| {
+                            out.extend_from_slice(b"partial");
+                            if i == 2 {
+                                Err(i)
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        assert_eq!((result, failed.as_slice()), (Err(2), &b"prefix"[..]));
+                    }
+                }
+            }
+        }
     }
 }

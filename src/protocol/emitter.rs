@@ -104,6 +104,25 @@ impl<W: AsyncWrite + Unpin> Emitter<W> {
     /// Write one captured document that `write_doc` appends, as one serialized JSON object,
     /// straight into the output buffer. It runs before the first await.
     pub async fn captured_with(&mut self, binding: u32, write_doc: impl FnOnce(&mut Vec<u8>)) -> std::io::Result<()> {
+        let appended: Result<(), std::convert::Infallible> = self.append_captured(binding, |out| {
+            write_doc(out);
+            Ok(())
+        });
+        if let Err(never) = appended {
+            match never {}
+        }
+        self.write_if_full().await
+    }
+
+    /// Append one captured document that `write_doc` writes, as one serialized JSON
+    /// object, straight into the output buffer; if it fails, nothing of the document stays
+    /// in the buffer. [`Emitter::write_if_full`] then hands a full buffer to the writer.
+    pub fn append_captured<E>(
+        &mut self,
+        binding: u32,
+        write_doc: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mark = self.buffer.len();
         let out = &mut self.buffer;
         out.extend_from_slice(b"{\"captured\":{");
         if binding != 0 {
@@ -112,9 +131,18 @@ impl<W: AsyncWrite + Unpin> Emitter<W> {
             out.push(b',');
         }
         out.extend_from_slice(b"\"doc\":");
-        write_doc(out);
+        if let Err(err) = write_doc(out) {
+            out.truncate(mark);
+            return Err(err);
+        }
         out.extend_from_slice(b"}}\n");
         self.pending_documents += 1;
+        Ok(())
+    }
+
+    /// Hand the buffer to the writer once it holds a block (documents are written in
+    /// blocks; a checkpoint flushes whatever is buffered).
+    pub async fn write_if_full(&mut self) -> std::io::Result<()> {
         if self.buffer.len() >= BLOCK_BYTES {
             self.hand_off().await?;
         }
@@ -169,6 +197,34 @@ mod tests {
             )
         );
         assert_eq!(crate::protocol::PROTOCOL_VERSION, 3032023);
+    }
+
+    /// A document whose writer fails leaves nothing behind: the lines around it are whole.
+    #[tokio::test]
+    async fn a_failed_document_leaves_no_partial_line() {
+        let mut out = Vec::new();
+        {
+            let mut emitter = Emitter::new(&mut out);
+            emitter.captured(1, br#"{"id":1}"#).await.unwrap();
+            let failed = emitter.append_captured(3, |out| {
+                out.extend_from_slice(br#"{"id":2,"half":"#);
+                Err("the value would not encode")
+            });
+            assert_eq!(failed, Err("the value would not encode"));
+            assert_eq!(emitter.pending_documents(), 1);
+            let appended: Result<(), ()> = emitter.append_captured(0, |out| {
+                out.extend_from_slice(br#"{"id":3}"#);
+                Ok(())
+            });
+            appended.unwrap();
+            emitter.write_if_full().await.unwrap();
+            emitter.flush().await.unwrap();
+            assert_eq!(emitter.pending_documents(), 2);
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"captured\":{\"binding\":1,\"doc\":{\"id\":1}}}\n{\"captured\":{\"doc\":{\"id\":3}}}\n"
+        );
     }
 
     /// Documents written through `captured_with` across many blocks (one bigger than a block)
