@@ -51,7 +51,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One worker thread unless TOKIO_WORKER_THREADS asks for more. The capture is one task
+    // that encodes every document; further workers only run the database connections'
+    // tasks beside it, and handing their messages from thread to thread cost more CPU than
+    // the parallelism gave back (docs/performance.md, finding 16).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start the async runtime: {err}")),
     };
