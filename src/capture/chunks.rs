@@ -492,7 +492,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             last_row = Some(row);
         }
         let last_key = match &last_row {
-            Some(row) if keyed => Some(resume_key(row, &key_cells, key_count, &self.bindings[index].table)?),
+            Some(row) if keyed => Some(resume_key(row, &key_cells, key_count, &emitted, &self.bindings[index].table)?),
             _ => None,
         };
         Ok(Some(RowsRead { rows, tail_rows: rows, timed_out, last_key }))
@@ -686,11 +686,13 @@ pub(super) struct RowsRead {
 }
 
 /// The key of a keyed chunk's row as text, each column's from where `key_cells` says: one
-/// of the `key_count` key texts that lead the row, or its emitted binary cell.
+/// of the `key_count` key texts that lead the row, or its emitted binary cell (`emitted`:
+/// the table's emitted columns, `backfill::emitted_columns`).
 fn resume_key(
     row: &tokio_postgres::Row,
     key_cells: &[KeyCell],
     key_count: usize,
+    emitted: &[usize],
     table: &DiscoveredTable,
 ) -> Result<Vec<Option<String>>, Error> {
     let mut texts = 0..key_count;
@@ -705,7 +707,7 @@ fn resume_key(
             KeyCell::Emitted { position, codec } => {
                 let i = key_count + position;
                 let cell = row.try_get::<_, Option<RawText<'_>>>(i).map_err(|err| backfill_error(table, err))?;
-                let column = backfill::emitted_columns(table).get(*position).map(|c| &table.columns[*c]);
+                let column = emitted.get(*position).map(|c| &table.columns[*c]);
                 let column = column.ok_or_else(|| Error::Internal("a key cell past the emitted columns".into()))?;
                 let Some(RawText(raw)) = cell else { return Ok(None) };
                 let name = format!("{}.{}", table.schema, table.name);
