@@ -35,6 +35,7 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 pub mod error;
+mod read_coalescing;
 pub mod replication;
 pub mod tls;
 pub mod tunnel;

@@ -35,7 +35,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication;
@@ -47,6 +47,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_postgres::fallible_iterator::FallibleIterator;
 
 use super::error::{ErrorContext, ServerError};
+use super::read_coalescing::{self, ReadCoalescing};
 use super::tunnel::{Transport, TunnelSession};
 use super::wire::{self, BackendMessage};
 use super::{parse_server_version, quote_identifier, session_options, tls, ConnectParams, PgError};
@@ -249,7 +250,13 @@ impl ReplicationClient {
                 other => return Err(unexpected(&other, "in reply to START_REPLICATION")),
             }
         }
-        Ok(ReplicationStream { connection: self.connection, slot: slot.to_string(), copy_done: false })
+        let coalescing = self.connection.stream.tcp().and_then(|socket| {
+            let buffer = read_coalescing::receive_buffer_size(socket)
+                .inspect_err(|err| tracing::debug!(error = %err, "could not read the receive buffer's size"))
+                .ok()?;
+            ReadCoalescing::for_receive_buffer(buffer, Instant::now())
+        });
+        Ok(ReplicationStream { connection: self.connection, slot: slot.to_string(), copy_done: false, coalescing })
     }
 
     async fn query(&mut self, sql: &str, context: ErrorContext<'_>) -> Result<Vec<Vec<Option<String>>>, PgError> {
@@ -291,6 +298,9 @@ pub struct ReplicationStream {
     slot: String,
     /// The server ended the COPY; nothing more will come.
     copy_done: bool,
+    /// The socket's low-water mark while the stream catches up; `None` where the transport
+    /// is no TCP socket of ours or a mark could not be set.
+    coalescing: Option<ReadCoalescing>,
 }
 
 impl fmt::Debug for ReplicationStream {
@@ -342,7 +352,65 @@ impl ReplicationStream {
             if self.copy_done {
                 return Ok(None);
             }
-            self.connection.fill_read_buf().await?;
+            self.fill_read_buf().await?;
+        }
+    }
+
+    /// The receive low-water mark of the stream's socket (1 when every byte wakes the
+    /// reader, also where the stream does not coalesce reads).
+    pub fn read_low_water_mark(&self) -> usize {
+        self.coalescing.as_ref().map_or(1, ReadCoalescing::mark)
+    }
+
+    /// Give the socket a low-water mark as a fast stream would; false where the stream does
+    /// not coalesce reads. For tests: the next window of reads decides the mark again.
+    #[doc(hidden)]
+    pub fn force_read_low_water_mark(&mut self, mark: usize) -> bool {
+        let Some(coalescing) = self.coalescing.as_mut() else { return false };
+        let change = coalescing.force(mark, Instant::now());
+        self.set_low_water_mark(change);
+        self.coalescing.is_some()
+    }
+
+    /// Read more of the stream: like [`Connection::fill_read_buf`], but while the socket has
+    /// a low-water mark, the read waits for that much (up to the deadline) and takes all of
+    /// it at once. See [`read_coalescing`].
+    async fn fill_read_buf(&mut self) -> Result<(), PgError> {
+        let Some(coalescing) = self.coalescing.as_mut() else {
+            return self.connection.fill_read_buf().await.map(drop);
+        };
+        let mark = coalescing.mark();
+        let read = if mark > 1 {
+            self.connection.read_buf.reserve(2 * mark);
+            match tokio::time::timeout(read_coalescing::DEADLINE, self.connection.fill_read_buf()).await {
+                Ok(read) => read?,
+                Err(_elapsed) => {
+                    // Lowering the mark makes the kernel signal what is waiting, if anything.
+                    let change = coalescing.on_deadline(Instant::now());
+                    self.set_low_water_mark(change);
+                    self.connection.fill_read_buf().await?
+                }
+            }
+        } else {
+            self.connection.fill_read_buf().await?
+        };
+        if let Some(coalescing) = self.coalescing.as_mut() {
+            let change = coalescing.on_read(read, Instant::now());
+            self.set_low_water_mark(change);
+        }
+        Ok(())
+    }
+
+    /// Give the socket the mark the policy asked for. If that fails, the stream stops
+    /// coalescing (the mark is put back to 1, as far as the socket takes it).
+    fn set_low_water_mark(&mut self, change: Option<usize>) {
+        let Some(mark) = change else { return };
+        let Some(socket) = self.connection.stream.tcp() else { return };
+        tracing::debug!(mark, "receive low-water mark");
+        if let Err(err) = read_coalescing::set_low_water_mark(socket, mark) {
+            tracing::debug!(error = %err, mark, "could not set the receive low-water mark; reading as data arrives");
+            let _ = read_coalescing::set_low_water_mark(socket, 1);
+            self.coalescing = None;
         }
     }
 
@@ -619,9 +687,9 @@ impl Connection {
         }
     }
 
-    /// Read more bytes into `read_buf`. Cancel-safe: bytes are appended only when a read
-    /// completes.
-    async fn fill_read_buf(&mut self) -> Result<(), PgError> {
+    /// Read more bytes into `read_buf`; how many were read. Cancel-safe: bytes are appended
+    /// only when a read completes.
+    async fn fill_read_buf(&mut self) -> Result<usize, PgError> {
         let wanted = wire::missing_bytes(&self.read_buf).clamp(MIN_READ, MAX_READ);
         self.read_buf.reserve(wanted);
         let read = self.stream.read_buf(&mut self.read_buf).await.map_err(|err| match err.kind() {
@@ -631,7 +699,7 @@ impl Connection {
         if read == 0 {
             return Err(PgError::Closed);
         }
-        Ok(())
+        Ok(read)
     }
 
     /// Write out everything queued in `write_buf`. If cancelled, what was not written stays
@@ -651,6 +719,20 @@ impl Connection {
 enum Stream {
     Plain(Transport),
     Tls(Box<tokio_rustls::client::TlsStream<Transport>>),
+}
+
+impl Stream {
+    /// The TCP socket under the stream, if it is one (not an SSH tunnel's channel).
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        let transport = match self {
+            Stream::Plain(transport) => transport,
+            Stream::Tls(stream) => stream.get_ref().0,
+        };
+        match transport {
+            Transport::Tcp(socket) => Some(socket),
+            Transport::Ssh(_) => None,
+        }
+    }
 }
 
 impl AsyncRead for Stream {

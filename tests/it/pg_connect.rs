@@ -362,6 +362,49 @@ async fn recv_survives_cancellation_in_the_middle_of_messages() {
     assert!(cancelled >= ROWS * 10, "recv was cancelled only {cancelled} times; the test proved little");
 }
 
+/// While a fast stream catches up, its socket wakes the reader only once a batch has
+/// arrived (the receive low-water mark, src/pg/read_coalescing.rs). A lone change far under
+/// that mark must still arrive (within the coalescing deadline, not when more data happens
+/// to come), the mark must then drop, and a burst read under a raised mark arrives whole.
+#[tokio::test]
+async fn a_raised_low_water_mark_neither_holds_back_a_lone_change_nor_loses_a_burst() {
+    let db = TestDb::create("a_raised_low_water_mark_neither_holds_back_a_lone_change").await;
+    create_items_table(&db).await;
+    let slot = db.slot_name();
+    let params = capture_params(&db.name).await;
+    let mut client = ReplicationClient::connect(&params).await.unwrap();
+    let start = client.create_logical_slot(&slot).await.unwrap();
+    let options = [("proto_version", "1".to_string()), ("publication_names", quote_identifier("flow_publication"))];
+    let mut stream = client.start_replication(&slot, start, &options).await.unwrap();
+    assert_eq!(stream.read_low_water_mark(), 1, "a new stream reads as data arrives");
+
+    // One small transaction, a few hundred bytes under a 32 KiB mark. Without the deadline
+    // it would wait for the walsender's next keepalive (half of wal_sender_timeout).
+    assert!(stream.force_read_low_water_mark(32 * 1024), "a TCP connection coalesces reads");
+    assert_eq!(stream.read_low_water_mark(), 32 * 1024);
+    let started = Instant::now();
+    db.execute("INSERT INTO test.items VALUES (1, 'one')").await;
+    let (tags, _) = receive_transaction(&mut stream).await;
+    let waited = started.elapsed();
+    assert_eq!(tags, vec!['B', 'R', 'I', 'C']);
+    assert!(waited < Duration::from_secs(3), "a lone change under the mark took {waited:?}");
+    assert_eq!(stream.read_low_water_mark(), 1, "the deadline lowered the mark");
+
+    // A burst of about 1.5 MB under the mark: every change, in order.
+    assert!(stream.force_read_low_water_mark(32 * 1024));
+    const ROWS: usize = 5_000;
+    db.execute(&format!(
+        "INSERT INTO test.items SELECT i, repeat(md5(i::text), 8) FROM generate_series(2, {}) AS i",
+        ROWS + 1
+    ))
+    .await;
+    let (tags, _) = receive_transaction(&mut stream).await;
+    // The Relation went out with the first transaction of the session.
+    assert_eq!(tags.len(), ROWS + 2, "Begin, {ROWS} inserts, Commit");
+    assert_eq!((tags[0], tags[ROWS + 1]), ('B', 'C'));
+    assert!(tags[1..=ROWS].iter().all(|tag| *tag == 'I'), "{tags:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // A cluster of our own, for TLS and for password methods other than SCRAM.
 
