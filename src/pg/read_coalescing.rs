@@ -169,7 +169,8 @@ mod tests {
         let mut sent = 0;
         while sent < total {
             sent += chunk;
-            let at = start + Duration::from_nanos(u64::try_from(sent).unwrap() * 1_000_000 / u64::try_from(rate).unwrap());
+            let at =
+                start + Duration::from_nanos(u64::try_from(sent).unwrap() * 1_000_000 / u64::try_from(rate).unwrap());
             marks.extend(policy.on_read(chunk, at));
         }
         marks

@@ -307,3 +307,92 @@ async fn parallel_readers_under_writes_and_kills_converge_to_the_table() {
     readers_are_closed_after_the_backfill().await;
     default_readers_follow_the_size_and_yield_to_a_connection_limit().await;
 }
+
+/// The split keys of a round are the keys of every N-th row after the resume key, in the
+/// order the chunk queries read (bytewise for precise text keys), as the table itself
+/// orders them: a composite key whose first column repeats and holds non-ASCII text, an
+/// integer key with gaps, no resume key, splits of one row, and tables that end before the
+/// last split (those splits are left out).
+#[tokio::test]
+async fn split_keys_are_every_nth_key_in_chunk_order() {
+    use source_postgres::capture::backfill::{split_keys_sql, KeyOrder};
+    use source_postgres::discovery::DiscoveredTable;
+
+    let db = TestDb::create("split_keys_every_nth").await;
+    db.execute(
+        "CREATE TABLE test.comp (g text, id int, PRIMARY KEY (g, id));
+         INSERT INTO test.comp SELECT chr(65 + (i % 7)) || CASE WHEN i % 3 = 0 THEN 'é' ELSE 'b' END, i
+           FROM generate_series(1, 2000) AS i;
+         CREATE TABLE test.gaps (id bigint PRIMARY KEY);
+         INSERT INTO test.gaps SELECT i * 7 - 3 FROM generate_series(-500, 1500) AS i;
+         ANALYZE test.comp; ANALYZE test.gaps;",
+    )
+    .await;
+    let client = db.superuser_client().await;
+    let table = |name: &str| DiscoveredTable {
+        oid: 0,
+        schema: "test".into(),
+        name: name.into(),
+        relkind: 'r',
+        is_partition: false,
+        published: true,
+        columns: Vec::new(),
+        key: Vec::new(),
+        key_is_unique_index: false,
+    };
+    /// A table: its key columns, their types, which order bytewise, and its keys in order.
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a [bool], &'a str);
+    let cases: [Case<'_>; 2] = [
+        (
+            "comp",
+            &["g", "id"],
+            &["text", "integer"],
+            &[true, false],
+            r#"SELECT c.g, c.id::text FROM test.comp AS c ORDER BY c.g COLLATE "C", c.id"#,
+        ),
+        ("gaps", &["id"], &["bigint"], &[false], "SELECT g.id::text FROM test.gaps AS g ORDER BY g.id"),
+    ];
+    for (name, columns, types, collate_c, ordered) in cases {
+        let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+        let keys = KeyOrder { columns: &columns, types: &types, collate_c };
+        let all: Vec<Vec<String>> = client
+            .query(ordered, &[])
+            .await
+            .expect("the table's keys")
+            .iter()
+            .map(|row| (0..columns.len()).map(|i| row.get::<_, String>(i)).collect())
+            .collect();
+        // (the resume key's index, every, count). The reference orders by the columns, not by
+        // the text of the output (a bare `id` in ORDER BY would name the text).
+        for (skip, every, count) in
+            [(None, 100, 3), (Some(57), 333, 4), (Some(1_900), 50, 5), (None, 1, 2), (Some(all.len() - 1), 10, 3)]
+        {
+            let first = skip.map_or(0, |s| s + 1);
+            let expected: Vec<Vec<String>> = (1..=count)
+                .map(|n| first + n * every - 1)
+                .take_while(|i| *i < all.len())
+                .map(|i| all[i].clone())
+                .collect();
+            let sql = split_keys_sql(
+                &table(name),
+                &keys,
+                skip.is_some(),
+                i64::try_from(every).unwrap(),
+                i64::try_from(count).unwrap(),
+            );
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = match skip {
+                Some(s) => all[s].iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)).collect(),
+                None => Vec::new(),
+            };
+            let got: Vec<Vec<String>> = client
+                .query(&sql, &params)
+                .await
+                .unwrap_or_else(|err| panic!("{sql}: {err}"))
+                .iter()
+                .map(|row| (0..columns.len()).map(|i| row.get::<_, String>(i)).collect())
+                .collect();
+            assert_eq!(got, expected, "{name}: after {skip:?}, every {every}, {count} splits");
+        }
+    }
+}
