@@ -256,7 +256,13 @@ impl ReplicationClient {
                 .ok()?;
             ReadCoalescing::for_receive_buffer(buffer, Instant::now())
         });
-        Ok(ReplicationStream { connection: self.connection, slot: slot.to_string(), copy_done: false, coalescing })
+        Ok(ReplicationStream {
+            connection: self.connection,
+            slot: slot.to_string(),
+            copy_done: false,
+            coalescing,
+            waiting_since: None,
+        })
     }
 
     async fn query(&mut self, sql: &str, context: ErrorContext<'_>) -> Result<Vec<Vec<Option<String>>>, PgError> {
@@ -301,6 +307,8 @@ pub struct ReplicationStream {
     /// The socket's low-water mark while the stream catches up; `None` where the transport
     /// is no TCP socket of ours or a mark could not be set.
     coalescing: Option<ReadCoalescing>,
+    /// When a read began to wait for the mark (None: no read is waiting for it).
+    waiting_since: Option<Instant>,
 }
 
 impl fmt::Debug for ReplicationStream {
@@ -382,11 +390,17 @@ impl ReplicationStream {
         let mark = coalescing.mark();
         let read = if mark > 1 {
             self.connection.read_buf.reserve(2 * mark);
-            match tokio::time::timeout(read_coalescing::DEADLINE, self.connection.fill_read_buf()).await {
+            // The deadline counts from the first read that waited, not from this call: a
+            // caller that drops `recv` more often than the deadline (a short timeout in a
+            // loop) must not hold data under the mark for ever.
+            let since = *self.waiting_since.get_or_insert_with(Instant::now);
+            let deadline = tokio::time::Instant::from_std(since + read_coalescing::DEADLINE);
+            match tokio::time::timeout_at(deadline, self.connection.fill_read_buf()).await {
                 Ok(read) => read?,
                 Err(_elapsed) => {
                     // Lowering the mark makes the kernel signal what is waiting, if anything.
                     let change = coalescing.on_deadline(Instant::now());
+                    self.waiting_since = None;
                     self.set_low_water_mark(change);
                     self.connection.fill_read_buf().await?
                 }
@@ -394,6 +408,7 @@ impl ReplicationStream {
         } else {
             self.connection.fill_read_buf().await?
         };
+        self.waiting_since = None;
         if let Some(coalescing) = self.coalescing.as_mut() {
             let change = coalescing.on_read(read, Instant::now());
             self.set_low_water_mark(change);

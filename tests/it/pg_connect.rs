@@ -390,12 +390,32 @@ async fn a_raised_low_water_mark_neither_holds_back_a_lone_change_nor_loses_a_bu
     assert!(waited < Duration::from_secs(3), "a lone change under the mark took {waited:?}");
     assert_eq!(stream.read_low_water_mark(), 1, "the deadline lowered the mark");
 
+    // A caller that polls `recv` once at a time and drops it, long before any deadline of
+    // one call could pass, still gets the change (the deadline counts from the first read
+    // that waited, whoever drops it).
+    assert!(stream.force_read_low_water_mark(32 * 1024));
+    db.execute("INSERT INTO test.items VALUES (2, 'two')").await;
+    let started = Instant::now();
+    let mut tags = Vec::new();
+    while tags.last() != Some(&'C') {
+        assert!(started.elapsed() < Duration::from_secs(3), "a change under the mark, recv always dropped: {tags:?}");
+        match tokio::time::timeout(Duration::ZERO, stream.recv()).await {
+            Ok(frame) => {
+                if let ReplicationFrame::XLogData { data, .. } = frame.unwrap().unwrap() {
+                    tags.push(char::from(data[0]));
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_micros(500)).await,
+        }
+    }
+    assert_eq!(tags, vec!['B', 'I', 'C']);
+
     // A burst of about 1.5 MB under the mark: every change, in order.
     assert!(stream.force_read_low_water_mark(32 * 1024));
     const ROWS: usize = 5_000;
     db.execute(&format!(
-        "INSERT INTO test.items SELECT i, repeat(md5(i::text), 8) FROM generate_series(2, {}) AS i",
-        ROWS + 1
+        "INSERT INTO test.items SELECT i, repeat(md5(i::text), 8) FROM generate_series(3, {}) AS i",
+        ROWS + 2
     ))
     .await;
     let (tags, _) = receive_transaction(&mut stream).await;
