@@ -325,7 +325,7 @@ pub fn split_keys_sql(table: &DiscoveredTable, keys: &KeyOrder<'_>, after: bool,
                 let previous: Vec<String> = (0..keys.columns.len())
                     .map(|i| format!("(SELECT k{i} FROM b{})", n - 1) + keys.collate(i))
                     .collect();
-                format!(" WHERE ({}) > ({})", keys.expressions("src").join(", "), previous.join(", "))
+                format!(" WHERE ({order}) > ({})", previous.join(", "))
             } else if after {
                 format!(" WHERE {}", keys.compare(">", 1))
             } else {

@@ -193,20 +193,24 @@ async fn check_prerequisites(
 ) -> Result<BTreeSet<(String, String)>, Error> {
     let wanted: BTreeSet<(String, String)> =
         resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
-    if !config.skips_prerequisites() {
-        let keys = crate::validate::collection_key_columns(
-            resources.iter().zip(&open.capture.bindings).map(|(r, b)| (r, b.collection.key.as_slice())),
-        );
-        let mut problems = crate::validate::check_server(client, config).await?;
-        if !config.skips_table_prerequisites() {
-            problems.extend(crate::validate::check_tables(client, config, &wanted, &keys).await?);
-            problems.extend(crate::validate::check_publication_filters(client, config, &wanted).await?);
-        }
-        if !problems.is_empty() {
-            return Err(crate::validate::report(&problems));
-        }
+    if config.skips_prerequisites() {
+        // Neither checks nor creates anything (`ensure_objects_for` would do nothing either).
+        return Ok(wanted);
     }
-    crate::validate::ensure_objects_for(client, config, &wanted).await?;
+    // Who we are is asked once: every check and the objects' creation share the answer.
+    let ctx = crate::validate::Context::load(client, config).await?;
+    let keys = crate::validate::collection_key_columns(
+        resources.iter().zip(&open.capture.bindings).map(|(r, b)| (r, b.collection.key.as_slice())),
+    );
+    let mut problems = crate::validate::check_server(client, config, &ctx).await?;
+    if !config.skips_table_prerequisites() {
+        problems.extend(crate::validate::check_tables(client, config, &ctx, &wanted, &keys).await?);
+        problems.extend(crate::validate::check_publication_filters(client, config, &ctx, &wanted).await?);
+    }
+    if !problems.is_empty() {
+        return Err(crate::validate::report(&problems));
+    }
+    crate::validate::ensure_objects_for(client, config, &ctx, &wanted).await?;
     Ok(wanted)
 }
 

@@ -17,6 +17,7 @@ use crate::protocol::ValidateBinding;
 pub async fn check_backfill_keys(
     client: &Client,
     config: &Config,
+    ctx: &Context,
     resources: &[ResourceConfig],
     bindings: &[ValidateBinding],
 ) -> Result<Vec<Problem>, Error> {
@@ -38,7 +39,6 @@ pub async fn check_backfill_keys(
     // Missing tables are reported by the table checks.
     let tables = crate::discovery::discover_tables(client, config, Some(&wanted)).await?;
     let mut problems = Vec::new();
-    let mut ctx: Option<Context> = None;
     for (index, resource, binding) in scanned {
         let Some(table) = tables.iter().find(|t| t.schema == resource.namespace && t.name == resource.stream) else {
             continue;
@@ -50,10 +50,6 @@ pub async fn check_backfill_keys(
         let message = format!("{} (binding {index}): {}", problem.message, crate::capture::UNUSABLE_KEY_HINT);
         match problem.nullable {
             Some(column) => {
-                let ctx = match &ctx {
-                    Some(ctx) => ctx,
-                    None => ctx.insert(Context::load(client, config).await?),
-                };
                 let sql = format!(
                     "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL;",
                     qualified(&table.schema, &table.name),

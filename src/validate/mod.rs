@@ -11,7 +11,8 @@
 //!   config + bindings ──► binding rules (pure: mode/filter changes, fallback keys)
 //!          │
 //!          ▼
-//!   Context::load ── who am I, which database, which platform ([`platform`])
+//!   Context::load ── who am I, which database, which platform ([`platform`]);
+//!          │         asked once: every check, and `apply`'s objects, take the answer
 //!          │
 //!          ├─► server::check  ── facts (one query each) ──► problems (pure)
 //!          ├─► tables::check  ── facts for all bound tables ──► problems (pure) + advice
@@ -368,17 +369,18 @@ async fn check_all(
     bindings: &[crate::protocol::ValidateBinding],
 ) -> Result<Vec<Problem>, Error> {
     let client = connect_for_checks(config).await?;
-    let mut problems = check_server(&client, config).await?;
+    let ctx = Context::load(&client, config).await?;
+    let mut problems = check_server(&client, config, &ctx).await?;
     if config.skips_table_prerequisites() {
         tracing::warn!(
             "skipping per-table prerequisite checks because the 'skip_table_prerequisites' feature flag is set"
         );
     } else {
-        problems.extend(check_tables(&client, config, tables, keys).await?);
-        problems.extend(check_publication_filters(&client, config, tables).await?);
+        problems.extend(check_tables(&client, config, &ctx, tables, keys).await?);
+        problems.extend(check_publication_filters(&client, config, &ctx, tables).await?);
     }
     problems.extend(check_meta_keys(&client, resources, bindings).await?);
-    problems.extend(keys::check_backfill_keys(&client, config, resources, bindings).await?);
+    problems.extend(keys::check_backfill_keys(&client, config, &ctx, resources, bindings).await?);
     if problems.is_empty() {
         problems.extend(server::check_replication_connection(config).await);
     }
@@ -390,11 +392,11 @@ async fn check_all(
 pub async fn check_publication_filters(
     client: &Client,
     config: &Config,
+    ctx: &Context,
     tables: &BTreeSet<(String, String)>,
 ) -> Result<Vec<Problem>, Error> {
-    let ctx = Context::load(client, config).await?;
     let shape = publication::PublicationShape::load(client, config, ctx.server_version, tables).await?;
-    Ok(publication::filter_problems(&ctx, config, &shape))
+    Ok(publication::filter_problems(ctx, config, &shape))
 }
 
 /// Collection keys that name a column `_meta`, `_meta_`, ... the way the Go connector (and
@@ -456,14 +458,15 @@ async fn has_column(client: &Client, resource: &ResourceConfig, column: &str) ->
 pub async fn ensure_objects_for(
     client: &Client,
     config: &Config,
+    ctx: &Context,
     tables: &BTreeSet<(String, String)>,
 ) -> Result<Vec<String>, Error> {
     if config.skips_prerequisites() || config.read_only() {
         Ok(Vec::new())
     } else if config.skips_table_prerequisites() {
-        ensure_watermarks_table(client, config).await
+        ensure_watermarks_table(client, config, ctx).await
     } else {
-        ensure_capture_objects(client, config, tables).await
+        ensure_capture_objects(client, config, ctx, tables).await
     }
 }
 
@@ -484,7 +487,8 @@ pub async fn apply(request: &Apply) -> Result<String, Error> {
         resources.iter().map(|r| (r.namespace.clone(), r.stream.clone())).collect();
     let actions = with_deadline("apply", async {
         let client = connect_for_checks(&config).await?;
-        ensure_objects_for(&client, &config, &tables).await
+        let ctx = Context::load(&client, &config).await?;
+        ensure_objects_for(&client, &config, &ctx, &tables).await
     })
     .await?;
     Ok(actions.join("\n"))

@@ -66,12 +66,12 @@ async fn ensure_publication(
 /// an unpublished watermark write would never reach the stream). Creates the publication
 /// first when it is missing and the user may. Returns what was done; fails with the
 /// remediation SQL when the user may not do what is needed.
-pub async fn ensure_watermarks_table(client: &Client, config: &Config) -> Result<Vec<String>, Error> {
-    let ctx = Context::load(client, config).await?;
+pub async fn ensure_watermarks_table(client: &Client, config: &Config, ctx: &Context) -> Result<Vec<String>, Error> {
     let mut actions = Vec::new();
-    ensure_publication(client, config, &ctx, &mut actions).await?;
-    let facts = ServerFacts::load(client, config, &ctx).await?;
-    let problems = watermarks_problems(&ctx, config, &facts);
+    ensure_publication(client, config, ctx, &mut actions).await?;
+    // Read after the publication may have been created: these facts include it.
+    let facts = ServerFacts::load(client, config, ctx).await?;
+    let problems = watermarks_problems(ctx, config, &facts);
     if !problems.is_empty() {
         return Err(report(&problems));
     }
@@ -108,11 +108,11 @@ async fn add_to_publication(
 pub async fn ensure_capture_objects(
     client: &Client,
     config: &Config,
+    ctx: &Context,
     tables: &BTreeSet<(String, String)>,
 ) -> Result<Vec<String>, Error> {
-    let mut actions = ensure_watermarks_table(client, config).await?;
-    let ctx = Context::load(client, config).await?;
-    let (publication, facts) = TableFacts::load(client, config, &ctx, tables).await?;
+    let mut actions = ensure_watermarks_table(client, config, ctx).await?;
+    let (publication, facts) = TableFacts::load(client, config, ctx, tables).await?;
     if !publication.exists || publication.all_tables || !publication.owned {
         return Ok(actions);
     }

@@ -151,13 +151,12 @@ impl ServerFacts {
 
 /// Server-wide prerequisites: version, wal_level, replication privilege, slot, senders,
 /// publication, watermarks table. Changes nothing.
-pub async fn check_server(client: &Client, config: &Config) -> Result<Vec<Problem>, Error> {
-    let ctx = Context::load(client, config).await?;
-    let facts = ServerFacts::load(client, config, &ctx).await?;
+pub async fn check_server(client: &Client, config: &Config, ctx: &Context) -> Result<Vec<Problem>, Error> {
+    let facts = ServerFacts::load(client, config, ctx).await?;
     for advice in server_advice(config, &facts) {
         tracing::warn!(advice = %advice, "capture advice");
     }
-    Ok(server_problems(&ctx, config, &facts))
+    Ok(server_problems(ctx, config, &facts))
 }
 
 /// `server_version_num` as text: 120017 → "12.17", 90624 → "9.6.24".

@@ -173,18 +173,18 @@ const IDENTITY_COLUMNS: &str = "pg_catalog.pg_index i
 pub async fn check_tables(
     client: &Client,
     config: &Config,
+    ctx: &Context,
     tables: &BTreeSet<(String, String)>,
     keys: &BTreeMap<(String, String), Vec<String>>,
 ) -> Result<Vec<Problem>, Error> {
-    let ctx = Context::load(client, config).await?;
-    let (publication, mut facts) = TableFacts::load(client, config, &ctx, tables).await?;
+    let (publication, mut facts) = TableFacts::load(client, config, ctx, tables).await?;
     for table in &mut facts {
         table.key_columns = keys.get(&(table.schema.clone(), table.name.clone())).cloned();
     }
     for advice in table_advice(&facts, ctx.server_version) {
         tracing::warn!(advice = %advice, "capture advice");
     }
-    Ok(table_problems(&ctx, config, &publication, &facts))
+    Ok(table_problems(ctx, config, &publication, &facts))
 }
 
 /// The rules, without IO.
