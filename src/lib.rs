@@ -62,8 +62,10 @@ use protocol::{Request, RequestReader};
 
 /// Run the connector over stdin/stdout until end of input (or until a capture ends).
 pub async fn run_connector() -> Result<(), error::Error> {
-    let stdin = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
-    let mut emitter = Emitter::new(tokio::io::stdout());
+    let stdout = protocol::stdio::Output::open();
+    tracing::debug!(pipe = stdout.is_pipe(), "stdout");
+    let stdin = tokio::io::BufReader::with_capacity(1 << 20, protocol::stdio::Input::open());
+    let mut emitter = Emitter::new(stdout);
     serve(RequestReader::new(stdin), &mut emitter).await
 }
 

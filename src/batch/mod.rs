@@ -140,8 +140,8 @@ fn fail(message: &str) -> ExitCode {
 
 /// Run the batch connector over stdin/stdout until end of input (or the capture ends).
 pub async fn run_connector() -> Result<(), Error> {
-    let stdin = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin());
-    let mut emitter = Emitter::new(tokio::io::stdout());
+    let stdin = tokio::io::BufReader::with_capacity(1 << 20, crate::protocol::stdio::Input::open());
+    let mut emitter = Emitter::new(crate::protocol::stdio::Output::open());
     serve(RequestReader::new(stdin), &mut emitter).await
 }
 

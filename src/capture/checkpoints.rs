@@ -17,6 +17,9 @@
 //!   it covers has waited [`MAX_CHECKPOINT_DELAY`]: documents reach stdout with their
 //!   checkpoint, so under a steady stream (frames always ready, or a server a little ahead)
 //!   coalescing without a time bound held documents back for up to a thousand transactions.
+//!   A live stream's checkpoints are [`MIN_CHECKPOINT_INTERVAL`] apart at least: a commit
+//!   that comes sooner waits for the rest of the interval (and for the commits after it),
+//!   so a commit alone is written out at once and a fast stream is coalesced.
 //! - Every checkpoint's cursor is queued until the runtime acknowledges it; one
 //!   acknowledgement may cover several checkpoints, and acknowledging more than were written
 //!   is an error (the runtime and the connector disagree about what is durable).
@@ -44,6 +47,13 @@ const BACKLOG_WAIT: Duration = Duration::from_millis(5);
 /// pays one checkpoint per this interval, a few hundred a second, each a short line and one
 /// write.
 pub(super) const MAX_CHECKPOINT_DELAY: Duration = Duration::from_millis(2);
+/// The shortest interval between two checkpoints of a stream that is caught up. Looking
+/// at the stream once and writing the checkpoint when nothing is ready gives a commit
+/// alone the lowest latency, but a fast stream one checkpoint per commit (5,000 a second at
+/// 5,000 transactions/s, each a write to stdout and an acknowledgement to read back); a
+/// commit that comes sooner than this after the last checkpoint waits for the rest of it.
+/// It stays below [`MAX_CHECKPOINT_DELAY`], which bounds the wait in any case.
+pub(super) const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(1);
 
 /// When the next checkpoint should be written (see [`Checkpoints::timing`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +106,8 @@ pub(super) struct Checkpoints {
     due: bool,
     /// When the first commit since the last checkpoint was seen.
     due_since: Option<Instant>,
+    /// When the last checkpoint was taken.
+    last_taken: Option<Instant>,
     /// Per-commit checkpoints are held back while streaming to a backfill fence.
     held: bool,
     changed_bindings: BTreeSet<usize>,
@@ -116,6 +128,7 @@ impl Checkpoints {
             transactions: 0,
             due: false,
             due_since: None,
+            last_taken: None,
             held: false,
             changed_bindings: BTreeSet::new(),
         }
@@ -202,16 +215,22 @@ impl Checkpoints {
         if self.transactions >= MAX_TRANSACTIONS_PER_CHECKPOINT || self.documents >= MAX_DOCUMENTS_PER_CHECKPOINT {
             return Timing::Now;
         }
-        let waited = self.due_since.map_or(Duration::ZERO, |since| now().saturating_duration_since(since));
+        let now = now();
+        let waited = self.due_since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
         let Some(left) = MAX_CHECKPOINT_DELAY.checked_sub(waited).filter(|left| !left.is_zero()) else {
             return Timing::Now;
         };
         // While draining a backlog (the server's WAL end is well ahead of what we are
         // reading) the next frame is in flight: wait for it briefly rather than paying a
-        // checkpoint per small transaction. Caught up, checkpoint at once, which keeps
-        // latency low.
+        // checkpoint per small transaction.
         let lagging = self.server_wal_end.0.saturating_sub(self.last_message_start.0) > BACKLOG_BYTES;
-        Timing::UnlessFrameWithin(if lagging { BACKLOG_WAIT.min(left) } else { Duration::ZERO })
+        if lagging {
+            return Timing::UnlessFrameWithin(BACKLOG_WAIT.min(left));
+        }
+        // Caught up: at once unless a frame is ready, or, right after the last checkpoint,
+        // once the rest of the minimum interval has passed without one.
+        let since_last = self.last_taken.map_or(MIN_CHECKPOINT_INTERVAL, |at| now.saturating_duration_since(at));
+        Timing::UnlessFrameWithin(MIN_CHECKPOINT_INTERVAL.saturating_sub(since_last).min(left))
     }
 
     /// Whether there is anything to checkpoint: a commit or a moved cursor, documents, or
@@ -220,9 +239,9 @@ impl Checkpoints {
         self.due || (with_bindings && !self.changed_bindings.is_empty()) || self.documents > 0
     }
 
-    /// Take a checkpoint: what it records, queued until acknowledged, with the counters
-    /// started afresh.
-    pub fn take(&mut self) -> Checkpoint {
+    /// Take a checkpoint at `now`: what it records, queued until acknowledged, with the
+    /// counters started afresh.
+    pub fn take(&mut self, now: Instant) -> Checkpoint {
         let checkpoint = Checkpoint {
             cursor: self.cursor,
             bindings: std::mem::take(&mut self.changed_bindings).into_iter().collect(),
@@ -231,6 +250,7 @@ impl Checkpoints {
         self.unacknowledged.push_back(self.cursor);
         self.due = false;
         self.due_since = None;
+        self.last_taken = Some(now);
         self.documents = 0;
         self.transactions = 0;
         checkpoint
@@ -272,7 +292,7 @@ mod tests {
         let mut c = session();
         for end in [200, 300, 400] {
             c.on_commit(Lsn(end), t0());
-            assert_eq!(c.take().cursor, Lsn(end));
+            assert_eq!(c.take(t0()).cursor, Lsn(end));
         }
         assert_eq!(c.confirmable(), START, "nothing acknowledged yet");
         c.acknowledge(1).unwrap();
@@ -286,12 +306,12 @@ mod tests {
     fn acknowledgements_arriving_after_more_checkpoints_apply_oldest_first() {
         let mut c = session();
         c.on_commit(Lsn(200), t0());
-        c.take();
+        c.take(t0());
         c.acknowledge(1).unwrap();
         c.on_commit(Lsn(300), t0());
-        c.take();
+        c.take(t0());
         c.on_commit(Lsn(350), t0());
-        c.take();
+        c.take(t0());
         c.acknowledge(1).unwrap();
         assert_eq!(c.confirmable(), Lsn(300), "the later checkpoint is not acknowledged yet");
     }
@@ -302,7 +322,7 @@ mod tests {
         assert_eq!(c.acknowledge(0), Ok(()), "an explicit zero acknowledges nothing");
         assert_eq!(c.acknowledge(1), Err(ExcessAcknowledgement { acknowledged: 1, outstanding: 0 }));
         c.on_commit(Lsn(200), t0());
-        c.take();
+        c.take(t0());
         assert!(c.acknowledge(2).is_err());
         assert_eq!(c.confirmable(), START);
         c.acknowledge(1).unwrap();
@@ -314,7 +334,7 @@ mod tests {
     fn the_slot_is_never_confirmed_past_what_the_server_has_shown() {
         let mut c = Checkpoints::new(START, Lsn(150));
         c.on_commit(Lsn(500), t0());
-        c.take();
+        c.take(t0());
         c.acknowledge(1).unwrap();
         assert_eq!(c.confirmable(), Lsn(150));
         c.on_data(Lsn(450), Lsn(480));
@@ -330,7 +350,7 @@ mod tests {
         assert!(!c.pending(true));
         c.on_keepalive(Lsn(900), true);
         assert_eq!(c.timing(true, t0), Timing::UnlessFrameWithin(Duration::ZERO));
-        let checkpoint = c.take();
+        let checkpoint = c.take(t0());
         assert_eq!(checkpoint, Checkpoint { cursor: Lsn(900), bindings: vec![], documents: 0 });
         c.acknowledge(1).unwrap();
         assert_eq!(c.confirmable(), Lsn(900));
@@ -341,7 +361,7 @@ mod tests {
     fn keepalives_never_move_the_cursor_back_or_inside_a_transaction() {
         let mut c = session();
         c.on_commit(Lsn(500), t0());
-        c.take();
+        c.take(t0());
         c.on_keepalive(Lsn(400), true);
         assert_eq!(c.cursor(), Lsn(500));
         c.on_keepalive(Lsn(700), false);
@@ -366,7 +386,7 @@ mod tests {
         assert_eq!(c.timing(true, t0), Timing::NotDue, "not even past the coalescing bounds");
         c.hold(false);
         assert_eq!(c.timing(true, t0), Timing::Now);
-        let checkpoint = c.take();
+        let checkpoint = c.take(t0());
         assert_eq!((checkpoint.cursor, checkpoint.documents), (Lsn(300), 1));
     }
 
@@ -381,7 +401,7 @@ mod tests {
         assert_eq!(c.cursor(), Lsn(900));
         assert_eq!(c.timing(true, t0), Timing::NotDue, "still held until the fence's checkpoint");
         c.hold(false);
-        assert_eq!(c.take().cursor, Lsn(900));
+        assert_eq!(c.take(t0()).cursor, Lsn(900));
         c.acknowledge(1).unwrap();
         assert_eq!(c.confirmable(), Lsn(900), "the server showed the position: the slot may move there");
     }
@@ -401,7 +421,7 @@ mod tests {
             c.on_document();
         }
         assert_eq!(c.timing(true, t0), Timing::Now);
-        c.take();
+        c.take(t0());
         assert_eq!(c.timing(true, t0), Timing::NotDue);
         for end in 0..MAX_TRANSACTIONS_PER_CHECKPOINT - 1 {
             c.on_commit(Lsn(400 + end), t0());
@@ -419,9 +439,9 @@ mod tests {
         c.binding_changed(3);
         assert!(!c.pending(false), "binding changes alone wait for a checkpoint that records them");
         assert!(c.pending(true));
-        assert_eq!(c.take().bindings, vec![1, 3]);
+        assert_eq!(c.take(t0()).bindings, vec![1, 3]);
         assert!(!c.pending(true));
-        assert_eq!(c.take().bindings, Vec::<usize>::new());
+        assert_eq!(c.take(t0()).bindings, Vec::<usize>::new());
     }
 
     #[test]
@@ -430,7 +450,7 @@ mod tests {
         c.on_document();
         assert!(c.pending(false));
         assert_eq!(c.timing(true, t0), Timing::NotDue, "only commits and cursor moves make it due");
-        assert_eq!(c.take(), Checkpoint { cursor: START, bindings: vec![], documents: 1 });
+        assert_eq!(c.take(t0()), Checkpoint { cursor: START, bindings: vec![], documents: 1 });
     }
 
     #[test]
@@ -447,7 +467,7 @@ mod tests {
             Timing::UnlessFrameWithin(MAX_CHECKPOINT_DELAY - Duration::from_millis(1))
         );
         assert_eq!(c.timing(true, later(2)), Timing::Now);
-        c.take();
+        c.take(t0());
         c.on_commit(Lsn(220), t0() + Duration::from_millis(5));
         assert_eq!(c.timing(true, later(5)), Timing::UnlessFrameWithin(MAX_CHECKPOINT_DELAY), "a new wait");
         // Caught up, the stream is looked at once, and the bound holds too.
@@ -455,5 +475,34 @@ mod tests {
         assert_eq!(c.timing(true, later(5)), Timing::UnlessFrameWithin(Duration::ZERO));
         assert_eq!(c.timing(true, later(7)), Timing::Now);
         assert_eq!(c.timing(false, later(60)), Timing::NotDue, "never inside a transaction");
+    }
+
+    #[test]
+    fn a_live_stream_checkpoints_at_once_but_at_most_once_per_interval() {
+        let mut c = session();
+        // Caught up: the server's WAL end is where the last message started.
+        c.on_data(Lsn(300), Lsn(300));
+        let at = |us: u64| t0() + Duration::from_micros(us);
+        c.on_commit(Lsn(310), at(0));
+        assert_eq!(c.timing(true, || at(0)), Timing::UnlessFrameWithin(Duration::ZERO), "the first commit");
+        c.take(at(0));
+        // A commit right after the last checkpoint waits for the rest of the interval...
+        c.on_commit(Lsn(320), at(300));
+        assert_eq!(
+            c.timing(true, || at(300)),
+            Timing::UnlessFrameWithin(MIN_CHECKPOINT_INTERVAL - Duration::from_micros(300))
+        );
+        // ...and no longer: once it has passed, at once unless a frame is ready.
+        assert_eq!(c.timing(true, || at(1_000)), Timing::UnlessFrameWithin(Duration::ZERO));
+        c.take(at(1_200));
+        // A commit long after the last checkpoint goes out at once.
+        c.on_commit(Lsn(330), at(50_000));
+        assert_eq!(c.timing(true, || at(50_000)), Timing::UnlessFrameWithin(Duration::ZERO));
+        // The delay bound still holds over the interval: a clock that went backwards
+        // (the last checkpoint "in the future") waits no longer than the bound.
+        c.take(at(60_000));
+        c.on_commit(Lsn(340), at(52_000));
+        assert_eq!(c.timing(true, || at(53_000)), Timing::UnlessFrameWithin(MIN_CHECKPOINT_INTERVAL));
+        assert_eq!(c.timing(true, || at(54_000)), Timing::Now);
     }
 }

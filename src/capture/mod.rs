@@ -497,6 +497,21 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             match self.checkpoints.timing(self.transactions.current().is_none(), Instant::now) {
                 Timing::NotDue => {}
                 Timing::Now => self.checkpoint_if_due(false, stream).await?,
+                Timing::UnlessFrameWithin(wait) if wait.is_zero() => {
+                    // "Unless a frame is ready now": the stream is polled once, and a frame
+                    // that is not there yet is left to the select below (`recv` is
+                    // cancel-safe). Not a zero `timeout`: its timer fires at the timer's
+                    // next millisecond tick, and the worker sleeps in `epoll_wait` until
+                    // then, so every commit of a live stream waited up to a millisecond
+                    // for its checkpoint (docs/performance.md, finding 20).
+                    match futures::FutureExt::now_or_never(stream.recv()) {
+                        Some(frame) => {
+                            self.on_frame(frame?, stream).await?;
+                            continue;
+                        }
+                        None => self.checkpoint_if_due(false, stream).await?,
+                    }
+                }
                 Timing::UnlessFrameWithin(wait) => match tokio::time::timeout(wait, stream.recv()).await {
                     Ok(frame) => {
                         self.on_frame(frame?, stream).await?;
@@ -547,7 +562,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         // Schemas of tables described again since the last checkpoint: this one commits them.
         self.send_marked_sourced_schemas(stream).await?;
         // Taken before it is written: a write that fails ends the session.
-        let checkpoint = self.checkpoints.take();
+        let checkpoint = self.checkpoints.take(Instant::now());
         // Every binding state written carries the value-formats marker (see `state`), also
         // one whose state was replaced since the session started (a new backfill).
         let formats = self.config.formats.improvement_names();

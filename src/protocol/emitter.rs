@@ -11,10 +11,12 @@
 //! transaction (the capture decides when to call [`Emitter::checkpoint`]).
 //!
 //! Responses accumulate in one plain buffer, handed to the writer in blocks of about
-//! `BLOCK_BYTES` (1 MiB) and on every flush. A dedicated stdout thread (double-buffered blocks,
-//! no copy into tokio's blocking-pool buffer) was measured for issue 16 and gave no CPU or wall
-//! time difference on the backfill or streaming benchmarks, so stdout stays tokio's
-//! (docs/performance.md, finding 10).
+//! `BLOCK_BYTES` (1 MiB) and on every flush. The writer is stdout as [`super::stdio`] opens
+//! it: a pipe written on the runtime's thread (sized to hold a block, so the capture encodes
+//! the next block while the reader drains this one), or tokio's handle for anything else.
+//! A dedicated stdout thread (double-buffered blocks) was measured for issue 16 and gave no
+//! CPU or wall time difference on the backfill or streaming benchmarks (finding 10); what
+//! the thread hand-offs did cost was each checkpoint's (finding 20).
 
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -22,7 +24,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::responses::{DiscoveredBinding, Response, SpecResponse, ValidatedBinding};
 
 /// Size of one output block: documents are written out in blocks of about this size.
-const BLOCK_BYTES: usize = 1 << 20;
+pub(super) const BLOCK_BYTES: usize = 1 << 20;
 
 pub struct Emitter<W: AsyncWrite + Unpin> {
     /// Responses not yet written to `out`; ends on a whole line when written.

@@ -9,6 +9,7 @@
 
 pub mod emitter;
 pub mod responses;
+pub mod stdio;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;

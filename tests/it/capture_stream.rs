@@ -562,9 +562,12 @@ async fn columns_dropped_and_renamed_during_a_backfill_do_not_stop_it() {
     let db = TestDb::create("columns_dropped_during_backfill").await;
     db.execute(
         "CREATE TABLE test.shifting (id bigint PRIMARY KEY, a text, b int4, c text, d int4);
-         INSERT INTO test.shifting SELECT g, 'a' || g, g, 'c' || g, g FROM generate_series(1, 3000) g;",
+         INSERT INTO test.shifting SELECT g, repeat('a', 2000) || g, g, 'c' || g, g FROM generate_series(1, 3000) g;",
     )
     .await;
+    // Rows of about 2 KB: the backfill can run ahead of this test by what the stdout pipe
+    // holds (up to 1 MiB), about 5 chunks of them, so the changes below still land while
+    // it runs (with rows of 200 bytes the whole table fit in the pipe before the first).
     let mut config = db.endpoint_config();
     config["advanced"]["backfill_chunk_size"] = json!(100);
     let capture = Capture { config, bindings: vec![binding("shifting", &["/id"])], slot: db.slot_name() };
