@@ -241,9 +241,14 @@ const RETYPES: &[Retype] = &[
     },
 ];
 
+/// Create the scenario's table with [`ROWS`] rows.
+///
+/// Values are padded to 4 KB (compressed on disk): the connector's output pipe, which it grows
+/// to 1 MiB, then holds about 250 documents, so a running connector is never more than that
+/// ahead of what the test has read, and an ALTER at "row N" lands mid-backfill.
 async fn create_table(db: &TestDb, retype: &Retype) {
     db.execute(&format!(
-        "{}; INSERT INTO test.{} SELECT {}, 'v' || g FROM generate_series(1, {ROWS}) g",
+        "{}; INSERT INTO test.{} SELECT {}, 'v' || g || repeat('-', 4000) FROM generate_series(1, {ROWS}) g",
         retype.create, retype.table, retype.ids
     ))
     .await;
@@ -326,8 +331,9 @@ async fn a_key_column_retyped_under_a_running_backfill_loses_no_row() {
         let db = TestDb::create(&format!("retype_live_{}", retype.table)).await;
         create_table(&db, retype).await;
         let mut config = db.endpoint_config();
-        // Small chunks, so that the connector (which runs ahead of the checkpoints this test
-        // has read by what the output pipe holds) is still backfilling when the ALTER runs.
+        // Small chunks and wide rows (see `create_table`), so that the connector (which runs
+        // ahead of the checkpoints this test has read by what the output pipe holds) is still
+        // backfilling when the ALTER runs.
         config["advanced"]["backfill_chunk_size"] = json!(10);
         let mut store = Store::new();
         let mut session = open(&db, &config, retype.table, &mut store, &[("SHUTDOWN_AFTER_POLLING", "yes")]).await;
