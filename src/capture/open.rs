@@ -202,11 +202,7 @@ async fn check_prerequisites(
     let keys = crate::validate::collection_key_columns(
         resources.iter().zip(&open.capture.bindings).map(|(r, b)| (r, b.collection.key.as_slice())),
     );
-    let mut problems = crate::validate::check_server(client, config, &ctx).await?;
-    if !config.skips_table_prerequisites() {
-        problems.extend(crate::validate::check_tables(client, config, &ctx, &wanted, &keys).await?);
-        problems.extend(crate::validate::check_publication_filters(client, config, &ctx, &wanted).await?);
-    }
+    let problems = crate::validate::check_prerequisites(client, config, &ctx, &wanted, &keys).await?;
     if !problems.is_empty() {
         return Err(crate::validate::report(&problems));
     }

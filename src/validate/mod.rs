@@ -63,8 +63,8 @@ use crate::protocol::{Apply, CaptureSpec, Validate};
 use platform::{Platform, PlatformHints};
 
 pub use objects::{ensure_capture_objects, ensure_watermarks_table};
-pub use server::check_server;
-pub use tables::check_tables;
+use server::check_server;
+use tables::check_tables;
 
 /// Statement timeout of the connections validation and apply open.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -370,15 +370,12 @@ async fn check_all(
 ) -> Result<Vec<Problem>, Error> {
     let client = connect_for_checks(config).await?;
     let ctx = Context::load(&client, config).await?;
-    let mut problems = check_server(&client, config, &ctx).await?;
     if config.skips_table_prerequisites() {
         tracing::warn!(
             "skipping per-table prerequisite checks because the 'skip_table_prerequisites' feature flag is set"
         );
-    } else {
-        problems.extend(check_tables(&client, config, &ctx, tables, keys).await?);
-        problems.extend(check_publication_filters(&client, config, &ctx, tables).await?);
     }
+    let mut problems = check_prerequisites(&client, config, &ctx, tables, keys).await?;
     problems.extend(check_meta_keys(&client, resources, bindings).await?);
     problems.extend(keys::check_backfill_keys(&client, config, &ctx, resources, bindings).await?);
     if problems.is_empty() {
@@ -387,9 +384,26 @@ async fn check_all(
     Ok(problems)
 }
 
+/// What the capture needs of the server and, unless the configuration skips them, of its
+/// tables and their publication: the checks `validate` and `open` share.
+pub async fn check_prerequisites(
+    client: &Client,
+    config: &Config,
+    ctx: &Context,
+    tables: &BTreeSet<(String, String)>,
+    keys: &BTreeMap<(String, String), Vec<String>>,
+) -> Result<Vec<Problem>, Error> {
+    let mut problems = check_server(client, config, ctx).await?;
+    if !config.skips_table_prerequisites() {
+        problems.extend(check_tables(client, config, ctx, tables, keys).await?);
+        problems.extend(check_publication_filters(client, config, ctx, tables).await?);
+    }
+    Ok(problems)
+}
+
 /// Column lists and row filters of the publication on the bound tables (PostgreSQL 15+):
 /// with either, changes the capture needs never reach it.
-pub async fn check_publication_filters(
+async fn check_publication_filters(
     client: &Client,
     config: &Config,
     ctx: &Context,
