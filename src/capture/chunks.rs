@@ -495,7 +495,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             Some(row) if keyed => Some(resume_key(row, &key_cells, key_count, &emitted, &self.bindings[index].table)?),
             _ => None,
         };
-        Ok(Some(RowsRead { rows, tail_rows: rows, timed_out, last_key }))
+        Ok(Some(RowsRead { rows, tail_rows: rows, timed_out, last_key, readers: 1 }))
     }
 
     /// A keyless chunk's rows are followed by the size (in pages) and files of the relation
@@ -580,6 +580,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         };
         let outcome = chunk_plan::outcome(plan, &chunk, &sizing);
         binding.chunk_limit = outcome.limit;
+        // A whole chunk's throughput, from the table's previous chunk's end (when no other
+        // table's chunk came between): how fast its readers read it.
+        let now = Instant::now();
+        if let Some((previous, ended)) = self.last_chunk_end.replace((index, now)) {
+            if previous == index && !outcome.done && !read.timed_out {
+                binding.reader_trial.record(read.readers, read.rows, now.saturating_duration_since(ended));
+            }
+        }
         // The order this chunk was read in, which its resume key is only valid in (checked
         // against the catalog once the round's chunks are read: `Session::check_key_types`).
         binding.state.key_types = if outcome.done { None } else { binding.key_signature.clone() };
@@ -683,6 +691,8 @@ pub(super) struct RowsRead {
     pub(super) timed_out: bool,
     /// The last row's key columns as text (keyed chunks).
     pub(super) last_key: Option<Vec<Option<String>>>,
+    /// Connections that read it.
+    pub(super) readers: usize,
 }
 
 /// The key of a keyed chunk's row as text, each column's from where `key_cells` says: one

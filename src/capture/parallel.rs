@@ -50,6 +50,10 @@
 //! connection, which stops the server process at its socket. The first range, read
 //! directly, is never blocked by them, so nothing waits in a circle.
 //!
+//! How many: `advanced.backfill_readers`, or when it is not set, the number the table's size
+//! calls for, used only while rounds are measured faster than single chunks
+//! (`reader_trial`).
+//!
 //! Connections: the K-1 extra connections are opened when a table with more than one
 //! reader is backfilled and closed once no backfilling table needs them; each counts
 //! against the server's `max_connections`. They only read, so a read-only capture (a
@@ -111,9 +115,21 @@ struct VisibleRanges {
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
-    /// How many connections read binding `index`'s backfill: one for keyless tables, else
-    /// `advanced.backfill_readers` (see `Config::backfill_readers_for`).
+    /// How many connections read binding `index`'s next chunk: one for tables without a
+    /// key, else `advanced.backfill_readers`, or when that is not set, the count chosen from
+    /// the table's size where it was measured to be faster than one (see `reader_trial`).
     pub(super) fn backfill_readers(&self, index: usize) -> usize {
+        let readers = self.readers_allowed(index);
+        if self.config.backfill_readers.is_some() {
+            return readers;
+        }
+        self.bindings[index].reader_trial.readers(readers)
+    }
+
+    /// How many connections may read binding `index`'s backfill: one for tables without a
+    /// key, else `advanced.backfill_readers` (see `Config::backfill_readers_for`), at most
+    /// as many as the server allowed.
+    fn readers_allowed(&self, index: usize) -> usize {
         let binding = &self.bindings[index];
         if binding.state.mode != TableMode::KeylessBackfill && binding.key_columns.is_empty() {
             return 1;
@@ -122,14 +138,16 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.readers_refused.map_or(readers, |cap| readers.min(cap))
     }
 
-    /// Close the extra reader connections that no backfilling table needs any more.
+    /// Close the extra reader connections that no backfilling table needs any more. A table
+    /// read by one connection for now, as measured faster, keeps its readers open for the
+    /// next measurement.
     pub(super) fn close_unneeded_readers(&mut self) {
         if self.extra_readers.is_empty() {
             return;
         }
         let needed = (0..self.bindings.len())
             .filter(|i| self.bindings[*i].state.mode.is_backfilling())
-            .map(|i| self.backfill_readers(i))
+            .map(|i| self.readers_allowed(i))
             .max()
             .unwrap_or(1);
         self.extra_readers.truncate(needed.saturating_sub(1));
@@ -474,7 +492,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
             })
             .collect();
-        let mut total = RowsRead { rows: 0, tail_rows: 0, timed_out: false, last_key: None };
+        let mut total = RowsRead { rows: 0, tail_rows: 0, timed_out: false, last_key: None, readers: ranges.len() };
         let mut empty_ranges = Vec::new();
         // Ranges read to their end, and for keyless windows the last one's plan and relation,
         // and every identity of the files they read.

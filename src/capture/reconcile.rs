@@ -117,6 +117,7 @@ fn new_binding(
         chunk_limit: None,
         estimated_rows: None,
         binary_cells: true,
+        reader_trial: Default::default(),
     }
 }
 

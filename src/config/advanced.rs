@@ -55,7 +55,7 @@ pub struct Advanced {
     #[serde(default = "default_chunk_size")]
     #[schemars(title = "Backfill Chunk Size")]
     pub backfill_chunk_size: i64,
-    /// Connections that read one large table's backfill at once, each a range of its keys (or of its pages, for a keyless table), 1 to 8. 0 or absent: chosen from the table's estimated size, 1 below 20 chunks of rows, 2 from 20 chunks, 4 from 200 (1 M and 10 M rows with the default chunk size). Each extra reader is one more connection while that table is backfilled; 1 reads every table with one connection.
+    /// Connections that read one large table's backfill at once, each a range of its keys (or of its pages, for a keyless table), 1 to 8. 0 or absent: chosen from the table's estimated size, 1 below 20 chunks of rows, 2 from 20 chunks, 4 from 200 (1 M and 10 M rows with the default chunk size), used while they read the table faster than one connection (measured as it goes). Each extra reader is one more connection while that table is backfilled; 1 reads every table with one connection.
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(title = "Backfill Readers", range(min = 0, max = 8))]
     pub backfill_readers: i64,
