@@ -580,11 +580,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         };
         let outcome = chunk_plan::outcome(plan, &chunk, &sizing);
         binding.chunk_limit = outcome.limit;
-        // A whole chunk's throughput, from the table's previous chunk's end (when no other
-        // table's chunk came between): how fast its readers read it.
+        // A whole chunk's throughput, from the table's previous chunk's end: how fast its
+        // readers read it, with everything a chunk costs (its fence, and the other tables'
+        // chunks of the same rounds, which either way are read).
         let now = Instant::now();
-        if let Some((previous, ended)) = self.last_chunk_end.replace((index, now)) {
-            if previous == index && !outcome.done && !read.timed_out {
+        if let Some(ended) = binding.last_chunk_end.replace(now) {
+            if !outcome.done && !read.timed_out {
                 binding.reader_trial.record(read.readers, read.rows, now.saturating_duration_since(ended));
             }
         }

@@ -171,8 +171,10 @@ struct Binding {
     /// Chunks read the emitted columns of fixed-width built-in types in binary (see
     /// [`backfill::ReadForm`]); false once a result column was not of its described type.
     binary_cells: bool,
-    /// Whether its default readers read it faster than one connection (see `reader_trial`).
+    /// Whether its default readers read it faster than one connection (see `reader_trial`),
+    /// and when its last backfill chunk (or round) ended in this session.
     reader_trial: reader_trial::ReaderTrial,
+    last_chunk_end: Option<Instant>,
 }
 
 /// How to take back a keyed chunk: the snapshot it read with, and what it changed.
@@ -214,9 +216,6 @@ struct Session<'e, W: AsyncWrite + Unpin> {
     /// How many connections the server allowed to read one table, once it refused one of
     /// the readers chosen by default (too many connections): later rounds read with that many.
     readers_refused: Option<usize>,
-    /// The binding whose backfill chunk (or round) ended last, and when: the time to a
-    /// table's next chunk is its throughput (see `reader_trial`).
-    last_chunk_end: Option<(usize, Instant)>,
     registry: TypeRegistry,
     bindings: Vec<Binding>,
     by_table: BTreeMap<(String, String), usize>,

@@ -97,7 +97,6 @@ pub(super) async fn open_session<'e, W: AsyncWrite + Unpin>(
         backfill_client: std::sync::Arc::new(backfill_client),
         extra_readers: Vec::new(),
         readers_refused: None,
-        last_chunk_end: None,
         registry,
         by_table: bindings
             .iter()

@@ -7,7 +7,9 @@
 //! shared cores). Nothing the capture can ask tells which case it is in, so it measures:
 //! the table's throughput with one reader (a chunk) and with its default readers (a
 //! round), each as rows per second from the table's previous chunk's end to this one's,
-//! which covers everything a chunk costs, its fence included. It then reads with whichever
+//! which covers everything a chunk costs: its fence, its split query, and the chunks of other
+//! tables read in the same rounds (the same either way), so that tables backfilled together
+//! are measured as they are read. It then reads with whichever
 //! was faster, more readers only when they were at least [`MORE_READERS_GAIN`] faster
 //! (each is one more connection on the user's server), and measures both again after
 //! [`MEASURE_AGAIN_AFTER`] chunks, since the server's load changes.

@@ -118,6 +118,7 @@ fn new_binding(
         estimated_rows: None,
         binary_cells: true,
         reader_trial: Default::default(),
+        last_chunk_end: None,
     }
 }
 

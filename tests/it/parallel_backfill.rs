@@ -12,6 +12,7 @@
 //! harness, which draws `backfill_readers` in a fraction of its cases (`DIFF_READERS=n`
 //! forces it).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,6 +275,75 @@ async fn default_readers_follow_the_size_and_yield_to_a_connection_limit() {
     db.drop_slots().await;
 }
 
+/// Readers chosen by default are measured against one (`reader_trial`): a large table's
+/// first chunk is read by one connection, its second by one and measured, its third by its
+/// default readers, as a round, whatever the machine then decides. The tables after it, too
+/// small for more than one reader, are read by one, and every table's rows arrive.
+async fn default_readers_are_measured_against_one_reader_first() {
+    const SMALL_ROWS: i64 = 1_500;
+    let db = TestDb::create("parallel_backfill_trial").await;
+    db.execute(&format!(
+        "CREATE TABLE test.big (id bigint PRIMARY KEY, counter bigint NOT NULL, pad text NOT NULL);
+         INSERT INTO test.big SELECT g, 0, 'p' FROM generate_series(1, {ROWS}) g;
+         CREATE TABLE test.small_a (LIKE test.big INCLUDING ALL);
+         INSERT INTO test.small_a SELECT g, 0, 'a' FROM generate_series(1000001, 1000000 + {SMALL_ROWS}) g;
+         CREATE TABLE test.small_b (LIKE test.big INCLUDING ALL);
+         INSERT INTO test.small_b SELECT g, 0, 'b' FROM generate_series(2000001, 2000000 + {SMALL_ROWS}) g;
+         ANALYZE test.big; ANALYZE test.small_a; ANALYZE test.small_b;"
+    ))
+    .await;
+    let mut config = db.endpoint_config();
+    // Chunks of 100: the big table has 60 (two readers by default), the small ones 15 each
+    // (one reader).
+    config["advanced"]["backfill_chunk_size"] = json!(100);
+    let slot = db.slot_name();
+    config["advanced"]["slotName"] = json!(slot);
+    let bindings = vec![binding("big", &["/id"]), binding("small_a", &["/id"]), binding("small_b", &["/id"])];
+    let capture = Capture { config, bindings, slot };
+    let mut admin = Admin::new(Conn::superuser(cluster().await, &db.name));
+    let mut committed = Committed::new(None);
+    let mut runner = Runner::open(
+        &capture,
+        &mut committed,
+        &mut admin,
+        &[("SHUTDOWN_AFTER_POLLING", "yes"), ("LOG_LEVEL", "debug")],
+    )
+    .await;
+    let ending =
+        runner.run_until(&mut admin, tokio::time::Instant::now() + Duration::from_secs(180), |_, _| false).await;
+    let stderr = runner.stderr_lines().await;
+    assert!(matches!(ending, Some(Ending::Completed)), "the capture did not complete: {stderr:?}");
+    // Each chunk's debug line names its table and rows: a round of two readers reads more
+    // than one chunk's 100 rows.
+    let chunks: Vec<(String, u64)> = stderr
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["msg"] == "backfill chunk")
+        .map(|line| {
+            (
+                line["fields"]["table"].as_str().unwrap_or_default().to_string(),
+                line["fields"]["rows"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let rows_of = |name: &str| -> Vec<u64> { chunks.iter().filter(|(t, _)| t == name).map(|(_, r)| *r).collect() };
+    let big = rows_of("test.big");
+    assert!(
+        big.len() > 3 && big[0] == 100 && big[1] == 100 && big[2] == 200,
+        "the big table's first two chunks are read by one reader and its third by two: {big:?}"
+    );
+    for small in ["test.small_a", "test.small_b"] {
+        let rows = rows_of(small);
+        assert!(rows.iter().all(|r| *r <= 100), "{small} was read by more than one reader: {rows:?}");
+    }
+    let mut expected = BTreeMap::new();
+    for table in ["test.big", "test.small_a", "test.small_b"] {
+        expected.extend(table_rows(admin.client().await, table).await);
+    }
+    assert_matches_table(&committed, &expected, "default readers measured");
+    db.drop_slots().await;
+}
+
 /// Backends connected to `database` now, once those closing have gone (the harness's
 /// short-lived connections end asynchronously).
 async fn connections_to(client: &tokio_postgres::Client, database: &str) -> i64 {
@@ -306,6 +376,7 @@ async fn parallel_readers_under_writes_and_kills_converge_to_the_table() {
     run(3, Some("Without Primary Key"), seed + 3).await;
     readers_are_closed_after_the_backfill().await;
     default_readers_follow_the_size_and_yield_to_a_connection_limit().await;
+    default_readers_are_measured_against_one_reader_first().await;
 }
 
 /// The split keys of a round are the keys of every N-th row after the resume key, in the
